@@ -1,0 +1,176 @@
+"""The catalogs under ``matrix/``: GPUs, models, Triton releases and the vLLM backend's import sets."""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import Field
+
+from stackmatrix.domain import CallSpec, Gpu, ImportSet, ImportSpec, Model, TritonRelease
+from stackmatrix.errors import BadInput
+from stackmatrix.tomlfile import Strict, load
+
+
+def data_dir() -> Path:
+    """The embedded ``matrix/``: packaged under ``_data`` in a wheel, the repo's folder in a checkout."""
+    packaged = Path(__file__).parent / "_data" / "matrix"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "matrix"
+
+
+class _Gpu(Strict):
+    name: str
+    memory_gib: float = Field(gt=0)
+    compute_capability: str = Field(pattern=r"^\d+\.\d+$")
+    fp8: bool
+    fp4: bool
+    source: str
+
+
+class _Gpus(Strict):
+    gpu: list[_Gpu]
+
+
+class _Model(Strict):
+    id: str = Field(pattern=r"^[\w.-]+/[\w.-]+$")
+    variant: str
+    tuning: str = Field(pattern=r"^(it|base)$")
+    quant: str
+    base: str | None = None
+    architecture: str
+    model_type: str
+    text_model_type: str | None = None
+    params_total_b: float = Field(gt=0)
+    params_active_b: float = Field(gt=0)
+    modalities: list[str]
+    context_length: int = Field(gt=0)
+    dtype: str
+    weight_bytes: int = Field(gt=0)
+    num_layers: int = Field(ge=0)
+    num_kv_heads: int = Field(ge=0)
+    head_dim: int = Field(ge=0)
+    sliding_window: int = Field(ge=0)
+    num_global_layers: int = Field(ge=0)
+    source: str
+    verified: bool
+    note: str = ""
+
+
+class _Models(Strict):
+    model: list[_Model]
+
+
+class _Import(Strict):
+    module: str
+    names: list[str]
+
+
+class _Call(Strict):
+    target: str = Field(pattern=r"^[\w.]+:[\w.]+$")
+    keywords: list[str]
+
+
+class _ImportSet(Strict):
+    source: str
+    extern: list[str] = []
+    imports: list[_Import]
+    calls: list[_Call] = []
+
+
+class _Release(Strict):
+    release: str = Field(pattern=r"^\d\d\.\d\d$")
+    triton_version: str
+    tritonclient: str | None = None
+    vllm_shipped: str | None = None
+    cuda: str | None = None
+    driver: str | None = None
+    python: str | None = None
+    import_set: str | None = None
+    import_set_inferred: bool = False
+    verified: bool = True
+    source: str
+
+
+class _ModelJson(Strict):
+    keys: list[str]
+    keys_tp: list[str]
+    source: str
+
+
+class _Triton(Strict):
+    release: list[_Release]
+    import_sets: dict[str, _ImportSet]
+    model_json: _ModelJson
+
+
+@dataclass(frozen=True)
+class Catalog:
+    gpus: dict[str, Gpu]
+    models: tuple[Model, ...]
+    triton: dict[str, TritonRelease]
+    import_sets: dict[str, ImportSet]
+    extern_imports: dict[str, tuple[str, ...]]  # import set -> top-level non-vLLM modules it imports
+    model_json_keys: tuple[str, ...]
+    model_json_keys_tp: tuple[str, ...]
+
+    def model(self, query: str, where: str = "--model") -> Model:
+        """A model by id, case-insensitively, with or without the org."""
+        q = query.strip().lower()
+        hits = [m for m in self.models if m.id.lower() == q or m.slug == q]
+        if len(hits) != 1:
+            known = ", ".join(m.id for m in self.models)
+            raise BadInput(where, "model", query, f"one of the catalog's models ({known})")
+        return hits[0]
+
+    def models_matching(self, patterns: list[str]) -> list[Model]:
+        return [m for m in self.models if any(fnmatch.fnmatch(m.id.lower(), p.lower()) for p in patterns)]
+
+
+def load_catalog(root: Path | None = None) -> Catalog:
+    root = root or data_dir()
+    gpus_file, models_file, triton_file = root / "gpus.toml", root / "models.toml", root / "triton.toml"
+    gpus = {g.name: Gpu(g.name, g.memory_gib, g.compute_capability, g.fp8, g.fp4, g.source)
+            for g in load(gpus_file, _Gpus).gpu}
+    models: list[Model] = []
+    seen: dict[str, str] = {}
+    for i, m in enumerate(load(models_file, _Models).model):
+        model = Model(
+            m.id, m.variant, m.tuning, m.quant, m.architecture, m.model_type, m.text_model_type,
+            m.params_total_b, m.params_active_b, tuple(m.modalities), m.context_length, m.dtype,
+            m.weight_bytes, m.num_layers, m.num_kv_heads, m.head_dim, m.sliding_window,
+            m.num_global_layers, m.verified, m.source,
+        )
+        if model.slug in seen:
+            raise BadInput(str(models_file), f"model[{i}].id", m.id,
+                           f"a repo name unique in the catalog ({seen[model.slug]} has the same)")
+        seen[model.slug] = m.id
+        models.append(model)
+    tri = load(triton_file, _Triton)
+    sets = {
+        name: ImportSet(
+            name,
+            tuple(ImportSpec(i.module, tuple(i.names)) for i in s.imports),
+            tuple(CallSpec(c.target, tuple(c.keywords)) for c in s.calls),
+            s.source,
+        )
+        for name, s in tri.import_sets.items()
+    }
+    releases: dict[str, TritonRelease] = {}
+    for i, r in enumerate(tri.release):
+        if r.import_set is not None and r.import_set not in sets:
+            raise BadInput(str(triton_file), f"release[{i}].import_set", r.import_set,
+                           f"one of the import sets defined in the file ({', '.join(sorted(sets))})")
+        releases[r.release] = TritonRelease(
+            r.release, r.triton_version, r.tritonclient, r.vllm_shipped, r.cuda, r.driver, r.python,
+            r.import_set, r.import_set_inferred, r.verified, r.source,
+        )
+    return Catalog(
+        gpus=gpus,
+        models=tuple(models),
+        triton=releases,
+        import_sets=sets,
+        extern_imports={n: tuple(s.extern) for n, s in tri.import_sets.items()},
+        model_json_keys=tuple(tri.model_json.keys),
+        model_json_keys_tp=tuple(tri.model_json.keys_tp),
+    )

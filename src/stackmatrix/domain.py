@@ -1,0 +1,258 @@
+"""The domain records: Stack, Model, Target, Cell, Outcome, and the vocabularies they use."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class StackKind(StrEnum):
+    VLLM = "vllm"
+    TRITON_VLLM = "triton-vllm"
+    TRITON_PYTHON = "triton-python"
+
+
+class Status(StrEnum):
+    PASS = "pass"
+    FAIL = "fail"
+    SKIP = "skip"
+    ERROR = "error"
+
+
+class Verdict(StrEnum):
+    """Strongest evidence first; reports order columns and legends by this."""
+
+    SERVES = "serves"
+    RUNS_TINY = "runs-tiny"
+    PREDICTED = "predicted"
+    OVERRIDE = "override"
+    BLOCKED = "blocked"
+    NO_FIT = "no-fit"
+    NOT_RUN = "not-run"
+
+
+class Reason(StrEnum):
+    RESOLVE_CONFLICT = "resolve-conflict"
+    PYTHON_UNSUPPORTED = "python-unsupported"
+    MODEL_TYPE_UNKNOWN = "model-type-unknown"
+    ARCH_UNSUPPORTED = "arch-unsupported"
+    BACKEND_IMPORT_MISSING = "backend-import-missing"
+    BACKEND_SIGNATURE_MISMATCH = "backend-signature-mismatch"
+    DOES_NOT_FIT = "does-not-fit"
+    VERSION_NOT_FOUND = "version-not-found"
+    INDEX_UNREACHABLE = "index-unreachable"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class Gpu:
+    name: str
+    memory_gib: float
+    compute_capability: str
+    fp8: bool
+    fp4: bool
+    source: str
+
+
+@dataclass(frozen=True)
+class Target:
+    """A GPU class, a GPU count and the tensor-parallel size, e.g. ``l4x2`` (tp=2)."""
+
+    name: str
+    gpu: Gpu
+    count: int
+    tp: int
+
+
+@dataclass(frozen=True)
+class Model:
+    id: str
+    variant: str
+    tuning: str
+    quant: str
+    architecture: str
+    model_type: str
+    text_model_type: str | None
+    params_total_b: float
+    params_active_b: float
+    modalities: tuple[str, ...]
+    context_length: int
+    dtype: str
+    weight_bytes: int
+    num_layers: int
+    num_kv_heads: int
+    head_dim: int
+    sliding_window: int
+    num_global_layers: int
+    verified: bool
+    source: str
+
+    @property
+    def slug(self) -> str:
+        """The id part of a cell: the repo name, lower-cased (the org is dropped; the catalog keeps it unique)."""
+        return self.id.rsplit("/", 1)[-1].lower()
+
+
+@dataclass(frozen=True)
+class CallSpec:
+    """A call the Triton vLLM backend makes, with the keyword arguments it passes."""
+
+    target: str  # "module:Qualname[.method]"
+    keywords: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ImportSpec:
+    module: str
+    names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ImportSet:
+    name: str
+    imports: tuple[ImportSpec, ...]
+    calls: tuple[CallSpec, ...]
+    source: str
+
+
+@dataclass(frozen=True)
+class TritonRelease:
+    release: str  # "YY.MM"
+    triton_version: str
+    tritonclient: str | None
+    vllm_shipped: str | None  # what NVIDIA's table says the container holds (often an NVIDIA build)
+    cuda: str | None
+    driver: str | None
+    python: str | None
+    import_set: str | None  # key into the import-set catalog; None = the backend source is unknown
+    import_set_inferred: bool
+    verified: bool
+    source: str
+
+    @property
+    def vllm_public(self) -> str | None:
+        """The public release the shipped vLLM was built from (``0.17.1+fb2e…nv26.3`` -> ``0.17.1``)."""
+        if not self.vllm_shipped:
+            return None
+        m = re.match(r"\d+(\.\d+)+(\.post\d+)?", self.vllm_shipped)
+        return m.group(0) if m else None
+
+    @property
+    def cutoff(self) -> str:
+        """The first day after the release's month: what the container holds was uploaded before it."""
+        yy, mm = (int(p) for p in self.release.split("."))
+        year, month = 2000 + yy + mm // 12, mm % 12 + 1
+        return f"{year:04d}-{month:02d}-01"
+
+
+@dataclass(frozen=True)
+class Stack:
+    """One concrete serving stack. ``transformers_rule`` says how an implied pin was chosen."""
+
+    kind: StackKind
+    vllm: str | None
+    transformers: str | None
+    python: str
+    triton: str | None = None
+    transformers_rule: str | None = None
+
+    @property
+    def is_upgrade(self) -> bool:
+        return self.kind is not StackKind.VLLM and self.transformers_rule is None
+
+    @property
+    def id(self) -> str:
+        if self.kind is StackKind.VLLM:
+            return f"vllm-{self.vllm}-tf{self.transformers}"
+        prefix = "triton" if self.kind is StackKind.TRITON_VLLM else "tpy"
+        if self.transformers_rule is not None:  # stock container: nothing replaced
+            return f"{prefix}-{self.triton}"
+        parts = [f"{prefix}-{self.triton}"]
+        if self.vllm:
+            parts.append(f"vllm{self.vllm}")
+        if self.transformers:
+            parts.append(f"tf{self.transformers}")
+        return "-".join(parts)
+
+
+@dataclass(frozen=True)
+class Cell:
+    stack: Stack
+    model: Model
+    target: Target
+
+    @property
+    def id(self) -> str:
+        """Stable, glob-friendly: ``<stack>__<model>__<target>``."""
+        return f"{self.stack.id}__{self.model.slug}__{self.target.name}"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    probe: str
+    status: Status
+    reason: Reason | None = None
+    detail: str = ""
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+    duration_s: float = 0.0
+    override: str | None = None  # the dependency override this pass needs, if any
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.probe,
+            "status": str(self.status),
+            "reason": str(self.reason) if self.reason else None,
+            "detail": self.detail,
+            "override": self.override,
+            "evidence": dict(self.evidence),
+            "duration_s": round(self.duration_s, 6),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Outcome:
+        return cls(
+            probe=data["name"],
+            status=Status(data["status"]),
+            reason=Reason(data["reason"]) if data.get("reason") else None,
+            detail=data.get("detail", ""),
+            evidence=data.get("evidence", {}),
+            duration_s=data.get("duration_s", 0.0),
+            override=data.get("override"),
+        )
+
+
+@dataclass(frozen=True)
+class CellResult:
+    cell_id: str
+    verdict: Verdict
+    reason: Reason | None
+    override: str | None
+    outcomes: tuple[Outcome, ...]
+    fingerprint: str
+    declared: Mapping[str, str | None]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "cell": self.cell_id,
+            "verdict": str(self.verdict),
+            "reason": str(self.reason) if self.reason else None,
+            "override": self.override,
+            "fingerprint": self.fingerprint,
+            "declared": dict(self.declared),
+            "probes": [o.to_json() for o in self.outcomes],
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> CellResult:
+        return cls(
+            cell_id=data["cell"],
+            verdict=Verdict(data["verdict"]),
+            reason=Reason(data["reason"]) if data.get("reason") else None,
+            override=data.get("override"),
+            outcomes=tuple(Outcome.from_json(o) for o in data["probes"]),
+            fingerprint=data["fingerprint"],
+            declared=data.get("declared", {}),
+        )

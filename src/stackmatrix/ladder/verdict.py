@@ -1,0 +1,37 @@
+"""A cell's verdict from its outcomes, strongest evidence first (DESIGN.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from stackmatrix.domain import Outcome, Reason, Status, Verdict
+
+RUNTIME_SERVE = "serve"
+
+
+def _overridable(o: Outcome) -> bool:
+    return o.status is Status.FAIL and o.reason is Reason.RESOLVE_CONFLICT and o.override is not None
+
+
+def derive(outcomes: Sequence[Outcome], *, tiny: bool = True) -> tuple[Verdict, Reason | None, str | None]:
+    """(verdict, reason, override).
+
+    A software failure blocks (the first failing probe gives the reason); an infrastructure error or an
+    unknown fact leaves the cell not-run; a memory failure alone is no-fit; a pass that needs a dependency
+    the declared requirements forbid is an override; otherwise the strongest observation decides.
+    """
+    fails = [o for o in outcomes if o.status is Status.FAIL]
+    hard = [o for o in fails if not _overridable(o) and o.reason is not Reason.DOES_NOT_FIT]
+    if hard:
+        return Verdict.BLOCKED, hard[0].reason, None
+    errors = [o for o in outcomes if o.status is Status.ERROR or (o.status is Status.SKIP and o.reason)]
+    if errors:
+        return Verdict.NOT_RUN, errors[0].reason or Reason.UNKNOWN, None
+    if any(o.reason is Reason.DOES_NOT_FIT for o in fails):
+        return Verdict.NO_FIT, Reason.DOES_NOT_FIT, None
+    overrides = [o.override for o in fails if o.override]
+    if overrides:
+        return Verdict.OVERRIDE, Reason.RESOLVE_CONFLICT, "; ".join(overrides)
+    if any(o.probe == RUNTIME_SERVE and o.status is Status.PASS for o in outcomes):
+        return (Verdict.RUNS_TINY if tiny else Verdict.SERVES), None, None
+    return Verdict.PREDICTED, None, None

@@ -1,0 +1,99 @@
+"""The matrix file (``matrix/default.toml`` or the user's): settings, targets, models, stack rules, excludes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from stackmatrix.catalog import Catalog, data_dir
+from stackmatrix.errors import BadInput
+from stackmatrix.tomlfile import Strict, load
+
+SYMBOLS = ("@newest", "@newest-allowed", "@release-day")
+VersionItem = str
+
+
+class Range(Strict):
+    """Every release on the index (or in the Triton catalog) from ``from`` to ``to``, inclusive."""
+
+    from_: str = Field(alias="from")
+    to: str | None = None
+
+
+class Settings(Strict):
+    python: str = Field("3.12", pattern=r"^3\.\d+$")
+    platform: str = "x86_64"
+    kv_reserve_tokens: int = Field(8192, gt=0)
+    gpu_memory_utilization: float = Field(0.90, gt=0, le=1)
+    overhead_gib: float = Field(1.0, ge=0)
+
+
+class TargetSpec(Strict):
+    gpu: str
+    count: int = Field(gt=0)
+    tp: int = Field(gt=0)
+
+
+class StackRule(Strict):
+    kind: Literal["vllm", "triton-vllm"]
+    triton: list[str] | Range | None = None
+    vllm: list[VersionItem] | Range | None = None
+    transformers: list[VersionItem] | None = None
+    note: str = ""
+
+
+class Exclude(Strict):
+    cells: str
+    reason: str
+
+
+class Models(Strict):
+    include: list[str]
+
+
+class MatrixFile(Strict):
+    settings: Settings = Settings()
+    targets: dict[str, TargetSpec]
+    models: Models
+    stack: list[StackRule]
+    exclude: list[Exclude] = []
+
+
+def default_matrix_path() -> Path:
+    return data_dir() / "default.toml"
+
+
+def load_matrix(path: Path, catalog: Catalog) -> MatrixFile:
+    spec = load(path, MatrixFile)
+    where = str(path)
+    for name, t in spec.targets.items():
+        if t.gpu not in catalog.gpus:
+            raise BadInput(where, f"targets.{name}.gpu", t.gpu, f"a GPU of the catalog ({', '.join(catalog.gpus)})")
+        if t.tp > t.count:
+            raise BadInput(where, f"targets.{name}.tp", t.tp, f"at most the GPU count ({t.count})")
+    for i, pattern in enumerate(spec.models.include):
+        if not catalog.models_matching([pattern]):
+            raise BadInput(where, f"models.include[{i}]", pattern, "a glob matching at least one catalog model id")
+    for i, rule in enumerate(spec.stack):
+        key = f"stack[{i}]"
+        if rule.kind == "vllm" and (rule.triton is not None or rule.vllm is None or not rule.transformers):
+            raise BadInput(where, key, rule.kind, "kind 'vllm' with 'vllm' and 'transformers' and no 'triton'")
+        if rule.kind == "triton-vllm" and rule.triton is None:
+            raise BadInput(where, f"{key}.triton", None, "a list of Triton releases or {from, to}")
+        releases = rule.triton if isinstance(rule.triton, list) else (
+            [rule.triton.from_] + ([rule.triton.to] if rule.triton.to else []) if rule.triton else [])
+        for r in releases:
+            if r not in catalog.triton:
+                raise BadInput(where, f"{key}.triton", r, f"a Triton release of the catalog ({', '.join(catalog.triton)})")
+        for field in ("vllm", "transformers"):
+            items = getattr(rule, field)
+            for item in items if isinstance(items, list) else []:
+                if item.startswith("@") and item not in SYMBOLS:
+                    raise BadInput(where, f"{key}.{field}", item, f"a version or one of {', '.join(SYMBOLS)}")
+        if isinstance(rule.vllm, list) and "@release-day" in rule.vllm or "@newest-allowed" in (
+            rule.vllm if isinstance(rule.vllm, list) else []
+        ):
+            raise BadInput(where, f"{key}.vllm", rule.vllm, "versions, '@newest' or {from, to}")
+    return spec

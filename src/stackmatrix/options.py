@@ -1,0 +1,90 @@
+"""Options declared once (flag, env var, default, help), resolved in layers: defaults -> env -> CLI."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_INDEX_URL = "https://pypi.org/simple"
+
+
+@dataclass(frozen=True)
+class Option:
+    flag: str
+    env: str
+    default: str | None
+    help: str
+
+
+OPTIONS: dict[str, Option] = {
+    "cache_dir": Option(
+        "--cache-dir", "STACKMATRIX_CACHE_DIR", None,
+        "one directory for every cache (index pages, wheel members, facts, environments); "
+        "default: $XDG_CACHE_HOME/stackmatrix",
+    ),
+    "index_url": Option(
+        "--index-url", "STACKMATRIX_INDEX_URL", DEFAULT_INDEX_URL,
+        "a PEP 503/691 simple index (PyPI or a mirror)",
+    ),
+    "find_links": Option(
+        "--find-links", "STACKMATRIX_FIND_LINKS", None,
+        "a directory of wheels (wheelhouse) searched before the index",
+    ),
+    "offline": Option(
+        "--offline", "STACKMATRIX_OFFLINE", None, "never touch the network: use cached facts only",
+    ),
+    "jobs": Option("--jobs", "STACKMATRIX_JOBS", "8", "parallel fetches of wheel facts"),
+    "reports_dir": Option(
+        "--reports-dir", "STACKMATRIX_REPORTS_DIR", "reports", "where runs and rendered tables go",
+    ),
+}
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "stackmatrix"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The resolved options every step reads."""
+
+    cache_dir: Path = field(default_factory=default_cache_dir)
+    index_url: str = DEFAULT_INDEX_URL
+    find_links: Path | None = None
+    offline: bool = False
+    jobs: int = 8
+    reports_dir: Path = Path("reports")
+
+
+def _truthy(value: str) -> bool:
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def resolve_settings(cli: dict[str, object]) -> Settings:
+    """Layer the defaults, then the environment, then the CLI values that were given (not None)."""
+    raw: dict[str, object] = {k: o.default for k, o in OPTIONS.items()}
+    for key, opt in OPTIONS.items():
+        if opt.env in os.environ:
+            raw[key] = os.environ[opt.env]
+    for key, value in cli.items():
+        if value is not None and value is not False:
+            raw[key] = value
+    from stackmatrix.errors import BadInput
+
+    try:
+        jobs = int(str(raw["jobs"]))
+    except ValueError:
+        raise BadInput("options", "jobs", raw["jobs"], "a positive integer") from None
+    if jobs < 1:
+        raise BadInput("options", "jobs", jobs, "a positive integer")
+    offline = raw["offline"]
+    return Settings(
+        cache_dir=Path(str(raw["cache_dir"])).expanduser() if raw["cache_dir"] else default_cache_dir(),
+        index_url=str(raw["index_url"]).rstrip("/"),
+        find_links=Path(str(raw["find_links"])) if raw["find_links"] else None,
+        offline=offline if isinstance(offline, bool) else _truthy(str(offline or "")),
+        jobs=jobs,
+        reports_dir=Path(str(raw["reports_dir"])),
+    )

@@ -1,0 +1,139 @@
+"""The pipeline: load -> expand -> select -> plan -> execute -> store -> render. Each step a plain function."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from stackmatrix import __version__
+from stackmatrix.catalog import Catalog, load_catalog
+from stackmatrix.domain import Cell, CellResult, Outcome, Reason, Status
+from stackmatrix.errors import InfraUnavailable
+from stackmatrix.expand import Expansion, expand
+from stackmatrix.ladder.facts import FACTS_VERSION, Facts
+from stackmatrix.ladder.static import Context, run_static
+from stackmatrix.ladder.verdict import derive
+from stackmatrix.matrixfile import MatrixFile, load_matrix
+from stackmatrix.options import Settings
+from stackmatrix.wheels.http import Http
+from stackmatrix.wheels.index import Index, VersionNotFound
+from stackmatrix.wheels.reader import WheelReader
+
+PROBE_CODE_VERSION = f"{__version__}/facts{FACTS_VERSION}/static1"
+
+
+@dataclass(frozen=True)
+class Loaded:
+    catalog: Catalog
+    spec: MatrixFile
+    path: Path
+    matrix_hash: str
+
+
+@dataclass
+class Session:
+    settings: Settings
+    http: Http
+    index: Index
+    reader: WheelReader
+    facts: Facts
+
+    def close(self) -> None:
+        self.reader.flush()
+        self.http.close()
+
+
+def open_session(settings: Settings, platform: str = "x86_64") -> Session:
+    http = Http(offline=settings.offline)
+    index = Index(http, settings.cache_dir, settings.index_url, settings.find_links)
+    reader = WheelReader(http, settings.cache_dir)
+    return Session(settings, http, index, reader, Facts(index, reader, platform))
+
+
+def load(matrix_path: Path, catalog_dir: Path | None = None) -> Loaded:
+    catalog = load_catalog(catalog_dir)
+    spec = load_matrix(matrix_path, catalog)
+    digest = hashlib.sha256(matrix_path.read_bytes())
+    for name in ("gpus.toml", "models.toml", "triton.toml"):
+        path = (catalog_dir or matrix_path.parent) / name
+        if path.exists():
+            digest.update(path.read_bytes())
+    return Loaded(catalog, spec, matrix_path, digest.hexdigest()[:16])
+
+
+def prefetch_metadata(session: Session, project: str, python: str) -> None:
+    """Fetch every release's core metadata in parallel (the rules that pick versions read it)."""
+    def one(version: str) -> None:
+        try:
+            session.facts.requires(session.facts.wheel(project, version, python))
+        except (VersionNotFound, InfraUnavailable):
+            pass  # the probe that needs it reports it
+    with ThreadPoolExecutor(session.settings.jobs) as pool:
+        list(pool.map(one, session.facts.versions(project)))
+
+
+def expand_matrix(session: Session, loaded: Loaded) -> Expansion:
+    pythons = {loaded.spec.settings.python} | {
+        ".".join(r.python.split(".")[:2]) for r in loaded.catalog.triton.values() if r.python}
+    for py in sorted(pythons):
+        prefetch_metadata(session, "vllm", py)
+    return expand(loaded.spec, loaded.catalog, session.facts, str(loaded.path))
+
+
+def fingerprint(cell: Cell, session: Session) -> str:
+    """Pins, the exact wheels (by hash), the probe code version and the model and target records."""
+    wheels = []
+    for project, version in (("vllm", cell.stack.vllm), ("transformers", cell.stack.transformers)):
+        if version:
+            try:
+                wheels.append(session.facts.wheel(project, version, cell.stack.python).key)
+            except (VersionNotFound, InfraUnavailable):
+                wheels.append(f"{project}=={version}?")
+    payload = {"stack": cell.stack.id, "python": cell.stack.python, "wheels": wheels,
+               "probes": PROBE_CODE_VERSION, "model": asdict(cell.model), "target": asdict(cell.target)}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def evaluate(cell: Cell, ctx: Context, session: Session) -> CellResult:
+    outcomes = run_static(cell, ctx)
+    verdict, reason, override = derive(outcomes)
+    s = cell.stack
+    declared = {"kind": str(s.kind), "triton": s.triton, "vllm": s.vllm, "transformers": s.transformers,
+                "transformers_rule": s.transformers_rule, "python": s.python, "model": cell.model.id,
+                "target": cell.target.name}
+    return CellResult(cell.id, verdict, reason, override, tuple(outcomes), fingerprint(cell, session), declared)
+
+
+def execute(cells: Sequence[Cell], ctx: Context, session: Session,
+            on_result: Callable[[CellResult], None]) -> list[CellResult]:
+    """Evaluate cells, one stack per task so a stack's wheels are read by one worker; ``on_result`` stores."""
+    by_stack: dict[str, list[Cell]] = defaultdict(list)
+    for c in cells:
+        by_stack[c.stack.id].append(c)
+
+    def work(group: list[Cell]) -> list[CellResult]:
+        out = []
+        for c in group:
+            r = evaluate(c, ctx, session)
+            on_result(r)
+            out.append(r)
+        return out
+
+    results: list[CellResult] = []
+    with ThreadPoolExecutor(session.settings.jobs) as pool:
+        for group_results in pool.map(work, by_stack.values()):
+            results.extend(group_results)
+    return sorted(results, key=lambda r: r.cell_id)
+
+
+def unreachable(results: Iterable[CellResult]) -> bool:
+    return any(o.status is Status.ERROR and o.reason is Reason.INDEX_UNREACHABLE
+               for r in results for o in r.outcomes)
+
+
+__all__ = ["Outcome", "execute", "expand_matrix", "load", "open_session"]

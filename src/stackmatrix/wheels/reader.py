@@ -1,0 +1,122 @@
+"""Read a wheel's metadata and single members, remote or local, through a content-addressed cache.
+
+Cache layout (under ``<cache>/wheels/<sha256>/``): ``METADATA``, ``names.json`` (the member list),
+``members/<path>`` (raw member bytes) and ``facts.json`` (derived facts keyed by extractor and version).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from stackmatrix.atomic import atomic_write_bytes, atomic_write_text
+from stackmatrix.errors import InfraUnavailable
+from stackmatrix.wheels.http import Http
+from stackmatrix.wheels.index import WheelFile
+from stackmatrix.wheels.remote_zip import RangeFile
+
+_MISSING = "\0missing"
+
+
+class WheelReader:
+    def __init__(self, http: Http, cache_dir: Path) -> None:
+        self.http = http
+        self.root = cache_dir / "wheels"
+        self._zips: dict[str, zipfile.ZipFile] = {}
+        self._facts: dict[str, dict[str, Any]] = {}
+        self._dirty: set[str] = set()
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def lock(self, wheel: WheelFile) -> threading.Lock:
+        """One thread at a time per wheel: the zip handle and its facts file are not shared."""
+        with self._guard:
+            return self._locks.setdefault(wheel.key, threading.Lock())
+
+    def _dir(self, wheel: WheelFile) -> Path:
+        return self.root / wheel.key
+
+    def _zip(self, wheel: WheelFile) -> zipfile.ZipFile:
+        if wheel.key not in self._zips:
+            if wheel.url.startswith(("http://", "https://")):
+                self._zips[wheel.key] = zipfile.ZipFile(RangeFile(self.http, wheel.url, label=wheel.label))
+            else:
+                self._zips[wheel.key] = zipfile.ZipFile(wheel.url)
+        return self._zips[wheel.key]
+
+    def names(self, wheel: WheelFile) -> list[str]:
+        path = self._dir(wheel) / "names.json"
+        if path.exists():
+            names: list[str] = json.loads(path.read_text())
+            return names
+        names = self._zip(wheel).namelist()
+        atomic_write_text(path, json.dumps(names))
+        return names
+
+    def member(self, wheel: WheelFile, name: str) -> bytes | None:
+        """The member's bytes, or None when the wheel has no such member."""
+        path = self._dir(wheel) / "members" / name
+        if path.exists():
+            return path.read_bytes()
+        if name not in set(self.names(wheel)):
+            return None
+        data = self._zip(wheel).read(name)
+        atomic_write_bytes(path, data)
+        return data
+
+    def metadata(self, wheel: WheelFile) -> str:
+        """The core metadata: PEP 658 ``<url>.metadata`` first, else the ``.dist-info/METADATA`` member."""
+        path = self._dir(wheel) / "METADATA"
+        if path.exists():
+            return path.read_text()
+        text: str | None = None
+        if wheel.url.startswith(("http://", "https://")):
+            response = self.http.get(wheel.url + ".metadata", label=wheel.label)
+            if response.status_code == 200:
+                text = response.text
+        if text is None:
+            suffix = ".dist-info/METADATA"
+            name = next((n for n in self.names(wheel) if n.endswith(suffix) and n.count("/") == 1), None)
+            if name is None:
+                raise OSError(f"{wheel.filename}: no .dist-info/METADATA member")
+            data = self.member(wheel, name)
+            assert data is not None
+            text = data.decode()
+        atomic_write_text(path, text)
+        return text
+
+    # -- derived facts ------------------------------------------------------------------------
+    def _facts_for(self, wheel: WheelFile) -> dict[str, Any]:
+        if wheel.key not in self._facts:
+            path = self._dir(wheel) / "facts.json"
+            self._facts[wheel.key] = json.loads(path.read_text()) if path.exists() else {}
+        return self._facts[wheel.key]
+
+    def fact(self, wheel: WheelFile, key: str, compute: Callable[[], Any]) -> Any:
+        """A derived fact, computed once per wheel and kept in ``facts.json``; call under ``lock(wheel)``."""
+        facts = self._facts_for(wheel)
+        if key not in facts:
+            try:
+                facts[key] = compute()
+            except InfraUnavailable:
+                raise
+            self._dirty.add(wheel.key)
+        return facts[key]
+
+    def has_fact(self, wheel: WheelFile, key: str) -> bool:
+        return key in self._facts_for(wheel)
+
+    def flush(self, wheel: WheelFile | None = None) -> None:
+        """Persist new facts and drop open zip handles (they hold fetched bytes in memory)."""
+        keys = [wheel.key] if wheel else list(self._dirty | set(self._zips))
+        for key in keys:
+            if key in self._dirty:
+                atomic_write_text(self.root / key / "facts.json", json.dumps(self._facts[key], sort_keys=True))
+                self._dirty.discard(key)
+            zf = self._zips.pop(key, None)
+            if zf is not None:
+                zf.close()
