@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cache
 from typing import Protocol
 
 from packaging.specifiers import SpecifierSet
@@ -28,18 +29,23 @@ class Expansion:
     excluded: tuple[tuple[str, str], ...]  # (cell id, reason)
 
 
+@cache
+def _v(text: str) -> Version:
+    return Version(text)
+
+
 def _newest(versions: Iterable[str], spec: SpecifierSet | None = None, before: str | None = None,
             index: IndexView | None = None, project: str = "") -> str | None:
     ok = []
     for v in versions:
-        if spec is not None and not spec.contains(v, prereleases=False):
+        if spec is not None and not spec.contains(_v(v), prereleases=False):
             continue
         if before is not None and index is not None:
             t = index.upload_time(project, v)
             if t is None or t >= before:
                 continue
         ok.append(v)
-    return max(ok, key=Version) if ok else None
+    return max(ok, key=_v) if ok else None
 
 
 def transformers_for(index: IndexView, vllm: str, rule: str, python: str, before: str | None = None) -> str | None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from functools import cache
 from pathlib import Path
 
 from stackmatrix import __version__
@@ -85,6 +85,11 @@ def expand_matrix(session: Session, loaded: Loaded) -> Expansion:
     return expand(loaded.spec, loaded.catalog, session.facts, str(loaded.path))
 
 
+@cache
+def _record_json(record: object) -> str:
+    return json.dumps(asdict(record), sort_keys=True, default=str)  # type: ignore[call-overload]
+
+
 def fingerprint(cell: Cell, session: Session) -> str:
     """Pins, the exact wheels (by hash), the probe code version and the model and target records."""
     wheels = []
@@ -95,7 +100,8 @@ def fingerprint(cell: Cell, session: Session) -> str:
             except (VersionNotFound, InfraUnavailable):
                 wheels.append(f"{project}=={version}?")
     payload = {"stack": cell.stack.id, "python": cell.stack.python, "wheels": wheels,
-               "probes": PROBE_CODE_VERSION, "model": asdict(cell.model), "target": asdict(cell.target)}
+               "probes": PROBE_CODE_VERSION, "model": _record_json(cell.model),
+               "target": _record_json(cell.target)}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
@@ -109,26 +115,26 @@ def evaluate(cell: Cell, ctx: Context, session: Session) -> CellResult:
     return CellResult(cell.id, verdict, reason, override, tuple(outcomes), fingerprint(cell, session), declared)
 
 
+def warm(cells: Sequence[Cell], ctx: Context, session: Session) -> None:
+    """Fetch the facts every stack needs, in parallel: one cell per stack reads all of its wheels' members."""
+    first: dict[str, Cell] = {}
+    for c in cells:
+        first.setdefault(c.stack.id, c)
+    with ThreadPoolExecutor(session.settings.jobs) as pool:
+        list(pool.map(lambda c: run_static(c, ctx), first.values()))
+
+
 def execute(cells: Sequence[Cell], ctx: Context, session: Session,
             on_result: Callable[[CellResult], None]) -> list[CellResult]:
-    """Evaluate cells, one stack per task so a stack's wheels are read by one worker; ``on_result`` stores."""
-    by_stack: dict[str, list[Cell]] = defaultdict(list)
+    """Warm the facts in parallel (network-bound), then evaluate in order (CPU-bound: threads only contend);
+    ``on_result`` stores each result as it comes, so an interruption keeps what was done."""
+    warm(cells, ctx, session)
+    results = []
     for c in cells:
-        by_stack[c.stack.id].append(c)
-
-    def work(group: list[Cell]) -> list[CellResult]:
-        out = []
-        for c in group:
-            r = evaluate(c, ctx, session)
-            on_result(r)
-            out.append(r)
-        return out
-
-    results: list[CellResult] = []
-    with ThreadPoolExecutor(session.settings.jobs) as pool:
-        for group_results in pool.map(work, by_stack.values()):
-            results.extend(group_results)
-    return sorted(results, key=lambda r: r.cell_id)
+        r = evaluate(c, ctx, session)
+        on_result(r)
+        results.append(r)
+    return results
 
 
 def unreachable(results: Iterable[CellResult]) -> bool:

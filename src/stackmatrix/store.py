@@ -42,10 +42,11 @@ class Run:
         atomic_write_text(self.root / "run.json", json.dumps(self.meta, indent=2, sort_keys=True))
 
     def write_cell(self, result: CellResult) -> None:
-        atomic_write_text(self.cells_dir / f"{result.cell_id}.json", json.dumps(result.to_json(), indent=1))
+        atomic_write_text(self.cells_dir / f"{result.cell_id}.json", json.dumps(result.to_json()))
 
     def finish(self, status: str, **extra: Any) -> None:
-        self.meta.update(status=status, finished=_now(), **extra)
+        written = sum(1 for _ in self.cells_dir.glob("*.json"))
+        self.meta.update(status=status, finished=_now(), cells_written=written, **extra)
         self.write_meta()
 
     def results(self) -> Iterator[CellResult]:

@@ -18,7 +18,7 @@ from stackmatrix.ladder import pysource
 from stackmatrix.wheels.index import Index, WheelFile
 from stackmatrix.wheels.reader import WheelReader
 
-FACTS_VERSION = "1"
+FACTS_VERSION = "2"
 _REGISTRY_PATHS = ("vllm/model_executor/models/registry.py", "vllm/model_executor/models/__init__.py")
 _CONFIG_AUTO = "transformers/models/auto/configuration_auto.py"
 
@@ -36,6 +36,16 @@ def module_member(module: str) -> tuple[str, str]:
     return f"{base}.py", f"{base}/__init__.py"
 
 
+def relative_member(path: str, origin: str) -> str:
+    """The member a relative import in ``path`` names: ``("a/b/c.py", ".d")`` -> ``a/b/d.py``."""
+    level = len(origin) - len(origin.lstrip("."))
+    module = origin[level:]
+    parts = path.split("/")[:-1] if level else []
+    if level > 1:
+        parts = parts[: len(parts) - (level - 1)]
+    return "/".join(parts + module.split(".")) + ".py" if module else "/".join(parts) + "/__init__.py"
+
+
 class Facts:
     """The static tier's view of the index and the wheels (implements :class:`expand.IndexView`)."""
 
@@ -44,6 +54,7 @@ class Facts:
         self._versions: dict[str, list[str]] = {}
         self._wheels: dict[tuple[str, str, str], WheelFile] = {}
         self._specs: dict[tuple[str, str, str, str], SpecifierSet | None] = {}
+        self._reqs: dict[tuple[str, str], list[Requirement]] = {}
 
     # -- index (memoized: every probe of every cell asks) -----------------------------------------
     def versions(self, project: str) -> list[str]:
@@ -72,6 +83,12 @@ class Facts:
 
     def requirements(self, wheel: WheelFile, python: str) -> list[Requirement]:
         """The wheel's unconditional requirements for a Linux host running ``python`` (markers evaluated)."""
+        key = (wheel.key, python)
+        if key not in self._reqs:
+            self._reqs[key] = self._requirements(wheel, python)
+        return self._reqs[key]
+
+    def _requirements(self, wheel: WheelFile, python: str) -> list[Requirement]:
         env = marker_env(python, self.platform)
         out = []
         for line in self.requires(wheel)["requires_dist"]:
@@ -92,13 +109,19 @@ class Facts:
     def _dependency_spec(self, project: str, version: str, dependency: str, python: str) -> SpecifierSet | None:
         wheel = self.wheel(project, version, python)
         name = canonicalize_name(dependency)
-        specs = [r.specifier for r in self.requirements(wheel, python) if canonicalize_name(r.name) == name]
-        if not specs:
-            return None
-        out = SpecifierSet()
-        for s in specs:
-            out &= s
-        return out
+
+        def compute() -> str | None:
+            specs = [r.specifier for r in self.requirements(wheel, python) if canonicalize_name(r.name) == name]
+            if not specs:
+                return None
+            out = SpecifierSet()
+            for s in specs:
+                out &= s
+            return str(out)
+
+        with self.reader.lock(wheel):
+            text = self.reader.fact(wheel, f"dependency@{FACTS_VERSION}:{name}:py{python}:{self.platform}", compute)
+        return None if text is None else SpecifierSet(text)
 
     # -- members --------------------------------------------------------------------------------
     def _source(self, wheel: WheelFile, members: tuple[str, ...]) -> tuple[str, str] | None:
@@ -111,11 +134,18 @@ class Facts:
     def model_types(self, wheel: WheelFile) -> dict[str, Any]:
         """``model_type`` keys transformers registers (``CONFIG_MAPPING_NAMES``)."""
         def compute() -> dict[str, Any]:
-            found = self._source(wheel, (_CONFIG_AUTO,))
-            if found is None:
-                return {"member": None, "model_types": []}
-            keys = pysource.dict_keys(found[1], "CONFIG_MAPPING_NAMES") or []
-            return {"member": found[0], "model_types": sorted(keys)}
+            members: list[str] = []
+            keys: set[str] = set()
+            path: str | None = _CONFIG_AUTO
+            while path and len(members) < 4:  # follow ``from .auto_mappings import CONFIG_MAPPING_NAMES``
+                found = self._source(wheel, (path,))
+                if found is None:
+                    break
+                members.append(found[0])
+                new, origin = pysource.mapping_keys(found[1], "CONFIG_MAPPING_NAMES")
+                keys.update(new)
+                path = relative_member(path, origin) if origin else None
+            return {"member": " + ".join(members) or None, "model_types": sorted(keys)}
         with self.reader.lock(wheel):
             result: dict[str, Any] = self.reader.fact(wheel, f"model_types@{FACTS_VERSION}", compute)
             return result

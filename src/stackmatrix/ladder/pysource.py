@@ -10,27 +10,40 @@ from typing import Any
 
 
 def _str_keys(node: ast.expr) -> list[str]:
-    """String keys of a dict literal, or of ``OrderedDict([...])`` / ``dict(...)`` built from pairs."""
+    """String keys of a dict literal, ``OrderedDict([(k, v), ...])`` or ``OrderedDict(**{...}, **other)``."""
     if isinstance(node, ast.Dict):
         return [k.value for k in node.keys if isinstance(k, ast.Constant) and isinstance(k.value, str)]
-    if isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.List | ast.Tuple):
-        out = []
+    if not isinstance(node, ast.Call):
+        return []
+    out: list[str] = []
+    if node.args and isinstance(node.args[0], ast.List | ast.Tuple):
         for elt in node.args[0].elts:
             if isinstance(elt, ast.Tuple) and elt.elts and isinstance(elt.elts[0], ast.Constant):
                 value = elt.elts[0].value
                 if isinstance(value, str):
                     out.append(value)
-        return out
-    return []
+    for kw in node.keywords:
+        out += _str_keys(kw.value) if kw.arg is None else [kw.arg]  # ``**{...}`` merges a literal
+    return out
 
 
-def dict_keys(source: str, name: str) -> list[str] | None:
-    """Keys of the module-level mapping ``name`` (None when the module has no such assignment)."""
-    for node in ast.parse(source).body:
+def mapping_keys(source: str, name: str) -> tuple[list[str], str | None]:
+    """Keys a module gives the mapping ``name``: its literal assignments and ``name.update({...})`` calls,
+    plus where the module imports ``name`` from (``"..pkg.mod"``, leading dots for relative imports)."""
+    keys: list[str] = []
+    origin: str | None = None
+    for node in _walk_top(ast.parse(source).body):
         target, value = _assignment(node)
         if target == name and value is not None:
-            return _str_keys(value)
-    return None
+            keys += _str_keys(value)
+        elif (isinstance(node, ast.Expr) and isinstance(node.value, ast.Call)
+              and isinstance(node.value.func, ast.Attribute) and node.value.func.attr == "update"
+              and isinstance(node.value.func.value, ast.Name) and node.value.func.value.id == name
+              and node.value.args):
+            keys += _str_keys(node.value.args[0])
+        elif isinstance(node, ast.ImportFrom) and any((a.asname or a.name) == name for a in node.names):
+            origin = "." * node.level + (node.module or "")
+    return keys, origin
 
 
 def _assignment(node: ast.stmt) -> tuple[str | None, ast.expr | None]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from packaging.specifiers import SpecifierSet
@@ -29,6 +29,14 @@ class Context:
     catalog: Catalog
     facts: Facts
     settings: MatrixSettings
+    # Outcomes keyed by what each probe depends on: thousands of cells share a few hundred distinct checks.
+    memo: dict[tuple[object, ...], Outcome] = field(default_factory=dict)
+
+
+def _closest(name: str, known: list[str]) -> list[str]:
+    """Near names as evidence (same 4-letter stem first: difflib over all of a registry is slow)."""
+    stem = [k for k in known if k[:4].lower() == name[:4].lower()]
+    return difflib.get_close_matches(name, stem or known, n=3)
 
 
 def _timed(name: str, fn: Callable[[], Outcome]) -> Outcome:
@@ -96,7 +104,7 @@ def probe_model_type(cell: Cell, ctx: Context) -> Outcome:
     missing = [t for t in wanted if t not in known]
     evidence = {"wheel": tw.filename, "member": facts["member"], "registered": len(known)}
     if missing:
-        near = difflib.get_close_matches(missing[0], sorted(known), n=3)
+        near = _closest(missing[0], sorted(known))
         return Outcome("model-type", Status.FAIL, Reason.MODEL_TYPE_UNKNOWN,
                        f"transformers {s.transformers} does not register model_type {missing[0]!r}",
                        {**evidence, "missing": missing, "closest": near})
@@ -116,7 +124,7 @@ def probe_arch(cell: Cell, ctx: Context) -> Outcome:
     note = _nvidia_note(cell, ctx)
     entry = arches.get(m.architecture)
     if entry is None:
-        near = difflib.get_close_matches(m.architecture, sorted(arches), n=3)
+        near = _closest(m.architecture, sorted(arches))
         return Outcome("arch", Status.FAIL, Reason.ARCH_UNSUPPORTED,
                        f"vllm {s.vllm}'s model registry has no {m.architecture}{note}",
                        {**evidence, "closest": near})
@@ -226,14 +234,31 @@ def probe_fit(cell: Cell, ctx: Context) -> Outcome:
     return Outcome("fit", Status.PASS, None, detail, evidence)
 
 
-def static_probes(cell: Cell) -> list[tuple[str, Callable[[Cell, Context], Outcome]]]:
-    probes: list[tuple[str, Callable[[Cell, Context], Outcome]]] = [
-        ("resolve", probe_resolve), ("model-type", probe_model_type), ("arch", probe_arch)]
+Probe = Callable[[Cell, Context], Outcome]
+Key = Callable[[Cell], tuple[object, ...]]
+
+# Each rung with the part of the cell its outcome depends on (the memo key).
+RESOLVE: tuple[str, Probe, Key] = ("resolve", probe_resolve, lambda c: (c.stack.id,))
+MODEL_TYPE: tuple[str, Probe, Key] = (
+    "model-type", probe_model_type,
+    lambda c: (c.stack.transformers, c.stack.python, c.model.model_type, c.model.text_model_type))
+ARCH: tuple[str, Probe, Key] = ("arch", probe_arch, lambda c: (c.stack.id, c.model.architecture))
+BACKEND: tuple[str, Probe, Key] = ("backend-imports", probe_backend_imports,
+                                   lambda c: (c.stack.id, c.target.tp > 1))
+FIT: tuple[str, Probe, Key] = ("fit", probe_fit, lambda c: (c.model.id, c.target))
+
+
+def static_probes(cell: Cell) -> list[tuple[str, Probe, Key]]:
     if cell.stack.kind is StackKind.TRITON_VLLM:
-        probes.append(("backend-imports", probe_backend_imports))
-    probes.append(("fit", probe_fit))
-    return probes
+        return [RESOLVE, MODEL_TYPE, ARCH, BACKEND, FIT]
+    return [RESOLVE, MODEL_TYPE, ARCH, FIT]
 
 
 def run_static(cell: Cell, ctx: Context) -> list[Outcome]:
-    return [_timed(name, lambda fn=fn: fn(cell, ctx)) for name, fn in static_probes(cell)]  # type: ignore[misc]
+    out = []
+    for name, fn, key in static_probes(cell):
+        k = (name, *key(cell))
+        if k not in ctx.memo:
+            ctx.memo[k] = _timed(name, lambda fn=fn: fn(cell, ctx))  # type: ignore[misc]
+        out.append(ctx.memo[k])
+    return out

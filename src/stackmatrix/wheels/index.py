@@ -81,6 +81,7 @@ class Index:
         self.cache_dir = cache_dir / "index"
         self.unreachable: str | None = None  # set when the index could not be reached and the cache stood in
         self._mem: dict[str, list[WheelFile]] = {}
+        self._uploads: dict[str, dict[str, str]] = {}
         self._lock = threading.Lock()
 
     # -- listing -------------------------------------------------------------------------------
@@ -157,6 +158,7 @@ class Index:
                     self.unreachable = str(exc)
                     remote = cached or []
             self._mem[project] = local + remote
+            self._uploads.pop(project, None)
             return self._mem[project]
 
     def versions(self, project: str) -> list[Version]:
@@ -165,8 +167,14 @@ class Index:
         return sorted(v for v in seen if not v.is_prerelease and not v.is_devrelease)
 
     def upload_time(self, project: str, version: str) -> str | None:
-        times = [w.upload_time for w in self.files(project) if w.version == version and w.upload_time]
-        return min(times) if times else None
+        """When a release's first wheel was uploaded (None where the index does not say)."""
+        if project not in self._uploads:
+            first: dict[str, str] = {}
+            for w in self.files(project):
+                if w.upload_time and (w.version not in first or w.upload_time < first[w.version]):
+                    first[w.version] = w.upload_time
+            self._uploads[project] = first
+        return self._uploads[project].get(version)
 
     def wheel(self, project: str, version: str, *, python: str = "3.12", platform: str = "x86_64") -> WheelFile:
         """The wheel a Linux ``platform`` host running CPython ``python`` would install."""

@@ -29,13 +29,13 @@ class WheelReader:
         self._zips: dict[str, zipfile.ZipFile] = {}
         self._facts: dict[str, dict[str, Any]] = {}
         self._dirty: set[str] = set()
-        self._locks: dict[str, threading.Lock] = {}
-        self._guard = threading.Lock()
+        self._locks: dict[str, threading.RLock] = {}
+        self._guard = threading.RLock()
 
-    def lock(self, wheel: WheelFile) -> threading.Lock:
+    def lock(self, wheel: WheelFile) -> threading.RLock:
         """One thread at a time per wheel: the zip handle and its facts file are not shared."""
         with self._guard:
-            return self._locks.setdefault(wheel.key, threading.Lock())
+            return self._locks.setdefault(wheel.key, threading.RLock())
 
     def _dir(self, wheel: WheelFile) -> Path:
         return self.root / wheel.key
