@@ -73,9 +73,9 @@ class _Call(Strict):
 
 class _ImportSet(Strict):
     source: str
-    extern: list[str] = []
+    extern: list[str] = Field(default_factory=list)
     imports: list[_Import]
-    calls: list[_Call] = []
+    calls: list[_Call] = Field(default_factory=list)
 
 
 class _Release(Strict):
@@ -130,20 +130,42 @@ class Catalog:
 def load_catalog(root: Path | None = None) -> Catalog:
     root = root or data_dir()
     gpus_file, models_file, triton_file = root / "gpus.toml", root / "models.toml", root / "triton.toml"
-    gpus = {g.name: Gpu(g.name, g.memory_gib, g.compute_capability, g.fp8, g.fp4, g.source)
-            for g in load(gpus_file, _Gpus).gpu}
+    gpus = {
+        g.name: Gpu(g.name, g.memory_gib, g.compute_capability, g.fp8, g.fp4, g.source)
+        for g in load(gpus_file, _Gpus).gpu
+    }
     models: list[Model] = []
     seen: dict[str, str] = {}
     for i, m in enumerate(load(models_file, _Models).model):
         model = Model(
-            m.id, m.variant, m.tuning, m.quant, m.architecture, m.model_type, m.text_model_type,
-            m.params_total_b, m.params_active_b, tuple(m.modalities), m.context_length, m.dtype,
-            m.weight_bytes, m.num_layers, m.num_kv_heads, m.head_dim, m.sliding_window,
-            m.num_global_layers, m.verified, m.source,
+            m.id,
+            m.variant,
+            m.tuning,
+            m.quant,
+            m.architecture,
+            m.model_type,
+            m.text_model_type,
+            m.params_total_b,
+            m.params_active_b,
+            tuple(m.modalities),
+            m.context_length,
+            m.dtype,
+            m.weight_bytes,
+            m.num_layers,
+            m.num_kv_heads,
+            m.head_dim,
+            m.sliding_window,
+            m.num_global_layers,
+            m.verified,
+            m.source,
         )
         if model.slug in seen:
-            raise BadInput(str(models_file), f"model[{i}].id", m.id,
-                           f"a repo name unique in the catalog ({seen[model.slug]} has the same)")
+            raise BadInput(
+                str(models_file),
+                f"model[{i}].id",
+                m.id,
+                f"a repo name unique in the catalog ({seen[model.slug]} has the same)",
+            )
         seen[model.slug] = m.id
         models.append(model)
     tri = load(triton_file, _Triton)
@@ -159,11 +181,24 @@ def load_catalog(root: Path | None = None) -> Catalog:
     releases: dict[str, TritonRelease] = {}
     for i, r in enumerate(tri.release):
         if r.import_set is not None and r.import_set not in sets:
-            raise BadInput(str(triton_file), f"release[{i}].import_set", r.import_set,
-                           f"one of the import sets defined in the file ({', '.join(sorted(sets))})")
+            raise BadInput(
+                str(triton_file),
+                f"release[{i}].import_set",
+                r.import_set,
+                f"one of the import sets defined in the file ({', '.join(sorted(sets))})",
+            )
         releases[r.release] = TritonRelease(
-            r.release, r.triton_version, r.tritonclient, r.vllm_shipped, r.cuda, r.driver, r.python,
-            r.import_set, r.import_set_inferred, r.verified, r.source,
+            r.release,
+            r.triton_version,
+            r.tritonclient,
+            r.vllm_shipped,
+            r.cuda,
+            r.driver,
+            r.python,
+            r.import_set,
+            r.import_set_inferred,
+            r.verified,
+            r.source,
         )
     return Catalog(
         gpus=gpus,

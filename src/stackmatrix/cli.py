@@ -18,7 +18,16 @@ from stackmatrix.expand import transformers_for
 from stackmatrix.ladder.static import Context
 from stackmatrix.matrixfile import default_matrix_path
 from stackmatrix.options import OPTIONS, Settings, resolve_settings
-from stackmatrix.pipeline import Loaded, Session, evaluate, execute, expand_matrix, load, open_session, unreachable
+from stackmatrix.pipeline import (
+    Loaded,
+    Session,
+    evaluate,
+    execute,
+    expand_matrix,
+    load,
+    open_session,
+    unreachable,
+)
 from stackmatrix.report import frame, render_terminal, write_latest
 from stackmatrix.select import select
 from stackmatrix.store import start_run
@@ -40,6 +49,15 @@ def _selection(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shard", default=None, help="i/n: the i-th of n round-robin shards of the selection")
 
 
+def _resolve(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--resolve",
+        choices=["declared", "full"],
+        default="declared",
+        help="declared: the pins' declared requirements (packaging); full: uv resolves the whole tree",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stackmatrix", description=__doc__)
     parser.add_argument("--version", action="version", version=f"stackmatrix {__version__}")
@@ -54,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     _selection(p)
     p.add_argument("--tier", choices=["static"], default="static", help="how far up the probe ladder to go")
+    _resolve(p)
     p.add_argument("--quiet", action="store_true", help="print only the summary and the report paths")
 
     p = sub.add_parser("check", help="one cell, the question a release gate asks")
@@ -61,11 +80,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="catalog model id, case-insensitive, org optional")
     p.add_argument("--triton", default=None, help="Triton release YY.MM (stock container unless --vllm/--transformers)")
     p.add_argument("--vllm", default=None, help="vLLM version (default: the container's, or the newest)")
-    p.add_argument("--transformers", default=None,
-                   help="transformers version (default: the newest the vLLM release declares it accepts)")
+    p.add_argument(
+        "--transformers",
+        default=None,
+        help="transformers version (default: the newest the vLLM release declares it accepts)",
+    )
     p.add_argument("--gpu", default="l4x1", help="target: a matrix target name or <gpu>x<count> (tp=count)")
     p.add_argument("--format", choices=["table", "json"], default="table")
     p.add_argument("--tier", choices=["static"], default="static")
+    _resolve(p)
     return parser
 
 
@@ -93,9 +116,23 @@ def cmd_list(args: argparse.Namespace) -> int:
     finally:
         session.close()
     if args.json:
-        print(json.dumps([{"id": c.id, "kind": str(c.stack.kind), "triton": c.stack.triton,
-                           "vllm": c.stack.vllm, "transformers": c.stack.transformers,
-                           "model": c.model.id, "target": c.target.name} for c in cells], indent=1))
+        print(
+            json.dumps(
+                [
+                    {
+                        "id": c.id,
+                        "kind": str(c.stack.kind),
+                        "triton": c.stack.triton,
+                        "vllm": c.stack.vllm,
+                        "transformers": c.stack.transformers,
+                        "model": c.model.id,
+                        "target": c.target.name,
+                    }
+                    for c in cells
+                ],
+                indent=1,
+            )
+        )
     else:
         print("\n".join(c.id for c in cells))
     return 0
@@ -108,17 +145,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     try:
         cells = _selected(args, session, loaded)
-        run = start_run(settings.reports_dir, matrix_hash=loaded.matrix_hash, matrix_path=str(loaded.path),
-                        tier=args.tier, selected=len(cells))
-        ctx = Context(loaded.catalog, session.facts, loaded.spec.settings)
+        run = start_run(
+            settings.reports_dir,
+            matrix_hash=loaded.matrix_hash,
+            matrix_path=str(loaded.path),
+            tier=args.tier,
+            selected=len(cells),
+        )
+        ctx = Context(loaded.catalog, session.facts, loaded.spec.settings, args.resolve, settings)
         try:
             results = execute(cells, ctx, session, run.write_cell)
         except KeyboardInterrupt:
             run.finish("interrupted")
             raise Interrupted(f"interrupted: {run.meta['cells_written']} cells kept in {run.root}") from None
         infra = unreachable(results) or session.index.unreachable is not None
-        run.finish("index-unreachable" if infra else "complete", duration_s=round(time.perf_counter() - t0, 3),
-                   bytes_fetched=sum(session.http.bytes_by_label.values()))
+        run.finish(
+            "index-unreachable" if infra else "complete",
+            duration_s=round(time.perf_counter() - t0, 3),
+            bytes_fetched=sum(session.http.bytes_by_label.values()),
+        )
     finally:
         session.close()
     files = write_latest(results, settings.reports_dir / "latest", f"Readiness — run {run.meta['run_id']}")
@@ -126,12 +171,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(render_terminal(df))
     counts = df["verdict"].value_counts().to_dict()
-    print(f"{len(results)} cells in {time.perf_counter() - t0:.1f}s: " +
-          ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    print(
+        f"{len(results)} cells in {time.perf_counter() - t0:.1f}s: "
+        + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+    )
     print(f"run: {run.root}\nreports: " + ", ".join(str(p) for p in files.values()))
     if infra:
-        print(f"the package index was unreachable; cached facts were used where present "
-              f"({session.index.unreachable or 'see index-unreachable cells'})", file=sys.stderr)
+        print(
+            f"the package index was unreachable; cached facts were used where present "
+            f"({session.index.unreachable or 'see index-unreachable cells'})",
+            file=sys.stderr,
+        )
         return InfraUnavailable.exit_code
     return 0
 
@@ -151,17 +201,25 @@ def parse_target(text: str, loaded: Loaded) -> Target:
         if len(hits) == 1:
             count = int(m.group("count"))
             return Target(text.lower(), hits[0], count, count)
-    raise BadInput("--gpu", "gpu", text,
-                   f"a matrix target ({', '.join(loaded.spec.targets)}) or <gpu>x<count> with a GPU of the "
-                   f"catalog ({', '.join(catalog.gpus)})")
+    raise BadInput(
+        "--gpu",
+        "gpu",
+        text,
+        f"a matrix target ({', '.join(loaded.spec.targets)}) or <gpu>x<count> with a GPU of the "
+        f"catalog ({', '.join(catalog.gpus)})",
+    )
 
 
 def _check_version(session: Session, project: str, version: str, python: str) -> None:
     try:
         session.facts.wheel(project, version, python)
     except VersionNotFound as exc:
-        raise BadInput(f"--{project}", project, version, f"a {project} version on the index "
-                       f"(version-not-found; newest: {', '.join(exc.known[-3:])})") from None
+        raise BadInput(
+            f"--{project}",
+            project,
+            version,
+            f"a {project} version on the index (version-not-found; newest: {', '.join(exc.known[-3:])})",
+        ) from None
 
 
 def check_stack(args: argparse.Namespace, session: Session, loaded: Loaded) -> Stack:
@@ -179,10 +237,14 @@ def check_stack(args: argparse.Namespace, session: Session, loaded: Loaded) -> S
         raise BadInput("--triton", "triton", args.triton, f"a catalog release ({', '.join(loaded.catalog.triton)})")
     rpy = ".".join(rel.python.split(".")[:2]) if rel.python else py
     if args.vllm is None and args.transformers is None:
-        tf = (transformers_for(session.facts, rel.vllm_public, "@release-day", rpy, before=rel.cutoff)
-              if rel.vllm_public else None)
-        return Stack(StackKind.TRITON_VLLM, rel.vllm_public, tf, rpy, triton=rel.release,
-                     transformers_rule="@release-day")
+        tf = (
+            transformers_for(session.facts, rel.vllm_public, "@release-day", rpy, before=rel.cutoff)
+            if rel.vllm_public
+            else None
+        )
+        return Stack(
+            StackKind.TRITON_VLLM, rel.vllm_public, tf, rpy, triton=rel.release, transformers_rule="@release-day"
+        )
     vllm = args.vllm or rel.vllm_public
     if vllm is None:
         raise BadInput("--vllm", "vllm", None, f"a vLLM version (the one in Triton {rel.release} is not known)")
@@ -198,26 +260,48 @@ def cmd_check(args: argparse.Namespace) -> int:
     loaded = _loaded(args)
     model = loaded.catalog.model(args.model)
     target = parse_target(args.gpu, loaded)
-    session = open_session(_settings(args), loaded.spec.settings.platform)
+    settings = _settings(args)
+    session = open_session(settings, loaded.spec.settings.platform)
     try:
         stack = check_stack(args, session, loaded)
         cell = Cell(stack, model, target)
-        result = evaluate(cell, Context(loaded.catalog, session.facts, loaded.spec.settings), session)
+        ctx = Context(loaded.catalog, session.facts, loaded.spec.settings, args.resolve, settings)
+        result = evaluate(cell, ctx, session)
     finally:
         session.close()
     if args.format == "json":
-        print(json.dumps({
-            "cell": result.cell_id, "verdict": str(result.verdict),
-            "reason": str(result.reason) if result.reason else None, "override": result.override,
-            "probes": [{"name": o.probe, "status": str(o.status), "reason": str(o.reason) if o.reason else None,
-                        "detail": o.detail} for o in result.outcomes],
-        }, indent=1))
+        print(
+            json.dumps(
+                {
+                    "cell": result.cell_id,
+                    "verdict": str(result.verdict),
+                    "reason": str(result.reason) if result.reason else None,
+                    "override": result.override,
+                    "probes": [
+                        {
+                            "name": o.probe,
+                            "status": str(o.status),
+                            "reason": str(o.reason) if o.reason else None,
+                            "detail": o.detail,
+                        }
+                        for o in result.outcomes
+                    ],
+                },
+                indent=1,
+            )
+        )
     else:
-        print(f"{result.cell_id}: {result.verdict}" + (f" ({result.reason})" if result.reason else "") +
-              (f" — override {result.override}" if result.override else ""))
+        print(
+            f"{result.cell_id}: {result.verdict}"
+            + (f" ({result.reason})" if result.reason else "")
+            + (f" — override {result.override}" if result.override else "")
+        )
         for o in result.outcomes:
             print(f"  {o.probe:<16} {o.status!s:<5} {o.reason or '':<28} {o.detail}")
-    if unreachable([result]):
+    if unreachable([result]) or session.index.unreachable is not None:
+        print(
+            f"the package index was unreachable; cached facts were used ({session.index.unreachable})", file=sys.stderr
+        )
         return InfraUnavailable.exit_code
     return 0
 

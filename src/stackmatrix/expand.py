@@ -34,8 +34,13 @@ def _v(text: str) -> Version:
     return Version(text)
 
 
-def _newest(versions: Iterable[str], spec: SpecifierSet | None = None, before: str | None = None,
-            index: IndexView | None = None, project: str = "") -> str | None:
+def _newest(
+    versions: Iterable[str],
+    spec: SpecifierSet | None = None,
+    before: str | None = None,
+    index: IndexView | None = None,
+    project: str = "",
+) -> str | None:
     ok = []
     for v in versions:
         if spec is not None and not spec.contains(_v(v), prereleases=False):
@@ -113,16 +118,19 @@ def expand_stacks(spec: MatrixFile, catalog: Catalog, index: IndexView, where: s
             rel = catalog.triton[r]
             rpy = _python(rel.python, py)
             if rule.vllm is None and rule.transformers is None:  # the stock container
-                tf = (transformers_for(index, rel.vllm_public, "@release-day", rpy, before=rel.cutoff)
-                      if rel.vllm_public else None)
-                s = Stack(StackKind.TRITON_VLLM, rel.vllm_public, tf, rpy, triton=r,
-                          transformers_rule="@release-day")
+                tf = (
+                    transformers_for(index, rel.vllm_public, "@release-day", rpy, before=rel.cutoff)
+                    if rel.vllm_public
+                    else None
+                )
+                s = Stack(StackKind.TRITON_VLLM, rel.vllm_public, tf, rpy, triton=r, transformers_rule="@release-day")
                 stacks.setdefault(s.id, s)
                 continue
-            vllms = _vllm_versions(index, rule.vllm, where, f"{key}.vllm") if rule.vllm else [rel.vllm_public]
+            if rule.vllm:
+                vllms = _vllm_versions(index, rule.vllm, where, f"{key}.vllm")
+            else:  # only transformers replaced: the container's vLLM stays
+                vllms = [rel.vllm_public] if rel.vllm_public else []
             for v in vllms:
-                if v is None:
-                    continue
                 for t in rule.transformers or ["@newest-allowed"]:
                     tf = transformers_for(index, v, t, rpy) if t.startswith("@") else t
                     if tf is None:
@@ -135,9 +143,7 @@ def expand_stacks(spec: MatrixFile, catalog: Catalog, index: IndexView, where: s
 def expand(spec: MatrixFile, catalog: Catalog, index: IndexView, where: str) -> Expansion:
     stacks = expand_stacks(spec, catalog, index, where)
     models = catalog.models_matching(spec.models.include)
-    targets = [
-        Target(name, catalog.gpus[t.gpu], t.count, t.tp) for name, t in spec.targets.items()
-    ]
+    targets = [Target(name, catalog.gpus[t.gpu], t.count, t.tp) for name, t in spec.targets.items()]
     cells: list[Cell] = []
     excluded: list[tuple[str, str]] = []
     for stack in stacks:

@@ -54,11 +54,11 @@ class Models(Strict):
 
 
 class MatrixFile(Strict):
-    settings: Settings = Settings()
+    settings: Settings = Field(default_factory=Settings)
     targets: dict[str, TargetSpec]
     models: Models
     stack: list[StackRule]
-    exclude: list[Exclude] = []
+    exclude: list[Exclude] = Field(default_factory=list)
 
 
 def default_matrix_path() -> Path:
@@ -82,18 +82,22 @@ def load_matrix(path: Path, catalog: Catalog) -> MatrixFile:
             raise BadInput(where, key, rule.kind, "kind 'vllm' with 'vllm' and 'transformers' and no 'triton'")
         if rule.kind == "triton-vllm" and rule.triton is None:
             raise BadInput(where, f"{key}.triton", None, "a list of Triton releases or {from, to}")
-        releases = rule.triton if isinstance(rule.triton, list) else (
-            [rule.triton.from_] + ([rule.triton.to] if rule.triton.to else []) if rule.triton else [])
+        releases = (
+            rule.triton
+            if isinstance(rule.triton, list)
+            else ([rule.triton.from_] + ([rule.triton.to] if rule.triton.to else []) if rule.triton else [])
+        )
         for r in releases:
             if r not in catalog.triton:
-                raise BadInput(where, f"{key}.triton", r, f"a Triton release of the catalog ({', '.join(catalog.triton)})")
+                raise BadInput(
+                    where, f"{key}.triton", r, f"a Triton release of the catalog ({', '.join(catalog.triton)})"
+                )
         for field in ("vllm", "transformers"):
             items = getattr(rule, field)
             for item in items if isinstance(items, list) else []:
                 if item.startswith("@") and item not in SYMBOLS:
                     raise BadInput(where, f"{key}.{field}", item, f"a version or one of {', '.join(SYMBOLS)}")
-        if isinstance(rule.vllm, list) and "@release-day" in rule.vllm or "@newest-allowed" in (
-            rule.vllm if isinstance(rule.vllm, list) else []
-        ):
-            raise BadInput(where, f"{key}.vllm", rule.vllm, "versions, '@newest' or {from, to}")
+        bad = [v for v in (rule.vllm if isinstance(rule.vllm, list) else []) if v.startswith("@") and v != "@newest"]
+        if bad:
+            raise BadInput(where, f"{key}.vllm", bad[0], "a version, '@newest' or {from, to}")
     return spec

@@ -19,24 +19,36 @@ class Option:
 
 OPTIONS: dict[str, Option] = {
     "cache_dir": Option(
-        "--cache-dir", "STACKMATRIX_CACHE_DIR", None,
+        "--cache-dir",
+        "STACKMATRIX_CACHE_DIR",
+        None,
         "one directory for every cache (index pages, wheel members, facts, environments); "
         "default: $XDG_CACHE_HOME/stackmatrix",
     ),
     "index_url": Option(
-        "--index-url", "STACKMATRIX_INDEX_URL", DEFAULT_INDEX_URL,
+        "--index-url",
+        "STACKMATRIX_INDEX_URL",
+        DEFAULT_INDEX_URL,
         "a PEP 503/691 simple index (PyPI or a mirror)",
     ),
     "find_links": Option(
-        "--find-links", "STACKMATRIX_FIND_LINKS", None,
+        "--find-links",
+        "STACKMATRIX_FIND_LINKS",
+        None,
         "a directory of wheels (wheelhouse) searched before the index",
     ),
     "offline": Option(
-        "--offline", "STACKMATRIX_OFFLINE", None, "never touch the network: use cached facts only",
+        "--offline",
+        "STACKMATRIX_OFFLINE",
+        None,
+        "never touch the network: use cached facts only",
     ),
     "jobs": Option("--jobs", "STACKMATRIX_JOBS", "8", "parallel fetches of wheel facts"),
     "reports_dir": Option(
-        "--reports-dir", "STACKMATRIX_REPORTS_DIR", "reports", "where runs and rendered tables go",
+        "--reports-dir",
+        "STACKMATRIX_REPORTS_DIR",
+        "reports",
+        "where runs and rendered tables go",
     ),
 }
 

@@ -6,6 +6,7 @@ import hashlib
 import json
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
@@ -68,18 +69,19 @@ def load(matrix_path: Path, catalog_dir: Path | None = None) -> Loaded:
 
 def prefetch_metadata(session: Session, project: str, python: str) -> None:
     """Fetch every release's core metadata in parallel (the rules that pick versions read it)."""
+
     def one(version: str) -> None:
-        try:
+        with suppress(VersionNotFound, InfraUnavailable):  # the probe that needs it reports it
             session.facts.requires(session.facts.wheel(project, version, python))
-        except (VersionNotFound, InfraUnavailable):
-            pass  # the probe that needs it reports it
+
     with ThreadPoolExecutor(session.settings.jobs) as pool:
         list(pool.map(one, session.facts.versions(project)))
 
 
 def expand_matrix(session: Session, loaded: Loaded) -> Expansion:
     pythons = {loaded.spec.settings.python} | {
-        ".".join(r.python.split(".")[:2]) for r in loaded.catalog.triton.values() if r.python}
+        ".".join(r.python.split(".")[:2]) for r in loaded.catalog.triton.values() if r.python
+    }
     for py in sorted(pythons):
         prefetch_metadata(session, "vllm", py)
     return expand(loaded.spec, loaded.catalog, session.facts, str(loaded.path))
@@ -99,9 +101,14 @@ def fingerprint(cell: Cell, session: Session) -> str:
                 wheels.append(session.facts.wheel(project, version, cell.stack.python).key)
             except (VersionNotFound, InfraUnavailable):
                 wheels.append(f"{project}=={version}?")
-    payload = {"stack": cell.stack.id, "python": cell.stack.python, "wheels": wheels,
-               "probes": PROBE_CODE_VERSION, "model": _record_json(cell.model),
-               "target": _record_json(cell.target)}
+    payload = {
+        "stack": cell.stack.id,
+        "python": cell.stack.python,
+        "wheels": wheels,
+        "probes": PROBE_CODE_VERSION,
+        "model": _record_json(cell.model),
+        "target": _record_json(cell.target),
+    }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
@@ -109,9 +116,16 @@ def evaluate(cell: Cell, ctx: Context, session: Session) -> CellResult:
     outcomes = run_static(cell, ctx)
     verdict, reason, override = derive(outcomes)
     s = cell.stack
-    declared = {"kind": str(s.kind), "triton": s.triton, "vllm": s.vllm, "transformers": s.transformers,
-                "transformers_rule": s.transformers_rule, "python": s.python, "model": cell.model.id,
-                "target": cell.target.name}
+    declared = {
+        "kind": str(s.kind),
+        "triton": s.triton,
+        "vllm": s.vllm,
+        "transformers": s.transformers,
+        "transformers_rule": s.transformers_rule,
+        "python": s.python,
+        "model": cell.model.id,
+        "target": cell.target.name,
+    }
     return CellResult(cell.id, verdict, reason, override, tuple(outcomes), fingerprint(cell, session), declared)
 
 
@@ -124,8 +138,9 @@ def warm(cells: Sequence[Cell], ctx: Context, session: Session) -> None:
         list(pool.map(lambda c: run_static(c, ctx), first.values()))
 
 
-def execute(cells: Sequence[Cell], ctx: Context, session: Session,
-            on_result: Callable[[CellResult], None]) -> list[CellResult]:
+def execute(
+    cells: Sequence[Cell], ctx: Context, session: Session, on_result: Callable[[CellResult], None]
+) -> list[CellResult]:
     """Warm the facts in parallel (network-bound), then evaluate in order (CPU-bound: threads only contend);
     ``on_result`` stores each result as it comes, so an interruption keeps what was done."""
     warm(cells, ctx, session)
@@ -138,8 +153,7 @@ def execute(cells: Sequence[Cell], ctx: Context, session: Session,
 
 
 def unreachable(results: Iterable[CellResult]) -> bool:
-    return any(o.status is Status.ERROR and o.reason is Reason.INDEX_UNREACHABLE
-               for r in results for o in r.outcomes)
+    return any(o.status is Status.ERROR and o.reason is Reason.INDEX_UNREACHABLE for r in results for o in r.outcomes)
 
 
 __all__ = ["Outcome", "execute", "expand_matrix", "load", "open_session"]

@@ -48,14 +48,39 @@ def frame(results: Iterable[CellResult]) -> pd.DataFrame:
     rows = []
     for r in results:
         d = r.declared
-        rows.append({
-            "cell": r.cell_id, "stack": r.cell_id.split("__")[0], "kind": d.get("kind"),
-            "triton": d.get("triton"), "vllm": d.get("vllm"), "transformers": d.get("transformers"),
-            "model": d.get("model"), "target": d.get("target"), "verdict": str(r.verdict),
-            "reason": str(r.reason) if r.reason else "", "override": r.override or "", "why": _why(r),
-        })
-    return pd.DataFrame(rows, columns=["cell", "stack", "kind", "triton", "vllm", "transformers", "model",
-                                       "target", "verdict", "reason", "override", "why"])
+        rows.append(
+            {
+                "cell": r.cell_id,
+                "stack": r.cell_id.split("__")[0],
+                "kind": d.get("kind"),
+                "triton": d.get("triton"),
+                "vllm": d.get("vllm"),
+                "transformers": d.get("transformers"),
+                "model": d.get("model"),
+                "target": d.get("target"),
+                "verdict": str(r.verdict),
+                "reason": str(r.reason) if r.reason else "",
+                "override": r.override or "",
+                "why": _why(r),
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "cell",
+            "stack",
+            "kind",
+            "triton",
+            "vllm",
+            "transformers",
+            "model",
+            "target",
+            "verdict",
+            "reason",
+            "override",
+            "why",
+        ],
+    )
 
 
 def _legend() -> list[str]:
@@ -76,12 +101,14 @@ def render_markdown(df: pd.DataFrame, title: str = "Readiness") -> str:
         text = reason + (f" ({override})" if override else "") + (f": {why}" if why else "")
         return f"{sym}[^{notes.setdefault(text, len(notes) + 1)}]"
 
-    df = df.assign(mark=[mark(*row) for row in zip(df["verdict"], df["reason"], df["override"], df["why"],
-                                                     strict=True)])
+    df = df.assign(
+        mark=[mark(*row) for row in zip(df["verdict"], df["reason"], df["override"], df["why"], strict=True)]
+    )
     table = df.pivot_table(index=["model", "target"], columns="stack", values="mark", aggfunc="first")
     table = table.reindex(columns=_stack_order(df)).fillna("")
     lines = [f"# {title}", "", "Legend: " + " · ".join(_legend()), ""]
-    lines.append(tabulate(table.reset_index(), headers="keys", tablefmt="github", showindex=False))
+    flat = table.reset_index()
+    lines.append(tabulate(flat.values.tolist(), headers=list(flat.columns), tablefmt="github"))
     lines += ["", *(f"[^{n}]: {text}" for text, n in notes.items())]
     return "\n".join(lines) + "\n"
 
@@ -96,8 +123,10 @@ def render_terminal(df: pd.DataFrame) -> str:
         return "no cells\n"
     targets = list(dict.fromkeys(df["target"]))
     models = list(dict.fromkeys(df["model"]))
-    sym = {(s, m, t): SYMBOL[Verdict(v)] for s, m, t, v in
-           zip(df["stack"], df["model"], df["target"], df["verdict"], strict=True)}
+    sym = {
+        (s, m, t): SYMBOL[Verdict(v)]
+        for s, m, t, v in zip(df["stack"], df["model"], df["target"], df["verdict"], strict=True)
+    }
     rows = [[s, *("".join(sym.get((s, m, t), " ") for t in targets) for m in models)] for s in _stack_order(df)]
     counts = df["verdict"].value_counts()
     summary = "  ".join(f"{SYMBOL[v]} {v}: {counts.get(str(v), 0)}" for v in Verdict)
@@ -108,10 +137,25 @@ def render_terminal(df: pd.DataFrame) -> str:
 
 def render_json(results: Sequence[CellResult]) -> str:
     """Verdicts and probe lines per cell; the evidence stays in the run's cell files."""
-    rows = [{"cell": r.cell_id, "verdict": str(r.verdict), "reason": str(r.reason) if r.reason else None,
-             "override": r.override, "declared": dict(r.declared),
-             "probes": [{"name": o.probe, "status": str(o.status), "reason": str(o.reason) if o.reason else None,
-                         "detail": o.detail} for o in r.outcomes]} for r in results]
+    rows = [
+        {
+            "cell": r.cell_id,
+            "verdict": str(r.verdict),
+            "reason": str(r.reason) if r.reason else None,
+            "override": r.override,
+            "declared": dict(r.declared),
+            "probes": [
+                {
+                    "name": o.probe,
+                    "status": str(o.status),
+                    "reason": str(o.reason) if o.reason else None,
+                    "detail": o.detail,
+                }
+                for o in r.outcomes
+            ],
+        }
+        for r in results
+    ]
     return json.dumps(rows, separators=(",", ":"))
 
 

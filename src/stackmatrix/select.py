@@ -85,8 +85,9 @@ def parse_shard(text: str) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
-def select(cells: Sequence[Cell], *, keyword: str | None = None, only: Sequence[str] = (),
-           shard: str | None = None) -> list[Cell]:
+def select(
+    cells: Sequence[Cell], *, keyword: str | None = None, only: Sequence[str] = (), shard: str | None = None
+) -> list[Cell]:
     """Cells in id order that match every filter. Shards split the *selected* cells round-robin."""
     out = sorted(cells, key=lambda c: c.id)
     if keyword:

@@ -65,8 +65,11 @@ def start_run(reports_dir: Path, *, matrix_hash: str, matrix_path: str, tier: st
         "matrix_hash": matrix_hash,
         "tier": tier,
         "cells_selected": selected,
-        "host": {"hostname": socket.gethostname(), "platform": platform.platform(),
-                 "python": platform.python_version()},
+        "host": {
+            "hostname": socket.gethostname(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
         "started": _now(),
         "status": "running",
     }

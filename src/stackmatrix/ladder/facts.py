@@ -24,10 +24,18 @@ _CONFIG_AUTO = "transformers/models/auto/configuration_auto.py"
 
 
 def marker_env(python: str, platform: str = "x86_64") -> dict[str, str]:
-    env = dict(default_environment())
-    env.update(python_version=python, python_full_version=f"{python}.0", sys_platform="linux",
-               platform_system="Linux", platform_machine=platform, os_name="posix",
-               implementation_name="cpython", platform_python_implementation="CPython", extra="")
+    env: dict[str, str] = {k: str(v) for k, v in default_environment().items()}
+    env.update(
+        python_version=python,
+        python_full_version=f"{python}.0",
+        sys_platform="linux",
+        platform_system="Linux",
+        platform_machine=platform,
+        os_name="posix",
+        implementation_name="cpython",
+        platform_python_implementation="CPython",
+        extra="",
+    )
     return env
 
 
@@ -75,8 +83,8 @@ class Facts:
     def requires(self, wheel: WheelFile) -> dict[str, Any]:
         def compute() -> dict[str, Any]:
             msg = Parser().parsestr(self.reader.metadata(wheel), headersonly=True)
-            return {"requires_python": msg.get("Requires-Python"),
-                    "requires_dist": msg.get_all("Requires-Dist") or []}
+            return {"requires_python": msg.get("Requires-Python"), "requires_dist": msg.get_all("Requires-Dist") or []}
+
         with self.reader.lock(wheel):
             result: dict[str, Any] = self.reader.fact(wheel, f"requires@{FACTS_VERSION}", compute)
             return result
@@ -133,6 +141,7 @@ class Facts:
 
     def model_types(self, wheel: WheelFile) -> dict[str, Any]:
         """``model_type`` keys transformers registers (``CONFIG_MAPPING_NAMES``)."""
+
         def compute() -> dict[str, Any]:
             members: list[str] = []
             keys: set[str] = set()
@@ -146,31 +155,36 @@ class Facts:
                 keys.update(new)
                 path = relative_member(path, origin) if origin else None
             return {"member": " + ".join(members) or None, "model_types": sorted(keys)}
+
         with self.reader.lock(wheel):
             result: dict[str, Any] = self.reader.fact(wheel, f"model_types@{FACTS_VERSION}", compute)
             return result
 
     def registry(self, wheel: WheelFile) -> dict[str, Any]:
         """vLLM's model registry: architecture -> [module, class], and which model files the wheel ships."""
+
         def compute() -> dict[str, Any]:
             found = self._source(wheel, _REGISTRY_PATHS)
             if found is None:
                 return {"member": None, "architectures": {}, "modules": []}
             names = self.reader.names(wheel)
             prefix = "vllm/model_executor/models/"
-            modules = sorted({n[len(prefix):-3] for n in names if n.startswith(prefix) and n.endswith(".py")})
+            modules = sorted({n[len(prefix) : -3] for n in names if n.startswith(prefix) and n.endswith(".py")})
             return {"member": found[0], "architectures": pysource.vllm_registry(found[1]), "modules": modules}
+
         with self.reader.lock(wheel):
             result: dict[str, Any] = self.reader.fact(wheel, f"registry@{FACTS_VERSION}", compute)
             return result
 
     def symbols(self, wheel: WheelFile, module: str) -> dict[str, Any] | None:
         """Top-level names of ``module`` in the wheel; None when the wheel has no such module."""
+
         def compute() -> dict[str, Any] | None:
             found = self._source(wheel, module_member(module))
             if found is None:
                 return None
             return {"member": found[0], **pysource.module_symbols(found[1])}
+
         with self.reader.lock(wheel):
             result: dict[str, Any] | None = self.reader.fact(wheel, f"symbols@{FACTS_VERSION}:{module}", compute)
             return result

@@ -36,10 +36,15 @@ def mapping_keys(source: str, name: str) -> tuple[list[str], str | None]:
         target, value = _assignment(node)
         if target == name and value is not None:
             keys += _str_keys(value)
-        elif (isinstance(node, ast.Expr) and isinstance(node.value, ast.Call)
-              and isinstance(node.value.func, ast.Attribute) and node.value.func.attr == "update"
-              and isinstance(node.value.func.value, ast.Name) and node.value.func.value.id == name
-              and node.value.args):
+        elif (
+            isinstance(node, ast.Expr)
+            and isinstance(node.value, ast.Call)
+            and isinstance(node.value.func, ast.Attribute)
+            and node.value.func.attr == "update"
+            and isinstance(node.value.func.value, ast.Name)
+            and node.value.func.value.id == name
+            and node.value.args
+        ):
             keys += _str_keys(node.value.args[0])
         elif isinstance(node, ast.ImportFrom) and any((a.asname or a.name) == name for a in node.names):
             origin = "." * node.level + (node.module or "")
@@ -103,8 +108,17 @@ def module_symbols(source: str) -> dict[str, Any]:
         elif isinstance(node, ast.Import | ast.ImportFrom):
             for alias in node.names:
                 names.add(alias.asname or alias.name.split(".")[0])
-    strings = sorted({n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)
-                      and n.value.isidentifier()}) if lazy else []
+    strings = (
+        sorted(
+            {
+                n.value
+                for n in ast.walk(tree)
+                if isinstance(n, ast.Constant) and isinstance(n.value, str) and n.value.isidentifier()
+            }
+        )
+        if lazy
+        else []
+    )
     return {"names": sorted(names), "lazy": lazy, "lazy_strings": strings}
 
 
@@ -130,8 +144,14 @@ def callable_signature(source: str, qualname: str) -> dict[str, Any] | None:
     parts = qualname.split(".")
     node: ast.stmt | None = None
     for i, part in enumerate(parts):
-        node = next((n for n in _walk_top(scope) if isinstance(n, ast.ClassDef | ast.FunctionDef |
-                     ast.AsyncFunctionDef) and n.name == part), None)
+        node = next(
+            (
+                n
+                for n in _walk_top(scope)
+                if isinstance(n, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef) and n.name == part
+            ),
+            None,
+        )
         if node is None:
             return None
         if isinstance(node, ast.ClassDef) and i < len(parts) - 1:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -14,11 +16,12 @@ from packaging.tags import Tag
 from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
-from stackmatrix.errors import InfraUnavailable
 from stackmatrix.atomic import atomic_write_text
+from stackmatrix.errors import InfraUnavailable
 from stackmatrix.wheels.http import Http
 
-INDEX_TTL_S = 6 * 3600.0
+# How long a cached listing is used without asking the index again (STACKMATRIX_INDEX_TTL, seconds).
+INDEX_TTL_S = float(os.environ.get("STACKMATRIX_INDEX_TTL", 6 * 3600))
 
 
 @dataclass(frozen=True)
@@ -64,8 +67,16 @@ class _Anchors(HTMLParser):
             self.links.append(dict(attrs))
 
 
-def _wheel_from(project: str, filename: str, url: str, sha: str | None, size: int | None,
-                upload: str | None, rp: str | None, yanked: bool) -> WheelFile | None:
+def _wheel_from(
+    project: str,
+    filename: str,
+    url: str,
+    sha: str | None,
+    size: int | None,
+    upload: str | None,
+    rp: str | None,
+    yanked: bool,
+) -> WheelFile | None:
     if not filename.endswith(".whl"):
         return None
     try:
@@ -78,7 +89,8 @@ def _wheel_from(project: str, filename: str, url: str, sha: str | None, size: in
 class Index:
     def __init__(self, http: Http, cache_dir: Path, index_url: str, find_links: Path | None = None) -> None:
         self.http, self.index_url, self.find_links = http, index_url, find_links
-        self.cache_dir = cache_dir / "index"
+        # One listing cache per index: a mirror may hold other files than PyPI.
+        self.cache_dir = cache_dir / "index" / hashlib.sha256(index_url.encode()).hexdigest()[:12]
         self.unreachable: str | None = None  # set when the index could not be reached and the cache stood in
         self._mem: dict[str, list[WheelFile]] = {}
         self._uploads: dict[str, dict[str, str]] = {}
@@ -91,7 +103,8 @@ class Index:
     def _fetch(self, project: str) -> list[WheelFile]:
         url = f"{self.index_url}/{canonicalize_name(project)}/"
         response = self.http.get(
-            url, label=f"index:{project}",
+            url,
+            label=f"index:{project}",
             headers={"Accept": "application/vnd.pypi.simple.v1+json, text/html;q=0.1"},
         )
         if response.status_code == 404:
@@ -100,9 +113,16 @@ class Index:
         wheels: list[WheelFile] = []
         if "json" in response.headers.get("content-type", ""):
             for f in response.json()["files"]:
-                w = _wheel_from(project, f["filename"], urljoin(url, f["url"]), f.get("hashes", {}).get("sha256"),
-                                f.get("size"), f.get("upload-time"), f.get("requires-python"),
-                                bool(f.get("yanked")))
+                w = _wheel_from(
+                    project,
+                    f["filename"],
+                    urljoin(url, f["url"]),
+                    f.get("hashes", {}).get("sha256"),
+                    f.get("size"),
+                    f.get("upload-time"),
+                    f.get("requires-python"),
+                    bool(f.get("yanked")),
+                )
                 if w:
                     wheels.append(w)
         else:
@@ -112,8 +132,16 @@ class Index:
                 href = a.get("href") or ""
                 target, frag = urldefrag(urljoin(url, href))
                 sha = frag.split("=", 1)[1] if frag.startswith("sha256=") else None
-                w = _wheel_from(project, target.rsplit("/", 1)[-1], target, sha, None, None,
-                                a.get("data-requires-python"), "data-yanked" in a)
+                w = _wheel_from(
+                    project,
+                    target.rsplit("/", 1)[-1],
+                    target,
+                    sha,
+                    None,
+                    None,
+                    a.get("data-requires-python"),
+                    "data-yanked" in a,
+                )
                 if w:
                     wheels.append(w)
         return wheels
@@ -185,27 +213,31 @@ class Index:
             raise VersionNotFound(project, version, [str(v) for v in self.versions(project)])
         best = _pick(candidates, python, platform)
         if best is None:
-            raise VersionNotFound(project, f"{version} (no wheel for cp{python} linux {platform})",
-                                  [str(v) for v in self.versions(project)])
+            raise VersionNotFound(
+                project,
+                f"{version} (no wheel for cp{python} linux {platform})",
+                [str(v) for v in self.versions(project)],
+            )
         return best
 
 
 def _pick(candidates: list[WheelFile], python: str, platform: str) -> WheelFile | None:
     cp = "cp" + python.replace(".", "")
+
     def score(w: WheelFile) -> int | None:
         best = None
         for t in w.tags:
             if t.platform != "any" and not (t.platform.endswith(platform) and "linux" in t.platform):
                 continue
             interp_ok = t.interpreter in {cp, "py3", f"py{python.split('.')[0]}"} or (
-                t.abi == "abi3" and t.interpreter.startswith("cp")
-                and int(t.interpreter[3:] or 0) <= int(cp[3:])
+                t.abi == "abi3" and t.interpreter.startswith("cp") and int(t.interpreter[3:] or 0) <= int(cp[3:])
             )
             if not interp_ok:
                 continue
             s = (2 if t.platform != "any" else 1) + (1 if t.interpreter == cp else 0)
             best = s if best is None else max(best, s)
         return best
+
     scored = [(s, w) for w in candidates if not w.yanked and (s := score(w)) is not None]
     if not scored:
         return None

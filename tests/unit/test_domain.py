@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import pytest
+
+from stackmatrix.catalog import load_catalog
+from stackmatrix.domain import Cell, Outcome, Reason, Stack, StackKind, Status, Target, TritonRelease
+
+
+def _release(release: str, shipped: str | None) -> TritonRelease:
+    return TritonRelease(release, "2.0.0", None, shipped, None, None, "3.12.3", None, False, True, "s")
+
+
+def test_vllm_public_strips_nvidia_build_suffix() -> None:
+    assert _release("26.03", "0.17.1+fb2e3ab6.nv26.3.46332470.cu132").vllm_public == "0.17.1"
+    assert _release("25.06", "0.9.0rc1+1958ee56.nv25.6.cu129").vllm_public == "0.9.0"
+    assert _release("24.08", "0.5.0.post1").vllm_public == "0.5.0.post1"
+    assert _release("26.09", None).vllm_public is None
+
+
+@pytest.mark.parametrize(("release", "cutoff"), [("26.03", "2026-04-01"), ("25.12", "2026-01-01")])
+def test_cutoff_is_the_first_day_after_the_release_month(release: str, cutoff: str) -> None:
+    assert _release(release, None).cutoff == cutoff
+
+
+def test_stack_and_cell_ids_are_stable_and_glob_friendly() -> None:
+    cat = load_catalog()
+    model = cat.model("gemma-4-E4B-it")
+    target = Target("l4x1", cat.gpus["L4"], 1, 1)
+    stock = Stack(StackKind.TRITON_VLLM, "0.17.1", "4.57.6", "3.12", triton="26.03", transformers_rule="@release-day")
+    upgrade = Stack(StackKind.TRITON_VLLM, "0.22.1", "5.6.0", "3.12", triton="26.03")
+    plain = Stack(StackKind.VLLM, "0.19.0", "5.5.0", "3.12")
+    assert Cell(stock, model, target).id == "triton-26.03__gemma-4-e4b-it__l4x1"
+    assert Cell(upgrade, model, target).id == "triton-26.03-vllm0.22.1-tf5.6.0__gemma-4-e4b-it__l4x1"
+    assert Cell(plain, model, target).id == "vllm-0.19.0-tf5.5.0__gemma-4-e4b-it__l4x1"
+
+
+def test_outcome_json_round_trip() -> None:
+    o = Outcome("arch", Status.FAIL, Reason.ARCH_UNSUPPORTED, "no X", {"closest": ["Y"]}, 0.5, None)
+    assert Outcome.from_json(o.to_json()) == o
