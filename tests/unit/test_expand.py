@@ -15,9 +15,13 @@ from stackmatrix.matrixfile import load_matrix
 
 class FakeIndex:
     uploads = {
-        ("vllm", "0.18.0"): "2026-03-20", ("vllm", "0.19.0"): "2026-04-03", ("vllm", "0.20.0"): "2026-05-01",
-        ("transformers", "4.57.6"): "2026-01-10", ("transformers", "5.5.0"): "2026-04-02",
-        ("transformers", "5.6.0"): "2026-04-20", ("transformers", "5.9.0"): "2026-05-20",
+        ("vllm", "0.18.0"): "2026-03-20",
+        ("vllm", "0.19.0"): "2026-04-03",
+        ("vllm", "0.20.0"): "2026-05-01",
+        ("transformers", "4.57.6"): "2026-01-10",
+        ("transformers", "5.5.0"): "2026-04-02",
+        ("transformers", "5.6.0"): "2026-04-20",
+        ("transformers", "5.9.0"): "2026-05-20",
     }
     bounds = {"0.18.0": "<5,>=4.56", "0.19.0": "<5,>=4.56", "0.20.0": ">=5.5.0,<5.9"}
 
@@ -78,8 +82,13 @@ def test_expand_ids_dedup_and_exclude(tmp_path: Path) -> None:
     path = _write(tmp_path, MATRIX)
     exp = expand(load_matrix(path, cat), cat, FakeIndex(), str(path))
     stacks = sorted({c.id.split("__")[0] for c in exp.cells})
-    assert stacks == ["triton-26.03-vllm0.20.0-tf5.9.0", "vllm-0.19.0-tf4.57.6", "vllm-0.19.0-tf5.9.0",
-                      "vllm-0.20.0-tf5.6.0", "vllm-0.20.0-tf5.9.0"]
+    assert stacks == [
+        "triton-26.03-vllm0.20.0-tf5.9.0",
+        "vllm-0.19.0-tf4.57.6",
+        "vllm-0.19.0-tf5.9.0",
+        "vllm-0.20.0-tf5.6.0",
+        "vllm-0.20.0-tf5.9.0",
+    ]
     assert len(exp.cells) == 5 * 3 and len(exp.excluded) == 5
     assert all("31b" not in c.id or c.target.name == "l4x2" for c in exp.cells)
     assert [c.id for c in exp.cells] == sorted(c.id for c in exp.cells)

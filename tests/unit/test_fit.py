@@ -8,8 +8,11 @@ from stackmatrix.matrixfile import Settings
 
 def _cell(model: str, gpu: str, count: int) -> Cell:
     cat = load_catalog()
-    return Cell(Stack(StackKind.VLLM, "0.20.0", "5.6.0", "3.12"), cat.model(model),
-                Target(f"{gpu}x{count}", cat.gpus[gpu], count, count))
+    return Cell(
+        Stack(StackKind.VLLM, "0.20.0", "5.6.0", "3.12"),
+        cat.model(model),
+        Target(f"{gpu}x{count}", cat.gpus[gpu], count, count),
+    )
 
 
 def _ctx() -> Context:

@@ -9,7 +9,7 @@ from stackmatrix.ladder.pysource import (
     vllm_registry,
 )
 
-REGISTRY = '''
+REGISTRY = """
 _TEXT_GENERATION_MODELS = {
     "Gemma3ForCausalLM": ("gemma3", "Gemma3ForCausalLM"),
     "Gemma4ForCausalLM": ("gemma4", "Gemma4ForCausalLM"),
@@ -18,7 +18,7 @@ _MULTIMODAL_MODELS: dict[str, tuple[str, str]] = {
     "Gemma4ForConditionalGeneration": ("gemma4_mm", "Gemma4ForConditionalGeneration"),
 }
 _VLLM_MODELS = {**_TEXT_GENERATION_MODELS, **_MULTIMODAL_MODELS}
-'''
+"""
 
 
 def test_vllm_registry_reads_every_models_dict() -> None:
@@ -28,12 +28,12 @@ def test_vllm_registry_reads_every_models_dict() -> None:
 
 
 def test_mapping_keys_literal_ordereddict_update_and_merge() -> None:
-    src = '''
+    src = """
 from collections import OrderedDict
 CONFIG_MAPPING_NAMES = OrderedDict([("gemma3", "Gemma3Config"), ("gemma4", "Gemma4Config")])
 CONFIG_MAPPING_NAMES.update({"mimi_decoder": "MimiDecoderConfig"})
 CONFIG_MAPPING_NAMES = OrderedDict(**{"gpt-sw3": "GPT2Config"}, **CONFIG_MAPPING_NAMES)
-'''
+"""
     keys, origin = mapping_keys(src, "CONFIG_MAPPING_NAMES")
     assert set(keys) == {"gemma3", "gemma4", "mimi_decoder", "gpt-sw3"}
     assert origin is None
@@ -49,7 +49,7 @@ def test_mapping_keys_follows_a_relative_import() -> None:
 
 
 def test_module_symbols_sees_defs_assignments_imports_and_guards() -> None:
-    src = '''
+    src = """
 from typing import TYPE_CHECKING
 from vllm.inputs.data import TokensPrompt as TP
 import numpy as np
@@ -63,7 +63,7 @@ try:
     from bar import Tried
 except ImportError:
     Tried = None
-'''
+"""
     sym = module_symbols(src)
     assert {"TP", "np", "X", "Y", "Z", "random_uuid", "RequestOutput", "Guarded", "Tried"} <= set(sym["names"])
     assert not sym["lazy"]
@@ -75,7 +75,7 @@ def test_module_symbols_lazy_getattr_records_strings() -> None:
 
 
 def test_callable_signature_method_function_dataclass_and_kwargs() -> None:
-    src = '''
+    src = """
 class AsyncLLM:
     @classmethod
     def from_vllm_config(cls, vllm_config, *, stat_loggers=None, usage_context=None): ...
@@ -86,7 +86,7 @@ class EngineArgs:
     tensor_parallel_size: int = 1
 class AsyncEngineArgs(EngineArgs):
     enable_log_requests: bool = False
-'''
+"""
     sig = callable_signature(src, "AsyncLLM.from_vllm_config")
     assert sig is not None and sig["params"] == ["cls", "vllm_config", "stat_loggers", "usage_context"]
     assert not sig["var_keyword"]

@@ -13,7 +13,8 @@ def cells() -> list[Cell]:
     cat = load_catalog()
     targets = [Target("l4x1", cat.gpus["L4"], 1, 1), Target("h100x1", cat.gpus["H100-80GB"], 1, 1)]
     stacks = [Stack(StackKind.VLLM, v, "5.5.0", "3.12") for v in ("0.19.0", "0.20.0")] + [
-        Stack(StackKind.TRITON_VLLM, "0.17.1", "4.57.6", "3.12", triton="26.03", transformers_rule="@release-day")]
+        Stack(StackKind.TRITON_VLLM, "0.17.1", "4.57.6", "3.12", triton="26.03", transformers_rule="@release-day")
+    ]
     models = [cat.model("gemma-4-E4B-it"), cat.model("gemma-4-31B-it")]
     return [Cell(s, m, t) for s in stacks for m in models for t in targets]
 

@@ -15,8 +15,12 @@ def test_all_static_passes_is_predicted_never_serves() -> None:
 
 
 def test_first_software_failure_blocks() -> None:
-    outs = [o("resolve"), o("model-type", Status.FAIL, Reason.MODEL_TYPE_UNKNOWN),
-            o("arch", Status.FAIL, Reason.ARCH_UNSUPPORTED), o("fit", Status.FAIL, Reason.DOES_NOT_FIT)]
+    outs = [
+        o("resolve"),
+        o("model-type", Status.FAIL, Reason.MODEL_TYPE_UNKNOWN),
+        o("arch", Status.FAIL, Reason.ARCH_UNSUPPORTED),
+        o("fit", Status.FAIL, Reason.DOES_NOT_FIT),
+    ]
     assert derive(outs) == (Verdict.BLOCKED, Reason.MODEL_TYPE_UNKNOWN, None)
 
 

@@ -29,9 +29,11 @@ def make_wheel(name: str, version: str, members: dict[str, str]) -> bytes:
         for path, text in members.items():
             zf.writestr(path, text)
         zf.writestr(f"{name}/filler.bin", BIG, compress_type=zipfile.ZIP_STORED)
-        zf.writestr(f"{name}-{version}.dist-info/METADATA",
-                    f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\nRequires-Python: >=3.10\n"
-                    "Requires-Dist: transformers<5,>=4.56\nRequires-Dist: pytest; extra == 'test'\n")
+        zf.writestr(
+            f"{name}-{version}.dist-info/METADATA",
+            f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\nRequires-Python: >=3.10\n"
+            "Requires-Dist: transformers<5,>=4.56\nRequires-Dist: pytest; extra == 'test'\n",
+        )
     return buf.getvalue()
 
 
@@ -47,7 +49,7 @@ class Server:
             def log_message(self, *args: object) -> None:
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 rng = self.headers.get("Range")
                 server.log.append((self.path, rng))
                 path = self.path
@@ -58,8 +60,11 @@ class Server:
                 if path not in server.files:
                     return self._send(404, b"not found", "text/plain")
                 data = server.files[path]
-                ctype = "application/vnd.pypi.simple.v1+json" if path.startswith("/json/") else (
-                    "text/html" if path.endswith("/") else "application/zip")
+                ctype = (
+                    "application/vnd.pypi.simple.v1+json"
+                    if path.startswith("/json/")
+                    else ("text/html" if path.endswith("/") else "application/zip")
+                )
                 m = re.match(r"bytes=(\d*)-(\d*)", rng or "")
                 if not (m and server.ranges and ctype == "application/zip"):
                     return self._send(200, data, ctype)
@@ -90,8 +95,15 @@ class Server:
         for fname, data in wheels.items():
             self.files[f"/files/{fname}"] = data
             sha = hashlib.sha256(data).hexdigest()
-            files.append({"filename": fname, "url": f"/files/{fname}", "hashes": {"sha256": sha},
-                          "upload-time": "2026-04-01T00:00:00Z", "size": len(data)})
+            files.append(
+                {
+                    "filename": fname,
+                    "url": f"/files/{fname}",
+                    "hashes": {"sha256": sha},
+                    "upload-time": "2026-04-01T00:00:00Z",
+                    "size": len(data),
+                }
+            )
             html.append(f'<a href="/files/{fname}#sha256={sha}">{fname}</a>')
         self.files[f"/json/{name}/"] = json.dumps({"files": files}).encode()
         self.files[f"/html/{name}/"] = ("<html><body>" + "".join(html) + "</body></html>").encode()
@@ -100,11 +112,16 @@ class Server:
 @pytest.fixture
 def server() -> Iterator[Server]:
     s = Server()
-    s.add_project("demo", {
-        "demo-1.0.0-py3-none-any.whl": make_wheel("demo", "1.0.0", {"demo/registry.py": "A = 1\n"}),
-        "demo-1.1.0-cp38-abi3-manylinux_2_28_x86_64.whl": make_wheel("demo", "1.1.0", {"demo/registry.py": "B = 2\n"}),
-        "demo-1.1.0-cp38-abi3-manylinux_2_28_aarch64.whl": make_wheel("demo", "1.1.0", {"demo/registry.py": "C\n"}),
-    })
+    s.add_project(
+        "demo",
+        {
+            "demo-1.0.0-py3-none-any.whl": make_wheel("demo", "1.0.0", {"demo/registry.py": "A = 1\n"}),
+            "demo-1.1.0-cp38-abi3-manylinux_2_28_x86_64.whl": make_wheel(
+                "demo", "1.1.0", {"demo/registry.py": "B = 2\n"}
+            ),
+            "demo-1.1.0-cp38-abi3-manylinux_2_28_aarch64.whl": make_wheel("demo", "1.1.0", {"demo/registry.py": "C\n"}),
+        },
+    )
     yield s
     s.httpd.shutdown()
 
@@ -170,7 +187,9 @@ def test_cache_serves_offline_and_missing_cache_is_infra_error(server: Server, t
         _open(server, tmp_path / "empty", offline=True)[0].versions("demo")
 
 
-def test_unreachable_index_uses_the_cached_listing(server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unreachable_index_uses_the_cached_listing(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     index, _ = _open(server, tmp_path)
     assert index.versions("demo")
     server.httpd.shutdown()

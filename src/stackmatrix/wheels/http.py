@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 import ssl
 import threading
+import time
 from collections import Counter
 
 import httpx
 
 from stackmatrix.errors import InfraUnavailable
+
+RETRIES = 2  # transient connection errors; the environment's proxy settings (HTTPS_PROXY, NO_PROXY) apply
 
 
 class Http:
@@ -31,7 +34,6 @@ class Http:
                 timeout=self._timeout,
                 verify=ctx,
                 follow_redirects=True,
-                transport=httpx.HTTPTransport(retries=2, verify=ctx),
                 limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
             )
         return self._client
@@ -41,11 +43,15 @@ class Http:
             raise InfraUnavailable(f"offline: not fetching {url}")
         if self.down is not None:  # one unreachable host per run is enough: do not wait on it again
             raise InfraUnavailable(self.down)
-        try:
-            response = self.client.get(url, headers=headers)
-        except httpx.TransportError as exc:
-            self.down = f"cannot reach {url}: {exc}"
-            raise InfraUnavailable(self.down) from exc
+        for attempt in range(RETRIES + 1):
+            try:
+                response = self.client.get(url, headers=headers)
+                break
+            except httpx.TransportError as exc:
+                if attempt == RETRIES or isinstance(exc, httpx.ProxyError):
+                    self.down = f"cannot reach {url}: {exc!r}"
+                    raise InfraUnavailable(self.down) from exc
+                time.sleep(0.5 * (attempt + 1))
         with self._lock:
             self.requests += 1
             self.bytes_by_label[label] += len(response.content)

@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stackmatrix.cli import main
+
+pytestmark = pytest.mark.network
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache for the whole session: the first test pays the cold reads, the rest are warm."""
+    return tmp_path_factory.mktemp("cache")
+
+
+CheckFn = Callable[..., tuple[int, dict[str, Any]]]
+
+
+@pytest.fixture
+def check(cache_dir: Path, capsys: pytest.CaptureFixture[str]) -> CheckFn:
+    """``stackmatrix check ... --format json`` in-process: (exit code, parsed JSON or {})."""
+
+    def run(*args: str) -> tuple[int, dict[str, Any]]:
+        code = main(["check", "--cache-dir", str(cache_dir), "--format", "json", *args])
+        out = capsys.readouterr().out
+        return code, json.loads(out) if out.strip() else {}
+
+    return run
+
+
+def probe(result: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(p for p in result["probes"] if p["name"] == name)

@@ -1,0 +1,119 @@
+"""The CLI end to end on the real default matrix and the real index: run, list, faults, interruption."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from stackmatrix.cli import main
+
+from .conftest import CheckFn, probe
+
+pytestmark = pytest.mark.network
+
+
+def test_run_default_matrix_writes_cells_and_reports(
+    cache_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    reports = tmp_path / "reports"
+    code = main(["run", "--cache-dir", str(cache_dir), "--reports-dir", str(reports), "--quiet"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    (run_dir,) = (reports / "runs").iterdir()
+    meta = json.loads((run_dir / "run.json").read_text())
+    cells = list((run_dir / "cells").glob("*.json"))
+    assert meta["status"] == "complete" and meta["cells_written"] == len(cells) == meta["cells_selected"]
+    assert len(cells) >= 1000
+    verdicts = {json.loads(p.read_text())["verdict"] for p in cells}
+    assert {"predicted", "blocked", "override", "no-fit", "not-run"} <= verdicts
+    latest = reports / "latest"
+    md = (latest / "readiness.md").read_text()
+    assert "◇ predicted: declared only" in md and "● serves" in md
+    assert "✖[^" in md and "[^1]: " in md  # blocked cells carry footnoted reasons
+    csv = (latest / "readiness.csv").read_text().splitlines()
+    assert csv[0].startswith("cell,stack,kind") and len(csv) == len(cells) + 1
+    assert len(json.loads((latest / "readiness.json").read_text())) == len(cells)
+
+
+def test_list_selection_and_shards(cache_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["list", "--cache-dir", str(cache_dir), "-k", "e4b-it and l4x1 and triton-26.0"]) == 0
+    ids = capsys.readouterr().out.split()
+    assert ids and all("gemma-4-e4b-it" in i and i.endswith("__l4x1") and "triton-26.0" in i for i in ids)
+    parts = []
+    for i in (1, 2):
+        assert (
+            main(["list", "--cache-dir", str(cache_dir), "--only", "vllm-0.2*__*e2b*", "--shard", f"{i}/2", "--json"])
+            == 0
+        )
+        parts.append({c["id"] for c in json.loads(capsys.readouterr().out)})
+    assert parts[0] and parts[1] and not parts[0] & parts[1]
+    assert main(["list", "--cache-dir", str(cache_dir), "--only", "nothing-matches-*"]) == 3
+
+
+def test_bad_matrix_exits_2_naming_the_key(cache_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "m.toml"
+    bad.write_text(
+        '[targets.x]\ngpu = "L4"\ncount = 1\ntp = 1\n[models]\ninclude = ["*"]\n'
+        '[[stack]]\nkind = "vllm"\nvllm = ["0.99.0"]\ntransformers = ["@newest"]\n'
+    )
+    assert main(["run", "--matrix", str(bad), "--cache-dir", str(cache_dir)]) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "stack[0].vllm" in err and "0.99.0" in err and "version-not-found" in err
+
+
+def test_offline_uses_the_cache_and_fails_without_it(check: CheckFn, cache_dir: Path, tmp_path: Path) -> None:
+    code, online = check("--model", "gemma-4-E4B-it", "--triton", "26.03", "--vllm", "0.22.1")
+    assert code == 0
+    code, offline = check("--model", "gemma-4-E4B-it", "--triton", "26.03", "--vllm", "0.22.1", "--offline")
+    assert code == 0 and offline == online
+    empty = tmp_path / "empty"
+    assert main(["check", "--cache-dir", str(empty), "--offline", "--model", "gemma-4-E4B-it"]) == 4
+
+
+def test_unreachable_index_exits_4_with_cached_facts(check: CheckFn, monkeypatch: pytest.MonkeyPatch) -> None:
+    args = ("--model", "gemma-4-E4B-it", "--vllm", "0.19.0", "--transformers", "5.5.0")
+    code, before = check(*args)
+    assert code == 0
+    monkeypatch.setattr("stackmatrix.wheels.index.INDEX_TTL_S", 0.0)  # force a listing refresh ...
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")  # ... through a proxy that is not there
+    code, after = check(*args)
+    assert code == 4
+    assert after["verdict"] == before["verdict"] == "override"
+    assert probe(after, "arch")["status"] == "pass"
+
+
+def test_ctrl_c_keeps_the_cells_already_written(cache_dir: Path, tmp_path: Path) -> None:
+    reports = tmp_path / "reports"
+    env = {**os.environ, "STACKMATRIX_CACHE_DIR": str(cache_dir)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stackmatrix", "run", "--reports-dir", str(reports), "--quiet"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 300
+    cells_dir = None
+    while time.monotonic() < deadline and proc.poll() is None:
+        found = list((reports / "runs").glob("*/cells")) if (reports / "runs").exists() else []
+        if found and sum(1 for _ in found[0].iterdir()) >= 50:
+            cells_dir = found[0]
+            break
+        time.sleep(0.005)
+    assert cells_dir is not None, "the run ended before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    meta = json.loads((cells_dir.parent / "run.json").read_text())
+    kept = list(cells_dir.glob("*.json"))
+    assert meta["status"] == "interrupted" and 50 <= meta["cells_written"] == len(kept) < meta["cells_selected"]
+    for path in kept:  # every kept file is whole
+        assert json.loads(path.read_text())["cell"] == path.stem
+    assert not list(cells_dir.glob(".*.tmp"))
