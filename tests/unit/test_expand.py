@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from packaging.specifiers import SpecifierSet
@@ -14,7 +15,7 @@ from stackmatrix.matrixfile import load_matrix
 
 
 class FakeIndex:
-    uploads = {
+    uploads: ClassVar[dict[tuple[str, str], str]] = {
         ("vllm", "0.18.0"): "2026-03-20",
         ("vllm", "0.19.0"): "2026-04-03",
         ("vllm", "0.20.0"): "2026-05-01",
@@ -23,7 +24,7 @@ class FakeIndex:
         ("transformers", "5.6.0"): "2026-04-20",
         ("transformers", "5.9.0"): "2026-05-20",
     }
-    bounds = {"0.18.0": "<5,>=4.56", "0.19.0": "<5,>=4.56", "0.20.0": ">=5.5.0,<5.9"}
+    bounds: ClassVar[dict[str, str]] = {"0.18.0": "<5,>=4.56", "0.19.0": "<5,>=4.56", "0.20.0": ">=5.5.0,<5.9"}
 
     def versions(self, project: str) -> list[str]:
         return sorted((v for p, v in self.uploads if p == project), key=lambda v: tuple(map(int, v.split("."))))
