@@ -58,8 +58,21 @@ def cli_run(cache_dir: Path) -> float:
     """The whole ``stackmatrix run`` (a fresh process: start-up, probing, 1 JSON per cell, 4 report formats)."""
     with tempfile.TemporaryDirectory() as reports:
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "stackmatrix", "run", "--cache-dir", str(cache_dir),
-                        "--reports-dir", reports, "--quiet"], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "stackmatrix",
+                "run",
+                "--cache-dir",
+                str(cache_dir),
+                "--reports-dir",
+                reports,
+                "--quiet",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         return time.perf_counter() - t0
 
 
@@ -94,8 +107,10 @@ def main() -> int:
     for name, value, target in rows:
         ratio = f"{value / target:.2f}" if target else ""
         print(f"{name:<44}{value:>14.2f}{(f'{target:.1f}' if target else ''):>12}{ratio:>10}")
-    print(f"bytes fetched vs downloading the same vLLM wheels whole: {sum(vllm.values()) / MB:.1f} MB vs "
-          f"{whole / MB:.0f} MB = 1/{whole / max(1, sum(vllm.values())):.0f}")
+    print(
+        f"bytes fetched vs downloading the same vLLM wheels whole: {sum(vllm.values()) / MB:.1f} MB vs "
+        f"{whole / MB:.0f} MB = 1/{whole / max(1, sum(vllm.values())):.0f}"
+    )
     print(f"warm vs cold: {warm_best.seconds / cold.seconds:.3f}")
     if tmp is not None:
         tmp.cleanup()
