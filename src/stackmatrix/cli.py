@@ -28,6 +28,7 @@ from stackmatrix.pipeline import (
     open_session,
     unreachable,
 )
+from stackmatrix.redact import redact
 from stackmatrix.report import frame, render_terminal, write_latest
 from stackmatrix.select import select
 from stackmatrix.store import start_run
@@ -314,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except StackmatrixError as exc:
-        print(f"stackmatrix: {exc}", file=sys.stderr)
+        print(f"stackmatrix: {redact(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("stackmatrix: interrupted", file=sys.stderr)

@@ -10,6 +10,7 @@ from contextlib import suppress
 from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
+from typing import TypeVar
 
 from stackmatrix import __version__
 from stackmatrix.catalog import Catalog, load_catalog
@@ -25,6 +26,7 @@ from stackmatrix.wheels.http import Http
 from stackmatrix.wheels.index import Index, VersionNotFound
 from stackmatrix.wheels.reader import WheelReader
 
+T = TypeVar("T")
 PROBE_CODE_VERSION = f"{__version__}/facts{FACTS_VERSION}/static1"
 
 
@@ -74,8 +76,7 @@ def prefetch_metadata(session: Session, project: str, python: str) -> None:
         with suppress(VersionNotFound, InfraUnavailable):  # the probe that needs it reports it
             session.facts.requires(session.facts.wheel(project, version, python))
 
-    with ThreadPoolExecutor(session.settings.jobs) as pool:
-        list(pool.map(one, session.facts.versions(project)))
+    _parallel(session, one, session.facts.versions(project))
 
 
 def expand_matrix(session: Session, loaded: Loaded) -> Expansion:
@@ -134,8 +135,16 @@ def warm(cells: Sequence[Cell], ctx: Context, session: Session) -> None:
     first: dict[str, Cell] = {}
     for c in cells:
         first.setdefault(c.stack.id, c)
-    with ThreadPoolExecutor(session.settings.jobs) as pool:
-        list(pool.map(lambda c: run_static(c, ctx), first.values()))
+    _parallel(session, lambda c: run_static(c, ctx), list(first.values()))
+
+
+def _parallel(session: Session, fn: Callable[[T], object], items: Sequence[T]) -> None:
+    """Network-bound work in threads; on Ctrl-C queued work is cancelled instead of waited for."""
+    pool = ThreadPoolExecutor(session.settings.jobs)
+    try:
+        list(pool.map(fn, items))
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def execute(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +19,7 @@ from stackmatrix.ladder.facts import Facts, module_member
 from stackmatrix.ladder.uvresolve import uv_resolve
 from stackmatrix.matrixfile import Settings as MatrixSettings
 from stackmatrix.options import Settings
+from stackmatrix.redact import redact, redact_obj
 from stackmatrix.wheels.index import VersionNotFound
 
 GIB = 1024**3
@@ -44,7 +46,8 @@ def _closest(name: str, known: list[str]) -> list[str]:
 
 
 def _timed(name: str, fn: Callable[[], Outcome]) -> Outcome:
-    """Run a probe; a missing release or an unreachable index becomes an outcome, never a crash."""
+    """Run a probe; a missing release, an unreachable index or an unreadable artifact becomes an outcome
+    (never a crash of the whole run), and nothing secret reaches its detail or evidence."""
     t0 = time.perf_counter()
     try:
         out = fn()
@@ -58,7 +61,18 @@ def _timed(name: str, fn: Callable[[], Outcome]) -> Outcome:
         )
     except InfraUnavailable as exc:
         out = Outcome(name, Status.ERROR, Reason.INDEX_UNREACHABLE, str(exc))
-    return Outcome(out.probe, out.status, out.reason, out.detail, out.evidence, time.perf_counter() - t0, out.override)
+    except Exception as exc:  # a wheel we cannot read: say so on this cell, with the traceback as evidence
+        tb = traceback.format_exception(exc)[-6:]
+        out = Outcome(name, Status.ERROR, Reason.UNKNOWN, f"{type(exc).__name__}: {exc}", {"traceback": tb})
+    return Outcome(
+        out.probe,
+        out.status,
+        out.reason,
+        redact(out.detail),
+        redact_obj(out.evidence),
+        time.perf_counter() - t0,
+        out.override,
+    )
 
 
 def _nvidia_note(cell: Cell, ctx: Context) -> str:

@@ -11,6 +11,7 @@ from collections import Counter
 import httpx
 
 from stackmatrix.errors import InfraUnavailable
+from stackmatrix.redact import redact
 
 RETRIES = 2  # transient connection errors; the environment's proxy settings (HTTPS_PROXY, NO_PROXY) apply
 
@@ -46,12 +47,16 @@ class Http:
         for attempt in range(RETRIES + 1):
             try:
                 response = self.client.get(url, headers=headers)
-                break
             except httpx.TransportError as exc:
                 if attempt == RETRIES or isinstance(exc, httpx.ProxyError):
-                    self.down = f"cannot reach {url}: {exc!r}"
+                    self.down = redact(f"cannot reach {url}: {exc!r}")
                     raise InfraUnavailable(self.down) from exc
-                time.sleep(0.5 * (attempt + 1))
+            else:
+                if response.status_code < 500 and response.status_code != 429:
+                    break
+                if attempt == RETRIES:  # the index is there but failing: infrastructure, not a verdict
+                    raise InfraUnavailable(redact(f"{url} answered HTTP {response.status_code}"))
+            time.sleep(0.5 * (attempt + 1))
         with self._lock:
             self.requests += 1
             self.bytes_by_label[label] += len(response.content)
