@@ -6,17 +6,27 @@ import os
 import tempfile
 from pathlib import Path
 
+TMP_SUFFIX = ".tmp"
+
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp: str | None = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_partial(directory: Path) -> None:
+    """Drop temporary files an interruption left behind (a signal can land inside ``mkstemp`` itself)."""
+    for leftover in directory.glob(f".*{TMP_SUFFIX}"):
+        leftover.unlink(missing_ok=True)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

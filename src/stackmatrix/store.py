@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from stackmatrix import __version__
-from stackmatrix.atomic import atomic_write_text
+from stackmatrix.atomic import atomic_write_text, remove_partial
 from stackmatrix.domain import CellResult
 
 
@@ -45,6 +45,7 @@ class Run:
         atomic_write_text(self.cells_dir / f"{result.cell_id}.json", json.dumps(result.to_json()))
 
     def finish(self, status: str, **extra: Any) -> None:
+        remove_partial(self.cells_dir)
         written = sum(1 for _ in self.cells_dir.glob("*.json"))
         self.meta.update(status=status, finished=_now(), cells_written=written, **extra)
         self.write_meta()
