@@ -271,26 +271,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     finally:
         session.close()
     if args.format == "json":
-        print(
-            json.dumps(
-                {
-                    "cell": result.cell_id,
-                    "verdict": str(result.verdict),
-                    "reason": str(result.reason) if result.reason else None,
-                    "override": result.override,
-                    "probes": [
-                        {
-                            "name": o.probe,
-                            "status": str(o.status),
-                            "reason": str(o.reason) if o.reason else None,
-                            "detail": o.detail,
-                        }
-                        for o in result.outcomes
-                    ],
-                },
-                indent=1,
-            )
-        )
+        print(json.dumps(result.summary(), indent=1))
     else:
         print(
             f"{result.cell_id}: {result.verdict}"

@@ -234,6 +234,24 @@ class CellResult:
     fingerprint: str
     declared: Mapping[str, str | None]
 
+    def summary(self) -> dict[str, Any]:
+        """The verdict and one line per probe (``check --format json``; the JSON report), no evidence."""
+        return {
+            "cell": self.cell_id,
+            "verdict": str(self.verdict),
+            "reason": str(self.reason) if self.reason else None,
+            "override": self.override,
+            "probes": [
+                {
+                    "name": o.probe,
+                    "status": str(o.status),
+                    "reason": str(o.reason) if o.reason else None,
+                    "detail": o.detail,
+                }
+                for o in self.outcomes
+            ],
+        }
+
     def to_json(self) -> dict[str, Any]:
         return {
             "cell": self.cell_id,

@@ -137,25 +137,7 @@ def render_terminal(df: pd.DataFrame) -> str:
 
 def render_json(results: Sequence[CellResult]) -> str:
     """Verdicts and probe lines per cell; the evidence stays in the run's cell files."""
-    rows = [
-        {
-            "cell": r.cell_id,
-            "verdict": str(r.verdict),
-            "reason": str(r.reason) if r.reason else None,
-            "override": r.override,
-            "declared": dict(r.declared),
-            "probes": [
-                {
-                    "name": o.probe,
-                    "status": str(o.status),
-                    "reason": str(o.reason) if o.reason else None,
-                    "detail": o.detail,
-                }
-                for o in r.outcomes
-            ],
-        }
-        for r in results
-    ]
+    rows = [{**r.summary(), "declared": dict(r.declared)} for r in results]
     return json.dumps(rows, separators=(",", ":"))
 
 
