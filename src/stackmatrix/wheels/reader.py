@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from stackmatrix.atomic import atomic_write_bytes, atomic_write_text
-from stackmatrix.errors import InfraUnavailable
 from stackmatrix.wheels.http import Http
 from stackmatrix.wheels.index import WheelFile
 from stackmatrix.wheels.remote_zip import RangeFile
@@ -59,6 +58,8 @@ class WheelReader:
 
     def member(self, wheel: WheelFile, name: str) -> bytes | None:
         """The member's bytes, or None when the wheel has no such member."""
+        if name.startswith("/") or ".." in name.split("/"):  # never let a member name leave the cache
+            raise ValueError(f"{wheel.filename}: refusing member name {name!r}")
         path = self._dir(wheel) / "members" / name
         if path.exists():
             return path.read_bytes()
@@ -100,10 +101,7 @@ class WheelReader:
         """A derived fact, computed once per wheel and kept in ``facts.json``; call under ``lock(wheel)``."""
         facts = self._facts_for(wheel)
         if key not in facts:
-            try:
-                facts[key] = compute()
-            except InfraUnavailable:
-                raise
+            facts[key] = compute()
             self._dirty.add(wheel.key)
         return facts[key]
 
