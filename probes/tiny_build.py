@@ -1,0 +1,126 @@
+"""Build a tiny random-weight Gemma 4 checkpoint, locally and deterministically, with the env's transformers.
+
+Runs INSIDE the environment under test (stdlib + the stack). Argument: JSON with ``out``, ``architecture``,
+``features`` (per_layer, moe, k_eq_v), ``seed``. A transformers that does not know Gemma 4 fails here, honestly.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import ProbeFailure, main  # noqa: E402
+
+CORPUS = (
+    "the quick brown fox jumps over the lazy dog . a tiny model answers every question with a few words . "
+    "triton serves models , vllm serves models , transformers loads configs . one two three four five six "
+    "seven eight nine ten . hello world ! how are you ? i am fine , thank you . gemma is a family of models ."
+)
+SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>", "<mask>"]
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}<start_of_turn>"
+    "{{ 'model' if message['role'] == 'assistant' else message['role'] }}\n{{ message['content'] }}"
+    "<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+VOCAB = 512
+
+
+def build_tokenizer(out: Path) -> Any:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=VOCAB, special_tokens=SPECIALS, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator([CORPUS] * 4, trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
+                                   unk_token="<unk>", mask_token="<mask>")
+    fast.chat_template = CHAT_TEMPLATE
+    fast.save_pretrained(out)
+    return fast
+
+
+def text_config_kwargs(features: dict[str, Any], vocab: int) -> dict[str, Any]:
+    # Full-attention layers after sliding ones (Gemma's pattern); with per-layer KV sharing the shared tail must
+    # find an earlier layer of each type, so six layers.
+    layer_types = ["sliding_attention", "sliding_attention", "full_attention"] * 2
+    layers = len(layer_types)
+    kw: dict[str, Any] = dict(
+        vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=32, global_head_dim=32,
+        max_position_embeddings=2048, sliding_window=16,
+        layer_types=layer_types,
+        pad_token_id=0, eos_token_id=1, bos_token_id=2,
+        vocab_size_per_layer_input=vocab,
+        hidden_size_per_layer_input=16 if features.get("per_layer") else 0,
+        num_kv_shared_layers=2 if features.get("per_layer") else 0,
+        attention_k_eq_v=bool(features.get("k_eq_v")),
+    )
+    if features.get("moe"):
+        kw.update(enable_moe_block=True, num_experts=4, top_k_experts=2, moe_intermediate_size=32)
+    return kw
+
+
+def build(args: dict[str, Any]) -> dict[str, Any]:
+    import torch
+    import transformers
+
+    out = Path(args["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(int(args.get("seed", 0)))
+    arch = args["architecture"]
+    features = args.get("features", {})
+    try:
+        from transformers import Gemma4TextConfig
+    except ImportError as exc:
+        raise ProbeFailure("model-type-unknown",
+                           f"transformers {transformers.__version__} has no Gemma 4 ({exc})") from exc
+    tokenizer = build_tokenizer(out)
+    vocab = max(VOCAB, len(tokenizer))
+    text = Gemma4TextConfig(**text_config_kwargs(features, vocab))
+    if arch == "Gemma4ForCausalLM":
+        text.architectures = [arch]
+        model = transformers.Gemma4ForCausalLM(text)
+    elif arch == "Gemma4ForConditionalGeneration":
+        from transformers import Gemma4Config
+
+        config = Gemma4Config(text_config=text.to_dict(), **_tiny_towers(features))
+        config.architectures = [arch]
+        model = transformers.Gemma4ForConditionalGeneration(config)
+    else:
+        raise ProbeFailure("arch-unsupported", f"no tiny builder for {arch}")
+    model = model.to(torch.float32)  # greedy ids are compared across engines: no bf16 rounding ties
+    model.save_pretrained(out, safe_serialization=True)
+    size = sum(p.stat().st_size for p in out.iterdir() if p.is_file())
+    config = json.loads((out / "config.json").read_text())
+    return {"detail": f"tiny {arch} ({size / 1e6:.1f} MB) written by transformers {transformers.__version__}",
+            "evidence": {"architecture": config.get("architectures"), "model_type": config.get("model_type"),
+                         "bytes": size, "parameters": sum(p.numel() for p in model.parameters()),
+                         "transformers": transformers.__version__}}
+
+
+def _tiny_towers(features: dict[str, Any]) -> dict[str, Any]:
+    """Tiny vision (and audio, where the variant has it) towers; unknown fields are left to defaults."""
+    out: dict[str, Any] = {}
+    try:
+        from transformers.models.gemma4.configuration_gemma4 import Gemma4VisionConfig
+
+        out["vision_config"] = Gemma4VisionConfig(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+            num_key_value_heads=1, head_dim=16).to_dict()
+    except ImportError:
+        pass
+    if features.get("audio"):
+        from transformers.models.gemma4.configuration_gemma4 import Gemma4AudioConfig
+
+        out["audio_config"] = Gemma4AudioConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2).to_dict()
+    return out
+
+
+if __name__ == "__main__":
+    main(build)
