@@ -26,6 +26,7 @@ from stackmatrix.pipeline import (
     expand_matrix,
     load,
     open_session,
+    runtime_context,
     unreachable,
 )
 from stackmatrix.redact import redact
@@ -50,6 +51,15 @@ def _selection(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shard", default=None, help="i/n: the i-th of n round-robin shards of the selection")
 
 
+def _tier(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--tier",
+        choices=["static", "runtime"],
+        default="static",
+        help="static: published artifacts only; runtime: also build the environment, load, generate and serve",
+    )
+
+
 def _resolve(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--resolve",
@@ -72,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="probe the selected cells, store the run, render the readiness table")
     _common(p)
     _selection(p)
-    p.add_argument("--tier", choices=["static"], default="static", help="how far up the probe ladder to go")
+    _tier(p)
     _resolve(p)
     p.add_argument("--quiet", action="store_true", help="print only the summary and the report paths")
 
@@ -88,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--gpu", default="l4x1", help="target: a matrix target name or <gpu>x<count> (tp=count)")
     p.add_argument("--format", choices=["table", "json"], default="table")
-    p.add_argument("--tier", choices=["static"], default="static")
+    _tier(p)
     _resolve(p)
     return parser
 
@@ -155,7 +165,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         ctx = Context(loaded.catalog, session.facts, loaded.spec.settings, args.resolve, settings)
         try:
-            results = execute(cells, ctx, session, run.write_cell)
+            rctx = runtime_context(session) if args.tier == "runtime" else None
+            results = execute(cells, ctx, session, run.write_cell, rctx, run.root / "logs")
         except KeyboardInterrupt:
             run.finish("interrupted")
             raise Interrupted(f"interrupted: {run.meta['cells_written']} cells kept in {run.root}") from None
@@ -267,7 +278,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         stack = check_stack(args, session, loaded)
         cell = Cell(stack, model, target)
         ctx = Context(loaded.catalog, session.facts, loaded.spec.settings, args.resolve, settings)
-        result = evaluate(cell, ctx, session)
+        rctx = runtime_context(session) if args.tier == "runtime" else None
+        result = evaluate(cell, ctx, session, rctx)
     finally:
         session.close()
     if args.format == "json":

