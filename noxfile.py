@@ -37,13 +37,15 @@ def tests(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """ruff and mypy, both clean."""
     _install(session, "lint", "test")  # mypy reads the tests too
-    session.run("ruff", "check", "src", "tests", "benchmarks", "noxfile.py")
-    session.run("ruff", "format", "--check", "src", "tests", "benchmarks", "noxfile.py")
+    session.run("ruff", "check", "src", "tests", "benchmarks", "probes", "noxfile.py")
+    session.run("ruff", "format", "--check", "src", "tests", "benchmarks", "probes", "noxfile.py")
     session.run("mypy")
 
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Performance figures and ratios (benchmarks/), printed, never asserted as timed tests."""
+    """Performance figures and ratios (benchmarks/), printed, never asserted as timed tests.
+    ``nox -s bench`` (static tier) or ``nox -s bench -- runtime``."""
     _install(session)
-    session.run("python", "benchmarks/bench_static.py", *session.posargs)
+    which = session.posargs[0] if session.posargs else "static"
+    session.run("python", f"benchmarks/bench_{which}.py", *session.posargs[1:])

@@ -25,8 +25,12 @@ def main(fn: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
     except ProbeFailure as exc:
         result = {"status": "fail", "reason": exc.reason, "detail": str(exc), "evidence": exc.evidence}
     except BaseException as exc:  # the classification happens on the host, from the traceback
-        result = {"status": "fail", "reason": None, "detail": f"{type(exc).__name__}: {exc}",
-                  "evidence": {"traceback": traceback.format_exc()[-4000:]}}
+        result = {
+            "status": "fail",
+            "reason": None,
+            "detail": f"{type(exc).__name__}: {exc}",
+            "evidence": {"traceback": traceback.format_exc()[-4000:]},
+        }
     result["duration_s"] = round(time.perf_counter() - t0, 3)
     emit(result)
 

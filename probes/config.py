@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import ProbeFailure, main  # noqa: E402
+from _common import ProbeFailure, main
 
 
 def run(args: dict[str, Any]) -> dict[str, Any]:
@@ -23,9 +23,15 @@ def run(args: dict[str, Any]) -> dict[str, Any]:
     if not tok.chat_template:
         raise ProbeFailure("load-failed", "the tokenizer has no chat template")
     text = tok.apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True, tokenize=False)
-    return {"detail": f"{type(config).__name__} ({config.model_type}), {len(tok)} tokens, chat template renders",
-            "evidence": {"model_type": config.model_type, "architectures": config.architectures,
-                         "vocab": len(tok), "rendered": text}}
+    return {
+        "detail": f"{type(config).__name__} ({config.model_type}), {len(tok)} tokens, chat template renders",
+        "evidence": {
+            "model_type": config.model_type,
+            "architectures": config.architectures,
+            "vocab": len(tok),
+            "rendered": text,
+        },
+    }
 
 
 if __name__ == "__main__":

