@@ -22,8 +22,9 @@ from stackmatrix.pipeline import Session, evaluate, expand_matrix, load, open_se
 
 CELL = "vllm-0.32.0-tf5.19.0__gemma-4-e2b-it__l4x1"
 BARE = """
-import sys, time
+import os, sys
 if __name__ == "__main__":
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # as the probes do
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from vllm import LLM, SamplingParams

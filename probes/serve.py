@@ -1,15 +1,14 @@
 """Rung ``serve``: vLLM's own OpenAI server on a free loopback port answers ``/v1/models`` and
 ``/v1/chat/completions``, non-streaming and streaming, with well-formed, non-empty output.
 
-Runs INSIDE the environment under test (stdlib + the stack). The server is this probe's child, in its own
-process group, and is killed with it. Argument: JSON with ``model``, ``startup_timeout_s``.
+Runs INSIDE the environment under test (stdlib + the stack). The server is this probe's child, in the probe's
+process group, so it goes with the probe whatever happens. Argument: JSON with ``model``, ``startup_timeout_s``.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -67,7 +66,8 @@ def run(args: dict[str, Any]) -> dict[str, Any]:
         "tiny",
     ]
     with log.open("w") as fh:
-        server = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        # Same process group as this probe: if the host kills the probe's group on a timeout, the server goes too.
+        server = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
     t0 = time.perf_counter()
     try:
         while True:
@@ -127,11 +127,12 @@ def run(args: dict[str, Any]) -> dict[str, Any]:
             },
         }
     finally:
+        server.terminate()  # vLLM shuts its engine processes down on SIGTERM; the host reaps the group after
         try:
-            os.killpg(server.pid, signal.SIGTERM)
             server.wait(timeout=30)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(server.pid, signal.SIGKILL)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
 
 
 if __name__ == "__main__":

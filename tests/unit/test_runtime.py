@@ -60,6 +60,7 @@ def test_timeout_kills_the_whole_process_group(probes: Path, tmp_path: Path) -> 
         ("import", "OSError: undefined symbol: _ZN3c10", Reason.IMPORT_ERROR),
         ("import", "RuntimeError: operator torchvision::nms does not exist", Reason.IMPORT_ERROR),
         ("load", "torch.OutOfMemoryError: CUDA out of memory", Reason.OOM),
+        ("load", "ValueError: Available memory on node 0 (8.77/10.09 GiB) on startup is less than desired", Reason.OOM),
         ("load", "ValueError: Model architectures ['X'] are not supported for now", Reason.ARCH_UNSUPPORTED),
         ("load", "Traceback: something else", Reason.LOAD_FAILED),
         ("serve", "bind failed", Reason.SERVER_ERROR),

@@ -95,7 +95,7 @@ _PATTERNS: list[tuple[re.Pattern[str], Reason]] = [
     (
         re.compile(
             r"out of memory|OutOfMemoryError|Cannot allocate memory|MemoryError|insufficient .*KV cache"
-            r"|larger than the available KV cache",
+            r"|larger than the available KV cache|Available memory .* is less than desired",
             re.I,
         ),
         Reason.OOM,
