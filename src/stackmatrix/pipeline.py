@@ -23,7 +23,7 @@ from stackmatrix.ladder.static import Context, run_static
 from stackmatrix.ladder.verdict import derive
 from stackmatrix.matrixfile import MatrixFile, load_matrix
 from stackmatrix.options import Settings
-from stackmatrix.runners.venv import VenvOptions, VenvRunner
+from stackmatrix.runners.venv import DEFAULT_OVERRIDES, VenvOptions, VenvRunner, merge_overrides
 from stackmatrix.wheels.http import Http
 from stackmatrix.wheels.index import Index, VersionNotFound
 from stackmatrix.wheels.reader import WheelReader
@@ -115,18 +115,20 @@ def fingerprint(cell: Cell, session: Session) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-def runtime_context(session: Session) -> RuntimeContext:
+def runtime_context(session: Session, overrides: Sequence[str] = (), full_class: bool = False) -> RuntimeContext:
+    """The runtime tier's runner and options. ``overrides`` replace the default ones for the same packages
+    (e.g. ``torch==2.13.0`` and ``torchvision==0.28.0``: PyPI's build of the pinned torch, so the multimodal
+    class can import the torchvision made for it)."""
     st = session.settings
-    runner = VenvRunner(
-        VenvOptions(
-            cache_dir=st.cache_dir,
-            index_url=st.index_url,
-            torch_find_links=st.torch_find_links,
-            torch_index=st.torch_index,
-            device=st.device,
-        )
+    options = VenvOptions(
+        cache_dir=st.cache_dir,
+        index_url=st.index_url,
+        torch_find_links=st.torch_find_links,
+        torch_index=st.torch_index,
+        device=st.device,
+        overrides=merge_overrides(DEFAULT_OVERRIDES, overrides),
     )
-    return RuntimeContext(runner, st.cache_dir, weights_dir=st.weights_dir)
+    return RuntimeContext(VenvRunner(options), st.cache_dir, text_class=not full_class, weights_dir=st.weights_dir)
 
 
 def evaluate(

@@ -123,3 +123,15 @@ def test_cells_a_venv_cannot_hold_are_not_run_with_a_reason(tmp_path: Path) -> N
     assert t is not None and t.reason is Reason.NEEDS_CONTAINER and t.status is Status.SKIP
     assert o is not None and o.reason is Reason.NO_CPU_BUILD
     assert runtime.not_runnable(new, rctx, builds) is None
+
+
+def test_user_overrides_replace_the_defaults_for_the_same_package() -> None:
+    from stackmatrix.errors import BadInput
+    from stackmatrix.runners.venv import DEFAULT_OVERRIDES, merge_overrides
+
+    merged = merge_overrides(DEFAULT_OVERRIDES, ["torch==2.13.0", "TorchVision==0.28.0"])
+    assert "TorchVision==0.28.0" in merged and "torch==2.13.0" in merged
+    assert not any(m.startswith("torchvision;") for m in merged)
+    assert any(m.startswith("torchaudio;") for m in merged)
+    with pytest.raises(BadInput, match="--override"):
+        merge_overrides(DEFAULT_OVERRIDES, ["torch>>>2"])

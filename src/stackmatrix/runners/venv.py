@@ -13,13 +13,17 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import uv
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
 
 from stackmatrix.atomic import atomic_write_text
 from stackmatrix.domain import Stack
+from stackmatrix.errors import BadInput
 from stackmatrix.redact import redact
 from stackmatrix.runners import RUNNERS, Env, EnvBuildFailed
 
@@ -30,6 +34,20 @@ DEFAULT_OVERRIDES = (
     'torchaudio; sys_platform == "never"',
     'torchcodec; sys_platform == "never"',
 )
+
+
+def merge_overrides(defaults: Sequence[str], given: Sequence[str]) -> tuple[str, ...]:
+    """The user's overrides, plus every default for a package the user did not name."""
+    named = set()
+    for o in given:
+        try:
+            named.add(canonicalize_name(Requirement(o).name))
+        except InvalidRequirement:
+            raise BadInput("--override", "override", o, "a requirement such as torch==2.13.0") from None
+    kept = [d for d in defaults if canonicalize_name(Requirement(d).name) not in named]
+    return (*kept, *given)
+
+
 DEFAULT_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
 COMPLETE = ".stackmatrix-env.json"
 
