@@ -94,11 +94,18 @@ def build(args: dict[str, Any]) -> dict[str, Any]:
     torch.manual_seed(int(args.get("seed", 0)))
     arch = args["architecture"]
     features = args.get("features", {})
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    if "gemma4" not in CONFIG_MAPPING_NAMES:
+        raise ProbeFailure(
+            "model-type-unknown",
+            f"transformers {transformers.__version__} has no Gemma 4 (no 'gemma4' in CONFIG_MAPPING_NAMES)",
+        )
     try:
         from transformers import Gemma4TextConfig
-    except ImportError as exc:
+    except ImportError as exc:  # the model type is known: something under it does not import
         raise ProbeFailure(
-            "model-type-unknown", f"transformers {transformers.__version__} has no Gemma 4 ({exc})"
+            "import-error", f"transformers {transformers.__version__} knows gemma4 but its classes do not import: {exc}"
         ) from exc
     tokenizer = build_tokenizer(out)
     vocab = max(VOCAB, len(tokenizer))
