@@ -20,12 +20,23 @@ CORPUS = (
     "seven eight nine ten . hello world ! how are you ? i am fine , thank you . gemma is a family of models ."
 )
 SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>", "<mask>"]
+# The multimodal class's placeholder tokens: tokenizer attribute -> (token, config field of its id).
+MM_TOKENS = {
+    "image_token": ("<image_soft_token>", "image_token_id"),
+    "boi_token": ("<start_of_image>", "boi_token_id"),
+    "eoi_token": ("<end_of_image>", "eoi_token_id"),
+    "audio_token": ("<audio_soft_token>", "audio_token_id"),
+    "boa_token": ("<start_of_audio>", "boa_token_id"),
+    "eoa_token": ("<end_of_audio>", "eoa_token_index"),
+    "video_token": ("<|video|>", "video_token_id"),
+}
 CHAT_TEMPLATE = (
     "{{ bos_token }}{% for message in messages %}<start_of_turn>"
     "{{ 'model' if message['role'] == 'assistant' else message['role'] }}\n{{ message['content'] }}"
     "<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
 )
 VOCAB = 512
+IMAGE_SEQ_LENGTH = 280  # transformers' Gemma4Processor default (processing_gemma4.py, image_seq_length)
 
 
 def build_tokenizer(out: Path) -> Any:
@@ -37,7 +48,7 @@ def build_tokenizer(out: Path) -> Any:
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=VOCAB,
-        special_tokens=SPECIALS,
+        special_tokens=SPECIALS + [token for token, _ in MM_TOKENS.values()],
         show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
@@ -49,10 +60,29 @@ def build_tokenizer(out: Path) -> Any:
         pad_token="<pad>",
         unk_token="<unk>",
         mask_token="<mask>",
+        extra_special_tokens={attr: token for attr, (token, _) in MM_TOKENS.items()},
     )
     fast.chat_template = CHAT_TEMPLATE
     fast.save_pretrained(out)
     return fast
+
+
+def save_processor(out: Path, tokenizer: Any) -> None:
+    """The multimodal class needs its processor (image, audio, video) beside the tokenizer."""
+    from transformers.models.gemma4 import feature_extraction_gemma4, processing_gemma4, video_processing_gemma4
+
+    try:
+        from transformers.models.gemma4.image_processing_gemma4 import Gemma4ImageProcessor as Images
+    except ImportError:  # no torchvision backend: the PIL one
+        from transformers.models.gemma4.image_processing_pil_gemma4 import Gemma4ImageProcessorPil as Images
+    processor = processing_gemma4.Gemma4Processor(
+        feature_extractor=feature_extraction_gemma4.Gemma4AudioFeatureExtractor(),
+        image_processor=Images(),
+        tokenizer=tokenizer,
+        video_processor=video_processing_gemma4.Gemma4VideoProcessor(),
+        chat_template=CHAT_TEMPLATE,
+    )
+    processor.save_pretrained(out)
 
 
 def text_config_kwargs(features: dict[str, Any], vocab: int) -> dict[str, Any]:
@@ -116,9 +146,11 @@ def build(args: dict[str, Any]) -> dict[str, Any]:
     elif arch == "Gemma4ForConditionalGeneration":
         from transformers import Gemma4Config
 
-        config = Gemma4Config(text_config=text.to_dict(), **_tiny_towers(features))
+        ids = {field: tokenizer.convert_tokens_to_ids(token) for token, field in MM_TOKENS.values()}
+        config = Gemma4Config(text_config=text.to_dict(), **_tiny_towers(features), **ids)
         config.architectures = [arch]
         model = transformers.Gemma4ForConditionalGeneration(config)
+        save_processor(out, tokenizer)
     else:
         raise ProbeFailure("arch-unsupported", f"no tiny builder for {arch}")
     model = model.to(torch.float32)  # greedy ids are compared across engines: no bf16 rounding ties
@@ -150,6 +182,9 @@ def _tiny_towers(features: dict[str, Any]) -> dict[str, Any]:
             num_attention_heads=2,
             num_key_value_heads=1,
             head_dim=16,
+            # Soft tokens per image: vLLM reads this field; some transformers releases do not define it. The
+            # value is the Gemma4Processor's own default image_seq_length, so processor and tower agree.
+            default_output_length=IMAGE_SEQ_LENGTH,
         ).to_dict()
     except ImportError:
         pass
