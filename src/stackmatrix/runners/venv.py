@@ -106,12 +106,12 @@ class VenvRunner:
             [self.uv, *args, *env_cache], capture_output=True, text=True, timeout=timeout, check=False
         )
 
-    def lock(self, requirements: list[str]) -> str:
+    def lock(self, requirements: list[str], extra_overrides: Sequence[str] = ()) -> str:
         """The exact set of distributions the requirements resolve to (``uv pip compile``): the env's cache key."""
         with tempfile.TemporaryDirectory(prefix="stackmatrix-lock-") as tmp:
             req, ovr = Path(tmp) / "requirements.in", Path(tmp) / "overrides.txt"
             req.write_text("\n".join(requirements) + "\n")
-            ovr.write_text("\n".join(self.o.overrides) + "\n")
+            ovr.write_text("\n".join(merge_overrides(self.o.overrides, extra_overrides)) + "\n")
             proc = self._uv(
                 "pip",
                 "compile",
@@ -132,11 +132,13 @@ class VenvRunner:
         return proc.stdout
 
     def prepare(self, stack: Stack) -> Env:
-        return self.prepare_requirements(self.requirements(stack))
+        # The cell's transformers pin wins over the engine's declared bound: an `override` cell is observed
+        # with exactly the override the static tier named.
+        return self.prepare_requirements(self.requirements(stack), (f"transformers=={stack.transformers}",))
 
-    def prepare_requirements(self, requirements: list[str]) -> Env:
+    def prepare_requirements(self, requirements: list[str], extra_overrides: Sequence[str] = ()) -> Env:
         t0 = time.perf_counter()
-        lock = self.lock(requirements)
+        lock = self.lock(requirements, extra_overrides)
         digest = hashlib.sha256(f"{self.o.python}\n{lock}".encode()).hexdigest()[:16]
         root = self.o.cache_dir / "envs" / digest
         marker = root / COMPLETE
