@@ -144,3 +144,13 @@ def test_multimodal_class_loads_and_generates_on_text(
         assert probes[rung]["status"] == "pass", probes[rung]
     gen = probes["generate"]["evidence"]
     assert gen["vllm_ids"] == gen["transformers_ids"]
+
+
+def test_multimodal_class_without_its_torchvision_fails_for_that_reason(runtime_env: dict[str, Path]) -> None:
+    """The default environment drops the CUDA torchvision that cannot run beside a +cpu torch; the multimodal
+    class then cannot load, and the cell says why."""
+    _, cells, _ = _run_args(runtime_env, "vllm-0.32.0-tf5.19.0__gemma-4-e2b-it__h100x1", "--full-class")
+    (cell,) = cells.values()
+    assert (cell["verdict"], cell["reason"]) == ("blocked", "import-error")
+    load = _probes(cell)["load"]
+    assert "torchvision" in load["evidence"]["cause"]

@@ -12,7 +12,15 @@ import pytest
 from stackmatrix.catalog import load_catalog
 from stackmatrix.domain import Cell, Reason, Stack, StackKind, Status, Target
 from stackmatrix.ladder import runtime
-from stackmatrix.ladder.runtime import ProbeRun, classify, run_probe, split_load_generate, tiny_spec, to_outcome
+from stackmatrix.ladder.runtime import (
+    ProbeRun,
+    classify,
+    find_cause,
+    run_probe,
+    split_load_generate,
+    tiny_spec,
+    to_outcome,
+)
 
 
 @pytest.fixture
@@ -67,13 +75,20 @@ def test_timeout_kills_the_whole_process_group(probes: Path, tmp_path: Path) -> 
     ],
 )
 def test_classification_from_the_log(rung: str, log: str, reason: Reason) -> None:
-    run = ProbeRun({"status": "fail", "detail": "x", "evidence": {}}, log, False, 1.0)
+    run = ProbeRun({"status": "fail", "detail": "x", "evidence": {}}, log, False, 1.0, find_cause(log))
     assert classify(rung, run) is reason
 
 
-def test_a_reason_the_probe_gives_wins() -> None:
-    run = ProbeRun({"status": "fail", "reason": "generate-mismatch", "detail": "x"}, "ImportError", False, 1.0)
+def test_a_specific_reason_the_probe_gives_wins_a_generic_one_yields_to_the_cause() -> None:
+    log = "INFO start\nModuleNotFoundError: No module named 'torchvision'\nRuntimeError: Engine core failed"
+    run = ProbeRun({"status": "fail", "reason": "generate-mismatch", "detail": "x"}, log, False, 1.0, find_cause(log))
     assert classify("generate", run) is Reason.GENERATE_MISMATCH
+    generic = ProbeRun(
+        {"status": "fail", "reason": "load-failed", "detail": "Engine core failed"}, log, False, 1.0, find_cause(log)
+    )
+    outcome = to_outcome("load", generic)
+    assert outcome.reason is Reason.IMPORT_ERROR
+    assert "No module named 'torchvision'" in outcome.evidence["cause"] and "torchvision" in outcome.detail
 
 
 def test_load_and_generate_are_two_outcomes() -> None:

@@ -45,6 +45,7 @@ class ProbeRun:
     log_tail: str
     timed_out: bool
     seconds: float
+    cause: tuple[Reason, str] | None = None  # the first log line that names a known failure, anywhere in the log
 
 
 def run_probe(python: Path, script: str, args: dict[str, Any], timeout: float, log: Path) -> ProbeRun:
@@ -82,7 +83,7 @@ def run_probe(python: Path, script: str, args: dict[str, Any], timeout: float, l
         except json.JSONDecodeError:
             result = None
     tail = redact("\n".join(fh_text.strip().splitlines()[-30:]))
-    return ProbeRun(result, tail, timed_out, time.perf_counter() - t0)
+    return ProbeRun(result, tail, timed_out, time.perf_counter() - t0, find_cause(fh_text))
 
 
 def _reap(pgid: int) -> None:
@@ -123,17 +124,25 @@ _DEFAULT = {
 }
 
 
+def find_cause(text: str) -> tuple[Reason, str] | None:
+    for pattern, reason in _PATTERNS:
+        for line in text.splitlines():
+            if pattern.search(line):
+                return reason, redact(line.strip()[-400:])
+    return None
+
+
+# What a probe says when it only knows the stage that failed; a cause found in the log is more specific.
+_GENERIC = {Reason.LOAD_FAILED, Reason.SERVER_ERROR}
+
+
 def classify(rung: str, run: ProbeRun) -> Reason:
     if run.timed_out:
         return Reason.TIMEOUT
     given = (run.result or {}).get("reason")
-    if given:
+    if given and (Reason(given) not in _GENERIC or run.cause is None):
         return Reason(given)
-    text = json.dumps((run.result or {}).get("evidence", {})) + "\n" + run.log_tail
-    for pattern, reason in _PATTERNS:
-        if pattern.search(text):
-            return reason
-    return _DEFAULT[rung]
+    return run.cause[0] if run.cause else _DEFAULT[rung]
 
 
 def to_outcome(rung: str, run: ProbeRun) -> Outcome:
@@ -143,6 +152,10 @@ def to_outcome(rung: str, run: ProbeRun) -> Outcome:
         return Outcome(rung, Status.PASS, None, redact(res.get("detail", "")), redact_obj(evidence), run.seconds)
     reason = classify(rung, run)
     detail = res.get("detail") or (f"no result within {run.seconds:.0f}s" if run.timed_out else "no result line")
+    if run.cause is not None:
+        evidence["cause"] = run.cause[1]
+        if run.cause[0] is reason and run.cause[1] not in detail:
+            detail = f"{detail} — cause: {run.cause[1]}"
     return Outcome(rung, Status.FAIL, reason, redact(detail), redact_obj(evidence), run.seconds)
 
 
