@@ -28,22 +28,22 @@ def runtime_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
     mp.undo()
 
 
-def _run(env: dict[str, Path], only: str) -> tuple[int, dict[str, dict[str, Any]], float]:
+def _run(env: dict[str, Path], only: str, *extra: str) -> tuple[int, dict[str, dict[str, Any]], float]:
     t0 = time.perf_counter()
-    code = main(
-        [
-            "run",
-            "--tier",
-            "runtime",
-            "--only",
-            only,
-            "--cache-dir",
-            str(env["cache"]),
-            "--reports-dir",
-            str(env["reports"]),
-            "--quiet",
-        ]
-    )
+    args = [
+        "run",
+        "--tier",
+        "runtime",
+        "--only",
+        only,
+        "--cache-dir",
+        str(env["cache"]),
+        "--reports-dir",
+        str(env["reports"]),
+        "--quiet",
+        *extra,
+    ]
+    code = main(args)
     seconds = time.perf_counter() - t0
     run_dir = max((env["reports"] / "runs").iterdir())
     cells = {p.stem: json.loads(p.read_text()) for p in (run_dir / "cells").glob("*.json")}
@@ -149,7 +149,7 @@ def test_multimodal_class_loads_and_generates_on_text(
 def test_multimodal_class_without_its_torchvision_fails_for_that_reason(runtime_env: dict[str, Path]) -> None:
     """The default environment drops the CUDA torchvision that cannot run beside a +cpu torch; the multimodal
     class then cannot load, and the cell says why."""
-    _, cells, _ = _run_args(runtime_env, "vllm-0.32.0-tf5.19.0__gemma-4-e2b-it__h100x1", "--full-class")
+    _, cells, _ = _run(runtime_env, "vllm-0.32.0-tf5.19.0__gemma-4-e2b-it__h100x1", "--full-class")
     (cell,) = cells.values()
     assert (cell["verdict"], cell["reason"]) == ("blocked", "import-error")
     load = _probes(cell)["load"]
