@@ -25,7 +25,6 @@ from stackmatrix.wheels.index import VersionNotFound
 GIB = 1024**3
 # Top-level modules the backend imports from vLLM's dependencies -> the distribution that provides them.
 EXTERN_DISTS = {"torch": "torch", "numpy": "numpy", "PIL": "pillow"}
-DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "fp8": 1, "fp4": 0.5, "int4": 0.5}
 
 
 @dataclass(frozen=True)
