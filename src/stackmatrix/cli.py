@@ -117,11 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(t)
     t.add_argument("model", help="catalog model id, case-insensitive, org optional")
     t.add_argument("--transformers", default=None, help="transformers version (default: the newest)")
-    t.add_argument(
-        "--full-class",
-        action="store_true",
-        help="the catalog's own class with its vision/audio towers (default: the text class)",
-    )
+    _runtime_flags(t)
 
     p = sub.add_parser("check", help="one cell, the question a release gate asks")
     _common(p)
