@@ -145,6 +145,7 @@ def _loaded(args: argparse.Namespace) -> Loaded:
 
 
 def _selected(args: argparse.Namespace, session: Session, loaded: Loaded) -> list[Cell]:
+    select([], keyword=args.keyword, shard=args.shard)  # bad -k / --shard: exit 2 before touching the index
     expansion = expand_matrix(session, loaded)
     cells = select(expansion.cells, keyword=args.keyword, only=args.only, shard=args.shard)
     if not cells:

@@ -150,3 +150,13 @@ def test_user_overrides_replace_the_defaults_for_the_same_package() -> None:
     assert any(m.startswith("torchaudio;") for m in merged)
     with pytest.raises(BadInput, match="--override"):
         merge_overrides(DEFAULT_OVERRIDES, ["torch>>>2"])
+
+
+def test_the_earliest_cause_in_the_log_wins() -> None:
+    log = (
+        "ERROR Error in loading model architecture 'Gemma4ForConditionalGeneration'\n"
+        "ModuleNotFoundError: No module named 'torchvision'\n"
+        "ValueError: Model architectures ['Gemma4ForConditionalGeneration'] failed to be inspected.\n"
+    )
+    cause = find_cause(log)
+    assert cause is not None and cause[0] is Reason.IMPORT_ERROR and "torchvision" in cause[1]

@@ -106,7 +106,7 @@ _PATTERNS: list[tuple[re.Pattern[str], Reason]] = [
         Reason.MODEL_TYPE_UNKNOWN,
     ),
     (
-        re.compile(r"architectures? .* (are|is) not supported|Model architectures \[.*\] failed", re.I),
+        re.compile(r"architectures? .* (are|is) not supported", re.I),
         Reason.ARCH_UNSUPPORTED,
     ),
     (
@@ -125,8 +125,10 @@ _DEFAULT = {
 
 
 def find_cause(text: str) -> tuple[Reason, str] | None:
-    for pattern, reason in _PATTERNS:
-        for line in text.splitlines():
+    """The earliest log line that names a known failure: later lines are usually its consequences
+    (vLLM reports a class it could not import as an architecture that "failed to be inspected")."""
+    for line in text.splitlines():
+        for pattern, reason in _PATTERNS:
             if pattern.search(line):
                 return reason, redact(line.strip()[-400:])
     return None
