@@ -27,6 +27,7 @@ class WheelReader:
         self.root = cache_dir / "wheels"
         self._zips: dict[str, zipfile.ZipFile] = {}
         self._facts: dict[str, dict[str, Any]] = {}
+        self._names: dict[str, frozenset[str]] = {}
         self._dirty: set[str] = set()
         self._locks: dict[str, threading.RLock] = {}
         self._guard = threading.RLock()
@@ -47,14 +48,17 @@ class WheelReader:
                 self._zips[wheel.key] = zipfile.ZipFile(wheel.url)
         return self._zips[wheel.key]
 
-    def names(self, wheel: WheelFile) -> list[str]:
-        path = self._dir(wheel) / "names.json"
-        if path.exists():
-            names: list[str] = json.loads(path.read_text())
-            return names
-        names = self._zip(wheel).namelist()
-        atomic_write_text(path, json.dumps(names))
-        return names
+    def names(self, wheel: WheelFile) -> frozenset[str]:
+        """The wheel's member names, read once per process (every member lookup asks)."""
+        if wheel.key not in self._names:
+            path = self._dir(wheel) / "names.json"
+            if path.exists():
+                names = json.loads(path.read_text())
+            else:
+                names = self._zip(wheel).namelist()
+                atomic_write_text(path, json.dumps(names))
+            self._names[wheel.key] = frozenset(names)
+        return self._names[wheel.key]
 
     def member(self, wheel: WheelFile, name: str) -> bytes | None:
         """The member's bytes, or None when the wheel has no such member."""
@@ -63,7 +67,7 @@ class WheelReader:
         path = self._dir(wheel) / "members" / name
         if path.exists():
             return path.read_bytes()
-        if name not in set(self.names(wheel)):
+        if name not in self.names(wheel):
             return None
         data = self._zip(wheel).read(name)
         atomic_write_bytes(path, data)
