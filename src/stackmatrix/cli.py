@@ -38,7 +38,8 @@ from stackmatrix.pipeline import (
     unreachable,
 )
 from stackmatrix.redact import redact
-from stackmatrix.report import frame, render_terminal, write_latest
+from stackmatrix.render import Report, write_reports
+from stackmatrix.render.text import render_terminal
 from stackmatrix.select import select
 from stackmatrix.store import start_run
 from stackmatrix.wheels.index import VersionNotFound
@@ -212,10 +213,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     finally:
         session.close()
-    files = write_latest(results, settings.reports_dir / "latest", f"Readiness — run {run.meta['run_id']}")
-    df = frame(results)
+    report = Report.of(results, run.meta)
+    files = write_reports(report, settings.reports_dir / "latest")
+    df = report.df
     if not args.quiet:
-        print(render_terminal(df))
+        print(render_terminal(report))
     counts = df["verdict"].value_counts().to_dict()
     print(
         f"{len(results)} cells in {time.perf_counter() - t0:.1f}s: "

@@ -1,0 +1,73 @@
+"""Report formats, rendered from stored runs only. A plain dict registry (nox's habit): name -> Format.
+
+Each renderer is ``Report -> str | bytes`` and deterministic: the same stored run gives the same bytes.
+Renderers are imported when asked for, so a Markdown report never pays for matplotlib.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from stackmatrix.atomic import atomic_write_bytes
+from stackmatrix.errors import BadInput
+from stackmatrix.render.table import Report
+
+__all__ = ["FORMATS", "Format", "Report", "parse_formats", "render", "write_reports"]
+
+
+@dataclass(frozen=True)
+class Format:
+    filename: str
+    renderer: str  # "module:function" under stackmatrix.render
+    help: str
+
+
+FORMATS: dict[str, Format] = {
+    "txt": Format("readiness.txt", "text:render_terminal", "terminal table, one symbol per target"),
+    "md": Format("readiness.md", "text:render_markdown", "Markdown table with footnoted reasons"),
+    "csv": Format("readiness.csv", "machine:render_csv", "one row per cell"),
+    "json": Format("readiness.json", "machine:render_json", "one object per cell with its probe lines"),
+    "html": Format("readiness.html", "html:render_html", "self-contained page: filters, evidence on click"),
+    "tex": Format("readiness.tex", "latex:render_latex", "LaTeX table (booktabs, footnoted reasons)"),
+    "junit": Format("readiness.junit.xml", "junit:render_junit", "JUnit XML, one testcase per cell"),
+    "png": Format("readiness.png", "heatmap:render_heatmap", "heatmap of the table (matplotlib)"),
+}
+DEFAULT_FORMATS = ("txt", "md", "csv", "json")
+
+
+def parse_formats(values: Iterable[str]) -> list[str]:
+    """``--format md,html --format png`` or ``all``; unknown names are bad input."""
+    names: list[str] = []
+    for value in values:
+        for name in filter(None, (v.strip() for v in value.split(","))):
+            if name == "all":
+                names.extend(FORMATS)
+            elif name not in FORMATS:
+                raise BadInput("--format", "format", name, f"one of {', '.join(FORMATS)} or all")
+            else:
+                names.append(name)
+    return list(dict.fromkeys(names))
+
+
+def _renderer(name: str) -> Callable[[Report], str | bytes]:
+    module, func = FORMATS[name].renderer.split(":")
+    fn: Callable[[Report], str | bytes] = getattr(importlib.import_module(f"stackmatrix.render.{module}"), func)
+    return fn
+
+
+def render(report: Report, name: str) -> bytes:
+    out = _renderer(name)(report)
+    return out.encode() if isinstance(out, str) else out
+
+
+def write_reports(report: Report, out_dir: Path, formats: Iterable[str] = DEFAULT_FORMATS) -> dict[str, Path]:
+    """Render each format and write it atomically: a reader never sees half a report."""
+    files = {}
+    for name in formats:
+        path = out_dir / FORMATS[name].filename
+        atomic_write_bytes(path, render(report, name))
+        files[name] = path
+    return files

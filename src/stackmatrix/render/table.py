@@ -1,0 +1,155 @@
+"""The readiness table as a frame, from stored cell results only; what every format shares.
+
+Rows are model x target, columns are stacks (DESIGN.md). ``predicted`` never looks like ``serves``: each verdict
+has its own symbol, and the legend says which verdicts are observed and which are declared.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from stackmatrix.domain import CellResult, Status, Verdict
+from stackmatrix.ladder.verdict import derive
+
+SYMBOL = {
+    Verdict.SERVES: "●",
+    Verdict.RUNS_TINY: "◐",
+    Verdict.PREDICTED: "◇",
+    Verdict.OVERRIDE: "⚑",
+    Verdict.BLOCKED: "✖",
+    Verdict.NO_FIT: "▽",
+    Verdict.NOT_RUN: "·",
+}
+MEANING = {
+    Verdict.SERVES: "observed: the real checkpoint served on the target GPU",
+    Verdict.RUNS_TINY: "observed: the real engine served a tiny checkpoint of the same architecture",
+    Verdict.PREDICTED: "declared only: every static check passes, nothing observed",
+    Verdict.OVERRIDE: "predicted only with a dependency override the declared requirements forbid",
+    Verdict.BLOCKED: "a probe failed (footnote: the first failing reason)",
+    Verdict.NO_FIT: "weights + KV reserve exceed the target's memory",
+    Verdict.NOT_RUN: "not run here (footnote: why)",
+}
+# Verdicts whose table entry carries no footnote: a plain pass needs no "why".
+PLAIN = frozenset({Verdict.SERVES, Verdict.RUNS_TINY, Verdict.PREDICTED})
+
+
+def why(r: CellResult) -> str:
+    """The evidence line for a cell that is not a plain pass: its deciding probe's detail."""
+    for o in r.outcomes:
+        if r.reason is not None and o.reason == r.reason and o.status is not Status.PASS:
+            return o.detail
+    return ""
+
+
+COLUMNS = (
+    "cell",
+    "stack",
+    "kind",
+    "triton",
+    "vllm",
+    "transformers",
+    "model",
+    "target",
+    "verdict",
+    "reason",
+    "override",
+    "why",
+    "declared_verdict",
+    "observed_verdict",
+    "contradiction",
+)
+STATIC_PROBES = frozenset({"resolve", "model-type", "arch", "backend-imports", "fit"})
+
+
+def declared_vs_observed(r: CellResult) -> tuple[str, str, bool]:
+    """(static verdict, observed verdict or "", whether the observation contradicts the prediction)."""
+    static = str(derive([o for o in r.outcomes if o.probe in STATIC_PROBES])[0])
+    ran = [o for o in r.outcomes if o.probe not in STATIC_PROBES and o.status is not Status.SKIP]
+    if not ran:
+        return static, "", False
+    observed = str(r.verdict)
+    return static, observed, static in ("predicted", "override") and observed in ("blocked", "no-fit")
+
+
+def stack_of(cell_id: str) -> str:
+    return cell_id.split("__")[0]
+
+
+def frame(results: Iterable[CellResult]) -> pd.DataFrame:
+    rows = []
+    for r in results:
+        d = r.declared
+        static, observed, contradiction = declared_vs_observed(r)
+        rows.append(
+            (
+                r.cell_id,
+                stack_of(r.cell_id),
+                d.get("kind"),
+                d.get("triton"),
+                d.get("vllm"),
+                d.get("transformers"),
+                d.get("model"),
+                d.get("target"),
+                str(r.verdict),
+                str(r.reason) if r.reason else "",
+                r.override or "",
+                why(r),
+                static,
+                observed,
+                contradiction,
+            )
+        )
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def legend() -> list[str]:
+    return [f"{SYMBOL[v]} {v}: {MEANING[v]}" for v in Verdict]
+
+
+def stack_order(df: pd.DataFrame) -> list[str]:
+    """Triton stacks first (the ones operators upgrade), then vLLM's own; by id within each."""
+    return sorted(df["stack"].unique(), key=lambda s: (not s.startswith(("triton", "tpy")), s))
+
+
+def note_text(reason: str, override: str, detail: str) -> str:
+    return reason + (f" ({override})" if override else "") + (f": {detail}" if detail else "")
+
+
+def footnotes(df: pd.DataFrame) -> tuple[list[int | None], dict[str, int]]:
+    """One footnote number per distinct reason text, numbered in row order; None for plain passes.
+    Markdown, LaTeX and HTML number their footnotes the same way."""
+    notes: dict[str, int] = {}
+    numbers: list[int | None] = []
+    for verdict, reason, override, detail in zip(df["verdict"], df["reason"], df["override"], df["why"], strict=True):
+        if Verdict(verdict) in PLAIN:
+            numbers.append(None)
+        else:
+            numbers.append(notes.setdefault(note_text(reason, override, detail), len(notes) + 1))
+    return numbers, notes
+
+
+def pivot(df: pd.DataFrame, values: Sequence[str]) -> pd.DataFrame:
+    """Rows model x target (sorted), columns the stacks in ``stack_order``; a missing cell is ""."""
+    table = df.assign(_v=list(values)).pivot_table(
+        index=["model", "target"], columns="stack", values="_v", aggfunc="first"
+    )
+    return table.reindex(columns=stack_order(df)).fillna("")
+
+
+@dataclass(frozen=True)
+class Report:
+    """What every format renders: the stored results, their frame, and the run's metadata (run.json)."""
+
+    results: tuple[CellResult, ...]
+    df: pd.DataFrame = field(compare=False)
+    meta: Mapping[str, Any]
+    title: str
+
+    @classmethod
+    def of(cls, results: Sequence[CellResult], meta: Mapping[str, Any], title: str | None = None) -> Report:
+        ordered = tuple(sorted(results, key=lambda r: r.cell_id))
+        return cls(ordered, frame(ordered), meta, title or f"Readiness — run {meta.get('run_id', '?')}")
