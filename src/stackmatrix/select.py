@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from stackmatrix.domain import Cell
 from stackmatrix.errors import BadInput
@@ -85,16 +85,23 @@ def parse_shard(text: str) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
+def select_ids(ids: Iterable[str], *, keyword: str | None = None, only: Sequence[str] = ()) -> list[str]:
+    """Ids, sorted, that match ``-k`` and every ``--only`` glob (case-insensitively)."""
+    out = sorted(ids)
+    if keyword:
+        tree = _Expr(keyword).parse()
+        out = [i for i in out if _eval(tree, i.lower())]
+    if only:
+        out = [i for i in out if any(fnmatch.fnmatchcase(i.lower(), g.lower()) for g in only)]
+    return out
+
+
 def select(
     cells: Sequence[Cell], *, keyword: str | None = None, only: Sequence[str] = (), shard: str | None = None
 ) -> list[Cell]:
     """Cells in id order that match every filter. Shards split the *selected* cells round-robin."""
-    out = sorted(cells, key=lambda c: c.id)
-    if keyword:
-        tree = _Expr(keyword).parse()
-        out = [c for c in out if _eval(tree, c.id.lower())]
-    if only:
-        out = [c for c in out if any(fnmatch.fnmatchcase(c.id.lower(), g.lower()) for g in only)]
+    by_id = {c.id: c for c in cells}
+    out = [by_id[i] for i in select_ids(by_id, keyword=keyword, only=only)]
     if shard:
         i, n = parse_shard(shard)
         out = out[i - 1 :: n]

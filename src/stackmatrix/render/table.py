@@ -38,11 +38,7 @@ PLAIN = frozenset({Verdict.SERVES, Verdict.RUNS_TINY, Verdict.PREDICTED})
 
 
 def why(r: CellResult) -> str:
-    """The evidence line for a cell that is not a plain pass: its deciding probe's detail."""
-    for o in r.outcomes:
-        if r.reason is not None and o.reason == r.reason and o.status is not Status.PASS:
-            return o.detail
-    return ""
+    return r.why
 
 
 COLUMNS = (

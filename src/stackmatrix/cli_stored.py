@@ -1,0 +1,258 @@
+"""Commands over stored runs: ``history``, ``diff``, ``report``, ``merge`` (no probing, no network), and
+``gate`` (probes a candidate's cells and compares them with a stored baseline)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from stackmatrix.cli_args import common, loaded_of, resolve, runtime_flags, settings_of
+from stackmatrix.errors import BadInput, InfraUnavailable, NothingSelected
+from stackmatrix.options import OPTIONS
+from stackmatrix.redact import redact
+from stackmatrix.runindex import RunIndex, open_index
+from stackmatrix.select import select_ids
+from stackmatrix.store import Run, find_run, open_run
+
+# Runs a default RUN argument may stand for: the matrix's own runs, not a gate's few candidate cells.
+TABLE_RUNS = ("matrix", "merge")
+
+
+def _reports_dir(p: argparse.ArgumentParser) -> None:
+    opt = OPTIONS["reports_dir"]
+    p.add_argument(opt.flag, dest="reports_dir", default=None, help=f"{opt.help} [env {opt.env}]")
+
+
+def _keyword(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-k", dest="keyword", default=None, help="keyword expression over cell ids (pytest -k grammar)")
+    p.add_argument("--only", action="append", default=[], help="glob over cell ids (repeatable)")
+
+
+def add_parsers(sub: Any) -> None:
+    p = sub.add_parser("history", help="a cell's verdicts over every stored run")
+    _reports_dir(p)
+    _keyword(p)
+    p.add_argument("--last", type=int, default=10, help="the newest N runs (default 10)")
+    p.add_argument("--format", choices=["text", "md", "json"], default="text")
+
+    p = sub.add_parser("diff", help="cells whose verdict or reason changed between two runs (default: the two latest)")
+    _reports_dir(p)
+    p.add_argument("runs", nargs="*", metavar="RUN", help="run id, unique prefix or run directory (0, 1 or 2)")
+    p.add_argument("--format", choices=["text", "md", "json"], default="text")
+    p.add_argument("--output", type=Path, default=None, help="also write the diff in --format to this file")
+
+    p = sub.add_parser("report", help="render a stored run (default: the latest) in any format")
+    _reports_dir(p)
+    _keyword(p)
+    p.add_argument("run", nargs="?", default=None, metavar="RUN", help="run id, unique prefix or run directory")
+    p.add_argument(
+        "--format",
+        action="append",
+        default=[],
+        help="comma-separated: txt, md, csv, json, html, tex, junit, png, or all (default all; repeatable)",
+    )
+    p.add_argument("--out", type=Path, default=None, help="output directory (default <reports>/rendered/<run-id>)")
+    p.add_argument("--title", default=None, help="table title (default 'Readiness — run <id>')")
+
+    p = sub.add_parser("merge", help="fold the runs of --shard i/n jobs into one run")
+    _reports_dir(p)
+    p.add_argument("dirs", nargs="+", type=Path, metavar="DIR", help="a run directory or a reports directory")
+    p.add_argument(
+        "--exit-status",
+        action="append",
+        default=[],
+        metavar="DIR=CODE",
+        help="the exit status CI saw for a shard that could not record its own (e.g. killed): repeatable",
+    )
+
+    p = sub.add_parser("gate", help="may we upgrade? probe a candidate stack against a policy and a baseline")
+    common(p)
+    p.add_argument("--policy", type=Path, required=True, help="policy TOML: the models x targets that must serve")
+    p.add_argument(
+        "--candidate",
+        required=True,
+        help="stack spec: triton=26.04 | vllm=0.22.1,transformers=5.6.0 | triton=..,vllm=..",
+    )
+    p.add_argument(
+        "--baseline", default=None, help="stored run to compare with (default: the newest holding the cells)"
+    )
+    p.add_argument("--tier", choices=["static", "runtime"], default="static")
+    p.add_argument("--summary", type=Path, default=None, help="also write the Markdown summary here (PR comment)")
+    runtime_flags(p)
+    resolve(p)
+
+
+def _index(args: argparse.Namespace) -> RunIndex:
+    return open_index(settings_of(args).reports_dir)
+
+
+def _runs(args: argparse.Namespace, index: RunIndex, refs: list[str], want: int) -> list[str]:
+    """Run ids for ``refs``; missing ones are the newest table runs (the latest last)."""
+    given = [find_run(settings_of(args).reports_dir, r).run_id for r in refs]
+    if len(given) >= want:
+        return given
+    latest = [r.run_id for r in index.runs(purposes=TABLE_RUNS) if r.run_id not in given]
+    return (given + latest[-(want - len(given)) :]) if latest else given
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from stackmatrix.history import render_history
+
+    with _index(args) as index:
+        ids = select_ids(index.cell_ids(), keyword=args.keyword, only=args.only)
+        if not ids:
+            raise NothingSelected("no stored cell matches the selection")
+        runs = index.runs()
+        print(render_history(index.history(ids), runs, args.last, args.format), end="")
+    return 0
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from stackmatrix.diff import RENDER, diff_runs, render_text
+
+    if len(args.runs) > 2:
+        raise BadInput("diff", "RUN", args.runs, "at most two runs")
+    with _index(args) as index:
+        runs = _runs(args, index, args.runs, 2)
+        if len(runs) < 2:
+            print(f"nothing to compare: {len(runs)} stored run{'s' * (len(runs) != 1)} of the matrix")
+            return 0
+        d = diff_runs(index, runs[0], runs[1])
+    out = RENDER[args.format](d)
+    if args.output:
+        from stackmatrix.atomic import atomic_write_text
+
+        atomic_write_text(args.output, out)
+        print(render_text(d).splitlines()[0] + f"\ndiff: {args.output}")
+    else:
+        print(out, end="")
+    return 0
+
+
+def _stored_run(args: argparse.Namespace, ref: str | None) -> Run:
+    reports = settings_of(args).reports_dir
+    if ref is not None:
+        return find_run(reports, ref)
+    with open_index(reports) as index:
+        runs = index.runs(purposes=TABLE_RUNS)
+    if not runs:
+        raise NothingSelected(f"no stored run under {reports / 'runs'}")
+    return open_run(reports / "runs" / runs[-1].run_id)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from stackmatrix.render import FORMATS, Report, parse_formats, write_reports
+
+    formats = parse_formats(args.format or ["all"])
+    run = _stored_run(args, args.run)
+    results = list(run.results())
+    if args.keyword or args.only:
+        keep = set(select_ids((r.cell_id for r in results), keyword=args.keyword, only=args.only))
+        results = [r for r in results if r.cell_id in keep]
+    if not results:
+        raise NothingSelected(f"no cell of run {run.run_id} matches the selection")
+    out = args.out or settings_of(args).reports_dir / "rendered" / run.run_id
+    files = write_reports(Report.of(results, run.meta, args.title), out, formats)
+    for name, path in files.items():
+        print(f"{name:<6} {path}  ({FORMATS[name].help})")
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from stackmatrix.merge import merge, parse_exit_codes
+
+    reports = settings_of(args).reports_dir
+    merged = merge(args.dirs, reports, parse_exit_codes(args.exit_status))
+    with open_index(reports, sync=False) as index:
+        index.ingest(merged.run)
+    print(
+        f"merged {len(args.dirs)} runs into {merged.run.root}: {merged.copied} cells with results, "
+        f"{len(merged.missing)} without (not-run), {merged.duplicates} written twice"
+    )
+    for cell in merged.missing:
+        print(f"  missing: {cell}", file=sys.stderr)
+    return 0
+
+
+def cmd_gate(args: argparse.Namespace) -> int:
+    from stackmatrix.gate import GateResult, cells_for, judge, render_summary, row_of
+    from stackmatrix.ladder.static import Context
+    from stackmatrix.pipeline import declared, execute, open_session, runtime_context, unreachable
+    from stackmatrix.policy import load_policy
+    from stackmatrix.stackspec import parse_spec, resolve_stack
+    from stackmatrix.store import start_run
+
+    loaded = loaded_of(args)
+    policy = load_policy(args.policy, loaded)
+    spec = parse_spec(args.candidate)
+    settings = settings_of(args)
+    t0 = time.perf_counter()
+    index = open_index(settings.reports_dir)
+    session = open_session(settings, loaded.spec.settings.platform)
+    try:
+        candidate = resolve_stack(spec, session, loaded)
+        current = resolve_stack(policy.current, session, loaded, f"{policy.path}: current") if policy.current else None
+        baseline_stack = current or candidate
+        cells = cells_for(policy, candidate)
+        base_cells = cells_for(policy, baseline_stack)
+        base_ids = [c.id for c in base_cells]
+        baseline_run = (
+            find_run(settings.reports_dir, args.baseline).run_id if args.baseline else index.latest_with(base_ids)
+        )
+        # No stored run holds the current stack's cells: probe them now, beside the candidate's.
+        probe_base = baseline_run is None and current is not None and current != candidate
+        todo = cells + (base_cells if probe_base else [])
+        run = start_run(
+            settings.reports_dir,
+            matrix_hash=loaded.matrix_hash,
+            matrix_path=str(loaded.path),
+            tier=args.tier,
+            selected=len(todo),
+            purpose="gate",
+            policy=str(policy.path),
+            candidate=str(spec),
+            baseline=baseline_run,
+        )
+        run.write_plan({c.id: declared(c) for c in todo}, [c.id for c in todo], None)
+        ctx = Context(loaded.catalog, session.facts, loaded.spec.settings, args.resolve, settings)
+        rctx = runtime_context(session, args.override, args.full_class) if args.tier == "runtime" else None
+        results = execute(todo, ctx, session, run.write_cell, rctx, run.root / "logs")
+        infra = unreachable(results) or session.index.unreachable is not None
+        by_id = {r.cell_id: r for r in results}
+        stored = index.cells(baseline_run) if baseline_run else {}
+        base_rows = [stored.get(i) or (row_of(by_id[i]) if probe_base else None) for i in base_ids]
+        findings = judge(policy.requirements, [by_id[c.id] for c in cells], base_rows)
+        gate = GateResult(policy, candidate, baseline_stack, baseline_run, run.run_id, args.tier, findings)
+        code = InfraUnavailable.exit_code if infra else (1 if gate.regressions else 0)
+        run.finish(
+            "complete",
+            code,
+            duration_s=round(time.perf_counter() - t0, 3),
+            regressions=len(gate.regressions),
+        )
+        index.ingest(run, results)
+    finally:
+        session.close()
+        index.close()
+    summary = redact(render_summary(gate, str(run.cells_dir)))
+    print(summary, end="")
+    if args.summary:
+        from stackmatrix.atomic import atomic_write_text
+
+        atomic_write_text(args.summary, summary)
+    if infra:
+        print("the package index was unreachable: the gate could not decide every cell", file=sys.stderr)
+    return code
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "history": cmd_history,
+    "diff": cmd_diff,
+    "report": cmd_report,
+    "merge": cmd_merge,
+    "gate": cmd_gate,
+}

@@ -1,0 +1,162 @@
+"""Fold the runs of ``run --shard i/n`` (CI fan-out) into one run.
+
+Every cell of the shards' common selection ends up in the merged run: a cell whose JSON is missing is never
+dropped, it becomes ``not-run`` with a reason taken from what its shard recorded (its exit status, or that it
+never finished, or that its shard was not given at all).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stackmatrix.domain import CellResult, Outcome, Reason, Status, Verdict
+from stackmatrix.errors import BadInput
+from stackmatrix.select import parse_shard
+from stackmatrix.store import Run, open_run, run_dirs, start_run
+
+INTERRUPTED_CODES = frozenset({130, -2})
+
+
+@dataclass(frozen=True)
+class Merged:
+    run: Run
+    copied: int
+    missing: tuple[str, ...]
+    duplicates: int
+
+
+def shard_run(path: Path) -> Run:
+    """A run directory, or a reports directory (a CI artifact) holding one: its newest run."""
+    if (path / "run.json").is_file():
+        return open_run(path)
+    runs = run_dirs(path)
+    if not runs:
+        raise BadInput(str(path), "<dir>", str(path), "a run directory or a reports directory with runs/<id>/run.json")
+    return open_run(runs[-1])
+
+
+def _missing_result(
+    cell_id: str, declared: Mapping[str, Any], why: str, reason: Reason, ev: dict[str, Any]
+) -> CellResult:
+    outcome = Outcome("result", Status.ERROR, reason, why, ev)
+    return CellResult(cell_id, Verdict.NOT_RUN, reason, None, (outcome,), "", dict(declared))
+
+
+def _why_missing(
+    run: Run | None, shard: str | None, exit_codes: Mapping[str, int]
+) -> tuple[Reason, str, dict[str, Any]]:
+    if run is None:
+        return Reason.RESULT_MISSING, f"shard {shard} was not among the merged runs", {"shard": shard}
+    code = exit_codes.get(run.run_id, run.meta.get("exit_code"))
+    status = run.meta.get("status", "unknown")
+    ev = {"shard": shard, "run": run.run_id, "status": status, "exit_code": code}
+    if code in INTERRUPTED_CODES or status == "interrupted":
+        return Reason.INTERRUPTED, f"shard {shard} (run {run.run_id}) was interrupted before this cell", ev
+    if code is None:
+        return (
+            Reason.RESULT_MISSING,
+            f"shard {shard} (run {run.run_id}) never recorded an exit status (status {status}: killed or lost)",
+            ev,
+        )
+    return Reason.RESULT_MISSING, f"shard {shard} (run {run.run_id}) exited {code} without writing this cell", ev
+
+
+def merge(paths: Sequence[Path], reports_dir: Path, exit_codes: Mapping[str, int] | None = None) -> Merged:
+    """``exit_codes``: run id -> the exit status CI saw for that shard (it wins over what run.json says)."""
+    if not paths:
+        raise BadInput("merge", "DIR", None, "at least one run directory")
+    runs = [shard_run(p) for p in paths]
+    first = runs[0]
+    for path, run in zip(paths, runs, strict=True):
+        for key in ("matrix_hash", "tier"):
+            if run.meta.get(key) != first.meta.get(key):
+                raise BadInput(
+                    str(path / "run.json"), key, run.meta.get(key), f"{first.meta.get(key)!r} like {paths[0]}"
+                )
+    ids = [r.run_id for r in runs]
+    if len(set(ids)) != len(ids):
+        raise BadInput("merge", "DIR", ids, "distinct runs (one was given twice)")
+    given = dict(exit_codes or {})
+    codes = {}
+    for path, run in zip(paths, runs, strict=True):
+        for key in (run.run_id, str(path), path.name):
+            if key in given:
+                codes[run.run_id] = given[key]
+
+    plans = {r.run_id: r.plan() for r in runs}
+    selection: dict[str, Mapping[str, Any]] = {}
+    owner: dict[str, Run] = {}
+    n = None
+    for run in runs:
+        plan = plans[run.run_id]
+        if plan is None:
+            continue
+        selection.update(plan["selection"])
+        for cell in plan["cells"]:
+            owner[cell] = run
+        if plan.get("shard"):
+            n = parse_shard(plan["shard"])[1]
+
+    # Later-finished shards win a cell two shards both wrote (a rerun of one shard, say).
+    files: dict[str, Path] = {}
+    duplicates = 0
+    for run in sorted(runs, key=lambda r: str(r.meta.get("finished") or "")):
+        for path in run.cell_files():
+            duplicates += path.stem in files
+            files[path.stem] = path
+
+    started = min(str(r.meta.get("started", "")) for r in runs)
+    merged = start_run(
+        reports_dir,
+        matrix_hash=str(first.meta.get("matrix_hash", "")),
+        matrix_path=str(first.meta.get("matrix", "")),
+        tier=str(first.meta.get("tier", "")),
+        selected=len(selection.keys() | files.keys()),
+        purpose="merge",
+        merged_from=[
+            {
+                "run_id": r.run_id,
+                "shard": (plans[r.run_id] or {}).get("shard"),
+                "status": r.meta.get("status"),
+                "exit_code": codes.get(r.run_id, r.meta.get("exit_code")),
+                "cells_written": len(r.cell_files()),
+            }
+            for r in runs
+        ],
+        shards_started=started,
+    )
+    for _, path in sorted(files.items()):
+        shutil.copyfile(path, merged.cells_dir / path.name)
+    ordered = sorted(selection)
+    missing = []
+    for i, cell_id in enumerate(ordered):
+        if cell_id in files:
+            continue
+        holder = owner.get(cell_id)
+        shard = (plans[holder.run_id] or {}).get("shard") if holder else (f"{i % n + 1}/{n}" if n else None)
+        reason, why, ev = _why_missing(holder, shard, codes)
+        merged.write_cell(_missing_result(cell_id, selection[cell_id], why, reason, ev))
+        missing.append(cell_id)
+    merged.write_plan(selection, ordered, None)
+    merged.finish("complete", 0, cells_missing=len(missing), duplicates=duplicates)
+    return Merged(merged, len(files), tuple(missing), duplicates)
+
+
+def parse_exit_codes(items: Sequence[str]) -> dict[str, int]:
+    """``--exit-status RUN=CODE``: what CI saw for a shard whose process could not record it (a kill -9)."""
+    out = {}
+    for item in items:
+        run, sep, code = item.rpartition("=")
+        try:
+            out[run] = int(code)
+        except ValueError:
+            sep = ""
+        if not sep or not run:
+            raise BadInput(
+                "--exit-status", "exit-status", item, "DIR=CODE (a merged directory or run id), e.g. shard-3=137"
+            )
+    return out

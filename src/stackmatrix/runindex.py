@@ -1,0 +1,216 @@
+"""An embedded SQLite index over every stored run, for history, diffs and gates.
+
+The JSON files under ``runs/`` are the source of truth: the index is derived, kept in step with them by a stamp
+per run (run.json's mtime and size, and the number of cell files), and rebuilt from them when it is missing,
+corrupt or of an older schema. Losing it loses nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stackmatrix.domain import CellResult
+from stackmatrix.store import Run, open_run, run_dirs
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE runs (
+    run_id TEXT PRIMARY KEY, started TEXT, finished TEXT, status TEXT, exit_code INTEGER, purpose TEXT,
+    tier TEXT, matrix_hash TEXT, tool_version TEXT, cells INTEGER, stamp TEXT, meta TEXT
+);
+CREATE TABLE cells (
+    run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE, cell_id TEXT NOT NULL,
+    verdict TEXT NOT NULL, reason TEXT, override TEXT, why TEXT, fingerprint TEXT,
+    kind TEXT, triton TEXT, vllm TEXT, transformers TEXT, model TEXT, target TEXT,
+    PRIMARY KEY (run_id, cell_id)
+) WITHOUT ROWID;
+CREATE INDEX cells_by_id ON cells(cell_id);
+"""
+
+
+@dataclass(frozen=True)
+class RunRow:
+    run_id: str
+    started: str
+    finished: str | None
+    status: str
+    exit_code: int | None
+    purpose: str
+    tier: str
+    matrix_hash: str
+    cells: int
+
+
+@dataclass(frozen=True)
+class CellRow:
+    """A cell's verdict in one run: what history and diff compare (the evidence stays in the cell file)."""
+
+    cell_id: str
+    verdict: str
+    reason: str
+    override: str
+    why: str
+    fingerprint: str
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return self.verdict, self.reason, self.override
+
+
+def _stamp(run_dir: Path) -> str:
+    st = (run_dir / "run.json").stat()
+    with os.scandir(run_dir / "cells") as it:
+        count = sum(1 for e in it if e.name.endswith(".json") and not e.name.startswith("."))
+    return f"{st.st_mtime_ns}:{st.st_size}:{count}"
+
+
+class RunIndex:
+    def __init__(self, reports_dir: Path) -> None:
+        self.reports_dir = reports_dir
+        self.path = reports_dir / "index.sqlite"
+        reports_dir.mkdir(parents=True, exist_ok=True)
+        self.db = self._connect()
+
+    def _connect(self) -> sqlite3.Connection:
+        for attempt in range(2):
+            db = sqlite3.connect(self.path, timeout=30)
+            try:
+                db.execute("PRAGMA foreign_keys = ON")
+                version = db.execute("PRAGMA user_version").fetchone()[0]
+                if version != SCHEMA_VERSION:
+                    tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+                    if tables:
+                        raise sqlite3.DatabaseError(f"schema {version}, expected {SCHEMA_VERSION}")
+                    with db:
+                        db.executescript(_SCHEMA)
+                        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                return db
+            except sqlite3.DatabaseError:
+                db.close()
+                if attempt:
+                    raise
+                # Derived data: an unreadable or outdated index is dropped and rebuilt from the run files.
+                for suffix in ("", "-journal", "-wal", "-shm"):
+                    Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> RunIndex:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def sync(self) -> None:
+        """Bring the index in step with ``runs/``: ingest new or changed runs, forget removed ones."""
+        known = dict(self.db.execute("SELECT run_id, stamp FROM runs").fetchall())
+        on_disk = run_dirs(self.reports_dir)
+        for run_dir in on_disk:
+            if known.get(run_dir.name) != _stamp(run_dir):
+                self.ingest(open_run(run_dir))
+        gone = set(known) - {p.name for p in on_disk}
+        if gone:
+            with self.db:
+                self.db.executemany("DELETE FROM runs WHERE run_id = ?", [(g,) for g in gone])
+
+    def ingest(self, run: Run, results: Iterable[CellResult] | None = None) -> None:
+        """(Re)index one run, from results in memory when the caller has them, else from its cell files."""
+        rows = [_cell_row(run.run_id, r) for r in (run.results() if results is None else results)]
+        m = run.meta
+        with self.db:
+            self.db.execute("DELETE FROM runs WHERE run_id = ?", (run.run_id,))
+            self.db.execute(
+                "INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    run.run_id,
+                    m.get("started", ""),
+                    m.get("finished"),
+                    m.get("status", "unknown"),
+                    m.get("exit_code"),
+                    m.get("purpose", "matrix"),
+                    m.get("tier", ""),
+                    m.get("matrix_hash", ""),
+                    m.get("tool_version", ""),
+                    len(rows),
+                    _stamp(run.root),
+                    json.dumps(m, sort_keys=True),
+                ),
+            )
+            self.db.executemany("INSERT INTO cells VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+
+    def runs(self, *, purposes: Sequence[str] | None = None) -> list[RunRow]:
+        """Runs oldest first; ``purposes`` keeps only runs of those purposes."""
+        rows = self.db.execute(
+            "SELECT run_id, started, finished, status, exit_code, purpose, tier, matrix_hash, cells "
+            "FROM runs ORDER BY started, run_id"
+        ).fetchall()
+        out = [RunRow(*row) for row in rows]
+        return [r for r in out if purposes is None or r.purpose in purposes]
+
+    def cells(self, run_id: str) -> dict[str, CellRow]:
+        rows = self.db.execute(
+            "SELECT cell_id, verdict, reason, override, why, fingerprint FROM cells WHERE run_id = ?", (run_id,)
+        )
+        return {r[0]: CellRow(*r) for r in rows}
+
+    def cell_ids(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT DISTINCT cell_id FROM cells")]
+
+    def history(self, cell_ids: Sequence[str]) -> dict[str, list[tuple[str, CellRow]]]:
+        """Per cell id, its rows over time: (run id, row), oldest run first."""
+        out: dict[str, list[tuple[str, CellRow]]] = {c: [] for c in cell_ids}
+        self.db.execute("CREATE TEMP TABLE IF NOT EXISTS wanted (cell_id TEXT PRIMARY KEY)")
+        self.db.execute("DELETE FROM wanted")
+        self.db.executemany("INSERT OR IGNORE INTO wanted VALUES (?)", [(c,) for c in cell_ids])
+        rows = self.db.execute(
+            "SELECT c.run_id, c.cell_id, c.verdict, c.reason, c.override, c.why, c.fingerprint "
+            "FROM cells c JOIN wanted w USING (cell_id) JOIN runs r USING (run_id) "
+            "ORDER BY r.started, r.run_id"
+        )
+        for run_id, *rest in rows:
+            out[rest[0]].append((run_id, CellRow(*rest)))
+        return out
+
+    def latest_with(self, cell_ids: Sequence[str], *, exclude: str | None = None) -> str | None:
+        """The newest run holding any of these cells (other than ``exclude``)."""
+        marks = ",".join("?" * len(cell_ids))
+        row = self.db.execute(
+            f"SELECT r.run_id FROM runs r JOIN cells c USING (run_id) WHERE c.cell_id IN ({marks}) "
+            "AND r.run_id IS NOT ? ORDER BY r.started DESC, r.run_id DESC LIMIT 1",
+            (*cell_ids, exclude),
+        ).fetchone()
+        return str(row[0]) if row else None
+
+
+def _cell_row(run_id: str, r: CellResult) -> tuple[Any, ...]:
+    d = r.declared
+    return (
+        run_id,
+        r.cell_id,
+        str(r.verdict),
+        str(r.reason) if r.reason else "",
+        r.override or "",
+        r.why,
+        r.fingerprint,
+        d.get("kind"),
+        d.get("triton"),
+        d.get("vllm"),
+        d.get("transformers"),
+        d.get("model"),
+        d.get("target"),
+    )
+
+
+def open_index(reports_dir: Path, *, sync: bool = True) -> RunIndex:
+    index = RunIndex(reports_dir)
+    if sync:
+        index.sync()
+    return index
