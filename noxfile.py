@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import nox
 
 nox.options.default_venv_backend = "uv"
@@ -24,6 +26,36 @@ def matrix(session: nox.Session) -> None:
     """The main job: probe the default matrix, store the run, render reports/latest/."""
     _install(session)
     session.run("stackmatrix", "run", *session.posargs)
+
+
+@nox.session
+def nightly(session: nox.Session) -> None:
+    """The nightly job: run the matrix (posargs go to ``run``), diff against the previous run, render every
+    report format into <reports>/latest/ (Markdown/JSON diff beside the tables)."""
+    _install(session)
+    latest = os.path.join(os.environ.get("STACKMATRIX_REPORTS_DIR", "reports"), "latest")
+    session.run("stackmatrix", "run", "--quiet", *session.posargs)
+    session.run("stackmatrix", "diff", "--format", "md", "--output", os.path.join(latest, "diff.md"))
+    session.run("stackmatrix", "diff", "--format", "json", "--output", os.path.join(latest, "diff.json"))
+    session.run("stackmatrix", "report", "--format", "all", "--out", latest)
+
+
+@nox.session
+def gate(session: nox.Session) -> None:
+    """The release gate: ``nox -s gate -- --candidate triton=26.04 [--policy FILE] [--baseline RUN]``
+    (default policy: the 4x L4 edge host). Exits 1 on a regression; the Markdown summary is the PR comment."""
+    _install(session)
+    args = list(session.posargs)
+    if not any(a == "--policy" or a.startswith("--policy=") for a in args):
+        args += ["--policy", "matrix/policies/edge-4xl4.toml"]
+    session.run("stackmatrix", "gate", *args)
+
+
+@nox.session
+def report(session: nox.Session) -> None:
+    """Render a stored run (default: the latest) in every format: ``nox -s report -- [RUN] [--format html]``."""
+    _install(session)
+    session.run("stackmatrix", "report", *session.posargs)
 
 
 @nox.session

@@ -203,9 +203,10 @@ def cmd_gate(args: argparse.Namespace) -> int:
         baseline_run = (
             find_run(settings.reports_dir, args.baseline).run_id if args.baseline else index.latest_with(base_ids)
         )
-        # No stored run holds the current stack's cells: probe them now, beside the candidate's.
-        probe_base = baseline_run is None and current is not None and current != candidate
-        todo = cells + (base_cells if probe_base else [])
+        stored = index.cells(baseline_run) if baseline_run else {}
+        # The current stack's cells no stored run holds: probe them now, beside the candidate's.
+        probe_base = [c for c in base_cells if c.id not in stored] if current not in (None, candidate) else []
+        todo = cells + probe_base
         run = start_run(
             settings.reports_dir,
             matrix_hash=loaded.matrix_hash,
@@ -216,6 +217,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
             policy=str(policy.path),
             candidate=str(spec),
             baseline=baseline_run,
+            baseline_probed=[c.id for c in probe_base],
         )
         run.write_plan({c.id: declared(c) for c in todo}, [c.id for c in todo], None)
         ctx = Context(loaded.catalog, session.facts, loaded.spec.settings, args.resolve, settings)
@@ -223,16 +225,25 @@ def cmd_gate(args: argparse.Namespace) -> int:
         results = execute(todo, ctx, session, run.write_cell, rctx, run.root / "logs")
         infra = unreachable(results) or session.index.unreachable is not None
         by_id = {r.cell_id: r for r in results}
-        stored = index.cells(baseline_run) if baseline_run else {}
-        base_rows = [stored.get(i) or (row_of(by_id[i]) if probe_base else None) for i in base_ids]
+        base_rows = [stored[i] if i in stored else (row_of(by_id[i]) if i in by_id else None) for i in base_ids]
         findings = judge(policy.requirements, [by_id[c.id] for c in cells], base_rows)
-        gate = GateResult(policy, candidate, baseline_stack, baseline_run, run.run_id, args.tier, findings)
-        code = InfraUnavailable.exit_code if infra else (1 if gate.regressions else 0)
+        gate = GateResult(
+            policy,
+            candidate,
+            baseline_stack,
+            baseline_run,
+            run.run_id,
+            tuple(c.id for c in probe_base),
+            args.tier,
+            findings,
+        )
+        code = InfraUnavailable.exit_code if infra else (1 if gate.failing else 0)
         run.finish(
             "complete",
             code,
             duration_s=round(time.perf_counter() - t0, 3),
             regressions=len(gate.regressions),
+            failing=len(gate.failing),
         )
         index.ingest(run, results)
     finally:

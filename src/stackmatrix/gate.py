@@ -41,12 +41,19 @@ class GateResult:
     baseline_stack: Stack
     baseline_run: str | None  # the stored run the baseline was read from; None when none held it
     run_id: str  # the stored run of this gate's probes
+    probed: tuple[str, ...]  # baseline cells probed now, for want of a stored result
     tier: str
     findings: tuple[Finding, ...]
 
     @property
     def regressions(self) -> list[Finding]:
         return [f for f in self.findings if f.standing is Standing.REGRESSION]
+
+    @property
+    def failing(self) -> list[Finding]:
+        """What fails the gate: regressions, and with ``fail_on = "unmet"`` what was already failing too."""
+        fails = {Standing.REGRESSION} | ({Standing.STILL_FAILING} if self.policy.fail_on == "unmet" else set())
+        return [f for f in self.findings if f.standing in fails]
 
 
 def cells_for(policy: Policy, stack: Stack) -> list[Cell]:
@@ -105,14 +112,23 @@ def _evidence(cell: CellResult) -> Mapping[str, object]:
 
 def render_summary(g: GateResult, cell_path: str) -> str:
     """Markdown for a pull-request comment: verdict first, then each requirement, then the evidence."""
-    regressions = g.regressions
+    regressions, failing = g.regressions, g.failing
     head = (
-        f"### {'❌ Gate failed' if regressions else '✅ Gate passed'}: "
-        f"{len(regressions)} regression{'s' * (len(regressions) != 1)} — policy `{g.policy.name}`"
+        f"### {'❌ Gate failed' if failing else '✅ Gate passed'}: "
+        f"{len(regressions)} regression{'s' * (len(regressions) != 1)}"
+        + (
+            f", {len(failing) - len(regressions)} unmet (the policy fails on unmet)"
+            if g.policy.fail_on == "unmet"
+            else ""
+        )
+        + f" — policy `{g.policy.name}`"
     )
-    base = f"`{g.baseline_stack.id}`" + (f" from run `{g.baseline_run}`" if g.baseline_run else " (probed now)")
     if g.baseline_run is None and g.baseline_stack == g.candidate:
-        base = "none (no stored run holds these cells)"
+        base = "none (no stored run holds these cells; an unmet requirement counts as a regression)"
+    else:
+        probed = len(g.probed)
+        base = f"`{g.baseline_stack.id}`" + (f" from run `{g.baseline_run}`" if g.baseline_run else "")
+        base += f" ({probed} of its cells probed now: no stored run held them)" if probed else ""
     lines = [
         head,
         "",

@@ -3,6 +3,7 @@
 ```toml
 name = "edge-4xl4"
 current = "triton=25.12"            # optional: the stack the site runs today (the baseline's cells)
+fail_on = "regression"              # or "unmet": fail on every requirement the candidate misses
 [targets.l4x1]
 gpu = "L4"
 count = 1
@@ -48,6 +49,7 @@ class _Policy(Strict):
     name: str
     description: str = ""
     current: str | None = None
+    fail_on: Literal["regression", "unmet"] = "regression"
     targets: dict[str, TargetSpec] = Field(default_factory=dict)
     require: list[_Require] = Field(min_length=1)
 
@@ -66,6 +68,7 @@ class Policy:
     name: str
     description: str
     current: StackSpec | None
+    fail_on: str  # "regression": only what got worse fails; "unmet": every requirement the candidate misses
     requirements: tuple[Requirement, ...]
 
 
@@ -90,4 +93,4 @@ def load_policy(path: Path, loaded: Loaded) -> Policy:
         seen.add((model.id, target.name))
         requirements.append(Requirement(model, target, Verdict(r.min), r.note))
     current = parse_spec(raw.current, where=f"{where}: current") if raw.current else None
-    return Policy(path, raw.name, raw.description, current, tuple(requirements))
+    return Policy(path, raw.name, raw.description, current, raw.fail_on, tuple(requirements))
