@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -30,8 +31,15 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
     return code, out, err
 
 
+@dataclass(frozen=True)
+class Stored:
+    reports: Path
+    first: str
+    second: str
+
+
 @pytest.fixture(scope="module")
-def stored(cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path | str]:
+def stored(cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Stored:
     """Two real runs in one reports dir: the default catalogs, then a site catalog where an L4 has 48 GB
     (fits change) and a selection that adds and drops cells."""
     reports = tmp_path_factory.mktemp("reports")
@@ -44,17 +52,17 @@ def stored(cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[st
     assert main(["run", *common, "-k", f"({SELECTION}) and not gemma-4-e4b-it-qat"]) == 0
     assert main(["run", *common, "--matrix", str(site / "default.toml"), "-k", f"({SELECTION}) and not h100"]) == 0
     first, second = sorted(p.name for p in (reports / "runs").iterdir())
-    return {"reports": reports, "first": first, "second": second}
+    return Stored(reports, first, second)
 
 
 def test_diff_lists_verdict_changes_and_added_and_removed_cells(
-    stored: dict[str, Path | str], capsys: pytest.CaptureFixture[str]
+    stored: Stored, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    reports = str(stored["reports"])
+    reports = str(stored.reports)
     code, out, _ = _run(capsys, "diff", "--reports-dir", reports, "--format", "json")
     assert code == 0
     doc = json.loads(out)
-    assert (doc["run_a"], doc["run_b"]) == (stored["first"], stored["second"])  # default: the two latest runs
+    assert (doc["run_a"], doc["run_b"]) == (stored.first, stored.second)  # default: the two latest runs
     by_kind: dict[str, list[dict[str, object]]] = {}
     for change in doc["changes"]:
         by_kind.setdefault(change["change"], []).append(change)
@@ -63,19 +71,15 @@ def test_diff_lists_verdict_changes_and_added_and_removed_cells(
     assert fits and all("__l4x" in str(c["cell"]) for c in fits)
     assert all(str(c["cell"]).endswith("__h100x1") for c in by_kind["removed"])
     assert all("qat" in str(c["cell"]) for c in by_kind["added"])
-    code, md, _ = _run(
-        capsys, "diff", str(stored["first"])[:-2], stored["second"], "--reports-dir", reports, "--format", "md"
-    )
+    code, md, _ = _run(capsys, "diff", stored.first[:-2], stored.second, "--reports-dir", reports, "--format", "md")
     assert code == 0 and "### Verdict changed" in md and "does-not-fit" in md and "### Removed" in md
     # Unchanged: a run against itself.
-    code, out, _ = _run(capsys, "diff", str(stored["first"]), str(stored["first"]), "--reports-dir", reports)
+    code, out, _ = _run(capsys, "diff", stored.first, stored.first, "--reports-dir", reports)
     assert code == 0 and "0 verdicts changed, 0 reasons changed, 0 added, 0 removed" in out
 
 
-def test_index_is_rebuilt_from_the_json_files(
-    stored: dict[str, Path | str], capsys: pytest.CaptureFixture[str]
-) -> None:
-    reports = Path(stored["reports"])
+def test_index_is_rebuilt_from_the_json_files(stored: Stored, capsys: pytest.CaptureFixture[str]) -> None:
+    reports = stored.reports
     db = reports / "index.sqlite"
     _, before, _ = _run(capsys, "diff", "--reports-dir", str(reports), "--format", "json")
     db.write_bytes(b"this is not a database")  # corrupt: dropped and rebuilt, nothing lost
@@ -92,29 +96,29 @@ def test_index_is_rebuilt_from_the_json_files(
     assert runs >= 2
 
 
-def test_history_shows_a_cell_over_time(stored: dict[str, Path | str], capsys: pytest.CaptureFixture[str]) -> None:
-    reports = str(stored["reports"])
+def test_history_shows_a_cell_over_time(stored: Stored, capsys: pytest.CaptureFixture[str]) -> None:
+    reports = str(stored.reports)
     code, out, _ = _run(capsys, "history", "--reports-dir", reports, "-k", "vllm-0.22.1-tf5.10.2 and 31b-it__l4x2")
     assert code == 0
-    assert stored["first"] in out and stored["second"] in out
+    assert stored.first in out and stored.second in out
     assert "no-fit does-not-fit" in out and "predicted" in out
     assert _run(capsys, "history", "--reports-dir", reports, "-k", "no-such-cell")[0] == 3
 
 
 def test_report_renders_every_format_deterministically(
-    stored: dict[str, Path | str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    stored: Stored, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    reports = str(stored["reports"])
+    reports = str(stored.reports)
     outs = []
     for n in (1, 2):
         out = tmp_path / f"r{n}"
-        code, text, _ = _run(capsys, "report", str(stored["second"]), "--reports-dir", reports, "--out", str(out))
+        code, text, _ = _run(capsys, "report", stored.second, "--reports-dir", reports, "--out", str(out))
         assert code == 0, text
         outs.append(out)
     for fmt in FORMATS.values():
         a, b = (o / fmt.filename for o in outs)
         assert a.stat().st_size > 0 and a.read_bytes() == b.read_bytes(), fmt.filename
-    cells = list((Path(reports) / "runs" / str(stored["second"]) / "cells").glob("*.json"))
+    cells = list((Path(reports) / "runs" / stored.second / "cells").glob("*.json"))
     verdicts = [json.loads(p.read_text())["verdict"] for p in cells]
     suite = ET.parse(outs[0] / "readiness.junit.xml").getroot()
     suite = suite if suite.tag == "testsuite" else suite.find("testsuite")  # type: ignore[assignment]
@@ -122,7 +126,7 @@ def test_report_renders_every_format_deterministically(
     assert len(suite.findall("testcase/failure")) == verdicts.count("blocked") + verdicts.count("no-fit")
     assert len(suite.findall("testcase/skipped")) == verdicts.count("not-run")
     html = (outs[0] / "readiness.html").read_text()
-    assert str(stored["second"]) in html and "http://" not in html.replace("http://www.w3.org", "")
+    assert stored.second in html and "http://" not in html.replace("http://www.w3.org", "")
     tex = (outs[0] / "readiness.tex").read_text()
     assert "\\toprule" in tex and "\\bottomrule" in tex
     pdf = subprocess.run(
@@ -153,14 +157,14 @@ def _policy(path: Path, current: str | None, fail_on: str = "regression") -> Pat
 
 
 def test_gate_fails_on_a_regression_and_passes_an_unchanged_candidate(
-    stored: dict[str, Path | str], cache_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    stored: Stored, cache_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    common = ["--cache-dir", str(cache_dir), "--reports-dir", str(stored["reports"])]
+    common = ["--cache-dir", str(cache_dir), "--reports-dir", str(stored.reports)]
     policy = _policy(tmp_path / "policy.toml", "vllm=0.22.1,transformers=5.10.2")
     # The site runs vLLM 0.22.1 (E4B predicted); moving back to 0.18.1 (transformers 4.57: no gemma4) regresses.
     code, out, _ = _run(capsys, "gate", "--policy", str(policy), "--candidate", "vllm=0.18.1", *common)
     assert code == 1, out
-    assert "Gate failed" in out and "model-type-unknown" in out and f"run `{stored['first']}`" not in out
+    assert "Gate failed" in out and "model-type-unknown" in out and f"from run `{stored.second}`" in out
     assert out.count("❌ |") == 2 and '"missing": [' in out  # the evidence: the model types transformers lacks
     summary = tmp_path / "summary.md"
     code, out, _ = _run(
