@@ -14,6 +14,11 @@ from stackmatrix.cli import build_parser, main
         ["run", "--tier", "runtime", "--full-class", "--override", "torch==2.13.0", "--resolve", "full", "--quiet"],
         ["check", "--model", "gemma-4-E4B-it", "--triton", "26.03", "--tier", "runtime", "--override", "x==1"],
         ["tiny", "build", "gemma-4-E2B-it", "--transformers", "5.19.0", "--full-class", "--override", "torch==2.13.0"],
+        ["history", "-k", "e4b", "--only", "vllm-*", "--last", "3", "--format", "json"],
+        ["diff", "RUN_A", "RUN_B", "--format", "md", "--output", "diff.md"],
+        ["report", "RUN", "--format", "html,tex", "--format", "png", "--out", "out", "-k", "l4x1", "--title", "T"],
+        ["merge", "shard-1", "shard-2", "--exit-status", "shard-2=137"],
+        ["gate", "--policy", "p.toml", "--candidate", "triton=26.04", "--baseline", "RUN", "--tier", "runtime"],
     ],
 )
 def test_commands_parse_their_flags(argv: list[str]) -> None:

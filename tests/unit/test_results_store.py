@@ -1,0 +1,170 @@
+"""The run index, diff, merge and gate logic over small stored runs (pure logic; the real runs are in
+tests/integration/test_results_real.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from stackmatrix.diff import Change, diff_runs, render_json, render_markdown, render_text
+from stackmatrix.domain import CellResult, Outcome, Reason, Status, Verdict
+from stackmatrix.errors import BadInput
+from stackmatrix.gate import Standing, judge
+from stackmatrix.merge import merge, parse_exit_codes
+from stackmatrix.policy import meets
+from stackmatrix.runindex import RunIndex, open_index
+from stackmatrix.stackspec import StackSpec, parse_spec
+from stackmatrix.store import Run, find_run, start_run
+
+DECLARED = {"kind": "vllm", "model": "google/gemma-4-E4B-it", "target": "l4x1"}
+
+
+def cell(cell_id: str, verdict: Verdict = Verdict.PREDICTED, reason: Reason | None = None) -> CellResult:
+    outcome = Outcome("arch", Status.FAIL if reason else Status.PASS, reason, f"detail of {cell_id}")
+    return CellResult(cell_id, verdict, reason, None, (outcome,), "fp", DECLARED)
+
+
+def stored(reports: Path, results: list[CellResult]) -> Run:
+    run = start_run(reports, matrix_hash="h", matrix_path="m.toml", tier="static", selected=len(results))
+    for r in results:
+        run.write_cell(r)
+    run.finish("complete", 0)
+    return run
+
+
+def test_index_follows_the_files(tmp_path: Path) -> None:
+    a = stored(tmp_path, [cell("s1__m__t"), cell("s2__m__t")])
+    with open_index(tmp_path) as index:
+        assert [r.run_id for r in index.runs()] == [a.run_id]
+        assert set(index.cells(a.run_id)) == {"s1__m__t", "s2__m__t"}
+    a.write_cell(cell("s3__m__t", Verdict.BLOCKED, Reason.ARCH_UNSUPPORTED))  # a changed run is re-read
+    with open_index(tmp_path) as index:
+        row = index.cells(a.run_id)["s3__m__t"]
+        assert (row.verdict, row.reason, row.why) == ("blocked", "arch-unsupported", "detail of s3__m__t")
+    for child in sorted(a.root.rglob("*"), reverse=True):
+        child.unlink() if child.is_file() else child.rmdir()
+    a.root.rmdir()
+    with open_index(tmp_path) as index:  # a removed run is forgotten
+        assert index.runs() == []
+
+
+def test_corrupt_or_old_index_is_rebuilt(tmp_path: Path) -> None:
+    a = stored(tmp_path, [cell("s1__m__t")])
+    (tmp_path / "index.sqlite").write_bytes(b"garbage" * 100)
+    with open_index(tmp_path) as index:
+        assert list(index.cells(a.run_id)) == ["s1__m__t"]
+    index = RunIndex(tmp_path)
+    index.db.execute("PRAGMA user_version = 0")
+    index.db.commit()
+    index.close()
+    with open_index(tmp_path) as index:
+        assert list(index.cells(a.run_id)) == ["s1__m__t"]
+
+
+def test_diff_kinds_and_renderings(tmp_path: Path) -> None:
+    a = stored(
+        tmp_path,
+        [
+            cell("same__m__t"),
+            cell("flip__m__t"),
+            cell("why__m__t", Verdict.BLOCKED, Reason.ARCH_UNSUPPORTED),
+            cell("gone__m__t"),
+        ],
+    )
+    b = stored(
+        tmp_path,
+        [
+            cell("same__m__t"),
+            cell("flip__m__t", Verdict.BLOCKED, Reason.MODEL_TYPE_UNKNOWN),
+            cell("why__m__t", Verdict.BLOCKED, Reason.MODEL_TYPE_UNKNOWN),
+            cell("new__m__t"),
+        ],
+    )
+    with open_index(tmp_path) as index:
+        d = diff_runs(index, a.run_id, b.run_id)
+    assert [(c.cell_id, c.change) for c in d.changes] == [
+        ("flip__m__t", Change.VERDICT),
+        ("gone__m__t", Change.REMOVED),
+        ("new__m__t", Change.ADDED),
+        ("why__m__t", Change.REASON),
+    ]
+    assert "1 verdicts changed, 1 reasons changed, 1 added, 1 removed" in render_text(d)
+    assert "| `flip__m__t` | predicted | blocked [model-type-unknown] |" in render_markdown(d)
+    assert json.loads(render_json(d))["changes"][0]["after"]["reason"] == "model-type-unknown"
+
+
+def test_find_run_by_prefix_path_or_error(tmp_path: Path) -> None:
+    a = stored(tmp_path, [cell("s__m__t")])
+    assert find_run(tmp_path, a.run_id[:-3]).run_id == a.run_id
+    assert find_run(tmp_path, str(a.root)).run_id == a.run_id
+    with pytest.raises(BadInput, match="matches no run"):
+        find_run(tmp_path, "1999")
+
+
+def test_merge_names_every_missing_cell(tmp_path: Path) -> None:
+    selection = {f"s{i}__m__t": DECLARED for i in range(6)}
+    ids = sorted(selection)
+    runs = []
+    for i in (1, 2, 3):
+        run = start_run(tmp_path / f"shard{i}", matrix_hash="h", matrix_path="m", tier="static", selected=2)
+        mine = ids[i - 1 :: 3]
+        run.write_plan(selection, mine, f"{i}/3")
+        runs.append((run, mine))
+    (r1, c1), (r2, c2), _ = runs
+    for c in c1:
+        r1.write_cell(cell(c))
+    r1.finish("complete", 0)
+    r2.write_cell(cell(c2[0]))
+    r2.finish("interrupted", 130)
+    out = tmp_path / "merged"
+    m = merge([tmp_path / "shard1", r2.root], out)  # shard 3 is absent
+    got = {p.stem: json.loads(p.read_text()) for p in m.run.cells_dir.glob("*.json")}
+    assert set(got) == set(ids) and m.copied == 3 and len(m.missing) == 3
+    assert got[c2[1]]["reason"] == "interrupted"
+    absent = [got[c] for c in runs[2][1]]
+    assert all(c["verdict"] == "not-run" and "shard 3/3 was not among" in c["probes"][0]["detail"] for c in absent)
+
+
+def test_merge_refuses_shards_of_different_matrices(tmp_path: Path) -> None:
+    stored(tmp_path / "a", [cell("s__m__t")])
+    run = start_run(tmp_path / "b", matrix_hash="other", matrix_path="m", tier="static", selected=1)
+    run.finish("complete", 0)
+    with pytest.raises(BadInput, match="matrix_hash"):
+        merge([tmp_path / "a", tmp_path / "b"], tmp_path / "out")
+    with pytest.raises(BadInput):
+        parse_exit_codes(["shard-2"])
+    assert parse_exit_codes(["a/b=137"]) == {"a/b": 137}
+
+
+def test_meets_orders_the_evidence() -> None:
+    assert meets(Verdict.SERVES, Verdict.RUNS_TINY) and meets(Verdict.PREDICTED, Verdict.OVERRIDE)
+    assert not meets(Verdict.PREDICTED, Verdict.RUNS_TINY) and not meets(Verdict.OVERRIDE, Verdict.PREDICTED)
+    assert not any(meets(v, Verdict.OVERRIDE) for v in (Verdict.BLOCKED, Verdict.NO_FIT, Verdict.NOT_RUN))
+
+
+def test_judge_standings() -> None:
+    from stackmatrix.gate import row_of
+
+    class Req:
+        minimum = Verdict.PREDICTED
+
+    ok, bad = cell("a__m__t"), cell("a__m__t", Verdict.BLOCKED, Reason.ARCH_UNSUPPORTED)
+    reqs = [Req(), Req(), Req(), Req(), Req()]
+    found = judge(reqs, [bad, bad, ok, ok, bad], [row_of(ok), row_of(bad), row_of(bad), row_of(ok), None])  # type: ignore[arg-type]
+    assert [f.standing for f in found] == [
+        Standing.REGRESSION,
+        Standing.STILL_FAILING,
+        Standing.IMPROVED,
+        Standing.OK,
+        Standing.REGRESSION,  # no baseline: a gate passes only what it has seen pass
+    ]
+
+
+def test_parse_spec() -> None:
+    assert parse_spec("triton=26.04") == StackSpec(triton="26.04")
+    assert parse_spec(" vllm=0.22.1 , transformers=5.6.0") == StackSpec(vllm="0.22.1", transformers="5.6.0")
+    for bad in ("", "triton", "tritn=26.04", "vllm=1,vllm=2", "vllm="):
+        with pytest.raises(BadInput):
+            parse_spec(bad)
