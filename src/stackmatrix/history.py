@@ -8,17 +8,8 @@ from collections.abc import Mapping, Sequence
 from tabulate import tabulate
 
 from stackmatrix.domain import Verdict
+from stackmatrix.legend import SYMBOL
 from stackmatrix.runindex import CellRow, RunRow
-
-SYMBOL = {
-    Verdict.SERVES: "●",
-    Verdict.RUNS_TINY: "◐",
-    Verdict.PREDICTED: "◇",
-    Verdict.OVERRIDE: "⚑",
-    Verdict.BLOCKED: "✖",
-    Verdict.NO_FIT: "▽",
-    Verdict.NOT_RUN: "·",
-}
 
 
 def _entry(row: CellRow | None) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from stackmatrix.domain import Outcome, StackKind, Verdict
-from stackmatrix.render.table import MEANING, SYMBOL, Report, footnotes, pivot
+from stackmatrix.render.table import MEANING, SYMBOL, Report, footnotes, observed_rows, pivot
 
 # Which verdicts rest on an observation and which on declared facts only: the legend says it in words.
 BASIS = {
@@ -450,20 +450,13 @@ def _notes(notes: Mapping[str, int]) -> str:
 
 def _declared_vs_observed(df: pd.DataFrame) -> str:
     """The runtime tier's cells: the static prediction beside the observation, as the Markdown report shows."""
-    observed = df[df["observed_verdict"] != ""]
-    if not len(observed):
+    observed = observed_rows(df)
+    if not observed:
         return ""
     rows = "".join(
-        f"<tr><td>{escape(c)}</td><td>{escape(d)}</td><td>{escape(o)}</td><td>{escape(r)}</td><td>{'⚠' if x else ''}"
-        "</td></tr>"
-        for c, d, o, r, x in zip(
-            observed["cell"],
-            observed["declared_verdict"],
-            observed["observed_verdict"],
-            observed["reason"],
-            observed["contradiction"],
-            strict=True,
-        )
+        f"<tr><td>{escape(o.cell)}</td><td>{escape(o.declared)}</td><td>{escape(o.observed)}</td>"
+        f"<td>{escape(o.reason)}</td><td>{'⚠' if o.contradiction else ''}</td></tr>"
+        for o in observed
     )
     return (
         '<section id="declared-vs-observed"><h2>Declared vs observed</h2>'

@@ -20,7 +20,7 @@ import unicodedata
 import pandas as pd
 
 from stackmatrix.domain import Verdict
-from stackmatrix.render.table import MEANING, Report, footnotes, pivot, stack_order
+from stackmatrix.render.table import MEANING, Report, footnotes, observed_rows, pivot, stack_order
 
 # pdflatex (OT1, the default encoding) cannot set the Unicode symbols of SYMBOL; these are amssymb/LaTeX math.
 TEX_SYMBOL = {
@@ -160,8 +160,8 @@ def _notes(numbers: list[int], text_of: dict[int, str]) -> list[str]:
 
 
 def _declared_vs_observed(df: pd.DataFrame) -> list[str]:
-    observed = df[df["observed_verdict"] != ""]
-    if not len(observed):
+    observed = observed_rows(df)
+    if not observed:
         return []
     lines = [
         r"\section*{Declared vs observed}",
@@ -176,20 +176,12 @@ def _declared_vs_observed(df: pd.DataFrame) -> list[str]:
         r"\bottomrule",
         r"\endfoot",
     ]
-    for cell, declared, seen, reason, detail, contradiction in zip(
-        observed["cell"],
-        observed["declared_verdict"],
-        observed["observed_verdict"],
-        observed["reason"],
-        observed["why"],
-        observed["contradiction"],
-        strict=True,
-    ):
-        because = tex_escape(reason + (f": {detail}" if detail else "")) if reason else ""
-        flag = r"$\triangle$" if contradiction else ""
+    for o in observed:
+        because = tex_escape(o.because)
+        flag = r"$\triangle$" if o.contradiction else ""
         # A cell id has no spaces: let it break after its "__" separators to stay in its column.
-        cell_id = tex_escape(cell).replace(r"\_\_", r"\_\_\allowbreak{}")
-        lines.append(f"{cell_id} & {tex_escape(declared)} & {tex_escape(seen)} & {because} & {flag} \\\\")
+        cell_id = tex_escape(o.cell).replace(r"\_\_", r"\_\_\allowbreak{}")
+        lines.append(f"{cell_id} & {tex_escape(o.declared)} & {tex_escape(o.observed)} & {because} & {flag} \\\\")
     lines += [r"\end{longtable}", r"\end{scriptsize}"]
     return lines
 

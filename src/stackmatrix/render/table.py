@@ -14,27 +14,7 @@ import pandas as pd
 
 from stackmatrix.domain import CellResult, Status, Verdict
 from stackmatrix.ladder.verdict import derive
-
-SYMBOL = {
-    Verdict.SERVES: "●",
-    Verdict.RUNS_TINY: "◐",
-    Verdict.PREDICTED: "◇",
-    Verdict.OVERRIDE: "⚑",
-    Verdict.BLOCKED: "✖",
-    Verdict.NO_FIT: "▽",
-    Verdict.NOT_RUN: "·",
-}
-MEANING = {
-    Verdict.SERVES: "observed: the real checkpoint served on the target GPU",
-    Verdict.RUNS_TINY: "observed: the real engine served a tiny checkpoint of the same architecture",
-    Verdict.PREDICTED: "declared only: every static check passes, nothing observed",
-    Verdict.OVERRIDE: "predicted only with a dependency override the declared requirements forbid",
-    Verdict.BLOCKED: "a probe failed (footnote: the first failing reason)",
-    Verdict.NO_FIT: "weights + KV reserve exceed the target's memory",
-    Verdict.NOT_RUN: "not run here (footnote: why)",
-}
-# Verdicts whose table entry carries no footnote: a plain pass needs no "why".
-PLAIN = frozenset({Verdict.SERVES, Verdict.RUNS_TINY, Verdict.PREDICTED})
+from stackmatrix.legend import MEANING, PLAIN, SYMBOL
 
 
 def why(r: CellResult) -> str:
@@ -69,6 +49,28 @@ def declared_vs_observed(r: CellResult) -> tuple[str, str, bool]:
         return static, "", False
     observed = str(r.verdict)
     return static, observed, static in ("predicted", "override") and observed in ("blocked", "no-fit")
+
+
+@dataclass(frozen=True)
+class ObservedRow:
+    """A cell the runtime tier ran: its static prediction beside what was observed."""
+
+    cell: str
+    declared: str
+    observed: str
+    reason: str
+    why: str
+    contradiction: bool
+
+    @property
+    def because(self) -> str:
+        return (self.reason + (f": {self.why}" if self.why else "")) if self.reason else ""
+
+
+def observed_rows(df: pd.DataFrame) -> list[ObservedRow]:
+    seen = df[df["observed_verdict"] != ""]
+    cols = ("cell", "declared_verdict", "observed_verdict", "reason", "why", "contradiction")
+    return [ObservedRow(*row) for row in zip(*(seen[c].tolist() for c in cols), strict=True)]
 
 
 def stack_of(cell_id: str) -> str:

@@ -6,7 +6,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from stackmatrix.domain import Verdict
-from stackmatrix.render.table import SYMBOL, Report, footnotes, legend, pivot, stack_order
+from stackmatrix.render.table import SYMBOL, Report, footnotes, legend, observed_rows, pivot, stack_order
 
 
 def render_markdown(report: Report) -> str:
@@ -22,21 +22,9 @@ def render_markdown(report: Report) -> str:
 
 
 def _declared_vs_observed(df: pd.DataFrame) -> list[str]:
-    observed = df[df["observed_verdict"] != ""]
-    if not len(observed):
+    rows = [[o.cell, o.declared, o.observed, o.because, "⚠" if o.contradiction else ""] for o in observed_rows(df)]
+    if not rows:
         return []
-    rows = [
-        [c, d, o, (r + (f": {w}" if w else "")) if r else "", "⚠" if x else ""]
-        for c, d, o, r, w, x in zip(
-            observed["cell"],
-            observed["declared_verdict"],
-            observed["observed_verdict"],
-            observed["reason"],
-            observed["why"],
-            observed["contradiction"],
-            strict=True,
-        )
-    ]
     return [
         "",
         "## Declared vs observed",
