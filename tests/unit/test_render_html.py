@@ -9,9 +9,10 @@ from html.parser import HTMLParser
 from typing import Any
 
 from stackmatrix.domain import CellResult, Outcome, Reason, StackKind, Status, Verdict
+from stackmatrix.legend import SYMBOL
 from stackmatrix.render import render
 from stackmatrix.render.html import render_html
-from stackmatrix.render.table import SYMBOL, Report, footnotes, stack_order
+from stackmatrix.render.table import Report, footnotes, stack_order
 
 VOID = frozenset({"meta", "link", "br", "img", "input", "hr", "col", "wbr", "source"})
 META = {

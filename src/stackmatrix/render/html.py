@@ -17,7 +17,8 @@ from typing import Any
 import pandas as pd
 
 from stackmatrix.domain import Outcome, StackKind, Verdict
-from stackmatrix.render.table import MEANING, SYMBOL, Report, footnotes, observed_rows, pivot
+from stackmatrix.legend import MEANING, SYMBOL
+from stackmatrix.render.table import Report, footnotes, observed_rows, pivot
 
 # Which verdicts rest on an observation and which on declared facts only: the legend says it in words.
 BASIS = {

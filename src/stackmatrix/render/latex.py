@@ -20,7 +20,8 @@ import unicodedata
 import pandas as pd
 
 from stackmatrix.domain import Verdict
-from stackmatrix.render.table import MEANING, Report, footnotes, observed_rows, pivot, stack_order
+from stackmatrix.legend import MEANING
+from stackmatrix.render.table import Report, footnotes, observed_rows, pivot, stack_order
 
 # pdflatex (OT1, the default encoding) cannot set the Unicode symbols of SYMBOL; these are amssymb/LaTeX math.
 TEX_SYMBOL = {

@@ -6,7 +6,8 @@ import pandas as pd
 from tabulate import tabulate
 
 from stackmatrix.domain import Verdict
-from stackmatrix.render.table import SYMBOL, Report, footnotes, legend, observed_rows, pivot, stack_order
+from stackmatrix.legend import SYMBOL
+from stackmatrix.render.table import Report, footnotes, legend, observed_rows, pivot, stack_order
 
 
 def render_markdown(report: Report) -> str:
