@@ -147,10 +147,10 @@ class RunIndex:
             self.db.executemany("INSERT INTO cells VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
 
     def runs(self, *, purposes: Sequence[str] | None = None) -> list[RunRow]:
-        """Runs oldest first; ``purposes`` keeps only runs of those purposes."""
+        """Runs oldest first (run ids sort by start time); ``purposes`` keeps only runs of those purposes."""
         rows = self.db.execute(
             "SELECT run_id, started, finished, status, exit_code, purpose, tier, matrix_hash, cells "
-            "FROM runs ORDER BY started, run_id"
+            "FROM runs ORDER BY run_id"
         ).fetchall()
         out = [RunRow(*row) for row in rows]
         return [r for r in out if purposes is None or r.purpose in purposes]
@@ -173,7 +173,7 @@ class RunIndex:
         rows = self.db.execute(
             "SELECT c.run_id, c.cell_id, c.verdict, c.reason, c.override, c.why, c.fingerprint "
             "FROM cells c JOIN wanted w USING (cell_id) JOIN runs r USING (run_id) "
-            "ORDER BY r.started, r.run_id"
+            "ORDER BY r.run_id"
         )
         for run_id, *rest in rows:
             out[rest[0]].append((run_id, CellRow(*rest)))
@@ -184,7 +184,7 @@ class RunIndex:
         marks = ",".join("?" * len(cell_ids))
         row = self.db.execute(
             f"SELECT r.run_id FROM runs r JOIN cells c USING (run_id) WHERE c.cell_id IN ({marks}) "
-            "AND r.run_id IS NOT ? ORDER BY r.started DESC, r.run_id DESC LIMIT 1",
+            "AND r.run_id IS NOT ? ORDER BY r.run_id DESC LIMIT 1",
             (*cell_ids, exclude),
         ).fetchone()
         return str(row[0]) if row else None
