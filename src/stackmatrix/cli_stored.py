@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from stackmatrix.cli_args import common, loaded_of, resolve, runtime_flags, settings_of
-from stackmatrix.errors import BadInput, InfraUnavailable, NothingSelected
+from stackmatrix.errors import BadInput, InfraUnavailable, Interrupted, NothingSelected
 from stackmatrix.options import OPTIONS
 from stackmatrix.redact import redact
 from stackmatrix.runindex import RunIndex, open_index
@@ -222,10 +222,15 @@ def cmd_gate(args: argparse.Namespace) -> int:
         run.write_plan({c.id: declared(c) for c in todo}, [c.id for c in todo], None)
         ctx = Context(loaded.catalog, session.facts, loaded.spec.settings, args.resolve, settings)
         rctx = runtime_context(session, args.override, args.full_class) if args.tier == "runtime" else None
-        results = execute(todo, ctx, session, run.write_cell, rctx, run.root / "logs")
+        try:
+            results = execute(todo, ctx, session, run.write_cell, rctx, run.root / "logs")
+        except KeyboardInterrupt:
+            run.finish("interrupted", Interrupted.exit_code)
+            raise Interrupted(f"interrupted: {run.meta['cells_written']} cells kept in {run.root}") from None
         infra = unreachable(results) or session.index.unreachable is not None
         by_id = {r.cell_id: r for r in results}
-        base_rows = [stored[i] if i in stored else (row_of(by_id[i]) if i in by_id else None) for i in base_ids]
+        probed = {c.id for c in probe_base}
+        base_rows = [stored.get(i) or (row_of(by_id[i]) if i in probed else None) for i in base_ids]
         findings = judge(policy.requirements, [by_id[c.id] for c in cells], base_rows)
         gate = GateResult(
             policy,

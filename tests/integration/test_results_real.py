@@ -190,6 +190,12 @@ def test_gate_fails_on_a_regression_and_passes_an_unchanged_candidate(
         _run(capsys, "gate", "--policy", str(bare), "--candidate", "triton=26.03", "--baseline", "nope", *common)[0]
         == 2
     )
+    # Nothing stored anywhere: a requirement the candidate misses counts against it (it was never seen to pass).
+    fresh = ["--cache-dir", str(cache_dir), "--reports-dir", str(tmp_path / "fresh")]
+    code, out, _ = _run(capsys, "gate", "--policy", str(bare), "--candidate", "vllm=0.22.1,transformers=5.10.2", *fresh)
+    assert code == 0 and "ok: 2" in out and "no stored run holds these cells" in out
+    code, out, _ = _run(capsys, "gate", "--policy", str(bare), "--candidate", "triton=26.03", *fresh)
+    assert code == 1 and "regression: 2" in out
 
 
 @pytest.mark.parametrize(

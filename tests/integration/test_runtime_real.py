@@ -72,6 +72,32 @@ def test_e2b_style_cell_loads_generates_and_serves(runtime_env: dict[str, Path])
         assert probes["tiny"]["evidence"].get("model_type", "gemma4_text").startswith("gemma4")
 
 
+def test_gate_at_the_runtime_tier_asks_for_observed_evidence(
+    runtime_env: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A policy asking for runs-tiny: the runtime gate observes it (a cache hit of the run above); a static
+    gate of the same candidate only predicts, which is below what the stored run showed: a regression."""
+    policy = tmp_path / "policy.toml"
+    policy.write_text('name = "t"\n[[require]]\nmodel = "google/gemma-4-E2B-it"\ntarget = "l4x1"\nmin = "runs-tiny"\n')
+    common = [
+        "gate",
+        "--policy",
+        str(policy),
+        "--candidate",
+        "vllm=0.32.0,transformers=5.19.0",
+        "--cache-dir",
+        str(runtime_env["cache"]),
+        "--reports-dir",
+        str(runtime_env["reports"]),
+    ]
+    assert main([*common, "--tier", "runtime"]) == 0
+    out = capsys.readouterr().out
+    assert "Gate passed" in out and "`runs-tiny`" in out
+    assert main([*common, "--tier", "static"]) == 1
+    out = capsys.readouterr().out
+    assert "Gate failed" in out and "| `runs-tiny` | `predicted` |" in out
+
+
 def test_moe_variant_runs(runtime_env: dict[str, Path]) -> None:
     code, cells, _ = _run(runtime_env, MOE)
     assert code == 0
