@@ -91,10 +91,19 @@ def merge(paths: Sequence[Path], reports_dir: Path, exit_codes: Mapping[str, int
     selection: dict[str, Mapping[str, Any]] = {}
     owner: dict[str, Run] = {}
     n = None
-    for run in runs:
-        plan = plans[run.run_id]
-        if plan is None:
-            continue
+    with_plan = [r for r in runs if plans[r.run_id] is not None]
+    for run in with_plan:
+        plan = plans[run.run_id] or {}
+        # Shards of one selection only: merging runs of different selections would invent missing cells.
+        ref = with_plan[0]
+        expected = (plans[ref.run_id] or {})["selection"]
+        if plan["selection"].keys() != expected.keys():
+            raise BadInput(
+                str(run.root / "plan.json"),
+                "selection",
+                f"{len(plan['selection'])} cells",
+                f"the selection of {ref.root} ({len(expected)} cells): shards of one run",
+            )
         selection.update(plan["selection"])
         for cell in plan["cells"]:
             owner[cell] = run

@@ -133,6 +133,12 @@ def test_merge_refuses_shards_of_different_matrices(tmp_path: Path) -> None:
     run.finish("complete", 0)
     with pytest.raises(BadInput, match="matrix_hash"):
         merge([tmp_path / "a", tmp_path / "b"], tmp_path / "out")
+    a = start_run(tmp_path / "c", matrix_hash="h", matrix_path="m", tier="static", selected=1)
+    a.write_plan({"x__m__t": DECLARED, "y__m__t": DECLARED}, ["x__m__t"], "1/2")
+    b = start_run(tmp_path / "d", matrix_hash="h", matrix_path="m", tier="static", selected=1)
+    b.write_plan({"z__m__t": DECLARED}, ["z__m__t"], "1/1")
+    with pytest.raises(BadInput, match="selection"):  # shards of two different selections
+        merge([a.root, b.root], tmp_path / "out")
     with pytest.raises(BadInput):
         parse_exit_codes(["shard-2"])
     assert parse_exit_codes(["a/b=137"]) == {"a/b": 137}
