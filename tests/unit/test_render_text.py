@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from stackmatrix.domain import CellResult, Outcome, Reason, Status, Verdict
 from stackmatrix.render.table import Report, observed_rows
 from stackmatrix.render.text import render_markdown, render_terminal
@@ -30,3 +32,22 @@ def test_markdown_footnotes_and_declared_vs_observed() -> None:
     assert "# Readiness — run r1" in md and "✖[^1]" in md and "[^1]: oom: killed" in md
     assert "## Declared vs observed" in md and re.search(r"\|\s*oom: killed\s*\|\s*⚠\s*\|", md)
     assert "◐" in render_terminal(rep) and "◇ predicted: 1" in render_terminal(rep)
+
+
+def test_every_text_format_redacts_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    from stackmatrix.render import FORMATS, render
+
+    monkeypatch.setenv("HF_TOKEN", "hf_abcdefghijklmnop")
+    leak = Outcome(
+        "arch",
+        Status.FAIL,
+        Reason.ARCH_UNSUPPORTED,
+        "read https://user:pa55word@mirror.example/simple with hf_abcdefghijklmnop",
+        {"url": "https://user:pa55word@mirror.example/simple", "token": "hf_abcdefghijklmnop"},
+    )
+    rep = Report.of([cell("vllm-0.30.0-tf5.19.0", Verdict.BLOCKED, [leak])], {"run_id": "r1"})
+    for name in FORMATS:
+        if name == "png":
+            continue
+        out = render(rep, name).decode()
+        assert "pa55word" not in out and "hf_abcdefghijklmnop" not in out, name

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from stackmatrix.atomic import atomic_write_bytes
 from stackmatrix.errors import BadInput
+from stackmatrix.redact import redact
 from stackmatrix.render.table import Report
 
 __all__ = ["FORMATS", "Format", "Report", "parse_formats", "render", "write_reports"]
@@ -60,8 +61,10 @@ def _renderer(name: str) -> Callable[[Report], str | bytes]:
 
 
 def render(report: Report, name: str) -> bytes:
+    """One format's bytes. Text formats pass through ``redact`` last: whatever a probe's evidence holds, a
+    report carries no URL credentials and no value of a secret-named environment variable."""
     out = _renderer(name)(report)
-    return out.encode() if isinstance(out, str) else out
+    return redact(out).encode() if isinstance(out, str) else out
 
 
 # Formats slow enough (matplotlib: import and rasterize) to be worth a second process while the rest render.
