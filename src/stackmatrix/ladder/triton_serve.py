@@ -1,0 +1,145 @@
+"""Rungs ``load``, ``generate`` and ``serve`` through a real tritonserver (the ``triton-python`` stack, and the
+Triton path of any stack): write the model repository, start the server in explicit model control, load through
+the repository API (optionally with a config override), check readiness, ``/generate`` against transformers'
+greedy completion, ``/generate_stream`` against it too, the repository index and the metrics, then unload.
+
+A load Triton refuses is classified from its message and the server log (the stub's traceback is there):
+``model-type-unknown``, ``import-error``, ``oom``, ... or ``load-failed`` when nothing more specific is named.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stackmatrix.domain import Outcome, Reason, Status
+from stackmatrix.ladder.runtime import find_cause, probes_dir
+from stackmatrix.redact import redact, redact_obj
+from stackmatrix.triton.driver import TritonDriver, TritonError
+from stackmatrix.triton.repository import python_model_config, write_model
+from stackmatrix.triton.server import ServerInstall, TritonServer
+
+MODEL = "gemma"
+PROMPT = "hello world ! how are you ?"
+
+
+@dataclass(frozen=True)
+class ServeSpec:
+    install: ServerInstall
+    env_root: Path  # the Python backend's EXECUTION_ENV_PATH: the cell's environment
+    checkpoint: Path
+    reference: str | None  # transformers' greedy completion in the same environment (probes/hf_greedy.py)
+    work: Path  # repository and server log
+    max_tokens: int = 8
+    gpus: tuple[int, ...] = ()
+
+
+def python_model(spec: ServeSpec, env_root: Path | None = None) -> dict[str, Any]:
+    return python_model_config(MODEL, spec.checkpoint, env_root or spec.env_root, spec.max_tokens)
+
+
+def _fail(rung: str, reason: Reason, detail: str, evidence: Mapping[str, Any], t0: float) -> Outcome:
+    return Outcome(rung, Status.FAIL, reason, redact(detail), redact_obj(dict(evidence)), time.perf_counter() - t0)
+
+
+def load_failure(exc: TritonError, server: TritonServer, t0: float) -> Outcome:
+    log = server.tail(200)
+    cause = find_cause(exc.message + "\n" + log)
+    last = (exc.message.strip().splitlines() or [""])[-1]
+    reason, line = cause if cause else (Reason.LOAD_FAILED, last)
+    evidence = {"status": exc.status, "message": exc.message[-2000:], "log_tail": "\n".join(log.splitlines()[-30:])}
+    return _fail("load", reason, f"Triton refused the load (HTTP {exc.status}): {line}", evidence, t0)
+
+
+def serve_rungs(spec: ServeSpec, override: Mapping[str, Any] | None = None) -> list[Outcome]:
+    """``override``: a ModelConfig sent with the load request instead of the written config.pbtxt."""
+    model_py = (probes_dir() / "triton_python" / "model.py").read_bytes()
+    write_model(spec.work / "repository", python_model(spec), {"model.py": model_py})
+    outcomes: list[Outcome] = []
+    t0 = time.perf_counter()
+    server = TritonServer(spec.install, spec.work / "repository", spec.work / "tritonserver.log", gpus=spec.gpus)
+    with server, TritonDriver(server.url, server.metrics_url) as triton:
+        try:
+            triton.load(MODEL, override)
+        except TritonError as exc:
+            return [load_failure(exc, server, t0)]
+        if not triton.ready(MODEL):
+            return [_fail("load", Reason.LOAD_FAILED, "loaded but not ready", {"log_tail": server.tail()}, t0)]
+        outcomes.append(
+            Outcome(
+                "load", Status.PASS, None, f"tritonserver loaded {MODEL} in explicit mode", {}, time.perf_counter() - t0
+            )
+        )
+        t1 = time.perf_counter()
+        try:
+            whole = triton.generate(MODEL, PROMPT, max_tokens=spec.max_tokens)
+            streamed = triton.generate_stream(MODEL, PROMPT, max_tokens=spec.max_tokens)
+        except TritonError as exc:
+            outcomes.append(_fail("generate", Reason.SERVER_ERROR, str(exc), {"log_tail": server.tail()}, t1))
+            return outcomes
+        completion = whole.text.removeprefix(PROMPT)  # /generate returns the prompt too (exclude_input_in_output)
+        evidence = {"generate": whole.text, "generate_stream": streamed.text, "chunks": streamed.chunks}
+        if spec.reference is not None and completion != spec.reference:
+            outcomes.append(
+                _fail(
+                    "generate",
+                    Reason.GENERATE_MISMATCH,
+                    "served text differs from transformers' greedy text",
+                    {**evidence, "reference": spec.reference},
+                    t1,
+                )
+            )
+            return outcomes
+        if streamed.text != completion:
+            outcomes.append(
+                _fail("generate", Reason.SERVER_ERROR, "generate_stream differs from generate", evidence, t1)
+            )
+            return outcomes
+        outcomes.append(
+            Outcome(
+                "generate",
+                Status.PASS,
+                None,
+                f"greedy text equals transformers' ({streamed.chunks} chunks streamed)",
+                redact_obj({**evidence, "reference": spec.reference}),
+                time.perf_counter() - t1,
+            )
+        )
+        t2 = time.perf_counter()
+        # Counters land when a request's last response is released, a moment after the client saw it.
+        deadline = time.monotonic() + 10
+        while (metrics := triton.metrics()).get(
+            "nv_inference_request_success", 0.0
+        ) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        index_loaded = triton.index()
+        triton.unload(MODEL)
+        index_after = triton.index()
+        state = {row["name"]: row.get("state") for row in index_after}
+        succeeded = metrics.get("nv_inference_request_success", 0.0)
+        evidence = {
+            "server": server.url,
+            "index_loaded": index_loaded,
+            "index_after_unload": index_after,
+            "requests_succeeded": succeeded,
+            "requests_failed": metrics.get("nv_inference_request_failure", 0.0),
+        }
+        if state.get(MODEL) == "READY" or succeeded < 2:
+            outcomes.append(
+                _fail("serve", Reason.SERVER_ERROR, "index or metrics disagree with what was served", evidence, t2)
+            )
+        else:
+            outcomes.append(
+                Outcome(
+                    "serve",
+                    Status.PASS,
+                    None,
+                    "ready, generate, generate_stream, index, metrics, unload",
+                    evidence,
+                    time.perf_counter() - t2,
+                )
+            )
+    return outcomes

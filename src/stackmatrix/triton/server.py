@@ -1,0 +1,175 @@
+"""A tritonserver process in explicit model control, on loopback, one per GPU set (server issue #7786: per-instance
+GPU pinning is unreliable, so each server sees only its own GPUs through CUDA_VISIBLE_DEVICES)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+
+from stackmatrix.errors import InfraUnavailable
+
+LOOPBACK = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class ServerInstall:
+    """Where a tritonserver lives: the binary, its backends and caches. The nvidia-pytriton wheel bundles one
+    (``pytriton/tritonserver``) with the Python backend and one stub per Python version (FACTS §7)."""
+
+    binary: Path
+    backends: Path
+    caches: Path
+
+    @classmethod
+    def from_pytriton(cls, root: Path, python: str) -> ServerInstall:
+        """``root``: the wheel's ``pytriton/tritonserver``. The Python backend runs the stub built for the
+        interpreter whose libpython it links (``python``, e.g. "3.11"); it is copied where the backend looks."""
+        stub = root / "python_backend_stubs" / python / "triton_python_backend_stub"
+        if not stub.is_file():
+            have = sorted(p.name for p in (root / "python_backend_stubs").iterdir())
+            raise InfraUnavailable(f"no Python backend stub for Python {python} in {root} (has {', '.join(have)})")
+        target = root / "backends" / "python" / "triton_python_backend_stub"
+        if not target.exists() or target.read_bytes() != stub.read_bytes():
+            shutil.copy2(stub, target)
+        return cls(root / "bin" / "tritonserver", root / "backends", root / "caches")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((LOOPBACK, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass(frozen=True)
+class Ports:
+    http: int
+    grpc: int
+    metrics: int
+
+    @classmethod
+    def pick(cls) -> Ports:
+        return cls(free_port(), free_port(), free_port())
+
+
+class TritonServer:
+    """``with TritonServer(install, repo, log) as server:`` starts it, waits until live, and stops it (SIGTERM to
+    its process group, then SIGKILL) however the block ends."""
+
+    def __init__(
+        self,
+        install: ServerInstall,
+        repository: Path,
+        log: Path,
+        *,
+        gpus: Sequence[int] = (),
+        start_timeout: float = 60.0,
+        extra_args: Sequence[str] = (),
+    ) -> None:
+        self.install, self.repository, self.log = install, repository, log
+        self.gpus = tuple(gpus)
+        self.start_timeout = start_timeout
+        self.extra_args = tuple(extra_args)
+        self.ports = Ports.pick()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"{LOOPBACK}:{self.ports.http}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.ports.metrics}/metrics"
+
+    def command(self) -> list[str]:
+        p = self.ports
+        return [
+            str(self.install.binary),
+            f"--model-repository={self.repository}",
+            "--model-control-mode=explicit",
+            f"--backend-directory={self.install.backends}",
+            f"--cache-directory={self.install.caches}",
+            f"--http-address={LOOPBACK}",
+            f"--http-port={p.http}",
+            f"--grpc-address={LOOPBACK}",
+            f"--grpc-port={p.grpc}",
+            f"--metrics-address={LOOPBACK}",
+            f"--metrics-port={p.metrics}",
+            # One failed load must not make the whole server unready: readiness is checked per model.
+            "--strict-readiness=false",
+            # An open keep-alive connection can hold SIGTERM for 30 s otherwise.
+            "--exit-timeout-secs=3",
+            *self.extra_args,
+        ]
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        # Pinned per process: the server and every backend it starts see only this GPU set ("" = none).
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, self.gpus))
+        return env
+
+    def start(self) -> None:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                self.command(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=self.environment(),
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + self.start_timeout
+        with httpx.Client(trust_env=False, timeout=2.0) as http:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise InfraUnavailable(f"tritonserver exited {self.proc.returncode} at start: {self.tail()}")
+                try:
+                    if http.get(f"http://{self.url}/v2/health/live").status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.1)
+        self.stop()
+        raise InfraUnavailable(f"tritonserver not live after {self.start_timeout:.0f}s: {self.tail()}")
+
+    def tail(self, lines: int = 20) -> str:
+        from stackmatrix.redact import redact
+
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return redact("\n".join(text.strip().splitlines()[-lines:]))
+
+    def stop(self) -> int | None:
+        proc = self.proc
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            except ProcessLookupError:
+                pass
+        # The Python backend's stubs are the server's children, in its group: none may outlive it.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        return proc.returncode
+
+    def __enter__(self) -> TritonServer:
+        self.start()
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
