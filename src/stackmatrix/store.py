@@ -79,7 +79,12 @@ class Run:
 
     def results(self) -> Iterator[CellResult]:
         for path in self.cell_files():
-            yield CellResult.from_json(json.loads(path.read_text()))
+            try:
+                yield CellResult.from_json(json.loads(path.read_bytes()))
+            except (ValueError, KeyError, TypeError) as exc:  # JSONDecodeError is a ValueError
+                raise BadInput(
+                    str(path), "<cell>", f"{type(exc).__name__}: {exc}", "a cell result as stackmatrix writes it"
+                ) from None
 
 
 def start_run(

@@ -174,3 +174,10 @@ def test_parse_spec() -> None:
     for bad in ("", "triton", "tritn=26.04", "vllm=1,vllm=2", "vllm="):
         with pytest.raises(BadInput):
             parse_spec(bad)
+
+
+def test_a_corrupt_cell_file_is_bad_input_naming_it(tmp_path: Path) -> None:
+    run = stored(tmp_path, [cell("s__m__t")])
+    (run.cells_dir / "s__m__t.json").write_text('{"cell": "s__m__t", "verdict": "great"}')
+    with pytest.raises(BadInput, match="s__m__t.json"):
+        list(run.results())
