@@ -149,14 +149,21 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     formats = parse_formats(args.format or ["all"])
     run = _stored_run(args, args.run)
-    results = list(run.results())
+    with open_index(settings_of(args).reports_dir, sync=False) as index:
+        index.ensure(run)
+        rows = index.frame_rows(run.run_id)
     if args.keyword or args.only:
-        keep = set(select_ids((r.cell_id for r in results), keyword=args.keyword, only=args.only))
-        results = [r for r in results if r.cell_id in keep]
-    if not results:
+        keep = set(select_ids((r[0] for r in rows), keyword=args.keyword, only=args.only))
+        rows = [r for r in rows if r[0] in keep]
+    if not rows:
         raise NothingSelected(f"no cell of run {run.run_id} matches the selection")
+    wanted = {r[0] for r in rows}
+
+    def full() -> Report:  # the cell files, for the formats that show evidence
+        return Report.of([r for r in run.results() if r.cell_id in wanted], run.meta, args.title)
+
     out = args.out or settings_of(args).reports_dir / "rendered" / run.run_id
-    files = write_reports(Report.of(results, run.meta, args.title), out, formats)
+    files = write_reports(Report.of_rows(rows, run.meta, args.title), out, formats, load_full=full)
     for name, path in files.items():
         print(f"{name:<6} {path}  ({FORMATS[name].help})")
     return 0

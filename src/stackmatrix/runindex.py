@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from stackmatrix.domain import CellResult
+from stackmatrix.ladder.verdict import declared_vs_observed
 from stackmatrix.store import Run, open_run, run_dirs
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE runs (
     run_id TEXT PRIMARY KEY, started TEXT, finished TEXT, status TEXT, exit_code INTEGER, purpose TEXT,
@@ -28,6 +29,7 @@ CREATE TABLE cells (
     run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE, cell_id TEXT NOT NULL,
     verdict TEXT NOT NULL, reason TEXT, override TEXT, why TEXT, fingerprint TEXT,
     kind TEXT, triton TEXT, vllm TEXT, transformers TEXT, model TEXT, target TEXT,
+    declared_verdict TEXT, observed_verdict TEXT, contradiction INTEGER,
     PRIMARY KEY (run_id, cell_id)
 ) WITHOUT ROWID;
 CREATE INDEX cells_by_id ON cells(cell_id);
@@ -144,7 +146,23 @@ class RunIndex:
                     json.dumps(m, sort_keys=True),
                 ),
             )
-            self.db.executemany("INSERT INTO cells VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+            self.db.executemany("INSERT INTO cells VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+
+    def ensure(self, run: Run) -> None:
+        """Index one run if its files changed since (the rest of the index is left as it is)."""
+        row = self.db.execute("SELECT stamp FROM runs WHERE run_id = ?", (run.run_id,)).fetchone()
+        if row is None or row[0] != _stamp(run.root):
+            self.ingest(run)
+
+    def frame_rows(self, run_id: str) -> list[tuple[Any, ...]]:
+        """A run's readiness-table rows, by cell id, in the columns of ``render.table.COLUMNS``: what the
+        formats that need no evidence (terminal, Markdown, CSV, LaTeX, heatmap) render, without reading a cell file."""
+        return self.db.execute(
+            "SELECT cell_id, substr(cell_id, 1, instr(cell_id, '__') - 1), kind, triton, vllm, transformers, model, "
+            "target, verdict, reason, override, why, declared_verdict, observed_verdict, contradiction "
+            "FROM cells WHERE run_id = ? ORDER BY cell_id",
+            (run_id,),
+        ).fetchall()
 
     def runs(self, *, purposes: Sequence[str] | None = None) -> list[RunRow]:
         """Runs oldest first (run ids sort by start time); ``purposes`` keeps only runs of those purposes."""
@@ -192,6 +210,7 @@ class RunIndex:
 
 def _cell_row(run_id: str, r: CellResult) -> tuple[Any, ...]:
     d = r.declared
+    static, observed, contradiction = declared_vs_observed(r)
     return (
         run_id,
         r.cell_id,
@@ -206,6 +225,9 @@ def _cell_row(run_id: str, r: CellResult) -> tuple[Any, ...]:
         d.get("transformers"),
         d.get("model"),
         d.get("target"),
+        static,
+        observed,
+        int(contradiction),
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from stackmatrix.domain import Outcome, Reason, Status, Verdict
+from stackmatrix.domain import CellResult, Outcome, Reason, Status, Verdict
 
 RUNTIME_SERVE = "serve"
 
@@ -35,3 +35,17 @@ def derive(outcomes: Sequence[Outcome], *, tiny: bool = True) -> tuple[Verdict, 
     if any(o.probe == RUNTIME_SERVE and o.status is Status.PASS for o in outcomes):
         return (Verdict.RUNS_TINY if tiny else Verdict.SERVES), None, None
     return Verdict.PREDICTED, None, None
+
+
+# The static tier's probes: what a cell's declared (predicted) verdict is derived from.
+STATIC_PROBES = frozenset({"resolve", "model-type", "arch", "backend-imports", "fit"})
+
+
+def declared_vs_observed(r: CellResult) -> tuple[str, str, bool]:
+    """(static verdict, observed verdict or "", whether the observation contradicts the prediction)."""
+    static = str(derive([o for o in r.outcomes if o.probe in STATIC_PROBES])[0])
+    ran = [o for o in r.outcomes if o.probe not in STATIC_PROBES and o.status is not Status.SKIP]
+    if not ran:
+        return static, "", False
+    observed = str(r.verdict)
+    return static, observed, static in ("predicted", "override") and observed in ("blocked", "no-fit")

@@ -12,8 +12,8 @@ from typing import Any
 
 import pandas as pd
 
-from stackmatrix.domain import CellResult, Status, Verdict
-from stackmatrix.ladder.verdict import derive
+from stackmatrix.domain import CellResult, Verdict
+from stackmatrix.ladder.verdict import declared_vs_observed
 from stackmatrix.legend import MEANING, PLAIN, SYMBOL
 
 
@@ -38,17 +38,6 @@ COLUMNS = (
     "observed_verdict",
     "contradiction",
 )
-STATIC_PROBES = frozenset({"resolve", "model-type", "arch", "backend-imports", "fit"})
-
-
-def declared_vs_observed(r: CellResult) -> tuple[str, str, bool]:
-    """(static verdict, observed verdict or "", whether the observation contradicts the prediction)."""
-    static = str(derive([o for o in r.outcomes if o.probe in STATIC_PROBES])[0])
-    ran = [o for o in r.outcomes if o.probe not in STATIC_PROBES and o.status is not Status.SKIP]
-    if not ran:
-        return static, "", False
-    observed = str(r.verdict)
-    return static, observed, static in ("predicted", "override") and observed in ("blocked", "no-fit")
 
 
 @dataclass(frozen=True)
@@ -150,4 +139,14 @@ class Report:
     @classmethod
     def of(cls, results: Sequence[CellResult], meta: Mapping[str, Any], title: str | None = None) -> Report:
         ordered = tuple(sorted(results, key=lambda r: r.cell_id))
-        return cls(ordered, frame(ordered), meta, title or f"Readiness — run {meta.get('run_id', '?')}")
+        return cls(ordered, frame(ordered), meta, title or default_title(meta))
+
+    @classmethod
+    def of_rows(cls, rows: Sequence[Sequence[Any]], meta: Mapping[str, Any], title: str | None = None) -> Report:
+        """The table only, from the index's rows (``RunIndex.frame_rows``): no results, so no evidence."""
+        df = pd.DataFrame([(*r[:-1], bool(r[-1])) for r in rows], columns=COLUMNS)
+        return cls((), df, meta, title or default_title(meta))
+
+
+def default_title(meta: Mapping[str, Any]) -> str:
+    return f"Readiness — run {meta.get('run_id', '?')}"
