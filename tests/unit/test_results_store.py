@@ -179,5 +179,5 @@ def test_parse_spec() -> None:
 def test_a_corrupt_cell_file_is_bad_input_naming_it(tmp_path: Path) -> None:
     run = stored(tmp_path, [cell("s__m__t")])
     (run.cells_dir / "s__m__t.json").write_text('{"cell": "s__m__t", "verdict": "great"}')
-    with pytest.raises(BadInput, match="s__m__t.json"):
+    with pytest.raises(BadInput, match=r"s__m__t\.json"):
         list(run.results())
