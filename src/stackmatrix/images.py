@@ -41,6 +41,7 @@ class ImageSpec:
     python: str  # the base's python3 version, e.g. "3.11": where the layers go
     pins: Path  # staged requirements with hashes (stage.Staged.pins), the wheels beside it
     labels: Mapping[str, str] = field(default_factory=dict)  # e.g. the cell's declared pins
+    base_id: str = ""  # the base's image id: a retagged base makes another image
 
     @property
     def site(self) -> str:
@@ -56,7 +57,13 @@ class ImageSpec:
     @property
     def tag(self) -> str:
         payload = json.dumps(
-            {"template": self.template(), "base": self.base, "python": self.python, "pins": self.pins.read_text()},
+            {
+                "template": self.template(),
+                "base": self.base,
+                "base_id": self.base_id,
+                "python": self.python,
+                "pins": self.pins.read_text(),
+            },
             sort_keys=True,
         )
         return f"stackmatrix/{self.kind}:{hashlib.sha256(payload.encode()).hexdigest()[:16]}"
@@ -66,6 +73,7 @@ class ImageSpec:
         return {
             f"{LABEL}.kind": self.kind,
             f"{LABEL}.base": self.base,
+            f"{LABEL}.base-id": self.base_id,
             f"{LABEL}.python": self.python,
             f"{LABEL}.pins": json.dumps(pins),
             **{f"{LABEL}.{k}": v for k, v in self.labels.items()},
@@ -114,6 +122,19 @@ class Built:
     reused: bool
     seconds: float
     log_tail: str = ""
+
+
+def base_id(client: Any, base: str) -> str:
+    """The base's image id, pulling it when it is not here (an air-gapped site loads it beforehand)."""
+    import docker.errors
+
+    try:
+        return str(client.images.get(base).id)
+    except docker.errors.ImageNotFound:
+        try:
+            return str(client.images.pull(base).id)
+        except docker.errors.APIError as exc:
+            raise InfraUnavailable(f"base image {base} is neither here nor pullable: {exc}") from None
 
 
 def build(client: Any, spec: ImageSpec) -> Built:

