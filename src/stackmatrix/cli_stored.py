@@ -159,11 +159,16 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise NothingSelected(f"no cell of run {run.run_id} matches the selection")
     wanted = {r[0] for r in rows}
 
-    def full() -> Report:  # the cell files, for the formats that show evidence
-        return Report.of([r for r in run.results() if r.cell_id in wanted], run.meta, args.title)
+    table = Report.of_rows(rows, run.meta, args.title)
+
+    def full() -> Report:  # the cell files, for the formats that show evidence; the table is the index's
+        results = sorted((r for r in run.results() if r.cell_id in wanted), key=lambda r: r.cell_id)
+        if [r.cell_id for r in results] != [row[0] for row in rows]:  # a cell file changed under the index
+            return Report.of(results, run.meta, args.title)
+        return Report(tuple(results), table.df, run.meta, table.title)
 
     out = args.out or settings_of(args).reports_dir / "rendered" / run.run_id
-    files = write_reports(Report.of_rows(rows, run.meta, args.title), out, formats, load_full=full)
+    files = write_reports(table, out, formats, load_full=full)
     for name, path in files.items():
         print(f"{name:<6} {path}  ({FORMATS[name].help})")
     return 0

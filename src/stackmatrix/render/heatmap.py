@@ -77,13 +77,22 @@ def render_heatmap(report: Report) -> bytes:
         # the axis layout) cost half the render time and draw nothing we need.
         ax.set_axis_off()
         for x, stack in enumerate(stacks):
-            ax.text(x + 0.5, n_rows + 0.25, stack, rotation=90, ha="center", va="top", fontsize=FONT_PT)
+            ax.text(
+                x + 0.5, n_rows + 0.25, stack, rotation=90, ha="center", va="top", fontsize=FONT_PT, parse_math=False
+            )
         for y, (_, target) in enumerate(rows):
-            ax.text(-0.25, y + 0.5, target, ha="right", va="center", fontsize=FONT_PT)
+            ax.text(-0.25, y + 0.5, target, ha="right", va="center", fontsize=FONT_PT, parse_math=False)
         # Each model once, centred on its rows, with a darker rule between models: its targets read as a group.
         starts = [y for y, (m, _) in enumerate(rows) if y == 0 or m != rows[y - 1][0]]
         for start, end in pairwise([*starts, len(rows)]):
-            ax.text(-0.25 - target_in / CELL_IN, (start + end) / 2, rows[start][0], ha="right", va="center")
+            ax.text(
+                -0.25 - target_in / CELL_IN,
+                (start + end) / 2,
+                rows[start][0],
+                ha="right",
+                va="center",
+                parse_math=False,
+            )
             if start:
                 ax.axhline(start, color="#444444", linewidth=0.6)
         counts = df["verdict"].value_counts().to_dict()
