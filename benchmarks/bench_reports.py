@@ -32,6 +32,14 @@ def stackmatrix(*args: str, env: dict[str, str]) -> float:
     return time.perf_counter() - t0
 
 
+def calibration() -> float:
+    """A fixed pure-Python workload: this shared 2-core machine's speed drifts by half over minutes, so the
+    figures print beside it: compare runs whose reference reads the same."""
+    t0 = time.perf_counter()
+    sum(i * i for i in range(3_000_000))
+    return time.perf_counter() - t0
+
+
 def best_and_median(samples: list[float]) -> str:
     return f"best {min(samples):.2f} s, median {statistics.median(samples):.2f} s"
 
@@ -56,7 +64,8 @@ def main() -> int:
         stackmatrix("run", "--quiet", "--matrix", str(site / "default.toml"), env=env)
         run_a, run_b = (d.name for d in run_dirs(reports))
         cells = len(list((reports / "runs" / run_b / "cells").glob("*.json")))
-        print(f"runs: {run_a}, {run_b}; {cells} cells each\n")
+        print(f"runs: {run_a}, {run_b}; {cells} cells each")
+        print(f"machine speed reference (fixed workload): {calibration():.3f} s\n")
 
         whole = [
             stackmatrix("report", run_b, "--format", "all", "--out", str(work / f"out{i}"), env=env)
@@ -99,6 +108,7 @@ def main() -> int:
         print(f"diff of two {cells}-cell runs (fresh process, index warm): {best_and_median(diffs)}")
         print(f"  target <= 1 s: ratio {statistics.median(diffs) / 1:.2f} (median/target)")
         print(f"diff after deleting the index (rebuilt from {2 * cells} JSON files): {best_and_median(rebuilds)}")
+        print(f"machine speed reference (fixed workload), at the end: {calibration():.3f} s")
     return 0
 
 
