@@ -9,7 +9,7 @@ import time
 
 from stackmatrix.cli_args import loaded_of, settings_of
 from stackmatrix.domain import Cell, Status
-from stackmatrix.errors import GateRegression, InfraUnavailable, Interrupted, NothingSelected
+from stackmatrix.errors import GateRegression, InfraUnavailable, Interrupted, NothingSelected, StackmatrixError
 from stackmatrix.ladder.runtime import build_tiny
 from stackmatrix.ladder.static import Context
 from stackmatrix.pipeline import (
@@ -95,6 +95,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             run.finish("interrupted", Interrupted.exit_code)
             raise Interrupted(f"interrupted: {run.meta['cells_written']} cells kept in {run.root}") from None
+        except StackmatrixError as exc:  # e.g. no Docker engine: the run says how it ended, then the CLI does
+            run.finish("failed", exc.exit_code, error=str(exc))
+            raise
         infra = unreachable(results) or session.index.unreachable is not None
         run.finish(
             "index-unreachable" if infra else "complete",
