@@ -23,6 +23,7 @@ from stackmatrix.pipeline import (
     runtime_context,
     unreachable,
 )
+from stackmatrix.redact import redact
 from stackmatrix.render import Report, write_reports
 from stackmatrix.render.text import render_terminal
 from stackmatrix.runindex import open_index
@@ -96,7 +97,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             run.finish("interrupted", Interrupted.exit_code)
             raise Interrupted(f"interrupted: {run.meta['cells_written']} cells kept in {run.root}") from None
         except StackmatrixError as exc:  # e.g. no Docker engine: the run says how it ended, then the CLI does
-            run.finish("failed", exc.exit_code, error=str(exc))
+            run.finish("failed", exc.exit_code, error=redact(str(exc)))
             raise
         infra = unreachable(results) or session.index.unreachable is not None
         run.finish(
