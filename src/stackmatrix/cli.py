@@ -9,6 +9,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from stackmatrix import __version__
 from stackmatrix import cli_stored as stored
@@ -56,6 +57,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["table", "json"], default="table")
     tier(p)
     resolve(p)
+
+    p = sub.add_parser("stage", help="download every wheel the selected cells need into a wheelhouse (air-gapped)")
+    common(p)
+    selection(p)
+    p.add_argument("--wheelhouse", type=Path, default=None, help="where the wheels go (default <cache>/wheelhouse)")
+    p.add_argument("--cert", type=Path, default=None, help="a CA bundle for a TLS-intercepting proxy")
+    p.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="REQ",
+        help="a uv override (repeatable), as for the runtime tier",
+    )
     stored.add_parsers(sub)
     return parser
 
@@ -65,6 +79,7 @@ COMMANDS = {
     "run": "cli_probe:cmd_run",
     "check": "cli_probe:cmd_check",
     "tiny": "cli_probe:cmd_tiny",
+    "stage": "cli_probe:cmd_stage",
     **{name: f"cli_stored:{fn.__name__}" for name, fn in stored.COMMANDS.items()},
 }
 

