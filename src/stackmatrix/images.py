@@ -101,6 +101,7 @@ def _wheel_for(line: str, wheelhouse: Path) -> Path:
 
 def context(spec: ImageSpec, root: Path) -> Path:
     """The build context: the template and, per layer, its pins and wheels (hard links where possible)."""
+    root.mkdir(parents=True, exist_ok=True)
     (root / "Dockerfile").write_text(spec.template())
     for layer, lines in zip(("layer0", "layer1"), split_pins(spec.pins.read_text()), strict=True):
         folder = root / layer
