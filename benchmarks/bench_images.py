@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import statistics
 import sys
 import tempfile
@@ -46,7 +47,8 @@ def layers(c: Any, tag: str) -> dict[str, int]:
 
 
 def disk(c: Any) -> int:
-    return int(sum(i.attrs.get("Size", 0) for i in c.images.list(all=True)))
+    """Bytes of all image layers on the engine, each counted once (images and the build cache's stages)."""
+    return int(c.df().get("LayersSize", 0))
 
 
 def main() -> int:
@@ -54,6 +56,9 @@ def main() -> int:
     p.add_argument("--cache-dir", type=Path, default=None)
     p.add_argument("--base-image", default=None)
     args = p.parse_args()
+    # Byte-compiled imports on both sides: the images compile at install; a venv writes .pyc on first import,
+    # which a host setting PYTHONDONTWRITEBYTECODE would forbid (every import would compile again).
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     c = client()
     base = args.base_image or base_image(c)
     find_links = LOCAL_TORCH if any(LOCAL_TORCH.glob("torch-2.13.0+cpu-*.whl")) else None
