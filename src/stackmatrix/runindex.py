@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from stackmatrix.domain import CellResult
-from stackmatrix.ladder.verdict import declared_vs_observed
 from stackmatrix.store import Run, open_run, run_dirs
+from stackmatrix.tablerow import table_row
 
 SCHEMA_VERSION = 2
 _SCHEMA = """
@@ -155,7 +155,7 @@ class RunIndex:
             self.ingest(run)
 
     def frame_rows(self, run_id: str) -> list[tuple[Any, ...]]:
-        """A run's readiness-table rows, by cell id, in the columns of ``render.table.COLUMNS``: what the
+        """A run's readiness-table rows, by cell id, in the columns of ``tablerow.COLUMNS``: what the
         formats that need no evidence (terminal, Markdown, CSV, LaTeX, heatmap) render, without reading a cell file."""
         return self.db.execute(
             "SELECT cell_id, substr(cell_id, 1, instr(cell_id, '__') - 1), kind, triton, vllm, transformers, model, "
@@ -209,25 +209,27 @@ class RunIndex:
 
 
 def _cell_row(run_id: str, r: CellResult) -> tuple[Any, ...]:
-    d = r.declared
-    static, observed, contradiction = declared_vs_observed(r)
+    """The index's column order: the verdict columns first (history and diff read those), then the table's."""
+    (cell, _, kind, triton, vllm, tf, model, target, verdict, reason, override, why, static, observed, contra) = (
+        table_row(r)
+    )
     return (
         run_id,
-        r.cell_id,
-        str(r.verdict),
-        str(r.reason) if r.reason else "",
-        r.override or "",
-        r.why,
+        cell,
+        verdict,
+        reason,
+        override,
+        why,
         r.fingerprint,
-        d.get("kind"),
-        d.get("triton"),
-        d.get("vllm"),
-        d.get("transformers"),
-        d.get("model"),
-        d.get("target"),
+        kind,
+        triton,
+        vllm,
+        tf,
+        model,
+        target,
         static,
         observed,
-        int(contradiction),
+        int(contra),
     )
 
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from stackmatrix.domain import CellResult, Reason, Verdict
-from stackmatrix.render.table import Report, why
+from stackmatrix.render.table import Report
 
 FAILING = frozenset({Verdict.BLOCKED, Verdict.NO_FIT})
 # Not-run for these is the run's own failure, not a property of the cell: a dashboard must not hide it as a skip.
@@ -62,7 +62,7 @@ def _testcase(suite: ET.Element, r: CellResult) -> None:
     )
     _properties(case, {"verdict": r.verdict, "reason": r.reason, "override": r.override})
     reason = str(r.reason) if r.reason else str(r.verdict)
-    detail = why(r)
+    detail = r.why
     message = _clean(f"{reason}: {detail}" if detail else reason)
     if r.verdict in FAILING:
         ET.SubElement(case, "failure", message=message, type=reason).text = _probe_lines(r)

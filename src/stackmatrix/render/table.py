@@ -13,31 +13,8 @@ from typing import Any
 import pandas as pd
 
 from stackmatrix.domain import CellResult, Verdict
-from stackmatrix.ladder.verdict import declared_vs_observed
 from stackmatrix.legend import MEANING, PLAIN, SYMBOL
-
-
-def why(r: CellResult) -> str:
-    return r.why
-
-
-COLUMNS = (
-    "cell",
-    "stack",
-    "kind",
-    "triton",
-    "vllm",
-    "transformers",
-    "model",
-    "target",
-    "verdict",
-    "reason",
-    "override",
-    "why",
-    "declared_verdict",
-    "observed_verdict",
-    "contradiction",
-)
+from stackmatrix.tablerow import COLUMNS, table_row
 
 
 @dataclass(frozen=True)
@@ -62,34 +39,8 @@ def observed_rows(df: pd.DataFrame) -> list[ObservedRow]:
     return [ObservedRow(*row) for row in zip(*(seen[c].tolist() for c in cols), strict=True)]
 
 
-def stack_of(cell_id: str) -> str:
-    return cell_id.split("__")[0]
-
-
 def frame(results: Iterable[CellResult]) -> pd.DataFrame:
-    rows = []
-    for r in results:
-        d = r.declared
-        static, observed, contradiction = declared_vs_observed(r)
-        rows.append(
-            (
-                r.cell_id,
-                stack_of(r.cell_id),
-                d.get("kind"),
-                d.get("triton"),
-                d.get("vllm"),
-                d.get("transformers"),
-                d.get("model"),
-                d.get("target"),
-                str(r.verdict),
-                str(r.reason) if r.reason else "",
-                r.override or "",
-                why(r),
-                static,
-                observed,
-                contradiction,
-            )
-        )
+    rows = [table_row(r) for r in results]
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
