@@ -53,6 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="transformers version (default: the newest the vLLM release declares it accepts)",
     )
+    p.add_argument(
+        "--kind",
+        choices=["vllm", "triton-vllm", "triton-python"],
+        default=None,
+        help="stack kind (default: triton-vllm with --triton, else vllm); triton-python: Triton's Python backend "
+        "running transformers (needs --triton)",
+    )
     p.add_argument("--gpu", default="l4x1", help="target: a matrix target name or <gpu>x<count> (tp=count)")
     p.add_argument("--format", choices=["table", "json"], default="table")
     tier(p)

@@ -11,7 +11,6 @@ from stackmatrix.cli_args import loaded_of, settings_of
 from stackmatrix.domain import Cell, Status
 from stackmatrix.errors import GateRegression, InfraUnavailable, Interrupted, NothingSelected, StackmatrixError
 from stackmatrix.ladder.runtime import build_tiny
-from stackmatrix.ladder.static import Context
 from stackmatrix.pipeline import (
     Loaded,
     Session,
@@ -21,6 +20,7 @@ from stackmatrix.pipeline import (
     expand_matrix,
     open_session,
     runtime_context,
+    static_context,
     unreachable,
 )
 from stackmatrix.redact import redact
@@ -89,7 +89,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             shard=args.shard,
         )
         run.write_plan({c.id: declared(c) for c in selection}, [c.id for c in cells], args.shard)
-        ctx = Context(loaded.catalog, session.facts, loaded.spec.settings, args.resolve, settings)
+        ctx = static_context(session, loaded, args.resolve)
         try:
             rctx = runtime_context(session, args.override, args.full_class) if args.tier == "runtime" else None
             results = execute(cells, ctx, session, run.write_cell, rctx, run.root / "logs")
@@ -138,15 +138,17 @@ def cmd_check(args: argparse.Namespace) -> int:
     settings = settings_of(args)
     session = open_session(settings, loaded.spec.settings.platform)
     try:
-        stack = resolve_stack(StackSpec(args.triton, args.vllm, args.transformers), session, loaded, where="check")
+        stack = resolve_stack(
+            StackSpec(args.triton, args.vllm, args.transformers, args.kind), session, loaded, where="check"
+        )
         cell = Cell(stack, model, target)
-        ctx = Context(loaded.catalog, session.facts, loaded.spec.settings, args.resolve, settings)
+        ctx = static_context(session, loaded, args.resolve)
         rctx = runtime_context(session, args.override, args.full_class) if args.tier == "runtime" else None
         result = evaluate(cell, ctx, session, rctx)
     finally:
         session.close()
-    if args.format == "json":
-        print(json.dumps(result.summary(), indent=1))
+    if args.format == "json":  # the whole record, evidence included, as a cell file holds it
+        print(json.dumps(result.to_json(), indent=1))
     else:
         print(
             f"{result.cell_id}: {result.verdict}"
@@ -155,6 +157,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         )
         for o in result.outcomes:
             print(f"  {o.probe:<16} {o.status!s:<5} {o.reason or '':<28} {o.detail}")
+        if result.observed:
+            print("  observed: " + ", ".join(f"{k} {v}" for k, v in result.observed.items()))
     if unreachable([result]) or session.index.unreachable is not None:
         print(
             f"the package index was unreachable; cached facts were used ({session.index.unreachable})", file=sys.stderr

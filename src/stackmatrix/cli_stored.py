@@ -192,8 +192,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 def cmd_gate(args: argparse.Namespace) -> int:
     from stackmatrix.gate import GateResult, cells_for, judge, render_summary, row_of
-    from stackmatrix.ladder.static import Context
-    from stackmatrix.pipeline import declared, execute, open_session, runtime_context, unreachable
+    from stackmatrix.pipeline import declared, execute, open_session, runtime_context, static_context, unreachable
     from stackmatrix.policy import load_policy
     from stackmatrix.stackspec import parse_spec, resolve_stack
     from stackmatrix.store import start_run
@@ -232,7 +231,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
             baseline_probed=[c.id for c in probe_base],
         )
         run.write_plan({c.id: declared(c) for c in todo}, [c.id for c in todo], None)
-        ctx = Context(loaded.catalog, session.facts, loaded.spec.settings, args.resolve, settings)
+        ctx = static_context(session, loaded, args.resolve)
         rctx = runtime_context(session, args.override, args.full_class) if args.tier == "runtime" else None
         try:
             results = execute(todo, ctx, session, run.write_cell, rctx, run.root / "logs")

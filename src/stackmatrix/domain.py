@@ -263,6 +263,24 @@ class CellResult:
                 return o.detail
         return ""
 
+    @property
+    def observed(self) -> dict[str, str]:
+        """The versions seen inside the cell's environment or image (the env rung's installed distributions, the
+        interpreter the import rung ran, the vLLM the image's backend imported, the tritonserver that served):
+        reports show them over the declared pins."""
+        seen: dict[str, str] = {}
+        for o in self.outcomes:
+            ev = o.evidence
+            if o.probe == "env" and o.status is Status.PASS:
+                seen.update({str(k): str(v) for k, v in (ev.get("observed") or {}).items()})
+            elif o.probe == "import" and ev.get("python"):
+                seen["python"] = str(ev["python"])
+            elif o.probe == "backend-imports" and ev.get("image") and ev.get("vllm"):
+                seen.setdefault("vllm", str(ev["vllm"]))
+            elif o.probe == "load" and ev.get("tritonserver"):
+                seen["tritonserver"] = str(ev["tritonserver"])
+        return dict(sorted(seen.items()))
+
     def summary(self) -> dict[str, Any]:
         """The verdict and one line per probe (``check --format json``; the JSON report), no evidence."""
         return {
@@ -270,6 +288,7 @@ class CellResult:
             "verdict": str(self.verdict),
             "reason": str(self.reason) if self.reason else None,
             "override": self.override,
+            "observed": self.observed,
             "probes": [
                 {
                     "name": o.probe,
@@ -289,6 +308,7 @@ class CellResult:
             "override": self.override,
             "fingerprint": self.fingerprint,
             "declared": dict(self.declared),
+            "observed": self.observed,
             "probes": [o.to_json() for o in self.outcomes],
         }
 

@@ -117,6 +117,14 @@ def expand_stacks(spec: MatrixFile, catalog: Catalog, index: IndexView, where: s
         for r in chosen:
             rel = catalog.triton[r]
             rpy = _python(rel.python, py)
+            if rule.kind == "triton-python":  # Triton's Python backend running transformers: no vLLM
+                for t in rule.transformers or []:
+                    tf = max(tf_known, key=Version) if t == "@newest" else t
+                    if not t.startswith("@") and t not in tf_known:
+                        raise BadInput(where, f"{key}.transformers", t, "a transformers version on the index")
+                    s = Stack(StackKind.TRITON_PYTHON, None, tf, rpy, triton=r)
+                    stacks.setdefault(s.id, s)
+                continue
             if rule.vllm is None and rule.transformers is None:  # the stock container
                 tf = (
                     transformers_for(index, rel.vllm_public, "@release-day", rpy, before=rel.cutoff)

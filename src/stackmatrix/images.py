@@ -28,6 +28,22 @@ TORCH_SET = frozenset(
 )
 
 
+VLLM_VARIANT = "vllm-python-py3"  # the tritonserver image with the vLLM backend
+PYTHON_VARIANT = "py3"  # the tritonserver image with the Python backend only
+DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:{release}-{variant}"
+
+
+@dataclass(frozen=True)
+class TritonImages:
+    """Where each release's Triton image is: a template with ``{release}`` and ``{variant}`` (NGC's tags by
+    default; a site's mirror, or tags it gave to images it loaded by digest)."""
+
+    template: str = DEFAULT_TRITON_IMAGE
+
+    def ref(self, release: str, variant: str) -> str:
+        return self.template.format(release=release, variant=variant)
+
+
 def images_dir() -> Path:
     """The embedded ``images/``: packaged under ``_data`` in a wheel, the repo's folder in a checkout."""
     packaged = Path(__file__).parent / "_data" / "images"

@@ -37,7 +37,7 @@ class TargetSpec(Strict):
 
 
 class StackRule(Strict):
-    kind: Literal["vllm", "triton-vllm"]
+    kind: Literal["vllm", "triton-vllm", "triton-python"]
     triton: list[str] | Range | None = None
     vllm: list[VersionItem] | Range | None = None
     transformers: list[VersionItem] | None = None
@@ -80,7 +80,9 @@ def load_matrix(path: Path, catalog: Catalog) -> MatrixFile:
         key = f"stack[{i}]"
         if rule.kind == "vllm" and (rule.triton is not None or rule.vllm is None or not rule.transformers):
             raise BadInput(where, key, rule.kind, "kind 'vllm' with 'vllm' and 'transformers' and no 'triton'")
-        if rule.kind == "triton-vllm" and rule.triton is None:
+        if rule.kind == "triton-python" and (rule.vllm is not None or not rule.transformers):
+            raise BadInput(where, key, rule.kind, "kind 'triton-python' with 'triton' and 'transformers' and no 'vllm'")
+        if rule.kind != "vllm" and rule.triton is None:
             raise BadInput(where, f"{key}.triton", None, "a list of Triton releases or {from, to}")
         releases = (
             rule.triton

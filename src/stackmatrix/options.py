@@ -79,6 +79,13 @@ OPTIONS: dict[str, Option] = {
     "base_python": Option(
         "--base-python", "STACKMATRIX_BASE_PYTHON", "3.11", "docker runner: the base image's python3 version"
     ),
+    "triton_image": Option(
+        "--triton-image",
+        "STACKMATRIX_TRITON_IMAGE",
+        "nvcr.io/nvidia/tritonserver:{release}-{variant}",
+        "docker runner: each release's Triton image ({variant}: vllm-python-py3 or py3); one present here is read "
+        "(its vLLM backend's source) and built on; none is pulled by a static run",
+    ),
     "reports_dir": Option(
         "--reports-dir",
         "STACKMATRIX_REPORTS_DIR",
@@ -110,6 +117,7 @@ class Settings:
     runner: str = "venv"
     base_image: str = "python:3.11-slim-bookworm"
     base_python: str = "3.11"
+    triton_image: str = "nvcr.io/nvidia/tritonserver:{release}-{variant}"
 
     @property
     def runtime_python(self) -> str:
@@ -153,6 +161,7 @@ def resolve_settings(cli: dict[str, object]) -> Settings:
         runner=_choice("runner", str(raw["runner"]), ("venv", "docker")),
         base_image=str(raw["base_image"]),
         base_python=str(raw["base_python"]),
+        triton_image=_template("triton_image", str(raw["triton_image"])),
     )
 
 
@@ -161,6 +170,20 @@ def _choice(key: str, value: str, allowed: tuple[str, ...]) -> str:
 
     if value not in allowed:
         raise BadInput("options", key, value, " or ".join(allowed))
+    return value
+
+
+def _template(key: str, value: str) -> str:
+    from stackmatrix.errors import BadInput
+
+    try:
+        value.format(release="26.01", variant="py3")
+    except (KeyError, IndexError, ValueError):
+        raise BadInput("options", key, value, "an image reference with {release} and {variant} only") from None
+    if "{release}" not in value:
+        raise BadInput(
+            "options", key, value, "an image reference with {release} (e.g. registry/tritonserver:{release}-{variant})"
+        )
     return value
 
 

@@ -122,6 +122,19 @@ def fingerprint(cell: Cell, session: Session) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
+def static_context(session: Session, loaded: Loaded, resolve: str = "declared") -> Context:
+    """The static tier's context; with the docker runner, ``backend-imports`` reads the Triton image when it is here."""
+    st = session.settings
+    hook = None
+    if st.runner == "docker":
+        from stackmatrix.images import TritonImages
+        from stackmatrix.ladder.backend_image import BackendFromImage
+        from stackmatrix.runners.docker import client
+
+        hook = BackendFromImage(TritonImages(st.triton_image), client(), st.cache_dir / "logs")
+    return Context(loaded.catalog, session.facts, loaded.spec.settings, resolve, st, backend_image=hook)
+
+
 def runtime_context(session: Session, overrides: Sequence[str] = (), full_class: bool = False) -> RuntimeContext:
     """The runtime tier's runner and options. ``overrides`` replace the default ones for the same packages
     (e.g. ``torch==2.13.0`` and ``torchvision==0.28.0``: PyPI's build of the pinned torch, so the multimodal
@@ -130,6 +143,7 @@ def runtime_context(session: Session, overrides: Sequence[str] = (), full_class:
     merged = merge_overrides(DEFAULT_OVERRIDES, overrides)
     runner: Runner
     if st.runner == "docker":
+        from stackmatrix.images import TritonImages
         from stackmatrix.runners.docker import DockerOptions, DockerRunner
 
         runner = DockerRunner(
@@ -142,6 +156,7 @@ def runtime_context(session: Session, overrides: Sequence[str] = (), full_class:
                 torch_find_links=st.torch_find_links,
                 torch_index=st.torch_index,
                 overrides=merged,
+                triton_images=TritonImages(st.triton_image),
             )
         )
     else:

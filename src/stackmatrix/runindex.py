@@ -19,7 +19,7 @@ from stackmatrix.domain import CellResult
 from stackmatrix.store import Run, open_run, run_dirs
 from stackmatrix.tablerow import table_row
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _SCHEMA = """
 CREATE TABLE runs (
     run_id TEXT PRIMARY KEY, started TEXT, finished TEXT, status TEXT, exit_code INTEGER, purpose TEXT,
@@ -28,7 +28,7 @@ CREATE TABLE runs (
 CREATE TABLE cells (
     run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE, cell_id TEXT NOT NULL,
     verdict TEXT NOT NULL, reason TEXT, override TEXT, why TEXT, fingerprint TEXT,
-    kind TEXT, triton TEXT, vllm TEXT, transformers TEXT, model TEXT, target TEXT,
+    kind TEXT, triton TEXT, vllm TEXT, transformers TEXT, observed TEXT, model TEXT, target TEXT,
     declared_verdict TEXT, observed_verdict TEXT, contradiction INTEGER,
     PRIMARY KEY (run_id, cell_id)
 ) WITHOUT ROWID;
@@ -146,7 +146,7 @@ class RunIndex:
                     json.dumps(m, sort_keys=True),
                 ),
             )
-            self.db.executemany("INSERT INTO cells VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+            self.db.executemany("INSERT INTO cells VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
 
     def ensure(self, run: Run) -> None:
         """Index one run if its files changed since (the rest of the index is left as it is)."""
@@ -158,8 +158,8 @@ class RunIndex:
         """A run's readiness-table rows, by cell id, in the columns of ``tablerow.COLUMNS``: what the
         formats that need no evidence (terminal, Markdown, CSV, LaTeX, heatmap) render, without reading a cell file."""
         return self.db.execute(
-            "SELECT cell_id, substr(cell_id, 1, instr(cell_id, '__') - 1), kind, triton, vllm, transformers, model, "
-            "target, verdict, reason, override, why, declared_verdict, observed_verdict, contradiction "
+            "SELECT cell_id, substr(cell_id, 1, instr(cell_id, '__') - 1), kind, triton, vllm, transformers, observed, "
+            "model, target, verdict, reason, override, why, declared_verdict, observed_verdict, contradiction "
             "FROM cells WHERE run_id = ? ORDER BY cell_id",
             (run_id,),
         ).fetchall()
@@ -210,7 +210,7 @@ class RunIndex:
 
 def _cell_row(run_id: str, r: CellResult) -> tuple[Any, ...]:
     """The index's column order: the verdict columns first (history and diff read those), then the table's."""
-    (cell, _, kind, triton, vllm, tf, model, target, verdict, reason, override, why, static, observed, contra) = (
+    (cell, _, kind, triton, vllm, tf, seen, model, target, verdict, reason, override, why, static, observed, contra) = (
         table_row(r)
     )
     return (
@@ -225,6 +225,7 @@ def _cell_row(run_id: str, r: CellResult) -> tuple[Any, ...]:
         triton,
         vllm,
         tf,
+        seen,
         model,
         target,
         static,

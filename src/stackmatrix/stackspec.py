@@ -13,7 +13,7 @@ from stackmatrix.expand import transformers_for
 from stackmatrix.pipeline import Loaded, Session
 from stackmatrix.wheels.index import VersionNotFound
 
-KEYS = ("triton", "vllm", "transformers")
+KEYS = ("triton", "vllm", "transformers", "kind")
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,7 @@ class StackSpec:
     triton: str | None = None
     vllm: str | None = None
     transformers: str | None = None
+    kind: str | None = None  # "triton-python": Triton's Python backend with transformers (no vLLM)
 
     def __str__(self) -> str:
         return ",".join(f"{k}={getattr(self, k)}" for k in KEYS if getattr(self, k)) or "(newest vllm)"
@@ -56,7 +57,11 @@ def resolve_stack(spec: StackSpec, session: Session, loaded: Loaded, where: str 
     """No triton: vLLM's own server (default the newest vLLM and the newest transformers it accepts); triton
     alone: the stock container; triton with vllm and/or transformers: the upgrade inside that container."""
     py = loaded.spec.settings.python
+    if spec.kind is not None and spec.kind not in {str(k) for k in StackKind}:
+        raise BadInput(where, "kind", spec.kind, ", ".join(str(k) for k in StackKind))
     if spec.triton is None:
+        if spec.kind not in (None, StackKind.VLLM):
+            raise BadInput(where, "triton", None, f"a Triton release for a {spec.kind} stack")
         vllm = spec.vllm or session.facts.versions("vllm")[-1]
         check_version(session, "vllm", vllm, py, where)
         tf = spec.transformers or transformers_for(session.facts, vllm, "@newest-allowed", py)
@@ -68,6 +73,12 @@ def resolve_stack(spec: StackSpec, session: Session, loaded: Loaded, where: str 
     if rel is None:
         raise BadInput(where, "triton", spec.triton, f"a catalog release ({', '.join(loaded.catalog.triton)})")
     rpy = ".".join(rel.python.split(".")[:2]) if rel.python else py
+    if spec.kind == StackKind.TRITON_PYTHON:
+        if spec.vllm is not None:
+            raise BadInput(where, "vllm", spec.vllm, "no vLLM in a triton-python stack (Python backend + transformers)")
+        tf = spec.transformers or session.facts.versions("transformers")[-1]
+        check_version(session, "transformers", tf, rpy, where)
+        return Stack(StackKind.TRITON_PYTHON, None, tf, rpy, triton=rel.release)
     if spec.vllm is None and spec.transformers is None:
         stock_tf = (
             transformers_for(session.facts, rel.vllm_public, "@release-day", rpy, before=rel.cutoff)

