@@ -335,12 +335,14 @@ def _python_backend_rungs(
     outcomes.append(to_outcome("config", run))
     if outcomes[-1].status is not Status.PASS:
         return outcomes
-    args = {"model": str(checkpoint), "prompt": PROMPT, "max_tokens": 8}
-    ref = run_probe(env, "hf_greedy.py", args, TIMEOUTS["generate"], logs / "reference.log")
-    if (ref.result or {}).get("status") != "pass":
-        return [*outcomes, to_outcome("load", ref)]  # transformers itself could not load or run it
+    reference = None  # a real checkpoint is served, not compared (its reference would load it twice)
+    if real is None:
+        args = {"model": str(checkpoint), "prompt": PROMPT, "max_tokens": 8}
+        ref = run_probe(env, "hf_greedy.py", args, TIMEOUTS["generate"], logs / "reference.log")
+        if (ref.result or {}).get("status") != "pass":
+            return [*outcomes, to_outcome("load", ref)]  # transformers itself could not load or run it
+        reference = str((ref.result or {})["evidence"]["text"])
     assert env.container is not None  # the docker runner: Triton runs in the cell's image
-    reference = None if real else str((ref.result or {})["evidence"]["text"])  # a real model: served, not compared
     serve = ServeSpec(env.container, checkpoint, reference, logs / "triton")
     return outcomes + serve_rungs(serve)
 

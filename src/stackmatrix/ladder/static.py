@@ -84,6 +84,7 @@ def _nvidia_note(cell: Cell, ctx: Context) -> str:
     return ""
 
 
+# -- resolve ---------------------------------------------------------------------------------------
 def _resolve_python_backend(cell: Cell, ctx: Context) -> Outcome:
     """triton-python: transformers (and the torch it finds) in the container's Python; no vLLM bound applies."""
     s = cell.stack
@@ -98,7 +99,6 @@ def _resolve_python_backend(cell: Cell, ctx: Context) -> Outcome:
     return Outcome("resolve", Status.PASS, None, detail, evidence)
 
 
-# -- resolve ---------------------------------------------------------------------------------------
 def probe_resolve(cell: Cell, ctx: Context) -> Outcome:
     s = cell.stack
     if s.kind is StackKind.TRITON_PYTHON:
