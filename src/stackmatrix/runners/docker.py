@@ -90,6 +90,7 @@ class DockerRunner:
         self.o = options
         self.client = client()
         reap_orphans(self.client)
+        self._interpreters: dict[str, tuple[str, tuple[int, int]]] = {}  # base image id -> its python3 and glibc
 
     @property
     def device(self) -> str:
@@ -116,7 +117,12 @@ class DockerRunner:
     ) -> Env:
         t0 = time.perf_counter()
         image_id = base_id(self.client, base)
-        python, glibc = (self.o.python, self.o.glibc) if base == self.o.base else interpreter_of(self.client, base)
+        if base == self.o.base:
+            python, glibc = self.o.python, self.o.glibc
+        else:  # read once per base image, not once per cell
+            if image_id not in self._interpreters:
+                self._interpreters[image_id] = interpreter_of(self.client, base)
+            python, glibc = self._interpreters[image_id]
         target = Target(python=python, glibc=glibc)
         overrides = [*self.o.overrides, *extra_overrides]
         staged = stage(
