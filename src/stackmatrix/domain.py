@@ -282,7 +282,7 @@ class CellResult:
         return dict(sorted(seen.items()))
 
     def summary(self) -> dict[str, Any]:
-        """The verdict and one line per probe (``check --format json``; the JSON report), no evidence."""
+        """The verdict, the observed versions and one line per probe (the JSON report), no evidence."""
         return {
             "cell": self.cell_id,
             "verdict": str(self.verdict),

@@ -55,7 +55,8 @@ def check_version(session: Session, project: str, version: str, python: str, whe
 
 def resolve_stack(spec: StackSpec, session: Session, loaded: Loaded, where: str = "--candidate") -> Stack:
     """No triton: vLLM's own server (default the newest vLLM and the newest transformers it accepts); triton
-    alone: the stock container; triton with vllm and/or transformers: the upgrade inside that container."""
+    alone: the stock container; triton with vllm and/or transformers: the upgrade inside that container;
+    kind triton-python: Triton's Python backend with transformers (default the newest)."""
     py = loaded.spec.settings.python
     if spec.kind is not None and spec.kind not in {str(k) for k in StackKind}:
         raise BadInput(where, "kind", spec.kind, ", ".join(str(k) for k in StackKind))
