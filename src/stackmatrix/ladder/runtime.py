@@ -284,20 +284,35 @@ def probes_digest() -> str:
     return digest.hexdigest()[:16]
 
 
+def _rung(env: Env, name: str, script: str, args: dict[str, Any], logs: Path, outcomes: list[Outcome]) -> bool:
+    run = run_probe(env, script, args, TIMEOUTS[name], logs / f"{name}.log")
+    outcomes.append(to_outcome(name, run))
+    return outcomes[-1].status is Status.PASS
+
+
+def _checkpoint_rungs(
+    env: Env,
+    rctx: RuntimeContext,
+    logs: Path,
+    real: Path | None,
+    spec: dict[str, Any],
+    modules: list[str],
+    outcomes: list[Outcome],
+) -> Path | None:
+    """What every ladder starts with: ``import`` (``modules``), the checkpoint (the real one, or the tiny one built
+    in this environment), ``config``. The checkpoint, or None where a rung failed."""
+    if not _rung(env, "import", "import_stack.py", {"modules": modules}, logs, outcomes):
+        return None
+    checkpoint = real or tiny_checkpoint(env, spec, rctx.cache_dir, logs, outcomes)
+    if checkpoint is None or not _rung(env, "config", "config.py", {"model": str(checkpoint)}, logs, outcomes):
+        return None
+    return checkpoint
+
+
 def _rungs(env: Env, rctx: RuntimeContext, logs: Path, real: Path | None, spec: dict[str, Any]) -> list[Outcome]:
     outcomes: list[Outcome] = []
-
-    def rung(name: str, script: str, args: dict[str, Any]) -> bool:
-        run = run_probe(env, script, args, TIMEOUTS[name], logs / f"{name}.log")
-        outcomes.append(to_outcome(name, run))
-        return outcomes[-1].status is Status.PASS
-
-    if not rung("import", "import_stack.py", {}):
-        return outcomes
-    checkpoint = real or tiny_checkpoint(env, spec, rctx.cache_dir, logs, outcomes)
+    checkpoint = _checkpoint_rungs(env, rctx, logs, real, spec, ["torch", "transformers", "vllm"], outcomes)
     if checkpoint is None:
-        return outcomes
-    if not rung("config", "config.py", {"model": str(checkpoint)}):
         return outcomes
     run = run_probe(
         env,
@@ -310,7 +325,8 @@ def _rungs(env: Env, rctx: RuntimeContext, logs: Path, real: Path | None, spec: 
     if outcomes[-1].status is not Status.PASS:
         return outcomes
     dtype = "auto" if real else "float32"  # tiny: float32 on both engines, so greedy ids compare exactly
-    rung("serve", "serve.py", {"model": str(checkpoint), "log": str(logs / "server.log"), "dtype": dtype})
+    serve_args = {"model": str(checkpoint), "log": str(logs / "server.log"), "dtype": dtype}
+    _rung(env, "serve", "serve.py", serve_args, logs, outcomes)
     return outcomes
 
 
@@ -322,18 +338,8 @@ def _python_backend_rungs(
     from stackmatrix.ladder.triton_serve import PROMPT, ServeSpec, serve_rungs
 
     outcomes: list[Outcome] = []
-    run = run_probe(
-        env, "import_stack.py", {"modules": ["torch", "transformers", "numpy"]}, TIMEOUTS["import"], logs / "import.log"
-    )
-    outcomes.append(to_outcome("import", run))
-    if outcomes[-1].status is not Status.PASS:
-        return outcomes
-    checkpoint = real or tiny_checkpoint(env, spec, rctx.cache_dir, logs, outcomes)
+    checkpoint = _checkpoint_rungs(env, rctx, logs, real, spec, ["torch", "transformers", "numpy"], outcomes)
     if checkpoint is None:
-        return outcomes
-    run = run_probe(env, "config.py", {"model": str(checkpoint)}, TIMEOUTS["config"], logs / "config.log")
-    outcomes.append(to_outcome("config", run))
-    if outcomes[-1].status is not Status.PASS:
         return outcomes
     reference = None  # a real checkpoint is served, not compared (its reference would load it twice)
     if real is None:

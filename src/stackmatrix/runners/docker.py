@@ -158,10 +158,10 @@ def interpreter_of(c: Any, image: str) -> tuple[str, tuple[int, int]]:
     """The image's python3 version and C library: which wheels fit it (read inside, not assumed)."""
     code = "import os, sys; print('%d.%d' % sys.version_info[:2], os.confstr('CS_GNU_LIBC_VERSION'))"
     try:
-        out = c.containers.run(image, ["python3", "-c", code], remove=True, network_mode="none", labels=_labels())
+        line = _python_in(c, image, code)
     except docker.errors.ContainerError as exc:
         raise EnvBuildFailed("env-build-failed", f"{image} has no working python3 to build on", str(exc)) from None
-    python, _, libc = out.decode().strip().splitlines()[-1].partition(" ")
+    python, _, libc = line.partition(" ")
     major, minor = libc.split()[-1].split(".")[:2]
     return python, (int(major), int(minor))
 
@@ -175,9 +175,14 @@ def observed_versions(c: Any, image: str) -> dict[str, str]:
         "for d in m.distributions(): v.setdefault(d.metadata['Name'], d.version)\n"
         "print(json.dumps(v))"
     )
-    out = c.containers.run(image, ["python3", "-c", code], remove=True, network_mode="none", labels=_labels())
-    versions: dict[str, str] = json.loads(out.decode().strip().splitlines()[-1])
+    versions: dict[str, str] = json.loads(_python_in(c, image, code))
     return {k.lower(): v for k, v in versions.items()}
+
+
+def _python_in(c: Any, image: str, code: str) -> str:
+    """The last line ``python3 -c code`` prints in a throwaway, network-less container of ``image``."""
+    out = c.containers.run(image, ["python3", "-c", code], remove=True, network_mode="none", labels=_labels())
+    return str(out.decode().strip().splitlines()[-1])
 
 
 def _labels() -> dict[str, str]:
