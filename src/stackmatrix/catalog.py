@@ -5,12 +5,18 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field
 
 from stackmatrix.domain import CallSpec, Gpu, ImportSet, ImportSpec, Model, TritonRelease
 from stackmatrix.errors import BadInput
+from stackmatrix.ids import check_id_part
 from stackmatrix.tomlfile import Strict, load
+
+# A dotted Python module path and an identifier: import sets name what the backend imports from vLLM.
+MODULE = r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$"
+IDENT = r"^[A-Za-z_]\w*$"
 
 
 def data_dir() -> Path:
@@ -38,9 +44,9 @@ class _Model(Strict):
     tuning: str = Field(pattern=r"^(it|base)$")
     quant: str
     base: str | None = None
-    architecture: str
-    model_type: str
-    text_model_type: str | None = None
+    architecture: str = Field(pattern=IDENT)  # a class name; it also names tiny checkpoints' folders
+    model_type: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    text_model_type: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$")
     params_total_b: float = Field(gt=0)
     params_active_b: float = Field(gt=0)
     modalities: list[str]
@@ -62,18 +68,18 @@ class _Models(Strict):
 
 
 class _Import(Strict):
-    module: str
-    names: list[str]
+    module: str = Field(pattern=MODULE)
+    names: list[Annotated[str, Field(pattern=IDENT)]]
 
 
 class _Call(Strict):
-    target: str = Field(pattern=r"^[\w.]+:[\w.]+$")
-    keywords: list[str]
+    target: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+    keywords: list[Annotated[str, Field(pattern=IDENT)]]
 
 
 class _ImportSet(Strict):
     source: str
-    extern: list[str] = Field(default_factory=list)
+    extern: list[Annotated[str, Field(pattern=IDENT)]] = Field(default_factory=list)
     imports: list[_Import]
     calls: list[_Call] = Field(default_factory=list)
 
@@ -85,7 +91,7 @@ class _Release(Strict):
     vllm_shipped: str | None = None
     cuda: str | None = None
     driver: str | None = None
-    python: str | None = None
+    python: str | None = Field(None, pattern=r"^3\.\d+(\.\d+)?$")
     import_set: str | None = None
     import_set_inferred: bool = False
     verified: bool = True
@@ -159,6 +165,7 @@ def load_catalog(root: Path | None = None) -> Catalog:
             m.verified,
             m.source,
         )
+        check_id_part(model.slug, str(models_file), f"model[{i}].id")
         if model.slug in seen:
             raise BadInput(
                 str(models_file),

@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import tempfile
+import traceback
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 from stackmatrix import __version__
 from stackmatrix import cli_stored as stored
-from stackmatrix.cli_args import common, resolve, runtime_flags, selection, tier
-from stackmatrix.errors import Interrupted, StackmatrixError
+from stackmatrix.cli_args import common, existing_file, resolve, runtime_flags, selection, tier
+from stackmatrix.errors import Interrupted, StackmatrixError, path_fault
 from stackmatrix.redact import redact
 
 
@@ -69,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     selection(p)
     p.add_argument("--wheelhouse", type=Path, default=None, help="where the wheels go (default <cache>/wheelhouse)")
-    p.add_argument("--cert", type=Path, default=None, help="a CA bundle for a TLS-intercepting proxy")
+    p.add_argument("--cert", type=existing_file, default=None, help="a CA bundle for a TLS-intercepting proxy")
     p.add_argument(
         "--override",
         action="append",
@@ -97,13 +101,61 @@ def command(name: str) -> Callable[[argparse.Namespace], int]:
     return fn
 
 
+def crash_log(exc: BaseException, argv: Sequence[str]) -> Path | None:
+    """The traceback of an unexpected error, redacted, in ``<cache>/crash/`` (else the temp dir): the user gets
+    one line and this path, never the traceback itself."""
+    from stackmatrix.options import default_cache_dir
+
+    text = redact(f"stackmatrix {__version__}\nargv: {list(argv)!r}\n\n" + "".join(traceback.format_exception(exc)))
+    name = f"crash-{datetime.now(UTC):%Y%m%dT%H%M%S}-{os.getpid()}.log"
+    env_cache = os.environ.get("STACKMATRIX_CACHE_DIR")
+    for folder in (
+        Path(env_cache) / "crash" if env_cache else default_cache_dir() / "crash",
+        Path(tempfile.gettempdir()),
+    ):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / name
+            path.write_text(text, errors="backslashreplace")
+            return path
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def _say(message: str) -> None:
+    """One line on stderr: the first line of the message, redacted."""
+    line = redact(message).splitlines()[0] if message.strip() else message
+    print(f"stackmatrix: {line}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Every ending is an exit code and at most one line on stderr; no traceback reaches the user."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for stream in (sys.stdout, sys.stderr):  # paths and ids with odd bytes print, escaped, instead of raising
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse: a usage error (already printed) is 2, --help and --version are 0
+        return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
     try:
         return command(args.command)(args)
     except StackmatrixError as exc:
-        print(f"stackmatrix: {redact(str(exc))}", file=sys.stderr)
+        _say(str(exc))
         return exc.exit_code
     except KeyboardInterrupt:
-        print("stackmatrix: interrupted", file=sys.stderr)
+        _say("interrupted")
         return Interrupted.exit_code
+    except BrokenPipeError:  # the reader of our output went away (``| head``): nothing more to say to it
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except OSError as exc:  # a fault of the machine on a path (full disk, read-only, not a directory)
+        fault = path_fault(exc)
+        _say(str(fault))
+        return fault.exit_code
+    except Exception as exc:  # a bug (a RecursionError or MemoryError too): one line and where the traceback is
+        path = crash_log(exc, argv)
+        where = f"; traceback in {path}" if path else ""
+        _say(f"internal error: {type(exc).__name__}: {str(exc)[:200]}{where}")
+        return 1

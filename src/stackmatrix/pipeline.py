@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
@@ -23,6 +24,7 @@ from stackmatrix.ladder.static import Context, run_static
 from stackmatrix.ladder.verdict import derive
 from stackmatrix.matrixfile import MatrixFile, load_matrix
 from stackmatrix.options import Settings
+from stackmatrix.readfile import read_bytes
 from stackmatrix.runners import Runner
 from stackmatrix.runners.venv import DEFAULT_OVERRIDES, VenvOptions, VenvRunner, merge_overrides
 from stackmatrix.wheels.http import Http
@@ -55,8 +57,8 @@ class Session:
 
 
 def open_session(settings: Settings, platform: str = "x86_64") -> Session:
-    http = Http(offline=settings.offline)
-    index = Index(http, settings.cache_dir, settings.index_url, settings.find_links)
+    http = Http(offline=settings.offline, connect_timeout=settings.connect_timeout, read_timeout=settings.read_timeout)
+    index = Index(http, settings.cache_dir, settings.index_url, settings.find_links, settings.index_ttl)
     reader = WheelReader(http, settings.cache_dir)
     return Session(settings, http, index, reader, Facts(index, reader, platform))
 
@@ -67,14 +69,15 @@ CATALOG_FILES = ("gpus.toml", "models.toml", "triton.toml")
 def load(matrix_path: Path, catalog_dir: Path | None = None) -> Loaded:
     """The matrix file and the catalogs: ``catalog_dir``, else the matrix file's folder when it holds all three
     catalog files (a site's own catalogs beside its matrix), else the embedded ones."""
-    if catalog_dir is None and all((matrix_path.parent / n).is_file() for n in CATALOG_FILES):
+    # lexists: a catalog file that is a directory, a FIFO or a broken link beside the matrix is refused (exit 2),
+    # not silently replaced by the embedded one
+    if catalog_dir is None and all(os.path.lexists(matrix_path.parent / n) for n in CATALOG_FILES):
         catalog_dir = matrix_path.parent
     catalog = load_catalog(catalog_dir)
     spec = load_matrix(matrix_path, catalog)
-    digest = hashlib.sha256(matrix_path.read_bytes())
+    digest = hashlib.sha256(read_bytes(matrix_path, "a TOML file"))
     for name in CATALOG_FILES:
-        path = (catalog_dir or data_dir()) / name
-        digest.update(path.read_bytes())
+        digest.update(read_bytes((catalog_dir or data_dir()) / name, "a TOML file"))
     return Loaded(catalog, spec, matrix_path, digest.hexdigest()[:16])
 
 

@@ -25,7 +25,7 @@ from pydantic import Field
 
 from stackmatrix.domain import Model, Target, Verdict
 from stackmatrix.errors import BadInput
-from stackmatrix.matrixfile import TargetSpec
+from stackmatrix.matrixfile import TargetSpec, check_target
 from stackmatrix.pipeline import Loaded
 from stackmatrix.stackspec import StackSpec, parse_spec, parse_target
 from stackmatrix.tomlfile import Strict, load
@@ -78,10 +78,7 @@ def load_policy(path: Path, loaded: Loaded) -> Policy:
     catalog = loaded.catalog
     targets: dict[str, Target] = {}
     for name, t in raw.targets.items():
-        if t.gpu not in catalog.gpus:
-            raise BadInput(where, f"targets.{name}.gpu", t.gpu, f"a GPU of the catalog ({', '.join(catalog.gpus)})")
-        if t.tp > t.count:
-            raise BadInput(where, f"targets.{name}.tp", t.tp, f"at most the GPU count ({t.count})")
+        check_target(name, t, catalog, where)
         targets[name] = Target(name, catalog.gpus[t.gpu], t.count, t.tp)
     requirements = []
     seen: set[tuple[str, str]] = set()

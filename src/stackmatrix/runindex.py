@@ -2,22 +2,32 @@
 
 The JSON files under ``runs/`` are the source of truth: the index is derived, kept in step with them by a stamp
 per run (run.json's mtime and size, and the number of cell files), and rebuilt from them when it is missing,
-corrupt or of an older schema. Losing it loses nothing.
+corrupt or of an older schema. Losing it loses nothing. A stored run whose files are damaged is left out of the
+index (and named in ``damaged``) instead of stopping every command over the store; a command asking for that run
+by name still gets exit 2 naming the damaged file. An index that cannot be written (full disk, read-only store) is
+exit 4 naming it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
 import sqlite3
-from collections.abc import Iterable, Sequence
+import stat
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from stackmatrix.domain import CellResult
+from stackmatrix.errors import BadInput, InfraUnavailable
 from stackmatrix.store import Run, open_run, run_dirs
 from stackmatrix.tablerow import table_row
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 SCHEMA_VERSION = 3
 _SCHEMA = """
@@ -67,19 +77,43 @@ class CellRow:
 
 def _stamp(run_dir: Path) -> str:
     st = (run_dir / "run.json").stat()
-    with os.scandir(run_dir / "cells") as it:
-        count = sum(1 for e in it if e.name.endswith(".json") and not e.name.startswith("."))
+    count = 0
+    if (run_dir / "cells").is_dir():  # a run that wrote no cell yet may have none
+        with os.scandir(run_dir / "cells") as it:
+            count = sum(1 for e in it if e.name.endswith(".json") and not e.name.startswith("."))
     return f"{st.st_mtime_ns}:{st.st_size}:{count}"
 
 
+def _faults(method: Callable[P, R]) -> Callable[P, R]:
+    """SQLite's own errors on the index file (full disk, read-only, locked, unopenable) as exit 4 naming it."""
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except sqlite3.Error as exc:
+            index = args[0]
+            assert isinstance(index, RunIndex)
+            raise InfraUnavailable(f"the run index {index.path}: {exc}") from None
+
+    return wrapper
+
+
 class RunIndex:
+    @_faults
     def __init__(self, reports_dir: Path) -> None:
         self.reports_dir = reports_dir
         self.path = reports_dir / "index.sqlite"
+        self.damaged: dict[str, str] = {}  # run directory -> why it is left out of the index
         reports_dir.mkdir(parents=True, exist_ok=True)
         self.db = self._connect()
 
     def _connect(self) -> sqlite3.Connection:
+        with contextlib.suppress(FileNotFoundError):  # SQLite would block reading a FIFO planted at the name
+            if not stat.S_ISREG(os.lstat(self.path).st_mode):
+                if self.path.is_dir():
+                    raise BadInput(str(self.path), "<path>", "a directory", "the run index file (or nothing)")
+                self.path.unlink()  # derived data: whatever stands there is replaced by a rebuilt index
         for attempt in range(2):
             db = sqlite3.connect(self.path, timeout=30)
             try:
@@ -111,18 +145,26 @@ class RunIndex:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @_faults
     def sync(self) -> None:
-        """Bring the index in step with ``runs/``: ingest new or changed runs, forget removed ones."""
+        """Bring the index in step with ``runs/``: ingest new or changed runs, forget removed ones; a damaged run
+        is left out (and named in ``damaged``)."""
         known = dict(self.db.execute("SELECT run_id, stamp FROM runs").fetchall())
         on_disk = run_dirs(self.reports_dir)
+        readable = set()
         for run_dir in on_disk:
-            if known.get(run_dir.name) != _stamp(run_dir):
-                self.ingest(open_run(run_dir))
-        gone = set(known) - {p.name for p in on_disk}
+            try:
+                if known.get(run_dir.name) != _stamp(run_dir):
+                    self.ingest(open_run(run_dir, named=True))
+                readable.add(run_dir.name)
+            except (BadInput, OSError) as exc:
+                self.damaged[str(run_dir)] = str(exc)
+        gone = set(known) - readable
         if gone:
             with self.db:
                 self.db.executemany("DELETE FROM runs WHERE run_id = ?", [(g,) for g in gone])
 
+    @_faults
     def ingest(self, run: Run, results: Iterable[CellResult] | None = None) -> None:
         """(Re)index one run, from results in memory when the caller has them, else from its cell files."""
         rows = [_cell_row(run.run_id, r) for r in (run.results() if results is None else results)]
@@ -148,12 +190,14 @@ class RunIndex:
             )
             self.db.executemany("INSERT INTO cells VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
 
+    @_faults
     def ensure(self, run: Run) -> None:
         """Index one run if its files changed since (the rest of the index is left as it is)."""
         row = self.db.execute("SELECT stamp FROM runs WHERE run_id = ?", (run.run_id,)).fetchone()
         if row is None or row[0] != _stamp(run.root):
             self.ingest(run)
 
+    @_faults
     def frame_rows(self, run_id: str) -> list[tuple[Any, ...]]:
         """A run's readiness-table rows, by cell id, in the columns of ``tablerow.COLUMNS``: what the
         formats that need no evidence (terminal, Markdown, CSV, LaTeX, heatmap) render, without reading a cell file."""
@@ -164,6 +208,7 @@ class RunIndex:
             (run_id,),
         ).fetchall()
 
+    @_faults
     def runs(self, *, purposes: Sequence[str] | None = None) -> list[RunRow]:
         """Runs oldest first (run ids sort by start time); ``purposes`` keeps only runs of those purposes."""
         rows = self.db.execute(
@@ -173,15 +218,18 @@ class RunIndex:
         out = [RunRow(*row) for row in rows]
         return [r for r in out if purposes is None or r.purpose in purposes]
 
+    @_faults
     def cells(self, run_id: str) -> dict[str, CellRow]:
         rows = self.db.execute(
             "SELECT cell_id, verdict, reason, override, why, fingerprint FROM cells WHERE run_id = ?", (run_id,)
         )
         return {r[0]: CellRow(*r) for r in rows}
 
+    @_faults
     def cell_ids(self) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT DISTINCT cell_id FROM cells")]
 
+    @_faults
     def history(self, cell_ids: Sequence[str]) -> dict[str, list[tuple[str, CellRow]]]:
         """Per cell id, its rows over time: (run id, row), oldest run first."""
         out: dict[str, list[tuple[str, CellRow]]] = {c: [] for c in cell_ids}
@@ -197,6 +245,7 @@ class RunIndex:
             out[rest[0]].append((run_id, CellRow(*rest)))
         return out
 
+    @_faults
     def latest_with(self, cell_ids: Sequence[str], *, exclude: str | None = None) -> str | None:
         """The newest run holding any of these cells (other than ``exclude``)."""
         marks = ",".join("?" * len(cell_ids))

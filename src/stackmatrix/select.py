@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from stackmatrix.domain import Cell
 from stackmatrix.errors import BadInput
 
 _TOKEN = re.compile(r"\s*(\(|\)|[^\s()]+)")
+MAX_DEPTH = 64  # nested parentheses and ``not``s: deeper is a mistake, not a selection (and would recurse)
+
+# A parsed expression: a word (substring of the id), ("not", node), or ("and" | "or", [node, ...]) n-ary, so a
+# valid 3,000-term ``or`` is one flat list, not 3,000 levels of nesting.
+Node = str | tuple[str, object]
 
 
 class _Expr:
@@ -19,6 +24,7 @@ class _Expr:
         self.text = text
         self.tokens = _TOKEN.findall(text)
         self.pos = 0
+        self.depth = 0
         if not self.tokens:
             raise BadInput("-k", "expression", text, "words joined by and / or / not, with parentheses")
 
@@ -32,27 +38,35 @@ class _Expr:
         self.pos += 1
         return tok
 
-    def parse(self) -> object:
+    def parse(self) -> Node:
         tree = self._or()
         if self._peek() is not None:
             raise BadInput("-k", "expression", self.text, f"an operator before {self._peek()!r}")
         return tree
 
-    def _or(self) -> object:
-        node = self._and()
-        while self._peek() == "or":
+    def _nary(self, op: str, operand: Callable[[], Node]) -> Node:
+        nodes = [operand()]
+        while self._peek() == op:
             self._take()
-            node = ("or", node, self._and())
-        return node
+            nodes.append(operand())
+        return nodes[0] if len(nodes) == 1 else (op, nodes)
 
-    def _and(self) -> object:
-        node = self._not()
-        while self._peek() == "and":
-            self._take()
-            node = ("and", node, self._not())
-        return node
+    def _or(self) -> Node:
+        return self._nary("or", self._and)
 
-    def _not(self) -> object:
+    def _and(self) -> Node:
+        return self._nary("and", self._not)
+
+    def _not(self) -> Node:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise BadInput("-k", "expression", self.text, f"at most {MAX_DEPTH} nested parentheses and 'not's")
+        try:
+            return self._atom()
+        finally:
+            self.depth -= 1
+
+    def _atom(self) -> Node:
         if self._peek() == "not":
             self._take()
             return ("not", self._not())
@@ -71,17 +85,19 @@ def _eval(node: object, ident: str) -> bool:
     if isinstance(node, str):
         return node in ident
     assert isinstance(node, tuple)
-    if node[0] == "not":
-        return not _eval(node[1], ident)
-    if node[0] == "and":
-        return _eval(node[1], ident) and _eval(node[2], ident)
-    return _eval(node[1], ident) or _eval(node[2], ident)
+    op, arg = node
+    if op == "not":
+        return not _eval(arg, ident)
+    assert isinstance(arg, list)
+    if op == "and":
+        return all(_eval(n, ident) for n in arg)
+    return any(_eval(n, ident) for n in arg)
 
 
-def parse_shard(text: str) -> tuple[int, int]:
-    m = re.fullmatch(r"(\d+)/(\d+)", text.strip())
+def parse_shard(text: str, where: str = "--shard") -> tuple[int, int]:
+    m = re.fullmatch(r"(\d{1,6})/(\d{1,6})", text.strip())
     if not m or not 1 <= int(m.group(1)) <= int(m.group(2)):
-        raise BadInput("--shard", "shard", text, "i/n with 1 <= i <= n, e.g. 2/8")
+        raise BadInput(where, "shard", text, "i/n with 1 <= i <= n <= 999999, e.g. 2/8")
     return int(m.group(1)), int(m.group(2))
 
 
@@ -102,7 +118,7 @@ def select(
     """Cells in id order that match every filter. Shards split the *selected* cells round-robin."""
     by_id = {c.id: c for c in cells}
     out = [by_id[i] for i in select_ids(by_id, keyword=keyword, only=only)]
-    if shard:
+    if shard is not None:  # an empty --shard is a mistake, not "no sharding"
         i, n = parse_shard(shard)
         out = out[i - 1 :: n]
     return out

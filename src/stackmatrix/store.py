@@ -3,15 +3,21 @@ atomically. These files are the source of truth; the SQLite index (runindex.py) 
 
 A cell's file is complete the moment it exists, so an interrupted run keeps every cell written so far;
 ``run.json`` says how the run ended (its status and exit code), ``plan.json`` which cells it meant to write.
+
+Every name the store writes is an id (ids.py), checked where it entered and once more here, lexically inside the
+run's directory. What it reads back is input like any other: a damaged file is exit 2 naming it.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import platform
+import shutil
 import socket
 import uuid
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +26,10 @@ from typing import Any
 from stackmatrix import __version__
 from stackmatrix.atomic import atomic_write_text, remove_partial
 from stackmatrix.domain import CellResult
-from stackmatrix.errors import BadInput
+from stackmatrix.errors import BadInput, Interrupted, StackmatrixError, path_fault
+from stackmatrix.ids import check_cell_id, check_id_part, child, is_cell_id, is_id_part
+from stackmatrix.readfile import read_json
+from stackmatrix.redact import redact
 
 Declared = Mapping[str, str | None]
 
@@ -62,29 +71,94 @@ class Run:
         atomic_write_text(self.root / "plan.json", json.dumps(plan, separators=(",", ":")))
 
     def plan(self) -> dict[str, Any] | None:
+        """The plan, checked: its shard, its cells and its selection's cell ids (a merge writes files by them)."""
         path = self.root / "plan.json"
-        return json.loads(path.read_text()) if path.exists() else None
+        if not os.path.lexists(path):
+            return None
+        plan = read_json(path, "a plan.json")
+        where = str(path)
+        if not isinstance(plan, dict):
+            raise BadInput(where, "<top level>", type(plan).__name__, "an object with shard, cells and selection")
+        cells, selection = plan.get("cells"), plan.get("selection")
+        if not isinstance(cells, list) or not all(is_cell_id(c) for c in cells):
+            raise BadInput(where, "cells", _first_bad(cells), "a list of cell ids")
+        if not isinstance(selection, dict) or not all(
+            is_cell_id(k) and isinstance(v, dict) for k, v in selection.items()
+        ):
+            raise BadInput(where, "selection", _first_bad(selection), "an object of cell id -> declared pins")
+        if plan.get("shard") is not None and not isinstance(plan["shard"], str):
+            raise BadInput(where, "shard", plan["shard"], "i/n or null")
+        return plan
 
     def write_cell(self, result: CellResult) -> None:
-        atomic_write_text(self.cells_dir / f"{result.cell_id}.json", json.dumps(result.to_json()))
+        name = check_cell_id(result.cell_id, str(self.cells_dir), "cell") + ".json"
+        atomic_write_text(child(self.cells_dir, name), json.dumps(result.to_json()))
 
     def finish(self, status: str, exit_code: int, **extra: Any) -> None:
         remove_partial(self.cells_dir)
-        written = sum(1 for _ in self.cells_dir.glob("*.json"))
+        written = len(self.cell_files())
         self.meta.update(status=status, exit_code=exit_code, finished=now(), cells_written=written, **extra)
         self.write_meta()
 
     def cell_files(self) -> list[Path]:
-        return sorted(self.cells_dir.glob("*.json"))
+        """The run's cell files: ``<cell id>.json`` (temporary files and anything else are not cells)."""
+        return sorted(p for p in self.cells_dir.glob("*.json") if is_cell_id(p.name[: -len(".json")]))
 
     def results(self) -> Iterator[CellResult]:
         for path in self.cell_files():
-            try:
-                yield CellResult.from_json(json.loads(path.read_bytes()))
-            except (ValueError, KeyError, TypeError) as exc:  # JSONDecodeError is a ValueError
-                raise BadInput(
-                    str(path), "<cell>", f"{type(exc).__name__}: {exc}", "a cell result as stackmatrix writes it"
-                ) from None
+            yield read_cell(path)
+
+
+def read_cell(path: Path) -> CellResult:
+    """A stored cell result, checked: a damaged file is exit 2 naming it (never a traceback)."""
+    return parse_cell(path, read_json(path, "a cell result"))
+
+
+def parse_cell(path: Path, data: object) -> CellResult:
+    """``data`` (the JSON of the cell file at ``path``) as a result, or exit 2 naming the file."""
+    try:
+        if not isinstance(data, dict):
+            raise TypeError(f"the file holds {type(data).__name__}, not an object")
+        result = CellResult.from_json(data)
+        if result.cell_id != path.name[: -len(".json")]:
+            raise ValueError(f"the file holds cell {result.cell_id!r}")
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise BadInput(
+            str(path), "<cell>", f"{type(exc).__name__}: {exc}", "a cell result as stackmatrix writes it"
+        ) from None
+    return result
+
+
+def _first_bad(value: object) -> object:
+    if isinstance(value, list):
+        return next((c for c in value if not is_cell_id(c)), value)
+    if isinstance(value, dict):
+        return next((k for k, v in value.items() if not is_cell_id(k) or not isinstance(v, dict)), value)
+    return value
+
+
+@contextmanager
+def recorded(run: Run) -> Iterator[Run]:
+    """However the body ends, the run says so: an error's status and exit code (``failed``, ``interrupted``,
+    ``crashed``) are written before the error goes on to the CLI. Where even that write fails (a full disk),
+    the first error is the one reported."""
+    try:
+        yield run
+    except BaseException as exc:
+        status, code = _ending(exc)
+        with suppress(OSError, StackmatrixError):
+            run.finish(status, code, error=redact(f"{type(exc).__name__}: {exc}")[:500])
+        raise
+
+
+def _ending(exc: BaseException) -> tuple[str, int]:
+    if isinstance(exc, KeyboardInterrupt | Interrupted):
+        return "interrupted", Interrupted.exit_code
+    if isinstance(exc, StackmatrixError):
+        return "failed", exc.exit_code
+    if isinstance(exc, OSError):
+        return "failed", path_fault(exc).exit_code
+    return "crashed", 1
 
 
 def start_run(
@@ -115,29 +189,36 @@ def start_run(
         **extra,
     }
     run = Run(root, meta)
-    run.write_meta()
+    try:
+        run.write_meta()
+    except BaseException:  # nothing half-made is left: a directory without run.json is no run
+        shutil.rmtree(root, ignore_errors=True)
+        raise
     return run
 
 
-def open_run(path: Path) -> Run:
+def open_run(path: Path, *, named: bool = False) -> Run:
+    """A stored run. ``named``: the directory is ``runs/<run-id>`` of a store, so its name must be the run id
+    (a run.json saying otherwise would make the index point elsewhere)."""
     meta_path = path / "run.json"
-    try:
-        meta = json.loads(meta_path.read_text())
-    except FileNotFoundError:
-        raise BadInput(str(path), "run.json", str(meta_path), "a run directory (holding run.json)") from None
-    except json.JSONDecodeError as exc:
-        raise BadInput(str(meta_path), "<json>", str(exc), "a valid run.json") from None
-    if not isinstance(meta, dict) or "run_id" not in meta:
-        raise BadInput(str(meta_path), "run_id", None, "a run.json with a run_id")
+    if not os.path.lexists(meta_path):
+        raise BadInput(str(path), "run.json", str(meta_path), "a run directory (holding run.json)")
+    meta = read_json(meta_path, "a run.json")
+    if not isinstance(meta, dict):
+        raise BadInput(str(meta_path), "<top level>", type(meta).__name__, "an object with a run_id")
+    check_id_part(meta.get("run_id"), str(meta_path), "run_id")
+    if named and meta["run_id"] != path.name:
+        raise BadInput(str(meta_path), "run_id", meta["run_id"], f"the run's directory name {path.name!r}")
     return Run(path, meta)
 
 
 def run_dirs(reports_dir: Path) -> list[Path]:
-    """Run directories, oldest first (run ids start with their UTC start time)."""
+    """Run directories, oldest first (run ids start with their UTC start time); names that are not run ids
+    (temporary, hidden or planted) are not runs."""
     root = reports_dir / "runs"
     if not root.is_dir():
         return []
-    return sorted(p for p in root.iterdir() if (p / "run.json").is_file())
+    return sorted(p for p in root.iterdir() if is_id_part(p.name) and (p / "run.json").is_file())
 
 
 def find_run(reports_dir: Path, ref: str) -> Run:
@@ -155,4 +236,4 @@ def find_run(reports_dir: Path, ref: str) -> Run:
             ref,
             f"a run id, a unique prefix or a run directory ({what}; latest: {known})",
         )
-    return open_run(hits[0])
+    return open_run(hits[0], named=True)

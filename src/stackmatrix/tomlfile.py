@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from stackmatrix.errors import BadInput
+from stackmatrix.readfile import parse_toml, read_bytes
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -16,7 +16,8 @@ M = TypeVar("M", bound=BaseModel)
 class Strict(BaseModel):
     """Base of every file schema: unknown keys are errors, records are frozen."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    # inf and nan are not numbers any of our files means (a memory of inf GiB fits every model)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 def _key(loc: tuple[int | str, ...]) -> str:
@@ -27,13 +28,8 @@ def _key(loc: tuple[int | str, ...]) -> str:
 
 
 def read_toml(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError:
-        raise BadInput(str(path), "<file>", str(path), "an existing TOML file") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise BadInput(str(path), "<syntax>", str(exc), "valid TOML") from None
+    """A regular UTF-8 TOML file (never blocks on a FIFO; a directory, binary or deeply nested file is exit 2)."""
+    return parse_toml(path, read_bytes(path, "a TOML file"))
 
 
 def validate(path: Path | str, schema: type[M], data: dict[str, Any]) -> M:
@@ -43,6 +39,8 @@ def validate(path: Path | str, schema: type[M], data: dict[str, Any]) -> M:
         err = exc.errors(include_url=False)[0]
         expected = "no such key (unknown key)" if err["type"] == "extra_forbidden" else err["msg"]
         raise BadInput(str(path), _key(tuple(err["loc"])), err.get("input"), expected) from None
+    except RecursionError:  # pydantic-core guards its own recursion; this is the last net
+        raise BadInput(str(path), "<top level>", "values nested too deeply", "the file's schema") from None
 
 
 def load(path: Path, schema: type[M]) -> M:

@@ -29,6 +29,9 @@ class FakeIndex:
     def versions(self, project: str) -> list[str]:
         return sorted((v for p, v in self.uploads if p == project), key=lambda v: tuple(map(int, v.split("."))))
 
+    def newest(self, project: str) -> str:
+        return self.versions(project)[-1]
+
     def upload_time(self, project: str, version: str) -> str | None:
         return self.uploads.get((project, version))
 
@@ -101,7 +104,13 @@ def test_expand_ids_dedup_and_exclude(tmp_path: Path) -> None:
         ('gpu = "L4"', 'gpu = "L5"', "targets.l4x1.gpu", "L5"),
         ("tp = 2", "tp = 4", "targets.l4x2.tp", 4),
         ('triton = ["26.03"]', 'triton = ["26.13"]', "stack[1].triton", "26.13"),
-        ('"@newest"]', '"@latest"]', "stack[0].transformers", "@latest"),
+        ('"@newest"]', '"@latest"]', "stack[0].transformers[2]", "@latest"),
+        ('"@newest"]', '"5.5.0/../x"]', "stack[0].transformers[2]", "5.5.0/../x"),
+        ('vllm = ["0.20.0"]', 'vllm = { from = "0.x" }', "stack[1].vllm.from", "0.x"),
+        ("[targets.l4x1]", "[targets.'../l4x1']", "targets.../l4x1", "../l4x1"),
+        ("[targets.l4x1]", "[targets.'l4__x1']", "targets.l4__x1", "l4__x1"),
+        ("[models]", '[settings]\nplatform = ""\n[models]', "settings.platform", ""),
+        ("[models]", "[settings]\noverhead_gib = inf\n[models]", "settings.overhead_gib", float("inf")),
         ('vllm = ["0.20.0"]', 'vllm = ["0.99.0"]', "stack[1].vllm", "0.99.0"),
         ('"google/gemma-4-31B-it"', '"google/gemma-9-*"', "models.include[1]", "google/gemma-9-*"),
         ('kind = "vllm"', 'kind = "sglang"', "stack[0].kind", "sglang"),

@@ -14,6 +14,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
+from stackmatrix.errors import InfraUnavailable
 from stackmatrix.ladder import pysource
 from stackmatrix.wheels.index import Index, WheelFile
 from stackmatrix.wheels.reader import WheelReader
@@ -69,6 +70,13 @@ class Facts:
         if project not in self._versions:
             self._versions[project] = [str(v) for v in self.index.versions(project)]
         return self._versions[project]
+
+    def newest(self, project: str) -> str:
+        """The newest final release; an index that lists none of a project the matrix needs is exit 4."""
+        known = self.versions(project)
+        if not known:
+            raise InfraUnavailable(f"the index {self.index.index_url} lists no release of {project}")
+        return known[-1]
 
     def upload_time(self, project: str, version: str) -> str | None:
         return self.index.upload_time(project, version)

@@ -62,6 +62,10 @@ def _timed(name: str, fn: Callable[[], Outcome]) -> Outcome:
         )
     except InfraUnavailable as exc:
         out = Outcome(name, Status.ERROR, Reason.INDEX_UNREACHABLE, str(exc))
+    except OSError as exc:
+        if exc.errno is not None:  # a fault of this machine (full disk, read-only cache) is no cell's verdict
+            raise
+        out = Outcome(name, Status.ERROR, Reason.UNKNOWN, f"{type(exc).__name__}: {exc}")
     except Exception as exc:  # a wheel we cannot read: say so on this cell, with the traceback as evidence
         tb = traceback.format_exception(exc)[-6:]
         out = Outcome(name, Status.ERROR, Reason.UNKNOWN, f"{type(exc).__name__}: {exc}", {"traceback": tb})
@@ -111,6 +115,7 @@ def probe_resolve(cell: Cell, ctx: Context) -> Outcome:
             Reason.UNKNOWN,
             f"the vLLM in Triton {s.triton} is not known ({rel.source if rel else 'no catalog row'})",
         )
+    vw = ctx.facts.wheel("vllm", s.vllm, s.python)  # first: a vLLM the index lacks is version-not-found
     if s.transformers is None:
         return Outcome(
             "resolve",
@@ -118,7 +123,6 @@ def probe_resolve(cell: Cell, ctx: Context) -> Outcome:
             Reason.UNKNOWN,
             f"no transformers release satisfies vllm {s.vllm}'s bound before {s.triton}'s release",
         )
-    vw = ctx.facts.wheel("vllm", s.vllm, s.python)
     tw = ctx.facts.wheel("transformers", s.transformers, s.python)
     evidence: dict[str, Any] = {"python": s.python, "vllm_wheel": vw.filename, "transformers_wheel": tw.filename}
     for w in (vw, tw):

@@ -52,6 +52,8 @@ def parse_formats(values: Iterable[str]) -> list[str]:
                 raise BadInput("--format", "format", name, f"one of {', '.join(FORMATS)} or all")
             else:
                 names.append(name)
+    if not names:
+        raise BadInput("--format", "format", ",".join(values), f"one or more of {', '.join(FORMATS)}, or all")
     return list(dict.fromkeys(names))
 
 

@@ -1,4 +1,10 @@
-"""One HTTP client for the index and the wheel hosts, counting the bytes fetched per label."""
+"""One HTTP client for the index and the wheel hosts, counting the bytes fetched per label.
+
+Every request has a connect and a read timeout (``--connect-timeout``, ``--read-timeout``). A host that does not
+answer in time is not asked again in this run (a black-hole index costs one timeout, not one per wheel), and
+transient refusals are retried twice. Credentials travel in memory only: ``user:password@`` of a URL given to
+``add_credentials`` is sent as basic auth to that host, and every message names URLs redacted.
+"""
 
 from __future__ import annotations
 
@@ -7,30 +13,64 @@ import ssl
 import threading
 import time
 from collections import Counter
+from urllib.parse import urlsplit
 
 import httpx
 
-from stackmatrix.errors import InfraUnavailable
-from stackmatrix.redact import redact
+from stackmatrix.errors import BadInput, InfraUnavailable
+from stackmatrix.redact import redact, register_secret, split_secrets
 
 RETRIES = 2  # transient connection errors; the environment's proxy settings (HTTPS_PROXY, NO_PROXY) apply
+CONNECT_TIMEOUT_S = 10.0
+READ_TIMEOUT_S = 30.0
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
 
 
 class Http:
-    def __init__(self, *, offline: bool = False, timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        *,
+        offline: bool = False,
+        connect_timeout: float = CONNECT_TIMEOUT_S,
+        read_timeout: float = READ_TIMEOUT_S,
+    ) -> None:
         self.offline = offline
         self.bytes_by_label: Counter[str] = Counter()
         self.requests = 0
         self.down: str | None = None
         self._lock = threading.Lock()
         self._client: httpx.Client | None = None
-        self._timeout = timeout
+        self._timeout = httpx.Timeout(read_timeout, connect=connect_timeout)
+        self._auth: dict[str, tuple[str, str]] = {}
+
+    def add_credentials(self, url: str) -> str:
+        """Remember the user info of ``url`` for its host (and mask its secrets in every message from now on);
+        returns the URL without user info or secret query values, as it may be stored."""
+        clean, creds, _ = split_secrets(url)
+        parts = urlsplit(url)
+        for raw in (parts.password, parts.username if parts.password is None else None):
+            if raw:
+                register_secret(raw)
+        if creds is not None:
+            for value in creds:
+                if value:
+                    register_secret(value)
+            self._auth[_origin(url)] = creds
+        return clean
 
     @property
     def client(self) -> httpx.Client:
         if self._client is None:
             # The system trust store (or SSL_CERT_FILE): sites behind a TLS-intercepting proxy add their CA there.
-            ctx = ssl.create_default_context(cafile=os.environ.get("SSL_CERT_FILE"))
+            try:
+                ctx = ssl.create_default_context(cafile=os.environ.get("SSL_CERT_FILE"))
+            except (OSError, ssl.SSLError) as exc:
+                cafile = os.environ.get("SSL_CERT_FILE")
+                raise BadInput("env SSL_CERT_FILE", "value", cafile, f"a readable CA bundle ({exc})") from None
             self._client = httpx.Client(
                 timeout=self._timeout,
                 verify=ctx,
@@ -39,18 +79,28 @@ class Http:
             )
         return self._client
 
+    def _unreachable(self, url: str, exc: Exception) -> InfraUnavailable:
+        what = "no answer in time" if isinstance(exc, httpx.TimeoutException) else type(exc).__name__
+        detail = str(exc).splitlines()[0] if str(exc).strip() else ""
+        self.down = redact(f"cannot reach {url} — {what}" + (f" ({detail})" if detail else ""))
+        return InfraUnavailable(self.down)
+
     def get(self, url: str, *, label: str, headers: dict[str, str] | None = None) -> httpx.Response:
         if self.offline:
-            raise InfraUnavailable(f"offline: not fetching {url}")
+            raise InfraUnavailable(redact(f"offline: not fetching {url}"))
         if self.down is not None:  # one unreachable host per run is enough: do not wait on it again
             raise InfraUnavailable(self.down)
+        auth = self._auth.get(_origin(url))
         for attempt in range(RETRIES + 1):
             try:
-                response = self.client.get(url, headers=headers)
+                response = self.client.get(url, headers=headers, auth=auth or httpx.USE_CLIENT_DEFAULT)
+            except (httpx.TimeoutException, httpx.ProxyError, httpx.UnsupportedProtocol) as exc:
+                raise self._unreachable(url, exc) from None  # waiting again doubles the stall
             except httpx.TransportError as exc:
-                if attempt == RETRIES or isinstance(exc, httpx.ProxyError):
-                    self.down = redact(f"cannot reach {url}: {exc!r}")
-                    raise InfraUnavailable(self.down) from exc
+                if attempt == RETRIES:
+                    raise self._unreachable(url, exc) from None
+            except (httpx.HTTPError, httpx.InvalidURL) as exc:  # too many redirects, a malformed Location, ...
+                raise InfraUnavailable(redact(f"{url}: {type(exc).__name__}: {exc}")) from None
             else:
                 if response.status_code < 500 and response.status_code != 429:
                     break
@@ -66,3 +116,11 @@ class Http:
         if self._client is not None:
             self._client.close()
             self._client = None
+
+
+def expect(response: httpx.Response, url: str, *ok: int) -> httpx.Response:
+    """``response`` when its status is one of ``ok``, else exit 4 naming the URL (redacted) and the status: the
+    index listed a file it then does not serve, or refuses us (401/403)."""
+    if response.status_code not in ok:
+        raise InfraUnavailable(redact(f"{url} answered HTTP {response.status_code}"))
+    return response

@@ -1,16 +1,23 @@
-"""Index listings (PEP 691 JSON, PEP 503 HTML, or a wheelhouse directory), cached for offline use."""
+"""Index listings (PEP 691 JSON, PEP 503 HTML, or a wheelhouse directory), cached for offline use.
+
+An index's answer is input like any other: a listing that is not what PEP 691/503 describe (bad JSON, missing or
+mistyped keys, a hash that is not a sha256) is exit 4 naming the URL, never a traceback, and never cached. The
+cache is keyed on the index URL without credentials and holds no credential: user info and secret query
+parameters are stripped from every URL it stores (a listing that needed one is refetched before its URLs are used).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
+import re
 import threading
 import time
 from dataclasses import asdict, dataclass
 from html.parser import HTMLParser
 from pathlib import Path
-from urllib.parse import urldefrag, urljoin
+from typing import Any
+from urllib.parse import urldefrag, urljoin, urlsplit, urlunsplit
 
 from packaging.tags import Tag
 from packaging.utils import canonicalize_name, parse_wheel_filename
@@ -18,10 +25,13 @@ from packaging.version import InvalidVersion, Version
 
 from stackmatrix.atomic import atomic_write_text
 from stackmatrix.errors import InfraUnavailable
-from stackmatrix.wheels.http import Http
+from stackmatrix.readfile import cached_json
+from stackmatrix.redact import redact, split_secrets
+from stackmatrix.wheels.http import Http, expect
 
-# How long a cached listing is used without asking the index again (STACKMATRIX_INDEX_TTL, seconds).
-INDEX_TTL_S = float(os.environ.get("STACKMATRIX_INDEX_TTL", 6 * 3600))
+# How long a cached listing is used without asking the index again (--index-ttl, seconds).
+INDEX_TTL_S = 6 * 3600.0
+SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -77,20 +87,115 @@ def _wheel_from(
     rp: str | None,
     yanked: bool,
 ) -> WheelFile | None:
-    if not filename.endswith(".whl"):
+    if not filename.endswith(".whl") or "/" in filename or "\\" in filename:
         return None
     try:
         _, version, _, _ = parse_wheel_filename(filename)
     except (ValueError, InvalidVersion):
         return None
+    if sha is not None:
+        sha = sha.lower()
+        if SHA256.fullmatch(sha) is None:  # it names a cache directory: a 64-digit hex string or nothing
+            sha = None
     return WheelFile(project, str(version), filename, url, sha, size, upload, rp, yanked)
 
 
+class MalformedListing(ValueError):
+    """The index's answer is not a PEP 691/503 listing."""
+
+
+def _field(entry: dict[str, Any], key: str, kind: type | tuple[type, ...], required: bool = False) -> Any:
+    value = entry.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
+        raise MalformedListing(f"file {entry.get('filename')!r}: {key!r} is {value!r}")
+    return value
+
+
+def _json_files(project: str, url: str, doc: Any) -> list[WheelFile]:
+    files = doc.get("files") if isinstance(doc, dict) else None
+    if not isinstance(files, list):
+        raise MalformedListing("no 'files' list")
+    wheels = []
+    for f in files:
+        if not isinstance(f, dict):
+            raise MalformedListing(f"a file entry is {type(f).__name__}, not an object")
+        hashes = _field(f, "hashes", dict) or {}
+        sha = hashes.get("sha256")
+        w = _wheel_from(
+            project,
+            _field(f, "filename", str, True),
+            urljoin(url, _field(f, "url", str, True)),
+            sha if isinstance(sha, str) else None,
+            _field(f, "size", int),
+            _field(f, "upload-time", str),
+            _field(f, "requires-python", str),
+            bool(_field(f, "yanked", (bool, str))),
+        )
+        if w:
+            wheels.append(w)
+    return wheels
+
+
+def _html_files(project: str, url: str, text: str) -> list[WheelFile]:
+    parser = _Anchors()
+    parser.feed(text)
+    wheels = []
+    for a in parser.links:
+        target, frag = urldefrag(urljoin(url, a.get("href") or ""))
+        sha = frag.split("=", 1)[1] if frag.startswith("sha256=") else None
+        rp = a.get("data-requires-python")
+        w = _wheel_from(project, target.rsplit("/", 1)[-1], target, sha, None, None, rp, "data-yanked" in a)
+        if w:
+            wheels.append(w)
+    return wheels
+
+
+def _from_cache(data: Any) -> tuple[list[WheelFile], float, bool] | None:
+    """(wheels, fetched at, complete) from a cached listing, or None when it is damaged (then refetched)."""
+    try:
+        wheels = [WheelFile(**w) for w in data["wheels"]]
+        fetched_at = float(data["fetched_at"])
+    except (TypeError, KeyError, ValueError):
+        return None
+    if not all(_well_formed(w) for w in wheels):
+        return None
+    return wheels, fetched_at, not data.get("partial", False)
+
+
+def _well_formed(w: WheelFile) -> bool:
+    """A cached entry as ``_wheel_from`` would have made it (its hash names a cache directory)."""
+    texts = (w.project, w.version, w.filename, w.url)
+    optional = (w.upload_time, w.requires_python)
+    return (
+        all(isinstance(t, str) for t in texts)
+        and all(t is None or isinstance(t, str) for t in optional)
+        and (w.size is None or (isinstance(w.size, int) and not isinstance(w.size, bool)))
+        and isinstance(w.yanked, bool)
+        and (w.sha256 is None or (isinstance(w.sha256, str) and SHA256.fullmatch(w.sha256) is not None))
+        and _wheel_from(w.project, w.filename, w.url, None, None, None, None, False) is not None
+    )
+
+
 class Index:
-    def __init__(self, http: Http, cache_dir: Path, index_url: str, find_links: Path | None = None) -> None:
-        self.http, self.index_url, self.find_links = http, index_url, find_links
-        # One listing cache per index: a mirror may hold other files than PyPI.
-        self.cache_dir = cache_dir / "index" / hashlib.sha256(index_url.encode()).hexdigest()[:12]
+    def __init__(
+        self,
+        http: Http,
+        cache_dir: Path,
+        index_url: str,
+        find_links: Path | None = None,
+        ttl_s: float | None = None,
+    ) -> None:
+        self.http, self.find_links = http, find_links
+        self.ttl_s = INDEX_TTL_S if ttl_s is None else ttl_s
+        # The URL as it may be shown and stored; the credentials stay in ``http`` (memory only).
+        self.index_url = http.add_credentials(index_url)
+        parts = urlsplit(index_url)
+        self._base = (parts.scheme, urlsplit(self.index_url).netloc, parts.path.rstrip("/"), parts.query)
+        # One listing cache per index (a mirror may hold other files than PyPI), keyed without credentials.
+        key = urlunsplit((*self._base[:3], "", "")).encode()
+        self.cache_dir = cache_dir / "index" / hashlib.sha256(key).hexdigest()[:12]
         self.unreachable: str | None = None  # set when the index could not be reached and the cache stood in
         self._mem: dict[str, list[WheelFile]] = {}
         self._uploads: dict[str, dict[str, str]] = {}
@@ -100,8 +205,12 @@ class Index:
     def _cache_path(self, project: str) -> Path:
         return self.cache_dir / f"{canonicalize_name(project)}.json"
 
+    def _project_url(self, project: str) -> str:
+        scheme, netloc, path, query = self._base
+        return urlunsplit((scheme, netloc, f"{path}/{canonicalize_name(project)}/", query, ""))
+
     def _fetch(self, project: str) -> list[WheelFile]:
-        url = f"{self.index_url}/{canonicalize_name(project)}/"
+        url = self._project_url(project)
         response = self.http.get(
             url,
             label=f"index:{project}",
@@ -109,42 +218,13 @@ class Index:
         )
         if response.status_code == 404:
             return []
-        response.raise_for_status()
-        wheels: list[WheelFile] = []
-        if "json" in response.headers.get("content-type", ""):
-            for f in response.json()["files"]:
-                w = _wheel_from(
-                    project,
-                    f["filename"],
-                    urljoin(url, f["url"]),
-                    f.get("hashes", {}).get("sha256"),
-                    f.get("size"),
-                    f.get("upload-time"),
-                    f.get("requires-python"),
-                    bool(f.get("yanked")),
-                )
-                if w:
-                    wheels.append(w)
-        else:
-            parser = _Anchors()
-            parser.feed(response.text)
-            for a in parser.links:
-                href = a.get("href") or ""
-                target, frag = urldefrag(urljoin(url, href))
-                sha = frag.split("=", 1)[1] if frag.startswith("sha256=") else None
-                w = _wheel_from(
-                    project,
-                    target.rsplit("/", 1)[-1],
-                    target,
-                    sha,
-                    None,
-                    None,
-                    a.get("data-requires-python"),
-                    "data-yanked" in a,
-                )
-                if w:
-                    wheels.append(w)
-        return wheels
+        expect(response, url, 200)
+        try:
+            if "json" in response.headers.get("content-type", ""):
+                return _json_files(project, url, json.loads(response.content))
+            return _html_files(project, url, response.text)
+        except (MalformedListing, ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+            raise InfraUnavailable(redact(f"{url}: not a PEP 691/503 listing ({exc})"[:400])) from None
 
     def _local(self, project: str) -> list[WheelFile]:
         if not self.find_links or not self.find_links.is_dir():
@@ -152,25 +232,35 @@ class Index:
         name = canonicalize_name(project)
         out = []
         for path in sorted(self.find_links.glob("*.whl")):
-            if canonicalize_name(parse_wheel_filename(path.name)[0]) == name:
+            try:  # a wheelhouse may hold anything: odd names, FIFOs, dangling links are not wheels
+                if canonicalize_name(parse_wheel_filename(path.name)[0]) != name or not path.is_file():
+                    continue
                 w = _wheel_from(project, path.name, str(path), None, path.stat().st_size, None, None, False)
-                if w:
-                    out.append(w)
+            except (ValueError, InvalidVersion, OSError):
+                continue
+            if w:
+                out.append(w)
         return out
+
+    def _store(self, project: str, wheels: list[WheelFile]) -> None:
+        """The listing as the cache may hold it: no user info, no secret query value in any URL."""
+        clean = []
+        partial = False
+        for w in wheels:
+            url, _, dropped = split_secrets(w.url)
+            partial = partial or dropped
+            clean.append({**asdict(w), "url": url})
+        payload = {"fetched_at": time.time(), "partial": partial, "wheels": clean}
+        atomic_write_text(self._cache_path(project), json.dumps(payload))
 
     def files(self, project: str, *, refresh: bool = False) -> list[WheelFile]:
         with self._lock:
             if project in self._mem and not refresh:
                 return self._mem[project]
             local = self._local(project)
-            path = self._cache_path(project)
-            cached: list[WheelFile] | None = None
-            fetched_at = 0.0
-            if path.exists():
-                data = json.loads(path.read_text())
-                cached = [WheelFile(**w) for w in data["wheels"]]
-                fetched_at = data["fetched_at"]
-            fresh = cached is not None and time.time() - fetched_at < INDEX_TTL_S and not refresh
+            entry = _from_cache(cached_json(self._cache_path(project)))
+            cached, fetched_at, complete = entry if entry else (None, 0.0, False)
+            fresh = cached is not None and complete and time.time() - fetched_at < self.ttl_s and not refresh
             if fresh or self.http.offline:
                 remote = cached or []
                 if cached is None and not local:
@@ -178,8 +268,7 @@ class Index:
             else:
                 try:
                     remote = self._fetch(project)
-                    payload = {"fetched_at": time.time(), "wheels": [asdict(w) for w in remote]}
-                    atomic_write_text(path, json.dumps(payload))
+                    self._store(project, remote)
                 except InfraUnavailable as exc:
                     if cached is None and not local:
                         raise

@@ -2,6 +2,8 @@
 
 Cache layout (under ``<cache>/wheels/<sha256>/``): ``METADATA``, ``names.json`` (the member list),
 ``members/<path>`` (raw member bytes) and ``facts.json`` (derived facts keyed by extractor and version).
+A damaged cache entry reads as absent and is fetched again; a wheel that is not a readable zip (a mirror serving
+something else, a truncated file in a wheelhouse) is exit 4 naming it.
 """
 
 from __future__ import annotations
@@ -14,11 +16,18 @@ from pathlib import Path
 from typing import Any
 
 from stackmatrix.atomic import atomic_write_bytes, atomic_write_text
+from stackmatrix.errors import InfraUnavailable
+from stackmatrix.readfile import Unreadable, cached_bytes, cached_json, open_regular
+from stackmatrix.redact import redact
 from stackmatrix.wheels.http import Http
 from stackmatrix.wheels.index import WheelFile
 from stackmatrix.wheels.remote_zip import RangeFile
 
 _MISSING = "\0missing"
+
+
+def _unreadable(wheel: WheelFile, exc: BaseException) -> InfraUnavailable:
+    return InfraUnavailable(redact(f"{wheel.filename} ({wheel.url}) is not a readable wheel: {exc}"))
 
 
 class WheelReader:
@@ -42,19 +51,28 @@ class WheelReader:
 
     def _zip(self, wheel: WheelFile) -> zipfile.ZipFile:
         if wheel.key not in self._zips:
-            if wheel.url.startswith(("http://", "https://")):
-                self._zips[wheel.key] = zipfile.ZipFile(RangeFile(self.http, wheel.url, label=wheel.label))
-            else:
-                self._zips[wheel.key] = zipfile.ZipFile(wheel.url)
+            try:
+                if wheel.url.startswith(("http://", "https://")):
+                    self._zips[wheel.key] = zipfile.ZipFile(RangeFile(self.http, wheel.url, label=wheel.label))
+                else:
+                    # through the regular-file check: a FIFO named x.whl in a wheelhouse never hangs
+                    self._zips[wheel.key] = zipfile.ZipFile(open_regular(Path(wheel.url)))
+            except (zipfile.BadZipFile, ValueError, EOFError, Unreadable) as exc:
+                raise _unreadable(wheel, exc) from None
         return self._zips[wheel.key]
+
+    def _read(self, wheel: WheelFile, name: str) -> bytes:
+        try:
+            return self._zip(wheel).read(name)
+        except (zipfile.BadZipFile, ValueError, EOFError, NotImplementedError, RuntimeError) as exc:
+            raise _unreadable(wheel, exc) from None
 
     def names(self, wheel: WheelFile) -> frozenset[str]:
         """The wheel's member names, read once per process (every member lookup asks)."""
         if wheel.key not in self._names:
             path = self._dir(wheel) / "names.json"
-            if path.exists():
-                names = json.loads(path.read_text())
-            else:
+            names = cached_json(path)
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
                 names = self._zip(wheel).namelist()
                 atomic_write_text(path, json.dumps(names))
             self._names[wheel.key] = frozenset(names)
@@ -65,19 +83,21 @@ class WheelReader:
         if name.startswith("/") or ".." in name.split("/"):  # never let a member name leave the cache
             raise ValueError(f"{wheel.filename}: refusing member name {name!r}")
         path = self._dir(wheel) / "members" / name
-        if path.exists():
-            return path.read_bytes()
+        data = cached_bytes(path)
+        if data is not None:
+            return data
         if name not in self.names(wheel):
             return None
-        data = self._zip(wheel).read(name)
+        data = self._read(wheel, name)
         atomic_write_bytes(path, data)
         return data
 
     def metadata(self, wheel: WheelFile) -> str:
         """The core metadata: PEP 658 ``<url>.metadata`` first, else the ``.dist-info/METADATA`` member."""
         path = self._dir(wheel) / "METADATA"
-        if path.exists():
-            return path.read_text()
+        cached = cached_bytes(path)
+        if cached is not None:
+            return cached.decode("utf-8", "replace")
         text: str | None = None
         if wheel.url.startswith(("http://", "https://")):
             response = self.http.get(wheel.url + ".metadata", label=wheel.label)
@@ -87,18 +107,18 @@ class WheelReader:
             suffix = ".dist-info/METADATA"
             name = next((n for n in self.names(wheel) if n.endswith(suffix) and n.count("/") == 1), None)
             if name is None:
-                raise OSError(f"{wheel.filename}: no .dist-info/METADATA member")
+                raise InfraUnavailable(redact(f"{wheel.filename} ({wheel.url}): no .dist-info/METADATA member"))
             data = self.member(wheel, name)
             assert data is not None
-            text = data.decode()
+            text = data.decode("utf-8", "replace")
         atomic_write_text(path, text)
         return text
 
     # -- derived facts ------------------------------------------------------------------------
     def _facts_for(self, wheel: WheelFile) -> dict[str, Any]:
         if wheel.key not in self._facts:
-            path = self._dir(wheel) / "facts.json"
-            self._facts[wheel.key] = json.loads(path.read_text()) if path.exists() else {}
+            facts = cached_json(self._dir(wheel) / "facts.json")
+            self._facts[wheel.key] = facts if isinstance(facts, dict) else {}
         return self._facts[wheel.key]
 
     def fact(self, wheel: WheelFile, key: str, compute: Callable[[], Any]) -> Any:

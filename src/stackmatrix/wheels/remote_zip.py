@@ -11,7 +11,9 @@ import io
 import re
 from bisect import bisect_right
 
-from stackmatrix.wheels.http import Http
+from stackmatrix.errors import InfraUnavailable
+from stackmatrix.redact import redact
+from stackmatrix.wheels.http import Http, expect
 
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
 TAIL_BYTES = 256 * 1024  # the central directory of most wheels, vLLM's included, fits in one suffix read
@@ -34,11 +36,12 @@ class RangeFile(io.RawIOBase):
 
     def _fetch_tail(self) -> int:
         response = self._http.get(self._url, label=self._label, headers={"Range": f"bytes=-{TAIL_BYTES}"})
-        response.raise_for_status()
+        expect(response, self._url, 200, 206)
         if response.status_code == 206:
             m = _CONTENT_RANGE.match(response.headers.get("content-range", ""))
-            if not m:
-                raise OSError(f"{self._url}: unreadable Content-Range {response.headers.get('content-range')!r}")
+            if not m or int(m.group(2)) - int(m.group(1)) + 1 != len(response.content):
+                got = response.headers.get("content-range")
+                raise InfraUnavailable(redact(f"{self._url}: Content-Range {got!r} does not fit the body"))
             self._store(int(m.group(1)), response.content)
             return int(m.group(3))
         self._store(0, response.content)  # no range support: we hold the whole file now
@@ -55,7 +58,7 @@ class RangeFile(io.RawIOBase):
     def _fetch(self, start: int, end: int) -> None:
         end = min(self.size, max(end, start + MIN_READ))
         response = self._http.get(self._url, label=self._label, headers={"Range": f"bytes={start}-{end - 1}"})
-        response.raise_for_status()
+        expect(response, self._url, 200, 206)
         if response.status_code != 206:
             self._starts, self._chunks = [], []
             self._store(0, response.content)
@@ -86,7 +89,8 @@ class RangeFile(io.RawIOBase):
         if data is None:
             self._fetch(start, end)
             data = self._covered(start, end)
-            assert data is not None
+            if data is None:  # the server answered another range than the one asked for
+                raise InfraUnavailable(redact(f"{self._url}: the answer does not hold bytes {start}-{end - 1}"))
         buffer[: len(data)] = data
         self._pos = end
         return len(data)
