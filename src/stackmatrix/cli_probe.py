@@ -8,7 +8,7 @@ import sys
 import time
 
 from stackmatrix.cli_args import loaded_of, settings_of
-from stackmatrix.domain import Cell, Status
+from stackmatrix.domain import Cell, CellResult, Reason, Status
 from stackmatrix.errors import GateRegression, InfraUnavailable, Interrupted, NothingSelected
 from stackmatrix.ladder.runtime import build_tiny
 from stackmatrix.pipeline import (
@@ -120,13 +120,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     print(f"run: {run.root}\nreports: " + ", ".join(str(p) for p in files.values()))
     if infra:
-        print(
-            f"the package index was unreachable; cached facts were used where present "
-            f"({session.index.unreachable or 'see index-unreachable cells'})",
-            file=sys.stderr,
-        )
+        why = _why_unreachable(session, results)
+        print(f"the package index was unreachable; cached facts were used where present ({why})", file=sys.stderr)
         return InfraUnavailable.exit_code
     return 0
+
+
+def _why_unreachable(session: Session, results: list[CellResult]) -> str:
+    """The index's own failure, else the first cell's (a file the listing names and the mirror does not serve)."""
+    if session.index.unreachable:
+        return session.index.unreachable
+    first = next((o.detail for r in results for o in r.outcomes if o.reason is Reason.INDEX_UNREACHABLE), None)
+    return first or "see index-unreachable cells"
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -159,7 +164,8 @@ def cmd_check(args: argparse.Namespace) -> int:
             print("  observed: " + ", ".join(f"{k} {v}" for k, v in result.observed.items()))
     if unreachable([result]) or session.index.unreachable is not None:
         print(
-            f"the package index was unreachable; cached facts were used ({session.index.unreachable})", file=sys.stderr
+            f"the package index was unreachable; cached facts were used ({_why_unreachable(session, [result])})",
+            file=sys.stderr,
         )
         return InfraUnavailable.exit_code
     return 0

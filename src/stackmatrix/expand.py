@@ -76,6 +76,7 @@ def transformers_for(index: IndexView, vllm: str, rule: str, python: str, before
 
 
 def _vllm_versions(index: IndexView, items: list[str] | Range, where: str, key: str) -> list[str]:
+    index.newest("vllm")  # an index listing no vLLM at all is the index's fault (exit 4), not the matrix's
     known = index.versions("vllm")
     if isinstance(items, Range):
         lo, hi = Version(items.from_), Version(items.to) if items.to else None

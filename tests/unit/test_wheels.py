@@ -3,14 +3,7 @@ listings, PEP 658 metadata, the cache, offline use and a wheelhouse."""
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
-import re
-import threading
-import zipfile
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -19,94 +12,7 @@ from stackmatrix.errors import InfraUnavailable
 from stackmatrix.wheels.http import Http
 from stackmatrix.wheels.index import Index, VersionNotFound
 from stackmatrix.wheels.reader import WheelReader
-
-BIG = bytes(range(256)) * 16384  # 4 MiB of incompressible-ish filler, so members sit far from the end
-
-
-def make_wheel(name: str, version: str, members: dict[str, str]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for path, text in members.items():
-            zf.writestr(path, text)
-        zf.writestr(f"{name}/filler.bin", BIG, compress_type=zipfile.ZIP_STORED)
-        zf.writestr(
-            f"{name}-{version}.dist-info/METADATA",
-            f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\nRequires-Python: >=3.10\n"
-            "Requires-Dist: transformers<5,>=4.56\nRequires-Dist: pytest; extra == 'test'\n",
-        )
-    return buf.getvalue()
-
-
-class Server:
-    def __init__(self) -> None:
-        self.files: dict[str, bytes] = {}
-        self.ranges = True
-        self.metadata = True
-        self.log: list[tuple[str, str | None]] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                rng = self.headers.get("Range")
-                server.log.append((self.path, rng))
-                path = self.path
-                if path.endswith(".metadata") and server.metadata:
-                    with zipfile.ZipFile(io.BytesIO(server.files[path[: -len(".metadata")]])) as zf:
-                        meta = next(n for n in zf.namelist() if n.endswith("METADATA"))
-                        return self._send(200, zf.read(meta), "text/plain")
-                if path not in server.files:
-                    return self._send(404, b"not found", "text/plain")
-                data = server.files[path]
-                ctype = (
-                    "application/vnd.pypi.simple.v1+json"
-                    if path.startswith("/json/")
-                    else ("text/html" if path.endswith("/") else "application/zip")
-                )
-                m = re.match(r"bytes=(\d*)-(\d*)", rng or "")
-                if not (m and server.ranges and ctype == "application/zip"):
-                    return self._send(200, data, ctype)
-                if m.group(1):
-                    start, end = int(m.group(1)), int(m.group(2) or len(data) - 1)
-                else:
-                    start, end = max(0, len(data) - int(m.group(2))), len(data) - 1
-                self.send_response(206)
-                self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
-                self.send_header("Content-Length", str(end - start + 1))
-                self.end_headers()
-                self.wfile.write(data[start : end + 1])
-
-            def _send(self, code: int, body: bytes, ctype: str) -> None:
-                self.send_response(code)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def add_project(self, name: str, wheels: dict[str, bytes]) -> None:
-        files = []
-        html = []
-        for fname, data in wheels.items():
-            self.files[f"/files/{fname}"] = data
-            sha = hashlib.sha256(data).hexdigest()
-            files.append(
-                {
-                    "filename": fname,
-                    "url": f"/files/{fname}",
-                    "hashes": {"sha256": sha},
-                    "upload-time": "2026-04-01T00:00:00Z",
-                    "size": len(data),
-                }
-            )
-            html.append(f'<a href="/files/{fname}#sha256={sha}">{fname}</a>')
-        self.files[f"/json/{name}/"] = json.dumps({"files": files}).encode()
-        self.files[f"/html/{name}/"] = ("<html><body>" + "".join(html) + "</body></html>").encode()
+from tests.mirror import Server, make_wheel
 
 
 @pytest.fixture

@@ -100,7 +100,7 @@ class Http:
                 if attempt == RETRIES:
                     raise self._unreachable(url, exc) from None
             except (httpx.HTTPError, httpx.InvalidURL) as exc:  # too many redirects, a malformed Location, ...
-                raise InfraUnavailable(redact(f"{url}: {type(exc).__name__}: {exc}")) from None
+                raise InfraUnavailable(redact(f"{type(exc).__name__} ({exc}) fetching {url}")) from None
             else:
                 if response.status_code < 500 and response.status_code != 429:
                     break

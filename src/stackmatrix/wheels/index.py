@@ -224,7 +224,9 @@ class Index:
                 return _json_files(project, url, json.loads(response.content))
             return _html_files(project, url, response.text)
         except (MalformedListing, ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
-            raise InfraUnavailable(redact(f"{url}: not a PEP 691/503 listing ({exc})"[:400])) from None
+            raise InfraUnavailable(
+                redact(f"the index answered {url} with no PEP 691/503 listing: {exc}"[:400])
+            ) from None
 
     def _local(self, project: str) -> list[WheelFile]:
         if not self.find_links or not self.find_links.is_dir():

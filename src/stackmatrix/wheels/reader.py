@@ -27,7 +27,7 @@ _MISSING = "\0missing"
 
 
 def _unreadable(wheel: WheelFile, exc: BaseException) -> InfraUnavailable:
-    return InfraUnavailable(redact(f"{wheel.filename} ({wheel.url}) is not a readable wheel: {exc}"))
+    return InfraUnavailable(redact(f"{wheel.filename} is not a readable wheel ({exc}); from {wheel.url}"))
 
 
 class WheelReader:
@@ -107,7 +107,7 @@ class WheelReader:
             suffix = ".dist-info/METADATA"
             name = next((n for n in self.names(wheel) if n.endswith(suffix) and n.count("/") == 1), None)
             if name is None:
-                raise InfraUnavailable(redact(f"{wheel.filename} ({wheel.url}): no .dist-info/METADATA member"))
+                raise InfraUnavailable(redact(f"{wheel.filename} has no .dist-info/METADATA member; from {wheel.url}"))
             data = self.member(wheel, name)
             assert data is not None
             text = data.decode("utf-8", "replace")

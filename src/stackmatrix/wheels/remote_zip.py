@@ -41,7 +41,7 @@ class RangeFile(io.RawIOBase):
             m = _CONTENT_RANGE.match(response.headers.get("content-range", ""))
             if not m or int(m.group(2)) - int(m.group(1)) + 1 != len(response.content):
                 got = response.headers.get("content-range")
-                raise InfraUnavailable(redact(f"{self._url}: Content-Range {got!r} does not fit the body"))
+                raise InfraUnavailable(redact(f"Content-Range {got!r} does not fit the body from {self._url}"))
             self._store(int(m.group(1)), response.content)
             return int(m.group(3))
         self._store(0, response.content)  # no range support: we hold the whole file now
@@ -90,7 +90,7 @@ class RangeFile(io.RawIOBase):
             self._fetch(start, end)
             data = self._covered(start, end)
             if data is None:  # the server answered another range than the one asked for
-                raise InfraUnavailable(redact(f"{self._url}: the answer does not hold bytes {start}-{end - 1}"))
+                raise InfraUnavailable(redact(f"the answer holds no bytes {start}-{end - 1} of {self._url}"))
         buffer[: len(data)] = data
         self._pos = end
         return len(data)
