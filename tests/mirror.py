@@ -17,7 +17,7 @@ import threading
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 BIG = bytes(range(256)) * 16384  # 4 MiB of incompressible-ish filler, so members sit far from the end
 
@@ -101,7 +101,10 @@ class Server:
                 self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
                 self.send_header("Content-Length", str(end - start + 1))
                 self.end_headers()
-                self.wfile.write(data[start : end + 1])
+                if self.command != "HEAD":
+                    self.wfile.write(data[start : end + 1])
+
+            do_HEAD = do_GET  # uv asks with HEAD whether a file takes range requests
 
             def _misbehave(self, mode: str, path: str) -> None:
                 json_type = "application/vnd.pypi.simple.v1+json"
@@ -124,8 +127,11 @@ class Server:
                 self.send_response(code)
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
+                if ctype == "application/zip":
+                    self.send_header("Accept-Ranges", "bytes")
                 self.end_headers()
-                self.wfile.write(body)
+                if self.command != "HEAD":
+                    self.wfile.write(body)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
@@ -143,7 +149,7 @@ class Server:
     @property
     def index_url(self) -> str:
         """The ``/simple`` URL a user would give, with the credentials and the token in it."""
-        creds = f"{self.user}:{self.password}@" if self.user is not None else ""
+        creds = f"{quote(self.user, safe='')}:{quote(self.password or '', safe='')}@" if self.user is not None else ""
         token = f"?token={self.token}" if self.token is not None else ""
         return f"http://{creds}{self.url[len('http://') :]}/simple{token}"
 

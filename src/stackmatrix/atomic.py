@@ -29,9 +29,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             fh.write(data)
             os.fchmod(fh.fileno(), FILE_MODE)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename is None:  # a write through the descriptor names no file
+            exc.filename = str(path)
         raise
 
 

@@ -23,8 +23,6 @@ from stackmatrix.pipeline import (
     static_context,
     unreachable,
 )
-from stackmatrix.render import Report, write_reports
-from stackmatrix.render.text import render_terminal
 from stackmatrix.runindex import open_index
 from stackmatrix.select import select
 from stackmatrix.stackspec import StackSpec, check_version, parse_target, resolve_stack
@@ -106,6 +104,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             )
     finally:
         session.close()
+    from stackmatrix.render import Report, write_reports  # pandas: only the commands that render pay for it
+    from stackmatrix.render.text import render_terminal
+
     with open_index(settings.reports_dir, sync=False) as index:
         index.ingest(run, results)
     report = Report.of(results, run.meta)

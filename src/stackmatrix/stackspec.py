@@ -62,6 +62,7 @@ def parse_spec(text: str, where: str = "--candidate") -> StackSpec:
 def check_version(session: Session, project: str, version: str, python: str, where: str) -> str:
     """The version as the index spells it (``0.19`` -> ``0.19.0``), or exit 2 when the index has no wheel of it."""
     version = version_text(version, where, project)
+    session.facts.newest(project)  # an index listing no release at all is the index's fault (exit 4), not the flag's
     try:
         return session.facts.wheel(project, version, python).version
     except VersionNotFound as exc:

@@ -29,6 +29,7 @@ from packaging.utils import parse_wheel_filename
 from stackmatrix.atomic import atomic_write_text
 from stackmatrix.errors import BadInput, InfraUnavailable
 from stackmatrix.redact import redact
+from stackmatrix.uvcache import uv_cache_dir
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ def lock(
         ovr.write_text("\n".join(overrides) + "\n")
         cmd = [uv.find_uv_bin(), "pip", "compile", str(req), "--override", str(ovr), "--format", "pylock.toml"]
         cmd += ["--python-version", target.python, "--python-platform", target.platform, "--quiet", "-o", str(out)]
-        cmd += ["--index-url", index_url, "--cache-dir", str(cache_dir / "uv")]
+        cmd += ["--index-url", index_url, "--cache-dir", str(uv_cache_dir(cache_dir, index_url, extra_index))]
         if find_links:
             cmd += ["--find-links", str(find_links)]
         if extra_index:

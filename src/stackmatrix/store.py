@@ -32,6 +32,10 @@ from stackmatrix.readfile import read_json
 from stackmatrix.redact import redact
 
 Declared = Mapping[str, str | None]
+# Space held from a run's start until it finishes: freed first, it lets a run that filled the disk still record
+# its status and exit code in run.json.
+RESERVE = ".reserve"
+RESERVE_BYTES = 64 * 1024
 
 
 def now() -> str:
@@ -95,6 +99,8 @@ class Run:
         atomic_write_text(child(self.cells_dir, name), json.dumps(result.to_json()))
 
     def finish(self, status: str, exit_code: int, **extra: Any) -> None:
+        # The reserve goes first: on a full disk its space is what lets run.json say how the run ended.
+        (self.root / RESERVE).unlink(missing_ok=True)
         remove_partial(self.cells_dir)
         written = len(self.cell_files())
         self.meta.update(status=status, exit_code=exit_code, finished=now(), cells_written=written, **extra)
@@ -191,6 +197,7 @@ def start_run(
     run = Run(root, meta)
     try:
         run.write_meta()
+        (root / RESERVE).write_bytes(bytes(RESERVE_BYTES))
     except BaseException:  # nothing half-made is left: a directory without run.json is no run
         shutil.rmtree(root, ignore_errors=True)
         raise

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from stackmatrix.cli import build_parser, main
@@ -35,3 +37,36 @@ def test_bad_flag_values_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         build_parser().parse_args(["run", "--tier", "warp"])
     assert exc.value.code == 2
+
+
+def test_a_bug_is_one_line_and_a_redacted_crash_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def boom(args: object) -> int:
+        raise RuntimeError("exploded near https://alice:pw-0123456789@mirror.local/simple?token=tok-0123456789")
+
+    monkeypatch.setenv("STACKMATRIX_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr("stackmatrix.cli.command", lambda name: boom)
+    assert main(["list"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("stackmatrix: internal error: RuntimeError")
+    (log,) = (tmp_path / "crash").iterdir()
+    assert str(log) in err
+    text = log.read_text()
+    assert "Traceback" in text and "boom" in text
+    assert "pw-0123456789" not in text + err and "tok-0123456789" not in text + err
+
+
+def test_usage_errors_and_help_return_their_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--tier", "warp"]) == 2
+    assert main(["--version"]) == 0
+    assert main([]) == 2
+    capsys.readouterr()
+
+
+def test_os_faults_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "file").write_text("")
+    out = tmp_path / "file" / "reports"
+    assert main(["history", "--reports-dir", str(out)]) == 2  # a file stands where a directory must be
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(tmp_path / "file") in err

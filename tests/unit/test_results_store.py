@@ -3,7 +3,9 @@ tests/integration/test_results_real.py)."""
 
 from __future__ import annotations
 
+import errno
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,7 +18,7 @@ from stackmatrix.merge import merge, parse_exit_codes
 from stackmatrix.policy import meets
 from stackmatrix.runindex import RunIndex, open_index
 from stackmatrix.stackspec import StackSpec, parse_spec
-from stackmatrix.store import Run, find_run, start_run
+from stackmatrix.store import Run, find_run, recorded, start_run
 
 DECLARED = {"kind": "vllm", "model": "google/gemma-4-E4B-it", "target": "l4x1"}
 
@@ -181,3 +183,91 @@ def test_a_corrupt_cell_file_is_bad_input_naming_it(tmp_path: Path) -> None:
     (run.cells_dir / "s__m__t.json").write_text('{"cell": "s__m__t", "verdict": "great"}')
     with pytest.raises(BadInput, match=r"s__m__t\.json"):
         list(run.results())
+
+
+def _shards(tmp_path: Path) -> tuple[Run, Run]:
+    selection = {f"s{i}__m__t": DECLARED for i in range(4)}
+    ids = sorted(selection)
+    out = []
+    for i in (1, 2):
+        run = start_run(tmp_path / f"shard{i}", matrix_hash="h", matrix_path="m", tier="static", selected=2)
+        run.write_plan(selection, ids[i - 1 :: 2], f"{i}/2")
+        for c in ids[i - 1 :: 2]:
+            run.write_cell(cell(c))
+        run.finish("complete", 0)
+        out.append(run)
+    return out[0], out[1]
+
+
+@pytest.mark.parametrize(
+    ("damage", "named"),
+    [
+        (lambda r: (r.cells_dir / "s1__m__t.json").write_text("{not json"), "s1__m__t.json"),
+        (lambda r: (r.cells_dir / "s1__m__t.json").write_text('{"cell": "s2__m__t"}'), "s1__m__t.json"),
+        (lambda r: (r.cells_dir / "s1__m__t.json").write_bytes(b"\xff\xfe"), "s1__m__t.json"),
+        (lambda r: (r.root / "plan.json").write_text('{"cells": ["../../x__m__t"], "selection": {}}'), "plan.json"),
+        (lambda r: (r.root / "plan.json").write_text('{"cells": [], "selection": {"a/b__m__t": {}}}'), "plan.json"),
+        (lambda r: (r.root / "run.json").write_text('{"run_id": "../../escape"}'), "run.json"),
+        (lambda r: (r.root / "run.json").write_text("[]"), "run.json"),
+    ],
+)
+def test_merge_checks_every_shard_file_before_it_writes(
+    tmp_path: Path, damage: Callable[[Run], object], named: str
+) -> None:
+    a, b = _shards(tmp_path)
+    damage(b)
+    with pytest.raises(BadInput) as exc:
+        merge([a.root, b.root], tmp_path / "merged")
+    assert named in exc.value.where and str(b.root) in exc.value.where
+    assert not (tmp_path / "merged").exists()  # no merged run was created
+
+
+def test_merge_exit_status_must_name_a_shard(tmp_path: Path) -> None:
+    a, b = _shards(tmp_path)
+    with pytest.raises(BadInput, match="--exit-status"):
+        merge([a.root, b.root], tmp_path / "merged", parse_exit_codes(["shard-9=137"]))
+    merged = merge([a.root, b.root], tmp_path / "merged", parse_exit_codes([f"{b.root}=137"]))
+    assert merged.run.meta["status"] == "complete" and merged.copied == 4
+    for bad in ("x=999", "=1", "x="):
+        with pytest.raises(BadInput):
+            parse_exit_codes([bad])
+
+
+def test_the_store_refuses_ids_that_would_leave_it(tmp_path: Path) -> None:
+    run = start_run(tmp_path, matrix_hash="h", matrix_path="m", tier="static", selected=1)
+    for bad in ("../../owned__m__t", "a/b__m__t", "x", "a__b__c/../../d"):
+        with pytest.raises(BadInput):
+            run.write_cell(cell(bad))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
+    assert [p.name for p in run.cells_dir.iterdir()] == []
+
+
+def test_a_damaged_run_is_left_out_of_the_index_not_the_store(tmp_path: Path) -> None:
+    good, bad = stored(tmp_path, [cell("s1__m__t")]), stored(tmp_path, [cell("s2__m__t")])
+    (bad.cells_dir / "s2__m__t.json").write_text("{")
+    with open_index(tmp_path) as index:
+        assert [r.run_id for r in index.runs()] == [good.run_id]
+        assert list(index.damaged) == [str(bad.root)]
+    planted = tmp_path / "runs" / "zzz-planted"
+    planted.mkdir()
+    (planted / "run.json").write_text(json.dumps({"run_id": good.run_id}))  # a run.json naming another run
+    (planted / "cells").mkdir()
+    with open_index(tmp_path) as index:
+        assert [r.run_id for r in index.runs()] == [good.run_id] and str(planted) in index.damaged
+    with pytest.raises(BadInput, match="s2__m__t"):
+        list(find_run(tmp_path, bad.run_id).results())
+
+
+def test_recorded_says_how_a_run_ended(tmp_path: Path) -> None:
+    for exc, status, code in (
+        (KeyboardInterrupt(), "interrupted", 130),
+        (BadInput("w", "k", "v", "e"), "failed", 2),
+        (OSError(errno.ENOSPC, "No space left on device", "x"), "failed", 4),
+        (RuntimeError("bug"), "crashed", 1),
+    ):
+        run = start_run(tmp_path, matrix_hash="h", matrix_path="m", tier="static", selected=0)
+        with pytest.raises(type(exc)), recorded(run):
+            raise exc
+        meta = json.loads((run.root / "run.json").read_text())
+        assert (meta["status"], meta["exit_code"]) == (status, code)
+        assert not (run.root / ".reserve").exists()

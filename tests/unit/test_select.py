@@ -47,3 +47,22 @@ def test_bad_shard(bad: str) -> None:
 def test_bad_keyword(cells: list[Cell], bad: str) -> None:
     with pytest.raises(BadInput, match="-k"):
         select(cells, keyword=bad or " ")
+
+
+def test_long_valid_expressions_do_not_recurse(cells: list[Cell]) -> None:
+    words = [f"w{i}" for i in range(3000)]
+    assert select(cells, keyword=" or ".join([*words, "e4b"])) == select(cells, keyword="e4b")
+    assert select(cells, keyword=" and ".join(["gemma"] * 3000)) == select(cells)
+    assert select(cells, keyword="(" * 60 + "e4b" + ")" * 60) == select(cells, keyword="e4b")
+
+
+@pytest.mark.parametrize("bad", ["(" * 3000 + "e4b" + ")" * 3000, "not " * 3000 + "e4b", "(" * 3000])
+def test_nesting_is_bounded(cells: list[Cell], bad: str) -> None:
+    with pytest.raises(BadInput, match="-k") as exc:
+        select(cells, keyword=bad)
+    assert len(str(exc.value)) < 500  # the expression is not echoed whole
+
+
+def test_an_empty_shard_is_bad_input(cells: list[Cell]) -> None:
+    with pytest.raises(BadInput, match="--shard"):
+        select(cells, shard="")

@@ -14,6 +14,7 @@ from pathlib import Path
 import uv
 
 from stackmatrix.options import Settings
+from stackmatrix.uvcache import uv_cache_dir
 
 TIMEOUT_S = 300
 
@@ -45,7 +46,7 @@ def uv_resolve(
             "--no-annotate",
             "--quiet",
             "--cache-dir",
-            str(settings.cache_dir / "uv"),
+            str(uv_cache_dir(settings.cache_dir, settings.index_url)),
             "--index-url",
             settings.index_url,
         ]

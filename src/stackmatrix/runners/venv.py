@@ -26,6 +26,7 @@ from stackmatrix.domain import Stack
 from stackmatrix.errors import BadInput
 from stackmatrix.redact import redact
 from stackmatrix.runners import RUNNERS, Env, EnvBuildFailed, stack_requirements
+from stackmatrix.uvcache import uv_cache_dir
 
 # Beside a +cpu torch, PyPI's torchvision/torchaudio/torchcodec (built for CUDA torch) fail at import
 # (FACTS §9); a text-only engine does not need them, so the default overrides drop them.
@@ -107,7 +108,7 @@ class VenvRunner:
         return args
 
     def _uv(self, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
-        env_cache = ["--cache-dir", str(self.o.cache_dir / "uv")]
+        env_cache = ["--cache-dir", str(uv_cache_dir(self.o.cache_dir, self.o.index_url, self.o.torch_index))]
         return subprocess.run(
             [self.uv, *args, *env_cache], capture_output=True, text=True, timeout=timeout, check=False
         )

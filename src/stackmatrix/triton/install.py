@@ -13,6 +13,7 @@ import uv
 from stackmatrix.atomic import atomic_write_text
 from stackmatrix.errors import InfraUnavailable
 from stackmatrix.triton.server import ServerInstall
+from stackmatrix.uvcache import uv_cache_dir
 
 PYTRITON = "0.7.0"
 COMPLETE = ".complete"
@@ -24,7 +25,7 @@ def ensure_server(cache_dir: Path, python: str, index_url: str, version: str = P
     if not (root / COMPLETE).exists():
         shutil.rmtree(root, ignore_errors=True)
         cmd = [uv.find_uv_bin(), "pip", "install", "--target", str(root), "--no-deps", "--index-url", index_url]
-        cmd += ["--cache-dir", str(cache_dir / "uv"), f"nvidia-pytriton=={version}"]
+        cmd += ["--cache-dir", str(uv_cache_dir(cache_dir, index_url)), f"nvidia-pytriton=={version}"]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False)
         if proc.returncode != 0:
             shutil.rmtree(root, ignore_errors=True)
