@@ -27,7 +27,7 @@ def data_dir() -> Path:
 
 class _Gpu(Strict):
     name: str
-    memory_gib: float = Field(gt=0)
+    memory_gib: float = Field(gt=0, le=100_000)
     compute_capability: str = Field(pattern=r"^\d+\.\d+$")
     fp8: bool
     fp4: bool
@@ -47,17 +47,17 @@ class _Model(Strict):
     architecture: str = Field(pattern=IDENT)  # a class name; it also names tiny checkpoints' folders
     model_type: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     text_model_type: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$")
-    params_total_b: float = Field(gt=0)
-    params_active_b: float = Field(gt=0)
+    params_total_b: float = Field(gt=0, le=1_000_000)
+    params_active_b: float = Field(gt=0, le=1_000_000)
     modalities: list[str]
-    context_length: int = Field(gt=0)
+    context_length: int = Field(gt=0, le=1_000_000_000)
     dtype: str
-    weight_bytes: int = Field(gt=0)
-    num_layers: int = Field(ge=0)
-    num_kv_heads: int = Field(ge=0)
-    head_dim: int = Field(ge=0)
-    sliding_window: int = Field(ge=0)
-    num_global_layers: int = Field(ge=0)
+    weight_bytes: int = Field(gt=0, le=10**15)
+    num_layers: int = Field(ge=0, le=100_000)
+    num_kv_heads: int = Field(ge=0, le=100_000)
+    head_dim: int = Field(ge=0, le=100_000)
+    sliding_window: int = Field(ge=0, le=1_000_000_000)
+    num_global_layers: int = Field(ge=0, le=100_000)
     source: str
     verified: bool
     note: str = ""

@@ -40,15 +40,15 @@ class Range(Strict):
 class Settings(Strict):
     python: str = Field("3.12", pattern=r"^3\.\d+$")
     platform: Literal["x86_64", "aarch64"] = "x86_64"
-    kv_reserve_tokens: int = Field(8192, gt=0)
+    kv_reserve_tokens: int = Field(8192, gt=0, le=100_000_000)
     gpu_memory_utilization: float = Field(0.90, gt=0, le=1)
-    overhead_gib: float = Field(1.0, ge=0)
+    overhead_gib: float = Field(1.0, ge=0, le=100_000)
 
 
 class TargetSpec(Strict):
     gpu: str
-    count: int = Field(gt=0)
-    tp: int = Field(gt=0)
+    count: int = Field(gt=0, le=999)
+    tp: int = Field(gt=0, le=999)
 
 
 class StackRule(Strict):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from email.parser import Parser
 from typing import Any
 
-from packaging.markers import default_environment
+from packaging.markers import InvalidMarker, UndefinedComparison, UndefinedEnvironmentName, default_environment
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
@@ -110,10 +110,10 @@ class Facts:
         for line in self.requires(wheel)["requires_dist"]:
             try:
                 req = Requirement(line)
-            except InvalidRequirement:
-                continue
-            if req.marker is None or req.marker.evaluate(env):
-                out.append(req)
+                if req.marker is None or req.marker.evaluate(env):
+                    out.append(req)
+            except (InvalidRequirement, InvalidMarker, UndefinedComparison, UndefinedEnvironmentName):
+                continue  # a requirement no installer could use either
         return out
 
     def dependency_spec(self, project: str, version: str, dependency: str, python: str) -> SpecifierSet | None:
