@@ -22,7 +22,18 @@ from urllib.parse import parse_qs, quote, urlsplit
 BIG = bytes(range(256)) * 16384  # 4 MiB of incompressible-ish filler, so members sit far from the end
 
 # Ways a mirror misbehaves; "ok" serves what it holds.
-MODES = ("ok", "404-files", "garbage-html", "bad-json", "missing-keys", "wrong-types", "bad-hash", "500", "401")
+MODES = (
+    "ok",
+    "404-files",
+    "garbage-files",
+    "garbage-html",
+    "bad-json",
+    "missing-keys",
+    "wrong-types",
+    "bad-hash",
+    "500",
+    "401",
+)
 
 
 def make_wheel(
@@ -82,6 +93,8 @@ class Server:
                     with zipfile.ZipFile(io.BytesIO(server.files[path[: -len(".metadata")]])) as zf:
                         meta = next(n for n in zf.namelist() if n.endswith("METADATA"))
                         return self._send(200, zf.read(meta), "text/plain")
+                if mode == "garbage-files" and not listing:  # wheels and their metadata are not what they say
+                    return self._send(200, bytes(range(256)) * 64, "application/zip")
                 if path not in server.files or (mode == "404-files" and not listing):
                     return self._send(404, b"not found", "text/plain")
                 data = server.files[path]

@@ -14,16 +14,25 @@ import traceback
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NoReturn
 
 from stackmatrix import __version__
 from stackmatrix import cli_stored as stored
-from stackmatrix.cli_args import common, existing_file, resolve, runtime_flags, selection, tier
+from stackmatrix.cli_args import common, existing_file, requirement, resolve, runtime_flags, selection, tier
 from stackmatrix.errors import Interrupted, StackmatrixError, path_fault
 from stackmatrix.redact import redact
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with a usage error on one line (flag, value, what was expected), like every other bad input;
+    ``--help`` still shows the usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="stackmatrix", description=__doc__)
+    parser = Parser(prog="stackmatrix", description=__doc__)
     parser.add_argument("--version", action="version", version=f"stackmatrix {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -77,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--override",
         action="append",
+        type=requirement,
         default=[],
         metavar="REQ",
         help="a uv override (repeatable), as for the runtime tier",
@@ -101,16 +111,17 @@ def command(name: str) -> Callable[[argparse.Namespace], int]:
     return fn
 
 
-def crash_log(exc: BaseException, argv: Sequence[str]) -> Path | None:
-    """The traceback of an unexpected error, redacted, in ``<cache>/crash/`` (else the temp dir): the user gets
-    one line and this path, never the traceback itself."""
+def crash_log(exc: BaseException, argv: Sequence[str], cache_dir: str | None = None) -> Path | None:
+    """The traceback of an unexpected error, redacted, in ``<cache>/crash/`` (the --cache-dir given, else
+    STACKMATRIX_CACHE_DIR, else the default; the temp dir when none can be written): the user gets one line and
+    this path, never the traceback itself."""
     from stackmatrix.options import default_cache_dir
 
     text = redact(f"stackmatrix {__version__}\nargv: {list(argv)!r}\n\n" + "".join(traceback.format_exception(exc)))
     name = f"crash-{datetime.now(UTC):%Y%m%dT%H%M%S}-{os.getpid()}.log"
-    env_cache = os.environ.get("STACKMATRIX_CACHE_DIR")
+    cache_dir = cache_dir or os.environ.get("STACKMATRIX_CACHE_DIR")
     for folder in (
-        Path(env_cache) / "crash" if env_cache else default_cache_dir() / "crash",
+        Path(cache_dir) / "crash" if cache_dir else default_cache_dir() / "crash",
         Path(tempfile.gettempdir()),
     ):
         try:
@@ -155,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _say(str(fault))
         return fault.exit_code
     except Exception as exc:  # a bug (a RecursionError or MemoryError too): one line and where the traceback is
-        path = crash_log(exc, argv)
+        path = crash_log(exc, argv, getattr(args, "cache_dir", None))
         where = f"; traceback in {path}" if path else ""
         _say(f"internal error: {type(exc).__name__}: {str(exc)[:200]}{where}")
         return 1

@@ -45,10 +45,22 @@ def tier(p: argparse.ArgumentParser) -> None:
     runtime_flags(p)
 
 
+def requirement(text: str) -> str:
+    """An argparse type: a PEP 508 requirement (uv overrides are requirements)."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    try:
+        Requirement(text)
+    except InvalidRequirement:
+        raise argparse.ArgumentTypeError(f"got {text!r}; expected a requirement such as torch==2.13.0") from None
+    return text
+
+
 def runtime_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--override",
         action="append",
+        type=requirement,
         default=[],
         metavar="REQ",
         help="runtime: a uv override for the environment (repeatable), e.g. torch==2.13.0",

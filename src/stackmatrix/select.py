@@ -95,7 +95,7 @@ def _eval(node: object, ident: str) -> bool:
 
 
 def parse_shard(text: str, where: str = "--shard") -> tuple[int, int]:
-    m = re.fullmatch(r"(\d{1,6})/(\d{1,6})", text.strip())
+    m = re.fullmatch(r"([0-9]{1,6})/([0-9]{1,6})", text.strip())
     if not m or not 1 <= int(m.group(1)) <= int(m.group(2)):
         raise BadInput(where, "shard", text, "i/n with 1 <= i <= n <= 999999, e.g. 2/8")
     return int(m.group(1)), int(m.group(2))

@@ -230,6 +230,8 @@ def run_dirs(reports_dir: Path) -> list[Path]:
 
 def find_run(reports_dir: Path, ref: str) -> Run:
     """A run by path, by id, or by a unique prefix of its id."""
+    if not ref.strip():
+        raise BadInput(str(reports_dir / "runs"), "run", ref, "a run id, a unique prefix or a run directory")
     path = Path(ref)
     if (path / "run.json").is_file():
         return open_run(path)

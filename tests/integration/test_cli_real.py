@@ -86,7 +86,7 @@ def test_unreachable_index_exits_4_with_cached_facts(check: CheckFn, monkeypatch
     args = ("--model", "gemma-4-E4B-it", "--vllm", "0.19.0", "--transformers", "5.5.0")
     code, before = check(*args)
     assert code == 0
-    monkeypatch.setattr("stackmatrix.wheels.index.INDEX_TTL_S", 0.0)  # force a listing refresh ...
+    monkeypatch.setenv("STACKMATRIX_INDEX_TTL", "0")  # force a listing refresh ...
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")  # ... through a proxy that is not there
     code, after = check(*args)
     assert code == 4

@@ -4,6 +4,7 @@ waited for again, and the outcome is exit 4 naming the URL (redacted) — agains
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -97,3 +98,30 @@ def test_credentials_go_to_their_host_only() -> None:
     finally:
         mirror.close()
         other.close()
+
+
+def test_a_host_dripping_bytes_is_cut_off() -> None:
+    """Each byte comes within the read timeout; the transfer as a whole is far below any usable rate."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(4)
+
+    def drip() -> None:
+        conn, _ = sock.accept()
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\nContent-Type: text/html\r\n\r\n")
+        try:
+            for _ in range(100):
+                conn.sendall(b"x")
+                time.sleep(0.2)
+        except OSError:
+            pass
+        conn.close()
+
+    threading.Thread(target=drip, daemon=True).start()
+    http = Http(connect_timeout=1, read_timeout=0.5)
+    t0 = time.perf_counter()
+    with pytest.raises(InfraUnavailable, match="no answer in time"):
+        http.get(f"http://127.0.0.1:{sock.getsockname()[1]}/simple/vllm/", label="x")
+    assert time.perf_counter() - t0 < 3
+    sock.close()

@@ -32,9 +32,11 @@ def server() -> Iterator[Server]:
     s.httpd.shutdown()
 
 
-def _open(server: Server, cache: Path, flavour: str = "json", offline: bool = False) -> tuple[Index, WheelReader]:
+def _open(
+    server: Server, cache: Path, flavour: str = "json", offline: bool = False, ttl_s: float = 3600
+) -> tuple[Index, WheelReader]:
     http = Http(offline=offline)
-    return Index(http, cache, f"{server.url}/{flavour}"), WheelReader(http, cache)
+    return Index(http, cache, f"{server.url}/{flavour}", ttl_s=ttl_s), WheelReader(http, cache)
 
 
 @pytest.mark.parametrize("flavour", ["json", "html"])
@@ -93,15 +95,12 @@ def test_cache_serves_offline_and_missing_cache_is_infra_error(server: Server, t
         _open(server, tmp_path / "empty", offline=True)[0].versions("demo")
 
 
-def test_unreachable_index_uses_the_cached_listing(
-    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_unreachable_index_uses_the_cached_listing(server: Server, tmp_path: Path) -> None:
     index, _ = _open(server, tmp_path)
     assert index.versions("demo")
     server.httpd.shutdown()
     server.httpd.server_close()
-    monkeypatch.setattr("stackmatrix.wheels.index.INDEX_TTL_S", 0.0)
-    index2, _ = _open(server, tmp_path)
+    index2, _ = _open(server, tmp_path, ttl_s=0.0)
     assert [str(v) for v in index2.versions("demo")] == ["1.0.0", "1.1.0"]
     assert index2.unreachable is not None
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import multiprocessing
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,6 +82,15 @@ def _write_all(report: Report, names: list[str], out_dir: Path) -> None:
         _write(report, name, out_dir)
 
 
+def _write_all_quietly(report: Report, names: list[str], out_dir: Path) -> None:
+    """The forked child's work: a failure is its exit status, never a traceback on the user's terminal (the
+    parent renders the same formats again and reports the error once, as one line)."""
+    try:
+        _write_all(report, names, out_dir)
+    except BaseException:
+        os._exit(1)
+
+
 def write_reports(
     report: Report,
     out_dir: Path,
@@ -101,7 +111,9 @@ def write_reports(
     child = None
     if table_only and with_results and "fork" in multiprocessing.get_all_start_methods():
         # fork: the child shares what is loaded; nothing is pickled.
-        child = multiprocessing.get_context("fork").Process(target=_write_all, args=(report, table_only, out_dir))
+        child = multiprocessing.get_context("fork").Process(
+            target=_write_all_quietly, args=(report, table_only, out_dir)
+        )
         child.start()
     else:
         _write_all(report, table_only, out_dir)

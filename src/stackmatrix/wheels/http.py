@@ -1,9 +1,10 @@
 """One HTTP client for the index and the wheel hosts, counting the bytes fetched per label.
 
-Every request has a connect and a read timeout (``--connect-timeout``, ``--read-timeout``). A host that does not
-answer in time is not asked again in this run (a black-hole index costs one timeout, not one per wheel), and
-transient refusals are retried twice. Credentials travel in memory only: ``user:password@`` of a URL given to
-``add_credentials`` is sent as basic auth to that host, and every message names URLs redacted.
+Every request has a connect and a read timeout (``--connect-timeout``, ``--read-timeout``) and a floor on its
+rate (a host dripping a byte at a time is cut off). A host that does not answer in time is not asked again in
+this run (a black-hole index costs one timeout, not one per wheel), and transient refusals are retried twice.
+Credentials travel in memory only: ``user:password@`` of a URL given to ``add_credentials`` is sent as basic auth
+to that host, and every message names URLs redacted.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from stackmatrix.redact import redact, register_secret, split_secrets
 
 RETRIES = 2  # transient connection errors; the environment's proxy settings (HTTPS_PROXY, NO_PROXY) apply
 CONNECT_TIMEOUT_S = 10.0
-READ_TIMEOUT_S = 30.0
+READ_TIMEOUT_S = 20.0
+MIN_RATE = 1024  # bytes/s a transfer must average once it has lasted a read timeout
 
 
 def _origin(url: str) -> str:
@@ -90,10 +92,9 @@ class Http:
             raise InfraUnavailable(redact(f"offline: not fetching {url}"))
         if self.down is not None:  # one unreachable host per run is enough: do not wait on it again
             raise InfraUnavailable(self.down)
-        auth = self._auth.get(_origin(url))
         for attempt in range(RETRIES + 1):
             try:
-                response = self.client.get(url, headers=headers, auth=auth or httpx.USE_CLIENT_DEFAULT)
+                response = self._fetch(url, headers)
             except (httpx.TimeoutException, httpx.ProxyError, httpx.UnsupportedProtocol) as exc:
                 raise self._unreachable(url, exc) from None  # waiting again doubles the stall
             except httpx.TransportError as exc:
@@ -111,6 +112,23 @@ class Http:
             self.requests += 1
             self.bytes_by_label[label] += len(response.content)
         return response
+
+    def _fetch(self, url: str, headers: dict[str, str] | None) -> httpx.Response:
+        """One GET, its body read under a floor on the rate: a host that keeps a connection alive by dripping
+        bytes (each within the read timeout) is cut off once a read timeout has passed below ``MIN_RATE``."""
+        auth = self._auth.get(_origin(url)) or httpx.USE_CLIENT_DEFAULT
+        read_timeout = self._timeout.read or READ_TIMEOUT_S
+        with self.client.stream("GET", url, headers=headers, auth=auth) as response:
+            t0, raw = time.monotonic(), bytearray()
+            for chunk in response.iter_raw():
+                raw += chunk
+                elapsed = time.monotonic() - t0
+                if elapsed > read_timeout and len(raw) < MIN_RATE * elapsed:
+                    raise httpx.ReadTimeout(f"{len(raw)} bytes in {elapsed:.0f}s", request=response.request)
+        # A response holding the body as it came (still encoded): httpx decodes it once, from its headers.
+        return httpx.Response(
+            response.status_code, headers=response.headers, content=bytes(raw), request=response.request
+        )
 
     def close(self) -> None:
         if self._client is not None:

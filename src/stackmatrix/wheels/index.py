@@ -185,10 +185,9 @@ class Index:
         cache_dir: Path,
         index_url: str,
         find_links: Path | None = None,
-        ttl_s: float | None = None,
+        ttl_s: float = INDEX_TTL_S,
     ) -> None:
-        self.http, self.find_links = http, find_links
-        self.ttl_s = INDEX_TTL_S if ttl_s is None else ttl_s
+        self.http, self.find_links, self.ttl_s = http, find_links, ttl_s
         # The URL as it may be shown and stored; the credentials stay in ``http`` (memory only).
         self.index_url = http.add_credentials(index_url)
         parts = urlsplit(index_url)

@@ -12,8 +12,13 @@ import json
 import threading
 import zipfile
 from collections.abc import Callable
+from email.parser import Parser
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
 
 from stackmatrix.atomic import atomic_write_bytes, atomic_write_text
 from stackmatrix.errors import InfraUnavailable
@@ -24,6 +29,20 @@ from stackmatrix.wheels.index import WheelFile
 from stackmatrix.wheels.remote_zip import RangeFile
 
 _MISSING = "\0missing"
+
+
+def is_core_metadata(text: str, wheel: WheelFile) -> bool:
+    """Core metadata of this wheel's project and version (its first headers say so)."""
+    msg = Parser().parsestr(text, headersonly=True)
+    name, version = msg.get("Name"), msg.get("Version")
+    if not msg.get("Metadata-Version") or not name or not version:
+        return False
+    try:
+        return canonicalize_name(name) == canonicalize_name(wheel.project) and Version(version) == Version(
+            wheel.version
+        )
+    except InvalidVersion:
+        return False
 
 
 def _unreadable(wheel: WheelFile, exc: BaseException) -> InfraUnavailable:
@@ -93,26 +112,29 @@ class WheelReader:
         return data
 
     def metadata(self, wheel: WheelFile) -> str:
-        """The core metadata: PEP 658 ``<url>.metadata`` first, else the ``.dist-info/METADATA`` member."""
+        """The core metadata: PEP 658 ``<url>.metadata`` first, else the ``.dist-info/METADATA`` member. Text
+        that is not this wheel's core metadata (a mirror answering with something else) is never used or cached:
+        the member is read instead, and where that fails too it is exit 4."""
         path = self._dir(wheel) / "METADATA"
         cached = cached_bytes(path)
-        if cached is not None:
-            return cached.decode("utf-8", "replace")
-        text: str | None = None
+        if cached is not None and is_core_metadata(text := cached.decode("utf-8", "replace"), wheel):
+            return text
+        found: str | None = None
         if wheel.url.startswith(("http://", "https://")):
-            response = self.http.get(wheel.url + ".metadata", label=wheel.label)
-            if response.status_code == 200:
-                text = response.text
-        if text is None:
+            parts = urlsplit(wheel.url)
+            url = urlunsplit(parts._replace(path=parts.path + ".metadata"))  # before a query string, if any
+            response = self.http.get(url, label=wheel.label)
+            if response.status_code == 200 and is_core_metadata(response.text, wheel):
+                found = response.text
+        if found is None:
             suffix = ".dist-info/METADATA"
             name = next((n for n in self.names(wheel) if n.endswith(suffix) and n.count("/") == 1), None)
-            if name is None:
-                raise InfraUnavailable(redact(f"{wheel.filename} has no .dist-info/METADATA member; from {wheel.url}"))
-            data = self.member(wheel, name)
-            assert data is not None
-            text = data.decode("utf-8", "replace")
-        atomic_write_text(path, text)
-        return text
+            data = self.member(wheel, name) if name else None
+            found = data.decode("utf-8", "replace") if data is not None else None
+            if found is None or not is_core_metadata(found, wheel):
+                raise InfraUnavailable(redact(f"{wheel.filename} holds no core metadata of its own; from {wheel.url}"))
+        atomic_write_text(path, found)
+        return found
 
     # -- derived facts ------------------------------------------------------------------------
     def _facts_for(self, wheel: WheelFile) -> dict[str, Any]:
