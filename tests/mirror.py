@@ -122,7 +122,8 @@ class Server:
             def _misbehave(self, mode: str, path: str) -> None:
                 json_type = "application/vnd.pypi.simple.v1+json"
                 if mode == "garbage-html":
-                    return self._send(200, b"<html><a href='\x00\xff'>\xfe\xfe<<<</a" + bytes(range(256)), "text/html")
+                    body = b"<html><a href='\x00\xff'>\xfe\xfe<<<</a" + bytes(range(256)) + b"<![Qif\x1d"
+                    return self._send(200, body, "text/html")  # html.parser asserts on the last bit
                 if mode == "bad-json":
                     return self._send(200, b'{"files": [{"filename": ', json_type)
                 if mode == "missing-keys":

@@ -206,7 +206,7 @@ def parse_exit_codes(items: Sequence[str]) -> dict[str, int]:
     """``--exit-status RUN=CODE``: what CI saw for a shard whose process could not record it (a kill -9)."""
     out = {}
     for item in items:
-        run, sep, code = item.rpartition("=")
+        run, sep, code = (part.strip() for part in item.rpartition("="))
         if re.fullmatch(r"-?[0-9]{1,3}", code):  # ASCII digits only: int() also takes full-width ones
             out[run] = int(code)
         else:

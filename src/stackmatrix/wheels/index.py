@@ -222,7 +222,8 @@ class Index:
             if "json" in response.headers.get("content-type", ""):
                 return _json_files(project, url, json.loads(response.content))
             return _html_files(project, url, response.text)
-        except (MalformedListing, ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+        # JSONDecodeError is a ValueError; html.parser asserts on some malformed markup
+        except (MalformedListing, ValueError, RecursionError, AssertionError) as exc:
             raise InfraUnavailable(
                 redact(f"the index answered {url} with no PEP 691/503 listing: {exc}"[:400])
             ) from None
