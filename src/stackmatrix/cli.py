@@ -14,11 +14,11 @@ import traceback
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from stackmatrix import __version__
 from stackmatrix import cli_stored as stored
-from stackmatrix.cli_args import common, existing_file, requirement, resolve, runtime_flags, selection, tier
+from stackmatrix.cli_args import common, existing_file, path_arg, requirement, resolve, runtime_flags, selection, tier
 from stackmatrix.errors import Interrupted, StackmatrixError, path_fault
 from stackmatrix.redact import redact
 
@@ -29,6 +29,15 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+    def _get_values(self, action: argparse.Action, arg_strings: list[str]) -> Any:
+        # Python 3.11's argparse drops a "--" given as a value (``--model=--``) and hands the command an empty
+        # list where a string belongs: refuse it here, naming the flag.
+        value = super()._get_values(action, list(arg_strings))
+        if action.nargs is None and isinstance(value, list):
+            name = "/".join(action.option_strings) or action.dest
+            self.error(f"argument {name}: got {' '.join(arg_strings)!r}; expected one value")
+        return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("stage", help="download every wheel the selected cells need into a wheelhouse (air-gapped)")
     common(p)
     selection(p)
-    p.add_argument("--wheelhouse", type=Path, default=None, help="where the wheels go (default <cache>/wheelhouse)")
+    p.add_argument("--wheelhouse", type=path_arg, default=None, help="where the wheels go (default <cache>/wheelhouse)")
     p.add_argument("--cert", type=existing_file, default=None, help="a CA bundle for a TLS-intercepting proxy")
     p.add_argument(
         "--override",

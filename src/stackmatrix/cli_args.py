@@ -12,16 +12,32 @@ if TYPE_CHECKING:
     from stackmatrix.pipeline import Loaded
 
 
+def path_arg(text: str) -> Path:
+    """An argparse type: a non-empty path, ~ expanded (an empty one would silently mean the working directory)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"got {text!r}; expected a path")
+    return _expanded(text)
+
+
+def _expanded(text: str) -> Path:
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:  # ~user unknown here
+        raise argparse.ArgumentTypeError(f"got {text!r}; expected a path whose ~user is known here") from None
+
+
 def existing_file(text: str) -> Path:
     """An argparse type: a regular file that is there (a FIFO or a directory is refused before anything waits)."""
-    path = Path(text).expanduser()
+    path = _expanded(text)
     if not path.is_file():
         raise argparse.ArgumentTypeError(f"got {text!r}; expected an existing regular file")
     return path
 
 
 def common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--matrix", type=Path, default=None, help="matrix file (default: the embedded matrix/default.toml)")
+    p.add_argument(
+        "--matrix", type=path_arg, default=None, help="matrix file (default: the embedded matrix/default.toml)"
+    )
     for key, opt in OPTIONS.items():
         if key == "offline":
             p.add_argument(opt.flag, action="store_true", default=None, help=f"{opt.help} [env {opt.env}]")

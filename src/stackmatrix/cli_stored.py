@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from stackmatrix.cli_args import common, loaded_of, resolve, runtime_flags, settings_of
+from stackmatrix.cli_args import common, loaded_of, path_arg, resolve, runtime_flags, settings_of
 from stackmatrix.errors import BadInput, InfraUnavailable, Interrupted, NothingSelected, path_fault
 from stackmatrix.options import OPTIONS
 from stackmatrix.redact import redact
@@ -43,7 +43,7 @@ def add_parsers(sub: Any) -> None:
     _reports_dir(p)
     p.add_argument("runs", nargs="*", metavar="RUN", help="run id, unique prefix or run directory (0, 1 or 2)")
     p.add_argument("--format", choices=["text", "md", "json"], default="text")
-    p.add_argument("--output", type=Path, default=None, help="also write the diff in --format to this file")
+    p.add_argument("--output", type=path_arg, default=None, help="also write the diff in --format to this file")
 
     p = sub.add_parser("report", help="render a stored run (default: the latest) in any format")
     _reports_dir(p)
@@ -55,12 +55,12 @@ def add_parsers(sub: Any) -> None:
         default=[],
         help="comma-separated: txt, md, csv, json, html, tex, junit, png, or all (default all; repeatable)",
     )
-    p.add_argument("--out", type=Path, default=None, help="output directory (default <reports>/rendered/<run-id>)")
+    p.add_argument("--out", type=path_arg, default=None, help="output directory (default <reports>/rendered/<run-id>)")
     p.add_argument("--title", default=None, help="table title (default 'Readiness — run <id>')")
 
     p = sub.add_parser("merge", help="fold the runs of --shard i/n jobs into one run")
     _reports_dir(p)
-    p.add_argument("dirs", nargs="+", type=Path, metavar="DIR", help="a run directory or a reports directory")
+    p.add_argument("dirs", nargs="+", type=path_arg, metavar="DIR", help="a run directory or a reports directory")
     p.add_argument(
         "--exit-status",
         action="append",
@@ -71,7 +71,7 @@ def add_parsers(sub: Any) -> None:
 
     p = sub.add_parser("gate", help="may we upgrade? probe a candidate stack against a policy and a baseline")
     common(p)
-    p.add_argument("--policy", type=Path, required=True, help="policy TOML: the models x targets that must serve")
+    p.add_argument("--policy", type=path_arg, required=True, help="policy TOML: the models x targets that must serve")
     p.add_argument(
         "--candidate",
         required=True,
@@ -81,7 +81,7 @@ def add_parsers(sub: Any) -> None:
         "--baseline", default=None, help="stored run to compare with (default: the newest holding the cells)"
     )
     p.add_argument("--tier", choices=["static", "runtime"], default="static")
-    p.add_argument("--summary", type=Path, default=None, help="also write the Markdown summary here (PR comment)")
+    p.add_argument("--summary", type=path_arg, default=None, help="also write the Markdown summary here (PR comment)")
     runtime_flags(p)
     resolve(p)
 

@@ -68,6 +68,20 @@ _VERDICT = {v.value: v for v in Verdict}
 _REASON = {r.value: r for r in Reason}
 
 
+DECLARED_KEYS = ("kind", "model", "target")  # every report's rows and columns are made of these
+
+
+def checked_declared(value: Any) -> dict[str, str | None]:
+    """A cell's declared pins as stored (cell files, plan.json): names to strings or null, with kind, model and
+    target; raises TypeError otherwise."""
+    declared: dict[str, str | None] = _typed(value, dict, "declared")
+    if not all(isinstance(k, str) and (v is None or isinstance(v, str)) for k, v in declared.items()):
+        raise TypeError("'declared' maps names to strings or null")
+    for key in DECLARED_KEYS:
+        _typed(declared.get(key), str, f"declared.{key}")
+    return declared
+
+
 def _typed(value: Any, kind: type | tuple[type, ...], key: str) -> Any:
     if not isinstance(value, kind) or isinstance(value, bool):  # no stored field is a bool
         raise TypeError(f"{key!r} is {type(value).__name__}")
@@ -279,8 +293,8 @@ class CellResult:
         seen: dict[str, str] = {}
         for o in self.outcomes:
             ev = o.evidence
-            if o.probe == "env" and o.status is Status.PASS:
-                seen.update({str(k): str(v) for k, v in (ev.get("observed") or {}).items()})
+            if o.probe == "env" and o.status is Status.PASS and isinstance(ev.get("observed"), Mapping):
+                seen.update({str(k): str(v) for k, v in ev["observed"].items()})
             elif o.probe == "import" and ev.get("python"):
                 seen["python"] = str(ev["python"])
             elif o.probe == "backend-imports" and ev.get("image") and ev.get("vllm"):
@@ -323,9 +337,7 @@ class CellResult:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> CellResult:
         """A stored cell result, its types checked: raises KeyError, TypeError or ValueError on damage."""
-        declared = _typed(data.get("declared", {}), dict, "declared")
-        if not all(isinstance(k, str) and (v is None or isinstance(v, str)) for k, v in declared.items()):
-            raise TypeError("'declared' maps names to strings or null")
+        declared = checked_declared(data["declared"])
         probes = _typed(data["probes"], list, "probes")
         return cls(
             cell_id=_typed(data["cell"], str, "cell"),

@@ -48,7 +48,10 @@ _REPR.maxlevel, _REPR.maxdict, _REPR.maxlist, _REPR.maxstring, _REPR.maxother = 
 def _short(value: object, limit: int = 300) -> str:
     """A value as the message shows it: repr, cut in depth and length (a 3,000-term expression or a table nested
     5,000 deep is not echoed whole, and never recursed into)."""
-    text = _REPR.repr(value)
+    try:
+        text = _REPR.repr(value)
+    except (ValueError, RecursionError):  # an int of more than 4,300 digits has no repr
+        text = f"<{type(value).__name__} too large to show>"
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 

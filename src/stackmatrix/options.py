@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import string
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -25,9 +26,17 @@ def _text(where: str, value: str) -> str:
     return value
 
 
+def expand_user(where: str, value: str) -> Path:
+    """``~`` and ``~user`` expanded; a user this machine does not know is bad input, not a crash."""
+    try:
+        return Path(_text(where, value)).expanduser()
+    except RuntimeError:  # pathlib: "Could not determine home directory"
+        raise BadInput(where, "path", value, "a path whose ~user is known on this machine") from None
+
+
 def _path(where: str, value: str) -> Path:
     """A directory we create on demand: it may be missing, but not a file."""
-    path = Path(_text(where, value)).expanduser()
+    path = expand_user(where, value)
     if path.exists() and not path.is_dir():
         raise BadInput(where, "path", value, "a directory (a file stands there)")
     return path
@@ -35,7 +44,7 @@ def _path(where: str, value: str) -> Path:
 
 def _existing_dir(where: str, value: str) -> Path:
     """A directory the user points us at to read from: it must be there."""
-    path = Path(_text(where, value)).expanduser()
+    path = expand_user(where, value)
     if not path.is_dir():
         raise BadInput(where, "path", value, "an existing directory")
     return path
@@ -91,10 +100,14 @@ def _bool(where: str, value: str) -> bool:
 
 
 def _template(where: str, value: str) -> str:
+    """An image reference with the plain fields ``{release}`` and ``{variant}`` (no attribute or index access,
+    no conversion or format spec: a template is data, not code)."""
     try:
-        value.format(release="26.01", variant="py3")
-    except (KeyError, IndexError, ValueError):
-        raise BadInput(where, "value", value, "an image reference with {release} and {variant} only") from None
+        fields = [(f, conv, spec) for _, f, spec, conv in string.Formatter().parse(value) if f is not None]
+    except ValueError:
+        fields = [("", None, "")]
+    if any(f not in ("release", "variant") or conv or spec for f, conv, spec in fields):
+        raise BadInput(where, "value", value, "an image reference with {release} and {variant} only")
     if "{release}" not in value:
         raise BadInput(
             where, "value", value, "an image reference with {release} (e.g. registry/tritonserver:{release}-{variant})"
@@ -224,7 +237,9 @@ OPTIONS: dict[str, Option] = {
 
 
 def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    if not os.path.isabs(base):  # no home directory known (expanduser left "~"): never a folder named "~" here
+        raise BadInput("env HOME", "value", base, "a home directory, or --cache-dir / STACKMATRIX_CACHE_DIR")
     return Path(base) / "stackmatrix"
 
 

@@ -82,8 +82,8 @@ def _text(data: bytes) -> str:
 def _json(data: bytes) -> Any:
     try:
         return json.loads(_text(data))
-    except json.JSONDecodeError as exc:
-        raise Unreadable(str(exc), "valid JSON") from None
+    except ValueError as exc:  # JSONDecodeError, and an integer of more than 4,300 digits
+        raise Unreadable(str(exc)[:200], "valid JSON") from None
     except RecursionError:
         raise Unreadable("JSON nested too deeply", "valid JSON") from None
 
@@ -118,6 +118,8 @@ def parse_toml(path: Path | str, data: bytes) -> dict[str, Any]:
         raise BadInput(str(path), "<encoding>", exc.value, exc.expected) from None
     except tomllib.TOMLDecodeError as exc:
         raise BadInput(str(path), "<syntax>", str(exc), "valid TOML") from None
+    except ValueError as exc:  # an integer of more than 4,300 digits (Python's int() limit)
+        raise BadInput(str(path), "<syntax>", str(exc)[:200], "valid TOML with numbers of sane size") from None
     except RecursionError:
         raise BadInput(str(path), "<syntax>", "arrays or tables nested too deeply", "valid TOML") from None
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from stackmatrix import __version__
 from stackmatrix.atomic import atomic_write_text, remove_partial
-from stackmatrix.domain import CellResult
+from stackmatrix.domain import CellResult, checked_declared
 from stackmatrix.errors import BadInput, Interrupted, StackmatrixError, path_fault
 from stackmatrix.ids import check_cell_id, check_id_part, child, is_cell_id, is_id_part
 from stackmatrix.readfile import read_json
@@ -35,6 +35,14 @@ Declared = Mapping[str, str | None]
 # Space held from a run's start until it finishes: freed first, it lets a run that filled the disk still record
 # its status and exit code in run.json.
 RESERVE = ".reserve"
+# run.json fields other code reads, and their types (a hand-edited run.json is input like any other)
+META_TYPES: dict[str, tuple[type, ...]] = {
+    **dict.fromkeys(("started", "finished", "status", "purpose", "tier", "matrix_hash", "tool_version"), (str,)),
+    **dict.fromkeys(("matrix", "shard", "candidate", "policy", "baseline"), (str,)),
+    "exit_code": (int,),
+    "cells_selected": (int,),
+    "cells_written": (int,),
+}
 RESERVE_BYTES = 64 * 1024
 
 
@@ -86,9 +94,7 @@ class Run:
         cells, selection = plan.get("cells"), plan.get("selection")
         if not isinstance(cells, list) or not all(is_cell_id(c) for c in cells):
             raise BadInput(where, "cells", _first_bad(cells), "a list of cell ids")
-        if not isinstance(selection, dict) or not all(
-            is_cell_id(k) and isinstance(v, dict) for k, v in selection.items()
-        ):
+        if not isinstance(selection, dict) or not all(is_cell_id(k) and _declared(v) for k, v in selection.items()):
             raise BadInput(where, "selection", _first_bad(selection), "an object of cell id -> declared pins")
         if plan.get("shard") is not None and not isinstance(plan["shard"], str):
             raise BadInput(where, "shard", plan["shard"], "i/n or null")
@@ -135,11 +141,19 @@ def parse_cell(path: Path, data: object) -> CellResult:
     return result
 
 
+def _declared(value: object) -> bool:
+    try:
+        checked_declared(value)
+    except TypeError:
+        return False
+    return True
+
+
 def _first_bad(value: object) -> object:
     if isinstance(value, list):
         return next((c for c in value if not is_cell_id(c)), value)
     if isinstance(value, dict):
-        return next((k for k, v in value.items() if not is_cell_id(k) or not isinstance(v, dict)), value)
+        return next((k for k, v in value.items() if not is_cell_id(k) or not _declared(v)), value)
     return value
 
 
@@ -214,6 +228,10 @@ def open_run(path: Path, *, named: bool = False) -> Run:
     if not isinstance(meta, dict):
         raise BadInput(str(meta_path), "<top level>", type(meta).__name__, "an object with a run_id")
     check_id_part(meta.get("run_id"), str(meta_path), "run_id")
+    for key, kinds in META_TYPES.items():  # the index stores these as columns; a merge compares them
+        value = meta.get(key)
+        if value is not None and (not isinstance(value, kinds) or isinstance(value, bool)):
+            raise BadInput(str(meta_path), key, value, f"{' or '.join(k.__name__ for k in kinds)} or null")
     if named and meta["run_id"] != path.name:
         raise BadInput(str(meta_path), "run_id", meta["run_id"], f"the run's directory name {path.name!r}")
     return Run(path, meta)

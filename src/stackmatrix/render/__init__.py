@@ -68,7 +68,8 @@ def render(report: Report, name: str) -> bytes:
     """One format's bytes. Text formats pass through ``redact`` last: whatever a probe's evidence holds, a
     report carries no URL credentials and no value of a secret-named environment variable."""
     out = _renderer(name)(report)
-    return redact(out).encode() if isinstance(out, str) else out
+    # backslashreplace: a lone surrogate (an undecodable byte in a title or a stored path) is written escaped
+    return redact(out).encode("utf-8", "backslashreplace") if isinstance(out, str) else out
 
 
 def _write(report: Report, name: str, out_dir: Path) -> Path:

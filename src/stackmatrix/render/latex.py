@@ -82,7 +82,8 @@ def _replace(m: re.Match[str]) -> str:
     if ch in "\t\n\r":
         return " "
     ascii_ = unicodedata.normalize("NFKD", ch).encode("ascii", "ignore").decode()
-    return tex_escape(ascii_) if ascii_ else f"[U+{ord(ch):04X}]"
+    # an ASCII control character normalizes to itself: named, never escaped again (that would recurse forever)
+    return tex_escape(ascii_) if ascii_ and ascii_ != ch else f"[U+{ord(ch):04X}]"
 
 
 def tex_escape(text: str) -> str:
