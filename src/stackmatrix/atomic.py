@@ -32,7 +32,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException as exc:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError) and exc.filename is None:  # a write through the descriptor names no file
+        if isinstance(exc, OSError):  # name the file being written, not the temporary one (or none at all)
             exc.filename = str(path)
         raise
 

@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from stackmatrix.cli_args import loaded_of, settings_of
 from stackmatrix.domain import Cell, CellResult, Reason, Status
@@ -26,7 +28,10 @@ from stackmatrix.pipeline import (
 from stackmatrix.runindex import open_index
 from stackmatrix.select import select
 from stackmatrix.stackspec import StackSpec, check_version, parse_target, resolve_stack
-from stackmatrix.store import recorded, start_run
+from stackmatrix.store import Run, recorded, start_run
+
+if TYPE_CHECKING:
+    from stackmatrix.render import Report
 
 
 def _selected(args: argparse.Namespace, session: Session, loaded: Loaded) -> tuple[list[Cell], list[Cell]]:
@@ -102,15 +107,14 @@ def cmd_run(args: argparse.Namespace) -> int:
                 duration_s=round(time.perf_counter() - t0, 3),
                 bytes_fetched=sum(session.http.bytes_by_label.values()),
             )
+            # What follows is part of the run too: where it fails (the facts, the index or the tables cannot be
+            # written), run.json is rewritten with the exit code the command ends with.
+            session.close()
+            report, files = _index_and_tables(run, results, settings.reports_dir)
     finally:
         session.close()
-    from stackmatrix.render import Report, write_reports  # pandas: only the commands that render pay for it
     from stackmatrix.render.text import render_terminal
 
-    with open_index(settings.reports_dir, sync=False) as index:
-        index.ingest(run, results)
-    report = Report.of(results, run.meta)
-    files = write_reports(report, settings.reports_dir / "latest")
     df = report.df
     if not args.quiet:
         print(render_terminal(report))
@@ -125,6 +129,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"the package index was unreachable; cached facts were used where present ({why})", file=sys.stderr)
         return InfraUnavailable.exit_code
     return 0
+
+
+def _index_and_tables(run: Run, results: list[CellResult], reports_dir: Path) -> tuple[Report, dict[str, Path]]:
+    """A finished run into the index and ``<reports>/latest/``."""
+    from stackmatrix.render import Report, write_reports  # pandas: only the commands that render pay for it
+
+    with open_index(reports_dir, sync=False) as index:
+        index.ingest(run, results)
+    report = Report.of(results, run.meta)
+    return report, write_reports(report, reports_dir / "latest")
 
 
 def _why_unreachable(session: Session, results: list[CellResult]) -> str:

@@ -16,7 +16,7 @@ from stackmatrix.options import OPTIONS
 from stackmatrix.redact import redact
 from stackmatrix.runindex import RunIndex, open_index
 from stackmatrix.select import select_ids
-from stackmatrix.store import Run, find_run, open_run
+from stackmatrix.store import Run, find_run, open_run, recorded
 
 # Runs a default RUN argument may stand for: the matrix's own runs, not a gate's few candidate cells.
 TABLE_RUNS = ("matrix", "merge")
@@ -208,7 +208,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
     reports = settings_of(args).reports_dir
     merged = merge(args.dirs, reports, parse_exit_codes(args.exit_status))
-    with open_index(reports, sync=False) as index:
+    with recorded(merged.run), open_index(reports, sync=False) as index:
         index.ingest(merged.run)
     print(
         f"merged {len(args.dirs)} runs into {merged.run.root}: {merged.copied} cells with results, "
@@ -224,7 +224,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
     from stackmatrix.pipeline import declared, execute, open_session, runtime_context, static_context, unreachable
     from stackmatrix.policy import load_policy
     from stackmatrix.stackspec import parse_spec, resolve_stack
-    from stackmatrix.store import recorded, start_run
+    from stackmatrix.store import start_run
 
     loaded = loaded_of(args)
     policy = load_policy(args.policy, loaded)
@@ -292,14 +292,17 @@ def cmd_gate(args: argparse.Namespace) -> int:
                 regressions=len(gate.regressions),
                 failing=len(gate.failing),
             )
-        index.ingest(run, results)
+            # part of the gate too: where the facts, the index or the summary cannot be written, run.json is
+            # rewritten with the exit code the command ends with
+            session.close()
+            index.ingest(run, results)
+            summary = redact(render_summary(gate, str(run.cells_dir)))
+            print(summary, end="")  # the pull request's log shows it even when the file cannot be written
+            if args.summary:
+                write_output(args.summary, summary, "--summary")
     finally:
         session.close()
         index.close()
-    summary = redact(render_summary(gate, str(run.cells_dir)))
-    print(summary, end="")
-    if args.summary:
-        write_output(args.summary, summary, "--summary")
     if infra:
         print("the package index was unreachable: the gate could not decide every cell", file=sys.stderr)
     return code

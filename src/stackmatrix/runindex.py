@@ -286,5 +286,9 @@ def _cell_row(run_id: str, r: CellResult) -> tuple[Any, ...]:
 def open_index(reports_dir: Path, *, sync: bool = True) -> RunIndex:
     index = RunIndex(reports_dir)
     if sync:
-        index.sync()
+        try:
+            index.sync()
+        except BaseException:
+            index.close()
+            raise
     return index

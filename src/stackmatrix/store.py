@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from stackmatrix import __version__
-from stackmatrix.atomic import atomic_write_text, remove_partial
+from stackmatrix.atomic import atomic_write_bytes, atomic_write_text, remove_partial
 from stackmatrix.domain import CellResult, checked_declared
 from stackmatrix.errors import BadInput, Interrupted, StackmatrixError, path_fault
 from stackmatrix.ids import check_cell_id, check_id_part, child, is_cell_id, is_id_part
@@ -211,7 +211,7 @@ def start_run(
     run = Run(root, meta)
     try:
         run.write_meta()
-        (root / RESERVE).write_bytes(bytes(RESERVE_BYTES))
+        atomic_write_bytes(root / RESERVE, bytes(RESERVE_BYTES))
     except BaseException:  # nothing half-made is left: a directory without run.json is no run
         shutil.rmtree(root, ignore_errors=True)
         raise
