@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from stackmatrix.options import OPTIONS, Settings, resolve_settings
+from stackmatrix.errors import BadInput
+from stackmatrix.options import OPTIONS, Settings, expand_user, resolve_settings
 
 if TYPE_CHECKING:
     from stackmatrix.pipeline import Loaded
@@ -21,9 +22,9 @@ def path_arg(text: str) -> Path:
 
 def _expanded(text: str) -> Path:
     try:
-        return Path(text).expanduser()
-    except RuntimeError:  # ~user unknown here
-        raise argparse.ArgumentTypeError(f"got {text!r}; expected a path whose ~user is known here") from None
+        return expand_user("argument", text)
+    except BadInput as exc:
+        raise argparse.ArgumentTypeError(f"got {text!r}; expected {exc.expected}") from None
 
 
 def existing_file(text: str) -> Path:

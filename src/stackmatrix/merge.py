@@ -11,7 +11,6 @@ write that fails leaves it ``failed``, never ``complete``.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from stackmatrix.atomic import atomic_write_bytes
 from stackmatrix.domain import CellResult, Outcome, Reason, Status, Verdict
 from stackmatrix.errors import BadInput
 from stackmatrix.ids import child
-from stackmatrix.readfile import read_bytes
+from stackmatrix.readfile import parse_json, read_bytes
 from stackmatrix.select import parse_shard
 from stackmatrix.store import Run, open_run, parse_cell, recorded, run_dirs, start_run
 
@@ -76,11 +75,7 @@ def _why_missing(
 def _cell_bytes(path: Path) -> bytes:
     """A shard's cell file, checked as a result before it is copied byte for byte."""
     data = read_bytes(path, "a cell result")
-    try:
-        doc = json.loads(data)
-    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        raise BadInput(str(path), "<json>", str(exc)[:200], "a cell result as stackmatrix writes it") from None
-    parse_cell(path, doc)
+    parse_cell(path, parse_json(path, data, "a cell result"))
     return data
 
 

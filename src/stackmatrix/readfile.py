@@ -104,7 +104,11 @@ def read_text(path: Path, what: str = "file") -> str:
 
 
 def read_json(path: Path, what: str = "JSON file") -> Any:
-    data = read_bytes(path, what)
+    return parse_json(path, read_bytes(path, what), what)
+
+
+def parse_json(path: Path, data: bytes, what: str = "JSON file") -> Any:
+    """``data`` (the bytes of the file at ``path``) as JSON, or exit 2 naming the file."""
     try:
         return _json(data)
     except Unreadable as exc:

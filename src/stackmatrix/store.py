@@ -35,6 +35,7 @@ Declared = Mapping[str, str | None]
 # Space held from a run's start until it finishes: freed first, it lets a run that filled the disk still record
 # its status and exit code in run.json.
 RESERVE = ".reserve"
+RESERVE_BYTES = 64 * 1024
 # run.json fields other code reads, and their types (a hand-edited run.json is input like any other)
 META_TYPES: dict[str, tuple[type, ...]] = {
     **dict.fromkeys(("started", "finished", "status", "purpose", "tier", "matrix_hash", "tool_version"), (str,)),
@@ -43,7 +44,6 @@ META_TYPES: dict[str, tuple[type, ...]] = {
     "cells_selected": (int,),
     "cells_written": (int,),
 }
-RESERVE_BYTES = 64 * 1024
 
 
 def now() -> str:
