@@ -353,10 +353,8 @@ class World:
     store: Path  # two complete runs of SMALL_MATRIX, latest/ rendered, the index in step
     shards: tuple[Path, Path]  # run --shard 1/2 and 2/2, each in its own reports dir
 
-    def run(self, cache: Path, reports: Path, *extra: str) -> list[str]:
+    def _where(self, cache: Path, reports: Path) -> list[str]:
         return [
-            "run",
-            "--quiet",
             "--matrix",
             str(self.matrix),
             "--index-url",
@@ -365,26 +363,14 @@ class World:
             str(cache),
             "--reports-dir",
             str(reports),
-            *extra,
         ]
 
+    def run(self, cache: Path, reports: Path, *extra: str) -> list[str]:
+        return ["run", "--quiet", *self._where(cache, reports), *extra]
+
     def gate(self, cache: Path, reports: Path, *extra: str) -> list[str]:
-        return [
-            "gate",
-            "--policy",
-            str(self.policy),
-            "--candidate",
-            "vllm=0.19.0",
-            "--matrix",
-            str(self.matrix),
-            "--index-url",
-            self.mirror.index_url,
-            "--cache-dir",
-            str(cache),
-            "--reports-dir",
-            str(reports),
-            *extra,
-        ]
+        policy = ["--policy", str(self.policy), "--candidate", "vllm=0.19.0"]
+        return ["gate", *policy, *self._where(cache, reports), *extra]
 
 
 def _clean_env(mp: pytest.MonkeyPatch, home: Path) -> None:
