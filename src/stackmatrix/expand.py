@@ -14,6 +14,7 @@ from packaging.version import Version
 from stackmatrix.catalog import Catalog
 from stackmatrix.domain import Cell, Stack, StackKind, Target
 from stackmatrix.errors import BadInput
+from stackmatrix.ids import check_id_part
 from stackmatrix.matrixfile import MatrixFile, Range
 from stackmatrix.wheels.index import VersionNotFound
 
@@ -156,6 +157,8 @@ def expand_stacks(spec: MatrixFile, catalog: Catalog, index: IndexView, where: s
 
 def expand(spec: MatrixFile, catalog: Catalog, index: IndexView, where: str) -> Expansion:
     stacks = expand_stacks(spec, catalog, index, where)
+    for stack in stacks:  # made of checked versions and releases; its length is checked here
+        check_id_part(stack.id, where, "stack")
     models = catalog.models_matching(spec.models.include)
     targets = [Target(name, catalog.gpus[t.gpu], t.count, t.tp) for name, t in spec.targets.items()]
     cells: list[Cell] = []

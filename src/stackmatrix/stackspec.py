@@ -75,6 +75,13 @@ def check_version(session: Session, project: str, version: str, python: str, whe
 
 
 def resolve_stack(spec: StackSpec, session: Session, loaded: Loaded, where: str = "--candidate") -> Stack:
+    """The concrete stack ``spec`` names (see ``_resolve``); its id is checked like every id part."""
+    stack = _resolve(spec, session, loaded, where)
+    check_id_part(stack.id, where, "stack")
+    return stack
+
+
+def _resolve(spec: StackSpec, session: Session, loaded: Loaded, where: str) -> Stack:
     """No triton: vLLM's own server (default the newest vLLM and the newest transformers it accepts); triton
     alone: the stock container; triton with vllm and/or transformers: the upgrade inside that container;
     kind triton-python: Triton's Python backend with transformers (default the newest)."""
