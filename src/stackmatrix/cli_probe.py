@@ -207,6 +207,8 @@ def cmd_tiny(args: argparse.Namespace) -> int:
 def cmd_stage(args: argparse.Namespace) -> int:
     """One lock per distinct stack that installs anything (vLLM's own stacks; Triton stacks with upgrades, for
     the container's Python; a stock container ships its own); every wheel of it into the wheelhouse."""
+    import httpx
+
     from stackmatrix.domain import StackKind
     from stackmatrix.runners import stack_requirements
     from stackmatrix.runners.venv import DEFAULT_OVERRIDES, merge_overrides
@@ -237,6 +239,7 @@ def cmd_stage(args: argparse.Namespace) -> int:
             find_links=settings.torch_find_links,
             extra_index=None if settings.torch_find_links else settings.torch_index,
             cert=args.cert,
+            timeout=httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout),
         )
         total += staged.fetched_bytes
         print(f"{stack_id}: {len(staged.wheels)} wheels, {staged.fetched_bytes / 1e6:.1f} MB fetched -> {staged.pins}")

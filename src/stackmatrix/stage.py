@@ -30,6 +30,7 @@ from stackmatrix.atomic import atomic_write_text
 from stackmatrix.errors import BadInput, InfraUnavailable
 from stackmatrix.redact import redact
 from stackmatrix.uvcache import uv_cache_dir
+from stackmatrix.wheels.http import CONNECT_TIMEOUT_S, READ_TIMEOUT_S
 
 
 @dataclass(frozen=True)
@@ -170,7 +171,9 @@ def stage(
     find_links: Path | None = None,
     extra_index: str | None = None,
     cert: Path | None = None,
+    timeout: httpx.Timeout | None = None,
 ) -> Staged:
+    """``timeout``: connect and read timeouts for each wheel download (default: the index's, ``wheels/http.py``)."""
     pylock = lock(
         requirements,
         target,
@@ -185,7 +188,8 @@ def stage(
     wheelhouse.mkdir(parents=True, exist_ok=True)
     pins, paths, fetched = [], [], 0
     verify = str(cert) if cert else True
-    with httpx.Client(timeout=600, follow_redirects=True, verify=verify) as http:
+    timeout = timeout or httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
+    with httpx.Client(timeout=timeout, follow_redirects=True, verify=verify) as http:
         env = target.environment()
         for package in sorted(pylock.get("packages", []), key=lambda p: p["name"]):
             if package.get("marker") and not Marker(package["marker"]).evaluate(env):
@@ -194,8 +198,8 @@ def stage(
             dest = wheelhouse / wheel["name"]
             try:
                 fetched += _fetch(wheel, dest, http, find_links)
-            except httpx.TransportError as exc:
-                raise InfraUnavailable(redact(f"cannot fetch {wheel.get('url')}: {exc!r}")) from None
+            except httpx.HTTPError as exc:
+                raise InfraUnavailable(redact(f"cannot fetch {wheel.get('url')} — {exc!r}")) from None
             paths.append(dest)
             sha = wheel.get("hashes", {}).get("sha256") or _sha256(dest)
             # The file name rides along as a comment: several wheels of one version can share a wheelhouse.
