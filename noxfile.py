@@ -75,6 +75,14 @@ def lint(session: nox.Session) -> None:
 
 
 @nox.session
+def audit(session: nox.Session) -> None:
+    """Hostile-input audit: ~500 hand-made cases through the CLI in subprocesses (exit codes, tracebacks, hangs,
+    writes outside the store, secrets); prints a table per category. ``nox -s audit -- [--only CAT] [--json F]``."""
+    _install(session)
+    session.run("python", "-m", "tests.audit.hostile", *session.posargs)
+
+
+@nox.session
 def bench(session: nox.Session) -> None:
     """Performance figures and ratios (benchmarks/), printed, never asserted as timed tests.
     ``nox -s bench`` (static tier), ``nox -s bench -- runtime|reports|images|hostile``."""
