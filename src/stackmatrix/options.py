@@ -16,6 +16,9 @@ from stackmatrix.errors import BadInput
 
 DEFAULT_INDEX_URL = "https://pypi.org/simple"
 DEFAULT_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
+CONNECT_TIMEOUT_S = 10.0  # every request to the index or a registry (wheels/http.py, stage.py)
+READ_TIMEOUT_S = 20.0
+INDEX_TTL_S = 6 * 3600.0
 
 Check = Callable[[str, str], object]  # (where, raw value) -> the resolved value, or BadInput
 
@@ -160,21 +163,21 @@ OPTIONS: dict[str, Option] = {
     "connect_timeout": Option(
         "--connect-timeout",
         "STACKMATRIX_CONNECT_TIMEOUT",
-        "10",
+        f"{CONNECT_TIMEOUT_S:g}",
         "seconds to wait for a connection to the index or a registry (0.1-600)",
         _number(0.1, 600),
     ),
     "read_timeout": Option(
         "--read-timeout",
         "STACKMATRIX_READ_TIMEOUT",
-        "20",
+        f"{READ_TIMEOUT_S:g}",
         "seconds to wait for the index or a registry to send data (0.1-3600); a silent host is not waited for twice",
         _number(0.1, 3600),
     ),
     "index_ttl": Option(
         "--index-ttl",
         "STACKMATRIX_INDEX_TTL",
-        str(6 * 3600),
+        f"{INDEX_TTL_S:g}",
         "seconds a cached index listing is used without asking the index again",
         _number(0, 10 * 365 * 86400),
     ),
@@ -252,9 +255,9 @@ class Settings:
     find_links: Path | None = None
     offline: bool = False
     jobs: int = 8
-    connect_timeout: float = 10.0
-    read_timeout: float = 20.0
-    index_ttl: float = 6 * 3600.0
+    connect_timeout: float = CONNECT_TIMEOUT_S
+    read_timeout: float = READ_TIMEOUT_S
+    index_ttl: float = INDEX_TTL_S
     reports_dir: Path = Path("reports")
     torch_find_links: Path | None = None
     torch_index: str | None = DEFAULT_TORCH_INDEX

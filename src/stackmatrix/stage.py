@@ -28,9 +28,9 @@ from packaging.utils import parse_wheel_filename
 
 from stackmatrix.atomic import atomic_write_text
 from stackmatrix.errors import BadInput, InfraUnavailable
+from stackmatrix.options import CONNECT_TIMEOUT_S, READ_TIMEOUT_S
 from stackmatrix.redact import redact
 from stackmatrix.uvcache import uv_cache_dir
-from stackmatrix.wheels.http import CONNECT_TIMEOUT_S, READ_TIMEOUT_S
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from packaging.utils import canonicalize_name
 from stackmatrix.atomic import atomic_write_text
 from stackmatrix.domain import Stack
 from stackmatrix.errors import BadInput
+from stackmatrix.options import DEFAULT_TORCH_INDEX
 from stackmatrix.redact import redact
 from stackmatrix.runners import RUNNERS, Env, EnvBuildFailed, stack_requirements
 from stackmatrix.uvcache import uv_cache_dir
@@ -49,7 +50,6 @@ def merge_overrides(defaults: Sequence[str], given: Sequence[str]) -> tuple[str,
     return (*kept, *given)
 
 
-DEFAULT_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
 COMPLETE = ".stackmatrix-env.json"
 
 

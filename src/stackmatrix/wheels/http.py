@@ -19,11 +19,10 @@ from urllib.parse import urlsplit
 import httpx
 
 from stackmatrix.errors import BadInput, InfraUnavailable
+from stackmatrix.options import CONNECT_TIMEOUT_S, READ_TIMEOUT_S
 from stackmatrix.redact import redact, register_secret, split_secrets
 
 RETRIES = 2  # transient connection errors; the environment's proxy settings (HTTPS_PROXY, NO_PROXY) apply
-CONNECT_TIMEOUT_S = 10.0
-READ_TIMEOUT_S = 20.0
 MIN_RATE = 1024  # bytes/s a transfer must average once it has lasted a read timeout
 
 

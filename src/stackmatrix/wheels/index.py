@@ -25,12 +25,11 @@ from packaging.version import InvalidVersion, Version
 
 from stackmatrix.atomic import atomic_write_text
 from stackmatrix.errors import InfraUnavailable
+from stackmatrix.options import INDEX_TTL_S
 from stackmatrix.readfile import cached_json
 from stackmatrix.redact import redact, split_secrets
 from stackmatrix.wheels.http import Http, expect
 
-# How long a cached listing is used without asking the index again (--index-ttl, seconds).
-INDEX_TTL_S = 6 * 3600.0
 SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
