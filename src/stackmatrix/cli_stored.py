@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from stackmatrix.cli_args import common, loaded_of, path_arg, resolve, runtime_flags, settings_of
-from stackmatrix.errors import BadInput, InfraUnavailable, Interrupted, NothingSelected, path_fault
+from stackmatrix.errors import BadInput, InfraUnavailable, Interrupted, NothingSelected, path_faults
 from stackmatrix.options import OPTIONS
 from stackmatrix.redact import redact
 from stackmatrix.runindex import RunIndex, open_index
@@ -112,10 +112,8 @@ def write_output(path: Path, text: str, flag: str) -> None:
     (full disk, read-only) exit 4."""
     from stackmatrix.atomic import atomic_write_text
 
-    try:
+    with path_faults(flag):
         atomic_write_text(path, text)
-    except OSError as exc:
-        raise path_fault(exc, flag) from None
 
 
 def _runs(args: argparse.Namespace, index: RunIndex, refs: list[str], want: int) -> list[str]:
@@ -194,10 +192,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         return Report(tuple(results), table.df, run.meta, table.title)
 
     out = args.out or settings_of(args).reports_dir / "rendered" / run.run_id
-    try:
+    with path_faults("--out" if args.out else None):
         files = write_reports(table, out, formats, load_full=full)
-    except OSError as exc:
-        raise path_fault(exc, "--out" if args.out else None) from None
     for name, path in files.items():
         print(f"{name:<6} {path}  ({FORMATS[name].help})")
     return 0

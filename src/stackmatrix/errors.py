@@ -5,6 +5,8 @@ from __future__ import annotations
 import errno
 import os
 import reprlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 class StackmatrixError(Exception):
@@ -76,3 +78,12 @@ def path_fault(exc: OSError, where: str | None = None) -> StackmatrixError:
         return BadInput(where or path, "<path>", f"{path}: {what}", _BAD_PATH[exc.errno or 0])
     prefix = f"{where}: " if where else ""
     return InfraUnavailable(f"{prefix}{path}: {what}" + (f" ({code})" if code else ""))
+
+
+@contextmanager
+def path_faults(where: str | None) -> Iterator[None]:
+    """OS errors on paths inside the block as ``path_fault``, naming ``where`` (the flag of a path the user gave)."""
+    try:
+        yield
+    except OSError as exc:
+        raise path_fault(exc, where) from None

@@ -1833,42 +1833,21 @@ def corpus_blackhole() -> None:
     T = 120.0
     lst = sm("list", "-k", SMALL_K)
     chk = sm("check", "--model", "gemma-4-E4B-it", "--vllm", "0.19.0", "--transformers", "4.57.6")
-    add(
-        cat,
-        "blackhole-list",
-        [*lst, "--index-url", "http://127.0.0.1:@BH@/simple"],
-        {4},
-        cache="empty",
-        timeout=T,
-        max_s=60,
-    )
-    add(
-        cat,
-        "blackhole-check",
-        [*chk, "--index-url", "http://127.0.0.1:@BH@/simple"],
-        {4},
-        cache="empty",
-        timeout=T,
-        max_s=60,
-    )
-    add(
-        cat,
-        "backlog-full-list",
-        [*lst, "--index-url", "http://127.0.0.1:@BL@/simple"],
-        {4},
-        cache="empty",
-        timeout=T,
-        max_s=60,
-    )
-    add(
-        cat,
-        "drip-list",
-        [*lst, "--index-url", "http://127.0.0.1:@DRIP@/simple"],
-        {4},
-        cache="empty",
-        timeout=T,
-        max_s=60,
-    )
+    for name, argv, host in (
+        ("blackhole-list", lst, "@BH@"),
+        ("blackhole-check", chk, "@BH@"),
+        ("backlog-full-list", lst, "@BL@"),
+        ("drip-list", lst, "@DRIP@"),
+    ):
+        add(
+            cat,
+            name,
+            [*argv, "--index-url", f"http://127.0.0.1:{host}/simple"],
+            {4},
+            cache="empty",
+            timeout=T,
+            max_s=60,
+        )
     add(
         cat,
         "blackhole-offline",
