@@ -15,12 +15,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from stackmatrix.contexts import runtime_context
 from stackmatrix.domain import Cell, Outcome
 from stackmatrix.ladder.runtime import RuntimeContext, run_probe, tiny_spec
 from stackmatrix.ladder.static import Context
 from stackmatrix.matrixfile import default_matrix_path
 from stackmatrix.options import resolve_settings
-from stackmatrix.pipeline import Session, evaluate, expand_matrix, load, open_session, runtime_context
+from stackmatrix.pipeline import Session, evaluate, expand_matrix, load, open_session
 
 CELL = "vllm-0.32.0-tf5.19.0__gemma-4-e2b-it__l4x1"
 BARE = """

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from stackmatrix.cli_args import loaded_of, settings_of
+from stackmatrix.contexts import runtime_context, static_context
 from stackmatrix.domain import Cell, CellResult, Reason, Status
 from stackmatrix.errors import GateRegression, InfraUnavailable, Interrupted, NothingSelected
 from stackmatrix.ladder.runtime import build_tiny
@@ -21,8 +22,6 @@ from stackmatrix.pipeline import (
     execute,
     expand_matrix,
     open_session,
-    runtime_context,
-    static_context,
     unreachable,
 )
 from stackmatrix.runindex import open_index

@@ -216,8 +216,9 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
+    from stackmatrix.contexts import runtime_context, static_context
     from stackmatrix.gate import GateResult, cells_for, judge, render_summary, row_of
-    from stackmatrix.pipeline import declared, execute, open_session, runtime_context, static_context, unreachable
+    from stackmatrix.pipeline import declared, execute, open_session, unreachable
     from stackmatrix.policy import load_policy
     from stackmatrix.stackspec import parse_spec, resolve_stack
     from stackmatrix.store import start_run
