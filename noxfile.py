@@ -60,7 +60,10 @@ def report(session: nox.Session) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Unit and integration tests (integration tests read real wheels from the package index)."""
+    """Unit and integration tests (integration tests read real wheels from the package index). First the services
+    they need are installed and started (tests/provision.py); ``STACKMATRIX_TEST_SERVICES=present`` uses only
+    what is here and deselects the rest."""
+    session.run("python", "-m", "tests.provision")  # stdlib only: before the install, so it fails fast
     _install(session, "test")
     session.run("pytest", *session.posargs)
 

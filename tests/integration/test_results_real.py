@@ -106,6 +106,7 @@ def test_history_shows_a_cell_over_time(stored: Stored, capsys: pytest.CaptureFi
     assert _run(capsys, "history", "--reports-dir", reports, "-k", "no-such-cell")[0] == 3
 
 
+@pytest.mark.latex
 def test_report_renders_every_format_deterministically(
     stored: Stored, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

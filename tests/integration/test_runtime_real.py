@@ -168,6 +168,7 @@ def test_multimodal_class_without_its_torchvision_fails_for_that_reason(runtime_
     assert "torchvision" in load["evidence"]["cause"]
 
 
+@pytest.mark.docker
 def test_docker_runner_gives_the_venv_runners_verdicts(
     runtime_env: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -221,6 +222,7 @@ def _problems(outcome: dict[str, Any]) -> set[tuple[str, str | None]]:
     return {(p.get("module") or p.get("callable"), p.get("name")) for p in outcome["evidence"]["problems"]}
 
 
+@pytest.mark.docker
 def test_backend_imports_are_read_from_the_triton_image_when_it_is_here(
     runtime_env: dict[str, Path], capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
@@ -269,6 +271,7 @@ def test_backend_imports_are_read_from_the_triton_image_when_it_is_here(
     assert fallback.startswith("Triton 26.02 backend vs vllm 0.32.0") and "no Triton image of this release" in fallback
 
 
+@pytest.mark.docker
 def test_containers_of_a_killed_tool_are_removed(tmp_path: Path) -> None:
     """kill -9 of the tool while a probe container runs: the container outlives it, labelled with its owner;
     the next runner's start removes it."""

@@ -19,7 +19,7 @@ from stackmatrix.options import DEFAULT_INDEX_URL
 from stackmatrix.runners.venv import DEFAULT_OVERRIDES, VenvOptions, VenvRunner
 from stackmatrix.triton.install import ensure_server
 
-pytestmark = [pytest.mark.network, pytest.mark.runtime]
+pytestmark = [pytest.mark.network, pytest.mark.runtime, pytest.mark.triton]
 
 # The Python backend's stub links the shared libpython of its version: the environment must be made by that
 # interpreter (Debian's), not by another build of the same version (FACTS §7, §11).
@@ -104,6 +104,7 @@ def test_a_load_that_fails_for_a_real_reason_is_classified(prepared: Prepared, t
     assert "gemma4" in outcome.detail and outcome.evidence["status"] == "400"
 
 
+@pytest.mark.docker
 def test_triton_python_cell_runs_its_ladder_in_its_triton_image(
     prepared: Prepared, capsys: pytest.CaptureFixture[str]
 ) -> None:

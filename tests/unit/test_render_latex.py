@@ -7,6 +7,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from stackmatrix.domain import CellResult, Outcome, Reason, Status, Verdict
 from stackmatrix.render.latex import MAX_STACKS, TEX_SYMBOL, _chunks, render_latex, tex_escape
 from stackmatrix.render.table import Report, footnotes, stack_order
@@ -94,12 +96,14 @@ def pdflatex(tex: str, workdir: Path) -> str:
     return (workdir / "report.log").read_text(errors="replace")
 
 
+@pytest.mark.latex
 def test_compiles_with_pdflatex(tmp_path: Path) -> None:
     log = pdflatex(render_latex(small_report()), tmp_path)
     # No bitmap (METAFONT) fonts: every glyph comes from the Type 1 fonts texlive-base ships.
     assert "/pk/" not in log.replace("\n", "")
 
 
+@pytest.mark.latex
 def test_wide_report_splits_into_tables_that_fit_the_page(tmp_path: Path) -> None:
     report = wide_report()
     tex = render_latex(report)
@@ -161,6 +165,7 @@ def test_legend_lists_every_verdict_and_table_uses_booktabs() -> None:
     assert r"\section*{Declared vs observed}" in tex  # serves and runs-tiny cells were observed
 
 
+@pytest.mark.latex
 def test_output_is_deterministic_and_empty_report_compiles(tmp_path: Path) -> None:
     assert render_latex(small_report()) == render_latex(small_report())
     empty = render_latex(Report.of([], META))
