@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 
 from stackmatrix import __version__
 from stackmatrix import cli_stored as stored
-from stackmatrix.cli_args import common, existing_file, path_arg, requirement, resolve, runtime_flags, selection, tier
+from stackmatrix.cli_args import add_flags, common, existing_file, path_arg, resolve, runtime_flags, selection, tier
 from stackmatrix.errors import Interrupted, StackmatrixError, path_fault
 from stackmatrix.redact import redact
 
@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="expand the matrix and list the selected cell ids")
     common(p)
     selection(p)
+    add_flags(p, "plan")
     p.add_argument("--json", action="store_true", help="one JSON array of cells with their pins")
 
     p = sub.add_parser("run", help="probe the selected cells, store the run, render the readiness table")
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     selection(p)
     tier(p)
     resolve(p)
+    add_flags(p, "plan", "resume")
     p.add_argument("--quiet", action="store_true", help="print only the summary and the report paths")
 
     p = sub.add_parser("tiny", help="tiny random-weight checkpoints of a catalog model's architecture")
@@ -92,14 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     selection(p)
     p.add_argument("--wheelhouse", type=path_arg, default=None, help="where the wheels go (default <cache>/wheelhouse)")
     p.add_argument("--cert", type=existing_file, default=None, help="a CA bundle for a TLS-intercepting proxy")
-    p.add_argument(
-        "--override",
-        action="append",
-        type=requirement,
-        default=[],
-        metavar="REQ",
-        help="a uv override (repeatable), as for the runtime tier",
-    )
+    add_flags(p, "override")
     stored.add_parsers(sub)
     return parser
 

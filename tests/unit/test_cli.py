@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pytest
 
 from stackmatrix.cli import build_parser, main
+from stackmatrix.cli_args import recorded_options
+from stackmatrix.options import FLAGS, GIVEN, OPTIONS, resolve_settings
 
 
 @pytest.mark.parametrize(
@@ -70,3 +73,45 @@ def test_os_faults_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert main(["history", "--reports-dir", str(out)]) == 2  # a file stands where a directory must be
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and str(tmp_path / "file") in err
+
+
+def _commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """Every (sub)command's parser by its name, nested ones included (``tiny build``)."""
+    out = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                out[name] = sub
+                out |= {f"{name} {k}": v for k, v in _commands(sub).items()}
+    return out
+
+
+def test_every_command_takes_a_shared_option_the_same_way() -> None:
+    """Arguments are generated from the records: where two commands take an option, its flag, help, choices and
+    default are the same, and a setting's help names its variable."""
+    seen: dict[str, tuple[object, ...]] = {}
+    for name, parser in _commands(build_parser()).items():
+        for action in parser._actions:
+            opt = OPTIONS.get(action.dest) or FLAGS.get(action.dest)
+            if opt is None or not action.option_strings:
+                continue
+            shape = (tuple(action.option_strings), action.help, action.choices, action.default, action.nargs)
+            assert seen.setdefault(opt.name, shape) == shape, (name, opt.name)
+            assert action.option_strings == [opt.flag]
+            if opt.env:
+                assert action.help == f"{opt.help} [env {opt.env}]"
+    assert set(seen) == set(OPTIONS) | set(FLAGS)
+
+
+def test_the_command_line_records_what_it_gave() -> None:
+    parse = build_parser().parse_args
+    args = parse(["run", "--tier", "static", "--only", "a*", "--only", "b*", "--jobs", "3", "--resume"])
+    assert (args.tier, args.only, args.resume, args.plan, args.override) == ("static", ["a*", "b*"], "", False, [])
+    assert getattr(args, GIVEN) == {"tier", "only", "jobs", "resume"}
+    options = recorded_options(args, settings=resolve_settings({"jobs": "3"}, {}))
+    assert options["tier"] == {"value": "static", "source": "cli --tier"}
+    assert options["resolve"] == {"value": "declared", "source": "default"}
+    assert options["jobs"] == {"value": 3, "source": "cli --jobs"}
+    assert parse(["run", "--resume", "20260101T0000"]).resume == "20260101T0000"
+    assert parse(["run"]).resume is None and parse(["list", "--plan"]).plan is True
+    assert not hasattr(parse(["history"]), GIVEN)

@@ -1,13 +1,28 @@
-"""Options resolve defaults -> env -> flags, and a bad value is exit 2 naming the flag or the env var."""
+"""Options are declared once (one record each), resolve defaults -> env -> flags with where each value came from,
+and a bad value is exit 2 naming the flag or the env var; merge compares the options that change results."""
 
 from __future__ import annotations
 
+import ast
+import json
 from pathlib import Path
 
 import pytest
 
+import stackmatrix
 from stackmatrix.errors import BadInput
-from stackmatrix.options import OPTIONS, resolve_settings
+from stackmatrix.matrixfile import Settings as MatrixSettings
+from stackmatrix.options import (
+    FLAGS,
+    GIVEN,
+    OPTIONS,
+    Option,
+    Settings,
+    affects_results,
+    differing_options,
+    option_sources,
+    resolve_settings,
+)
 
 
 def test_layers_and_types(tmp_path: Path) -> None:
@@ -66,3 +81,109 @@ def test_a_file_where_a_directory_must_be(tmp_path: Path) -> None:
     for key in ("cache_dir", "reports_dir", "find_links"):
         with pytest.raises(BadInput):
             resolve_settings({key: str(tmp_path / "f")}, {})
+
+
+def test_sources_say_where_each_value_came_from(tmp_path: Path) -> None:
+    s = resolve_settings({"jobs": "5", "offline": True}, {"STACKMATRIX_DEVICE": "gpu", "STACKMATRIX_JOBS": "3"})
+    assert (s.sources["jobs"], s.sources["device"], s.sources["offline"], s.sources["runner"]) == (
+        "cli --jobs",
+        "env STACKMATRIX_DEVICE",
+        "cli --offline",
+        "default",
+    )
+
+
+def test_one_record_per_option_is_the_typed_attribute() -> None:
+    """The record is the Settings attribute (on the class) and reads as its checked value (on an instance): names,
+    flags and variables follow one pattern, and every default passes its own check."""
+    s = resolve_settings({}, {})
+    assert OPTIONS and FLAGS and not set(OPTIONS) & set(FLAGS)
+    for name, opt in OPTIONS.items():
+        assert getattr(Settings, name) is opt and opt.name == name
+        assert opt.flag == "--" + name.replace("_", "-") and opt.env == "STACKMATRIX_" + name.upper()
+        assert s.sources[name] == "default"
+        if opt.default is None:
+            assert getattr(s, name) is None
+        else:
+            assert getattr(s, name) is not None
+    assert all(not opt.env and opt.name == name for name, opt in FLAGS.items())
+    assert (s.jobs, s.offline, s.reports_dir, s.device) == (8, False, Path("reports"), "cpu")
+    with pytest.raises(AttributeError):
+        s.jobs = 3
+    assert s == resolve_settings({}, {}) and hash(s) == hash(resolve_settings({}, {}))
+
+
+def test_choices_come_from_the_record() -> None:
+    assert Settings.device.allowed() == ("cpu", "gpu")
+    opt = Option[str]("--x", "X", "a", "help", lambda where, v: v, choices=lambda: ["a", "b"])
+    assert opt.parse("--x", "b") == "b"
+    with pytest.raises(BadInput, match="a or b"):
+        opt.parse("--x", "c")
+
+
+def test_no_option_is_declared_twice() -> None:
+    """No ``add_argument`` spells a record's flag: every parser argument for a record is generated from it."""
+    flags = {opt.flag for opt in [*OPTIONS.values(), *FLAGS.values()]}
+    assert len(flags) == len(OPTIONS) + len(FLAGS)
+    by_hand = []
+    for path in Path(stackmatrix.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "add_argument":
+                named = {a.value for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str)}
+                by_hand += [f"{path.name}: {f}" for f in named & flags]
+    assert not by_hand
+
+
+MATRIX = Path("m.toml")
+
+
+def test_option_sources_for_run_json() -> None:
+    settings = resolve_settings({"index_url": "https://user:hunter22@m.example/simple?token=s3cr3t"}, {})
+    cli = {"tier": "runtime", "only": ["a*"], "keyword": None, GIVEN: frozenset({"tier"})}
+    out = option_sources(settings, cli, MATRIX, MatrixSettings(python="3.11"))
+    assert out["jobs"] == {"value": 8, "source": "default"}
+    assert out["reports_dir"] == {"value": "reports", "source": "default"}
+    assert out["index_url"]["source"] == "cli --index-url"
+    assert "hunter22" not in json.dumps(out) and "s3cr3t" not in json.dumps(out)
+    assert out["tier"] == {"value": "runtime", "source": "cli --tier"}
+    assert out["only"] == {"value": ["a*"], "source": "default"} and "shard" not in out
+    assert out["python"] == {"value": "3.11", "source": "matrix m.toml"}
+    assert out["platform"] == {"value": "x86_64", "source": "default"}
+    assert json.loads(json.dumps(out)) == out
+
+
+def _options(**values: object) -> dict[str, dict[str, object]]:
+    out = option_sources(resolve_settings({}, {}), {"tier": "static", "override": []}, MATRIX, MatrixSettings())
+    for key, value in values.items():
+        out[key] = {"value": value, "source": "cli"}
+    return out
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "expected"),
+    [
+        ({}, {}, None),
+        ({"jobs": 3, "read_timeout": 1.0, "cache_dir": "/c", "reports_dir": "r", "only": ["x"]}, {}, None),
+        ({"tier": "runtime"}, {}, ("tier", "runtime", "static")),
+        ({"index_url": "https://m/simple"}, {}, ("index_url", "https://m/simple", "https://pypi.org/simple")),
+        ({"device": "gpu", "runner": "docker"}, {}, ("device", "gpu", "cpu")),
+        ({}, {"python": "3.11"}, ("python", "3.12", "3.11")),
+        ({"override": ["a==1", "b==2"]}, {"override": ["b==2", "a==1"]}, None),
+        ({"override": ["a==1"]}, {}, ("override", ["a==1"], [])),
+        ({"some_new_option": 1}, {"some_new_option": 2}, ("some_new_option", 1, 2)),
+    ],
+)
+def test_differing_options_names_the_first_that_changes_results(
+    a: dict[str, object], b: dict[str, object], expected: tuple[str, object, object] | None
+) -> None:
+    assert differing_options(_options(**a), _options(**b)) == expected
+
+
+def test_differing_options_compares_only_what_both_recorded() -> None:
+    a = _options(tier="runtime")
+    assert differing_options(a, {}) is None
+    assert differing_options({"tier": "runtime"}, {"tier": {"value": "static"}}) == ("tier", "runtime", "static")
+    assert [n for n in [*OPTIONS, *FLAGS] if affects_results(n)] == [
+        *("index_url", "find_links", "torch_find_links", "torch_index", "weights_dir", "device", "runner"),
+        *("base_image", "base_python", "triton_image", "tier", "override", "full_class", "resolve"),
+    ]
