@@ -32,8 +32,8 @@ from stackmatrix.images import ImageSpec, TritonImages, base_id, build  # noqa: 
 from stackmatrix.ladder.runtime import run_probe, tiny_checkpoint, tiny_spec  # noqa: E402
 from stackmatrix.ladder.triton_serve import PROMPT, ServeSpec, serve_rungs  # noqa: E402
 from stackmatrix.options import DEFAULT_INDEX_URL  # noqa: E402
-from stackmatrix.runners import Container, Env, stack_requirements  # noqa: E402
-from stackmatrix.runners.docker import DockerOptions, DockerRunner, client  # noqa: E402
+from stackmatrix.runners import stack_requirements  # noqa: E402
+from stackmatrix.runners.docker import DockerOptions, DockerRunner, client, image_env  # noqa: E402
 from stackmatrix.runners.venv import DEFAULT_OVERRIDES, VenvOptions, VenvRunner  # noqa: E402
 from stackmatrix.stage import Target, stage  # noqa: E402
 from stackmatrix.triton.install import ensure_server  # noqa: E402
@@ -121,7 +121,7 @@ def vllm_figures(c: Any, base: str, cache: Path, find_links: Path | None) -> Non
     venv = VenvRunner(
         VenvOptions(cache_dir=cache, index_url=DEFAULT_INDEX_URL, python="3.11", torch_find_links=find_links)
     ).prepare_requirements(A)
-    in_image = Env(Path("python3"), Path(a.tag), "bench", container=Container(a.tag))
+    in_image = image_env(a.tag, "bench")  # probes run in containers of the image (the docker runner's env)
     logs = cache / "bench-logs"
     times: dict[str, list[float]] = {"venv": [], "container": []}
     for _ in range(3):

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from stackmatrix.contexts import runtime_context
-from stackmatrix.domain import Cell, Outcome
+from stackmatrix.domain import Cell, Outcome, Rung
 from stackmatrix.ladder.runtime import RuntimeContext, run_probe, tiny_spec
 from stackmatrix.ladder.static import Context
 from stackmatrix.matrixfile import default_matrix_path
@@ -72,12 +72,12 @@ def main() -> int:
     by_rung = {o.probe: o for o in first}
     print(f"cell {CELL}: verdict after first run: {[o.probe + ':' + str(o.status) for o in first]}")
     print(f"{'rung':<12}{'seconds':>10}")
-    for name in ("env", "import", "tiny", "config", "load", "generate", "serve"):
+    for name in (Rung.ENV, Rung.IMPORT, Rung.TINY, Rung.CONFIG, Rung.LOAD, Rung.GENERATE, Rung.SERVE):
         if name in by_rung:
             print(f"{name:<12}{by_rung[name].duration_s:>10.1f}")
     # The generate rung's probe process does load + generate + the transformers cross-check; so does BARE.
     # Alternate the two, several times: on 2 shared cores one sample of an ~80 s job varies by +-20 %.
-    env_python = Path(by_rung["env"].evidence["root"]) / "bin" / "python"
+    env_python = Path(by_rung[Rung.ENV].evidence["root"]) / "bin" / "python"
     arch = tiny_spec(cell.model, True)["architecture"]
     checkpoint = next(p for p in (cache / "tiny").iterdir() if p.name.startswith(arch) and "partial" not in p.name)
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as fh:

@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--kind",
-        choices=["vllm", "triton-vllm", "triton-python"],
+        choices=[str(k) for k in importlib.import_module("stackmatrix.kinds").KINDS],  # the kind registry
         default=None,
         help="stack kind (default: triton-vllm with --triton, else vllm); triton-python: Triton's Python backend "
         "running transformers (needs --triton)",

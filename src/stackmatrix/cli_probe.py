@@ -208,9 +208,9 @@ def cmd_stage(args: argparse.Namespace) -> int:
     the container's Python; a stock container ships its own); every wheel of it into the wheelhouse."""
     import httpx
 
-    from stackmatrix.domain import StackKind
-    from stackmatrix.runners import stack_requirements
-    from stackmatrix.runners.venv import DEFAULT_OVERRIDES, merge_overrides
+    from stackmatrix.domain import Stack
+    from stackmatrix.kinds import KINDS
+    from stackmatrix.runners import DEFAULT_OVERRIDES, merge_overrides, stack_requirements
     from stackmatrix.stage import Target, stage
 
     loaded = loaded_of(args)
@@ -220,13 +220,17 @@ def cmd_stage(args: argparse.Namespace) -> int:
         cells, _ = _selected(args, session, loaded)
     finally:
         session.close()
-    stacks = {c.stack.id: c.stack for c in cells if c.stack.kind is StackKind.VLLM or c.stack.is_upgrade}
+    # Each stack's kind says the platform its wheels are for (vLLM's own: the --base-python image; Triton's: the
+    # container's Python on Ubuntu 24.04), or that it installs nothing (a stock container ships its own).
+    targets: dict[str, tuple[Stack, Target]] = {}
+    for c in cells:
+        target = KINDS[c.stack.kind].stage_target(c.stack, settings.base_python)
+        if target is not None:
+            targets[c.stack.id] = (c.stack, target)
     wheelhouse = args.wheelhouse or settings.cache_dir / "wheelhouse"
     overrides = merge_overrides(DEFAULT_OVERRIDES, args.override)
     total = 0
-    for stack_id, stack in sorted(stacks.items()):
-        # vLLM's own stacks run on the --base-python image; Triton's containers are Ubuntu 24.04 (glibc 2.39).
-        target = Target(python=settings.base_python) if stack.kind is StackKind.VLLM else Target(stack.python, (2, 39))
+    for stack_id, (stack, target) in sorted(targets.items()):
         pins = stack_requirements(stack, settings.device)
         staged = stage(
             pins,
@@ -242,9 +246,9 @@ def cmd_stage(args: argparse.Namespace) -> int:
         )
         total += staged.fetched_bytes
         print(f"{stack_id}: {len(staged.wheels)} wheels, {staged.fetched_bytes / 1e6:.1f} MB fetched -> {staged.pins}")
-    skipped = len({c.stack.id for c in cells}) - len(stacks)
+    skipped = len({c.stack.id for c in cells}) - len(targets)
     print(
-        f"{len(stacks)} stacks staged in {wheelhouse} ({total / 1e6:.1f} MB fetched); "
+        f"{len(targets)} stacks staged in {wheelhouse} ({total / 1e6:.1f} MB fetched); "
         f"{skipped} stock containers need nothing"
     )
     return 0

@@ -34,6 +34,27 @@ class Verdict(StrEnum):
     NOT_RUN = "not-run"
 
 
+class Rung(StrEnum):
+    """The ladder's rungs, cheap first (an outcome's ``name`` on disk is the value)."""
+
+    # static tier: published artifacts only
+    RESOLVE = "resolve"
+    MODEL_TYPE = "model-type"
+    ARCH = "arch"
+    BACKEND_IMPORTS = "backend-imports"
+    FIT = "fit"
+    # environment and runtime tiers
+    ENV = "env"
+    IMPORT = "import"
+    TINY = "tiny"
+    CONFIG = "config"
+    LOAD = "load"
+    GENERATE = "generate"
+    SERVE = "serve"
+    # merging shards: the outcome of a cell whose result file is missing
+    RESULT = "result"
+
+
 class Reason(StrEnum):
     RESOLVE_CONFLICT = "resolve-conflict"
     PYTHON_UNSUPPORTED = "python-unsupported"
@@ -66,6 +87,7 @@ class Reason(StrEnum):
 _STATUS = {s.value: s for s in Status}
 _VERDICT = {v.value: v for v in Verdict}
 _REASON = {r.value: r for r in Reason}
+_RUNG = {r.value: r for r in Rung}
 
 
 DECLARED_KEYS = ("kind", "model", "target")  # every report's rows and columns are made of these
@@ -201,22 +223,10 @@ class Stack:
     transformers_rule: str | None = None
 
     @property
-    def is_upgrade(self) -> bool:
-        return self.kind is not StackKind.VLLM and self.transformers_rule is None
-
-    @property
     def id(self) -> str:
-        if self.kind is StackKind.VLLM:
-            return f"vllm-{self.vllm}-tf{self.transformers}"
-        prefix = "triton" if self.kind is StackKind.TRITON_VLLM else "tpy"
-        if self.transformers_rule is not None:  # stock container: nothing replaced
-            return f"{prefix}-{self.triton}"
-        parts = [f"{prefix}-{self.triton}"]
-        if self.vllm:
-            parts.append(f"vllm{self.vllm}")
-        if self.transformers:
-            parts.append(f"tf{self.transformers}")
-        return "-".join(parts)
+        from stackmatrix.kinds import KINDS  # each kind names its stacks (kinds/ imports this module)
+
+        return KINDS[self.kind].stack_id(self)
 
 
 @dataclass(frozen=True)
@@ -231,9 +241,9 @@ class Cell:
         return f"{self.stack.id}__{self.model.slug}__{self.target.name}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Outcome:
-    probe: str
+    probe: Rung
     status: Status
     reason: Reason | None = None
     detail: str = ""
@@ -241,9 +251,29 @@ class Outcome:
     duration_s: float = 0.0
     override: str | None = None  # the dependency override this pass needs, if any
 
+    def __init__(
+        self,
+        probe: Rung | str,
+        status: Status,
+        reason: Reason | None = None,
+        detail: str = "",
+        evidence: Mapping[str, Any] | None = None,
+        duration_s: float = 0.0,
+        override: str | None = None,
+    ) -> None:
+        """``probe``: a rung, or its name (a name no rung has raises KeyError, like an unknown reason)."""
+        put = object.__setattr__  # frozen: the generated __init__ sets fields this way too
+        put(self, "probe", _RUNG[probe])
+        put(self, "status", status)
+        put(self, "reason", reason)
+        put(self, "detail", detail)
+        put(self, "evidence", {} if evidence is None else evidence)
+        put(self, "duration_s", duration_s)
+        put(self, "override", override)
+
     def to_json(self) -> dict[str, Any]:
         return {
-            "name": self.probe,
+            "name": str(self.probe),
             "status": str(self.status),
             "reason": str(self.reason) if self.reason else None,
             "detail": self.detail,
@@ -257,7 +287,7 @@ class Outcome:
         """A stored outcome, its types checked (a hand-edited or damaged file raises, never renders garbage)."""
         duration = _typed(data.get("duration_s", 0.0), (int, float), "duration_s")
         return cls(
-            probe=_typed(data["name"], str, "name"),
+            probe=_RUNG[_typed(data["name"], str, "name")],
             status=_STATUS[data["status"]],
             reason=_REASON[data["reason"]] if data.get("reason") else None,
             detail=_typed(data.get("detail", ""), str, "detail"),

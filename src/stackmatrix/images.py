@@ -34,6 +34,15 @@ DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:{release}-{variant}"
 
 
 @dataclass(frozen=True)
+class ImagePlan:
+    """How a kind's cell image is built (kinds/): its template, its base, and the overrides its pins need."""
+
+    template: str  # a folder of images/ (the kind's IMAGE)
+    base: str | None = None  # None: the docker runner's --base-image
+    overrides: tuple[str, ...] = ()  # e.g. the cell's transformers pin over the engine's declared bound
+
+
+@dataclass(frozen=True)
 class TritonImages:
     """Where each release's Triton image is: a template with ``{release}`` and ``{variant}`` (NGC's tags by
     default; a site's mirror, or tags it gave to images it loaded by digest)."""

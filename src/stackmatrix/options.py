@@ -338,7 +338,8 @@ class Settings:
         "STACKMATRIX_RUNNER",
         "venv",
         "runtime tier: venv (uv environments on this host) or docker (an image per stack, a container per probe)",
-        _choice("venv", "docker"),
+        # the registry's names (runners/__init__.py), looked up when checked: the runners import this module
+        lambda where, value: __import__("stackmatrix.runners", fromlist=["runner_name"]).runner_name(where, value),
         affects_results=True,
     )
     base_image = Option[str](

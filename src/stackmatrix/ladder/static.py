@@ -13,8 +13,9 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
 from stackmatrix.catalog import Catalog
-from stackmatrix.domain import Cell, Outcome, Reason, StackKind, Status
+from stackmatrix.domain import Cell, Outcome, Reason, Rung, Status
 from stackmatrix.errors import InfraUnavailable
+from stackmatrix.kinds import KINDS
 from stackmatrix.ladder.facts import Facts, module_member
 from stackmatrix.ladder.uvresolve import uv_resolve
 from stackmatrix.matrixfile import Settings as MatrixSettings
@@ -46,7 +47,7 @@ def _closest(name: str, known: list[str]) -> list[str]:
     return difflib.get_close_matches(name, stem or known, n=3)
 
 
-def _timed(name: str, fn: Callable[[], Outcome]) -> Outcome:
+def _timed(name: Rung, fn: Callable[[], Outcome]) -> Outcome:
     """Run a probe; a missing release, an unreachable index or an unreadable artifact becomes an outcome
     (never a crash of the whole run), and nothing secret reaches its detail or evidence."""
     t0 = time.perf_counter()
@@ -81,7 +82,7 @@ def _timed(name: str, fn: Callable[[], Outcome]) -> Outcome:
 
 
 def _nvidia_note(cell: Cell, ctx: Context) -> str:
-    if cell.stack.kind is StackKind.TRITON_VLLM and cell.stack.transformers_rule:
+    if KINDS[cell.stack.kind].stock(cell.stack):  # the container runs NVIDIA's build of the public vLLM read here
         rel = ctx.catalog.triton[cell.stack.triton or ""]
         if rel.vllm_shipped and rel.vllm_shipped != rel.vllm_public:
             return f" (container ships {rel.vllm_shipped}; read from the public {rel.vllm_public} wheel)"
@@ -89,7 +90,7 @@ def _nvidia_note(cell: Cell, ctx: Context) -> str:
 
 
 # -- resolve ---------------------------------------------------------------------------------------
-def _resolve_python_backend(cell: Cell, ctx: Context) -> Outcome:
+def probe_resolve_python_backend(cell: Cell, ctx: Context) -> Outcome:
     """triton-python: transformers (and the torch it finds) in the container's Python; no vLLM bound applies."""
     s = cell.stack
     assert s.transformers is not None
@@ -98,19 +99,17 @@ def _resolve_python_backend(cell: Cell, ctx: Context) -> Outcome:
     evidence = {"python": s.python, "transformers_wheel": tw.filename, "transformers_requires_python": rp}
     if rp and not SpecifierSet(rp).contains(f"{s.python}.0", prereleases=True):
         detail = f"transformers {s.transformers} requires Python {rp}; Triton {s.triton}'s Python is {s.python}"
-        return Outcome("resolve", Status.FAIL, Reason.PYTHON_UNSUPPORTED, detail, evidence)
+        return Outcome(Rung.RESOLVE, Status.FAIL, Reason.PYTHON_UNSUPPORTED, detail, evidence)
     detail = f"transformers {s.transformers} installs on Triton {s.triton}'s Python {s.python}"
-    return Outcome("resolve", Status.PASS, None, detail, evidence)
+    return Outcome(Rung.RESOLVE, Status.PASS, None, detail, evidence)
 
 
 def probe_resolve(cell: Cell, ctx: Context) -> Outcome:
     s = cell.stack
-    if s.kind is StackKind.TRITON_PYTHON:
-        return _resolve_python_backend(cell, ctx)
     if s.vllm is None:
         rel = ctx.catalog.triton.get(s.triton or "")
         return Outcome(
-            "resolve",
+            Rung.RESOLVE,
             Status.SKIP,
             Reason.UNKNOWN,
             f"the vLLM in Triton {s.triton} is not known ({rel.source if rel else 'no catalog row'})",
@@ -118,7 +117,7 @@ def probe_resolve(cell: Cell, ctx: Context) -> Outcome:
     vw = ctx.facts.wheel("vllm", s.vllm, s.python)  # first: a vLLM the index lacks is version-not-found
     if s.transformers is None:
         return Outcome(
-            "resolve",
+            Rung.RESOLVE,
             Status.SKIP,
             Reason.UNKNOWN,
             f"no transformers release satisfies vllm {s.vllm}'s bound before {s.triton}'s release",
@@ -130,7 +129,7 @@ def probe_resolve(cell: Cell, ctx: Context) -> Outcome:
         evidence[f"{w.project}_requires_python"] = rp
         if rp and not SpecifierSet(rp).contains(f"{s.python}.0", prereleases=True):
             return Outcome(
-                "resolve",
+                Rung.RESOLVE,
                 Status.FAIL,
                 Reason.PYTHON_UNSUPPORTED,
                 f"{w.project} {w.version} requires Python {rp}; the stack runs {s.python}",
@@ -157,7 +156,7 @@ def probe_resolve(cell: Cell, ctx: Context) -> Outcome:
         }
         if not full.ok:
             return Outcome(
-                "resolve",
+                Rung.RESOLVE,
                 Status.FAIL,
                 Reason.RESOLVE_CONFLICT,
                 f"uv cannot resolve vllm=={s.vllm} with transformers=={s.transformers}"
@@ -167,7 +166,7 @@ def probe_resolve(cell: Cell, ctx: Context) -> Outcome:
             )
     if override:
         return Outcome(
-            "resolve",
+            Rung.RESOLVE,
             Status.FAIL,
             Reason.RESOLVE_CONFLICT,
             f"vllm {s.vllm} declares transformers{spec}; {s.transformers} needs an override",
@@ -177,7 +176,7 @@ def probe_resolve(cell: Cell, ctx: Context) -> Outcome:
     rule = f" (chosen by {s.transformers_rule})" if s.transformers_rule else ""
     how = "uv resolves the full tree" if "uv" in evidence else "declared requirements"
     return Outcome(
-        "resolve",
+        Rung.RESOLVE,
         Status.PASS,
         None,
         f"vllm {s.vllm} admits transformers {s.transformers}{rule} on Python {s.python} ({how})",
@@ -189,7 +188,7 @@ def probe_resolve(cell: Cell, ctx: Context) -> Outcome:
 def probe_model_type(cell: Cell, ctx: Context) -> Outcome:
     s, m = cell.stack, cell.model
     if s.transformers is None:
-        return Outcome("model-type", Status.SKIP, Reason.UNKNOWN, "transformers version not known")
+        return Outcome(Rung.MODEL_TYPE, Status.SKIP, Reason.UNKNOWN, "transformers version not known")
     tw = ctx.facts.wheel("transformers", s.transformers, s.python)
     facts = ctx.facts.model_types(tw)
     known = set(facts["model_types"])
@@ -199,14 +198,14 @@ def probe_model_type(cell: Cell, ctx: Context) -> Outcome:
     if missing:
         near = _closest(missing[0], sorted(known))
         return Outcome(
-            "model-type",
+            Rung.MODEL_TYPE,
             Status.FAIL,
             Reason.MODEL_TYPE_UNKNOWN,
             f"transformers {s.transformers} does not register model_type {missing[0]!r}",
             {**evidence, "missing": missing, "closest": near},
         )
     return Outcome(
-        "model-type", Status.PASS, None, f"transformers {s.transformers} registers {', '.join(wanted)}", evidence
+        Rung.MODEL_TYPE, Status.PASS, None, f"transformers {s.transformers} registers {', '.join(wanted)}", evidence
     )
 
 
@@ -214,7 +213,7 @@ def probe_model_type(cell: Cell, ctx: Context) -> Outcome:
 def probe_arch(cell: Cell, ctx: Context) -> Outcome:
     s, m = cell.stack, cell.model
     if s.vllm is None:
-        return Outcome("arch", Status.SKIP, Reason.UNKNOWN, "vLLM version not known")
+        return Outcome(Rung.ARCH, Status.SKIP, Reason.UNKNOWN, "vLLM version not known")
     vw = ctx.facts.wheel("vllm", s.vllm, s.python)
     reg = ctx.facts.registry(vw)
     arches: dict[str, list[str]] = reg["architectures"]
@@ -224,7 +223,7 @@ def probe_arch(cell: Cell, ctx: Context) -> Outcome:
     if entry is None:
         near = _closest(m.architecture, sorted(arches))
         return Outcome(
-            "arch",
+            Rung.ARCH,
             Status.FAIL,
             Reason.ARCH_UNSUPPORTED,
             f"vllm {s.vllm}'s model registry has no {m.architecture}{note}",
@@ -234,14 +233,14 @@ def probe_arch(cell: Cell, ctx: Context) -> Outcome:
     evidence["registry_entry"] = entry
     if module and module not in reg["modules"]:
         return Outcome(
-            "arch",
+            Rung.ARCH,
             Status.FAIL,
             Reason.ARCH_UNSUPPORTED,
             f"vllm {s.vllm} registers {m.architecture} but ships no models/{module}.py{note}",
             evidence,
         )
     return Outcome(
-        "arch", Status.PASS, None, f"vllm {s.vllm} registers {m.architecture} -> {'.'.join(entry)}{note}", evidence
+        Rung.ARCH, Status.PASS, None, f"vllm {s.vllm} registers {m.architecture} -> {'.'.join(entry)}{note}", evidence
     )
 
 
@@ -362,14 +361,14 @@ def backend_outcome(
         first = problems[0]
         more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
         return Outcome(
-            "backend-imports",
+            Rung.BACKEND_IMPORTS,
             Status.FAIL,
             Reason(first["reason"]),
             f"{what} vs {against}: {first['detail']}{more}{note}",
             {**evidence, "problems": problems},
         )
     return Outcome(
-        "backend-imports",
+        Rung.BACKEND_IMPORTS,
         Status.PASS,
         None,
         f"all {checked} imports and call keywords of {what} exist in {against}{note}",
@@ -387,14 +386,14 @@ def probe_backend_imports(cell: Cell, ctx: Context) -> Outcome:
     src = catalog_source(cell, ctx)
     if src is None:
         return Outcome(
-            "backend-imports",
+            Rung.BACKEND_IMPORTS,
             Status.SKIP,
             Reason.UNKNOWN,
             f"the vLLM backend source of Triton {rel.release} is not in the catalog; "
             "it can only be read from the image (docker runner, --triton-image)",
         )
     if s.vllm is None:
-        return Outcome("backend-imports", Status.SKIP, Reason.UNKNOWN, "vLLM version not known")
+        return Outcome(Rung.BACKEND_IMPORTS, Status.SKIP, Reason.UNKNOWN, "vLLM version not known")
     problems, checked, wheel = wheel_problems(cell, ctx, src)
     evidence: dict[str, Any] = {"wheel": wheel, "import_set": src.name, "source": src.source, "inferred": src.inferred}
     note = _nvidia_note(cell, ctx)
@@ -403,7 +402,7 @@ def probe_backend_imports(cell: Cell, ctx: Context) -> Outcome:
     if problems and note:
         # The stock container runs NVIDIA's build, not this public wheel: a gap here may be a patch there.
         return Outcome(
-            "backend-imports",
+            Rung.BACKEND_IMPORTS,
             Status.SKIP,
             Reason.UNKNOWN,
             f"Triton {rel.release} backend vs the public vllm {s.vllm}: {problems[0]['detail']}; "
@@ -448,38 +447,45 @@ def probe_fit(cell: Cell, ctx: Context) -> Outcome:
         f"(weights {m.weight_bytes / GIB:.1f} GiB/tp={t.tp}, {kv_note}, overhead {st.overhead_gib} GiB)"
     )
     if per_gpu > usable:
-        return Outcome("fit", Status.FAIL, Reason.DOES_NOT_FIT, detail, evidence)
-    return Outcome("fit", Status.PASS, None, detail, evidence)
+        return Outcome(Rung.FIT, Status.FAIL, Reason.DOES_NOT_FIT, detail, evidence)
+    return Outcome(Rung.FIT, Status.PASS, None, detail, evidence)
 
 
 Probe = Callable[[Cell, Context], Outcome]
 Key = Callable[[Cell], tuple[object, ...]]
 
-# Each rung with the part of the cell its outcome depends on (the memo key).
-RESOLVE: tuple[str, Probe, Key] = ("resolve", probe_resolve, lambda c: (c.stack.id,))
-MODEL_TYPE: tuple[str, Probe, Key] = (
-    "model-type",
+
+@dataclass(frozen=True)
+class StaticRung:
+    """A static rung: its probe, and the part of the cell its outcome depends on (the memo key)."""
+
+    rung: Rung
+    probe: Probe
+    key: Key
+
+
+# The static rungs the kinds choose from (each kind module lists its own, in order).
+RESOLVE = StaticRung(Rung.RESOLVE, probe_resolve, lambda c: (c.stack.id,))
+RESOLVE_PYTHON_BACKEND = StaticRung(Rung.RESOLVE, probe_resolve_python_backend, lambda c: (c.stack.id,))
+MODEL_TYPE = StaticRung(
+    Rung.MODEL_TYPE,
     probe_model_type,
     lambda c: (c.stack.transformers, c.stack.python, c.model.model_type, c.model.text_model_type),
 )
-ARCH: tuple[str, Probe, Key] = ("arch", probe_arch, lambda c: (c.stack.id, c.model.architecture))
-BACKEND: tuple[str, Probe, Key] = ("backend-imports", probe_backend_imports, lambda c: (c.stack.id, c.target.tp > 1))
-FIT: tuple[str, Probe, Key] = ("fit", probe_fit, lambda c: (c.model.id, c.target))
+ARCH = StaticRung(Rung.ARCH, probe_arch, lambda c: (c.stack.id, c.model.architecture))
+BACKEND_IMPORTS = StaticRung(Rung.BACKEND_IMPORTS, probe_backend_imports, lambda c: (c.stack.id, c.target.tp > 1))
+FIT = StaticRung(Rung.FIT, probe_fit, lambda c: (c.model.id, c.target))
 
 
-def static_probes(cell: Cell) -> list[tuple[str, Probe, Key]]:
-    if cell.stack.kind is StackKind.TRITON_VLLM:
-        return [RESOLVE, MODEL_TYPE, ARCH, BACKEND, FIT]
-    if cell.stack.kind is StackKind.TRITON_PYTHON:  # no vLLM: transformers runs the architecture itself
-        return [RESOLVE, MODEL_TYPE, FIT]
-    return [RESOLVE, MODEL_TYPE, ARCH, FIT]
+def static_probes(cell: Cell) -> tuple[StaticRung, ...]:
+    return KINDS[cell.stack.kind].static_rungs()
 
 
 def run_static(cell: Cell, ctx: Context) -> list[Outcome]:
     out = []
-    for name, fn, key in static_probes(cell):
-        k = (name, *key(cell))
+    for step in static_probes(cell):
+        k = (step.rung, *step.key(cell))
         if k not in ctx.memo:
-            ctx.memo[k] = _timed(name, lambda fn=fn: fn(cell, ctx))  # type: ignore[misc]
+            ctx.memo[k] = _timed(step.rung, lambda fn=step.probe: fn(cell, ctx))  # type: ignore[misc]
         out.append(ctx.memo[k])
     return out

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stackmatrix.domain import Outcome, Reason, Status
+from stackmatrix.domain import Outcome, Reason, Rung, Status
 from stackmatrix.ladder.runtime import find_cause, probes_dir
 from stackmatrix.redact import redact, redact_obj
 from stackmatrix.runners import Container
@@ -53,7 +53,7 @@ def server_for(spec: ServeSpec) -> TritonServer:
     return TritonServer(spec.server, repo, log, gpus=spec.gpus)
 
 
-def _fail(rung: str, reason: Reason, detail: str, evidence: Mapping[str, Any], t0: float) -> Outcome:
+def _fail(rung: Rung, reason: Reason, detail: str, evidence: Mapping[str, Any], t0: float) -> Outcome:
     return Outcome(rung, Status.FAIL, reason, redact(detail), redact_obj(dict(evidence)), time.perf_counter() - t0)
 
 
@@ -63,7 +63,7 @@ def load_failure(exc: TritonError, server: TritonServer, t0: float) -> Outcome:
     last = (exc.message.strip().splitlines() or [""])[-1]
     reason, line = cause if cause else (Reason.LOAD_FAILED, last)
     evidence = {"status": exc.status, "message": exc.message[-2000:], "log_tail": "\n".join(log.splitlines()[-30:])}
-    return _fail("load", reason, f"Triton refused the load (HTTP {exc.status}): {line}", evidence, t0)
+    return _fail(Rung.LOAD, reason, f"Triton refused the load (HTTP {exc.status}): {line}", evidence, t0)
 
 
 def serve_rungs(spec: ServeSpec, override: Mapping[str, Any] | None = None) -> list[Outcome]:
@@ -80,10 +80,10 @@ def serve_rungs(spec: ServeSpec, override: Mapping[str, Any] | None = None) -> l
         except TritonError as exc:
             return [load_failure(exc, server, t0)]
         if not triton.ready(MODEL):
-            return [_fail("load", Reason.LOAD_FAILED, "loaded but not ready", {"log_tail": server.tail()}, t0)]
+            return [_fail(Rung.LOAD, Reason.LOAD_FAILED, "loaded but not ready", {"log_tail": server.tail()}, t0)]
         outcomes.append(
             Outcome(
-                "load",
+                Rung.LOAD,
                 Status.PASS,
                 None,
                 f"tritonserver {version} loaded {MODEL} in explicit mode",
@@ -96,14 +96,14 @@ def serve_rungs(spec: ServeSpec, override: Mapping[str, Any] | None = None) -> l
             whole = triton.generate(MODEL, PROMPT, max_tokens=spec.max_tokens)
             streamed = triton.generate_stream(MODEL, PROMPT, max_tokens=spec.max_tokens)
         except TritonError as exc:
-            outcomes.append(_fail("generate", Reason.SERVER_ERROR, str(exc), {"log_tail": server.tail()}, t1))
+            outcomes.append(_fail(Rung.GENERATE, Reason.SERVER_ERROR, str(exc), {"log_tail": server.tail()}, t1))
             return outcomes
         completion = whole.text.removeprefix(PROMPT)  # /generate returns the prompt too (exclude_input_in_output)
         evidence = {"generate": whole.text, "generate_stream": streamed.text, "chunks": streamed.chunks}
         if spec.reference is not None and completion != spec.reference:
             outcomes.append(
                 _fail(
-                    "generate",
+                    Rung.GENERATE,
                     Reason.GENERATE_MISMATCH,
                     "served text differs from transformers' greedy text",
                     {**evidence, "reference": spec.reference},
@@ -113,12 +113,12 @@ def serve_rungs(spec: ServeSpec, override: Mapping[str, Any] | None = None) -> l
             return outcomes
         if streamed.text != completion:
             outcomes.append(
-                _fail("generate", Reason.SERVER_ERROR, "generate_stream differs from generate", evidence, t1)
+                _fail(Rung.GENERATE, Reason.SERVER_ERROR, "generate_stream differs from generate", evidence, t1)
             )
             return outcomes
         outcomes.append(
             Outcome(
-                "generate",
+                Rung.GENERATE,
                 Status.PASS,
                 None,
                 f"greedy text equals transformers' ({streamed.chunks} chunks streamed)",
@@ -147,12 +147,12 @@ def serve_rungs(spec: ServeSpec, override: Mapping[str, Any] | None = None) -> l
         }
         if state.get(MODEL) == "READY" or succeeded < 2:
             outcomes.append(
-                _fail("serve", Reason.SERVER_ERROR, "index or metrics disagree with what was served", evidence, t2)
+                _fail(Rung.SERVE, Reason.SERVER_ERROR, "index or metrics disagree with what was served", evidence, t2)
             )
         else:
             outcomes.append(
                 Outcome(
-                    "serve",
+                    Rung.SERVE,
                     Status.PASS,
                     None,
                     "ready, generate, generate_stream, index, metrics, unload",

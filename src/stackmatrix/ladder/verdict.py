@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from stackmatrix.domain import CellResult, Outcome, Reason, Status, Verdict
+from stackmatrix.domain import CellResult, Outcome, Reason, Rung, Status, Verdict
 
-RUNTIME_SERVE = "serve"
+RUNTIME_SERVE = Rung.SERVE
 
 
 def _overridable(o: Outcome) -> bool:
@@ -38,7 +38,7 @@ def derive(outcomes: Sequence[Outcome], *, tiny: bool = True) -> tuple[Verdict, 
 
 
 # The static tier's probes: what a cell's declared (predicted) verdict is derived from.
-STATIC_PROBES = frozenset({"resolve", "model-type", "arch", "backend-imports", "fit"})
+STATIC_PROBES = frozenset({Rung.RESOLVE, Rung.MODEL_TYPE, Rung.ARCH, Rung.BACKEND_IMPORTS, Rung.FIT})
 
 
 def declared_vs_observed(r: CellResult) -> tuple[str, str, bool]:

@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from stackmatrix.domain import CellResult, Verdict
+from stackmatrix.kinds import triton_prefixes
 from stackmatrix.legend import MEANING, PLAIN, SYMBOL
 from stackmatrix.tablerow import COLUMNS, table_row
 
@@ -50,7 +51,8 @@ def legend() -> list[str]:
 
 def stack_order(df: pd.DataFrame) -> list[str]:
     """Triton stacks first (the ones operators upgrade), then vLLM's own; by id within each."""
-    return sorted(df["stack"].unique(), key=lambda s: (not s.startswith(("triton", "tpy")), s))
+    first = triton_prefixes()
+    return sorted(df["stack"].unique(), key=lambda s: (not s.startswith(first), s))
 
 
 def note_text(reason: str, override: str, detail: str) -> str:

@@ -15,18 +15,19 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import docker
 import docker.errors
 import docker.types
 import requests
 
-from stackmatrix.domain import Stack, StackKind
+from stackmatrix.domain import Stack
 from stackmatrix.errors import InfraUnavailable
-from stackmatrix.images import PYTHON_VARIANT, ImageBuildFailed, ImageSpec, TritonImages, base_id, build
-from stackmatrix.runners import RUNNERS, Container, Env, EnvBuildFailed, stack_requirements
-from stackmatrix.runners.venv import DEFAULT_OVERRIDES
+from stackmatrix.images import ImageBuildFailed, ImageSpec, TritonImages, base_id, build
+from stackmatrix.kinds import KINDS
+from stackmatrix.options import Settings
+from stackmatrix.runners import DEFAULT_OVERRIDES, BackendHook, Container, Env, EnvBuildFailed, stack_requirements
 from stackmatrix.stage import Target, stage
 
 PROBE_LABEL = "org.stackmatrix.probe"
@@ -84,13 +85,45 @@ def reap_orphans(c: Any) -> list[str]:
 
 
 class DockerRunner:
-    name = "docker"
+    name: ClassVar[str] = "docker"
+    containers: ClassVar[bool] = True
 
     def __init__(self, options: DockerOptions) -> None:
         self.o = options
         self.client = client()
         reap_orphans(self.client)
         self._interpreters: dict[str, tuple[str, tuple[int, int]]] = {}  # base image id -> its python3 and glibc
+
+    @classmethod
+    def from_settings(cls, settings: Settings, overrides: tuple[str, ...]) -> DockerRunner:
+        return cls(
+            DockerOptions(
+                cache_dir=settings.cache_dir,
+                index_url=settings.index_url,
+                base=settings.base_image,
+                python=settings.base_python,
+                device=settings.device,
+                torch_find_links=settings.torch_find_links,
+                torch_index=settings.torch_index,
+                overrides=overrides,
+                triton_images=TritonImages(settings.triton_image),
+            )
+        )
+
+    @staticmethod
+    def backend_hook(settings: Settings) -> BackendHook | None:
+        """``backend-imports`` reads the Triton image when it is here (never pulled by a static run)."""
+        from stackmatrix.ladder.backend_image import BackendFromImage
+
+        return BackendFromImage(TritonImages(settings.triton_image), client(), settings.cache_dir / "logs")
+
+    @staticmethod
+    def run(
+        env: Env, argv: Sequence[str], timeout: float, log: Path, ro: Sequence[Path], rw: Sequence[Path]
+    ) -> tuple[str, bool]:
+        """In a container of the env's image: what the probe reads and writes mounted at the same paths."""
+        assert env.container is not None, "a docker env runs in its image"
+        return run_in_container(env.container, argv, timeout, log, binds(ro, rw))
 
     @property
     def device(self) -> str:
@@ -100,14 +133,11 @@ class DockerRunner:
         return stack_requirements(stack, self.o.device)
 
     def prepare(self, stack: Stack) -> Env:
-        if stack.kind is StackKind.TRITON_PYTHON:
-            # On Triton's own image, in a venv made by the image's python3 (the libpython the backend's stub links).
-            base = self.o.triton_images.ref(stack.triton or "", PYTHON_VARIANT)
-            return self._image("triton-python", self.requirements(stack), (), base, {"stack": stack.id})
-        if stack.kind is not StackKind.VLLM:
+        plan = KINDS[stack.kind].image(stack, self.o.triton_images)
+        if plan is None:
             raise EnvBuildFailed("needs-container", f"no runtime tier wired for {stack.kind} cells yet", "")
-        extra = (f"transformers=={stack.transformers}",)
-        return self._image(str(stack.kind), self.requirements(stack), extra, self.o.base, {"stack": stack.id})
+        base = plan.base or self.o.base
+        return self._image(plan.template, self.requirements(stack), plan.overrides, base, {"stack": stack.id})
 
     def prepare_requirements(self, requirements: list[str], extra_overrides: Sequence[str] = ()) -> Env:
         return self._image("vllm", requirements, tuple(extra_overrides), self.o.base, {})
@@ -151,6 +181,7 @@ class DockerRunner:
             reused=built.reused,
             build_s=time.perf_counter() - t0,
             container=Container(built.tag, self.o.gpus, self.o.shm_size),
+            runner=self.name,
         )
 
 
@@ -243,4 +274,6 @@ def run_in_container(
     return stdout, timed_out
 
 
-RUNNERS["docker"] = DockerRunner
+def image_env(ref: str, image_id: str) -> Env:
+    """A Triton image that is here as an env whose probes run in its containers (nothing installed into it)."""
+    return Env(Path("python3"), Path(ref), image_id, container=Container(ref), runner=DockerRunner.name)

@@ -16,39 +16,26 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import uv
-from packaging.requirements import InvalidRequirement, Requirement
-from packaging.utils import canonicalize_name
 
 from stackmatrix.atomic import atomic_write_text
 from stackmatrix.domain import Stack
-from stackmatrix.errors import BadInput
-from stackmatrix.options import DEFAULT_TORCH_INDEX
+from stackmatrix.options import DEFAULT_TORCH_INDEX, Settings
 from stackmatrix.redact import redact
-from stackmatrix.runners import RUNNERS, Env, EnvBuildFailed, stack_requirements
+from stackmatrix.runners import (
+    DEFAULT_OVERRIDES,
+    BackendHook,
+    Env,
+    EnvBuildFailed,
+    merge_overrides,
+    run_local,
+    stack_requirements,
+)
 from stackmatrix.uvcache import uv_cache_dir
 
-# Beside a +cpu torch, PyPI's torchvision/torchaudio/torchcodec (built for CUDA torch) fail at import
-# (FACTS §9); a text-only engine does not need them, so the default overrides drop them.
-DEFAULT_OVERRIDES = (
-    'torchvision; sys_platform == "never"',
-    'torchaudio; sys_platform == "never"',
-    'torchcodec; sys_platform == "never"',
-)
-
-
-def merge_overrides(defaults: Sequence[str], given: Sequence[str]) -> tuple[str, ...]:
-    """The user's overrides, plus every default for a package the user did not name."""
-    named = set()
-    for o in given:
-        try:
-            named.add(canonicalize_name(Requirement(o).name))
-        except InvalidRequirement:
-            raise BadInput("--override", "override", o, "a requirement such as torch==2.13.0") from None
-    kept = [d for d in defaults if canonicalize_name(Requirement(d).name) not in named]
-    return (*kept, *given)
-
+__all__ = ["DEFAULT_OVERRIDES", "VenvOptions", "VenvRunner", "merge_overrides"]
 
 COMPLETE = ".stackmatrix-env.json"
 
@@ -86,11 +73,35 @@ def _classify(output: str) -> str:
 
 
 class VenvRunner:
-    name = "venv"
+    name: ClassVar[str] = "venv"
+    containers: ClassVar[bool] = False
 
     def __init__(self, options: VenvOptions) -> None:
         self.o = options
         self.uv = uv.find_uv_bin()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, overrides: tuple[str, ...]) -> VenvRunner:
+        return cls(
+            VenvOptions(
+                cache_dir=settings.cache_dir,
+                index_url=settings.index_url,
+                torch_find_links=settings.torch_find_links,
+                torch_index=settings.torch_index,
+                device=settings.device,
+                overrides=overrides,
+            )
+        )
+
+    @staticmethod
+    def backend_hook(settings: Settings) -> BackendHook | None:
+        return None  # no image here to read: backend-imports uses the catalog's import sets
+
+    @staticmethod
+    def run(
+        env: Env, argv: Sequence[str], timeout: float, log: Path, ro: Sequence[Path], rw: Sequence[Path]
+    ) -> tuple[str, bool]:
+        return run_local(argv, timeout, log)  # on this host: every path is already where the probe looks
 
     @property
     def device(self) -> str:
@@ -153,7 +164,7 @@ class VenvRunner:
         python = root / "bin" / "python"
         if marker.exists():
             info = json.loads(marker.read_text())
-            return Env(python, root, digest, info["installed"], reused=True, build_s=time.perf_counter() - t0)
+            return Env(python, root, digest, info["installed"], True, time.perf_counter() - t0, runner=self.name)
         shutil.rmtree(root, ignore_errors=True)  # a half-built env from an interrupted run
         root.parent.mkdir(parents=True, exist_ok=True)
         proc = self._uv("venv", str(root), "--python", self.o.interpreter or self.o.python, "--quiet", timeout=300)
@@ -178,7 +189,4 @@ class VenvRunner:
         freeze = self._uv("pip", "freeze", "--python", str(python), timeout=120).stdout
         installed = dict(line.split("==", 1) for line in freeze.splitlines() if "==" in line)
         atomic_write_text(marker, json.dumps({"installed": installed, "requirements": requirements}))
-        return Env(python, root, digest, installed, reused=False, build_s=time.perf_counter() - t0)
-
-
-RUNNERS["venv"] = VenvRunner
+        return Env(python, root, digest, installed, False, time.perf_counter() - t0, runner=self.name)

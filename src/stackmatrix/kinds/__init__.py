@@ -1,0 +1,137 @@
+"""Stack kinds: one module per kind behind the ``Kind`` protocol, and the registry every caller reads
+(cibuildwheel's ``platforms/`` + ``ALL_PLATFORM_MODULES`` habit).
+
+A kind module holds everything that differs between kinds: its id, its defaulting rules (one function serves the
+matrix expansion and ``check``'s flags), its static rungs, its runtime ladder and when a runner can climb it, what
+it installs, its image template, what staging fetches for it, and what it reads from the catalogs. Code outside
+this package looks the kind up here instead of branching on it; ``tests/unit/test_kinds.py`` fails when a
+``StackKind`` has no module or a module lacks a part. Adding ``triton-trtllm`` or ``sglang`` is one module and one
+entry below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, Protocol
+
+from stackmatrix.domain import StackKind
+from stackmatrix.errors import BadInput
+from stackmatrix.kinds import triton_python, triton_vllm, vllm
+
+if TYPE_CHECKING:
+    from stackmatrix.catalog import Catalog
+    from stackmatrix.domain import Cell, Outcome, Stack, TritonRelease
+    from stackmatrix.images import ImagePlan, TritonImages
+    from stackmatrix.kinds.pins import IndexView, WheelView
+    from stackmatrix.ladder.runtime import RuntimeContext
+    from stackmatrix.ladder.static import StaticRung
+    from stackmatrix.matrixfile import StackRule
+    from stackmatrix.runners import Env, Runner
+    from stackmatrix.stage import Target as StageTarget
+
+
+class Kind(Protocol):
+    """What every module of this package provides (module-level names; mypy checks each entry of ``KINDS``)."""
+
+    KIND: StackKind
+    ID_PREFIX: str  # a stack id starts with it: vllm-…, triton-…, tpy-…
+    IMAGE: str  # its cell image's template: images/<IMAGE>/Dockerfile
+    CATALOG: tuple[str, ...]  # the catalog tables it reads (Catalog attributes); "triton": it runs in a release
+
+    def stack_id(self, stack: Stack) -> str: ...
+
+    def expand(
+        self,
+        rule: StackRule,
+        releases: Sequence[TritonRelease],
+        index: IndexView,
+        python: str,
+        where: str,
+        key: str,
+    ) -> Iterator[Stack]:
+        """The stacks a matrix rule names (``releases``: the rule's Triton releases, empty without any)."""
+        ...
+
+    def resolve(
+        self,
+        release: TritonRelease | None,
+        vllm: str | None,
+        transformers: str | None,
+        index: WheelView,
+        python: str,
+        where: str,
+    ) -> Stack:
+        """The stack ``check``'s flags (or a policy's stack) name: omitted pins get the expansion's defaults."""
+        ...
+
+    def stock(self, stack: Stack) -> bool:
+        """The stack is a release's container as shipped: nothing installed, NVIDIA's builds inside."""
+        ...
+
+    def static_rungs(self) -> tuple[StaticRung, ...]: ...
+
+    def requirements(self, stack: Stack, device: str) -> list[str]:
+        """What the stack installs (``device``: "cpu" takes vLLM's CPU build)."""
+        ...
+
+    def image(self, stack: Stack, triton: TritonImages) -> ImagePlan | None:
+        """How the docker runner builds the stack's cell image; None: no runtime image wired for it yet."""
+        ...
+
+    def stage_target(self, stack: Stack, base_python: str) -> StageTarget | None:
+        """The interpreter and platform its wheels are staged for; None: it installs nothing."""
+        ...
+
+    def not_runnable(self, cell: Cell, runner: Runner, cpu_builds: Callable[[], list[str]]) -> Outcome | None:
+        """Why ``runner`` cannot climb the cell's runtime ladder here (the env rung's skip), or None."""
+        ...
+
+    def runtime_ladder(
+        self, env: Env, rctx: RuntimeContext, logs: Path, real: Path | None, spec: dict[str, Any]
+    ) -> list[Outcome]:
+        """The rungs above ``env`` in the built environment, a failure pruning the rest."""
+        ...
+
+
+KINDS: Final[dict[StackKind, Kind]] = {
+    StackKind.VLLM: vllm,
+    StackKind.TRITON_VLLM: triton_vllm,
+    StackKind.TRITON_PYTHON: triton_python,
+}
+
+
+def runs_in_triton(kind: Kind) -> bool:
+    """The kind runs in a Triton release's container: its stacks pin a release (and come first in a table)."""
+    return "triton" in kind.CATALOG
+
+
+def triton_prefixes() -> tuple[str, ...]:
+    """How the ids of stacks that run in Triton start: tables put them first (the stacks operators upgrade)."""
+    return tuple(f"{k.ID_PREFIX}-" for k in KINDS.values() if runs_in_triton(k))
+
+
+def kind_named(name: str | None, triton: str | None) -> Kind:
+    """``check``'s ``--kind`` (or a policy's ``kind=``); none given: Triton's vLLM backend with a release, else
+    vLLM's own server."""
+    if name is None:
+        return KINDS[StackKind.TRITON_VLLM] if triton is not None else KINDS[StackKind.VLLM]
+    return KINDS[StackKind(name)]
+
+
+def release_for(kind: Kind, triton: str | None, catalog: Catalog, where: str) -> TritonRelease | None:
+    """The catalog release a stack of ``kind`` runs in: one that runs in Triton needs one, vLLM's own server
+    takes none."""
+    if not runs_in_triton(kind):
+        if triton is not None:
+            raise BadInput(where, "triton", triton, f"no Triton release for a {kind.KIND} stack (vLLM's own server)")
+        return None
+    if triton is None:
+        raise BadInput(where, "triton", None, f"a Triton release for a {kind.KIND} stack")
+    release = catalog.triton.get(triton)
+    if release is None:
+        raise BadInput(where, "triton", triton, f"a catalog release ({', '.join(catalog.triton)})")
+    return release
+
+
+__all__ = ["KINDS", "Kind", "kind_named", "release_for", "runs_in_triton", "triton_prefixes"]

