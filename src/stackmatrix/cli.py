@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     selection(p)
     tier(p)
     resolve(p)
-    add_flags(p, "plan", "resume")
+    add_flags(p, "plan", "resume", "fresh")
     p.add_argument("--quiet", action="store_true", help="print only the summary and the report paths")
 
     p = sub.add_parser("tiny", help="tiny random-weight checkpoints of a catalog model's architecture")
@@ -88,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["table", "json"], default="table")
     tier(p)
     resolve(p)
+    add_flags(p, "fresh")
 
     p = sub.add_parser("stage", help="download every wheel the selected cells need into a wheelhouse (air-gapped)")
     common(p)

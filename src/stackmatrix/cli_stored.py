@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from stackmatrix.cli_args import add_flags, add_option, common, loaded_of, path_arg, resolve, settings_of, tier
-from stackmatrix.errors import BadInput, InfraUnavailable, Interrupted, NothingSelected, path_faults
+from stackmatrix.cli_args import add_flags, add_option, common, path_arg, resolve, settings_of, tier
+from stackmatrix.errors import BadInput, NothingSelected, path_faults
 from stackmatrix.options import OPTIONS
 from stackmatrix.redact import redact
 from stackmatrix.runindex import RunIndex, open_index
@@ -81,6 +80,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--summary", type=path_arg, default=None, help="also write the Markdown summary here (PR comment)")
     tier(p)
     resolve(p)
+    add_flags(p, "fresh")
 
 
 def _positive(text: str) -> int:
@@ -173,20 +173,22 @@ def cmd_report(args: argparse.Namespace) -> int:
     with open_index(settings_of(args).reports_dir, sync=False) as index:
         index.ensure(run)
         rows = index.frame_rows(run.run_id)
+        summaries = index.summaries(run.run_id)
     if args.keyword or args.only:
         keep = set(select_ids((r[0] for r in rows), keyword=args.keyword, only=args.only))
+        summaries = [s for r, s in zip(rows, summaries, strict=True) if r[0] in keep]
         rows = [r for r in rows if r[0] in keep]
     if not rows:
         raise NothingSelected(f"no cell of run {run.run_id} matches the selection")
     wanted = {r[0] for r in rows}
 
-    table = Report.of_rows(rows, run.meta, args.title)
+    table = Report.of_rows(rows, run.meta, args.title, summaries)
 
     def full() -> Report:  # the cell files, for the formats that show evidence; the table is the index's
         results = sorted((r for r in run.results() if r.cell_id in wanted), key=lambda r: r.cell_id)
         if [r.cell_id for r in results] != [row[0] for row in rows]:  # a cell file changed under the index
             return Report.of(results, run.meta, args.title)
-        return Report(tuple(results), table.df, run.meta, table.title)
+        return Report(tuple(results), table.df, run.meta, table.title, table.summaries)
 
     out = args.out or settings_of(args).reports_dir / "rendered" / run.run_id
     with path_faults("--out" if args.out else None):
@@ -213,93 +215,9 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
-    from stackmatrix.contexts import runtime_context, static_context
-    from stackmatrix.gate import GateResult, cells_for, judge, render_summary, row_of
-    from stackmatrix.pipeline import declared, execute, open_session, unreachable
-    from stackmatrix.policy import load_policy
-    from stackmatrix.stackspec import parse_spec, resolve_stack
-    from stackmatrix.store import start_run
+    from stackmatrix.workflow import GATE, execute
 
-    loaded = loaded_of(args)
-    policy = load_policy(args.policy, loaded)
-    spec = parse_spec(args.candidate)
-    settings = settings_of(args)
-    t0 = time.perf_counter()
-    index = _warn_damaged(open_index(settings.reports_dir))
-    session = open_session(settings, loaded.spec.settings.platform)
-    try:
-        candidate = resolve_stack(spec, session, loaded)
-        current = resolve_stack(policy.current, session, loaded, f"{policy.path}: current") if policy.current else None
-        baseline_stack = current or candidate
-        cells = cells_for(policy, candidate)
-        base_cells = cells_for(policy, baseline_stack)
-        base_ids = [c.id for c in base_cells]
-        baseline_run = (
-            find_run(settings.reports_dir, args.baseline).run_id
-            if args.baseline is not None
-            else index.latest_with(base_ids)
-        )
-        stored = index.cells(baseline_run) if baseline_run else {}
-        # The current stack's cells no stored run holds: probe them now, beside the candidate's.
-        probe_base = [c for c in base_cells if c.id not in stored] if current not in (None, candidate) else []
-        todo = cells + probe_base
-        run = start_run(
-            settings.reports_dir,
-            matrix_hash=loaded.matrix_hash,
-            matrix_path=str(loaded.path),
-            tier=args.tier,
-            selected=len(todo),
-            purpose="gate",
-            policy=str(policy.path),
-            candidate=str(spec),
-            baseline=baseline_run,
-            baseline_probed=[c.id for c in probe_base],
-        )
-        with recorded(run):
-            run.write_plan({c.id: declared(c) for c in todo}, [c.id for c in todo], None)
-            ctx = static_context(session, loaded, args.resolve)
-            rctx = runtime_context(session, args.override, args.full_class) if args.tier == "runtime" else None
-            try:
-                results = execute(todo, ctx, session, run.write_cell, rctx, run.root / "logs")
-            except KeyboardInterrupt:
-                raise Interrupted(f"interrupted: {len(run.cell_files())} cells kept in {run.root}") from None
-            infra = unreachable(results) or session.index.unreachable is not None
-            by_id = {r.cell_id: r for r in results}
-            probed = {c.id for c in probe_base}
-            base_rows = [stored.get(i) or (row_of(by_id[i]) if i in probed else None) for i in base_ids]
-            findings = judge(policy.requirements, [by_id[c.id] for c in cells], base_rows)
-            gate = GateResult(
-                policy,
-                candidate,
-                baseline_stack,
-                baseline_run,
-                run.run_id,
-                tuple(c.id for c in probe_base),
-                args.tier,
-                findings,
-            )
-            code = InfraUnavailable.exit_code if infra else (1 if gate.failing else 0)
-            run.finish(
-                "complete",
-                code,
-                duration_s=round(time.perf_counter() - t0, 3),
-                regressions=len(gate.regressions),
-                failing=len(gate.failing),
-            )
-            # part of the gate too: where the facts, the index or the summary cannot be written, run.json is
-            # rewritten with the exit code the command ends with
-            session.close()
-            index.ingest(run, results)
-            summary = redact(render_summary(gate, str(run.cells_dir)))
-            print(summary, end="")  # the pull request's log shows it even when the file cannot be written
-            if args.summary:
-                write_output(args.summary, summary, "--summary")
-    finally:
-        session.close()
-        index.close()
-    if infra:
-        print("the package index was unreachable: the gate could not decide every cell", file=sys.stderr)
-    return code
+    return execute(GATE, args, settings_of(args))
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {

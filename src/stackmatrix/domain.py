@@ -6,6 +6,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cached_property
 from typing import Any
 
 
@@ -105,7 +106,13 @@ def checked_declared(value: Any) -> dict[str, str | None]:
 
 
 def _typed(value: Any, kind: type | tuple[type, ...], key: str) -> Any:
-    if not isinstance(value, kind) or isinstance(value, bool):  # no stored field is a bool
+    if not isinstance(value, kind) or isinstance(value, bool):  # bools are _flag's
+        raise TypeError(f"{key!r} is {type(value).__name__}")
+    return value
+
+
+def _flag(value: Any, key: str) -> bool:
+    if not isinstance(value, bool):
         raise TypeError(f"{key!r} is {type(value).__name__}")
     return value
 
@@ -235,7 +242,7 @@ class Cell:
     model: Model
     target: Target
 
-    @property
+    @cached_property  # read thousands of times per run (selection, plan, journal, index)
     def id(self) -> str:
         """Stable, glob-friendly: ``<stack>__<model>__<target>``."""
         return f"{self.stack.id}__{self.model.slug}__{self.target.name}"
@@ -306,6 +313,11 @@ class CellResult:
     outcomes: tuple[Outcome, ...]
     fingerprint: str
     declared: Mapping[str, str | None]
+    # What the ladder decided beside the verdict (ladder/verdict.py), stored so that no reader derives it: the
+    # static tier's verdict, the observed one ("" for a static-only cell), whether they contradict.
+    declared_verdict: Verdict | None = None
+    observed_verdict: Verdict | None = None
+    contradiction: bool = False
 
     @property
     def why(self) -> str:
@@ -360,6 +372,9 @@ class CellResult:
             "override": self.override,
             "fingerprint": self.fingerprint,
             "declared": dict(self.declared),
+            "declared_verdict": str(self.declared_verdict) if self.declared_verdict else None,
+            "observed_verdict": str(self.observed_verdict) if self.observed_verdict else None,
+            "contradiction": self.contradiction,
             "observed": self.observed,
             "probes": [o.to_json() for o in self.outcomes],
         }
@@ -377,4 +392,7 @@ class CellResult:
             outcomes=tuple(Outcome.from_json(_typed(o, dict, "probes[]")) for o in probes),
             fingerprint=_typed(data["fingerprint"], str, "fingerprint"),
             declared=declared,
+            declared_verdict=_VERDICT[data["declared_verdict"]] if data.get("declared_verdict") else None,
+            observed_verdict=_VERDICT[data["observed_verdict"]] if data.get("observed_verdict") else None,
+            contradiction=_flag(data.get("contradiction", False), "contradiction"),
         )

@@ -43,6 +43,12 @@ class Interrupted(StackmatrixError):
     exit_code = 130
 
 
+class Terminated(Interrupted):
+    """SIGTERM (a CI job cancelled, a scheduler's time limit): 128 + 15, as a shell reports it."""
+
+    exit_code = 143
+
+
 _REPR = reprlib.Repr()
 _REPR.maxlevel, _REPR.maxdict, _REPR.maxlist, _REPR.maxstring, _REPR.maxother = 3, 8, 8, 300, 300
 

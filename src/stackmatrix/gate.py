@@ -10,13 +10,19 @@ requirement counts as a regression (a gate passes only what it has seen pass).
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from stackmatrix.domain import Cell, CellResult, Stack, Verdict
 from stackmatrix.policy import Policy, Requirement, meets
 from stackmatrix.runindex import CellRow
+
+if TYPE_CHECKING:
+    from stackmatrix.pipeline import Loaded
+    from stackmatrix.workflow import Executed, Job, Selected
 
 
 class Standing(StrEnum):
@@ -71,7 +77,7 @@ def row_of(result: CellResult) -> CellRow:
     )
 
 
-def judge(
+def judge_findings(
     requirements: Sequence[Requirement], candidate: Sequence[CellResult], baseline: Sequence[CellRow | None]
 ) -> tuple[Finding, ...]:
     findings = []
@@ -158,7 +164,109 @@ def render_summary(g: GateResult, cell_path: str) -> str:
             ev,
             "```",
             "",
-            f"Every probe and its evidence: `{cell_path}/{f.cell.cell_id}.json`",
+            f"Every probe and its evidence: `{cell_path}`, the line of `{f.cell.cell_id}`",
             "</details>",
         ]
     return "\n".join(lines) + "\n"
+
+
+# --- the gate's own steps (workflow.GATE) -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GateCells:
+    policy: Policy
+    candidate: Stack
+    baseline_stack: Stack
+    cells: tuple[Cell, ...]  # the candidate's, one per requirement
+    base_ids: tuple[str, ...]  # the baseline's, one per requirement
+    baseline_run: str | None
+    stored: Mapping[str, CellRow]  # the baseline run's rows
+    probe_base: tuple[Cell, ...]  # baseline cells no stored run holds: probed now, beside the candidate's
+
+
+def gate_cells(loaded: Loaded, job: Job) -> Selected:
+    """The candidate's cells and the baseline: the stored run that holds the baseline stack's cells (or
+    ``--baseline``), and the baseline cells no stored run holds, to be probed now."""
+    from stackmatrix.policy import load_policy
+    from stackmatrix.runindex import open_index
+    from stackmatrix.stackspec import parse_spec, resolve_stack
+    from stackmatrix.store import find_run
+    from stackmatrix.workflow import Selected, session_of
+
+    args, settings, session = job.args, job.settings, session_of(job)
+    policy = load_policy(args.policy, loaded)
+    spec = parse_spec(args.candidate)
+    candidate = resolve_stack(spec, session, loaded)
+    current = resolve_stack(policy.current, session, loaded, f"{policy.path}: current") if policy.current else None
+    baseline_stack = current or candidate
+    cells, base_cells = cells_for(policy, candidate), cells_for(policy, baseline_stack)
+    base_ids = tuple(c.id for c in base_cells)
+    with open_index(settings.reports_dir) as index:
+        for run_dir, why in index.damaged.items():
+            print(f"stackmatrix: warning: left out {run_dir}: {why}", file=sys.stderr)
+        if args.baseline is not None:
+            baseline_run: str | None = find_run(settings.reports_dir, args.baseline).run_id
+        else:
+            baseline_run = index.latest_with(list(base_ids))
+        stored = index.cells(baseline_run) if baseline_run else {}
+    probe_base = tuple(c for c in base_cells if c.id not in stored) if current not in (None, candidate) else ()
+    todo = (*cells, *probe_base)
+    gc = GateCells(policy, candidate, baseline_stack, tuple(cells), base_ids, baseline_run, stored, probe_base)
+    meta = {
+        "policy": str(policy.path),
+        "candidate": str(spec),
+        "baseline": baseline_run,
+        "baseline_probed": [c.id for c in probe_base],
+    }
+    return Selected(loaded, todo, todo, len(todo), purpose="gate", meta=meta, extra=gc)
+
+
+def judge(executed: Executed, job: Job) -> Executed:
+    """Each requirement's standing: the candidate's verdict against the baseline's."""
+    from dataclasses import replace
+
+    from stackmatrix.errors import InfraUnavailable
+
+    gc: GateCells = executed.planned.selected.extra
+    probed = {c.id for c in gc.probe_base}
+
+    def result(cell_id: str) -> CellResult:
+        found = executed.result(cell_id)
+        assert found is not None, f"the gate's cell {cell_id} was neither probed nor reused"
+        return found
+
+    base_rows = [gc.stored.get(i) or (row_of(result(i)) if i in probed else None) for i in gc.base_ids]
+    findings = judge_findings(gc.policy.requirements, [result(c.id) for c in gc.cells], base_rows)
+    assert executed.run is not None
+    gate = GateResult(
+        gc.policy,
+        gc.candidate,
+        gc.baseline_stack,
+        gc.baseline_run,
+        executed.run.run_id,
+        tuple(c.id for c in gc.probe_base),
+        job.args.tier,
+        findings,
+    )
+    code = InfraUnavailable.exit_code if executed.infra else (1 if gate.failing else 0)
+    ending = {"regressions": len(gate.regressions), "failing": len(gate.failing)}
+    return replace(executed, code=code, ending=ending, extra=gate)
+
+
+def summary(executed: Executed, job: Job) -> int:
+    """The Markdown summary on the terminal (the pull request's log shows it even when the file cannot be
+    written) and in ``--summary``."""
+    from stackmatrix.redact import redact
+
+    gate: GateResult = executed.extra
+    assert executed.run is not None
+    text = redact(render_summary(gate, str(executed.run.journal_path)))
+    print(text, end="")
+    if job.args.summary:
+        from stackmatrix.cli_stored import write_output
+
+        write_output(job.args.summary, text, "--summary")
+    if executed.infra:
+        print("the package index was unreachable: the gate could not decide every cell", file=sys.stderr)
+    return executed.code or 0

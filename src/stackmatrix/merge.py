@@ -17,11 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stackmatrix.atomic import atomic_write_bytes
 from stackmatrix.domain import CellResult, Outcome, Reason, Status, Verdict
 from stackmatrix.errors import BadInput
-from stackmatrix.ids import child
-from stackmatrix.readfile import parse_json, read_bytes
+from stackmatrix.options import differing_options
 from stackmatrix.select import parse_shard
 from stackmatrix.store import Run, open_run, parse_cell, recorded, run_dirs, start_run
 
@@ -50,7 +48,9 @@ def _missing_result(
     cell_id: str, declared: Mapping[str, Any], why: str, reason: Reason, ev: dict[str, Any]
 ) -> CellResult:
     outcome = Outcome("result", Status.ERROR, reason, why, ev)
-    return CellResult(cell_id, Verdict.NOT_RUN, reason, None, (outcome,), "", dict(declared))
+    return CellResult(
+        cell_id, Verdict.NOT_RUN, reason, None, (outcome,), "", dict(declared), declared_verdict=Verdict.NOT_RUN
+    )
 
 
 def _why_missing(
@@ -70,13 +70,6 @@ def _why_missing(
             ev,
         )
     return Reason.RESULT_MISSING, f"shard {shard} (run {run.run_id}) exited {code} without writing this cell", ev
-
-
-def _cell_bytes(path: Path) -> bytes:
-    """A shard's cell file, checked as a result before it is copied byte for byte."""
-    data = read_bytes(path, "a cell result")
-    parse_cell(path, parse_json(path, data, "a cell result"))
-    return data
 
 
 def _codes_by_run(paths: Sequence[Path], runs: Sequence[Run], given: Mapping[str, int]) -> dict[str, int]:
@@ -130,6 +123,10 @@ def merge(paths: Sequence[Path], reports_dir: Path, exit_codes: Mapping[str, int
                 raise BadInput(
                     str(path / "run.json"), key, run.meta.get(key), f"{first.meta.get(key)!r} like {paths[0]}"
                 )
+        differ = differing_options(_options(run), _options(first))
+        if differ is not None:
+            name, value, expected = differ
+            raise BadInput(str(path / "run.json"), f"options.{name}", value, f"{expected!r} like {paths[0]}")
     ids = [r.run_id for r in runs]
     if len(set(ids)) != len(ids):
         raise BadInput("merge", "DIR", ids, "distinct runs (one was given twice)")
@@ -154,10 +151,10 @@ def merge(paths: Sequence[Path], reports_dir: Path, exit_codes: Mapping[str, int
     files: dict[str, bytes] = {}
     duplicates = 0
     for run in sorted(runs, key=lambda r: str(r.meta.get("finished") or "")):
-        for path in run.cell_files():
-            data = _cell_bytes(path)
-            duplicates += path.stem in files
-            files[path.stem] = data
+        for cell_id, (record, data, _) in run.records().items():
+            parse_cell(run.where(cell_id), record, cell_id)  # checked as a result before it is copied as it is
+            duplicates += cell_id in files
+            files[cell_id] = data
 
     started = min(str(r.meta.get("started", "")) for r in runs)
     merged = start_run(
@@ -173,7 +170,7 @@ def merge(paths: Sequence[Path], reports_dir: Path, exit_codes: Mapping[str, int
                 "shard": (plans[r.run_id] or {}).get("shard"),
                 "status": r.meta.get("status"),
                 "exit_code": codes.get(r.run_id, r.meta.get("exit_code")),
-                "cells_written": len(r.cell_files()),
+                "cells_written": r.count(),
             }
             for r in runs
         ],
@@ -181,7 +178,7 @@ def merge(paths: Sequence[Path], reports_dir: Path, exit_codes: Mapping[str, int
     )
     with recorded(merged):
         for cell_id, data in sorted(files.items()):
-            atomic_write_bytes(child(merged.cells_dir, f"{cell_id}.json"), data)
+            merged.copy_record(cell_id, data)
         ordered = sorted(selection)
         missing = []
         for i, cell_id in enumerate(ordered):
@@ -195,6 +192,11 @@ def merge(paths: Sequence[Path], reports_dir: Path, exit_codes: Mapping[str, int
         merged.write_plan(selection, ordered, None)
         merged.finish("complete", 0, cells_missing=len(missing), duplicates=duplicates)
     return Merged(merged, len(files), tuple(missing), duplicates)
+
+
+def _options(run: Run) -> Mapping[str, Any]:
+    options = run.meta.get("options")
+    return options if isinstance(options, dict) else {}
 
 
 def parse_exit_codes(items: Sequence[str]) -> dict[str, int]:

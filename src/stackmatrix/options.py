@@ -461,6 +461,14 @@ class Flags:
         action="optional",
         metavar="RUN",
     )
+    fresh = Option[bool](
+        "--fresh",
+        "",
+        None,
+        "probe every cell, even one a stored record with the same fingerprint already decided (no cache hits)",
+        _bool,
+        action="switch",
+    )
 
 
 OPTIONS: Final = records(Settings)

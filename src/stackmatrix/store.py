@@ -1,8 +1,11 @@
-"""Results on disk: ``<reports>/runs/<run-id>/run.json``, ``plan.json`` and ``cells/<cell-id>.json``, written
-atomically. These files are the source of truth; the SQLite index (runindex.py) is rebuilt from them.
+"""Results on disk: ``<reports>/runs/<run-id>/run.json``, ``plan.json`` and ``journal.jsonl`` (journal.py: one
+finished cell's record per line, appended with one write). These files are the source of truth; the SQLite index
+(runindex.py) is rebuilt from them. Runs written before the journal kept ``cells/<cell-id>.json``, one file per
+cell: they are still read.
 
-A cell's file is complete the moment it exists, so an interrupted run keeps every cell written so far;
-``run.json`` says how the run ended (its status and exit code), ``plan.json`` which cells it meant to write.
+The run is recorded from its first moment: ``run.json`` says ``running`` with the process that writes it (pid,
+its start time, the machine's boot id) and a heartbeat file is touched while it lives; every ending writes its
+status and exit code. A run whose process is gone without an ending reads as ``crashed``, never as ``running``.
 
 Every name the store writes is an id (ids.py), checked where it entered and once more here, lexically inside the
 run's directory. What it reads back is input like any other: a damaged file is exit 2 naming it.
@@ -15,10 +18,12 @@ import os
 import platform
 import shutil
 import socket
+import threading
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,8 +32,9 @@ from stackmatrix import __version__
 from stackmatrix.atomic import atomic_write_bytes, atomic_write_text, remove_partial
 from stackmatrix.domain import CellResult, checked_declared
 from stackmatrix.errors import BadInput, Interrupted, StackmatrixError, path_fault
-from stackmatrix.ids import check_cell_id, check_id_part, child, is_cell_id, is_id_part
-from stackmatrix.readfile import read_json
+from stackmatrix.ids import check_cell_id, check_id_part, is_cell_id, is_id_part
+from stackmatrix.journal import JOURNAL, Journal, read_records
+from stackmatrix.readfile import open_regular, parse_json, read_bytes, read_json
 from stackmatrix.redact import redact
 
 Declared = Mapping[str, str | None]
@@ -36,9 +42,15 @@ Declared = Mapping[str, str | None]
 # its status and exit code in run.json.
 RESERVE = ".reserve"
 RESERVE_BYTES = 64 * 1024
+HEARTBEAT = ".alive"
+HEARTBEAT_EVERY_S = 30.0
+# A run on another machine (a shard on a CI runner sharing the store) whose heartbeat is older than this is gone.
+HEARTBEAT_STALE_S = 600.0
 # run.json fields other code reads, and their types (a hand-edited run.json is input like any other)
 META_TYPES: dict[str, tuple[type, ...]] = {
     **dict.fromkeys(("started", "finished", "status", "purpose", "tier", "matrix_hash", "tool_version"), (str,)),
+    **dict.fromkeys(("boot_id",), (str,)),
+    **dict.fromkeys(("pid", "pid_start"), (int,)),
     **dict.fromkeys(("matrix", "shard", "candidate", "policy", "baseline"), (str,)),
     "exit_code": (int,),
     "cells_selected": (int,),
@@ -60,10 +72,44 @@ def host_facts() -> dict[str, str]:
     return {"hostname": socket.gethostname(), "platform": platform.platform(), "python": platform.python_version()}
 
 
+def boot_id() -> str:
+    """This boot of this machine: a pid means something only within it."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as fh:
+            return fh.read().strip()
+    except OSError:
+        return socket.gethostname()
+
+
+def process_start(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (Linux), so a recycled pid is not taken for the run's."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return int(fh.read().rsplit(b")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _alive(meta: Mapping[str, Any], heartbeat: Path) -> bool:
+    """Whether the process writing a ``running`` run is still there."""
+    pid = meta.get("pid")
+    if meta.get("boot_id") == boot_id() and isinstance(pid, int):
+        start = process_start(pid)
+        return start is not None and start == meta.get("pid_start", start)
+    try:  # another machine (or a run from before pids were recorded): its heartbeat says
+        return time.time() - heartbeat.stat().st_mtime < HEARTBEAT_STALE_S
+    except OSError:
+        return False
+
+
 @dataclass
 class Run:
     root: Path
     meta: dict[str, Any]
+    _journal: Journal | None = field(default=None, repr=False, compare=False)
+    _beat: threading.Event | None = field(default=None, repr=False, compare=False)
+    # cell id -> (offset, length) of its record in the journal, for those this process appended
+    offsets: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def run_id(self) -> str:
@@ -71,15 +117,47 @@ class Run:
 
     @property
     def cells_dir(self) -> Path:
+        """Where runs from before the journal kept one file per cell."""
         return self.root / "cells"
+
+    @property
+    def journal_path(self) -> Path:
+        return self.root / JOURNAL
+
+    def journal(self) -> Journal:
+        if self._journal is None:
+            self._journal = Journal(self.journal_path)
+        return self._journal
 
     def write_meta(self) -> None:
         atomic_write_text(self.root / "run.json", json.dumps(self.meta, indent=2, sort_keys=True))
 
-    def write_plan(self, selection: Mapping[str, Declared], cells: list[str], shard: str | None) -> None:
+    def mark_running(self, **extra: Any) -> None:
+        """``running``, by this process (a new run, or one resumed): recorded before any probe."""
+        pid = os.getpid()
+        for key in ("finished", "exit_code", "error"):
+            self.meta.pop(key, None)
+        self.meta.update(status="running", pid=pid, pid_start=process_start(pid), boot_id=boot_id(), **extra)
+        self.write_meta()
+        atomic_write_bytes(self.root / RESERVE, bytes(RESERVE_BYTES))
+        self.start_heartbeat()
+
+    def write_plan(
+        self,
+        selection: Mapping[str, Declared],
+        cells: list[str],
+        shard: str | None,
+        decided: Mapping[str, Any] | None = None,
+    ) -> None:
         """Every cell of the whole selection (all shards) with its pins, and this run's share: a merge can
-        then name each cell whose result is missing instead of dropping it."""
-        plan = {"shard": shard, "cells": cells, "selection": {k: dict(v) for k, v in sorted(selection.items())}}
+        then name each cell whose result is missing instead of dropping it. ``decided``: the plan step's
+        fingerprints, cache hits, builds and estimate (plan.py)."""
+        plan = {
+            **(decided or {}),
+            "shard": shard,
+            "cells": cells,
+            "selection": {k: dict(v) for k, v in sorted(selection.items())},
+        }
         atomic_write_text(self.root / "plan.json", json.dumps(plan, separators=(",", ":")))
 
     def plan(self) -> dict[str, Any] | None:
@@ -100,40 +178,121 @@ class Run:
             raise BadInput(where, "shard", plan["shard"], "i/n or null")
         return plan
 
-    def write_cell(self, result: CellResult) -> None:
-        name = check_cell_id(result.cell_id, str(self.cells_dir), "cell") + ".json"
-        atomic_write_text(child(self.cells_dir, name), json.dumps(result.to_json()))
+    def write_cell(self, result: CellResult, *, slow: bool = False) -> None:
+        """Append a finished cell to the journal (``slow``: make it durable now; see journal.py)."""
+        check_cell_id(result.cell_id, str(self.journal_path), "cell")
+        record = json.dumps(result.to_json()).encode()
+        self.offsets[result.cell_id] = (self.journal().append(record, slow=slow), len(record))
+
+    def copy_record(self, cell_id: str, record: bytes) -> None:
+        """Append a stored record unchanged (a cache hit: the same fingerprint was probed by an earlier run)."""
+        check_cell_id(cell_id, str(self.journal_path), "cell")
+        self.offsets[cell_id] = (self.journal().append(record), len(record))
+
+    def close_journal(self) -> None:
+        if self._journal is not None:
+            journal, self._journal = self._journal, None
+            journal.close()
 
     def finish(self, status: str, exit_code: int, **extra: Any) -> None:
         # The reserve goes first: on a full disk its space is what lets run.json say how the run ended.
         (self.root / RESERVE).unlink(missing_ok=True)
-        remove_partial(self.cells_dir)
-        written = len(self.cell_files())
-        self.meta.update(status=status, exit_code=exit_code, finished=now(), cells_written=written, **extra)
-        self.write_meta()
+        self.stop_heartbeat()
+        try:
+            self.close_journal()
+        finally:
+            if self.cells_dir.is_dir():
+                remove_partial(self.cells_dir)
+            written = self.count()
+            self.meta.update(status=status, exit_code=exit_code, finished=now(), cells_written=written, **extra)
+            self.write_meta()
 
     def cell_files(self) -> list[Path]:
-        """The run's cell files: ``<cell id>.json`` (temporary files and anything else are not cells)."""
+        """A run from before the journal: its ``cells/<cell id>.json`` files (temporary files are not cells)."""
+        if not self.cells_dir.is_dir():
+            return []
         return sorted(p for p in self.cells_dir.glob("*.json") if is_cell_id(p.name[: -len(".json")]))
 
-    def results(self) -> Iterator[CellResult]:
+    def records(self) -> dict[str, tuple[dict[str, Any], bytes, int | None]]:
+        """Cell id -> (record, its JSON bytes, its offset in the journal): the cell files of an older run, then the
+        journal; a cell written twice is its last record."""
+        out: dict[str, tuple[dict[str, Any], bytes, int | None]] = {}
         for path in self.cell_files():
-            yield read_cell(path)
+            data = read_bytes(path, "a cell result")
+            out[path.name[: -len(".json")]] = (_object(path, parse_json(path, data, "a cell result")), data, None)
+        if os.path.lexists(self.journal_path):
+            for cell, record, raw, offset in read_records(self.journal_path):
+                out[cell] = (record, raw, offset)
+        return out
+
+    def count(self) -> int:
+        """Cells written (no record parsed: one line per cell, none written twice by one run)."""
+        lines = 0
+        if os.path.lexists(self.journal_path):
+            with open_regular(self.journal_path) as fh:
+                lines = sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
+        return lines + len(self.cell_files())
+
+    def cell_ids(self) -> list[str]:
+        return sorted(self.records())
+
+    def results(self) -> Iterator[CellResult]:
+        for cell, (record, _, _) in sorted(self.records().items()):
+            yield parse_cell(self.where(cell), record, cell)
+
+    def cell(self, cell_id: str) -> CellResult | None:
+        """One cell's record, by id (the HTML evidence, ``report -k``, a gate's baseline)."""
+        found = self.records().get(cell_id)
+        return parse_cell(self.where(cell_id), found[0], cell_id) if found else None
+
+    def where(self, cell_id: str) -> Path:
+        """The file holding a cell's record (for messages naming it)."""
+        legacy = self.cells_dir / f"{cell_id}.json"
+        return legacy if not os.path.lexists(self.journal_path) and legacy.exists() else self.journal_path
+
+    def start_heartbeat(self) -> None:
+        """Touch the heartbeat file while this process lives (a daemon thread: it dies with the process)."""
+        stop = self._beat = threading.Event()
+        beat = self.root / HEARTBEAT
+
+        def loop() -> None:
+            while True:
+                with suppress(OSError):
+                    beat.touch()
+                if stop.wait(HEARTBEAT_EVERY_S):
+                    return
+
+        threading.Thread(target=loop, name="stackmatrix-heartbeat", daemon=True).start()
+
+    def stop_heartbeat(self) -> None:
+        if self._beat is not None:
+            self._beat.set()
+            self._beat = None
 
 
 def read_cell(path: Path) -> CellResult:
-    """A stored cell result, checked: a damaged file is exit 2 naming it (never a traceback)."""
-    return parse_cell(path, read_json(path, "a cell result"))
+    """A stored cell file (runs from before the journal), checked: a damaged file is exit 2 naming it."""
+    return parse_cell(path, read_json(path, "a cell result"), path.name[: -len(".json")])
 
 
-def parse_cell(path: Path, data: object) -> CellResult:
-    """``data`` (the JSON of the cell file at ``path``) as a result, or exit 2 naming the file."""
+def _object(path: Path, data: object) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise BadInput(str(path), "<cell>", type(data).__name__, "a cell result as stackmatrix writes it")
+    return data
+
+
+def parse_cell(path: Path, data: object, cell_id: str) -> CellResult:
+    """``data`` (the record of cell ``cell_id`` in ``path``) as a result, or exit 2 naming the file."""
     try:
         if not isinstance(data, dict):
             raise TypeError(f"the file holds {type(data).__name__}, not an object")
         result = CellResult.from_json(data)
-        if result.cell_id != path.name[: -len(".json")]:
+        if result.cell_id != cell_id:
             raise ValueError(f"the file holds cell {result.cell_id!r}")
+        if result.declared_verdict is None:  # a record from before the ladder stored its decisions
+            from stackmatrix.ladder.verdict import decided
+
+            result = decided(result)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise BadInput(
             str(path), "<cell>", f"{type(exc).__name__}: {exc}", "a cell result as stackmatrix writes it"
@@ -165,14 +324,22 @@ def recorded(run: Run) -> Iterator[Run]:
     try:
         yield run
     except BaseException as exc:
-        status, code = _ending(exc)
-        with suppress(OSError, StackmatrixError):
-            run.finish(status, code, error=redact(f"{type(exc).__name__}: {exc}")[:500])
+        record_ending(run, exc)
         raise
 
 
+def record_ending(run: Run, exc: BaseException) -> None:
+    """The status and exit code ``exc`` ends the command with, in run.json (best effort: on a full disk the first
+    error is the one reported)."""
+    status, code = _ending(exc)
+    with suppress(OSError, StackmatrixError):
+        run.finish(status, code, error=redact(f"{type(exc).__name__}: {exc}")[:500])
+
+
 def _ending(exc: BaseException) -> tuple[str, int]:
-    if isinstance(exc, KeyboardInterrupt | Interrupted):
+    if isinstance(exc, Interrupted):
+        return "interrupted", exc.exit_code
+    if isinstance(exc, KeyboardInterrupt):
         return "interrupted", Interrupted.exit_code
     if isinstance(exc, StackmatrixError):
         return "failed", exc.exit_code
@@ -194,7 +361,7 @@ def start_run(
     """``purpose``: ``matrix`` (a run of the matrix), ``gate`` (a candidate's cells) or ``merge`` (shards)."""
     run_id = new_run_id()
     root = reports_dir / "runs" / run_id
-    (root / "cells").mkdir(parents=True, exist_ok=False)
+    root.mkdir(parents=True, exist_ok=False)
     meta = {
         "run_id": run_id,
         "purpose": purpose,
@@ -205,13 +372,11 @@ def start_run(
         "cells_selected": selected,
         "host": host_facts(),
         "started": now(),
-        "status": "running",
         **extra,
     }
     run = Run(root, meta)
     try:
-        run.write_meta()
-        atomic_write_bytes(root / RESERVE, bytes(RESERVE_BYTES))
+        run.mark_running()
     except BaseException:  # nothing half-made is left: a directory without run.json is no run
         shutil.rmtree(root, ignore_errors=True)
         raise
@@ -234,6 +399,8 @@ def open_run(path: Path, *, named: bool = False) -> Run:
             raise BadInput(str(meta_path), key, value, f"{' or '.join(k.__name__ for k in kinds)} or null")
     if named and meta["run_id"] != path.name:
         raise BadInput(str(meta_path), "run_id", meta["run_id"], f"the run's directory name {path.name!r}")
+    if meta.get("status") == "running" and not _alive(meta, path / HEARTBEAT):
+        meta["status"] = "crashed"  # read so; run.json is left as the process left it (resume rewrites it)
     return Run(path, meta)
 
 

@@ -4,6 +4,7 @@ import pytest
 
 from stackmatrix.catalog import load_catalog
 from stackmatrix.domain import Cell, Outcome, Reason, Stack, StackKind, Status, Target, TritonRelease
+from stackmatrix.ladder.verdict import decided
 
 
 def _release(release: str, shipped: str | None) -> TritonRelease:
@@ -56,7 +57,7 @@ def test_observed_versions_come_from_the_environment_the_image_and_the_server() 
         Outcome("load", Status.PASS, None, "ok", {"tritonserver": "2.51.0"}),
     )
     declared = {"kind": "triton-vllm", "vllm": "0.17.1", "transformers": "4.57.6"}
-    r = CellResult("triton-26.03__gemma__l4x1", Verdict.BLOCKED, None, None, outcomes, "f", declared)
+    r = decided(CellResult("triton-26.03__gemma__l4x1", Verdict.BLOCKED, None, None, outcomes, "f", declared))
     assert r.observed == {
         "python": "3.11.2",
         "torch": "2.13.0+cpu",
@@ -68,7 +69,7 @@ def test_observed_versions_come_from_the_environment_the_image_and_the_server() 
     assert (row["vllm"], row["transformers"]) == ("0.17.1+nv", "5.19.0")  # observed over declared
     assert row["observed"].startswith("python 3.11.2, torch 2.13.0+cpu")
     assert r.to_json()["observed"] == r.summary()["observed"] == r.observed
-    static_only = CellResult(
-        "c", Verdict.PREDICTED, None, None, (outcomes[1].__class__("fit", Status.PASS),), "f", declared
+    static_only = decided(
+        CellResult("c", Verdict.PREDICTED, None, None, (outcomes[1].__class__("fit", Status.PASS),), "f", declared)
     )
     assert static_only.observed == {} and dict(zip(COLUMNS, table_row(static_only), strict=True))["vllm"] == "0.17.1"

@@ -45,6 +45,7 @@ import pytest
 from stackmatrix.cli import main
 from stackmatrix.store import RESERVE, RESERVE_BYTES
 from tests.mirror import SMALL_MATRIX, Server, stack_mirror
+from tests.records import raw_records
 
 if TYPE_CHECKING:
     from _pytest.capture import CaptureResult
@@ -418,8 +419,8 @@ def run_dirs(store: Path) -> list[Path]:
     return sorted(p for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []
 
 
-def _cells(run_dir: Path) -> list[Path]:
-    return sorted((run_dir / "cells").glob("*.json"))
+def _cells(run_dir: Path) -> list[bytes]:
+    return list(raw_records(run_dir).values())
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
@@ -548,12 +549,12 @@ def test_run_where_runs_is_a_file(world: World, tmp_path: Path, capfd: pytest.Ca
 def test_run_that_fills_the_disk_midway_records_failed(
     world: World, faults: Faults, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    """Room for run.json, the reserve, plan.json and five cell files (sized from a stored run of the same
+    """Room for run.json, the reserve, plan.json and five cell records (sized from a stored run of the same
     matrix), not for all twelve. The run says ``failed`` with exit 4 and counts the cells it kept; no temporary
     file and no reserve remain; the runs stored before, the index and latest/ are byte-identical."""
     store = copy_into(world.store, faults.area(tmp_path / "reports"))
     stored = run_dirs(world.store)[-1]
-    cell = max(_blocks(p.stat().st_size) for p in _cells(stored))
+    cell = max(_blocks(len(r)) for r in _cells(stored))
     room = sum(_blocks((stored / n).stat().st_size) for n in ("run.json", "plan.json")) + RESERVE_BYTES + 5 * cell
     how = faults.fill(store, room)
     before = snapshot(store)
@@ -632,10 +633,10 @@ def test_history_on_a_read_only_store_without_a_current_index(
 def test_run_whose_index_update_fails(
     world: World, faults: Faults, tmp_path: Path, capfd: pytest.CaptureFixture[str], kind: str
 ) -> None:
-    """The run's cells and run.json are written, then ``index.sqlite`` cannot take the run (read-only, full, or a
-    directory stands there): exit 4 (2 for the directory) naming the index, every cell of the run kept, the
-    runs stored before byte-identical, the index (derived data) still readable where it is a file, and the run
-    records the exit it ended with."""
+    """The run's cells and run.json are written, then ``index.sqlite`` cannot take the run (read-only, full): exit
+    4 naming the index, every cell of the run kept, the runs stored before byte-identical, the index (derived
+    data) still readable, and the run records the exit it ended with. A directory standing there: the plan, which
+    reads the index for cache hits, refuses it (exit 2) before any run is started."""
     store = copy_into(world.store, tmp_path / "reports")
     index = store / "index.sqlite"
     want = 4
@@ -653,6 +654,9 @@ def test_run_whose_index_update_fails(
     assert code == want, f"{how}: exit {code}: {err}"
     one_line(err, index)
     no_crash_log(tmp_path, world.cache)
+    if kind == "directory":
+        assert snapshot(store) == before
+        return
     (run,) = new_runs(store, before)
     assert len(_cells(run)) == CELLS
     assert leftovers(store) == []

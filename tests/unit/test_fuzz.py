@@ -38,6 +38,7 @@ from hypothesis import strategies as st
 
 from stackmatrix.cli import main
 from tests.mirror import SMALL_MATRIX, stack_mirror
+from tests.records import drop_record, record_at, replace_record
 
 ROOT = Path(__file__).resolve().parents[2]
 CATALOGS = ("gpus.toml", "models.toml", "triton.toml")
@@ -1154,13 +1155,14 @@ CELL_EDITS = st.one_of(
     command=st.sampled_from(["report", "report-full", "history", "diff", "merge"]),
 )
 def test_planted_cell(world: World, data: st.DataObject, edit: tuple[str, Any], probe: str, command: str) -> None:
-    """A stored run whose cell file was edited by hand (or damaged): exit 2 naming it, or rendered; never a crash."""
+    """A stored run whose cell record was edited by hand (or damaged): exit 2 naming it, or rendered; never a
+    crash."""
     with box(world) as where:
         reports = where / "reports"
         run = reports / "runs" / world.run_ids[0]
         shutil.copytree(world.store / "runs" / world.run_ids[0], run)
-        cell_path = sorted((run / "cells").glob("*.json"))[data.draw(st.integers(0, 11), label="cell")]
-        cell = json.loads(cell_path.read_text())
+        at = data.draw(st.integers(0, 11), label="cell")
+        cell = record_at(run, at)
         what, value = edit
         if what == "declared":
             cell["declared"] = value
@@ -1170,7 +1172,7 @@ def test_planted_cell(world: World, data: st.DataObject, edit: tuple[str, Any], 
             cell["probes"].append(
                 {"name": probe, "status": "pass", "reason": None, "detail": "", "evidence": {what[9:]: value}}
             )
-        cell_path.write_text(json.dumps(cell))
+        replace_record(run, at, cell)
         other = str(world.store / "runs" / world.run_ids[1])
         argv = {
             "report": ["report", world.run_ids[0], "--format", "txt,md,csv,json"],
@@ -1365,7 +1367,7 @@ def test_planted_run_meta(
         meta.update(edits)
         (runs[which] / "run.json").write_text(json.dumps(meta))
         if drop_cell:
-            sorted((runs[which] / "cells").glob("*.json"))[0].unlink()
+            drop_record(runs[which], 0)
         if shard is not None:
             plan = json.loads((runs[which] / "plan.json").read_text())
             plan["shard"] = shard
@@ -1470,7 +1472,7 @@ def test_found_run_json_exit_code_list(world: World, drop_cell: bool, command: l
         meta["exit_code"] = []
         (runs[0] / "run.json").write_text(json.dumps(meta))
         if drop_cell:
-            sorted((runs[0] / "cells").glob("*.json"))[0].unlink()
+            drop_record(runs[0], 0)
         argv = [a.replace("<RUN>", str(runs[0])) for a in command]
         cli(world, [*argv, "--reports-dir", str(reports)], {0, 2, 3}, [reports])
 
@@ -1479,7 +1481,7 @@ def _copied_run(world: World, where: Path) -> tuple[Path, Path]:
     reports = where / "reports"
     run = reports / "runs" / world.run_ids[0]
     shutil.copytree(world.store / "runs" / world.run_ids[0], run)
-    return reports, sorted((run / "cells").glob("*.json"))[0]
+    return reports, run
 
 
 @pytest.mark.parametrize(
@@ -1495,15 +1497,15 @@ def _copied_run(world: World, where: Path) -> tuple[Path, Path]:
     ids=["declared-empty", "observed-bool", "observed-list"],
 )
 def test_found_hand_edited_cell(world: World, edit: dict[str, Any], command: list[str]) -> None:
-    """A stored cell file that the reader accepts must render (0) or be named as damaged (2), never crash."""
+    """A stored cell record that the reader accepts must render (0) or be named as damaged (2), never crash."""
     with box(world) as where:
-        reports, cell_path = _copied_run(world, where)
-        cell = json.loads(cell_path.read_text())
+        reports, run = _copied_run(world, where)
+        cell = record_at(run, 0)
         if "probes+" in edit:
             cell["probes"].append({"reason": None, "detail": "", **edit["probes+"]})
         else:
             cell.update(edit)
-        cell_path.write_text(json.dumps(cell))
+        replace_record(run, 0, cell)
         argv = [*command, world.run_ids[0]] if command[0] == "report" else command
         if command == ["diff"]:
             argv = ["diff", world.run_ids[0], str(world.store / "runs" / world.run_ids[1])]

@@ -11,6 +11,7 @@ from matplotlib.colors import to_rgb
 from matplotlib.image import imread
 
 from stackmatrix.domain import CellResult, Outcome, Reason, Status, Verdict
+from stackmatrix.ladder.verdict import decided
 from stackmatrix.render.heatmap import CELL_IN, DPI, PALETTE, render_heatmap
 from stackmatrix.render.table import Report
 
@@ -23,14 +24,16 @@ INNER_PX = (CELL_PX - 2) ** 2  # a cell less its white edges
 
 def cell(stack: str, model: str, target: str, verdict: Verdict) -> CellResult:
     outcome = Outcome("arch", Status.PASS if verdict is Verdict.PREDICTED else Status.FAIL, Reason.ARCH_UNSUPPORTED)
-    return CellResult(
-        f"{stack}__{model.rsplit('/', 1)[-1].lower()}__{target}",
-        verdict,
-        None,
-        None,
-        (outcome,),
-        "fp",
-        {"kind": "vllm", "model": model, "target": target},
+    return decided(
+        CellResult(
+            f"{stack}__{model.rsplit('/', 1)[-1].lower()}__{target}",
+            verdict,
+            None,
+            None,
+            (outcome,),
+            "fp",
+            {"kind": "vllm", "model": model, "target": target},
+        )
     )
 
 

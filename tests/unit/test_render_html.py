@@ -9,6 +9,7 @@ from html.parser import HTMLParser
 from typing import Any
 
 from stackmatrix.domain import CellResult, Outcome, Reason, StackKind, Status, Verdict
+from stackmatrix.ladder.verdict import decided
 from stackmatrix.legend import SYMBOL
 from stackmatrix.render import render
 from stackmatrix.render.html import render_html
@@ -107,7 +108,7 @@ def cell(
         "model": model,
         "target": target,
     }
-    return CellResult(f"{stack}__{slug}__{target}", verdict, reason, override, outcomes, "f" * 20, declared)
+    return decided(CellResult(f"{stack}__{slug}__{target}", verdict, reason, override, outcomes, "f" * 20, declared))
 
 
 def sample() -> list[CellResult]:

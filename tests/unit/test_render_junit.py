@@ -7,6 +7,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from stackmatrix.domain import CellResult, Outcome, Reason, Status, Verdict
+from stackmatrix.ladder.verdict import decided
 from stackmatrix.render.junit import render_junit
 from stackmatrix.render.table import Report
 
@@ -27,8 +28,8 @@ CASE_CHILDREN = {"properties", "failure", "error", "skipped", "system-out", "sys
 def cell(stack: str, verdict: Verdict, outcomes: list[Outcome], override: str | None = None) -> CellResult:
     failing = [o for o in outcomes if o.status is not Status.PASS and o.reason]
     reason = failing[0].reason if failing and verdict not in (Verdict.SERVES, Verdict.RUNS_TINY) else None
-    return CellResult(
-        f"{stack}__gemma-4-e4b-it__l4x1", verdict, reason, override, tuple(outcomes), "fp", {"kind": "vllm"}
+    return decided(
+        CellResult(f"{stack}__gemma-4-e4b-it__l4x1", verdict, reason, override, tuple(outcomes), "fp", {"kind": "vllm"})
     )
 
 

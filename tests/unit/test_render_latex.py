@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from stackmatrix.domain import CellResult, Outcome, Reason, Status, Verdict
+from stackmatrix.ladder.verdict import decided
 from stackmatrix.render.latex import MAX_STACKS, TEX_SYMBOL, _chunks, render_latex, tex_escape
 from stackmatrix.render.table import Report, footnotes, stack_order
 
@@ -31,14 +32,16 @@ def cell(
         Verdict.NOT_RUN: Outcome("backend-imports", Status.SKIP, Reason.UNKNOWN, detail),
     }[verdict]
     reason = deciding.reason if verdict not in (Verdict.SERVES, Verdict.RUNS_TINY, Verdict.PREDICTED) else None
-    return CellResult(
-        f"{stack}__{model.rsplit('/', 1)[-1].lower()}__{target}",
-        verdict,
-        reason,
-        override if verdict is Verdict.OVERRIDE else None,
-        (Outcome("resolve", Status.PASS), deciding) if deciding.probe != "resolve" else (deciding,),
-        "fp",
-        {"kind": "vllm", "model": model, "target": target},
+    return decided(
+        CellResult(
+            f"{stack}__{model.rsplit('/', 1)[-1].lower()}__{target}",
+            verdict,
+            reason,
+            override if verdict is Verdict.OVERRIDE else None,
+            (Outcome("resolve", Status.PASS), deciding) if deciding.probe != "resolve" else (deciding,),
+            "fp",
+            {"kind": "vllm", "model": model, "target": target},
+        )
     )
 
 

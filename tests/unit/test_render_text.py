@@ -7,6 +7,7 @@ import re
 import pytest
 
 from stackmatrix.domain import CellResult, Outcome, Reason, Status, Verdict
+from stackmatrix.ladder.verdict import decided
 from stackmatrix.render.table import Report, observed_rows
 from stackmatrix.render.text import render_markdown, render_terminal
 
@@ -15,7 +16,7 @@ def cell(stack: str, verdict: Verdict, outcomes: list[Outcome]) -> CellResult:
     failing = [o for o in outcomes if o.status is not Status.PASS and o.reason]
     declared = {"kind": "vllm", "model": "google/gemma-4-E4B-it", "target": "l4x1"}
     reason = failing[0].reason if failing else None
-    return CellResult(f"{stack}__gemma-4-e4b-it__l4x1", verdict, reason, None, tuple(outcomes), "fp", declared)
+    return decided(CellResult(f"{stack}__gemma-4-e4b-it__l4x1", verdict, reason, None, tuple(outcomes), "fp", declared))
 
 
 def test_markdown_footnotes_and_declared_vs_observed() -> None:

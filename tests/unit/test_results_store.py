@@ -13,19 +13,21 @@ import pytest
 from stackmatrix.diff import Change, diff_runs, render_json, render_markdown, render_text
 from stackmatrix.domain import CellResult, Outcome, Reason, Status, Verdict
 from stackmatrix.errors import BadInput
-from stackmatrix.gate import Standing, judge
+from stackmatrix.gate import Standing, judge_findings
+from stackmatrix.ladder.verdict import decided
 from stackmatrix.merge import merge, parse_exit_codes
 from stackmatrix.policy import meets
 from stackmatrix.runindex import RunIndex, open_index
 from stackmatrix.stackspec import StackSpec, parse_spec
 from stackmatrix.store import Run, find_run, recorded, start_run
+from tests.records import records
 
 DECLARED = {"kind": "vllm", "model": "google/gemma-4-E4B-it", "target": "l4x1"}
 
 
 def cell(cell_id: str, verdict: Verdict = Verdict.PREDICTED, reason: Reason | None = None) -> CellResult:
     outcome = Outcome("arch", Status.FAIL if reason else Status.PASS, reason, f"detail of {cell_id}")
-    return CellResult(cell_id, verdict, reason, None, (outcome,), "fp", DECLARED)
+    return decided(CellResult(cell_id, verdict, reason, None, (outcome,), "fp", DECLARED))
 
 
 def stored(reports: Path, results: list[CellResult]) -> Run:
@@ -122,7 +124,7 @@ def test_merge_names_every_missing_cell(tmp_path: Path) -> None:
     r2.finish("interrupted", 130)
     out = tmp_path / "merged"
     m = merge([tmp_path / "shard1", r2.root], out)  # shard 3 is absent
-    got = {p.stem: json.loads(p.read_text()) for p in m.run.cells_dir.glob("*.json")}
+    got = records(m.run.root)
     assert set(got) == set(ids) and m.copied == 3 and len(m.missing) == 3
     assert got[c2[1]]["reason"] == "interrupted"
     absent = [got[c] for c in runs[2][1]]
@@ -160,7 +162,7 @@ def test_judge_standings() -> None:
 
     ok, bad = cell("a__m__t"), cell("a__m__t", Verdict.BLOCKED, Reason.ARCH_UNSUPPORTED)
     reqs = [Req(), Req(), Req(), Req(), Req()]
-    found = judge(reqs, [bad, bad, ok, ok, bad], [row_of(ok), row_of(bad), row_of(bad), row_of(ok), None])  # type: ignore[arg-type]
+    found = judge_findings(reqs, [bad, bad, ok, ok, bad], [row_of(ok), row_of(bad), row_of(bad), row_of(ok), None])  # type: ignore[arg-type]
     assert [f.standing for f in found] == [
         Standing.REGRESSION,
         Standing.STILL_FAILING,
@@ -178,11 +180,31 @@ def test_parse_spec() -> None:
             parse_spec(bad)
 
 
-def test_a_corrupt_cell_file_is_bad_input_naming_it(tmp_path: Path) -> None:
+def test_a_corrupt_cell_record_is_bad_input_naming_it(tmp_path: Path) -> None:
     run = stored(tmp_path, [cell("s__m__t")])
+    run.journal_path.write_text('{"cell": "s__m__t", "verdict": "great"}\n')
+    with pytest.raises(BadInput, match=r"journal\.jsonl"):
+        list(run.results())
+    run.journal_path.write_text("{not json\n")
+    with pytest.raises(BadInput, match=r"journal\.jsonl:1"):
+        list(run.results())
+    run.journal_path.unlink()  # a run from before the journal: one file per cell
+    run.cells_dir.mkdir()
     (run.cells_dir / "s__m__t.json").write_text('{"cell": "s__m__t", "verdict": "great"}')
     with pytest.raises(BadInput, match=r"s__m__t\.json"):
         list(run.results())
+
+
+def test_a_torn_last_line_is_no_record_and_is_cut_before_the_next(tmp_path: Path) -> None:
+    """A machine lost mid-write leaves half a line: reading ignores it, and the next append starts a new line."""
+    run = stored(tmp_path, [cell("s1__m__t")])
+    with run.journal_path.open("ab") as fh:
+        fh.write(b'{"cell": "s2__m__t", "verd')
+    assert run.cell_ids() == ["s1__m__t"]
+    resumed = find_run(tmp_path, run.run_id)
+    resumed.write_cell(cell("s3__m__t"))
+    resumed.close_journal()
+    assert resumed.cell_ids() == ["s1__m__t", "s3__m__t"] and resumed.count() == 2
 
 
 def _shards(tmp_path: Path) -> tuple[Run, Run]:
@@ -202,9 +224,10 @@ def _shards(tmp_path: Path) -> tuple[Run, Run]:
 @pytest.mark.parametrize(
     ("damage", "named"),
     [
-        (lambda r: (r.cells_dir / "s1__m__t.json").write_text("{not json"), "s1__m__t.json"),
-        (lambda r: (r.cells_dir / "s1__m__t.json").write_text('{"cell": "s2__m__t"}'), "s1__m__t.json"),
-        (lambda r: (r.cells_dir / "s1__m__t.json").write_bytes(b"\xff\xfe"), "s1__m__t.json"),
+        (lambda r: r.journal_path.write_text("{not json\n"), "journal.jsonl"),
+        (lambda r: r.journal_path.write_text('{"cell": "s1__m__t"}\n'), "journal.jsonl"),
+        (lambda r: r.journal_path.write_bytes(b"\xff\xfe\n"), "journal.jsonl"),
+        (lambda r: _legacy(r, "s1__m__t", b'{"cell": "s2__m__t"}'), "s1__m__t.json"),
         (lambda r: (r.root / "plan.json").write_text('{"cells": ["../../x__m__t"], "selection": {}}'), "plan.json"),
         (lambda r: (r.root / "plan.json").write_text('{"cells": [], "selection": {"a/b__m__t": {}}}'), "plan.json"),
         (lambda r: (r.root / "run.json").write_text('{"run_id": "../../escape"}'), "run.json"),
@@ -220,6 +243,13 @@ def test_merge_checks_every_shard_file_before_it_writes(
         merge([a.root, b.root], tmp_path / "merged")
     assert named in exc.value.where and str(b.root) in exc.value.where
     assert not (tmp_path / "merged").exists()  # no merged run was created
+
+
+def _legacy(run: Run, cell_id: str, data: bytes) -> None:
+    """A cell file as runs from before the journal kept them."""
+    run.journal_path.unlink()
+    run.cells_dir.mkdir(exist_ok=True)
+    (run.cells_dir / f"{cell_id}.json").write_bytes(data)
 
 
 def test_merge_exit_status_must_name_a_shard(tmp_path: Path) -> None:
@@ -239,12 +269,12 @@ def test_the_store_refuses_ids_that_would_leave_it(tmp_path: Path) -> None:
         with pytest.raises(BadInput):
             run.write_cell(cell(bad))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
-    assert [p.name for p in run.cells_dir.iterdir()] == []
+    assert run.cell_ids() == [] and not run.journal_path.exists()
 
 
 def test_a_damaged_run_is_left_out_of_the_index_not_the_store(tmp_path: Path) -> None:
     good, bad = stored(tmp_path, [cell("s1__m__t")]), stored(tmp_path, [cell("s2__m__t")])
-    (bad.cells_dir / "s2__m__t.json").write_text("{")
+    bad.journal_path.write_text("{\n")
     with open_index(tmp_path) as index:
         assert [r.run_id for r in index.runs()] == [good.run_id]
         assert list(index.damaged) == [str(bad.root)]
@@ -254,7 +284,7 @@ def test_a_damaged_run_is_left_out_of_the_index_not_the_store(tmp_path: Path) ->
     (planted / "cells").mkdir()
     with open_index(tmp_path) as index:
         assert [r.run_id for r in index.runs()] == [good.run_id] and str(planted) in index.damaged
-    with pytest.raises(BadInput, match="s2__m__t"):
+    with pytest.raises(BadInput, match=r"journal\.jsonl:1"):
         list(find_run(tmp_path, bad.run_id).results())
 
 

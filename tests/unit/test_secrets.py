@@ -48,7 +48,8 @@ def test_no_secret_reaches_a_file_or_the_terminal(
     for mode in MODES:
         mirror.mode = mode
         # a cache of its own per mode: facts cached by an earlier mode must not hide the misbehaviour
-        in_mode = [*common, "--cache-dir", str(tmp_path / "cache" / mode)]
+        # --fresh: a stored record with the same fingerprint would answer without touching the mirror
+        in_mode = [*common, "--cache-dir", str(tmp_path / "cache" / mode), "--fresh"]
         codes[mode] = (
             main(["run", "--quiet", *in_mode]),
             main(["check", "--model", "gemma-4-E4B-it", "--vllm", "0.19.0", *in_mode]),

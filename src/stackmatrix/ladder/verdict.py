@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 from stackmatrix.domain import CellResult, Outcome, Reason, Rung, Status, Verdict
 
@@ -49,3 +50,15 @@ def declared_vs_observed(r: CellResult) -> tuple[str, str, bool]:
         return static, "", False
     observed = str(r.verdict)
     return static, observed, static in ("predicted", "override") and observed in ("blocked", "no-fit")
+
+
+def decided(r: CellResult) -> CellResult:
+    """``r`` with what the ladder decides beside the verdict (declared, observed, contradiction), stored in the
+    record so that no reader derives it (a record from before they were stored gets them on reading)."""
+    static, observed, contradiction = declared_vs_observed(r)
+    return replace(
+        r,
+        declared_verdict=Verdict(static),
+        observed_verdict=Verdict(observed) if observed else None,
+        contradiction=contradiction,
+    )

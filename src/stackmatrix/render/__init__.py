@@ -33,7 +33,7 @@ FORMATS: dict[str, Format] = {
     "txt": Format("readiness.txt", "text:render_terminal", "terminal table, one symbol per target"),
     "md": Format("readiness.md", "text:render_markdown", "Markdown table with footnoted reasons"),
     "csv": Format("readiness.csv", "machine:render_csv", "one row per cell"),
-    "json": Format("readiness.json", "machine:render_json", "one object per cell with its probe lines", True),
+    "json": Format("readiness.json", "machine:render_json", "one object per cell with its probe lines"),
     "html": Format("readiness.html", "html:render_html", "self-contained page: filters, evidence on click", True),
     "tex": Format("readiness.tex", "latex:render_latex", "LaTeX table (booktabs, footnoted reasons)"),
     "junit": Format("readiness.junit.xml", "junit:render_junit", "JUnit XML, one testcase per cell", True),

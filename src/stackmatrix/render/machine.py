@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from stackmatrix.render.table import Report
 
 
@@ -12,6 +10,6 @@ def render_csv(report: Report) -> str:
 
 
 def render_json(report: Report) -> str:
-    """Verdicts and probe lines per cell; the evidence stays in the run's cell files (and the HTML report)."""
-    rows = [{**r.summary(), "declared": dict(r.declared)} for r in report.results]
-    return json.dumps(rows, separators=(",", ":"))
+    """Verdicts and probe lines per cell, as the index holds them (tablerow.Row.summary); the evidence stays in
+    the run's journal (and the HTML report)."""
+    return "[" + ",".join(report.summaries) + "]"

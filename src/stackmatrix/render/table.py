@@ -6,8 +6,8 @@ has its own symbol, and the legend says which verdicts are observed and which ar
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import astuple, dataclass, field
 from typing import Any
 
 import pandas as pd
@@ -15,7 +15,7 @@ import pandas as pd
 from stackmatrix.domain import CellResult, Verdict
 from stackmatrix.kinds import triton_prefixes
 from stackmatrix.legend import MEANING, PLAIN, SYMBOL
-from stackmatrix.tablerow import COLUMNS, table_row
+from stackmatrix.tablerow import COLUMNS, row_of
 
 
 @dataclass(frozen=True)
@@ -38,11 +38,6 @@ def observed_rows(df: pd.DataFrame) -> list[ObservedRow]:
     seen = df[df["observed_verdict"] != ""]
     cols = ("cell", "declared_verdict", "observed_verdict", "reason", "why", "contradiction")
     return [ObservedRow(*row) for row in zip(*(seen[c].tolist() for c in cols), strict=True)]
-
-
-def frame(results: Iterable[CellResult]) -> pd.DataFrame:
-    rows = [table_row(r) for r in results]
-    return pd.DataFrame(rows, columns=COLUMNS)
 
 
 def legend() -> list[str]:
@@ -88,17 +83,26 @@ class Report:
     df: pd.DataFrame = field(compare=False)
     meta: Mapping[str, Any]
     title: str
+    summaries: tuple[str, ...] = ()  # per row, the JSON report's object (tablerow.Row.summary)
 
     @classmethod
     def of(cls, results: Sequence[CellResult], meta: Mapping[str, Any], title: str | None = None) -> Report:
         ordered = tuple(sorted(results, key=lambda r: r.cell_id))
-        return cls(ordered, frame(ordered), meta, title or default_title(meta))
+        rows = [row_of(r) for r in ordered]
+        df = pd.DataFrame([astuple(r)[: len(COLUMNS)] for r in rows], columns=COLUMNS)
+        return cls(ordered, df, meta, title or default_title(meta), tuple(r.summary for r in rows))
 
     @classmethod
-    def of_rows(cls, rows: Sequence[Sequence[Any]], meta: Mapping[str, Any], title: str | None = None) -> Report:
-        """The table only, from the index's rows (``RunIndex.frame_rows``): no results, so no evidence."""
+    def of_rows(
+        cls,
+        rows: Sequence[Sequence[Any]],
+        meta: Mapping[str, Any],
+        title: str | None = None,
+        summaries: Sequence[str] = (),
+    ) -> Report:
+        """The table only, from the index's rows (``RunIndex.frame_rows``, ``summaries``): no evidence."""
         df = pd.DataFrame([(*r[:-1], bool(r[-1])) for r in rows], columns=COLUMNS)
-        return cls((), df, meta, title or default_title(meta))
+        return cls((), df, meta, title or default_title(meta), tuple(summaries))
 
 
 def default_title(meta: Mapping[str, Any]) -> str:

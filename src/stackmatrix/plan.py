@@ -1,0 +1,233 @@
+"""The plan: decided before any probe, written first (``plan.json``), printed by ``run --plan``.
+
+Per cell: its fingerprint — the one cache key, stored in the cell's record — and whether a stored record already
+has it (a cache hit: copied, not probed). The fingerprint covers everything a verdict depends on: the stack's pins
+and the exact wheels (by hash), the model, target and Triton release records, the catalogs and the matrix's
+settings, the probe code's version, the tier and the options that change results. A ``not-run`` record of a
+passing fault (the index unreachable, an interruption) is never a hit (runindex.TRANSIENT). For the runtime tier: the environments, images and tiny checkpoints the cells may
+need (an upper bound: the static tier prunes first) and which cells share each, builds ordered before their users;
+and an estimate from the durations stored runs took for the same cells.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from functools import cache
+from typing import Any
+
+from stackmatrix import __version__
+from stackmatrix.domain import Cell
+from stackmatrix.errors import InfraUnavailable
+from stackmatrix.ladder.facts import FACTS_VERSION
+from stackmatrix.wheels.index import VersionNotFound
+
+PROBE_CODE_VERSION = f"{__version__}/facts{FACTS_VERSION}/static1"
+# Without a stored duration: what a cell of each tier takes here (README's measured figures).
+DEFAULT_SECONDS = {"static": 0.0005, "runtime": 210.0}
+
+
+@dataclass(frozen=True)
+class Planned:
+    cell: Cell
+    fingerprint: str
+    cached_from: str | None  # the run whose record has this fingerprint
+    estimate_s: float
+
+
+@dataclass(frozen=True)
+class Build:
+    """Something built once and used by several cells: an environment (a lock), an image, a tiny checkpoint."""
+
+    what: str
+    key: str
+    cells: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Plan:
+    tier: str
+    planned: tuple[Planned, ...]  # this run's share, in the order it runs
+    selection: tuple[Cell, ...]  # the whole selection (every shard), so a merge can name each missing cell
+    builds: tuple[Build, ...]
+    done: frozenset[str] = frozenset()  # resumed: cells the run's journal already holds
+
+    @property
+    def todo(self) -> list[Planned]:
+        return [p for p in self.planned if p.cell.id not in self.done and p.cached_from is None]
+
+    @property
+    def hits(self) -> list[Planned]:
+        return [p for p in self.planned if p.cell.id not in self.done and p.cached_from is not None]
+
+    @property
+    def estimate_s(self) -> float:
+        return sum(p.estimate_s for p in self.todo)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "tier": self.tier,
+            "cells": [p.cell.id for p in self.planned],
+            "fingerprints": {p.cell.id: p.fingerprint for p in self.planned},
+            "cached": {p.cell.id: p.cached_from for p in self.planned if p.cached_from},
+            "done": sorted(self.done),
+            "builds": [asdict(b) for b in self.builds],
+            "estimate_s": round(self.estimate_s, 3),
+        }
+
+
+@cache
+def _record_json(record: object) -> str:
+    return json.dumps(asdict(record), sort_keys=True, default=str)  # type: ignore[call-overload]
+
+
+def fingerprint(cell: Cell, wheels: Sequence[str], context: str) -> str:
+    """``wheels``: the cell's wheels by hash; ``context``: the catalogs, settings, tier and options (``key_of``)."""
+    payload = {
+        "stack": cell.stack.id,
+        "python": cell.stack.python,
+        "wheels": list(wheels),
+        "probes": PROBE_CODE_VERSION,
+        "model": _record_json(cell.model),
+        "target": _record_json(cell.target),
+        "context": context,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def context_key(catalog_hash: str, tier: str, options: Mapping[str, object]) -> str:
+    """What every cell of one run shares in its fingerprint."""
+    text = json.dumps({"catalogs": catalog_hash, "tier": tier, "options": options}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def cell_wheels(cell: Cell, wheel_key: Any) -> list[str]:
+    """The cell's vLLM and transformers wheels by hash; one the index does not give is named by its pin (its
+    probe reports why)."""
+    out = []
+    for project, version in (("vllm", cell.stack.vllm), ("transformers", cell.stack.transformers)):
+        if version:
+            try:
+                out.append(wheel_key(project, version, cell.stack.python))
+            except (VersionNotFound, InfraUnavailable):
+                out.append(f"{project}=={version}?")
+    return out
+
+
+def estimate(cell_id: str, tier: str, durations: Mapping[str, float], typical: float | None) -> float:
+    if cell_id in durations:
+        return durations[cell_id]
+    return typical if typical is not None else DEFAULT_SECONDS.get(tier, 1.0)
+
+
+def typical(durations: Mapping[str, float]) -> float | None:
+    return statistics.median(durations.values()) if durations else None
+
+
+def builds_of(cells: Sequence[Cell], keys: Mapping[str, Any]) -> tuple[Build, ...]:
+    """Group cells by each build key function in ``keys`` (what -> cell -> key or None): the builds, each listed
+    before the cells that use it, biggest sharing first."""
+    out = []
+    for what, key_fn in keys.items():
+        groups: dict[str, list[str]] = {}
+        for c in cells:
+            key = key_fn(c)
+            if key is not None:
+                groups.setdefault(str(key), []).append(c.id)
+        out += [Build(what, k, tuple(v)) for k, v in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))]
+    return tuple(out)
+
+
+def render_plan(plan: Plan, *, limit: int = 20) -> str:
+    """``run --plan``: what would run, what is reused, what is built, how long it should take."""
+    todo, hits = plan.todo, plan.hits
+    lines = [
+        f"plan: {len(plan.planned)} cells ({plan.tier} tier): {len(todo)} to probe, {len(hits)} cache hits"
+        + (f", {len(plan.done)} already done (resumed)" if plan.done else ""),
+        f"estimate: {_duration(plan.estimate_s)} from stored durations",
+    ]
+    by_what: dict[str, list[Build]] = {}
+    for b in plan.builds:
+        by_what.setdefault(b.what, []).append(b)
+    for what, builds in by_what.items():
+        shared = sum(len(b.cells) for b in builds)
+        lines.append(f"{what}s: {len(builds)} for {shared} cells")
+        lines += [f"  {b.key}  <- {len(b.cells)} cells" for b in builds[:limit]]
+        if len(builds) > limit:
+            lines.append(f"  ... {len(builds) - limit} more")
+    for p in todo[:limit]:
+        lines.append(f"  probe {p.cell.id}  ~{_duration(p.estimate_s)}  [{p.fingerprint}]")
+    if len(todo) > limit:
+        lines.append(f"  ... {len(todo) - limit} more to probe")
+    return "\n".join(lines) + "\n"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def result_options(settings: object, args: object) -> dict[str, object]:
+    """The options whose value changes a verdict (options.affects_results): part of every fingerprint. The others
+    (jobs, timeouts, the cache and reports directories) change how fast, not what."""
+    from stackmatrix.options import FLAGS, OPTIONS, affects_results
+
+    out = {k: getattr(settings, k, None) for k in OPTIONS if affects_results(k)}
+    out.update({k: getattr(args, k, None) for k in FLAGS if affects_results(k)})
+    return out
+
+
+def make_plan(selected: Any, job: Any, done: frozenset[str]) -> Plan:
+    """Fingerprints, cache hits and stored durations for ``selected`` (a workflow.Selected); the builds its runtime
+    cells may need."""
+    from stackmatrix.runindex import open_index
+
+    args, settings, session = job.args, job.settings, job.session
+    tier = args.tier
+    loaded = selected.loaded
+    ctx = context_key(loaded.catalog_hash, tier, {**result_options(settings, args), "settings": loaded.spec.settings})
+
+    @cache
+    def wheel_key(project: str, version: str, python: str) -> str:
+        return str(session.facts.wheel(project, version, python).key)
+
+    fps = {c.id: fingerprint(c, cell_wheels(c, wheel_key), ctx) for c in selected.cells}
+    hits: dict[str, tuple[str, str]] = {}
+    durations: dict[str, float] = {}
+    if (settings.reports_dir / "runs").is_dir():  # no stored run: nothing to reuse, and nothing is created yet
+        with open_index(settings.reports_dir) as index:
+            hits = {} if args.fresh else index.hits(fps.values())
+            durations = index.durations(tier)
+    usual = typical(durations)
+    planned = tuple(
+        Planned(c, fps[c.id], hits[fps[c.id]][0] if fps[c.id] in hits else None, estimate(c.id, tier, durations, usual))
+        for c in selected.cells
+    )
+    builds = runtime_builds(selected.cells, settings, args) if tier == "runtime" else ()
+    return Plan(tier, planned, tuple(selected.selection), builds, done)
+
+
+def runtime_builds(cells: Sequence[Cell], settings: Any, args: Any) -> tuple[Build, ...]:
+    """The environments (one lock per stack's requirements), the images (docker runner) and the tiny checkpoints
+    (architecture features x transformers) the runtime tier may build, each with the cells that share it."""
+    from stackmatrix.ladder.runtime import tiny_spec
+    from stackmatrix.runners import RUNNERS, stack_requirements
+
+    def env(c: Cell) -> str:
+        return " ".join(stack_requirements(c.stack, settings.device))
+
+    def tiny(c: Cell) -> str:
+        spec = tiny_spec(c.model, not args.full_class)
+        feats = ",".join(k for k, v in sorted(spec["features"].items()) if v)
+        return f"{spec['architecture']}[{feats}] transformers=={c.stack.transformers}"
+
+    keys: dict[str, Any] = {"environment": env, "tiny checkpoint": tiny}
+    if RUNNERS[settings.runner].load().containers:  # an image per stack, built on its environment
+        keys["image"] = lambda c: c.stack.id
+    return builds_of(cells, keys)

@@ -1,0 +1,66 @@
+"""``run --resume [RUN]``: continue a run that did not finish (``kill -9``, a lost machine, Ctrl-C, SIGTERM).
+
+The run's own record says what to do: run.json the arguments and options it was started with, plan.json the cells
+of its share, the journal the cells already finished. The resumed run probes only the others, appends them to the
+same journal and ends as any run does; its table is an uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from stackmatrix.errors import BadInput, NothingSelected
+from stackmatrix.plan import Plan
+from stackmatrix.store import Run, find_run, open_run, run_dirs
+
+# What a run may be resumed from: every ending but a clean one (``index-unreachable`` runs can be completed now).
+RESUMABLE = ("crashed", "interrupted", "failed", "index-unreachable")
+
+
+def resumable(reports_dir: Path, ref: str | None) -> Run:
+    """The named run, or the newest matrix run that did not complete."""
+    if ref:
+        run = find_run(reports_dir, ref)
+    else:
+        run_or_none = next((r for r in _runs(reports_dir) if r.meta.get("status") in RESUMABLE), None)
+        if run_or_none is None:
+            raise NothingSelected(f"no run to resume under {reports_dir / 'runs'} (every matrix run completed)")
+        run = run_or_none
+    where = str(run.root / "run.json")
+    status = run.meta.get("status")
+    if status == "running":
+        raise BadInput(where, "status", status, f"a run that is not running (pid {run.meta.get('pid')} still is)")
+    if run.meta.get("purpose") != "matrix":
+        raise BadInput(where, "purpose", run.meta.get("purpose"), "a matrix run (gates and merges are not resumed)")
+    return run
+
+
+def _runs(reports_dir: Path) -> Iterator[Run]:
+    """Matrix runs, newest first; a damaged one is not a candidate (asked for by name, it is exit 2)."""
+    for path in reversed(run_dirs(reports_dir)):
+        try:
+            run = open_run(path, named=True)
+        except (BadInput, OSError):
+            continue
+        if run.meta.get("purpose") == "matrix":
+            yield run
+
+
+def check_same_cells(run: Run, plan: Plan) -> None:
+    """The re-expanded selection must be the run's planned share: otherwise the index changed under the run (a
+    release appeared or was yanked) and resuming would mix two matrices."""
+    stored = run.plan()
+    if stored is None:
+        raise BadInput(str(run.root / "plan.json"), "cells", None, "the plan the run wrote before its first probe")
+    planned = [p.cell.id for p in plan.planned]
+    if planned != stored["cells"]:
+        extra = sorted(set(planned) - set(stored["cells"]))[:1]
+        gone = sorted(set(stored["cells"]) - set(planned))[:1]
+        raise BadInput(
+            str(run.root / "plan.json"),
+            "cells",
+            f"{len(stored['cells'])} cells",
+            f"the {len(planned)} cells the matrix expands to now (new: {extra or '-'}, gone: {gone or '-'}): "
+            "the package index changed since the run; start a new run",
+        )

@@ -1,0 +1,489 @@
+"""The pipeline as one ordered table of steps (nox's ``workflow.execute`` habit).
+
+Each step is a plain function ``step(value, job) -> next value``; an ``int`` ends the workflow with that exit code.
+The commands that probe are compositions of the same steps::
+
+    run    load -> expand -> select -> plan -> execute -> store -> render
+    gate   load -> gate_cells -> plan -> execute -> store -> judge
+    check  load -> check_cell -> plan -> execute -> show_check
+    stage  load -> expand -> select -> plan -> stage_wheels
+    list   load -> expand -> select [-> plan] -> show_list
+
+``run --resume`` swaps ``load`` for ``reopen``. Adding a step is one edit of a tuple here.
+
+``execute`` owns what must hold however a command ends: the session is closed, and a run that was started records
+its status and exit code (``complete``, ``failed``, ``interrupted`` on SIGINT or SIGTERM, ``crashed`` on a bug)
+before the error reaches the CLI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from stackmatrix.domain import Cell, CellResult
+from stackmatrix.errors import BadInput, InfraUnavailable, Interrupted, NothingSelected, Terminated
+from stackmatrix.options import Settings
+from stackmatrix.pipeline import Loaded, Session
+from stackmatrix.plan import Plan
+from stackmatrix.store import Run, record_ending
+
+Step = Callable[[Any, "Job"], Any]
+
+
+@dataclass
+class Job:
+    """What every step may read (the command's arguments, the settings) and what ``execute`` closes or records
+    however the command ends (the session, the run)."""
+
+    args: argparse.Namespace
+    settings: Settings
+    t0: float = field(default_factory=time.perf_counter)
+    session: Session | None = None
+    run: Run | None = None
+    resume: Run | None = None
+
+
+@dataclass(frozen=True)
+class Selected:
+    loaded: Loaded
+    cells: tuple[Cell, ...]  # this run's share
+    selection: tuple[Cell, ...]  # the whole selection, every shard
+    total: int = 0  # cells the matrix expanded to
+    purpose: str = "matrix"
+    meta: Mapping[str, Any] = field(default_factory=dict)  # extra run.json fields (a gate's policy, candidate)
+    extra: Any = None  # what a command's own last step needs (the gate's cells and baseline)
+
+
+@dataclass(frozen=True)
+class Planned:
+    selected: Selected
+    plan: Plan
+
+
+@dataclass(frozen=True)
+class Executed:
+    planned: Planned
+    results: Mapping[str, CellResult]  # probed by this process
+    copied: Mapping[str, tuple[str, bytes]]  # cache hits: cell id -> (the run it came from, the record)
+    run: Run | None
+    infra: bool  # the package index was unreachable somewhere
+    code: int | None = None  # a later step's verdict on the run (the gate's); None: 0, or 4 with ``infra``
+    ending: Mapping[str, Any] = field(default_factory=dict)  # what that step adds to run.json
+    extra: Any = None  # that step's result for the steps after it (the gate's findings)
+
+    def result(self, cell_id: str) -> CellResult | None:
+        """A cell's result, probed now or reused (parsed only when asked: a warm run reuses thousands)."""
+        from stackmatrix.store import parse_cell
+
+        if cell_id in self.results:
+            return self.results[cell_id]
+        if cell_id in self.copied:
+            return parse_cell(Path(self.copied[cell_id][0]), json.loads(self.copied[cell_id][1]), cell_id)
+        return None
+
+
+# What a step may read from the arguments of any command (a command without the flag gets the default).
+ARG_DEFAULTS: dict[str, Any] = {
+    "keyword": None,
+    "only": [],
+    "shard": None,
+    "tier": "static",
+    "resolve": "declared",
+    "override": [],
+    "full_class": False,
+    "plan": False,
+    "resume": None,
+    "fresh": False,
+    "quiet": False,
+    "store": True,
+}
+
+
+def execute(steps: Sequence[Step], args: argparse.Namespace, settings: Settings) -> int:
+    for key, default in ARG_DEFAULTS.items():
+        if getattr(args, key, None) is None and default is not None:
+            setattr(args, key, default)
+        elif not hasattr(args, key):
+            setattr(args, key, default)
+    job = Job(args, settings)
+    value: Any = None
+    try:
+        with _signals_raise():
+            for step in steps:
+                value = step(value, job)
+                if isinstance(value, int) and not isinstance(value, bool):
+                    break
+            code = value if isinstance(value, int) else 0
+            if job.run is not None and job.run.meta.get("status") == "running":
+                job.run.finish("complete" if code == 0 else "failed", code)
+            return code
+    except BaseException as exc:
+        if job.run is not None:  # also a run that finished and then failed a later step (its index, its tables)
+            record_ending(job.run, exc)
+        raise
+    finally:
+        if job.session is not None:
+            job.session.close()
+        if job.run is not None:
+            job.run.stop_heartbeat()
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise Terminated("terminated (SIGTERM)")
+
+
+@contextmanager
+def _signals_raise() -> Iterator[None]:
+    """SIGTERM as an exception, like SIGINT's KeyboardInterrupt: the run records ``interrupted`` and exit 143."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:  # not the main thread (a test runner's worker): nothing to install
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+# --- steps ----------------------------------------------------------------------------------------------------
+
+
+def load(_: object, job: Job) -> Loaded:
+    from stackmatrix.cli_args import loaded_of
+    from stackmatrix.pipeline import open_session
+
+    loaded = loaded_of(job.args)
+    job.session = open_session(job.settings, loaded.spec.settings.platform)
+    return loaded
+
+
+def reopen(_: object, job: Job) -> Loaded:
+    """``run --resume [RUN]``: the run to continue, its matrix, selection and options, as it recorded them."""
+    from stackmatrix.pipeline import load as load_matrix
+    from stackmatrix.pipeline import open_session
+    from stackmatrix.resume import resumable
+
+    run = resumable(job.settings.reports_dir, job.args.resume)
+    recorded_args = run.meta.get("args")
+    if not isinstance(recorded_args, dict):
+        raise BadInput(str(run.root / "run.json"), "args", recorded_args, "the arguments the run was started with")
+    for key in ARG_KEYS:
+        if key in recorded_args:
+            setattr(job.args, key, recorded_args[key])
+    loaded = load_matrix(Path(str(run.meta.get("matrix", ""))))
+    if loaded.matrix_hash != run.meta.get("matrix_hash"):
+        raise BadInput(
+            str(run.root / "run.json"),
+            "matrix_hash",
+            run.meta.get("matrix_hash"),
+            f"{loaded.matrix_hash}: the matrix file or the catalogs changed since the run started; start a new run",
+        )
+    job.resume = run
+    job.session = open_session(job.settings, loaded.spec.settings.platform)
+    return loaded
+
+
+def expand(loaded: Loaded, job: Job) -> Selected:
+    from stackmatrix.pipeline import expand_matrix
+    from stackmatrix.select import select as select_cells
+
+    args = job.args
+    select_cells([], keyword=args.keyword, shard=args.shard)  # bad -k / --shard: exit 2 before the index
+    cells = expand_matrix(session_of(job), loaded).cells
+    return Selected(loaded, tuple(cells), tuple(cells), len(cells))
+
+
+def select(expanded: Selected, job: Job) -> Selected:
+    from stackmatrix.select import select as select_cells
+
+    args = job.args
+    selection = select_cells(list(expanded.cells), keyword=args.keyword, only=args.only)
+    cells = select_cells(selection, shard=args.shard)
+    if not cells:
+        raise NothingSelected(f"no cell of {expanded.total} matches the selection")
+    return replace(expanded, cells=tuple(cells), selection=tuple(selection))
+
+
+def plan(selected: Selected, job: Job) -> Planned | int:
+    from stackmatrix.plan import make_plan, render_plan
+
+    done = frozenset(job.resume.cell_ids()) if job.resume is not None else frozenset()
+    the_plan = make_plan(selected, job, done)
+    if job.resume is not None:
+        from stackmatrix.resume import check_same_cells
+
+        check_same_cells(job.resume, the_plan)
+    if job.args.plan:
+        print(render_plan(the_plan), end="")
+        return 0
+    return Planned(selected, the_plan)
+
+
+def execute_cells(planned: Planned, job: Job) -> Executed:
+    """Record the run (new, or the resumed one), write the plan, copy the cache hits, probe the rest: each finished
+    cell is appended to the journal as it comes. ``check`` keeps no run: its results stay in memory."""
+    from stackmatrix.contexts import runtime_context, static_context
+    from stackmatrix.pipeline import declared, unreachable
+    from stackmatrix.pipeline import execute as run_cells
+
+    args, session, the_plan, selected = job.args, session_of(job), planned.plan, planned.selected
+    run = _start(planned, job) if args.store else None
+    results: dict[str, CellResult] = {}
+    if run is not None:
+        shares = [p.cell.id for p in the_plan.planned]
+        run.write_plan({c.id: declared(c) for c in selected.selection}, shares, args.shard, the_plan.to_json())
+    copied, missed = _reuse(the_plan, job, run)
+    ctx = static_context(session, selected.loaded, args.resolve)
+    rctx = runtime_context(session, args.override, args.full_class) if args.tier == "runtime" else None
+
+    def on_result(result: CellResult, slow: bool) -> None:
+        results[result.cell_id] = result
+        if run is not None:
+            run.write_cell(result, slow=slow)
+
+    todo = [(p.cell, p.fingerprint) for p in the_plan.todo + [h for h in the_plan.hits if h.cell.id in missed]]
+    logs = run.root / "logs" if run else job.settings.cache_dir / "logs"
+    try:
+        run_cells(todo, ctx, session, on_result, rctx, logs)
+    except KeyboardInterrupt:
+        kept = f"{run.count()} cells kept in {run.root}" if run else "nothing stored"
+        raise Interrupted(f"interrupted: {kept}") from None
+    probed = {k: v for k, v in results.items() if k not in copied}
+    infra = unreachable(probed.values()) or session.index.unreachable is not None
+    return Executed(planned, probed, copied, run, infra)
+
+
+def _reuse(the_plan: Plan, job: Job, run: Run | None) -> tuple[dict[str, tuple[str, bytes]], set[str]]:
+    """The cache hits' records, appended to the run's journal unchanged. (cell id -> (the run it came from, the
+    record), cells whose record could not be read: probed after all)."""
+    from stackmatrix.reuse import stored_records
+    from stackmatrix.runindex import open_index
+
+    hits = {p.cell.id: (p.cached_from or "", p.fingerprint) for p in the_plan.hits}
+    if not hits:
+        return {}, set()
+    reports = job.settings.reports_dir
+    with open_index(reports, sync=False) as index:
+        records, missed = stored_records(index, reports, hits)
+    if run is not None:
+        for cell_id, raw in records.items():
+            run.copy_record(cell_id, raw)
+    return {c: (hits[c][0], raw) for c, raw in records.items()}, set(missed)
+
+
+def _start(planned: Planned, job: Job) -> Run:
+    from stackmatrix.store import start_run
+
+    args, selected = job.args, planned.selected
+    if job.resume is not None:
+        run = job.resume
+        resumes = [*run.meta.get("resumed", []), {"at": _now(), "done": len(planned.plan.done)}]
+        run.mark_running(resumed=resumes)
+        job.run = run
+        return run
+    run = start_run(
+        job.settings.reports_dir,
+        matrix_hash=selected.loaded.matrix_hash,
+        matrix_path=str(selected.loaded.path),
+        tier=args.tier,
+        selected=len(selected.cells),
+        shard=args.shard,
+        purpose=selected.purpose,
+        args={k: getattr(args, k, None) for k in ARG_KEYS},
+        options=recorded_options(job, selected.loaded),
+        **selected.meta,
+    )
+    job.run = run
+    return run
+
+
+def recorded_options(job: Job, loaded: Loaded) -> dict[str, Any]:
+    """The resolved options and where each came from, secrets redacted (run.json's ``options``)."""
+    from stackmatrix.options import option_sources
+
+    return option_sources(job.settings, vars(job.args), loaded.path, loaded.spec.settings)
+
+
+def _now() -> str:
+    from stackmatrix.store import now
+
+    return now()
+
+
+# The command arguments a run records, so ``--resume`` selects and probes the same cells the same way.
+ARG_KEYS = ("keyword", "only", "shard", "tier", "resolve", "override", "full_class")
+
+
+def store(executed: Executed, job: Job) -> Executed:
+    """The run's ending and its index rows (probed cells from memory, cache hits copied from their runs' rows)."""
+    from stackmatrix.runindex import open_index
+
+    run, session = executed.run, session_of(job)
+    assert run is not None
+    infra = executed.infra
+    code = executed.code if executed.code is not None else InfraUnavailable.exit_code if infra else 0
+    run.finish(
+        "index-unreachable" if infra else "complete",
+        code,
+        duration_s=round(time.perf_counter() - job.t0, 3),
+        bytes_fetched=sum(session.http.bytes_by_label.values()),
+        **_finish_extra(executed),
+        **executed.ending,
+    )
+    session.close()  # the facts cache is part of the run too: a write that fails here is the run's ending
+    with open_index(job.settings.reports_dir, sync=False) as index:
+        if job.resume is not None:
+            index.ingest(run)
+        else:
+            index.ingest(run, executed.results.values(), copied=[(c, s) for c, (s, _) in executed.copied.items()])
+    return executed
+
+
+def _finish_extra(executed: Executed) -> dict[str, Any]:
+    return {"cells_probed": len(executed.results), "cache_hits": len(executed.copied)}
+
+
+def render(executed: Executed, job: Job) -> int:
+    """The readiness tables into ``<reports>/latest/`` (from the index's rows; the formats with evidence read the
+    journal), the terminal table and the summary line."""
+    from stackmatrix.render import Report, write_reports
+    from stackmatrix.render.text import render_terminal
+    from stackmatrix.runindex import open_index
+
+    run = executed.run
+    assert run is not None
+    reports = job.settings.reports_dir
+    with open_index(reports, sync=False) as index:
+        rows = index.frame_rows(run.run_id)
+        summaries = index.summaries(run.run_id)
+    report = Report.of_rows(rows, run.meta, summaries=summaries)
+    files = write_reports(report, reports / "latest", load_full=lambda: Report.of(list(run.results()), run.meta))
+    if not job.args.quiet:
+        print(render_terminal(report))
+    counts: dict[str, int] = {}
+    for verdict in report.df["verdict"]:
+        counts[verdict] = counts.get(verdict, 0) + 1
+    done = executed.planned.plan.done
+    print(
+        f"{len(rows)} cells in {time.perf_counter() - job.t0:.1f}s ({len(executed.results)} probed, "
+        f"{len(executed.copied)} cache hits"
+        + (f", {len(done)} resumed" if done else "")
+        + "): "
+        + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+    )
+    print(f"run: {run.root}\nreports: " + ", ".join(str(p) for p in files.values()))
+    if executed.infra:
+        why = why_unreachable(session_of(job), list(executed.results.values()))
+        print(f"the package index was unreachable; cached facts were used where present ({why})", file=sys.stderr)
+        return InfraUnavailable.exit_code
+    return 0
+
+
+def why_unreachable(session: Session, results: Sequence[CellResult]) -> str:
+    """The index's own failure, else the first cell's (a file the listing names and the mirror does not serve)."""
+    from stackmatrix.domain import Reason
+
+    if session.index.unreachable:
+        return session.index.unreachable
+    first = next((o.detail for r in results for o in r.outcomes if o.reason is Reason.INDEX_UNREACHABLE), None)
+    return first or "see index-unreachable cells"
+
+
+def session_of(job: Job) -> Session:
+    assert job.session is not None, "the load step opens the session"
+    return job.session
+
+
+def show_list(selected: Selected, job: Job) -> int:
+    cells = selected.cells
+    if job.args.json:
+        rows = [
+            {
+                "id": c.id,
+                "kind": str(c.stack.kind),
+                "triton": c.stack.triton,
+                "vllm": c.stack.vllm,
+                "transformers": c.stack.transformers,
+                "model": c.model.id,
+                "target": c.target.name,
+            }
+            for c in cells
+        ]
+        print(json.dumps(rows, indent=1))
+    else:
+        print("\n".join(c.id for c in cells))
+    return 0
+
+
+def check_cell(loaded: Loaded, job: Job) -> Selected:
+    """``check``'s one cell, from its flags (the kind's defaulting rules fill in what is not given)."""
+    from stackmatrix.stackspec import StackSpec, parse_target, resolve_stack
+
+    args = job.args
+    model = loaded.catalog.model(args.model)
+    target = parse_target(args.gpu, loaded)
+    spec = StackSpec(args.triton, args.vllm, args.transformers, args.kind)
+    cell = Cell(resolve_stack(spec, session_of(job), loaded, where="check"), model, target)
+    return Selected(loaded, (cell,), (cell,), 1)
+
+
+def show_check(executed: Executed, job: Job) -> int:
+    (planned,) = executed.planned.plan.planned
+    result = executed.result(planned.cell.id)
+    assert result is not None
+    if job.args.format == "json":  # the whole record, evidence included, as the journal holds it
+        print(json.dumps(result.to_json(), indent=1))
+    else:
+        source = executed.copied.get(result.cell_id, ("",))[0]
+        print(
+            f"{result.cell_id}: {result.verdict}"
+            + (f" ({result.reason})" if result.reason else "")
+            + (f" — override {result.override}" if result.override else "")
+            + (f" [stored: run {source}, fingerprint {result.fingerprint}]" if source else "")
+        )
+        for o in result.outcomes:
+            print(f"  {o.probe:<16} {o.status!s:<5} {o.reason or '':<28} {o.detail}")
+        if result.observed:
+            print("  observed: " + ", ".join(f"{k} {v}" for k, v in result.observed.items()))
+    if executed.infra:
+        why = why_unreachable(session_of(job), [result])
+        print(f"the package index was unreachable; cached facts were used ({why})", file=sys.stderr)
+        return InfraUnavailable.exit_code
+    return 0
+
+
+def stage_wheels(selected: Selected, job: Job) -> int:
+    from stackmatrix.cli_probe import stage_wheels as stage_step  # the stage command's own step
+
+    return stage_step(selected, job)
+
+
+def _gate(name: str) -> Step:
+    def step(value: Any, job: Job) -> Any:
+        from stackmatrix import gate
+
+        return getattr(gate, name)(value, job)
+
+    step.__name__ = name
+    return step
+
+
+# The compositions: every command that probes, its steps in order.
+RUN: tuple[Step, ...] = (load, expand, select, plan, execute_cells, store, render)
+RESUME: tuple[Step, ...] = (reopen, *RUN[1:])
+CHECK: tuple[Step, ...] = (load, check_cell, plan, execute_cells, show_check)
+GATE: tuple[Step, ...] = (load, _gate("gate_cells"), plan, execute_cells, _gate("judge"), store, _gate("summary"))
+STAGE: tuple[Step, ...] = (load, expand, select, stage_wheels)
+LIST: tuple[Step, ...] = (load, expand, select, show_list)
+LIST_PLAN: tuple[Step, ...] = (load, expand, select, plan)

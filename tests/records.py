@@ -1,0 +1,47 @@
+"""A stored run's cell records as tests read them: the journal's lines (and the cell files of runs from before the
+journal), by cell id."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def raw_records(run_dir: Path) -> dict[str, bytes]:
+    out = {p.stem: p.read_bytes() for p in sorted((run_dir / "cells").glob("*.json"))}
+    journal = run_dir / "journal.jsonl"
+    if journal.exists():
+        for line in journal.read_bytes().split(b"\n")[:-1]:
+            if line.strip():
+                out[json.loads(line)["cell"]] = line
+    return out
+
+
+def records(run_dir: Path) -> dict[str, dict[str, Any]]:
+    return {cell: json.loads(raw) for cell, raw in raw_records(run_dir).items()}
+
+
+def _lines(run_dir: Path) -> list[bytes]:
+    return [line for line in (run_dir / "journal.jsonl").read_bytes().split(b"\n") if line.strip()]
+
+
+def _write(run_dir: Path, lines: list[bytes]) -> None:
+    (run_dir / "journal.jsonl").write_bytes(b"".join(line + b"\n" for line in lines))
+
+
+def replace_record(run_dir: Path, index: int, record: dict[str, Any] | bytes) -> None:
+    """Replace the journal's ``index``-th record (by hand, as a user or a damaged disk would)."""
+    lines = _lines(run_dir)
+    lines[index] = record if isinstance(record, bytes) else json.dumps(record).encode()
+    _write(run_dir, lines)
+
+
+def record_at(run_dir: Path, index: int) -> dict[str, Any]:
+    return dict(json.loads(_lines(run_dir)[index]))
+
+
+def drop_record(run_dir: Path, index: int) -> None:
+    lines = _lines(run_dir)
+    del lines[index]
+    _write(run_dir, lines)
