@@ -48,7 +48,7 @@ if __name__ == "__main__":
 def one_run(session: Session, cell: Cell, ctx: Context, rctx: RuntimeContext) -> tuple[float, list[Outcome]]:
     rctx.memo.clear()
     t0 = time.perf_counter()
-    result = evaluate(cell, ctx, session, rctx, session.settings.cache_dir / "bench-logs")
+    result = evaluate(cell, "", ctx, session, rctx, session.settings.cache_dir / "bench-logs")
     return time.perf_counter() - t0, list(result.outcomes)
 
 

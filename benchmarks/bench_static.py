@@ -1,6 +1,8 @@
 """Static tier over the full default matrix: cold cache vs warm cache, bytes fetched per vLLM release.
 
-Prints figures and ratios against the issue's targets (warm <= 2 s, cold <= 90 s, <= 5 MB per vLLM release).
+Prints figures and ratios against the issues' targets (warm <= 2 s, cold <= 90 s, <= 5 MB per vLLM release), and
+the warm ``stackmatrix run`` of the default matrix (a fresh process, the store included: target <= 1 s) against its
+steps and against the same run with ``--fresh`` (every cell probed again).
 Run with ``nox -s bench`` (or ``python benchmarks/bench_static.py [--cache-dir DIR]``).
 """
 
@@ -21,6 +23,7 @@ from stackmatrix.options import resolve_settings
 from stackmatrix.pipeline import evaluate, expand_matrix, load, open_session, warm
 
 MB = 1_000_000
+CLI = (sys.executable, "-m", "stackmatrix")
 
 
 @dataclass
@@ -41,8 +44,9 @@ def static_tier(cache_dir: Path) -> Pass:
         cells = expand_matrix(session, loaded).cells
         ctx = Context(loaded.catalog, session.facts, loaded.spec.settings)
         warm(cells, ctx, session)
+        logs = cache_dir / "logs"
         for cell in cells:
-            evaluate(cell, ctx, session)
+            evaluate(cell, "", ctx, session, None, logs)
         seconds = time.perf_counter() - t0
         sizes = {}
         for c in cells:
@@ -54,26 +58,49 @@ def static_tier(cache_dir: Path) -> Pass:
         session.close()
 
 
-def cli_run(cache_dir: Path) -> float:
-    """The whole ``stackmatrix run`` (a fresh process: start-up, probing, 1 JSON per cell, 4 report formats)."""
-    with tempfile.TemporaryDirectory() as reports:
-        t0 = time.perf_counter()
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "stackmatrix",
-                "run",
-                "--cache-dir",
-                str(cache_dir),
-                "--reports-dir",
-                reports,
-                "--quiet",
-            ],
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-        return time.perf_counter() - t0
+def cli_run(cache_dir: Path, reports: Path, *extra: str) -> float:
+    """The whole ``stackmatrix run`` in a fresh process: start-up, load -> render, the store included."""
+    t0 = time.perf_counter()
+    subprocess.run(
+        [*CLI, "run", "--cache-dir", str(cache_dir), "--reports-dir", str(reports), "--quiet", *extra],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    return time.perf_counter() - t0
+
+
+def startup() -> float:
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import stackmatrix.cli"], check=True)
+    return time.perf_counter() - t0
+
+
+def steps(cache_dir: Path, reports: Path) -> dict[str, float]:
+    """The warm run's steps, timed one by one in this process (workflow.RUN: each step returns the next value)."""
+    import contextlib
+    import io
+
+    from stackmatrix.cli import build_parser
+    from stackmatrix.cli_args import settings_of
+    from stackmatrix.workflow import RUN, Job
+
+    args = build_parser().parse_args(["run", "--cache-dir", str(cache_dir), "--reports-dir", str(reports), "--quiet"])
+    from stackmatrix.workflow import ARG_DEFAULTS
+
+    for key, default in ARG_DEFAULTS.items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, default)
+    job = Job(args, settings_of(args))
+    value: object = None
+    out: dict[str, float] = {}
+    with contextlib.redirect_stdout(io.StringIO()):
+        for step in RUN:
+            t0 = time.perf_counter()
+            value = step(value, job)
+            out[step.__name__] = time.perf_counter() - t0
+    if job.session is not None:
+        job.session.close()
+    return out
 
 
 def main() -> int:
@@ -87,7 +114,13 @@ def main() -> int:
     cold = static_tier(args.cache_dir)
     warm_runs = [static_tier(args.cache_dir) for _ in range(3)]
     warm_best = min(warm_runs, key=lambda p: p.seconds)
-    run_s = min(cli_run(args.cache_dir) for _ in range(2))
+    with tempfile.TemporaryDirectory(prefix="stackmatrix-bench-reports-") as tmp_reports:
+        reports = Path(tmp_reports)
+        first_s = cli_run(args.cache_dir, reports)  # probes every cell (facts cached): what a cache hit saves
+        fresh_s = statistics.median(cli_run(args.cache_dir, reports, "--fresh") for _ in range(3))
+        warm_s = [cli_run(args.cache_dir, reports) for _ in range(5)]
+        parts = steps(args.cache_dir, reports)
+    start_s = statistics.median(startup() for _ in range(5))
 
     vllm = {k: v for k, v in cold.bytes_by_label.items() if k.startswith("vllm==")}
     per_release = sorted(vllm.values())
@@ -97,7 +130,9 @@ def main() -> int:
     rows = [
         ("static tier, cold cache (s)", cold.seconds, 90.0),
         ("static tier, warm cache (s, best of 3)", warm_best.seconds, 2.0),
-        ("stackmatrix run, warm, whole process (s)", run_s, None),
+        ("run, warm store, fresh process (s, median of 5)", statistics.median(warm_s), 1.0),
+        ("run --fresh: every cell probed, facts warm (s)", fresh_s, None),
+        ("run, first into an empty store (s)", first_s, None),
         ("MB fetched per vLLM release (max)", per_release[-1] / MB, 5.0),
         ("MB fetched per vLLM release (median)", statistics.median(per_release) / MB, 5.0),
         ("MB fetched, all wheels and listings (cold)", sum(cold.bytes_by_label.values()) / MB, None),
@@ -112,6 +147,13 @@ def main() -> int:
         f"{whole / MB:.0f} MB = 1/{whole / max(1, sum(vllm.values())):.0f}"
     )
     print(f"warm vs cold: {warm_best.seconds / cold.seconds:.3f}")
+    runs = ", ".join(f"{s:.2f}" for s in warm_s)
+    print(f"warm run vs --fresh: {statistics.median(warm_s) / fresh_s:.2f} (warm runs: {runs} s)")
+    print("the warm run's parts (in one process; start-up measured apart):")
+    print(f"  {'start-up (import stackmatrix.cli)':<36}{start_s:>8.3f} s")
+    for name, seconds in parts.items():
+        print(f"  {name:<36}{seconds:>8.3f} s")
+    print(f"  {'sum':<36}{start_s + sum(parts.values()):>8.3f} s")
     if tmp is not None:
         tmp.cleanup()
     return 0

@@ -1,0 +1,207 @@
+"""The workflow over a loopback mirror (tests/mirror.py, 12 cells): the plan, cache hits by fingerprint, every
+ending recorded (SIGTERM, a process gone without one), and ``run --resume`` after a real SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from stackmatrix.cli import main
+from stackmatrix.runindex import open_index
+from stackmatrix.store import open_run, process_start, run_dirs, start_run
+from stackmatrix.workflow import CHECK, GATE, LIST, RESUME, RUN, STAGE
+from tests.mirror import SMALL_MATRIX, Server, stack_mirror
+from tests.records import raw_records
+
+CELLS = 12
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+
+@pytest.fixture(scope="module")
+def mirror() -> Iterator[Server]:
+    server = stack_mirror()
+    server.httpd.handle_error = lambda request, client_address: None  # type: ignore[method-assign]
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def where(tmp_path: Path, mirror: Server, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    for name in [n for n in os.environ if n.startswith("STACKMATRIX_")]:
+        monkeypatch.delenv(name)
+    matrix = tmp_path / "matrix.toml"
+    matrix.write_text(SMALL_MATRIX)
+    return ["--matrix", str(matrix), "--index-url", mirror.index_url, "--cache-dir", str(tmp_path / "cache")]
+
+
+def reports_args(path: Path) -> list[str]:
+    return ["--reports-dir", str(path)]
+
+
+def test_the_commands_are_compositions_of_one_table_of_steps() -> None:
+    names = {name: [s.__name__ for s in steps] for name, steps in (("run", RUN), ("resume", RESUME))}
+    assert names["run"] == ["load", "expand", "select", "plan", "execute_cells", "store", "render"]
+    assert names["resume"] == ["reopen", *names["run"][1:]]
+    for steps in (CHECK, GATE, STAGE, LIST):
+        assert steps[0].__name__ == "load"
+    assert [s.__name__ for s in GATE][2:4] == ["plan", "execute_cells"]
+
+
+def test_plan_prints_and_writes_nothing(where: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    reports = tmp_path / "reports"
+    assert main(["run", "--plan", *where, *reports_args(reports)]) == 0
+    out = capsys.readouterr().out
+    assert f"plan: {CELLS} cells (static tier): {CELLS} to probe, 0 cache hits" in out
+    assert not reports.exists()
+    assert main(["run", "--quiet", *where, *reports_args(reports)]) == 0
+    capsys.readouterr()
+    assert main(["list", "--plan", *where, *reports_args(reports)]) == 0
+    assert f"0 to probe, {CELLS} cache hits" in capsys.readouterr().out
+    assert main(["run", "--plan", "--tier", "runtime", *where, *reports_args(reports)]) == 0
+    out = capsys.readouterr().out
+    assert "environments: " in out and "tiny checkpoints: " in out  # what the runtime tier would build, shared
+
+
+def test_a_second_run_reuses_every_record_by_its_fingerprint(where: list[str], tmp_path: Path) -> None:
+    reports = tmp_path / "reports"
+    for extra in ([], [], ["--fresh"]):
+        assert main(["run", "--quiet", *where, *reports_args(reports), *extra]) == 0
+    first, second, fresh = (open_run(p) for p in run_dirs(reports))
+    assert (first.meta["cells_probed"], first.meta["cache_hits"]) == (CELLS, 0)
+    assert (second.meta["cells_probed"], second.meta["cache_hits"]) == (0, CELLS)
+    assert (fresh.meta["cells_probed"], fresh.meta["cache_hits"]) == (CELLS, 0)
+    assert raw_records(second.root) == raw_records(first.root)  # byte for byte, the fingerprint in each
+    plan = json.loads((second.root / "plan.json").read_text())
+    assert set(plan["cached"].values()) == {first.run_id} and plan["fingerprints"] == {
+        c: r["fingerprint"] for c, r in ((c, json.loads(raw)) for c, raw in raw_records(first.root).items())
+    }
+    with open_index(reports) as index:
+        assert index.frame_rows(second.run_id) == index.frame_rows(first.run_id) == index.frame_rows(fresh.run_id)
+
+
+def test_what_a_verdict_depends_on_is_in_the_fingerprint(where: list[str], tmp_path: Path) -> None:
+    """A matrix setting that changes results (the memory utilization) and a result-changing option (the resolve
+    mode) each miss the cache; an option that changes only speed (--jobs) does not."""
+    reports = tmp_path / "reports"
+    assert main(["run", "--quiet", *where, *reports_args(reports)]) == 0
+    assert main(["run", "--quiet", "--jobs", "3", *where, *reports_args(reports)]) == 0
+    matrix = Path(where[1])
+    matrix.write_text(matrix.read_text().replace("[settings]", "[settings]\ngpu_memory_utilization = 0.8", 1))
+    assert main(["run", "--quiet", *where, *reports_args(reports)]) == 0
+    probed = [open_run(p).meta["cells_probed"] for p in run_dirs(reports)]
+    assert probed == [CELLS, 0, CELLS]
+
+
+def test_sigterm_is_recorded_as_interrupted_with_exit_143(
+    where: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from stackmatrix import pipeline
+
+    real = pipeline.evaluate
+    seen: list[str] = []
+
+    def evaluate(*args: object, **kwargs: object) -> object:
+        seen.append("x")
+        if len(seen) == 4:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pipeline, "evaluate", evaluate)
+    reports = tmp_path / "reports"
+    assert main(["run", "--quiet", *where, *reports_args(reports)]) == 143
+    assert "terminated" in capsys.readouterr().err
+    (run,) = (open_run(p) for p in run_dirs(reports))
+    assert (run.meta["status"], run.meta["exit_code"]) == ("interrupted", 143)
+    assert 3 <= run.meta["cells_written"] == len(raw_records(run.root)) < CELLS
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is the workflow's only while it runs
+
+
+def test_a_run_whose_process_is_gone_reads_crashed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = start_run(tmp_path, matrix_hash="h", matrix_path="m", tier="static", selected=1)
+    run.stop_heartbeat()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    meta = json.loads((run.root / "run.json").read_text())
+    assert meta["status"] == "running" and meta["pid"] == os.getpid() and meta["pid_start"] == process_start(os.getpid())
+    assert open_run(run.root).meta["status"] == "running"  # this process: alive
+    meta.update(pid=dead.pid, pid_start=12345)
+    (run.root / "run.json").write_text(json.dumps(meta))
+    assert open_run(run.root).meta["status"] == "crashed"
+    with open_index(tmp_path) as index:
+        assert [r.status for r in index.runs()] == ["crashed"]
+    meta.update(boot_id="another-machine")  # elsewhere: the heartbeat decides
+    (run.root / "run.json").write_text(json.dumps(meta))
+    assert open_run(run.root).meta["status"] == "running"
+    os.utime(run.root / ".alive", (1, 1))
+    assert open_run(run.root).meta["status"] == "crashed"
+    assert main(["history", "--reports-dir", str(tmp_path), "--format", "json"]) in (0, 3)
+    assert "running" not in capsys.readouterr().out
+
+
+KILLER = """
+import os, signal, sys
+sys.path.insert(0, {src!r})
+from stackmatrix import pipeline
+real, seen = pipeline.evaluate, []
+def evaluate(*args, **kwargs):
+    seen.append(1)
+    if len(seen) == {at}:  # a cell in flight: the ones before it are in the journal, it is not
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(*args, **kwargs)
+pipeline.evaluate = evaluate
+from stackmatrix.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_resume_after_sigkill_probes_only_what_is_missing(
+    where: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    assert main(["run", "--quiet", *where, *reports_args(whole)]) == 0
+    script = textwrap.dedent(KILLER.format(src=str(SRC), at=6))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STACKMATRIX_")}
+    proc = subprocess.run(
+        [sys.executable, "-c", script, "run", "--quiet", *where, *reports_args(killed)], env=env, check=False
+    )
+    assert proc.returncode == -signal.SIGKILL
+    (run_dir,) = run_dirs(killed)
+    before = raw_records(run_dir)
+    assert len(before) == 5
+    assert open_run(run_dir).meta["status"] == "crashed"
+    capsys.readouterr()
+    assert main(["run", "--resume", *where, *reports_args(killed)]) == 0
+    assert "7 probed, 0 cache hits, 5 resumed" in capsys.readouterr().out
+    assert run_dirs(killed) == [run_dir]  # the same run, continued
+    after = raw_records(run_dir)
+    lines = [line for line in (run_dir / "journal.jsonl").read_bytes().split(b"\n") if line]
+    assert len(lines) == len(after) == CELLS  # none lost, none twice
+    assert {c: after[c] for c in before} == before  # the cells finished before the kill, untouched
+    meta = open_run(run_dir).meta
+    assert (meta["status"], meta["exit_code"], meta["cells_written"]) == ("complete", 0, CELLS)
+    assert len(meta["resumed"]) == 1
+    assert (killed / "latest" / "readiness.csv").read_text() == (whole / "latest" / "readiness.csv").read_text()
+    assert main(["run", "--resume", *where, *reports_args(killed)]) == 3  # nothing left to resume
+
+
+def test_resume_refuses_a_changed_matrix_and_a_running_run(
+    where: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    reports = tmp_path / "reports"
+    run = start_run(reports, matrix_hash="not-this", matrix_path=where[1], tier="static", selected=1, args={})
+    capsys.readouterr()
+    assert main(["run", "--resume", run.run_id, *where, *reports_args(reports)]) == 2
+    assert "still is" in capsys.readouterr().err  # this process holds it: running
+    run.finish("interrupted", 130)
+    assert main(["run", "--resume", run.run_id, *where, *reports_args(reports)]) == 2
+    assert "matrix" in capsys.readouterr().err
