@@ -13,7 +13,7 @@ from stackmatrix.errors import GateRegression
 from stackmatrix.ladder.runtime import build_tiny
 from stackmatrix.pipeline import open_session
 from stackmatrix.stackspec import check_version
-from stackmatrix.workflow import CHECK, LIST, LIST_PLAN, RESUME, RUN, STAGE, Job, Selected, execute
+from stackmatrix.workflow import CHECK, LIST, LIST_PLAN, RESUME, RUN, STAGE, execute
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -50,49 +50,4 @@ def cmd_tiny(args: argparse.Namespace) -> int:
 def cmd_stage(args: argparse.Namespace) -> int:
     """One lock per distinct stack that installs anything (vLLM's own stacks; Triton stacks with upgrades, for
     the container's Python; a stock container ships its own); every wheel of it into the wheelhouse."""
-
     return execute(STAGE, args, settings_of(args))
-
-
-def stage_wheels(selected: Selected, job: Job) -> int:
-    """The stage command's own step: the selected cells' stacks into the wheelhouse."""
-    import httpx
-
-    from stackmatrix.domain import Stack
-    from stackmatrix.kinds import KINDS
-    from stackmatrix.runners import DEFAULT_OVERRIDES, merge_overrides, stack_requirements
-    from stackmatrix.stage import Target, stage
-
-    args, settings, cells = job.args, job.settings, selected.cells
-    # Each stack's kind says the platform its wheels are for (vLLM's own: the --base-python image; Triton's: the
-    # container's Python on Ubuntu 24.04), or that it installs nothing (a stock container ships its own).
-    targets: dict[str, tuple[Stack, Target]] = {}
-    for c in cells:
-        target = KINDS[c.stack.kind].stage_target(c.stack, settings.base_python)
-        if target is not None:
-            targets[c.stack.id] = (c.stack, target)
-    wheelhouse = args.wheelhouse or settings.cache_dir / "wheelhouse"
-    overrides = merge_overrides(DEFAULT_OVERRIDES, args.override)
-    total = 0
-    for stack_id, (stack, target) in sorted(targets.items()):
-        pins = stack_requirements(stack, settings.device)
-        staged = stage(
-            pins,
-            wheelhouse,
-            target,
-            index_url=settings.index_url,
-            cache_dir=settings.cache_dir,
-            overrides=[*overrides, f"transformers=={stack.transformers}"],
-            find_links=settings.torch_find_links,
-            extra_index=None if settings.torch_find_links else settings.torch_index,
-            cert=args.cert,
-            timeout=httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout),
-        )
-        total += staged.fetched_bytes
-        print(f"{stack_id}: {len(staged.wheels)} wheels, {staged.fetched_bytes / 1e6:.1f} MB fetched -> {staged.pins}")
-    skipped = len({c.stack.id for c in cells}) - len(targets)
-    print(
-        f"{len(targets)} stacks staged in {wheelhouse} ({total / 1e6:.1f} MB fetched); "
-        f"{skipped} stock containers need nothing"
-    )
-    return 0

@@ -111,9 +111,7 @@ ARG_DEFAULTS: dict[str, Any] = {
 
 def execute(steps: Sequence[Step], args: argparse.Namespace, settings: Settings) -> int:
     for key, default in ARG_DEFAULTS.items():
-        if getattr(args, key, None) is None and default is not None:
-            setattr(args, key, default)
-        elif not hasattr(args, key):
+        if (getattr(args, key, None) is None and default is not None) or not hasattr(args, key):
             setattr(args, key, default)
     job = Job(args, settings)
     value: Any = None
@@ -464,9 +462,47 @@ def show_check(executed: Executed, job: Job) -> int:
 
 
 def stage_wheels(selected: Selected, job: Job) -> int:
-    from stackmatrix.cli_probe import stage_wheels as stage_step  # the stage command's own step
+    """The stage command's own step: the selected cells' stacks into the wheelhouse."""
+    import httpx
 
-    return stage_step(selected, job)
+    from stackmatrix.domain import Stack
+    from stackmatrix.kinds import KINDS
+    from stackmatrix.runners import DEFAULT_OVERRIDES, merge_overrides, stack_requirements
+    from stackmatrix.stage import Target, stage
+
+    args, settings, cells = job.args, job.settings, selected.cells
+    # Each stack's kind says the platform its wheels are for (vLLM's own: the --base-python image; Triton's: the
+    # container's Python on Ubuntu 24.04), or that it installs nothing (a stock container ships its own).
+    targets: dict[str, tuple[Stack, Target]] = {}
+    for c in cells:
+        target = KINDS[c.stack.kind].stage_target(c.stack, settings.base_python)
+        if target is not None:
+            targets[c.stack.id] = (c.stack, target)
+    wheelhouse = args.wheelhouse or settings.cache_dir / "wheelhouse"
+    overrides = merge_overrides(DEFAULT_OVERRIDES, args.override)
+    total = 0
+    for stack_id, (stack, target) in sorted(targets.items()):
+        pins = stack_requirements(stack, settings.device)
+        staged = stage(
+            pins,
+            wheelhouse,
+            target,
+            index_url=settings.index_url,
+            cache_dir=settings.cache_dir,
+            overrides=[*overrides, f"transformers=={stack.transformers}"],
+            find_links=settings.torch_find_links,
+            extra_index=None if settings.torch_find_links else settings.torch_index,
+            cert=args.cert,
+            timeout=httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout),
+        )
+        total += staged.fetched_bytes
+        print(f"{stack_id}: {len(staged.wheels)} wheels, {staged.fetched_bytes / 1e6:.1f} MB fetched -> {staged.pins}")
+    skipped = len({c.stack.id for c in cells}) - len(targets)
+    print(
+        f"{len(targets)} stacks staged in {wheelhouse} ({total / 1e6:.1f} MB fetched); "
+        f"{skipped} stock containers need nothing"
+    )
+    return 0
 
 
 def _gate(name: str) -> Step:

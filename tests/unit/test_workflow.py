@@ -132,7 +132,9 @@ def test_a_run_whose_process_is_gone_reads_crashed(tmp_path: Path, capsys: pytes
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     meta = json.loads((run.root / "run.json").read_text())
-    assert meta["status"] == "running" and meta["pid"] == os.getpid() and meta["pid_start"] == process_start(os.getpid())
+    assert (
+        meta["status"] == "running" and meta["pid"] == os.getpid() and meta["pid_start"] == process_start(os.getpid())
+    )
     assert open_run(run.root).meta["status"] == "running"  # this process: alive
     meta.update(pid=dead.pid, pid_start=12345)
     (run.root / "run.json").write_text(json.dumps(meta))

