@@ -207,3 +207,20 @@ def test_resume_refuses_a_changed_matrix_and_a_running_run(
     run.finish("interrupted", 130)
     assert main(["run", "--resume", run.run_id, *where, *reports_args(reports)]) == 2
     assert "matrix" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["run", "gate"])
+def test_no_docker_engine_ends_the_run_failed_with_exit_4(
+    where: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    """The runner is made after the run is recorded: its failure is the run's ending, never ``running`` forever."""
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
+    policy = tmp_path / "p.toml"
+    policy.write_text('name = "p"\n[[require]]\nmodel = "google/gemma-4-E4B-it"\ntarget = "l4x1"\n')
+    extra = ["--policy", str(policy), "--candidate", "vllm=0.19.0"] if command == "gate" else ["--quiet"]
+    reports = tmp_path / "reports"
+    argv = [command, "--runner", "docker", "--tier", "runtime", *extra, *where, *reports_args(reports)]
+    assert main(argv) == 4
+    assert "no Docker engine" in capsys.readouterr().err
+    (run,) = (open_run(p) for p in run_dirs(reports))
+    assert (run.meta["status"], run.meta["exit_code"]) == ("failed", 4)
