@@ -1,4 +1,4 @@
-"""Hostile / broken-input audit of the ``stackmatrix`` CLI (stdlib only): ~500 hand-made cases, each run through
+"""Hostile / broken-input audit of the ``stackmatrix`` CLI (stdlib only): ~900 hand-made cases, each run through
 the CLI in a subprocess, judged on exit code, tracebacks, hangs, writes outside the store and leaked secrets.
 
 Run from the repository root with an interpreter that has stackmatrix installed (as root: some cases mount tmpfs;
@@ -21,11 +21,13 @@ inside it; ``runs/<category>/<case>/_h/`` holds its stdout, stderr, result.json 
 repository is only read.
 
 Flags: TRACEBACK, CRASH (the tool's last-resort "internal error" handler fired), HANG (killed at the timeout),
-ESCAPE (a file or dir appeared/changed in the sandbox outside the reports dir, the cache dir and the case's declared
-outputs), SECRET (a planted secret in stdout/stderr or in a file written under the sandbox), MULTILINE_ERR (exit
-2/4 with more than 3 stderr lines), ORPHAN_RUN (a failing command left a run marked complete), SLOW (over the case's
-time budget); TMP_LEFTOVER (files left in $TMPDIR) is informative only. PASS = exit code in the case's ideal set
-and none of the failing flags. NOT-RUN = the case could not run here (e.g. it needs root), with the reason.
+ESCAPE (a file or dir appeared/changed/vanished in the sandbox outside the reports dir, the cache dir and the case's
+declared outputs), SECRET (a planted secret in stdout/stderr or in a file written under the sandbox),
+MULTILINE_ERR (exit 2/4 with more than 3 stderr lines), UNNAMED (exit 2 without naming what the case damaged: the
+file, and for a run's journal the line), ORPHAN_RUN (a failing command left a run marked complete, a new one or one
+it resumed), SLOW (over the case's time budget); TMP_LEFTOVER (files left in $TMPDIR) is informative only.
+PASS = exit code in the case's ideal set and none of the failing flags. NOT-RUN = the case could not run here (e.g.
+it needs root), with the reason.
 
 Exit status: 0 when no case failed (NOT-RUN cases do not fail the audit), 1 when any case failed, 2 on bad usage.
 """
@@ -47,6 +49,7 @@ import shutil
 import signal
 import socket
 import socketserver
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -81,7 +84,7 @@ SECRETS = [
     SECRET_FILE,
     base64.b64encode(f"user:{SECRET_PW}".encode()).decode().rstrip("="),  # a Basic auth header
 ]
-ALWAYS_FAIL = {"TRACEBACK", "CRASH", "HANG", "ESCAPE", "SECRET", "MULTILINE_ERR", "ORPHAN_RUN", "SLOW"}
+ALWAYS_FAIL = {"TRACEBACK", "CRASH", "HANG", "ESCAPE", "SECRET", "MULTILINE_ERR", "UNNAMED", "ORPHAN_RUN", "SLOW"}
 FLAG_NAMES = [
     "TRACEBACK",
     "CRASH",
@@ -89,6 +92,7 @@ FLAG_NAMES = [
     "ESCAPE",
     "SECRET",
     "MULTILINE_ERR",
+    "UNNAMED",
     "ORPHAN_RUN",
     "SLOW",
     "WRONG_EXIT",
@@ -175,6 +179,7 @@ class Case:
     allowed: list[str] = field(default_factory=list)  # extra writable paths (placeholders allowed)
     note: str = ""
     root: bool = False  # needs root (tmpfs mounts): NOT-RUN otherwise
+    names: str = ""  # a regex an exit 2's stderr must match (the damaged file, the journal's line): else UNNAMED
 
     @property
     def id(self) -> str:
@@ -439,6 +444,230 @@ BAD_KINDS = ["dir", "fifo", "symlink_loop", "dangling_symlink", "binary", "nonut
 
 def copy_reports(src: Path, dst: Path) -> None:
     shutil.copytree(src, dst, symlinks=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A run's journal (runs/<id>/journal.jsonl: one finished cell's record per line) and the older cells/ files
+# ---------------------------------------------------------------------------------------------------------------
+JOURNAL = "journal.jsonl"
+L1, L2 = r"journal\.jsonl:1\b", r"journal\.jsonl:2\b"  # a refusal names the journal and the damaged line
+JFILE = r"journal\.jsonl"  # the journal as a whole (not a regular file, unreadable)
+CELLFILE = r"cells/[^ ]+\.json"  # a legacy run's cell file
+DEAD_PID = 4194305  # above the largest pid_max Linux allows (2**22): never a live process
+
+
+def jlines(d: Path) -> list[bytes]:
+    """The complete lines of a run's journal (without their newlines)."""
+    return (d / JOURNAL).read_bytes().split(b"\n")[:-1]
+
+
+def jwrite(d: Path, lines: list[bytes], tail: bytes = b"") -> None:
+    (d / JOURNAL).write_bytes(b"".join(ln + b"\n" for ln in lines) + tail)
+
+
+def jline(n: int, new: bytes | Callable[[bytes], bytes]) -> Callable[[Path, Ctx], None]:
+    """Replace line ``n`` (1-based) of the journal: by bytes, or by a function of the line's bytes."""
+
+    def f(d: Path, ctx: Ctx) -> None:
+        lines = jlines(d)
+        lines[n - 1] = new(lines[n - 1]) if callable(new) else new
+        jwrite(d, lines)
+
+    return f
+
+
+def jrec(n: int, change: Callable[[dict[str, Any]], Any]) -> Callable[[Path, Ctx], None]:
+    """Replace line ``n``'s record by ``change(record)`` (JSON, json.dumps' spacing as the store writes it)."""
+    return jline(n, lambda raw: json.dumps(change(json.loads(raw))).encode())
+
+
+def without(key: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    return lambda r: {k: v for k, v in r.items() if k != key}
+
+
+def jtail(tail: bytes | Callable[[list[bytes]], bytes]) -> Callable[[Path, Ctx], None]:
+    """Append an unterminated last line: what a machine lost half of (read as absent, cut by the next append)."""
+
+    def f(d: Path, ctx: Ctx) -> None:
+        lines = jlines(d)
+        jwrite(d, lines, tail(lines) if callable(tail) else tail)
+
+    return f
+
+
+def jset(data: bytes) -> Callable[[Path, Ctx], object]:
+    return lambda d, ctx: (d / JOURNAL).write_bytes(data)
+
+
+def jreplace(kind: str) -> Callable[[Path, Ctx], None]:
+    """The journal's name taken by something that is not a regular file of records."""
+
+    def f(d: Path, ctx: Ctx) -> None:
+        p = d / JOURNAL
+        if kind in ("dir", "fifo", "symlink_loop", "dangling_symlink", "devzero"):
+            make_bad(p, kind, "json")
+        elif kind == "missing":
+            p.unlink()
+        elif kind == "symlink-passwd":
+            p.unlink()
+            os.symlink("/etc/passwd", p)
+        elif kind == "symlink-secret":  # a secret file of the user's, one line, newline-terminated
+            (ctx.IN / "secret.json").write_text(f'{{"token": "{SECRET_FILE}", "user": "ci"}}\n')
+            p.unlink()
+            os.symlink(ctx.IN / "secret.json", p)
+        elif kind == "binary":
+            p.write_bytes((bytes(range(256)) * 64 + b"\x00\xff\xfe\n" * 100) * 4)
+        elif kind == "other-store":  # the journal of a run of another store (the other shard's cells)
+            p.write_bytes((sorted((FIX / "shard2" / "runs").iterdir())[-1] / JOURNAL).read_bytes())
+        elif kind == "symlink-sibling":  # a symlink to another run's journal in the same store
+            p.unlink()
+            sib = [r for r in sorted(d.parent.iterdir()) if r != d and (r / JOURNAL).is_file()]
+            os.symlink(Path("..") / sib[0].name / JOURNAL if sib else "/nonexistent", p)
+        else:
+            raise ValueError(kind)
+
+    return f
+
+
+FOREIGN_CELL = "vllm-9.9.9-tf1.0.0__no-such-model__l4x1"
+
+
+def _cell_of(n: int) -> Callable[[Path], str]:
+    return lambda d: str(json.loads(jlines(d)[n - 1])["cell"])
+
+
+@dataclass(frozen=True)
+class JDamage:
+    """One hostile journal. ``ideal``: the exit of a command that reads every record of the run (``report RUN``,
+    ``merge``, ``run --resume``); ``names``: what its exit 2 must name; ``empty``: no record is left to show."""
+
+    name: str
+    apply: Callable[[Path, Ctx], object]
+    ideal: frozenset[int]
+    names: str = ""
+    empty: bool = False
+
+
+def _jd(
+    name: str, apply: Callable[[Path, Ctx], object], ideal: set[int], names: str = "", empty: bool = False
+) -> JDamage:
+    return JDamage(name, apply, frozenset(ideal), names, empty)
+
+
+def journal_damages() -> list[JDamage]:
+    """The hostile ideas of the old cells/*.json cases, applied to journal.jsonl (line 2 is the damaged one, so
+    a refusal must name it, not just the first line)."""
+    deep = b"[" * 5000 + b"]" * 5000
+    return [
+        # a damaged line that is not the torn last one: exit 2 naming journal.jsonl:2
+        _jd("line-not-json", jline(2, b"this is not json {"), {2}, L2),
+        _jd("line-cut-short", jline(2, lambda raw: raw[: len(raw) // 2]), {2}, L2),
+        _jd("line-list", jline(2, b"[1, 2, 3]"), {2}, L2),
+        _jd("line-null", jline(2, b"null"), {2}, L2),
+        _jd("line-string", jline(2, b'"vllm-0.19.0-tf4.57.6__gemma-4-e4b-it__l4x1"'), {2}, L2),
+        _jd("line-number", jline(2, b"12345"), {2}, L2),
+        _jd("line-empty-object", jline(2, b"{}"), {2}, L2),
+        _jd("line-no-cell", jrec(2, without("cell")), {2}, L2),
+        _jd("line-cell-int", jrec(2, lambda r: {**r, "cell": 5}), {2}, L2),
+        _jd("line-cell-null", jrec(2, lambda r: {**r, "cell": None}), {2}, L2),
+        _jd("line-cell-empty", jrec(2, lambda r: {**r, "cell": ""}), {2}, L2),
+        _jd("line-cell-dotdot", jrec(2, lambda r: {**r, "cell": "../../../../ESC_JCELL"}), {2}, L2),
+        _jd("line-cell-dotdot-cellish", jrec(2, lambda r: {**r, "cell": "..__..__ESC"}), {2}, L2),
+        _jd("line-cell-slash", jrec(2, lambda r: {**r, "cell": "a/b__c__d"}), {2}, L2),
+        _jd("line-cell-nul", jrec(2, lambda r: {**r, "cell": "a\x00b__c__d"}), {2}, L2),
+        _jd("line-cell-long", jrec(2, lambda r: {**r, "cell": "a" * 64 + "__" + "b" * 64 + "__" + "c" * 70}), {2}, L2),
+        _jd("line-cell-dup-key", jline(2, lambda raw: raw[:-1] + b', "cell": "../../ESC_DUPKEY"}'), {2}, L2),
+        _jd(
+            "line-nonutf8", jline(2, lambda raw: raw.replace(b'"verdict": "', b'"verdict": "\xff\xfe\xe9', 1)), {2}, L2
+        ),
+        _jd("line-nul-byte", jline(2, lambda raw: raw.replace(b'"verdict": "', b'"verdict": "\x00', 1)), {2}, L2),
+        _jd("line-huge-garbage", jline(2, b"x" * (16 << 20)), {2}, L2),
+        _jd("line-deep-5000", jline(2, deep), {2}, L2),
+        _jd("line-deep-object-5000", jline(2, b'{"a": ' * 5000 + b"1" + b"}" * 5000), {2}, L2),
+        _jd("line-deep-in-record", jline(2, lambda raw: raw[:-1] + b', "zz": ' + deep + b"}"), {2}, L2),
+        # a well-formed line whose record is not a cell result
+        _jd("rec-missing-probes", jrec(2, without("probes")), {2}, L2),
+        _jd("rec-missing-verdict", jrec(2, without("verdict")), {2}, L2),
+        _jd("rec-bad-verdict", jrec(2, lambda r: {**r, "verdict": "excellent"}), {2}, L2),
+        _jd("rec-verdict-int", jrec(2, lambda r: {**r, "verdict": 7}), {2}, L2),
+        _jd("rec-probes-not-list", jrec(2, lambda r: {**r, "probes": 5}), {2}, L2),
+        _jd("rec-probes-garbage", jrec(2, lambda r: {**r, "probes": [5, "x", None]}), {2}, L2),
+        # legitimately fine: a torn last line is ignored, a cell written twice is its last record
+        _jd("torn-last-line", jtail(lambda lines: lines[0][: len(lines[0]) // 2]), {0}),
+        _jd("torn-last-garbage", jtail(b"\xff\xfe{{{ garbage"), {0}),
+        _jd("torn-last-huge", jtail(b'{"cell": "' + b"x" * (8 << 20)), {0}),
+        _jd("duplicated-line", lambda d, c: jwrite(d, [*jlines(d), jlines(d)[0]]), {0}),
+        _jd("duplicated-journal", lambda d, c: jwrite(d, jlines(d) * 2), {0}),
+        _jd("blank-lines", lambda d, c: jwrite(d, [x for ln in jlines(d) for x in (b"", ln, b"   ")]), {0}),
+        _jd("crlf-lines", lambda d, c: jwrite(d, [ln + b"\r" for ln in jlines(d)]), {0, 2}, JFILE),
+        # well-formed records of other cells: accepting them is defensible, refusing them too
+        _jd("cell-names-another", lambda d, c: jrec(2, lambda r: {**r, "cell": _cell_of(1)(d)})(d, c), {0, 2}, L2),
+        _jd("cell-foreign", jrec(2, lambda r: {**r, "cell": FOREIGN_CELL}), {0, 2}, L2),
+        _jd("journal-of-other-store", jreplace("other-store"), {0, 2}, JFILE),
+        _jd("symlink-sibling-journal", jreplace("symlink-sibling"), {0, 2}, JFILE),
+        _jd("huge-valid-record", jrec(2, lambda r: {**r, "zz_pad": "x" * (8 << 20)}), {0, 2}, JFILE),
+        # no record at all: the run finished no cell
+        _jd("empty", jset(b""), {0}, empty=True),
+        _jd("missing", jreplace("missing"), {0}, empty=True),
+        _jd("only-torn", jset(b'{"cell": "vllm-0'), {0}, empty=True),
+        _jd("only-blank", jset(b"\n \n\n"), {0}, empty=True),
+        # the journal's name taken by something else: exit 2 naming the journal, at once
+        _jd("is-dir", jreplace("dir"), {2}, JFILE),
+        _jd("is-fifo", jreplace("fifo"), {2}, JFILE),
+        _jd("symlink-loop", jreplace("symlink_loop"), {2}, JFILE),
+        _jd("dangling-symlink", jreplace("dangling_symlink"), {2}, JFILE),
+        _jd("devzero", jreplace("devzero"), {2}, JFILE),
+        _jd("symlink-etc-passwd", jreplace("symlink-passwd"), {2}, L1),
+        _jd("symlink-secret", jreplace("symlink-secret"), {2}, JFILE),
+        _jd("binary", jreplace("binary"), {2}, r"journal\.jsonl:\d+"),
+    ]
+
+
+def to_legacy(d: Path) -> None:
+    """A run as stores before the journal kept it: one cells/<cell id>.json per record, no journal."""
+    (d / "cells").mkdir(exist_ok=True)
+    for raw in jlines(d):
+        (d / "cells" / f"{json.loads(raw)['cell']}.json").write_bytes(raw)
+    (d / JOURNAL).unlink()
+
+
+def legacy_cell(d: Path) -> Path:
+    return sorted((d / "cells").glob("*.json"))[0]
+
+
+def edit_json_file(p: Path, change: Callable[[Any], Any]) -> None:
+    p.write_text(json.dumps(change(json.loads(p.read_text()))))
+
+
+def edit_meta(d: Path, **kv: Any) -> None:
+    """Set (or, with DEL, remove) run.json keys of the run in ``d``."""
+
+    def ch(m: dict[str, Any]) -> dict[str, Any]:
+        for k, v in kv.items():
+            if v is DEL:
+                m.pop(k, None)
+            else:
+                m[k] = v
+        return m
+
+    edit_json_file(d / "run.json", ch)
+
+
+def make_crashed(d: Path, keep: int = 3) -> None:
+    """Turn a stored complete run into one a ``kill -9`` left behind: ``running`` by a process that is gone (this
+    boot, a pid that cannot exist), no heartbeat, ``keep`` cells in its journal."""
+    edit_meta(d, status="running", pid=DEAD_PID, boot_id=boot_id(), finished=DEL, exit_code=DEL, cells_written=DEL)
+    (d / ".alive").unlink(missing_ok=True)
+    jwrite(d, jlines(d)[:keep])
+
+
+def boot_id() -> str:
+    return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+
+
+def proc_start(pid: int) -> int:
+    """A process's start time in clock ticks since boot, as the store records it in ``pid_start``."""
+    return int(Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[19])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -1070,8 +1299,9 @@ def corpus_unreadable() -> None:
                 make_bad(d / "run.json", kind, "json")
             elif which == "plan":
                 make_bad(d / "plan.json", kind, "json")
-            elif which == "cell":
-                make_bad(sorted((d / "cells").glob("*.json"))[0], kind, "json")
+            elif which == "legacy-cell":  # a run from before the journal: one file per cell
+                to_legacy(d)
+                make_bad(legacy_cell(d), kind, "json")
             elif which == "index":
                 make_bad(ctx.R / "index.sqlite", kind, "json")
 
@@ -1096,19 +1326,36 @@ def corpus_unreadable() -> None:
         ("run", "history", all_kinds, []),
         ("run", "diff", ["fifo", "binary", "deepnest"], []),
         ("run", "report", ["fifo", "binary", "deepnest"], ["--format", "md"]),
-        ("cell", "report", all_kinds, ["--format", "md,json"]),
-        ("cell", "history", ["fifo", "binary", "deepnest"], []),
-        ("cell", "diff", ["fifo", "deepnest"], []),
+        # runs from before the journal (cells/<cell id>.json) are still read: a few of the old cases
+        ("legacy-cell", "report", ["fifo", "binary", "deepnest", "nonutf8", "wrongtype"], ["@R@/runs/LATEST"]),
+        ("legacy-cell", "history", ["binary"], []),
         ("index", "history", ["dir", "fifo", "symlink_loop", "binary", "empty"], []),
         ("index", "report", ["dir", "binary"], ["--format", "md"]),
     ]
     for which, cmd, kinds, extra in plan:
         for kind in kinds:
-            ideal = {2} if (which == "cell" and cmd == "report") else {0, 2}
-            add(cat, f"{which}-{kind}-{cmd}", sm(cmd, *extra), ideal, reports="two_runs", setup=corrupt(which, kind))
+            ideal = {2} if (which == "legacy-cell" and cmd == "report") else {0, 2}
+            names = CELLFILE if which == "legacy-cell" else ""
+            add(
+                cat,
+                f"{which}-{kind}-{cmd}",
+                sm(cmd, *extra),
+                ideal,
+                reports="two_runs",
+                setup=corrupt(which, kind),
+                names=names,
+            )
+    add(
+        cat,
+        "legacy-baseline-report",
+        sm("report", "@R@/runs/LATEST", "--format", "md,json"),
+        {0},
+        reports="two_runs",
+        setup=lambda c: to_legacy(fixture_run_dir("two_runs", c.R)),
+    )
     for which, kinds in (
         ("run", [*few, "nonutf8", "null"]),
-        ("cell", [*few, "nonutf8"]),
+        ("legacy-cell", ["fifo", "binary", "nonutf8"]),
         ("plan", [*few, "null", "empty"]),
     ):
         for kind in kinds:
@@ -1119,7 +1366,40 @@ def corpus_unreadable() -> None:
                 sm("merge", "@IN@/shard1", "@IN@/shard2"),
                 ideal,
                 setup=corrupt(which, kind, shards=True),
+                names=CELLFILE if which == "legacy-cell" else "",
             )
+    corpus_journal_readers(cat)
+
+
+def corpus_journal_readers(cat: str) -> None:
+    """Every hostile journal read by ``report RUN`` (reads each record: the strict reader); a sample through
+    ``history``, ``diff`` and a default ``report`` (these leave a damaged run out with a warning: 0, or name it)."""
+
+    def damage(jd: JDamage) -> Callable[[Ctx], object]:
+        return lambda ctx: jd.apply(fixture_run_dir("two_runs", ctx.R), ctx)
+
+    sample = {"line-not-json", "line-cell-dotdot", "line-deep-5000", "rec-bad-verdict", "torn-last-line", "is-fifo"}
+    sample |= {"symlink-secret", "duplicated-line", "empty", "line-huge-garbage", "binary"}
+    for jd in journal_damages():
+        ideal = set(jd.ideal) | ({3} if jd.empty else set())  # report RUN of a run without a record: nothing to show
+        add(
+            cat,
+            f"journal-{jd.name}-report",
+            sm("report", "@R@/runs/LATEST", "--format", "md,json"),
+            ideal,
+            reports="two_runs",
+            setup=damage(jd),
+            names=jd.names,
+        )
+        if jd.name not in sample:
+            continue
+        lenient = ideal | {0}  # the damaged run is left out with a warning; the rest of the store keeps working
+        for label, args in (
+            ("history", sm("history")),
+            ("diff", sm("diff")),
+            ("report-default", sm("report", "--format", "md")),
+        ):
+            add(cat, f"journal-{jd.name}-{label}", args, lenient, reports="two_runs", setup=damage(jd), names=jd.names)
 
 
 def corpus_versions() -> None:
@@ -1896,11 +2176,7 @@ def corpus_merge() -> None:
 
         return f
 
-    def edit_json(p: Path, change: Callable[[Any], Any]) -> None:
-        p.write_text(json.dumps(change(json.loads(p.read_text()))))
-
-    def first_cell(d: Path) -> Path:
-        return sorted((d / "cells").glob("*.json"))[0]
+    edit_json = edit_json_file
 
     def plan_add(cell_id: str) -> Callable[[Path, Ctx], None]:
         def f(d: Path, ctx: Ctx) -> None:
@@ -1917,65 +2193,60 @@ def corpus_merge() -> None:
         return f
 
     def setmeta(**kv: Any) -> Callable[[Path, Ctx], None]:
-        def f(d: Path, ctx: Ctx) -> None:
-            def ch(m: dict[str, Any]) -> dict[str, Any]:
-                for k, v in kv.items():
-                    if v is DEL:
-                        m.pop(k, None)
-                    else:
-                        m[k] = v
-                return m
-
-            edit_json(d / "run.json", ch)
-
-        return f
+        return lambda d, ctx: edit_meta(d, **kv)
 
     def delplan(key: str) -> Callable[[Path, Ctx], None]:
         return lambda d, ctx: edit_json(d / "plan.json", lambda p: {k: v for k, v in p.items() if k != key})
 
-    def cell_is_dir(d: Path, ctx: Ctx) -> None:
-        first_cell(d).unlink()
-        (d / "cells" / "dir.json").mkdir()
+    def legacy(fn: Callable[[Path, Ctx], object]) -> Callable[[Path, Ctx], None]:
+        """On a run from before the journal (cells/<cell id>.json files): those runs are still read."""
+
+        def f(d: Path, ctx: Ctx) -> None:
+            to_legacy(d)
+            fn(d, ctx)
+
+        return f
 
     def cell_is_fifo(d: Path, ctx: Ctx) -> None:
-        first_cell(d).unlink()
+        legacy_cell(d).unlink()
         os.mkfifo(d / "cells" / "fifo.json")
 
     def cell_symlink_secret(d: Path, ctx: Ctx) -> None:
         (ctx.IN / "secret.txt").write_text(f'{{"token": "{SECRET_FILE}"}}')
         os.symlink(ctx.IN / "secret.txt", d / "cells" / "zz-link.json")
 
-    def cell_symlink_passwd(d: Path, ctx: Ctx) -> None:
-        os.symlink("/etc/passwd", d / "cells" / "zz-passwd.json")
-
     def cells_dir_is_file(d: Path, ctx: Ctx) -> None:
         shutil.rmtree(d / "cells")
         (d / "cells").write_text("x")
 
+    def planted_cell(garbage: bool) -> Callable[[Path, Ctx], None]:
+        """A cells/ file planted in a run that has a journal: garbage, or another verdict for a journaled cell."""
+
+        def f(d: Path, ctx: Ctx) -> None:
+            (d / "cells").mkdir()
+            raw = jlines(d)[0]
+            cell = json.loads(raw)["cell"]
+            data = os.urandom(300) if garbage else json.dumps({**json.loads(raw), "verdict": "serves"}).encode()
+            (d / "cells" / f"{cell}.json").write_bytes(data)
+
+        return f
+
     cases: list[tuple[str, Callable[[Path, Ctx], object], set[int]]] = [
-        ("cell-garbage", lambda d, c: first_cell(d).write_bytes(os.urandom(500)), {2}),
-        ("cell-truncated", lambda d, c: first_cell(d).write_text('{"cell": "x", "verdict": '), {2}),
-        ("cell-empty-object", lambda d, c: first_cell(d).write_text("{}"), {2}),
-        ("cell-list", lambda d, c: first_cell(d).write_text("[]"), {2}),
+        ("legacy-baseline", legacy(lambda d, c: None), {0}),
+        ("legacy-cell-garbage", legacy(lambda d, c: legacy_cell(d).write_bytes(os.urandom(500))), {2}),
+        ("legacy-cell-missing-probes", legacy(lambda d, c: edit_json(legacy_cell(d), without("probes"))), {2}),
         (
-            "cell-missing-probes",
-            lambda d, c: edit_json(first_cell(d), lambda x: {k: v for k, v in x.items() if k != "probes"}),
+            "legacy-cell-id-mismatch",
+            legacy(lambda d, c: edit_json(legacy_cell(d), lambda x: {**x, "cell": "../../../../ESC_CELLID"})),
             {2},
         ),
-        ("cell-bad-verdict", lambda d, c: edit_json(first_cell(d), lambda x: {**x, "verdict": "excellent"}), {2}),
-        (
-            "cell-id-mismatch",
-            lambda d, c: edit_json(first_cell(d), lambda x: {**x, "cell": "../../../../ESC_CELLID"}),
-            {2},
-        ),
-        ("cell-id-not-string", lambda d, c: edit_json(first_cell(d), lambda x: {**x, "cell": 5}), {2}),
-        ("cell-probes-not-list", lambda d, c: edit_json(first_cell(d), lambda x: {**x, "probes": 5}), {2}),
         # a non-regular entry in cells/ may be skipped (its cell then counts as missing) or refused
-        ("cell-is-dir", cell_is_dir, {0, 2}),
-        ("cell-is-fifo", cell_is_fifo, {0, 2}),
-        ("cell-symlink-secret", cell_symlink_secret, {0, 2}),
-        ("cell-symlink-etc-passwd", cell_symlink_passwd, {0, 2}),
-        ("cell-deep-json", lambda d, c: first_cell(d).write_text("[" * 100000 + "]" * 100000), {2}),
+        ("legacy-cell-is-fifo", legacy(cell_is_fifo), {0, 2}),
+        ("legacy-cell-symlink-secret", legacy(cell_symlink_secret), {0, 2}),
+        ("legacy-cells-dir-is-file", legacy(cells_dir_is_file), {0, 2}),
+        ("legacy-cells-dir-missing", legacy(lambda d, c: shutil.rmtree(d / "cells")), {0}),
+        ("planted-cell-garbage-beside-journal", planted_cell(True), {0, 2}),
+        ("planted-cell-other-verdict-beside-journal", planted_cell(False), {0}),
         ("plan-cell-dotdot", plan_add("../../../../../ESC_PLAN"), {2}),
         ("plan-cell-dotdot-deep", plan_add("../../../../../../../../ESC_PLAN"), {2}),
         ("plan-cell-slash", plan_add("a/b/c"), {2}),
@@ -2007,11 +2278,20 @@ def corpus_merge() -> None:
         ("run-finished-missing", setmeta(finished=DEL, exit_code=DEL, status="running"), {0}),
         ("run-json-list", lambda d, c: (d / "run.json").write_text("[]"), {2}),
         ("run-json-missing", lambda d, c: (d / "run.json").unlink(), {2}),
-        ("cells-dir-missing", lambda d, c: shutil.rmtree(d / "cells"), {0, 2}),
-        ("cells-dir-is-file", cells_dir_is_file, {0, 2}),
     ]
     for label, fn, ideal in cases:
-        add(cat, label, sm("merge", "@IN@/shard1", "@IN@/shard2"), ideal, setup=mod(fn))
+        names = CELLFILE if label.startswith(("legacy-cell", "planted-cell")) else ""
+        add(cat, label, sm("merge", "@IN@/shard1", "@IN@/shard2"), ideal, setup=mod(fn), names=names)
+    # every hostile journal in shard 1: merge reads and checks each record before it writes anything
+    for jd in journal_damages():
+        add(
+            cat,
+            f"journal-{jd.name}",
+            sm("merge", "@IN@/shard1", "@IN@/shard2"),
+            set(jd.ideal),
+            setup=mod(jd.apply),
+            names=jd.names,
+        )
     # after a merge: report the merged run (the cell ids of the plan become file names there too)
     py = shlex.quote(PY)
     add(
@@ -2051,6 +2331,527 @@ class _Del:
 DEL = _Del()
 
 
+# What a resumed run must hold: every planned cell, none twice (``exact``), and the run complete. Exit 100 if not.
+VERIFY_RESUMED = """
+import json, pathlib, sys
+reports, exact = pathlib.Path(sys.argv[1]), sys.argv[2] == "exact"
+d = sorted((reports / "runs").iterdir())[-1]
+planned = json.loads((d / "plan.json").read_text())["cells"]
+got = [json.loads(ln)["cell"] for ln in (d / "journal.jsonl").read_bytes().split(b"\\n") if ln.strip()]
+meta = json.loads((d / "run.json").read_text())
+problems = []
+if sorted(set(got)) != sorted(planned):
+    problems.append(f"cells {sorted(set(got) ^ set(planned))} lost or extra")
+if exact and len(got) != len(set(got)):
+    problems.append(f"{len(got) - len(set(got))} cells recorded twice")
+if (meta.get("status"), meta.get("exit_code")) != ("complete", 0):
+    problems.append(f"status {meta.get('status')} exit {meta.get('exit_code')}")
+if problems:
+    print("audit: resumed run " + d.name + ": " + "; ".join(problems), file=sys.stderr)
+    sys.exit(100)
+"""
+# The store's run files (names and contents): a command that must write nothing leaves this unchanged.
+STORE_DIGEST = "(ls -a @R@/runs; find @R@/runs -type f -name '*.json*' -exec sha256sum {} + | sort) 2>&1 | sha256sum"
+
+
+def sm_cmd(*args: str) -> str:
+    """A stackmatrix command line for a shell case (``@C@`` and ``@R@`` as its cache and reports dirs)."""
+    common = ["--cache-dir", "@C@"] if args[0] in COMMON_CMDS else []
+    return shlex.join([PY, "-m", "stackmatrix", *args, *common, "--reports-dir", "@R@"])
+
+
+def unchanged_store(*args: str) -> list[str]:
+    """A shell case: the command's exit code, or 100 when it changed the store's run files."""
+    return [
+        "@SH@",
+        f"a=$( {STORE_DIGEST} ); {sm_cmd(*args)}; r=$?; b=$( {STORE_DIGEST} ); "
+        'if [ "$a" != "$b" ]; then echo "audit: the command changed the store" >&2; exit 100; fi; exit $r',
+    ]
+
+
+def resumed_ok(*args: str, exact: bool = True) -> list[str]:
+    """A shell case: resume, then check the run (VERIFY_RESUMED): its exit code, or 100."""
+    check = shlex.join([PY, "-c", VERIFY_RESUMED, "@R@", "exact" if exact else "set"])
+    return ["@SH@", f"{sm_cmd(*args)}; r=$?; if [ $r -ne 0 ]; then exit $r; fi; {check}"]
+
+
+def corpus_resume() -> None:
+    """``run --resume [RUN]``: bad refs, a run.json whose args, matrix, status, purpose, pid, pid_start or boot_id
+    are missing or mistyped, a damaged plan.json, every hostile journal; and the readers of those run.json fields."""
+    cat = "resume"
+
+    def crashed(fn: Callable[[Path, Ctx], object] | None = None, keep: int = 3) -> Callable[[Ctx], None]:
+        """The store's newest run left behind by a kill -9 (3 of its 4 cells journaled), then ``fn`` on it."""
+
+        def f(ctx: Ctx) -> None:
+            d = fixture_run_dir("two_runs", ctx.R)
+            make_crashed(d, keep)
+            if fn is not None:
+                fn(d, ctx)
+
+        return f
+
+    def meta(**kv: Any) -> Callable[[Path, Ctx], None]:
+        return lambda d, ctx: edit_meta(d, **kv)
+
+    def args_set(**kv: Any) -> Callable[[Path, Ctx], None]:
+        def f(d: Path, ctx: Ctx) -> None:
+            edit_json_file(d / "run.json", lambda m: {**m, "args": {**m["args"], **kv}})
+
+        return f
+
+    resume = sm("run", "--resume", "--quiet")
+    by_ref = sm("run", "--resume=@R@/runs/LATEST", "--quiet")
+    RUNJSON = r"run\.json"
+
+    def case(
+        name: str,
+        setup: Callable[[Ctx], object] | None,
+        ideal: set[int],
+        args: list[str] = resume,
+        names: str = "",
+        **kw: Any,
+    ) -> None:
+        add(cat, name, args, ideal, reports="two_runs", setup=setup, names=names, **kw)
+
+    # the good path, checked: every planned cell once, the run complete
+    case("baseline", crashed(), {0}, resumed_ok("run", "--resume", "--quiet"), auto_flags=False)
+    case("baseline-by-ref", crashed(), {0}, resumed_ok("run", "--resume=@R@/runs/LATEST"), auto_flags=False)
+    case("baseline-no-cell-done", crashed(keep=0), {0}, resumed_ok("run", "--resume", "--quiet"), auto_flags=False)
+    case("with-fresh", crashed(), {0}, sm("run", "--resume", "--quiet", "--fresh"))
+    # the command line's selection does not change a resumed run's: it uses the recorded one, or refuses
+    case("with-other-k", crashed(), {0, 2}, sm("run", "--resume", "--quiet", "-k", "triton"))
+    case("with-shard", crashed(), {0, 2}, sm("run", "--resume", "--quiet", "--shard", "1/2"))
+    # --plan with --resume prints what is left and writes nothing
+    case("with-plan", crashed(), {0}, unchanged_store("run", "--resume", "--plan"), auto_flags=False)
+
+    # RUN refs
+    def fifo(c: Ctx) -> None:
+        os.mkfifo(c.IN / "fifo")
+
+    def empty_dir(c: Ctx) -> None:
+        (c.IN / "empty").mkdir()
+
+    def loop(c: Ctx) -> None:
+        os.symlink("loop", c.IN / "loop")
+
+    for label, ref, pre in [
+        ("dotdot", "../x", None),
+        ("dotdot-deep", "../../../../../../../../ESC", None),
+        ("root", "/", None),
+        ("fifo", "@IN@/fifo", fifo),
+        ("dir-without-run-json", "@IN@/empty", empty_dir),
+        ("symlink-loop", "@IN@/loop", loop),
+        ("journal-file", "@R@/runs/LATEST/journal.jsonl", None),
+        ("runs-dir", "@R@/runs", None),
+        ("glob", "*", None),
+        ("ambiguous-prefix", "20", None),
+        ("long", "9" * 5000, None),
+        ("newline", "x\ny", None),
+    ]:
+
+        def s(c: Ctx, pre: Callable[[Ctx], None] | None = pre) -> None:
+            crashed()(c)
+            if pre:
+                pre(c)
+
+        case(f"ref-{label}", s, {2}, sm("run", f"--resume={ref}", "--quiet"))
+    # an empty RUN is what a bare --resume gives (argparse's const): the newest run that did not complete
+    case("ref-empty-crashed-store", crashed(), {0}, sm("run", "--resume=", "--quiet"), note="= bare --resume")
+    case("ref-empty-complete-store", None, {3}, sm("run", "--resume=", "--quiet"))
+
+    def outside(c: Ctx) -> None:
+        crashed()(c)
+        shutil.copytree(fixture_run_dir("two_runs", c.R), c.IN / "ext" / "run")
+
+    case(
+        "ref-run-dir-outside-store",
+        outside,
+        {0, 2},
+        sm("run", "--resume=@IN@/ext/run", "--quiet"),
+        allowed=["@IN@/ext"],
+        note="a run directory given by path is resumed in place (or refused)",
+    )
+
+    # run.json args: missing or mistyped (a hand-edited run.json is input: exit 2 naming it)
+    for label, fn in [
+        ("missing", meta(args=DEL)),
+        ("null", meta(args=None)),
+        ("list", meta(args=[["keyword", "x"]])),
+        ("string", meta(args="-k e4b")),
+        ("empty-object", meta(args={})),
+        ("only-string", args_set(only="abc")),
+        ("only-string-star", args_set(only="*")),
+        ("only-ints", args_set(only=[1, 2])),
+        ("tier-bogus", args_set(tier="bogus")),
+        ("tier-int", args_set(tier=5)),
+        ("tier-runtime", args_set(tier="runtime")),
+        ("keyword-int", args_set(keyword=5)),
+        ("keyword-list", args_set(keyword=["e4b"])),
+        ("keyword-dict", args_set(keyword={"a": 1})),
+        ("shard-int", args_set(shard=7)),
+        ("shard-bad", args_set(shard="x/y")),
+        ("shard-other", args_set(shard="1/2")),
+        ("override-string", args_set(override="vllm==0.19.0")),
+        ("override-ints", args_set(override=[1])),
+        ("resolve-bogus", args_set(resolve="bogus")),
+        ("full-class-string", args_set(full_class="yes")),
+    ]:
+        case(f"args-{label}", crashed(fn), {2}, names=RUNJSON if label in ("missing", "null", "list", "string") else "")
+    case("args-unknown-key", crashed(args_set(surprise=[1, {"x": None}])), {0})
+
+    # run.json matrix: the file the run was made from
+    def matrix_to(kind: str) -> Callable[[Path, Ctx], None]:
+        def f(d: Path, ctx: Ctx) -> None:
+            target = ctx.IN / "matrix.toml"
+            if kind == "secret":
+                target.write_text(f'[settings]\npython = "3.12"\ntoken = "{SECRET_FILE}"\n[[stack]]\nkind = 5\n')
+            elif kind != "missing":
+                make_bad(target, kind)
+            edit_meta(d, matrix=str(target))
+
+        return f
+
+    for kind in ("fifo", "missing", "dir", "devzero", "binary", "secret"):
+        case(f"matrix-{kind}", crashed(matrix_to(kind)), {2}, names=r"matrix\.toml")
+    case("matrix-null", crashed(meta(matrix=None)), {2}, names=RUNJSON)
+    case("matrix-empty-string", crashed(meta(matrix="")), {2}, names=RUNJSON)
+    case("matrix-int", crashed(meta(matrix=5)), {2}, by_ref, names=RUNJSON)
+    case("matrix-hash-changed", crashed(meta(matrix_hash="0000000000000000")), {2}, names=RUNJSON)
+    case("matrix-hash-missing", crashed(meta(matrix_hash=DEL)), {2}, names=RUNJSON)
+
+    # plan.json: what the run planned before its first probe
+    def plan_edit(change: Callable[[dict[str, Any]], Any]) -> Callable[[Path, Ctx], None]:
+        return lambda d, ctx: edit_json_file(d / "plan.json", change)
+
+    def first_planned(p: dict[str, Any]) -> str:
+        return str(p["cells"][0])
+
+    for label, fn in [
+        ("missing", lambda d, c: (d / "plan.json").unlink()),
+        ("dir", lambda d, c: make_bad(d / "plan.json", "dir", "json")),
+        ("fifo", lambda d, c: make_bad(d / "plan.json", "fifo", "json")),
+        ("binary", lambda d, c: make_bad(d / "plan.json", "binary", "json")),
+        ("deepnest", lambda d, c: make_bad(d / "plan.json", "deepnest", "json")),
+        ("list", lambda d, c: (d / "plan.json").write_text("[]")),
+        ("null", lambda d, c: (d / "plan.json").write_text("null")),
+        ("cells-dotdot", plan_edit(lambda p: {**p, "cells": ["../../../../ESC_PLAN", *p["cells"]]})),
+        ("cells-one-removed", plan_edit(lambda p: {**p, "cells": p["cells"][1:]})),
+        ("cells-string", plan_edit(lambda p: {**p, "cells": "abc"})),
+        (
+            "selection-dotdot",
+            plan_edit(lambda p: {**p, "selection": {**p["selection"], "../../ESC": {"kind": "vllm"}}}),
+        ),
+    ]:
+        case(f"plan-{label}", crashed(fn), {2}, names=r"plan\.json")
+    # plan.json fields nothing reads back: the cache-hit sources (``cached``), ``done``, the fingerprints
+    for label, fn in [
+        ("cached-dotdot", plan_edit(lambda p: {**p, "cached": {c: "../../../../../ESC_RUN" for c in p["cells"]}})),
+        ("cached-abs", plan_edit(lambda p: {**p, "cached": {first_planned(p): "/etc"}})),
+        ("cached-list", plan_edit(lambda p: {**p, "cached": ["../x"]})),
+        ("done-garbage", plan_edit(lambda p: {**p, "done": {"../x": 5}})),
+        ("fingerprints-garbage", plan_edit(lambda p: {**p, "fingerprints": {"../x": ["y"]}})),
+    ]:
+        case(f"plan-{label}", crashed(fn), {0, 2}, names=r"plan\.json")
+
+    # status and purpose: what may be resumed. A complete run named by ref is resumed with nothing to probe
+    # (resume.py refuses only a running run and a non-matrix one): 0, every cell still once; by default only
+    # runs that did not complete are candidates: 3 when there is none.
+    case("complete-by-ref", None, {0}, resumed_ok("run", "--resume=@R@/runs/LATEST"), auto_flags=False)
+    case("complete-default", None, {3})
+    for status in ("interrupted", "failed", "index-unreachable", "crashed"):
+        case(f"status-{status}", crashed(meta(status=status)), {0})
+    case("status-bogus", crashed(meta(status="weird")), {0, 2}, by_ref, names=RUNJSON)
+    case("status-int", crashed(meta(status=5)), {2}, by_ref, names=RUNJSON)
+    case("status-list-default", crashed(meta(status=["running"])), {3})
+    for purpose in ("gate", "merge", DEL, 7):
+        label = "missing" if purpose is DEL else str(purpose)
+        case(f"purpose-{label}", crashed(meta(purpose=purpose)), {2}, by_ref, names=RUNJSON)
+
+    # pid, pid_start, boot_id: whether the process that wrote a ``running`` run is still there
+    def alive_pid1(d: Path, ctx: Ctx) -> None:
+        edit_meta(d, pid=1, pid_start=proc_start(1), boot_id=boot_id())
+
+    def other_boot(heartbeat: str) -> Callable[[Path, Ctx], None]:
+        def f(d: Path, ctx: Ctx) -> None:
+            edit_meta(d, boot_id="another-machine", pid=1, pid_start=DEL)
+            beat = d / ".alive"
+            if heartbeat == "fresh":
+                beat.touch()
+            elif heartbeat == "stale":
+                beat.touch()
+                os.utime(beat, (time.time() - 3600, time.time() - 3600))
+            elif heartbeat in ("fifo", "symlink_loop", "dir"):
+                make_bad(beat, heartbeat)
+
+        return f
+
+    case("running-alive-pid1", crashed(alive_pid1), {2}, by_ref, names=RUNJSON)
+    case("running-other-boot-fresh-heartbeat", crashed(other_boot("fresh")), {2}, by_ref, names=RUNJSON)
+    case("running-other-boot-stale-heartbeat", crashed(other_boot("stale")), {0}, by_ref)
+    case("running-other-boot-no-heartbeat", crashed(other_boot("none")), {0}, by_ref)
+    case("running-other-boot-heartbeat-loop", crashed(other_boot("symlink_loop")), {0}, by_ref)
+    case("running-other-boot-heartbeat-fifo", crashed(other_boot("fifo")), {0, 2}, by_ref, names=RUNJSON)
+    case("running-recycled-pid1", crashed(meta(pid=1, pid_start=0)), {0}, by_ref)
+    metas: list[tuple[str, dict[str, Any], set[int]]] = [
+        ("pid-huge", {"pid": 10**30}, {0}),
+        ("pid-negative", {"pid": -1}, {0}),
+        ("pid-zero", {"pid": 0}, {0}),
+        ("pid-null", {"pid": None}, {0}),
+        ("pid-string", {"pid": "1234"}, {2}),
+        ("pid-bool", {"pid": True}, {2}),
+        ("pid-float", {"pid": 1.5}, {2}),
+        ("pid-list", {"pid": [1]}, {2}),
+        ("pid-start-string", {"pid_start": "x"}, {2}),
+        ("pid-start-float", {"pid_start": 1e300}, {2}),
+        ("boot-id-int", {"boot_id": 5}, {2}),
+        ("boot-id-object", {"boot_id": {"a": 1}}, {2}),
+        ("boot-id-huge", {"boot_id": "b" * 100_000}, {0}),
+    ]
+    for label, kv, ideal in metas:
+        names = RUNJSON if ideal == {2} else ""
+        case(f"meta-{label}", crashed(meta(**kv)), ideal, by_ref, names=names)
+        if ideal == {2}:  # not a candidate for a bare --resume (a damaged run is skipped): nothing to resume
+            case(f"meta-{label}-default", crashed(meta(**kv)), {3})
+        if label in ("pid-string", "boot-id-int", "pid-start-string", "pid-huge"):
+            case(f"meta-{label}-history", crashed(meta(**kv)), ideal | {0}, sm("history"), names=names)
+            case(
+                f"meta-{label}-report",
+                crashed(meta(**kv)),
+                ideal,
+                sm("report", "@R@/runs/LATEST", "--format", "md,json"),
+                names=names,
+            )
+
+    # every hostile journal in the run being resumed (line 2 of its 3; the empty ones leave all 4 to probe)
+    for jd in journal_damages():
+        case(f"journal-{jd.name}", crashed(jd.apply), set(jd.ideal), names=jd.names)
+    case(
+        "journal-torn-last-line-verified",
+        crashed(jtail(lambda lines: lines[0][: len(lines[0]) // 2])),
+        {0},
+        resumed_ok("run", "--resume", "--quiet"),
+        auto_flags=False,
+        note="the torn line is cut, the resumed cells appended after it, none lost or twice",
+    )
+    case(
+        "journal-duplicated-line-verified",
+        crashed(lambda d, c: jwrite(d, [*jlines(d), jlines(d)[0]])),
+        {0},
+        resumed_ok("run", "--resume", "--quiet", exact=False),
+        auto_flags=False,
+    )
+
+    def journal_outside(d: Path, ctx: Ctx) -> None:
+        """The journal a symlink to a valid journal outside the store: an append must not follow it."""
+        (ctx.IN / "outside.jsonl").write_bytes((d / JOURNAL).read_bytes())
+        (d / JOURNAL).unlink()
+        os.symlink(ctx.IN / "outside.jsonl", d / JOURNAL)
+
+    case("journal-symlink-outside-store", crashed(journal_outside), {0, 2}, names=JFILE)
+
+    def journal_outside_torn(d: Path, ctx: Ctx) -> None:
+        (ctx.IN / "outside.jsonl").write_bytes((d / JOURNAL).read_bytes() + b'{"torn": ')
+        (d / JOURNAL).unlink()
+        os.symlink(ctx.IN / "outside.jsonl", d / JOURNAL)
+
+    case("journal-symlink-outside-store-torn", crashed(journal_outside_torn), {0, 2}, names=JFILE)
+
+    def cells_outside(d: Path, ctx: Ctx) -> None:
+        """A planted cells/ symlink to a directory of the user's holding a file named like a temporary one: the
+        run's ending sweeps its own leftovers, never through a link out of the store."""
+        (ctx.IN / "elsewhere").mkdir()
+        (ctx.IN / "elsewhere" / ".notes.tmp").write_text("mine")
+        os.symlink(ctx.IN / "elsewhere", d / "cells")
+
+    case("cells-dir-symlink-outside-store", crashed(cells_outside), {0, 2}, names=r"cells")
+
+    def heartbeat_outside(existing: bool) -> Callable[[Path, Ctx], None]:
+        """A planted .alive symlink out of the store: the heartbeat must not touch (or create) what it names."""
+
+        def f(d: Path, ctx: Ctx) -> None:
+            target = ctx.IN / "precious.txt"
+            if existing:
+                target.write_text("mine")
+                os.utime(target, (1_000_000_000, 1_000_000_000))
+            os.symlink(target, d / ".alive")
+
+        return f
+
+    case("heartbeat-symlink-outside-store", crashed(heartbeat_outside(True)), {0, 2}, names=r"\.alive")
+    case("heartbeat-dangling-symlink-outside-store", crashed(heartbeat_outside(False)), {0, 2}, names=r"\.alive")
+
+    # a read-only store: the resume cannot record anything
+    def ro_store(ctx: Ctx) -> None:
+        ctx.mount(ctx.R, "size=8m")
+        for p in (FIX / "two_runs").iterdir():
+            (shutil.copytree if p.is_dir() else shutil.copy2)(p, ctx.R / p.name)
+        make_crashed(fixture_run_dir("two_runs", ctx.R))
+        ctx.remount_ro(ctx.R)
+
+    add(cat, "store-read-only", resume, {2, 4}, setup=ro_store, root=True)
+
+
+def corpus_plan() -> None:
+    """``run --plan`` and ``list --plan`` (they print the plan and write no run) over hostile stores: the index a
+    directory, a FIFO, garbage, planted rows; runs/ damaged; and the cache hits of a run over a planted index."""
+    cat = "plan"
+    run_plan = ["run", "--plan", "-k", SMALL_K]
+    list_plan = ["list", "--plan", "-k", SMALL_K]
+    run_small = sm("run", "-k", SMALL_K, "--quiet")
+    IDX = r"index\.sqlite"
+
+    add(cat, "run-plan-baseline", unchanged_store(*run_plan), {0}, reports="two_runs", auto_flags=False)
+    add(cat, "run-plan-fresh", unchanged_store(*run_plan, "--fresh"), {0}, reports="two_runs", auto_flags=False)
+    add(cat, "list-plan-baseline", unchanged_store(*list_plan), {0}, reports="two_runs", auto_flags=False)
+    for label, args in (("run", run_plan), ("list", list_plan)):
+        add(
+            cat,
+            f"{label}-plan-no-store",
+            [
+                "@SH@",
+                f"{sm_cmd(*args)}; r=$?; if [ -e @R@ ]; then echo 'audit: created @R@' >&2; exit 100; fi; exit $r",
+            ],
+            {0},
+            auto_flags=False,
+        )
+
+    def index(kind: str) -> Callable[[Ctx], None]:
+        def f(ctx: Ctx) -> None:
+            p = ctx.R / "index.sqlite"
+            if kind == "symlink-input":  # replacing the link is fine; writing through it is not
+                (ctx.IN / "precious.db").write_text("not yours")
+                p.unlink()
+                os.symlink(ctx.IN / "precious.db", p)
+            elif kind == "future-schema":
+                db = sqlite3.connect(p)
+                db.execute("PRAGMA user_version = 999")
+                db.commit()
+                db.close()
+            elif kind == "garbage-sqlite-header":
+                p.write_bytes(b"SQLite format 3\x00" + os.urandom(8192))
+            else:
+                make_bad(p, kind, "json")
+
+        return f
+
+    for kind, ideal in [
+        ("dir", {0, 2}),
+        ("fifo", {0}),
+        ("binary", {0}),
+        ("empty", {0}),
+        ("garbage-sqlite-header", {0}),
+        ("symlink_loop", {0, 2}),
+        ("dangling_symlink", {0}),
+        ("symlink-input", {0}),
+        ("future-schema", {0}),
+    ]:
+        for label, args in (("run", run_plan), ("list", list_plan)):
+            add(cat, f"index-{kind}-{label}-plan", sm(*args), ideal, reports="two_runs", setup=index(kind), names=IDX)
+        if kind in ("dir", "fifo", "binary", "future-schema"):
+            add(cat, f"index-{kind}-run", run_small, ideal, reports="two_runs", setup=index(kind), names=IDX)
+
+    # planted rows in a well-formed index (it is derived data: whatever it says, the run files decide)
+    def planted(change: Callable[[sqlite3.Connection, str, str], None]) -> Callable[[Ctx], None]:
+        def f(ctx: Ctx) -> None:
+            runs = sorted((ctx.R / "runs").iterdir())
+            db = sqlite3.connect(ctx.R / "index.sqlite")
+            try:
+                change(db, runs[0].name, runs[-1].name)
+                db.commit()
+            finally:
+                db.close()
+
+        return f
+
+    def copy_run_rows(db: sqlite3.Connection, src: str, new_id: str) -> None:
+        run_cols = [r[1] for r in db.execute("PRAGMA table_info(runs)")]
+        cell_cols = [r[1] for r in db.execute("PRAGMA table_info(cells)")]
+        for table, cols in (("runs", run_cols), ("cells", cell_cols)):
+            marks = ",".join("?" * len(cols))
+            for row in db.execute(f"SELECT {','.join(cols)} FROM {table} WHERE run_id = ?", (src,)).fetchall():
+                values = [new_id if c == "run_id" else v for c, v in zip(cols, row, strict=True)]
+                db.execute(f"INSERT INTO {table} ({','.join(cols)}) VALUES ({marks})", values)
+
+    # a run the index invents, outside the store, whose journal holds a record with a secret: never read
+    plant_id = "../" * 8 + "in/plant"
+
+    def plant_outside(db: sqlite3.Connection, first: str, last: str) -> None:
+        copy_run_rows(db, first, plant_id)
+        db.execute("UPDATE runs SET run_id = run_id WHERE run_id = ?", (plant_id,))
+
+    def plant_files(ctx: Ctx) -> None:
+        src = fixture_run_dir("two_runs", ctx.R)
+        (ctx.IN / "plant").mkdir()
+        lines = [json.dumps({**json.loads(ln), "token": SECRET_FILE}).encode() for ln in jlines(src)]
+        jwrite(ctx.IN / "plant", lines)
+        shutil.copy2(src / "run.json", ctx.IN / "plant" / "run.json")
+        planted(plant_outside)(ctx)
+
+    for label, change in [
+        ("offset-text", lambda db, f, last: db.execute("UPDATE cells SET journal_offset = 'abc'")),
+        ("offset-negative", lambda db, f, last: db.execute("UPDATE cells SET journal_offset = -100000")),
+        ("length-huge", lambda db, f, last: db.execute("UPDATE cells SET journal_length = 99999999999")),
+        ("offset-float", lambda db, f, last: db.execute("UPDATE cells SET journal_offset = 1.5")),
+        ("offset-blob", lambda db, f, last: db.execute("UPDATE cells SET journal_offset = x'00ff'")),
+        ("cell-id-dotdot", lambda db, f, last: db.execute("UPDATE cells SET cell_id = '../../ESC_' || cell_id")),
+        ("run-id-dotdot", lambda db, f, last: copy_run_rows(db, f, "../../../../ESC_IDX")),
+    ]:
+        add(cat, f"index-planted-{label}-run", run_small, {0}, reports="two_runs", setup=planted(change), names=IDX)
+        if label in ("offset-text", "cell-id-dotdot", "run-id-dotdot"):
+            add(cat, f"index-planted-{label}-run-plan", sm(*run_plan), {0}, reports="two_runs", setup=planted(change))
+    add(cat, "index-planted-run-outside-store-run", run_small, {0}, reports="two_runs", setup=plant_files)
+
+    # runs/ itself damaged
+    def runs_is_file(ctx: Ctx) -> None:
+        shutil.rmtree(ctx.R / "runs")
+        (ctx.R / "runs").write_text("x")
+
+    def runs_entry_fifo(ctx: Ctx) -> None:
+        os.mkfifo(ctx.R / "runs" / "20991231T000000.000000Z-ffffff")
+
+    def runs_entry_loop(ctx: Ctx) -> None:
+        os.symlink("20991231T000000.000000Z-eeeeee", ctx.R / "runs" / "20991231T000000.000000Z-eeeeee")
+
+    for label, fn, ideal in [
+        ("runs-is-file", runs_is_file, {0, 2}),
+        ("runs-entry-fifo", runs_entry_fifo, {0}),
+        ("runs-entry-symlink-loop", runs_entry_loop, {0}),
+    ]:
+        for cmd, args in (("run", run_plan), ("list", list_plan)):
+            add(cat, f"{label}-{cmd}-plan", sm(*args), ideal, reports="two_runs", setup=fn, names=r"runs")
+
+    # a stored run with a damaged journal or run.json: left out of the index (a warning); the plan goes on
+    def latest(fn: Callable[[Path, Ctx], object]) -> Callable[[Ctx], object]:
+        return lambda ctx: fn(fixture_run_dir("two_runs", ctx.R), ctx)
+
+    stored: list[tuple[str, Callable[[Path, Ctx], object]]] = [
+        ("journal-line-not-json", jline(2, b"this is not json {")),
+        ("journal-fifo", jreplace("fifo")),
+        ("journal-deep", jline(2, b"[" * 5000 + b"]" * 5000)),
+        ("run-json-pid-string", lambda d, c: edit_meta(d, pid="1234", status="running")),
+        ("run-json-boot-id-int", lambda d, c: edit_meta(d, boot_id=5)),
+        (
+            "plan-json-cached-dotdot",
+            lambda d, c: edit_json_file(
+                d / "plan.json", lambda p: {**p, "cached": {k: "../../../../ESC_RUN" for k in p["cells"]}}
+            ),
+        ),
+    ]
+    for label, damage_fn in stored:
+        add(
+            cat,
+            f"store-{label}-run-plan",
+            unchanged_store(*run_plan),
+            {0},
+            reports="two_runs",
+            setup=latest(damage_fn),
+            auto_flags=False,
+        )
+        add(cat, f"store-{label}-list-plan", sm(*list_plan), {0}, reports="two_runs", setup=latest(damage_fn))
+        add(cat, f"store-{label}-run", run_small, {0}, reports="two_runs", setup=latest(damage_fn))
+
+
 def corpus_selftest() -> None:
     """Checks of the harness's own detectors (run with --only selftest; not part of the default corpus)."""
     cat = "selftest"
@@ -2059,6 +2860,15 @@ def corpus_selftest() -> None:
         cat,
         "escape-input-modified",
         ["@SH@", "echo x >> @IN@/f"],
+        {0},
+        auto_flags=False,
+        setup=lambda c: (c.IN / "f").write_text("a"),
+        note="must flag ESCAPE",
+    )
+    add(
+        cat,
+        "escape-input-removed",
+        ["@SH@", "rm @IN@/f"],
         {0},
         auto_flags=False,
         setup=lambda c: (c.IN / "f").write_text("a"),
@@ -2113,6 +2923,8 @@ def build_corpus(selftest: bool = False) -> None:
     corpus_kexpr()
     corpus_blackhole()
     corpus_merge()
+    corpus_resume()
+    corpus_plan()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -2342,6 +3154,8 @@ def _run_case(case: Case, ctx: Ctx) -> Result:
             if stat.S_ISDIR(st[0]) and p in before:
                 continue  # a directory's mtime changes when an allowed child changes
             escapes.append(p)
+    # removed: a file of the user's deleted (or a symlink followed to delete what it points at)
+    escapes += [f"{p} (removed)" for p in before if p not in after and not under(p, allowed)]
     escapes = sorted(escapes)
     # a new thing inside an allowed dir that is not new itself is fine; a changed pre-existing input is not
     if escapes:
@@ -2369,10 +3183,13 @@ def _run_case(case: Case, ctx: Ctx) -> Result:
     err_lines = [ln for ln in stderr.splitlines() if ln.strip()]
     if rc in (2, 4) and len(err_lines) > 3:
         flags_.append("MULTILINE_ERR")
+    if rc == 2 and case.names and not re.search(case.names, stderr):
+        flags_.append("UNNAMED")
     orphan = []
     if rc not in (0, None) and case.args and case.args[0] in ("merge", "run", "gate", "@SH@"):
         for p in after:
-            if p.endswith("/run.json") and p not in before and under(p, [ctx.R]):
+            # a new run, or one the command rewrote (``run --resume`` continues a stored run in place)
+            if p.endswith("/run.json") and before.get(p) != after[p] and under(p, [ctx.R]):
                 try:
                     meta = json.loads(Path(p).read_text())
                 except (OSError, ValueError):
@@ -2380,7 +3197,7 @@ def _run_case(case: Case, ctx: Ctx) -> Result:
                 is_merge = "merge" in (case.args[0], case.args[1][:200] if len(case.args) > 1 else "")
                 complete = isinstance(meta, dict) and meta.get("status") == "complete" and meta.get("exit_code") == 0
                 # a failed merge must leave no run at all; a failed run/gate must not claim a clean finish
-                if complete or (is_merge and case.args[0] == "merge"):
+                if complete or (is_merge and case.args[0] == "merge" and p not in before):
                     status = meta.get("status") if isinstance(meta, dict) else "?"
                     orphan.append(f"{p} (status {status})")
         if orphan:
@@ -2423,6 +3240,7 @@ def result_json(r: Result) -> dict[str, Any]:
         "case": r.case.name,
         "rc": r.rc,
         "ideal": sorted(r.case.ideal),
+        "names": r.case.names,
         "secs": round(r.secs, 2),
         "flags": r.flags,
         "verdict": r.verdict,
