@@ -13,8 +13,10 @@ and the line.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,7 +36,11 @@ class Journal:
     def __init__(self, path: Path) -> None:
         self.path = path
         _cut_torn_tail(path)
-        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        # O_NOFOLLOW: a journal planted as a link out of the store is refused, never appended to
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o666)
+        if not stat.S_ISREG(os.fstat(self.fd).st_mode):
+            os.close(self.fd)
+            raise BadInput(str(path), "<path>", "not a regular file", "the run's journal (a regular file)")
         self._synced = time.monotonic()
 
     def append(self, line: bytes, *, slow: bool = False) -> int:
@@ -65,7 +71,18 @@ class Journal:
 def _cut_torn_tail(path: Path) -> None:
     """Truncate a last line that has no newline (a write the machine lost half of)."""
     try:
-        with open(path, "rb+") as fh:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return
+    except OSError as exc:  # a link (ELOOP), a directory: the open for appending names it
+        if exc.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO):
+            return
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return
+    try:
+        with os.fdopen(fd, "rb+") as fh:
             size = fh.seek(0, os.SEEK_END)
             if size == 0:
                 return
@@ -95,17 +112,20 @@ def _last_newline(fh: BinaryIO, size: int) -> int:
 MAX_JOURNAL_BYTES = 1 << 30
 
 
-def read_records(path: Path) -> Iterator[tuple[str, dict[str, Any], bytes, int]]:
-    """(cell id, record, the record's JSON bytes, its offset) per complete line, in the order written. A line
-    whose record is not an object with a cell id is exit 2 naming the file and the line."""
+def read_records(path: Path) -> Iterator[tuple[str, dict[str, Any], bytes, int, int]]:
+    """(cell id, record, the record's JSON bytes, its offset, its line number) per complete line, in the order
+    written. A line whose record is not an object with a cell id is exit 2 naming the file and the line. A journal
+    that is a link is refused: the store reads what it wrote, nothing a link points at."""
     from stackmatrix.readfile import read_bytes
 
+    if os.path.islink(path):
+        raise BadInput(str(path), "<path>", "a symbolic link", "the run's journal (a regular file)")
     lines = read_bytes(path, "a run journal", MAX_JOURNAL_BYTES).split(b"\n")
     offset = 0
     for number, line in enumerate(lines[:-1], 1):  # the last element: "" or a torn line
         if line.strip():
             cell, record = _parse(path, number, line)
-            yield cell, record, line, offset
+            yield cell, record, line, offset, number
         offset += len(line) + 1
 
 
@@ -126,5 +146,6 @@ def _parse(path: Path, number: int, line: bytes) -> tuple[str, dict[str, Any]]:
         record = None
     cell = record.get("cell") if isinstance(record, dict) else None
     if not isinstance(record, dict) or not isinstance(cell, str) or not is_cell_id(cell):
-        raise BadInput(f"{path}:{number}", "cell", line[:120].decode("utf-8", "replace"), "a cell record (JSON line)")
+        # the line itself is not echoed: a planted or damaged journal may hold anything, a secret too
+        raise BadInput(f"{path}:{number}", "cell", f"a line of {len(line)} bytes", "a cell record (a JSON object)")
     return cell, record

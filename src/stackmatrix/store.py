@@ -90,6 +90,16 @@ def process_start(pid: int) -> int | None:
         return None
 
 
+def _touch(path: Path) -> None:
+    """The heartbeat: created or its mtime set, never through a link planted at its name."""
+    with suppress(OSError):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+        try:
+            os.utime(fd)
+        finally:
+            os.close(fd)
+
+
 def _alive(meta: Mapping[str, Any], heartbeat: Path) -> bool:
     """Whether the process writing a ``running`` run is still there."""
     pid = meta.get("pid")
@@ -110,6 +120,8 @@ class Run:
     _beat: threading.Event | None = field(default=None, repr=False, compare=False)
     # cell id -> (offset, length) of its record in the journal, for those this process appended
     offsets: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False, compare=False)
+    # cell id -> its line in the journal, as last read (messages name the line)
+    lines: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def run_id(self) -> str:
@@ -201,7 +213,7 @@ class Run:
         try:
             self.close_journal()
         finally:
-            if self.cells_dir.is_dir():
+            if self.cells_dir.is_dir() and not self.cells_dir.is_symlink():  # never sweep where a link points
                 remove_partial(self.cells_dir)
             written = self.count()
             self.meta.update(status=status, exit_code=exit_code, finished=now(), cells_written=written, **extra)
@@ -217,12 +229,14 @@ class Run:
         """Cell id -> (record, its JSON bytes, its offset in the journal): the cell files of an older run, then the
         journal; a cell written twice is its last record."""
         out: dict[str, tuple[dict[str, Any], bytes, int | None]] = {}
+        self.lines.clear()
         for path in self.cell_files():
             data = read_bytes(path, "a cell result")
             out[path.name[: -len(".json")]] = (_object(path, parse_json(path, data, "a cell result")), data, None)
         if os.path.lexists(self.journal_path):
-            for cell, record, raw, offset in read_records(self.journal_path):
+            for cell, record, raw, offset, number in read_records(self.journal_path):
                 out[cell] = (record, raw, offset)
+                self.lines[cell] = number
         return out
 
     def count(self) -> int:
@@ -245,10 +259,12 @@ class Run:
         found = self.records().get(cell_id)
         return parse_cell(self.where(cell_id), found[0], cell_id) if found else None
 
-    def where(self, cell_id: str) -> Path:
-        """The file holding a cell's record (for messages naming it)."""
+    def where(self, cell_id: str) -> str:
+        """The file holding a cell's record, and its line in the journal (for messages naming it)."""
+        if cell_id in self.lines:
+            return f"{self.journal_path}:{self.lines[cell_id]}"
         legacy = self.cells_dir / f"{cell_id}.json"
-        return legacy if not os.path.lexists(self.journal_path) and legacy.exists() else self.journal_path
+        return str(legacy if not os.path.lexists(self.journal_path) and legacy.exists() else self.journal_path)
 
     def start_heartbeat(self) -> None:
         """Touch the heartbeat file while this process lives (a daemon thread: it dies with the process)."""
@@ -257,8 +273,7 @@ class Run:
 
         def loop() -> None:
             while True:
-                with suppress(OSError):
-                    beat.touch()
+                _touch(beat)
                 if stop.wait(HEARTBEAT_EVERY_S):
                     return
 
@@ -281,7 +296,7 @@ def _object(path: Path, data: object) -> dict[str, Any]:
     return data
 
 
-def parse_cell(path: Path, data: object, cell_id: str) -> CellResult:
+def parse_cell(path: Path | str, data: object, cell_id: str) -> CellResult:
     """``data`` (the record of cell ``cell_id`` in ``path``) as a result, or exit 2 naming the file."""
     try:
         if not isinstance(data, dict):

@@ -37,8 +37,12 @@ def validate(path: Path | str, schema: type[M], data: dict[str, Any]) -> M:
         return schema.model_validate(data)
     except ValidationError as exc:
         err = exc.errors(include_url=False)[0]
-        expected = "no such key (unknown key)" if err["type"] == "extra_forbidden" else err["msg"]
-        raise BadInput(str(path), _key(tuple(err["loc"])), err.get("input"), expected) from None
+        unknown = err["type"] == "extra_forbidden"
+        expected = "no such key (unknown key)" if unknown else err["msg"]
+        value = err.get("input")
+        if unknown and isinstance(value, str):  # text under an unknown key may be a token pasted into the wrong file
+            value = f"a string of {len(value)} characters"
+        raise BadInput(str(path), _key(tuple(err["loc"])), value, expected) from None
     except RecursionError:  # pydantic-core guards its own recursion; this is the last net
         raise BadInput(str(path), "<top level>", "values nested too deeply", "the file's schema") from None
 

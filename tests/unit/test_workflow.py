@@ -224,3 +224,26 @@ def test_no_docker_engine_ends_the_run_failed_with_exit_4(
     assert "no Docker engine" in capsys.readouterr().err
     (run,) = (open_run(p) for p in run_dirs(reports))
     assert (run.meta["status"], run.meta["exit_code"]) == ("failed", 4)
+
+
+def test_resume_refuses_other_options_and_a_hand_edited_selection(
+    where: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    reports = tmp_path / "reports"
+    assert main(["run", "--quiet", "-k", "e4b", *where, *reports_args(reports)]) == 0
+    (run_dir,) = run_dirs(reports)
+    meta = json.loads((run_dir / "run.json").read_text())
+    meta.update(status="interrupted", exit_code=130)
+    (run_dir / "run.json").write_text(json.dumps(meta))
+    monkeypatch.setenv("STACKMATRIX_DEVICE", "gpu")  # the cells left would be decided for another engine
+    capsys.readouterr()
+    assert main(["run", "--resume", *where, *reports_args(reports)]) == 2
+    assert "options.device" in capsys.readouterr().err
+    monkeypatch.delenv("STACKMATRIX_DEVICE")
+    for key, value in (("only", "e4b*"), ("tier", "bogus"), ("full_class", "yes")):
+        (run_dir / "run.json").write_text(json.dumps({**meta, "args": {**meta["args"], key: value}}))
+        assert main(["run", "--resume", *where, *reports_args(reports)]) == 2
+        assert f"args.{key}" in capsys.readouterr().err
+    (run_dir / "run.json").write_text(json.dumps(meta))
+    assert main(["run", "--resume", *where, *reports_args(reports)]) == 0  # all there: nothing probed, recorded
+    assert open_run(run_dir).meta["status"] == "complete"
