@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from stackmatrix.atomic import atomic_write_text
 from stackmatrix.catalog import Catalog, data_dir, load_catalog
 from stackmatrix.domain import Cell, CellResult, Outcome, Reason, Status, Verdict
 from stackmatrix.errors import InfraUnavailable
 from stackmatrix.expand import Expansion, expand
 from stackmatrix.journal import SLOW_CELL_S
-from stackmatrix.ladder.facts import Facts
+from stackmatrix.ladder.facts import FACTS_VERSION, Facts
 from stackmatrix.ladder.runtime import RuntimeContext, not_runnable, runtime_outcomes
 from stackmatrix.ladder.static import Context, run_static
 from stackmatrix.ladder.verdict import decided, derive
@@ -82,13 +84,46 @@ def load(matrix_path: Path, catalog_dir: Path | None = None) -> Loaded:
 
 
 def prefetch_metadata(session: Session, project: str, python: str) -> None:
-    """Fetch every release's core metadata in parallel (the rules that pick versions read it)."""
+    """Fetch every release's core metadata in parallel (the rules that pick versions read it).
+
+    Once every release on the listing has it (or has no wheel for ``python``), a marker holding the listing's
+    digest says so, and a run that finds the same listing skips the lookups: on a warm cache they only pick each
+    release's wheel again (a tenth of a second for two Pythons). The marker lives beside the facts it vouches for
+    (deleting the wheel cache deletes it) and only saves time: a fact it wrongly vouches for is read when needed."""
+    marker, digest = _prefetch_marker(session, project, python)
+    if _read_marker(marker) == digest:
+        return
+    missed: list[str] = []
 
     def one(version: str) -> None:
-        with suppress(VersionNotFound, InfraUnavailable):  # the probe that needs it reports it
+        try:
             session.facts.requires(session.facts.wheel(project, version, python))
+        except VersionNotFound:  # no wheel of it for this Python: the probe that needs it reports it
+            pass
+        except InfraUnavailable:  # not fetched: the probe that needs it reports it; the next run tries again
+            missed.append(version)
 
     _parallel(session, one, session.facts.versions(project))
+    if not missed:
+        with suppress(OSError):  # a cache that cannot be written only costs the next run the lookups
+            atomic_write_text(marker, digest)
+
+
+def _prefetch_marker(session: Session, project: str, python: str) -> tuple[Path, str]:
+    """Where the marker is, and what it must hold: the listing (each file, its hash, yanked or not), the Python,
+    the platform and the facts' version (what picks a release's wheel and reads its requirements)."""
+    listing = "\n".join(f"{w.filename} {w.key} {w.yanked}" for w in session.index.files(project))
+    what = f"{project} {python} {session.facts.platform} {FACTS_VERSION}\n{listing}"
+    name = f"{project}-{python}-{session.facts.platform}".replace("/", "_")
+    return session.reader.root / "prefetched" / name, hashlib.sha256(what.encode()).hexdigest()
+
+
+def _read_marker(path: Path) -> str | None:
+    try:
+        with open(path) as fh:
+            return fh.read(100)
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def expand_matrix(session: Session, loaded: Loaded) -> Expansion:
@@ -97,7 +132,20 @@ def expand_matrix(session: Session, loaded: Loaded) -> Expansion:
     }
     for py in sorted(pythons):
         prefetch_metadata(session, "vllm", py)
-    return expand(loaded.spec, loaded.catalog, session.facts, str(loaded.path))
+    with young_only():  # thousands of cells made at once, none garbage yet
+        return expand(loaded.spec, loaded.catalog, session.facts, str(loaded.path))
+
+
+@contextmanager
+def young_only() -> Iterator[None]:
+    """The objects made before are left out of the collections made within: for a step that makes thousands of
+    objects while the heap already holds thousands (the catalogs, the cells, the plan), each full collection
+    would scan them all again (a warm run spent a tenth of a second so)."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def evaluate(

@@ -20,7 +20,7 @@ from functools import cache
 from typing import Any
 
 from stackmatrix import __version__
-from stackmatrix.domain import Cell
+from stackmatrix.domain import Cell, Stack
 from stackmatrix.errors import InfraUnavailable
 from stackmatrix.ladder.facts import FACTS_VERSION
 from stackmatrix.wheels.index import VersionNotFound
@@ -85,17 +85,50 @@ def _record_json(record: object) -> str:
 
 
 def fingerprint(cell: Cell, wheels: Sequence[str], context: str) -> str:
-    """``wheels``: the cell's wheels by hash; ``context``: the catalogs, settings, tier and options (``key_of``)."""
-    payload = {
-        "stack": cell.stack.id,
-        "python": cell.stack.python,
-        "wheels": list(wheels),
-        "probes": PROBE_CODE_VERSION,
-        "model": _record_json(cell.model),
-        "target": _record_json(cell.target),
-        "context": context,
-    }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    """``wheels``: the cell's wheels by hash; ``context``: the catalogs, settings, tier and options (``key_of``).
+
+    The sha256 of the JSON object {context, model, probes, python, stack, target, wheels} (keys sorted, json.dumps'
+    spacing; model and target each their record's JSON text), written out part by part: ``Fingerprints`` encodes
+    each stack's, model's and target's part once per run, not once per cell."""
+    return Fingerprints(context)(cell, wheels)
+
+
+class Fingerprints:
+    """The fingerprints of one run's cells (one ``context``), each part encoded once."""
+
+    def __init__(self, context: str) -> None:
+        self.head = f'{{"context": {json.dumps(context)}, "model": '
+        self.probes = f', "probes": {json.dumps(PROBE_CODE_VERSION)}, "python": '
+        self._records: dict[int, tuple[object, str]] = {}  # id(record) -> (the record, kept alive; its part)
+
+    def __call__(self, cell: Cell, wheels: Sequence[str]) -> str:
+        return self.of(cell, self.stack_parts(cell, wheels))
+
+    def stack_parts(self, cell: Cell, wheels: Sequence[str]) -> tuple[str, str]:
+        """What the cells of one stack share: the python and stack part, and the wheels part."""
+        stack = cell.stack
+        return f'{json.dumps(stack.python)}, "stack": {json.dumps(stack.id)}', f"{json.dumps(list(wheels))}}}"
+
+    def of(self, cell: Cell, stack_parts: tuple[str, str]) -> str:
+        text = "".join(
+            (
+                self.head,
+                self._record(cell.model),
+                self.probes,
+                stack_parts[0],
+                ', "target": ',
+                self._record(cell.target),
+                ', "wheels": ',
+                stack_parts[1],
+            )
+        )
+        return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+    def _record(self, record: object) -> str:
+        found = self._records.get(id(record))
+        if found is None:
+            found = self._records[id(record)] = (record, json.dumps(_record_json(record)))
+        return found[1]
 
 
 def context_key(catalog_hash: str, tier: str, options: Mapping[str, object]) -> str:
@@ -197,13 +230,21 @@ def make_plan(selected: Any, job: Any, done: frozenset[str]) -> Plan:
     def wheel_key(project: str, version: str, python: str) -> str:
         return str(session.facts.wheel(project, version, python).key)
 
-    fps = {c.id: fingerprint(c, cell_wheels(c, wheel_key), ctx) for c in selected.cells}
+    fingerprints = Fingerprints(ctx)
+    stacks: dict[Stack, tuple[str, str]] = {}  # the cells of one stack share its wheels
+    fps: dict[str, str] = {}
+    for c in selected.cells:
+        parts = stacks.get(c.stack)
+        if parts is None:
+            parts = stacks[c.stack] = fingerprints.stack_parts(c, cell_wheels(c, wheel_key))
+        fps[c.id] = fingerprints.of(c, parts)
     hits: dict[str, tuple[str, str]] = {}
     durations: dict[str, float] = {}
     if (settings.reports_dir / "runs").is_dir():  # no stored run: nothing to reuse, and nothing is created yet
         with open_index(settings.reports_dir) as index:
             hits = {} if args.fresh else index.hits(fps.values())
-            durations = index.durations(tier)
+            if any(fps[c.id] not in hits for c in selected.cells if c.id not in done):  # else: nothing to estimate
+                durations = index.durations(tier)
     usual = typical(durations)
     planned = tuple(
         Planned(c, fps[c.id], hits[fps[c.id]][0] if fps[c.id] in hits else None, estimate(c.id, tier, durations, usual))

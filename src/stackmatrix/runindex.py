@@ -30,9 +30,19 @@ from stackmatrix.tablerow import COLUMNS, FIELDS, row_of, sql_columns
 P = ParamSpec("P")
 R = TypeVar("R")
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 # A cell's columns: the readiness row's (tablerow.Row, ``cell`` named ``cell_id`` here), then where its record is
 # in the run's journal.
+#
+# Laid out for the warm run, which adds a row per cell, each a copy of a stored one (a cache hit):
+# - a rowid table, not WITHOUT ROWID: a row holds its JSON summary (~1 kB), more than a WITHOUT ROWID leaf keeps
+#   on its page, so every row spilled to an overflow page (a store 2.5 times as large, inserts twice as slow);
+# - no index over every run's rows but the primary key, whose new rows all land at its end. An index keyed by
+#   anything else (the cell id, the fingerprint) takes a page write per new row once a store holds a few runs (a
+#   warm run's rows land all over it): 0.1 to 0.2 s a run each, growing with the store. The few queries by cell id
+#   go through the runs and the primary key instead, and the cache's key has a table of its own, ``newest``: per
+#   fingerprint, the newest stored row with it that may be reused (one row per fingerprint, however many runs).
+CACHE_KIB = 128 * 1024
 ROW_COLUMNS = tuple("cell_id" if f.name == "cell" else f.name for f in FIELDS)
 CELL_COLUMNS = ("run_id", *ROW_COLUMNS, "journal_offset", "journal_length")
 _SCHEMA = f"""
@@ -45,9 +55,8 @@ CREATE TABLE cells (
     {sql_columns().replace("cell TEXT", "cell_id TEXT NOT NULL", 1)},
     journal_offset INTEGER, journal_length INTEGER,
     PRIMARY KEY (run_id, cell_id)
-) WITHOUT ROWID;
-CREATE INDEX cells_by_id ON cells(cell_id);
-CREATE INDEX cells_by_fingerprint ON cells(fingerprint);
+);
+CREATE TABLE newest (fingerprint TEXT PRIMARY KEY, run_id TEXT NOT NULL, cell_id TEXT NOT NULL) WITHOUT ROWID;
 """
 
 
@@ -129,6 +138,9 @@ class RunIndex:
             db = sqlite3.connect(self.path, timeout=30)
             try:
                 db.execute("PRAGMA foreign_keys = ON")
+                # room for a warm run's pages in one transaction (SQLite's default, 2 MB, spills them mid-way: each
+                # page journaled and written again); taken only as pages are read
+                db.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
                 version = db.execute("PRAGMA user_version").fetchone()[0]
                 if version != SCHEMA_VERSION:
                     tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
@@ -176,6 +188,8 @@ class RunIndex:
         if gone:
             with self.db:
                 self.db.executemany("DELETE FROM runs WHERE run_id = ?", [(g,) for g in gone])
+                for run_id in gone:
+                    self._refind(run_id)
 
     @_faults
     def ingest(
@@ -186,14 +200,14 @@ class RunIndex:
         if results is None:
             found = run.records()
             rows = [
-                _cell_row(run.run_id, parse_cell(run.root, rec, cell), (off, len(raw)) if off is not None else None)
+                _cell_row(run.run_id, parse_cell(run.where(cell), rec, cell), None if off is None else (off, len(raw)))
                 for cell, (rec, raw, off) in sorted(found.items())
             ]
         else:
             rows = [_cell_row(run.run_id, r, run.offsets.get(r.cell_id)) for r in results]
         m = run.meta
         with self.db:
-            self.db.execute("DELETE FROM runs WHERE run_id = ?", (run.run_id,))
+            known = self.db.execute("DELETE FROM runs WHERE run_id = ?", (run.run_id,)).rowcount
             self.db.execute(
                 "INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
@@ -213,18 +227,63 @@ class RunIndex:
             )
             insert = f"INSERT INTO cells VALUES ({','.join('?' * len(CELL_COLUMNS))})"
             self.db.executemany(insert, rows)
-            self.db.executemany(insert, self._copies(run, copied))
+            if copies := self._copies(run, copied):  # the run's cells: as a rebuild from its files counts them
+                self.db.execute("UPDATE runs SET cells = ? WHERE run_id = ?", (len(rows) + copies, run.run_id))
+            self._keep_newest(run.run_id, rewritten=known > 0)
 
-    def _copies(self, run: Run, copied: Iterable[tuple[str, str]]) -> list[tuple[Any, ...]]:
-        """The rows of reused records: their source runs' rows, with this run's id and journal places."""
-        by_source: dict[str, list[str]] = {}
-        for cell, source in copied:
-            by_source.setdefault(source, []).append(cell)
-        out = []
-        for source, cells in by_source.items():
-            rows = {r[1]: r for r in self.db.execute("SELECT * FROM cells WHERE run_id = ?", (source,))}
-            out += [(run.run_id, *rows[c][1:-2], *_place(run, c)) for c in cells if c in rows]
-        return out
+    def _keep_newest(self, run_id: str, *, rewritten: bool) -> None:
+        """``newest`` once a run's rows are written: each of its reusable rows where no newer run has the
+        fingerprint; ``rewritten`` (the run was indexed before), each entry that named its former rows and no
+        longer holds found again."""
+        self.db.execute(
+            "INSERT INTO newest (fingerprint, run_id, cell_id) SELECT fingerprint, run_id, cell_id FROM cells "
+            f"WHERE run_id = ? AND {_REUSABLE} ON CONFLICT (fingerprint) DO UPDATE "
+            "SET run_id = excluded.run_id, cell_id = excluded.cell_id WHERE excluded.run_id >= newest.run_id",
+            (run_id, *TRANSIENT),
+        )
+        if rewritten:
+            self._refind(run_id)
+
+    def _refind(self, run_id: str) -> None:
+        """The entries of ``newest`` naming a row of ``run_id`` that is gone (or no longer has the fingerprint, or
+        no longer may be reused): each the newest other run's row of the same cell with the fingerprint, if any (a
+        fingerprint is one cell's: the runs are searched by the primary key, newest first)."""
+        stale = self.db.execute(
+            "SELECT n.fingerprint, n.cell_id FROM newest n WHERE n.run_id = ? AND NOT EXISTS (SELECT 1 FROM cells "
+            f"WHERE run_id = n.run_id AND cell_id = n.cell_id AND fingerprint = n.fingerprint AND {_REUSABLE})",
+            (run_id, *TRANSIENT),
+        ).fetchall()
+        for fingerprint, cell_id in stale:
+            found = self.db.execute(
+                "SELECT r.run_id FROM runs r WHERE EXISTS (SELECT 1 FROM cells WHERE run_id = r.run_id "
+                f"AND cell_id = ? AND fingerprint = ? AND {_REUSABLE}) ORDER BY r.run_id DESC LIMIT 1",
+                (cell_id, fingerprint, *TRANSIENT),
+            ).fetchone()
+            if found is None:
+                self.db.execute("DELETE FROM newest WHERE fingerprint = ?", (fingerprint,))
+            else:
+                self.db.execute("UPDATE newest SET run_id = ? WHERE fingerprint = ?", (found[0], fingerprint))
+
+    def _copies(self, run: Run, copied: Iterable[tuple[str, str]]) -> int:
+        """The rows of reused records: their source runs' rows, with this run's id and journal places (one
+        INSERT ... SELECT: the rows never pass through Python). How many."""
+        places = [(cell, source, *_place(run, cell)) for cell, source in copied]
+        if not places:
+            return 0
+        self.db.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS copied "
+            "(cell_id TEXT PRIMARY KEY, source TEXT NOT NULL, journal_offset INTEGER, journal_length INTEGER)"
+        )
+        self.db.execute("DELETE FROM copied")
+        self.db.executemany("INSERT INTO copied VALUES (?,?,?,?)", places)
+        inserted = self.db.execute(
+            f"INSERT INTO cells ({', '.join(CELL_COLUMNS)}) "
+            f"SELECT ?, {', '.join(f'c.{name}' for name in ROW_COLUMNS)}, k.journal_offset, k.journal_length "
+            "FROM copied k JOIN cells c ON c.run_id = k.source AND c.cell_id = k.cell_id",
+            (run.run_id,),
+        ).rowcount
+        self.db.execute("DELETE FROM copied")
+        return inserted
 
     @_faults
     def ensure(self, run: Run) -> None:
@@ -275,9 +334,9 @@ class RunIndex:
         self.db.execute("CREATE TEMP TABLE IF NOT EXISTS wanted (cell_id TEXT PRIMARY KEY)")
         self.db.execute("DELETE FROM wanted")
         self.db.executemany("INSERT OR IGNORE INTO wanted VALUES (?)", [(c,) for c in cell_ids])
-        rows = self.db.execute(
-            "SELECT c.run_id, c.cell_id, c.verdict, c.reason, c.override, c.why, c.fingerprint "
-            "FROM cells c JOIN wanted w USING (cell_id) JOIN runs r USING (run_id) "
+        rows = self.db.execute(  # run by run, each cell by the primary key (no index by cell id: see the schema)
+            "SELECT r.run_id, c.cell_id, c.verdict, c.reason, c.override, c.why, c.fingerprint "
+            "FROM runs r CROSS JOIN wanted w CROSS JOIN cells c ON c.run_id = r.run_id AND c.cell_id = w.cell_id "
             "ORDER BY r.run_id"
         )
         for run_id, *rest in rows:
@@ -292,11 +351,9 @@ class RunIndex:
         self.db.execute("DELETE FROM wanted_fp")
         self.db.executemany("INSERT OR IGNORE INTO wanted_fp VALUES (?)", [(f,) for f in fingerprints])
         rows = self.db.execute(
-            "SELECT c.fingerprint, c.run_id, c.cell_id FROM wanted_fp w JOIN cells c ON c.fingerprint = w.fp "
-            f"WHERE NOT (c.verdict = 'not-run' AND c.reason IN ({','.join('?' * len(TRANSIENT))})) ORDER BY c.run_id",
-            TRANSIENT,
+            "SELECT w.fp, n.run_id, n.cell_id FROM wanted_fp w JOIN newest n ON n.fingerprint = w.fp"
         )
-        return {fp: (run_id, cell_id) for fp, run_id, cell_id in rows}  # the newest run last, so it wins
+        return {fp: (run_id, cell_id) for fp, run_id, cell_id in rows}
 
     @_faults
     def durations(self, tier: str) -> dict[str, float]:
@@ -313,7 +370,9 @@ class RunIndex:
     def locations(self, run_id: str) -> dict[str, tuple[int, int]]:
         """Where each cell's record is in the run's journal (none for a run from before the journal)."""
         rows = self.db.execute(
-            "SELECT cell_id, journal_offset, journal_length FROM cells WHERE run_id = ? AND journal_offset IS NOT NULL",
+            "SELECT cell_id, journal_offset, journal_length FROM cells WHERE run_id = ? "
+            # a planted or mistyped row is no place to read from
+            "AND typeof(journal_offset) = 'integer' AND typeof(journal_length) = 'integer'",
             (run_id,),
         )
         return {cell: (int(off), int(length)) for cell, off, length in rows}
@@ -322,10 +381,11 @@ class RunIndex:
     def latest_with(self, cell_ids: Sequence[str], *, exclude: str | None = None) -> str | None:
         """The newest run holding any of these cells (other than ``exclude``)."""
         marks = ",".join("?" * len(cell_ids))
-        row = self.db.execute(
-            f"SELECT r.run_id FROM runs r JOIN cells c USING (run_id) WHERE c.cell_id IN ({marks}) "
-            "AND r.run_id IS NOT ? ORDER BY r.run_id DESC LIMIT 1",
-            (*cell_ids, exclude),
+        row = self.db.execute(  # newest run first, each by the primary key (no index by cell id: see the schema)
+            "SELECT r.run_id FROM runs r WHERE r.run_id IS NOT ? AND EXISTS "
+            f"(SELECT 1 FROM cells c WHERE c.run_id = r.run_id AND c.cell_id IN ({marks})) "
+            "ORDER BY r.run_id DESC LIMIT 1",
+            (exclude, *cell_ids),
         ).fetchone()
         return str(row[0]) if row else None
 
@@ -342,6 +402,8 @@ TRANSIENT = tuple(
         Reason.TIMEOUT,
     )
 )
+# A row that may be reused (its parameters: ``TRANSIENT``).
+_REUSABLE = f"NOT (verdict = 'not-run' AND reason IN ({','.join('?' * len(TRANSIENT))}))"
 
 
 def _place(run: Run, cell_id: str) -> tuple[int | None, int | None]:

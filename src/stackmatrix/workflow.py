@@ -325,6 +325,7 @@ ARG_KEYS = ("keyword", "only", "shard", "tier", "resolve", "override", "full_cla
 
 def store(executed: Executed, job: Job) -> Executed:
     """The run's ending and its index rows (probed cells from memory, cache hits copied from their runs' rows)."""
+    from stackmatrix.pipeline import young_only
     from stackmatrix.runindex import open_index
 
     run, session = executed.run, session_of(job)
@@ -340,7 +341,7 @@ def store(executed: Executed, job: Job) -> Executed:
         **executed.ending,
     )
     session.close()  # the facts cache is part of the run too: a write that fails here is the run's ending
-    with open_index(job.settings.reports_dir, sync=False) as index:
+    with young_only(), open_index(job.settings.reports_dir, sync=False) as index:
         if job.resume is not None:
             index.ingest(run)
         else:
@@ -355,23 +356,23 @@ def _finish_extra(executed: Executed) -> dict[str, Any]:
 def render(executed: Executed, job: Job) -> int:
     """The readiness tables into ``<reports>/latest/`` (from the index's rows; the formats with evidence read the
     journal), the terminal table and the summary line."""
+    from stackmatrix.pipeline import young_only
     from stackmatrix.render import Report, write_reports
-    from stackmatrix.render.text import render_terminal
+    from stackmatrix.render.text import render_terminal, verdict_counts
     from stackmatrix.runindex import open_index
 
     run = executed.run
     assert run is not None
     reports = job.settings.reports_dir
-    with open_index(reports, sync=False) as index:
-        rows = index.frame_rows(run.run_id)
-        summaries = index.summaries(run.run_id)
-    report = Report.of_rows(rows, run.meta, summaries=summaries)
-    files = write_reports(report, reports / "latest", load_full=lambda: Report.of(list(run.results()), run.meta))
+    with young_only():  # the cells, plan and records made before are no garbage
+        with open_index(reports, sync=False) as index:
+            rows = index.frame_rows(run.run_id)
+            summaries = index.summaries(run.run_id)
+        report = Report.of_rows(rows, run.meta, summaries=summaries)
+        files = write_reports(report, reports / "latest", load_full=lambda: Report.of(list(run.results()), run.meta))
     if not job.args.quiet:
         print(render_terminal(report))
-    counts: dict[str, int] = {}
-    for verdict in report.df["verdict"]:
-        counts[verdict] = counts.get(verdict, 0) + 1
+    counts = verdict_counts(report.columns["verdict"])
     done = executed.planned.plan.done
     print(
         f"{len(rows)} cells in {time.perf_counter() - job.t0:.1f}s ({len(executed.results)} probed, "

@@ -1,12 +1,21 @@
-"""CSV and JSON for machines: one row (object) per cell, sorted by cell id."""
+"""CSV and JSON for machines: one row (object) per cell, sorted by cell id. No pandas: the csv module writes what
+``DataFrame.to_csv`` wrote (a missing value as an empty field, booleans as True/False, minimal quoting)."""
 
 from __future__ import annotations
 
+import csv
+import io
+
 from stackmatrix.render.table import Report
+from stackmatrix.tablerow import COLUMNS
 
 
 def render_csv(report: Report) -> str:
-    return report.df.to_csv(index=False, lineterminator="\n")
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    writer.writerows(report.table_rows)  # None: an empty field
+    return out.getvalue()
 
 
 def render_json(report: Report) -> str:

@@ -1,0 +1,52 @@
+"""The plan's fingerprints: written out part by part (each stack's, model's and target's part once per run), they
+are the fingerprints stored runs hold, so every stored record stays a cache hit."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import asdict
+
+from stackmatrix.catalog import load_catalog
+from stackmatrix.domain import Cell, Stack, StackKind, Target
+from stackmatrix.plan import PROBE_CODE_VERSION, Fingerprints, fingerprint
+
+
+def stored_fingerprint(cell: Cell, wheels: Sequence[str], context: str) -> str:
+    """The definition the stored records were written with: the sha256 of one JSON object."""
+    payload = {
+        "stack": cell.stack.id,
+        "python": cell.stack.python,
+        "wheels": list(wheels),
+        "probes": PROBE_CODE_VERSION,
+        "model": json.dumps(asdict(cell.model), sort_keys=True, default=str),
+        "target": json.dumps(asdict(cell.target), sort_keys=True, default=str),
+        "context": context,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def test_fingerprints_are_the_stored_ones() -> None:
+    catalog = load_catalog()
+    gpu = next(iter(catalog.gpus.values()))
+    targets = [Target("l4x1", gpu, 1, 1), Target('odd "name" é', gpu, 2, 2)]
+    stacks = [
+        Stack(StackKind.VLLM, "0.19.0", "5.5.0", "3.12"),
+        Stack(StackKind.TRITON_VLLM, "0.10.1", None, "3.12", "25.09", "@release-day"),
+        Stack(StackKind.TRITON_VLLM, "0.11.0", "4.57.1", "3.10", "25.10"),
+    ]
+    wheel_sets: list[list[str]] = [[], ["abc"], ["vllm==0.19.0?", "ff00"]]
+    make = Fingerprints('ctx \\ "quoted" ü')
+    seen = set()
+    for stack in stacks:
+        for wheels in wheel_sets:
+            parts = make.stack_parts(Cell(stack, catalog.models[0], targets[0]), wheels)
+            for model in catalog.models[:3]:
+                for target in targets:
+                    c = Cell(stack, model, target)
+                    expected = stored_fingerprint(c, wheels, 'ctx \\ "quoted" ü')
+                    assert make.of(c, parts) == make(c, wheels) == expected
+                    assert fingerprint(c, wheels, 'ctx \\ "quoted" ü') == expected
+                    seen.add(expected)
+    assert len(seen) == len(stacks) * len(wheel_sets) * 3 * len(targets)  # each part changes it
