@@ -25,7 +25,7 @@ from stackmatrix.ladder.static import Context, run_static
 from stackmatrix.ladder.verdict import decided, derive
 from stackmatrix.matrixfile import MatrixFile, load_matrix
 from stackmatrix.options import Settings
-from stackmatrix.readfile import read_bytes
+from stackmatrix.readfile import cached_bytes, read_bytes
 from stackmatrix.wheels.http import Http
 from stackmatrix.wheels.index import Index, VersionNotFound
 from stackmatrix.wheels.reader import WheelReader
@@ -91,7 +91,7 @@ def prefetch_metadata(session: Session, project: str, python: str) -> None:
     release's wheel again (a tenth of a second for two Pythons). The marker lives beside the facts it vouches for
     (deleting the wheel cache deletes it) and only saves time: a fact it wrongly vouches for is read when needed."""
     marker, digest = _prefetch_marker(session, project, python)
-    if _read_marker(marker) == digest:
+    if cached_bytes(marker) == digest.encode():  # through the regular-file check: a planted FIFO never hangs
         return
     missed: list[str] = []
 
@@ -118,14 +118,6 @@ def _prefetch_marker(session: Session, project: str, python: str) -> tuple[Path,
     return session.reader.root / "prefetched" / name, hashlib.sha256(what.encode()).hexdigest()
 
 
-def _read_marker(path: Path) -> str | None:
-    try:
-        with open(path) as fh:
-            return fh.read(100)
-    except (OSError, UnicodeDecodeError):
-        return None
-
-
 def expand_matrix(session: Session, loaded: Loaded) -> Expansion:
     pythons = {loaded.spec.settings.python} | {
         ".".join(r.python.split(".")[:2]) for r in loaded.catalog.triton.values() if r.python
@@ -140,7 +132,11 @@ def expand_matrix(session: Session, loaded: Loaded) -> Expansion:
 def young_only() -> Iterator[None]:
     """The objects made before are left out of the collections made within: for a step that makes thousands of
     objects while the heap already holds thousands (the catalogs, the cells, the plan), each full collection
-    would scan them all again (a warm run spent a tenth of a second so)."""
+    would scan them all again (a warm run spent a tenth of a second so). Where something else froze objects
+    already (an embedding program's own ``gc.freeze``), nothing is changed: unfreezing would undo it."""
+    if gc.get_freeze_count():
+        yield
+        return
     gc.freeze()
     try:
         yield

@@ -1,15 +1,18 @@
 """The expansion's metadata prefetch: once every release on the listing has its metadata cached, a run that finds
-the same listing skips the lookups; a new listing, a release not fetched or another Python looks again."""
+the same listing skips the lookups; a new listing, a release not fetched or another Python looks again. And the
+bulk steps' garbage collection of young objects only."""
 
 from __future__ import annotations
 
+import gc
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 from stackmatrix.errors import InfraUnavailable
-from stackmatrix.pipeline import prefetch_metadata
+from stackmatrix.pipeline import prefetch_metadata, young_only
 from stackmatrix.wheels.index import VersionNotFound
 
 
@@ -72,3 +75,26 @@ def test_a_release_not_fetched_is_fetched_next_time(tmp_path: Path) -> None:
     assert len(facts.asked) == 3
     prefetch_metadata(session(tmp_path, facts, files), "vllm", "3.12")
     assert len(facts.asked) == 3
+
+
+def test_a_fifo_planted_as_the_marker_never_hangs(tmp_path: Path) -> None:
+    (tmp_path / "prefetched").mkdir()
+    os.mkfifo(tmp_path / "prefetched" / "vllm-3.12-x86_64")
+    facts = Facts(["1.0"])
+    prefetch_metadata(session(tmp_path, facts, [File("vllm-1.0-py3-none-any.whl", "a")]), "vllm", "3.12")
+    assert len(facts.asked) == 1
+
+
+def test_young_only_leaves_the_heap_out_and_an_outer_freeze_alone() -> None:
+    before = gc.get_freeze_count()
+    with young_only():
+        assert gc.get_freeze_count() > before
+    assert gc.get_freeze_count() == before
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        with young_only():
+            pass
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
