@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from stackmatrix.cli import main
+from tests.records import records
 
 from .conftest import CheckFn, probe
 
@@ -29,11 +30,14 @@ def test_run_default_matrix_writes_cells_and_reports(
     assert code == 0, out
     (run_dir,) = (reports / "runs").iterdir()
     meta = json.loads((run_dir / "run.json").read_text())
-    cells = list((run_dir / "cells").glob("*.json"))
+    cells = records(run_dir)  # the journal: one line per finished cell, no cell file
     assert meta["status"] == "complete" and meta["cells_written"] == len(cells) == meta["cells_selected"]
+    assert _lines(run_dir) == len(cells) and not (run_dir / "cells").exists()  # no cell written twice
+    assert (meta["cells_probed"], meta["cache_hits"]) == (len(cells), 0)  # a new store: nothing to reuse
     assert len(cells) >= 1000
-    verdicts = {json.loads(p.read_text())["verdict"] for p in cells}
+    verdicts = {c["verdict"] for c in cells.values()}
     assert {"predicted", "blocked", "override", "no-fit", "not-run"} <= verdicts
+    assert all(c["declared_verdict"] for c in cells.values())  # the ladder's decisions are in the record
     latest = reports / "latest"
     md = (latest / "readiness.md").read_text()
     assert "◇ predicted: declared only" in md and "● serves" in md
@@ -108,20 +112,26 @@ def test_ctrl_c_keeps_the_cells_already_written(cache_dir: Path, tmp_path: Path)
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 300
-    cells_dir = None
+    run_dir = None
     while time.monotonic() < deadline and proc.poll() is None:
-        found = list((reports / "runs").glob("*/cells")) if (reports / "runs").exists() else []
-        if found and sum(1 for _ in found[0].iterdir()) >= 50:
-            cells_dir = found[0]
+        found = list(reports.glob("runs/*/journal.jsonl"))
+        if found and _lines(found[0].parent) >= 50:
+            run_dir = found[0].parent
             break
         time.sleep(0.005)
-    assert cells_dir is not None, "the run ended before it could be interrupted"
+    assert run_dir is not None, "the run ended before it could be interrupted"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
-    meta = json.loads((cells_dir.parent / "run.json").read_text())
-    kept = list(cells_dir.glob("*.json"))
+    meta = json.loads((run_dir / "run.json").read_text())
+    kept = records(run_dir)  # every kept line is a whole record (a torn one would not parse)
     assert meta["status"] == "interrupted" and 50 <= meta["cells_written"] == len(kept) < meta["cells_selected"]
-    for path in kept:  # every kept file is whole
-        assert json.loads(path.read_text())["cell"] == path.stem
-    assert not list(cells_dir.glob(".*.tmp"))
+    assert _lines(run_dir) == len(kept)  # each cell once
+    assert all(record["cell"] == cell and record["verdict"] for cell, record in kept.items())
+    assert (run_dir / "journal.jsonl").read_bytes().endswith(b"\n") and not (run_dir / "cells").exists()
+
+
+def _lines(run_dir: Path) -> int:
+    """The journal's complete lines (a line still being written has no newline yet)."""
+    path = run_dir / "journal.jsonl"
+    return path.read_bytes().count(b"\n") if path.exists() else 0

@@ -14,6 +14,7 @@ from stackmatrix.cli import main
 from stackmatrix.render import render
 from stackmatrix.render.table import Report
 from stackmatrix.store import open_run
+from tests.records import records
 
 pytestmark = [pytest.mark.browser, pytest.mark.network]
 
@@ -47,8 +48,9 @@ def stored(cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[P
 
 
 def cells_of(run_dir: Path) -> dict[str, dict[str, Any]]:
-    """The stored cell files as written, read without the library: what the page must agree with."""
-    return {p.stem: json.loads(p.read_text()) for p in sorted((run_dir / "cells").glob("*.json"))}
+    """The stored cell records as written (the run's journal), read without the library: what the page must
+    agree with."""
+    return records(run_dir)
 
 
 def visible(page: Page) -> list[dict[str, str]]:

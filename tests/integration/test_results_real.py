@@ -19,6 +19,7 @@ import pytest
 from stackmatrix.cli import main
 from stackmatrix.render import FORMATS, Report, render
 from stackmatrix.store import open_run
+from tests.records import records
 
 pytestmark = pytest.mark.network
 
@@ -120,14 +121,14 @@ def test_report_renders_every_format_deterministically(
     for fmt in FORMATS.values():
         a, b = (o / fmt.filename for o in outs)
         assert a.stat().st_size > 0 and a.read_bytes() == b.read_bytes(), fmt.filename
-    # The table-only formats render from the index's rows; they must equal what the cell files give.
+    # The table-only formats render from the index's rows; they must equal what the cell records give.
     run = open_run(Path(reports) / "runs" / stored.second)
     from_files = Report.of(list(run.results()), run.meta)
     for name, fmt in FORMATS.items():
         if not fmt.needs_results:
             assert (outs[0] / fmt.filename).read_bytes() == render(from_files, name), name
-    cells = list((Path(reports) / "runs" / stored.second / "cells").glob("*.json"))
-    verdicts = [json.loads(p.read_text())["verdict"] for p in cells]
+    cells = records(Path(reports) / "runs" / stored.second)
+    verdicts = [c["verdict"] for c in cells.values()]
     suite = ET.parse(outs[0] / "readiness.junit.xml").getroot()
     suite = suite if suite.tag == "testsuite" else suite.find("testsuite")  # type: ignore[assignment]
     assert suite is not None and len(suite.findall("testcase")) == len(cells)
@@ -264,8 +265,8 @@ def test_merge_of_shards_keeps_every_cell_even_from_a_killed_shard(
     )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:
-        found = list(two.glob("runs/*/cells"))
-        if found and sum(1 for _ in found[0].iterdir()) >= 20:
+        found = list(two.glob("runs/*/journal.jsonl"))
+        if found and found[0].read_bytes().count(b"\n") >= 20:
             break
         time.sleep(0.005)
     assert proc.poll() is None, "the shard ended before it could be killed"
@@ -277,8 +278,9 @@ def test_merge_of_shards_keeps_every_cell_even_from_a_killed_shard(
     (run_dir,) = (merged_reports / "runs").iterdir()
     meta = json.loads((run_dir / "run.json").read_text())
     plan = json.loads(next((one / "runs").iterdir()).joinpath("plan.json").read_text())
-    cells = {p.stem: json.loads(p.read_text()) for p in (run_dir / "cells").glob("*.json")}
+    cells = records(run_dir)
     assert set(cells) == set(plan["selection"])  # nothing dropped
+    assert (run_dir / "journal.jsonl").read_bytes().count(b"\n") == len(cells)  # nor written twice
     missing = [c for c in cells.values() if c["reason"] == "result-missing"]
     assert missing and meta["cells_missing"] == len(missing) and meta["purpose"] == "merge"
     assert all(
@@ -291,11 +293,11 @@ def test_merge_of_shards_keeps_every_cell_even_from_a_killed_shard(
     )
     assert code == 0
     (run2,) = (tmp_path / "m2" / "runs").iterdir()
-    details = [json.loads(p.read_text())["probes"][0]["detail"] for p in (run2 / "cells").glob("*.json")]
+    details = [c["probes"][0]["detail"] for c in records(run2).values()]
     assert any("exited 137" in d for d in details)
     # A shard that was never given is named for each of its cells.
     code, _, _ = _run(capsys, "merge", str(one), "--reports-dir", str(tmp_path / "m3"))
     (run3,) = (tmp_path / "m3" / "runs").iterdir()
-    absent = [json.loads(p.read_text()) for p in (run3 / "cells").glob("*.json")]
+    absent = list(records(run3).values())
     assert len(absent) == len(plan["selection"])
     assert sum("shard 2/2 was not among the merged runs" in c["probes"][0]["detail"] for c in absent if c["reason"]) > 0

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from stackmatrix.cli import main
+from tests.records import raw_records, records
 
 pytestmark = [pytest.mark.network, pytest.mark.runtime]
 
@@ -49,9 +50,17 @@ def _run(env: dict[str, Path], only: str, *extra: str) -> tuple[int, dict[str, d
     ]
     code = main(args)
     seconds = time.perf_counter() - t0
-    run_dir = max((env["reports"] / "runs").iterdir())
-    cells = {p.stem: json.loads(p.read_text()) for p in (run_dir / "cells").glob("*.json")}
-    return code, cells, seconds
+    return code, records(_latest(env)), seconds
+
+
+def _latest(env: dict[str, Path]) -> Path:
+    """The newest run's directory (run ids sort in the order runs started)."""
+    return max((env["reports"] / "runs").iterdir())
+
+
+def _meta(run_dir: Path) -> dict[str, Any]:
+    meta: dict[str, Any] = json.loads((run_dir / "run.json").read_text())
+    return meta
 
 
 def _probes(cell: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -79,8 +88,9 @@ def test_e2b_style_cell_loads_generates_and_serves(runtime_env: dict[str, Path])
 def test_gate_at_the_runtime_tier_asks_for_observed_evidence(
     runtime_env: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A policy asking for runs-tiny: the runtime gate observes it (a cache hit of the run above); a static
-    gate of the same candidate only predicts, which is below what the stored run showed: a regression."""
+    """A policy asking for runs-tiny: the runtime gate observes it (a cache hit of the run above: the same
+    fingerprint, its record reused, nothing probed); a static gate of the same candidate only predicts, which is
+    below what the stored run showed: a regression."""
     policy = tmp_path / "policy.toml"
     policy.write_text('name = "t"\n[[require]]\nmodel = "google/gemma-4-E2B-it"\ntarget = "l4x1"\nmin = "runs-tiny"\n')
     common = [
@@ -97,6 +107,11 @@ def test_gate_at_the_runtime_tier_asks_for_observed_evidence(
     assert main([*common, "--tier", "runtime"]) == 0
     out = capsys.readouterr().out
     assert "Gate passed" in out and "`runs-tiny`" in out
+    gate_run = _latest(runtime_env)
+    meta = _meta(gate_run)
+    assert meta["purpose"] == "gate" and (meta["cache_hits"], meta["cells_probed"]) == (1, 0), meta
+    (reused,) = raw_records(gate_run).items()
+    assert reused in raw_records(gate_run.parent / str(meta["baseline"])).items()  # the stored record, unchanged
     assert main([*common, "--tier", "static"]) == 1
     out = capsys.readouterr().out
     assert "Gate failed" in out and "| `runs-tiny` | `predicted` |" in out
@@ -110,11 +125,32 @@ def test_moe_variant_runs(runtime_env: dict[str, Path]) -> None:
     assert "reused" in _probes(cell)["env"]["detail"]  # same lock as the E2B cell: the venv is shared
 
 
-def test_unchanged_cell_is_a_cache_hit(runtime_env: dict[str, Path]) -> None:
+def test_unchanged_cell_is_a_cache_hit(runtime_env: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    """The E2B cells again: every fingerprint is unchanged, so the plan reuses the first run's records byte for
+    byte and probes nothing; ``--fresh`` would probe them all."""
+    common = ["--cache-dir", str(runtime_env["cache"]), "--reports-dir", str(runtime_env["reports"])]
+    argv = ["run", "--tier", "runtime", "--only", E2B, "--plan", *common]
+    assert main(argv) == 0
+    planned = capsys.readouterr().out
+    assert main([*argv, "--fresh"]) == 0
+    fresh = capsys.readouterr().out
+    e2b = E2B.rstrip("*")
+    stored = next(  # the first run of these cells (test_e2b_style_cell_loads_generates_and_serves)
+        found
+        for run_dir in sorted((runtime_env["reports"] / "runs").iterdir())
+        if _meta(run_dir)["purpose"] == "matrix"
+        and (found := raw_records(run_dir))
+        and all(cell.startswith(e2b) for cell in found)
+    )
+    assert f"plan: {len(stored)} cells (runtime tier): 0 to probe, {len(stored)} cache hits" in planned
+    assert f"plan: {len(stored)} cells (runtime tier): {len(stored)} to probe, 0 cache hits" in fresh
     code, cells, seconds = _run(runtime_env, E2B)
     assert code == 0 and seconds < 60
+    meta = _meta(_latest(runtime_env))
+    assert (meta["cache_hits"], meta["cells_probed"]) == (len(stored), 0), meta
+    assert raw_records(_latest(runtime_env)) == stored
     cell = cells["vllm-0.32.0-tf5.19.0__gemma-4-e2b-it__l4x1"]
-    assert cell["verdict"] == "runs-tiny" and "cached" in _probes(cell)["serve"]["evidence"]
+    assert cell["verdict"] == "runs-tiny" and _probes(cell)["serve"]["status"] == "pass"
 
 
 def test_tiny_build_fails_honestly_without_the_model_type(
@@ -201,7 +237,12 @@ def test_docker_runner_gives_the_venv_runners_verdicts(
     )
     docker_cell = json.loads(capsys.readouterr().out)
     assert code == 0
-    venv_cells = [json.loads(p.read_text()) for p in runtime_env["reports"].glob("runs/*/cells/*e2b-it__l4x1.json")]
+    venv_cells = [
+        record
+        for run_dir in (runtime_env["reports"] / "runs").iterdir()
+        for cell, record in records(run_dir).items()
+        if cell.endswith("e2b-it__l4x1")
+    ]
     venv_cell = next(c for c in venv_cells if c["verdict"] == "runs-tiny")
     assert docker_cell["verdict"] == venv_cell["verdict"] == "runs-tiny", docker_cell
     rungs = ("env", "import", "tiny", "config", "load", "generate", "serve")
