@@ -3,10 +3,11 @@
 Per cell: its fingerprint — the one cache key, stored in the cell's record — and whether a stored record already
 has it (a cache hit: copied, not probed). The fingerprint covers everything a verdict depends on: the stack's pins
 and the exact wheels (by hash), the model, target and Triton release records, the catalogs and the matrix's
-settings, the probe code's version, the tier and the options that change results. A ``not-run`` record of a
-passing fault (the index unreachable, an interruption) is never a hit (runindex.TRANSIENT). For the runtime tier: the environments, images and tiny checkpoints the cells may
-need (an upper bound: the static tier prunes first) and which cells share each, builds ordered before their users;
-and an estimate from the durations stored runs took for the same cells.
+settings, the probe code's version, the tier and the options that change results (options.affects_results). A
+``not-run`` record of a passing fault (the index unreachable, an interruption) is never a hit (runindex.TRANSIENT).
+For the runtime tier: the environments, images and tiny checkpoints the cells may need (an upper bound: the static
+tier prunes first) and which cells share each, builds listed before the cells that use them; and an estimate from
+the durations stored runs took for the same cells.
 """
 
 from __future__ import annotations

@@ -173,20 +173,27 @@ def reopen(_: object, job: Job) -> Loaded:
     from stackmatrix.resume import resumable
 
     run = resumable(job.settings.reports_dir, job.args.resume)
-    recorded_args = run.meta.get("args")
-    if not isinstance(recorded_args, dict):
-        raise BadInput(str(run.root / "run.json"), "args", recorded_args, "the arguments the run was started with")
-    for key in ARG_KEYS:
-        if key in recorded_args:
-            setattr(job.args, key, recorded_args[key])
-    loaded = load_matrix(Path(str(run.meta.get("matrix", ""))))
+    where = str(run.root / "run.json")
+    for key, value in _recorded_args(run).items():
+        setattr(job.args, key, value)
+    matrix = run.meta.get("matrix")
+    if not isinstance(matrix, str) or not matrix.strip():
+        raise BadInput(where, "matrix", matrix, "the path of the matrix file the run was started with")
+    loaded = load_matrix(Path(matrix))
     if loaded.matrix_hash != run.meta.get("matrix_hash"):
         raise BadInput(
-            str(run.root / "run.json"),
+            where,
             "matrix_hash",
             run.meta.get("matrix_hash"),
             f"{loaded.matrix_hash}: the matrix file or the catalogs changed since the run started; start a new run",
         )
+    from stackmatrix.options import differing_options
+
+    stored = run.meta.get("options")
+    differ = differing_options(recorded_options(job, loaded), stored) if isinstance(stored, dict) else None
+    if differ is not None:  # the cells probed now must be decided as the ones before were
+        name, now, then = differ
+        raise BadInput(where, f"options.{name}", then, f"{now!r}, the value this resume would probe with")
     job.resume = run
     job.session = open_session(job.settings, loaded.spec.settings.platform)
     return loaded
@@ -216,7 +223,8 @@ def select(expanded: Selected, job: Job) -> Selected:
 def plan(selected: Selected, job: Job) -> Planned | int:
     from stackmatrix.plan import make_plan, render_plan
 
-    done = frozenset(job.resume.cell_ids()) if job.resume is not None else frozenset()
+    # a resumed run's records are all read and checked first: damage is exit 2 before anything is probed
+    done = frozenset(r.cell_id for r in job.resume.results()) if job.resume is not None else frozenset()
     the_plan = make_plan(selected, job, done)
     if job.resume is not None:
         from stackmatrix.resume import check_same_cells
@@ -319,8 +327,29 @@ def _now() -> str:
     return now()
 
 
-# The command arguments a run records, so ``--resume`` selects and probes the same cells the same way.
+# The command arguments a run records, so ``--resume`` selects and probes the same cells the same way, and the
+# type each must have there (run.json is input like any other).
 ARG_KEYS = ("keyword", "only", "shard", "tier", "resolve", "override", "full_class")
+
+
+def _recorded_args(run: Run) -> dict[str, Any]:
+    where = str(run.root / "run.json")
+    args = run.meta.get("args")
+    if not isinstance(args, dict):
+        raise BadInput(where, "args", args, "the arguments the run was started with (an object)")
+    checks: dict[str, Callable[[Any], bool]] = {
+        "keyword": lambda v: v is None or isinstance(v, str),
+        "only": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+        "shard": lambda v: v is None or isinstance(v, str),
+        "tier": lambda v: v in ("static", "runtime"),
+        "resolve": lambda v: v in ("declared", "full"),
+        "override": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+        "full_class": lambda v: isinstance(v, bool),
+    }
+    for key, ok in checks.items():
+        if key in args and not ok(args[key]):
+            raise BadInput(where, f"args.{key}", args[key], f"what run --{key.replace('_', '-')} takes")
+    return {k: args[k] for k in ARG_KEYS if k in args}
 
 
 def store(executed: Executed, job: Job) -> Executed:

@@ -617,7 +617,7 @@ def journal_damages() -> list[JDamage]:
         _jd("symlink-loop", jreplace("symlink_loop"), {2}, JFILE),
         _jd("dangling-symlink", jreplace("dangling_symlink"), {2}, JFILE),
         _jd("devzero", jreplace("devzero"), {2}, JFILE),
-        _jd("symlink-etc-passwd", jreplace("symlink-passwd"), {2}, L1),
+        _jd("symlink-etc-passwd", jreplace("symlink-passwd"), {2}, JFILE),  # a link is refused, never read through
         _jd("symlink-secret", jreplace("symlink-secret"), {2}, JFILE),
         _jd("binary", jreplace("binary"), {2}, r"journal\.jsonl:\d+"),
     ]
