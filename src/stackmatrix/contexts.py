@@ -19,10 +19,15 @@ def static_context(session: Session, loaded: Loaded, resolve: str = "declared") 
     return Context(loaded.catalog, session.facts, loaded.spec.settings, resolve, st, backend_image=hook)
 
 
-def runtime_context(session: Session, overrides: Sequence[str] = (), full_class: bool = False) -> RuntimeContext:
+def runtime_context(
+    session: Session, overrides: Sequence[str] = (), full_class: bool = False, fresh: bool = False
+) -> RuntimeContext:
     """The runtime tier's runner and options. ``overrides`` replace the default ones for the same packages
     (e.g. ``torch==2.13.0`` and ``torchvision==0.28.0``: PyPI's build of the pinned torch, so the multimodal
-    class can import the torchvision made for it)."""
+    class can import the torchvision made for it). ``fresh``: the ladder's stored observations are not reused
+    either (``--fresh`` probes every cell)."""
     st = session.settings
     runner = RUNNERS[st.runner].load().from_settings(st, merge_overrides(DEFAULT_OVERRIDES, overrides))
-    return RuntimeContext(runner, st.cache_dir, text_class=not full_class, weights_dir=st.weights_dir)
+    return RuntimeContext(
+        runner, st.cache_dir, text_class=not full_class, weights_dir=st.weights_dir, reuse_results=not fresh
+    )

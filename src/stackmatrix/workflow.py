@@ -251,7 +251,7 @@ def execute_cells(planned: Planned, job: Job) -> Executed:
         run.write_plan({c.id: declared(c) for c in selected.selection}, shares, args.shard, the_plan.to_json())
     copied, missed = _reuse(the_plan, job, run)
     ctx = static_context(session, selected.loaded, args.resolve)
-    rctx = runtime_context(session, args.override, args.full_class) if args.tier == "runtime" else None
+    rctx = runtime_context(session, args.override, args.full_class, args.fresh) if args.tier == "runtime" else None
 
     def on_result(result: CellResult, slow: bool) -> None:
         results[result.cell_id] = result
