@@ -12,19 +12,24 @@ the durations stored runs took for the same cells.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stackmatrix import __version__
 from stackmatrix.domain import Cell, Stack
 from stackmatrix.errors import InfraUnavailable
 from stackmatrix.ladder.facts import FACTS_VERSION
 from stackmatrix.wheels.index import VersionNotFound
+
+if TYPE_CHECKING:  # the workflow imports this module
+    from stackmatrix.options import Settings
+    from stackmatrix.workflow import Job, Selected
 
 PROBE_CODE_VERSION = f"{__version__}/facts{FACTS_VERSION}/static1"
 # Without a stored duration: what a cell of each tier takes here (README's measured figures).
@@ -207,7 +212,7 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def result_options(settings: object, args: object) -> dict[str, object]:
+def result_options(settings: Settings, args: argparse.Namespace) -> dict[str, object]:
     """The options whose value changes a verdict (options.affects_results): part of every fingerprint. The others
     (jobs, timeouts, the cache and reports directories) change how fast, not what."""
     from stackmatrix.options import FLAGS, OPTIONS, affects_results
@@ -217,12 +222,12 @@ def result_options(settings: object, args: object) -> dict[str, object]:
     return out
 
 
-def make_plan(selected: Any, job: Any, done: frozenset[str]) -> Plan:
-    """Fingerprints, cache hits and stored durations for ``selected`` (a workflow.Selected); the builds its runtime
-    cells may need."""
+def make_plan(selected: Selected, job: Job, done: frozenset[str]) -> Plan:
+    """Fingerprints, cache hits and stored durations for ``selected``; the builds its runtime cells may need."""
     from stackmatrix.runindex import open_index
 
     args, settings, session = job.args, job.settings, job.session
+    assert session is not None, "the load step opens the session"
     tier = args.tier
     loaded = selected.loaded
     ctx = context_key(loaded.catalog_hash, tier, {**result_options(settings, args), "settings": loaded.spec.settings})
@@ -255,7 +260,7 @@ def make_plan(selected: Any, job: Any, done: frozenset[str]) -> Plan:
     return Plan(tier, planned, tuple(selected.selection), builds, done)
 
 
-def runtime_builds(cells: Sequence[Cell], settings: Any, args: Any) -> tuple[Build, ...]:
+def runtime_builds(cells: Sequence[Cell], settings: Settings, args: argparse.Namespace) -> tuple[Build, ...]:
     """The environments (one lock per stack's requirements), the images (docker runner) and the tiny checkpoints
     (architecture features x transformers) the runtime tier may build, each with the cells that share it."""
     from stackmatrix.ladder.runtime import tiny_spec
