@@ -197,6 +197,9 @@ class Index:
         self.unreachable: str | None = None  # set when the index could not be reached and the cache stood in
         self._mem: dict[str, list[WheelFile]] = {}
         self._uploads: dict[str, dict[str, str]] = {}
+        # per project: (the listing it was made from, its wheels by version): a matrix asks for a wheel thousands
+        # of times, and parsing every file's version on each ask was a tenth of a warm run
+        self._by_version: dict[str, tuple[list[WheelFile], dict[Version, list[WheelFile]]]] = {}
         self._lock = threading.Lock()
 
     # -- listing -------------------------------------------------------------------------------
@@ -296,9 +299,10 @@ class Index:
 
     def wheel(self, project: str, version: str, *, python: str = "3.12", platform: str = "x86_64") -> WheelFile:
         """The wheel a Linux ``platform`` host running CPython ``python`` would install."""
-        candidates = [w for w in self.files(project) if Version(w.version) == Version(version)]
+        wanted = Version(version)
+        candidates = self._grouped(project).get(wanted, [])
         if not candidates and not self.http.offline and self.unreachable is None:
-            candidates = [w for w in self.files(project, refresh=True) if Version(w.version) == Version(version)]
+            candidates = self._grouped(project, refresh=True).get(wanted, [])
         if not candidates:
             raise VersionNotFound(project, version, [str(v) for v in self.versions(project)])
         best = _pick(candidates, python, platform)
@@ -309,6 +313,16 @@ class Index:
                 [str(v) for v in self.versions(project)],
             )
         return best
+
+    def _grouped(self, project: str, refresh: bool = False) -> dict[Version, list[WheelFile]]:
+        files = self.files(project, refresh=refresh)
+        made = self._by_version.get(project)
+        if made is None or made[0] is not files:
+            groups: dict[Version, list[WheelFile]] = {}
+            for w in files:
+                groups.setdefault(Version(w.version), []).append(w)
+            made = self._by_version[project] = (files, groups)
+        return made[1]
 
 
 def _pick(candidates: list[WheelFile], python: str, platform: str) -> WheelFile | None:
