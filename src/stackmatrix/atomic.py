@@ -45,3 +45,12 @@ def remove_partial(directory: Path) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
+
+
+def write_output(path: Path, text: str, flag: str) -> None:
+    """A file the user named (``--output``, ``--summary``): a bad path is exit 2 naming the flag, a machine fault
+    (full disk, read-only) exit 4."""
+    from stackmatrix.errors import path_faults
+
+    with path_faults(flag):
+        atomic_write_text(path, text)

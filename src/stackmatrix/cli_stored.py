@@ -6,9 +6,9 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
+from stackmatrix.atomic import write_output
 from stackmatrix.cli_args import add_flags, add_option, common, path_arg, resolve, settings_of, tier
 from stackmatrix.errors import BadInput, NothingSelected, path_faults
 from stackmatrix.options import OPTIONS
@@ -102,15 +102,6 @@ def _warn_damaged(index: RunIndex) -> RunIndex:
     for run_dir, why in index.damaged.items():
         print(f"stackmatrix: warning: left out {run_dir}: {redact(why)}", file=sys.stderr)
     return index
-
-
-def write_output(path: Path, text: str, flag: str) -> None:
-    """A file the user named (``--output``, ``--summary``): a bad path is exit 2 naming the flag, a machine fault
-    (full disk, read-only) exit 4."""
-    from stackmatrix.atomic import atomic_write_text
-
-    with path_faults(flag):
-        atomic_write_text(path, text)
 
 
 def _runs(args: argparse.Namespace, index: RunIndex, refs: list[str], want: int) -> list[str]:

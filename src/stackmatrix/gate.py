@@ -264,7 +264,7 @@ def summary(executed: Executed, job: Job) -> int:
     text = redact(render_summary(gate, str(executed.run.journal_path)))
     print(text, end="")
     if job.args.summary:
-        from stackmatrix.cli_stored import write_output
+        from stackmatrix.atomic import write_output
 
         write_output(job.args.summary, text, "--summary")
     if executed.infra:

@@ -94,6 +94,7 @@ class Executed:
 
 # What a step may read from the arguments of any command (a command without the flag gets the default).
 ARG_DEFAULTS: dict[str, Any] = {
+    "matrix": None,
     "keyword": None,
     "only": [],
     "shard": None,
@@ -158,10 +159,11 @@ def _signals_raise() -> Iterator[None]:
 
 
 def load(_: object, job: Job) -> Loaded:
-    from stackmatrix.cli_args import loaded_of
+    from stackmatrix.matrixfile import default_matrix_path
+    from stackmatrix.pipeline import load as load_matrix
     from stackmatrix.pipeline import open_session
 
-    loaded = loaded_of(job.args)
+    loaded = load_matrix(job.args.matrix or default_matrix_path())
     job.session = open_session(job.settings, loaded.spec.settings.platform)
     return loaded
 
