@@ -194,7 +194,7 @@ def render_plan(plan: Plan, *, limit: int = 20) -> str:
     for what, builds in by_what.items():
         shared = sum(len(b.cells) for b in builds)
         lines.append(f"{what}s: {len(builds)} for {shared} cells")
-        lines += [f"  {b.key}  <- {len(b.cells)} cells" for b in builds[:limit]]
+        lines += [f"  {b.key}  <- {len(b.cells)} cell{'s' * (len(b.cells) != 1)}" for b in builds[:limit]]
         if len(builds) > limit:
             lines.append(f"  ... {len(builds) - limit} more")
     for p in todo[:limit]:
