@@ -129,16 +129,6 @@ def read_records(path: Path) -> Iterator[tuple[str, dict[str, Any], bytes, int, 
         offset += len(line) + 1
 
 
-def read_slice(path: Path, offset: int, length: int) -> bytes:
-    """One record by its place in the journal (the index keeps each cell's): a cell is addressable without
-    reading the run's other cells."""
-    from stackmatrix.readfile import open_regular
-
-    with open_regular(path) as fh:
-        fh.seek(offset)
-        return fh.read(length)
-
-
 def _parse(path: Path, number: int, line: bytes) -> tuple[str, dict[str, Any]]:
     try:
         record = json.loads(line)

@@ -254,11 +254,6 @@ class Run:
         for cell, (record, _, _) in sorted(self.records().items()):
             yield parse_cell(self.where(cell), record, cell)
 
-    def cell(self, cell_id: str) -> CellResult | None:
-        """One cell's record, by id (the HTML evidence, ``report -k``, a gate's baseline)."""
-        found = self.records().get(cell_id)
-        return parse_cell(self.where(cell_id), found[0], cell_id) if found else None
-
     def where(self, cell_id: str) -> str:
         """The file holding a cell's record, and its line in the journal (for messages naming it)."""
         if cell_id in self.lines:

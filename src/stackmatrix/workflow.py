@@ -371,7 +371,8 @@ def store(executed: Executed, job: Job) -> Executed:
         code,
         duration_s=round(time.perf_counter() - job.t0, 3),
         bytes_fetched=sum(session.http.bytes_by_label.values()),
-        **_finish_extra(executed),
+        cells_probed=len(executed.results),
+        cache_hits=len(executed.copied),
         **executed.ending,
     )
     session.close()  # the facts cache is part of the run too: a write that fails here is the run's ending
@@ -381,10 +382,6 @@ def store(executed: Executed, job: Job) -> Executed:
         else:
             index.ingest(run, executed.results.values(), copied=[(c, s) for c, (s, _) in executed.copied.items()])
     return executed
-
-
-def _finish_extra(executed: Executed) -> dict[str, Any]:
-    return {"cells_probed": len(executed.results), "cache_hits": len(executed.copied)}
 
 
 def render(executed: Executed, job: Job) -> int:
