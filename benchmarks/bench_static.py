@@ -46,9 +46,8 @@ def static_tier(cache_dir: Path) -> Pass:
         cells = expand_matrix(session, loaded).cells
         ctx = Context(loaded.catalog, session.facts, loaded.spec.settings)
         warm(cells, ctx, session)
-        logs = cache_dir / "logs"
         for cell in cells:
-            evaluate(cell, "", ctx, session, None, logs)
+            evaluate(cell, "", ctx)
         seconds = time.perf_counter() - t0
         sizes = {}
         for c in cells:

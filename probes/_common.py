@@ -1,4 +1,8 @@
-"""Shared by the probe scripts (stdlib only): one JSON line on stdout, whatever happens."""
+"""Shared by the probe scripts (stdlib only): JSON lines on stdout, whatever happens.
+
+A probe of one rung prints one line (``main``); a probe that climbs several rungs in one process prints one line
+per rung as each ends, with its name (``rung``), so a probe killed on a timeout keeps the rungs it finished.
+"""
 
 from __future__ import annotations
 
@@ -15,12 +19,11 @@ def emit(result: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-def main(fn: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
-    """Run ``fn(args)`` with the JSON argument in argv[1]; report pass, fail (with a reason) or error."""
-    args = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
+def outcome(fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``fn()``'s result as a pass, or its failure (with a reason, or with the traceback the host classifies)."""
     t0 = time.perf_counter()
     try:
-        result = fn(args)
+        result = fn()
         result.setdefault("status", "pass")
     except ProbeFailure as exc:
         result = {"status": "fail", "reason": exc.reason, "detail": str(exc), "evidence": exc.evidence}
@@ -31,8 +34,24 @@ def main(fn: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
             "detail": f"{type(exc).__name__}: {exc}",
             "evidence": {"traceback": traceback.format_exc()[-4000:]},
         }
-    result["duration_s"] = round(time.perf_counter() - t0, 3)
+    # a rung that ran while another waited says how long it took itself (``duration_s`` in its result)
+    if not isinstance(result.get("duration_s"), int | float):
+        result["duration_s"] = round(time.perf_counter() - t0, 3)
+    return result
+
+
+def main(fn: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+    """Run ``fn(args)`` with the JSON argument in argv[1]; report pass, fail (with a reason) or error."""
+    args = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
+    emit(outcome(lambda: fn(args)))
+
+
+def rung(name: str, fn: Callable[[], dict[str, Any]]) -> bool:
+    """One rung of a probe that climbs several: its line, named; whether it passed (a failure ends the climb)."""
+    result = outcome(fn)
+    result["rung"] = name
     emit(result)
+    return bool(result["status"] == "pass")
 
 
 class ProbeFailure(Exception):

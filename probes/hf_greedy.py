@@ -1,6 +1,7 @@
 """transformers' own greedy completion of a prompt: the reference a served completion must equal.
 
 Runs INSIDE the environment under test. Argument: JSON with ``model``, ``prompt``, ``max_tokens``.
+``reference_ids`` is also what ``engine.py`` computes while its server starts.
 """
 
 from __future__ import annotations
@@ -11,7 +12,24 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import main
-from generate import reference_ids
+
+
+def reference_ids(model_dir: str, prompt_ids: list[int], max_tokens: int) -> list[int]:
+    """Greedy ids in float32 (the tiny checkpoints' dtype on both engines: the ids compare exactly)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model.eval()
+    with torch.no_grad():
+        out = model.generate(
+            torch.tensor([prompt_ids]),
+            max_new_tokens=max_tokens,
+            do_sample=False,
+            min_new_tokens=max_tokens,
+            pad_token_id=0,
+        )
+    return [int(t) for t in out[0][len(prompt_ids) :]]
 
 
 def run(args: dict[str, Any]) -> dict[str, Any]:

@@ -7,6 +7,8 @@ Runs INSIDE the environment under test (stdlib + the stack). Argument: JSON with
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,7 @@ CHAT_TEMPLATE = (
     "<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
 )
 VOCAB = 512
+COMPLETE = ".complete"  # written last: a folder without it is not a checkpoint
 IMAGE_SEQ_LENGTH = 280  # transformers' Gemma4Processor default (processing_gemma4.py, image_seq_length)
 
 
@@ -195,5 +198,25 @@ def _tiny_towers(features: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def build_once(args: dict[str, Any]) -> dict[str, Any]:
+    """``build`` into a private folder beside ``out``, then renamed to ``out``: nobody reads a partial checkpoint,
+    and two builds of the same one at once (the build is deterministic) leave one complete copy."""
+    out = Path(args["out"])
+    if (out / COMPLETE).exists():
+        return {"detail": f"reused tiny {args['architecture']}", "evidence": {"path": str(out), "reused": True}}
+    tmp = out.with_name(f"{out.name}.partial-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        result = build({**args, "out": str(tmp)})
+        (tmp / COMPLETE).write_text("")
+        if not (out / COMPLETE).exists():  # else another build finished first: its copy is the same
+            shutil.rmtree(out, ignore_errors=True)  # a copy without the marker is a crashed build's
+            os.rename(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    result["evidence"]["path"] = str(out)
+    return result
+
+
 if __name__ == "__main__":
-    main(build)
+    main(build_once)

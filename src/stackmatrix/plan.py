@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # the workflow imports this module
 
 PROBE_CODE_VERSION = f"{__version__}/facts{FACTS_VERSION}/static1"
 # Without a stored duration: what a cell of each tier takes here (README's measured figures).
-DEFAULT_SECONDS = {"static": 0.0005, "runtime": 210.0}
+DEFAULT_SECONDS = {"static": 0.0005, "runtime": 75.0}
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,14 @@ class Plan:
 
     @property
     def estimate_s(self) -> float:
-        return sum(p.estimate_s for p in self.todo)
+        """Seconds of work left, one slot's worth: the cells of one ladder share its climb (its longest counts)."""
+        todo = {p.cell.id: p.estimate_s for p in self.todo}
+        ladders = [b for b in self.builds if b.what == "ladder"]
+        if not ladders:
+            return sum(todo.values())
+        shared = {c for b in ladders for c in b.cells}
+        alone = sum(s for c, s in todo.items() if c not in shared)
+        return alone + sum(max((todo[c] for c in b.cells if c in todo), default=0.0) for b in ladders)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -261,20 +268,28 @@ def make_plan(selected: Selected, job: Job, done: frozenset[str]) -> Plan:
 
 
 def runtime_builds(cells: Sequence[Cell], settings: Settings, args: argparse.Namespace) -> tuple[Build, ...]:
-    """The environments (one lock per stack's requirements), the images (docker runner) and the tiny checkpoints
-    (architecture features x transformers) the runtime tier may build, each with the cells that share it."""
+    """The ladders (one engine start for the cells of one stack and checkpoint), the environments (one lock per
+    stack's requirements), the images (docker runner) and the tiny checkpoints (architecture features x
+    transformers) the runtime tier may build, each with the cells that share it."""
     from stackmatrix.ladder.runtime import tiny_spec
     from stackmatrix.runners import RUNNERS, stack_requirements
 
     def env(c: Cell) -> str:
         return " ".join(stack_requirements(c.stack, settings.device))
 
-    def tiny(c: Cell) -> str:
+    def checkpoint(c: Cell) -> str:
         spec = tiny_spec(c.model, not args.full_class)
         feats = ",".join(k for k, v in sorted(spec["features"].items()) if v)
-        return f"{spec['architecture']}[{feats}] transformers=={c.stack.transformers}"
+        return f"{spec['architecture']}[{feats}]"
 
-    keys: dict[str, Any] = {"environment": env, "tiny checkpoint": tiny}
+    def tiny(c: Cell) -> str:
+        return f"{checkpoint(c)} transformers=={c.stack.transformers}"
+
+    keys: dict[str, Any] = {
+        "ladder": lambda c: f"{c.stack.id} {checkpoint(c)}",
+        "environment": env,
+        "tiny checkpoint": tiny,
+    }
     if RUNNERS[settings.runner].load().containers:  # an image per stack, built on its environment
         keys["image"] = lambda c: c.stack.id
     return builds_of(cells, keys)

@@ -34,6 +34,7 @@ class Row:
     declared_verdict: str
     observed_verdict: str
     contradiction: bool
+    flaky: bool  # the verdict changed between attempts (retried for this host's faults)
     # not columns of the reports: the index's own
     fingerprint: str = field(default="", metadata={"report": False})
     duration_s: float = field(default=0.0, metadata={"report": False})
@@ -75,6 +76,7 @@ def row_of(r: CellResult) -> Row:
         declared_verdict=str(r.declared_verdict),
         observed_verdict=str(r.observed_verdict or ""),
         contradiction=r.contradiction,
+        flaky=r.flaky,
         fingerprint=r.fingerprint,
         duration_s=round(sum(o.duration_s for o in r.outcomes), 6),
         summary=json.dumps({**r.summary(), "declared": dict(d)}, separators=(",", ":")),

@@ -106,6 +106,7 @@ ARG_DEFAULTS: dict[str, Any] = {
     "resume": None,
     "fresh": False,
     "quiet": False,
+    "table": False,
     "store": True,
 }
 
@@ -257,7 +258,9 @@ def execute_cells(planned: Planned, job: Job) -> Executed:
         if run is not None:
             run.write_cell(result, slow=slow)
 
-    todo = [(p.cell, p.fingerprint) for p in the_plan.todo + [h for h in the_plan.hits if h.cell.id in missed]]
+    todo = [
+        (p.cell, p.fingerprint, p.estimate_s) for p in the_plan.todo + [h for h in the_plan.hits if h.cell.id in missed]
+    ]
     logs = run.root / "logs" if run else job.settings.cache_dir / "logs"
     try:
         if todo:  # the ladder's contexts (and the runner: a missing engine fails here) only where a cell climbs
@@ -266,7 +269,7 @@ def execute_cells(planned: Planned, job: Job) -> Executed:
             ctx = static_context(session, selected.loaded, args.resolve)
             runtime = args.tier == "runtime"
             rctx = runtime_context(session, args.override, args.full_class, args.fresh) if runtime else None
-            run_cells(todo, ctx, session, on_result, rctx, logs)
+            run_cells(todo, ctx, session, on_result, rctx, logs, args.quiet)
     except KeyboardInterrupt:
         kept = f"{run.count()} cells kept in {run.root}" if run else "nothing stored"
         raise Interrupted(f"interrupted: {kept}") from None
@@ -401,7 +404,7 @@ def render(executed: Executed, job: Job) -> int:
             summaries = index.summaries(run.run_id)
         report = Report.of_rows(rows, run.meta, summaries=summaries)
         files = write_reports(report, reports / "latest", load_full=lambda: Report.of(list(run.results()), run.meta))
-    if not job.args.quiet:
+    if job.args.table:
         print(render_terminal(report))
     counts = verdict_counts(report.columns["verdict"])
     done = executed.planned.plan.done
@@ -412,12 +415,34 @@ def render(executed: Executed, job: Job) -> int:
         + "): "
         + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
     )
+    print(summary_of(report.columns), end="")
     print(f"run: {run.root}\nreports: " + ", ".join(str(p) for p in files.values()))
     if executed.infra:
         why = why_unreachable(session_of(job), list(executed.results.values()))
         print(f"the package index was unreachable; cached facts were used where present ({why})", file=sys.stderr)
         return InfraUnavailable.exit_code
     return 0
+
+
+def summary_of(columns: Mapping[str, Sequence[Any]], limit: int = 50) -> str:
+    """The run's end beside the counts: every contradiction between the declared and the observed verdict, and
+    every flaky cell (the grid itself is in readiness.txt, and ``--table`` prints it)."""
+    lines = []
+    cells = columns["cell"]
+    contradicting = [n for n, c in enumerate(columns["contradiction"]) if c]
+    if contradicting:
+        lines.append(f"{len(contradicting)} observed verdicts contradict the declared ones:")
+        for n in contradicting[:limit]:
+            because = f" ({columns['reason'][n]})" if columns["reason"][n] else ""
+            lines.append(f"  {cells[n]}: {columns['declared_verdict'][n]} -> {columns['observed_verdict'][n]}{because}")
+    flaky = [n for n, f in enumerate(columns.get("flaky", ())) if f]
+    if flaky:
+        lines.append(f"{len(flaky)} flaky cells (the verdict changed between attempts):")
+        lines += [f"  {cells[n]}: {columns['verdict'][n]}" for n in flaky[:limit]]
+    hidden = max(0, len(contradicting) - limit) + max(0, len(flaky) - limit)
+    if hidden:
+        lines.append(f"  ... {hidden} more in the reports")
+    return "".join(f"{line}\n" for line in lines)
 
 
 def why_unreachable(session: Session, results: Sequence[CellResult]) -> str:

@@ -107,7 +107,7 @@ def test_one_record_per_option_is_the_typed_attribute() -> None:
         else:
             assert getattr(s, name) is not None
     assert all(not opt.env and opt.name == name for name, opt in FLAGS.items())
-    assert (s.jobs, s.offline, s.reports_dir, s.device) == (8, False, Path("reports"), "cpu")
+    assert (s.jobs, s.offline, s.reports_dir, s.device, s.retries) == (None, False, Path("reports"), "cpu", 2)
     with pytest.raises(AttributeError):
         s.jobs = 3
     assert s == resolve_settings({}, {}) and hash(s) == hash(resolve_settings({}, {}))
@@ -141,7 +141,7 @@ def test_option_sources_for_run_json() -> None:
     settings = resolve_settings({"index_url": "https://user:hunter22@m.example/simple?token=s3cr3t"}, {})
     cli = {"tier": "runtime", "only": ["a*"], "keyword": None, GIVEN: frozenset({"tier"})}
     out = option_sources(settings, cli, MATRIX, MatrixSettings(python="3.11"))
-    assert out["jobs"] == {"value": 8, "source": "default"}
+    assert out["jobs"] == {"value": None, "source": "default"}  # from the host when it runs
     assert out["reports_dir"] == {"value": "reports", "source": "default"}
     assert out["index_url"]["source"] == "cli --index-url"
     assert "hunter22" not in json.dumps(out) and "s3cr3t" not in json.dumps(out)

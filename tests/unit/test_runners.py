@@ -70,7 +70,13 @@ class Recording:
 
     @staticmethod
     def run(
-        env: Env, argv: Sequence[str], timeout: float, log: Path, ro: Sequence[Path], rw: Sequence[Path]
+        env: Env,
+        argv: Sequence[str],
+        timeout: float,
+        log: Path,
+        ro: Sequence[Path],
+        rw: Sequence[Path],
+        placement: object,
     ) -> tuple[str, bool]:
         Recording.calls.append((list(argv), list(ro), list(rw)))
         log.write_text("")

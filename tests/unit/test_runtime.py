@@ -16,8 +16,9 @@ from stackmatrix.ladder.runtime import (
     ProbeRun,
     classify,
     find_cause,
+    in_order,
     run_probe,
-    split_load_generate,
+    rung_outcomes,
     tiny_spec,
     to_outcome,
 )
@@ -95,26 +96,82 @@ def test_a_specific_reason_the_probe_gives_wins_a_generic_one_yields_to_the_caus
     assert "No module named 'torchvision'" in outcome.evidence["cause"] and "torchvision" in outcome.detail
 
 
-def test_load_and_generate_are_two_outcomes() -> None:
-    ok = ProbeRun({"status": "pass", "detail": "d", "evidence": {"load_s": 3.0}}, "", False, 9.0)
-    assert [(o.probe, o.status) for o in split_load_generate(ok)] == [("load", Status.PASS), ("generate", Status.PASS)]
-    mismatch = ProbeRun(
-        {
-            "status": "fail",
-            "reason": "generate-mismatch",
-            "detail": "d",
-            "evidence": {"stage": "generate", "load_s": 3.0},
-        },
-        "",
-        False,
-        9.0,
+ENGINE_RUNGS = [Rung.IMPORT, Rung.TINY, Rung.CONFIG, Rung.LOAD, Rung.GENERATE, Rung.SERVE]
+
+
+def _engine_run(lines: list[dict[str, object]], *, timed_out: bool = False, log: str = "") -> ProbeRun:
+    return ProbeRun(lines[-1] if lines else None, log, timed_out, 30.0, find_cause(log), tuple(lines))
+
+
+def _line(rung: Rung, status: str = "pass", **extra: object) -> dict[str, object]:
+    return {"rung": str(rung), "status": status, "detail": f"{rung} {status}", "duration_s": 1.5, **extra}
+
+
+def test_one_probe_gives_one_outcome_per_rung_with_its_own_duration(tmp_path: Path) -> None:
+    run = _engine_run([_line(r) for r in ENGINE_RUNGS])
+    got = rung_outcomes(run, ENGINE_RUNGS, tmp_path / "server.log")
+    assert [(o.probe, o.status, o.duration_s) for o in got] == [(str(r), Status.PASS, 1.5) for r in ENGINE_RUNGS]
+
+
+def test_the_first_failure_ends_the_outcomes_and_keeps_its_reason(tmp_path: Path) -> None:
+    lines = [_line(Rung.IMPORT), _line(Rung.TINY), _line(Rung.CONFIG), _line(Rung.LOAD)]
+    lines.append(_line(Rung.GENERATE, "fail", reason="generate-mismatch"))
+    got = rung_outcomes(_engine_run(lines), ENGINE_RUNGS, tmp_path / "server.log")
+    assert [o.probe for o in got] == ["import", "tiny", "config", "load", "generate"]
+    assert got[-1].reason is Reason.GENERATE_MISMATCH and got[-1].status is Status.FAIL
+
+
+def test_a_load_failure_takes_its_cause_from_the_server_log_after_its_imports(tmp_path: Path) -> None:
+    """What the server logged while it imported (an optional module it lacks) is not the load's cause."""
+    server = tmp_path / "server.log"
+    server.write_text(
+        "WARNING Failed to import from vllm._C with ModuleNotFoundError('no _C')\n"
+        'stackmatrix-imported {"versions": {}}\n'
+        "ValueError: The checkpoint you are trying to load has model type `gemma4` but Transformers does not "
+        "recognize this architecture\n"
     )
-    got = split_load_generate(mismatch)
-    assert [o.probe for o in got] == ["load", "generate"] and got[1].reason is Reason.GENERATE_MISMATCH
-    failed = ProbeRun(
-        {"status": "fail", "reason": "load-failed", "detail": "d", "evidence": {"stage": "load"}}, "", False, 9.0
+    lines = [_line(Rung.IMPORT), _line(Rung.CONFIG), _line(Rung.LOAD, "fail", reason="load-failed")]
+    got = rung_outcomes(_engine_run(lines), [r for r in ENGINE_RUNGS if r is not Rung.TINY], server)
+    assert got[-1].probe == "load" and got[-1].reason is Reason.MODEL_TYPE_UNKNOWN
+    assert "does not recognize" in got[-1].evidence["cause"] and "log_tail" in got[-1].evidence
+
+
+def test_a_probe_killed_mid_climb_keeps_its_rungs_and_times_out_the_next(tmp_path: Path) -> None:
+    run = _engine_run([_line(Rung.IMPORT), _line(Rung.TINY), _line(Rung.CONFIG)], timed_out=True)
+    got = rung_outcomes(run, ENGINE_RUNGS, tmp_path / "server.log")
+    assert [(o.probe, o.status) for o in got[:3]] == [
+        ("import", Status.PASS),
+        ("tiny", Status.PASS),
+        ("config", Status.PASS),
+    ]
+    assert (got[-1].probe, got[-1].reason) == ("load", Reason.TIMEOUT)
+
+
+def test_a_probe_that_died_without_a_line_fails_its_first_rung(tmp_path: Path) -> None:
+    got = rung_outcomes(_engine_run([], log="Segmentation fault"), ENGINE_RUNGS, tmp_path / "server.log")
+    assert [(o.probe, o.status) for o in got] == [("import", Status.FAIL)]
+
+
+def test_a_port_taken_is_the_hosts_fault_not_the_stacks(tmp_path: Path) -> None:
+    server = tmp_path / "server.log"
+    server.write_text(
+        "stackmatrix-imported {}\nOSError: [Errno 98] error while attempting to bind: address already in use\n"
     )
-    assert [(o.probe, o.reason) for o in split_load_generate(failed)] == [("load", Reason.LOAD_FAILED)]
+    lines = [_line(Rung.IMPORT), _line(Rung.CONFIG), _line(Rung.LOAD, "fail", reason="load-failed")]
+    got = rung_outcomes(_engine_run(lines), [Rung.IMPORT, Rung.CONFIG, Rung.LOAD], server)
+    assert (got[-1].reason, got[-1].status) == (Reason.PORT_TAKEN, Status.ERROR)
+
+
+def test_an_unknown_reason_from_a_probe_is_not_a_crash() -> None:
+    run = ProbeRun({"status": "fail", "reason": "made-up", "detail": "x"}, "", False, 1.0)
+    assert classify(Rung.LOAD, run) is Reason.LOAD_FAILED
+
+
+def test_outcomes_are_listed_in_the_ladders_order() -> None:
+    from stackmatrix.domain import Outcome
+
+    shuffled = [Outcome(str(r), Status.PASS, None, "", {}) for r in (Rung.TINY, Rung.ENV, Rung.SERVE, Rung.IMPORT)]
+    assert [o.probe for o in in_order(shuffled)] == ["env", "import", "tiny", "serve"]
 
 
 def test_tiny_spec_carries_the_variant_structure() -> None:

@@ -12,8 +12,7 @@ entry below.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from stackmatrix.domain import StackKind
 from stackmatrix.errors import BadInput
@@ -24,7 +23,7 @@ if TYPE_CHECKING:
     from stackmatrix.domain import Cell, Outcome, Stack, TritonRelease
     from stackmatrix.images import ImagePlan, TritonImages
     from stackmatrix.kinds.pins import IndexView, WheelView
-    from stackmatrix.ladder.runtime import RuntimeContext
+    from stackmatrix.ladder.runtime import Ladder, Placement, RuntimeContext
     from stackmatrix.ladder.static import StaticRung
     from stackmatrix.matrixfile import StackRule
     from stackmatrix.runners import Env, Runner
@@ -87,10 +86,9 @@ class Kind(Protocol):
         """Why ``runner`` cannot climb the cell's runtime ladder here (the env rung's skip), or None."""
         ...
 
-    def runtime_ladder(
-        self, env: Env, rctx: RuntimeContext, logs: Path, real: Path | None, spec: dict[str, Any]
-    ) -> list[Outcome]:
-        """The rungs above ``env`` in the built environment, a failure pruning the rest."""
+    def runtime_ladder(self, env: Env, rctx: RuntimeContext, ladder: Ladder, placement: Placement) -> list[Outcome]:
+        """The rungs above ``env`` in the built environment, where ``placement`` pins them; a failure prunes the
+        rest."""
         ...
 
 

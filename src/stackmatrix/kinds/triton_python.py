@@ -5,8 +5,7 @@ static tier has no ``arch`` or ``backend-imports`` rung, and the runtime tier se
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from stackmatrix.domain import Cell, Outcome, Stack, StackKind
 from stackmatrix.errors import BadInput
@@ -16,7 +15,7 @@ from stackmatrix.kinds.pins import IndexView, WheelView, check_version, known_tr
 
 if TYPE_CHECKING:
     from stackmatrix.domain import TritonRelease
-    from stackmatrix.ladder.runtime import RuntimeContext
+    from stackmatrix.ladder.runtime import Ladder, Placement, RuntimeContext
     from stackmatrix.ladder.static import StaticRung
     from stackmatrix.matrixfile import StackRule
     from stackmatrix.runners import Env, Runner
@@ -98,9 +97,7 @@ def not_runnable(cell: Cell, runner: Runner, cpu_builds: Callable[[], list[str]]
     return None if runner.containers else tritonbase.needs_container(cell)
 
 
-def runtime_ladder(
-    env: Env, rctx: RuntimeContext, logs: Path, real: Path | None, spec: dict[str, Any]
-) -> list[Outcome]:
+def runtime_ladder(env: Env, rctx: RuntimeContext, ladder: Ladder, placement: Placement) -> list[Outcome]:
     from stackmatrix.ladder.runtime import python_backend_rungs
 
-    return python_backend_rungs(env, rctx, logs, real, spec)
+    return python_backend_rungs(env, rctx, ladder, placement)

@@ -7,8 +7,7 @@ is not wired yet (the docker runner reads the image for ``backend-imports`` only
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from stackmatrix.domain import Cell, Outcome, Reason, Rung, Stack, StackKind, Status
 from stackmatrix.errors import BadInput
@@ -26,7 +25,7 @@ from stackmatrix.kinds.pins import (
 
 if TYPE_CHECKING:
     from stackmatrix.domain import TritonRelease
-    from stackmatrix.ladder.runtime import RuntimeContext
+    from stackmatrix.ladder.runtime import Ladder, Placement, RuntimeContext
     from stackmatrix.ladder.static import StaticRung
     from stackmatrix.matrixfile import StackRule
     from stackmatrix.runners import Env, Runner
@@ -140,9 +139,7 @@ def not_runnable(cell: Cell, runner: Runner, cpu_builds: Callable[[], list[str]]
     )
 
 
-def runtime_ladder(
-    env: Env, rctx: RuntimeContext, logs: Path, real: Path | None, spec: dict[str, Any]
-) -> list[Outcome]:
+def runtime_ladder(env: Env, rctx: RuntimeContext, ladder: Ladder, placement: Placement) -> list[Outcome]:
     from stackmatrix.ladder.runtime import engine_rungs
 
-    return engine_rungs(env, rctx, logs, real, spec)
+    return engine_rungs(env, rctx, ladder, placement)

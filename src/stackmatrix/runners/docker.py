@@ -13,9 +13,9 @@ import os
 import socket
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import docker
 import docker.errors
@@ -29,6 +29,9 @@ from stackmatrix.kinds import KINDS
 from stackmatrix.options import Settings
 from stackmatrix.runners import DEFAULT_OVERRIDES, BackendHook, Container, Env, EnvBuildFailed, stack_requirements
 from stackmatrix.stage import Target, stage
+
+if TYPE_CHECKING:
+    from stackmatrix.ladder.runtime import Placement
 
 PROBE_LABEL = "org.stackmatrix.probe"
 OWNER_LABEL = "org.stackmatrix.owner"
@@ -119,11 +122,19 @@ class DockerRunner:
 
     @staticmethod
     def run(
-        env: Env, argv: Sequence[str], timeout: float, log: Path, ro: Sequence[Path], rw: Sequence[Path]
+        env: Env,
+        argv: Sequence[str],
+        timeout: float,
+        log: Path,
+        ro: Sequence[Path],
+        rw: Sequence[Path],
+        placement: Placement,
     ) -> tuple[str, bool]:
-        """In a container of the env's image: what the probe reads and writes mounted at the same paths."""
+        """In a container of the env's image on the placement's GPUs (by device request) and cores: what the
+        probe reads and writes mounted at the same paths."""
         assert env.container is not None, "a docker env runs in its image"
-        return run_in_container(env.container, argv, timeout, log, binds(ro, rw))
+        container = replace(env.container, gpus=placement.gpus or env.container.gpus)
+        return run_in_container(container, argv, timeout, log, binds(ro, rw), placement.thread_env(), placement.cpus)
 
     @property
     def device(self) -> str:
@@ -249,8 +260,15 @@ def run_in_container(
     timeout: float,
     log: Path,
     volumes: Mapping[str, Mapping[str, str]],
+    environment: Mapping[str, str] | None = None,
+    cpus: Sequence[int] = (),
 ) -> tuple[str, bool]:
-    """Run one probe; its stderr goes to ``log``. Returns (stdout, timed out)."""
+    """Run one probe (``environment``: variables added to the container's; ``cpus``: the cores it is bound to);
+    its stderr goes to ``log``. Returns (stdout, timed out)."""
+    options = run_options(container)
+    options["environment"] = {**options["environment"], **(environment or {})}
+    if cpus:
+        options["cpuset_cpus"] = ",".join(map(str, cpus))
     run = client().containers.run(
         container.image,
         list(argv),
@@ -258,7 +276,7 @@ def run_in_container(
         network_mode="none",  # loopback only: the serve probe talks to its own server inside
         volumes=dict(volumes),
         working_dir=str(log.parent),
-        **run_options(container),
+        **options,
     )
     timed_out = False
     try:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import uv
 
@@ -34,6 +34,9 @@ from stackmatrix.runners import (
     stack_requirements,
 )
 from stackmatrix.uvcache import uv_cache_dir
+
+if TYPE_CHECKING:
+    from stackmatrix.ladder.runtime import Placement
 
 __all__ = ["DEFAULT_OVERRIDES", "VenvOptions", "VenvRunner", "merge_overrides"]
 
@@ -99,9 +102,16 @@ class VenvRunner:
 
     @staticmethod
     def run(
-        env: Env, argv: Sequence[str], timeout: float, log: Path, ro: Sequence[Path], rw: Sequence[Path]
+        env: Env,
+        argv: Sequence[str],
+        timeout: float,
+        log: Path,
+        ro: Sequence[Path],
+        rw: Sequence[Path],
+        placement: Placement,
     ) -> tuple[str, bool]:
-        return run_local(argv, timeout, log)  # on this host: every path is already where the probe looks
+        # on this host: every path is already where the probe looks
+        return run_local(argv, timeout, log, placement.host_env(), placement.cpus)
 
     @property
     def device(self) -> str:

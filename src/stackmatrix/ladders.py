@@ -1,0 +1,140 @@
+"""The runtime tier at matrix scale: the cells that climb, grouped into ladders and run by the executor.
+
+A cell climbs where the static tier left it standing. Cells of one stack and checkpoint (the same model on other
+targets) share one ladder: one environment, one engine start, one set of outcomes. Each ladder is a ``Task``
+(schedule.py) with what it asks of the host (slots.py: a CPU slot, or ``tp`` GPUs and the catalog's per-GPU
+estimate), the builds it makes or shares (its environment's lock, its tiny checkpoint) and its estimate from the
+stored durations. The executor hands each ladder's attempts back on this thread: every cell of it is decided and
+appended to the journal at once, and the verdicts of earlier attempts (retried for this host's faults) stay in its
+record, which is ``flaky`` when they differ.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from stackmatrix.domain import Cell, CellResult, Outcome, Rung
+from stackmatrix.gpus.inventory import GIB
+from stackmatrix.ladder.runtime import Ladder, Placement, RuntimeContext, climb, ladder_of, not_runnable
+from stackmatrix.ladder.verdict import decided, derive
+from stackmatrix.pipeline import declared
+from stackmatrix.schedule import Task
+from stackmatrix.slots import CPU_LADDER_BYTES, Need, Slots
+
+if TYPE_CHECKING:
+    from stackmatrix.progress import Progress
+
+TINY_GPU_BYTES = 2 * GIB  # a tiny checkpoint's engine on a GPU: its KV space and CUDA context, not its weights
+
+
+@dataclass(frozen=True)
+class Standing:
+    """A cell the static tier left standing, with its static outcomes and its plan's estimate."""
+
+    cell: Cell
+    fingerprint: str
+    static: tuple[Outcome, ...]
+    estimate_s: float
+
+
+def group(standing: Sequence[Standing], rctx: RuntimeContext, logs_dir: Path) -> dict[str, list[Standing]]:
+    """The cells of each ladder, by the ladder's key, in the order they came."""
+    out: dict[str, list[Standing]] = {}
+    for s in standing:
+        out.setdefault(ladder_of(s.cell, rctx, logs_dir).key, []).append(s)
+    return out
+
+
+def need(ladder: Ladder, members: Sequence[Standing], device: str) -> Need:
+    """What the ladder asks of the host: a CPU slot with its memory, or ``tp`` GPUs with the catalog's per-GPU
+    estimate of the real checkpoint (the fit rung's), a tiny one's engine needing little."""
+    if device != "gpu":
+        return Need(ladder.key, 1, CPU_LADDER_BYTES)
+    if ladder.real is None:
+        return Need(ladder.key, 1, TINY_GPU_BYTES)
+    per_gpu = max((_per_gpu(s) for s in members), default=0.0)
+    return Need(ladder.key, ladder.tp, int(per_gpu * GIB))
+
+
+def _per_gpu(s: Standing) -> float:
+    fit = next((o for o in s.static if o.probe == Rung.FIT), None)
+    value = fit.evidence.get("per_gpu_gib") if fit is not None else None
+    return float(value) if isinstance(value, int | float) else 0.0
+
+
+def task_of(ladder: Ladder, members: Sequence[Standing], rctx: RuntimeContext) -> Task:
+    builds = ["env " + " ".join(rctx.runner.requirements(ladder.stack))]
+    if ladder.real is None:
+        builds.append(f"tiny {sorted(ladder.spec.items())} transformers=={ladder.stack.transformers}")
+    estimate = max((s.estimate_s for s in members), default=0.0)
+    return Task(ladder.key, need(ladder, members, rctx.runner.device), tuple(builds), estimate)
+
+
+def decide(s: Standing, attempts: Sequence[Sequence[Outcome]], tiny: bool) -> CellResult:
+    """The cell's record from its static outcomes and its ladder's last attempt; the earlier attempts' verdicts
+    kept beside."""
+    verdicts = [derive([*s.static, *outcomes], tiny=tiny) for outcomes in attempts]
+    verdict, reason, override = verdicts[-1]
+    outcomes = (*s.static, *attempts[-1])
+    result = CellResult(
+        s.cell.id,
+        verdict,
+        reason,
+        override,
+        outcomes,
+        s.fingerprint,
+        declared(s.cell),
+        attempts=tuple(str(v[0]) for v in verdicts[:-1]),
+    )
+    return decided(result)
+
+
+def climb_all(
+    standing: Sequence[Standing],
+    rctx: RuntimeContext,
+    logs_dir: Path,
+    slots: Slots,
+    progress: Progress,
+    retries: int,
+    on_result: Callable[[CellResult, bool], None],
+    cpu_builds: Callable[[], list[str]],
+) -> None:
+    """Every standing cell up its ladder: those this host cannot build are decided at once (not-run), the rest
+    through the local executor; each cell's record goes to ``on_result`` as its ladder ends."""
+    from stackmatrix.executors import EXECUTORS
+
+    climbing: list[Standing] = []
+    for s in standing:
+        skip = not_runnable(s.cell, rctx, cpu_builds)
+        if skip is None:
+            climbing.append(s)
+            continue
+        result = decide(s, [[skip]], tiny=True)
+        on_result(result, False)
+        progress.cell(result, 0.0, "")
+    groups = group(climbing, rctx, logs_dir)
+    ladders: dict[str, Ladder] = {}
+    for key, members in groups.items():
+        ladders[key] = ladder_of(members[0].cell, rctx, logs_dir)
+    tasks = [task_of(ladders[k], members, rctx) for k, members in groups.items()]
+    started: dict[str, tuple[float, str]] = {}
+
+    def work(task: Task, placement: Placement) -> list[Outcome]:
+        started[task.key] = (time.monotonic(), placement.label)
+        with rctx.reporting(lambda rung: progress.rung(task.key, rung)):
+            return climb(ladders[task.key], rctx, placement)
+
+    def done(task: Task, attempts: list[list[Outcome]]) -> None:
+        t0, where = started.get(task.key, (time.monotonic(), ""))
+        seconds = time.monotonic() - t0
+        tiny = ladders[task.key].real is None
+        for s in groups[task.key]:
+            result = decide(s, attempts, tiny)
+            on_result(result, True)
+            progress.cell(result, seconds, where)
+
+    EXECUTORS["local"].load()(tasks, slots, work, done, progress, retries)
