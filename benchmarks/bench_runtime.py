@@ -30,12 +30,13 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 OLD = "fd72eb9"  # main before issue 12: an offline engine for load + generate, then a server for serve
 CELL = "vllm-0.32.0-tf5.19.0__gemma-4-e2b-it__l4x1"
-# Four ladders of two stacks (three checkpoints of one, one of another): the E-variants, the MoE, the dense 31B.
+# Four ladders of two stacks (three checkpoints of one, one of another): the E-variants, the MoE, the dense 31B;
+# the second stack takes transformers 5.24.0 (an override cell: vLLM 0.32.0 declares an older bound).
 LADDERS = [
     "vllm-0.32.0-tf5.19.0__gemma-4-e2b-it__l4x1",
     "vllm-0.32.0-tf5.19.0__gemma-4-26b-a4b-it__l4x1",
-    "vllm-0.32.0-tf5.19.0__gemma-4-31b-it__l4x1",
-    "vllm-0.31.0-tf5.17.0__gemma-4-e2b-it__l4x1",
+    "vllm-0.32.0-tf5.19.0__gemma-4-31b-it__h100x1",
+    "vllm-0.32.0-tf5.24.0__gemma-4-e2b-it__l4x1",
 ]
 BARE = r"""
 import json, os, subprocess, sys, time, urllib.request

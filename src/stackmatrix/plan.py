@@ -60,6 +60,7 @@ class Plan:
     selection: tuple[Cell, ...]  # the whole selection (every shard), so a merge can name each missing cell
     builds: tuple[Build, ...]
     done: frozenset[str] = frozenset()  # resumed: cells the run's journal already holds
+    climbing: int | None = None  # runtime tier: the cells to probe that the static tier leaves standing here
 
     @property
     def todo(self) -> list[Planned]:
@@ -73,12 +74,11 @@ class Plan:
     def estimate_s(self) -> float:
         """Seconds of work left, one slot's worth: the cells of one ladder share its climb (its longest counts)."""
         todo = {p.cell.id: p.estimate_s for p in self.todo}
-        ladders = [b for b in self.builds if b.what == "ladder"]
-        if not ladders:
+        if self.climbing is None:
             return sum(todo.values())
-        shared = {c for b in ladders for c in b.cells}
-        alone = sum(s for c, s in todo.items() if c not in shared)
-        return alone + sum(max((todo[c] for c in b.cells if c in todo), default=0.0) for b in ladders)
+        # the runtime tier: the cells that climb, by ladder (the others end at the static tier, in no time)
+        ladders = [b for b in self.builds if b.what == "ladder"]
+        return sum(max((todo[c] for c in b.cells if c in todo), default=0.0) for b in ladders)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -89,6 +89,7 @@ class Plan:
             "done": sorted(self.done),
             "builds": [asdict(b) for b in self.builds],
             "estimate_s": round(self.estimate_s, 3),
+            "climbing": self.climbing,
         }
 
 
@@ -193,8 +194,10 @@ def render_plan(plan: Plan, *, limit: int = 20) -> str:
     lines = [
         f"plan: {len(plan.planned)} cells ({plan.tier} tier): {len(todo)} to probe, {len(hits)} cache hits"
         + (f", {len(plan.done)} already done (resumed)" if plan.done else ""),
-        f"estimate: {_duration(plan.estimate_s)} from stored durations",
+        f"estimate: {_duration(plan.estimate_s)} of work from stored durations",
     ]
+    if plan.climbing is not None:
+        lines.insert(1, f"runtime tier: {plan.climbing} of them left standing by the static tier, climbable here")
     by_what: dict[str, list[Build]] = {}
     for b in plan.builds:
         by_what.setdefault(b.what, []).append(b)
@@ -263,8 +266,15 @@ def make_plan(selected: Selected, job: Job, done: frozenset[str]) -> Plan:
         Planned(c, fps[c.id], hits[fps[c.id]][0] if fps[c.id] in hits else None, estimate(c.id, tier, durations, usual))
         for c in selected.cells
     )
-    builds = runtime_builds(selected.cells, settings, args) if tier == "runtime" else ()
-    return Plan(tier, planned, tuple(selected.selection), builds, done)
+    builds: tuple[Build, ...] = ()
+    climbing = None
+    if tier == "runtime":  # the builds of the cells that will climb: the static tier decides which, in seconds
+        from stackmatrix.ladders import climbers
+
+        todo = [p.cell for p in planned if p.cell.id not in done and p.cached_from is None]
+        climbing = len(cells := climbers(todo, session, loaded, args.resolve))
+        builds = runtime_builds(cells, settings, args)
+    return Plan(tier, planned, tuple(selected.selection), builds, done, climbing)
 
 
 def runtime_builds(cells: Sequence[Cell], settings: Settings, args: argparse.Namespace) -> tuple[Build, ...]:

@@ -192,23 +192,23 @@ def host_cores() -> tuple[int, ...]:
     return tuple(sorted(os.sched_getaffinity(0)))
 
 
-def cpu_slots(jobs: int | None, per_ladder: int = CPU_LADDER_BYTES) -> CpuSlots:
-    """``jobs`` slots when given, else what the cores and the available memory allow."""
+def cpu_slots(jobs: int | None, per_ladder: int = CPU_LADDER_BYTES, ladders: int | None = None) -> CpuSlots:
+    """``jobs`` slots when given, else what the cores and the available memory allow; at most ``ladders``."""
     cores = host_cores()
     if jobs is not None:
-        return CpuSlots(jobs, cores, "--jobs")
+        return CpuSlots(min(jobs, ladders or jobs), cores, "--jobs")
     memory = available_memory()
     by_memory = max(1, memory // per_ladder) if memory else len(cores)
-    size = max(1, min(len(cores), by_memory))
+    size = max(1, min(len(cores), by_memory, ladders or len(cores)))
     why = f"{len(cores)} cores"
     if memory:
         why += f", {memory / GIB:.0f} GiB free at {per_ladder / GIB:.0f} GiB a ladder"
     return CpuSlots(size, cores, why)
 
 
-def host_slots(settings: Settings, utilization: float) -> Slots:
-    """This host's slots: its GPUs (``--device gpu``: the NVML inventory, ``--gpus`` restricting it), else its
-    CPUs."""
+def host_slots(settings: Settings, utilization: float, ladders: int) -> Slots:
+    """This host's slots for ``ladders`` ladders: its GPUs (``--device gpu``: the NVML inventory, ``--gpus``
+    restricting it), else its CPUs, never more CPU slots than ladders (a lone ladder gets every core)."""
     if settings.device == "gpu":
         from stackmatrix.gpus.inventory import read_inventory
 
@@ -216,7 +216,7 @@ def host_slots(settings: Settings, utilization: float) -> Slots:
         if settings.gpus is not None:
             inventory = inventory.restrict(settings.gpus)
         return gpu_slots(inventory, settings.jobs, utilization)
-    return cpu_slots(settings.jobs)
+    return cpu_slots(settings.jobs, ladders=ladders)
 
 
 def gpu_slots(inventory: Inventory, jobs: int | None, utilization: float) -> GpuSlots:

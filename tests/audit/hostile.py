@@ -1975,6 +1975,31 @@ def corpus_silent() -> None:
     add(cat, "offline-env-garbage", sm("list", "-k", SMALL_K), {0, 2}, env={"STACKMATRIX_OFFLINE": "maybe"})
     add(cat, "jobs-zero", sm("list", "-k", SMALL_K, "--jobs", "0"), {2})
     add(cat, "jobs-huge", sm("list", "-k", SMALL_K, "--jobs", "1000000"), {0, 2})
+    add(cat, "jobs-env-text", sm("list", "-k", SMALL_K), {2}, env={"STACKMATRIX_JOBS": "auto"})
+    for label, gpus in (("letters", "a,b"), ("repeat", "0,0"), ("empty", ""), ("negative", "-1"), ("huge", "9" * 40)):
+        add(cat, f"gpus-{label}", sm("list", "-k", SMALL_K, "--gpus", gpus), {2})
+        add(cat, f"gpus-env-{label}", sm("list", "-k", SMALL_K), {2}, env={"STACKMATRIX_GPUS": gpus})
+    for label, retries in (("negative", "-1"), ("huge", "11"), ("float", "1.5"), ("nan", "nan")):
+        add(cat, f"retries-{label}", sm("list", "-k", SMALL_K, "--retries", retries), {2})
+        add(cat, f"retries-env-{label}", sm("list", "-k", SMALL_K), {2}, env={"STACKMATRIX_RETRIES": retries})
+    # a GPU host's flags on a host without NVML: a clear exit (no inventory: 4), never a traceback
+    add(
+        cat,
+        "gpus-without-nvml",
+        sm(
+            "run",
+            "--tier",
+            "runtime",
+            "--device",
+            "gpu",
+            "--gpus",
+            "0",
+            "--only",
+            "vllm-0.32.0-tf5.19.0__gemma-4-e2b-it__l4x1",
+        ),
+        {0, 4},
+        max_s=120,
+    )
     add(
         cat,
         "gate-baseline-empty",

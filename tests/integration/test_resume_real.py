@@ -4,6 +4,7 @@ climbs the runtime ladder when the whole process group is killed (the machine lo
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -97,3 +98,57 @@ def test_sigkill_mid_runtime_run_then_resume_equals_an_uninterrupted_run(
     table = (killed / "latest" / "readiness.csv").read_text()
     assert table == (whole / "latest" / "readiness.csv").read_text()
     assert "runs-tiny" in table and "blocked" in table and "no-fit" in table
+
+
+# Four ladders of two stacks (the E-variants, the MoE and the dense 31B checkpoints of one; the E-variants of the
+# other), their cells on one target each, two at a time.
+PARALLEL = (
+    "vllm-0.32.0-tf5.19.0__gemma-4-e2b-it__l4x1",
+    "vllm-0.32.0-tf5.19.0__gemma-4-26b-a4b-it__l4x1",
+    "vllm-0.32.0-tf5.19.0__gemma-4-31b-it__h100x1",
+    "vllm-0.32.0-tf5.24.0__gemma-4-e2b-it__l4x1",
+)
+
+
+def test_sigkill_of_a_parallel_run_then_resume_completes_it_with_no_duplicates(
+    env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--jobs 2``: two ladders climb at once; the whole process group is killed once one ladder's cell is in the
+    journal and others are climbing; ``--resume`` probes only what is missing."""
+    reports = tmp_path / "parallel"
+    only = [a for c in PARALLEL for a in ("--only", c)]
+    argv = ["run", "--tier", "runtime", *only, "--reports-dir", str(reports), "--jobs", "2"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stackmatrix", *argv], env=env, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 900
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            dirs = run_dirs(reports)
+            if dirs and len(raw_records(dirs[0])) >= 1:
+                break
+            time.sleep(0.5)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    (run_dir,) = run_dirs(reports)
+    before = raw_records(run_dir)
+    assert 1 <= len(before) <= 2
+    assert open_run(run_dir).meta["status"] == "crashed"
+    capsys.readouterr()
+
+    assert main(["run", "--resume", "--reports-dir", str(reports), "--jobs", "2"]) == 0
+    out, err = capsys.readouterr()
+    # not a terminal: one line per finished cell, naming the slot it ran on; two ladders were left for two slots
+    assert "on cpu 0" in err and "on cpu 1" in err, err
+    assert f"{len(PARALLEL)} cells" in out and f"{len(before)} resumed" in out, out
+    after = raw_records(run_dir)
+    lines = [line for line in (run_dir / "journal.jsonl").read_bytes().split(b"\n") if line]
+    assert len(lines) == len(after) == len(PARALLEL)  # none lost, none recorded twice
+    assert {c: after[c] for c in before} == before
+    verdicts = {c: json.loads(after[c])["verdict"] for c in PARALLEL}
+    assert set(verdicts.values()) <= {"runs-tiny", "override"} and "runs-tiny" in verdicts.values(), verdicts

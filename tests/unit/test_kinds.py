@@ -200,7 +200,7 @@ def test_what_a_runner_can_climb_is_the_kinds_call() -> None:
     venv, docker, builds = FakeRunner(False), FakeRunner(True), lambda: ["0.31.0"]
 
     def skip(cell: Cell, runner: FakeRunner) -> Reason | None:
-        out = KINDS[cell.stack.kind].not_runnable(cell, runner, builds)  # type: ignore[arg-type]
+        out = KINDS[cell.stack.kind].not_runnable(cell, runner, builds)
         assert out is None or (out.probe is Rung.ENV and out.status is Status.SKIP)
         return out.reason if out else None
 

@@ -50,3 +50,33 @@ def test_fingerprints_are_the_stored_ones() -> None:
                     assert fingerprint(c, wheels, 'ctx \\ "quoted" ü') == expected
                     seen.add(expected)
     assert len(seen) == len(stacks) * len(wheel_sets) * 3 * len(targets)  # each part changes it
+
+
+def test_runtime_builds_list_ladders_environments_and_tiny_checkpoints_with_their_cells() -> None:
+    """The cells of one stack and checkpoint share a ladder; one lock an environment; one architecture and
+    transformers a tiny checkpoint. Each build lists the cells that share it, the most shared first."""
+    import argparse
+
+    from stackmatrix.catalog import load_catalog
+    from stackmatrix.domain import Cell, Stack, StackKind, Target
+    from stackmatrix.options import resolve_settings
+    from stackmatrix.plan import runtime_builds
+
+    cat = load_catalog()
+    l4 = cat.gpus["L4"]
+    a, b = Stack(StackKind.VLLM, "0.32.0", "5.19.0", "3.11"), Stack(StackKind.VLLM, "0.32.0", "5.24.0", "3.11")
+    cells = [
+        Cell(a, cat.model("gemma-4-E2B-it"), Target("l4x1", l4, 1, 1)),
+        Cell(a, cat.model("gemma-4-E2B-it"), Target("l4x2", l4, 2, 2)),
+        Cell(a, cat.model("gemma-4-26B-A4B-it"), Target("l4x1", l4, 1, 1)),
+        Cell(b, cat.model("gemma-4-E4B-it"), Target("l4x1", l4, 1, 1)),
+    ]
+    builds = runtime_builds(cells, resolve_settings({}, {}), argparse.Namespace(full_class=False))
+    by_what: dict[str, list[tuple[str, int]]] = {}
+    for build in builds:
+        by_what.setdefault(build.what, []).append((build.key, len(build.cells)))
+    assert [n for _, n in by_what["ladder"]] == [2, 1, 1]
+    assert by_what["ladder"][0][0] == "vllm-0.32.0-tf5.19.0 Gemma4ForCausalLM[audio,per_layer]"
+    assert [n for _, n in by_what["environment"]] == [3, 1]
+    assert sorted(n for _, n in by_what["tiny checkpoint"]) == [1, 1, 2]
+    assert [b.what for b in builds][:3] == ["ladder"] * 3  # each kind of build listed together, in a fixed order

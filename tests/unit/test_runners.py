@@ -102,3 +102,41 @@ def test_a_probe_with_an_interpreter_runs_here(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setattr(runtime, "probes_dir", lambda: probes)
     run = runtime.run_probe(Path(sys.executable), "p.py", {}, 30, tmp_path / "p.log")
     assert run.result == {"status": "pass", "detail": "here"}
+
+
+def test_a_probe_dies_with_the_tool_that_started_it(tmp_path: Path) -> None:
+    """A tool killed with SIGKILL (the machine lost, as far as the run can tell) leaves no probe running: each
+    probe asks the kernel to be killed with its parent (probes/_common.py)."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from stackmatrix.ladder.runtime import probes_dir
+
+    pidfile = tmp_path / "probe.pid"
+    probe = tmp_path / "sleeper.py"
+    probe.write_text(
+        f"import os, sys, time\nsys.path.insert(0, {str(probes_dir())!r})\nimport _common\n"
+        f"open({str(pidfile)!r}, 'w').write(str(os.getpid()))\ntime.sleep(300)\n"
+    )
+    tool = (
+        "import sys\nfrom pathlib import Path\nfrom stackmatrix.runners import run_local\n"
+        f"run_local([sys.executable, {str(probe)!r}], 300, Path({str(tmp_path / 'p.log')!r}))\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", tool])
+    for _ in range(200):
+        if pidfile.exists() and pidfile.read_text():
+            break
+        time.sleep(0.05)
+    pid = int(pidfile.read_text())
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    for _ in range(100):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    pytest.fail("the probe outlived the tool that started it")

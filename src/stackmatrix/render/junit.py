@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from stackmatrix.domain import CellResult, Reason, Verdict
-from stackmatrix.render.table import Report
+from stackmatrix.render.table import FLAKY, Report
 
 FAILING = frozenset({Verdict.BLOCKED, Verdict.NO_FIT})
 # Not-run for these is the run's own failure, not a property of the cell: a dashboard must not hide it as a skip.
@@ -60,7 +60,17 @@ def _testcase(suite: ET.Element, r: CellResult) -> None:
     case = ET.SubElement(
         suite, "testcase", classname=stack, name=rest, time=_seconds(sum(o.duration_s for o in r.outcomes))
     )
-    _properties(case, {"verdict": r.verdict, "reason": r.reason, "override": r.override})
+    attempts = ",".join(r.attempts) or None  # the verdicts of the attempts before this one
+    _properties(
+        case,
+        {
+            "verdict": r.verdict,
+            "reason": r.reason,
+            "override": r.override,
+            "flaky": r.flaky or None,
+            "attempts": attempts,
+        },
+    )
     reason = str(r.reason) if r.reason else str(r.verdict)
     detail = r.why
     message = _clean(f"{reason}: {detail}" if detail else reason)
@@ -73,6 +83,7 @@ def _testcase(suite: ET.Element, r: CellResult) -> None:
         ET.SubElement(case, "system-out").text = _probe_lines(r)
     else:
         head = f"verdict: {r.verdict}" + (f" (with override {r.override}; {message})" if r.override else "")
+        head += f" ({FLAKY}: {', '.join(r.attempts)}, then {r.verdict})" if r.flaky else ""
         ET.SubElement(case, "system-out").text = _clean(head) + "\n" + _probe_lines(r)
 
 

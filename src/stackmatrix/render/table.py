@@ -39,14 +39,20 @@ class ObservedRow:
     reason: str
     why: str
     contradiction: bool
+    flaky: bool = False
 
     @property
     def because(self) -> str:
-        return (self.reason + (f": {self.why}" if self.why else "")) if self.reason else ""
+        text = (self.reason + (f": {self.why}" if self.why else "")) if self.reason else ""
+        return f"{FLAKY}; {text}" if self.flaky and text else (FLAKY if self.flaky else text)
+
+
+# How every format marks a cell whose verdict changed between attempts (the executor's retries).
+FLAKY = "flaky: the verdict changed between attempts"
 
 
 def observed_rows(table: Table) -> list[ObservedRow]:
-    cols = ("cell", "declared_verdict", "observed_verdict", "reason", "why", "contradiction")
+    cols = ("cell", "declared_verdict", "observed_verdict", "reason", "why", "contradiction", "flaky")
     return [
         ObservedRow(*row)
         for row in zip(*(list(table[c]) for c in cols), strict=True)
@@ -73,13 +79,15 @@ def footnotes(table: Table) -> tuple[list[int | None], dict[str, int]]:
     Markdown, LaTeX and HTML number their footnotes the same way."""
     notes: dict[str, int] = {}
     numbers: list[int | None] = []
-    for verdict, reason, override, detail in zip(
-        table["verdict"], table["reason"], table["override"], table["why"], strict=True
+    for verdict, reason, override, detail, flaky in zip(
+        table["verdict"], table["reason"], table["override"], table["why"], table["flaky"], strict=True
     ):
-        if Verdict(verdict) in PLAIN:
+        if Verdict(verdict) in PLAIN and not flaky:
             numbers.append(None)
         else:
-            numbers.append(notes.setdefault(note_text(reason, override, detail), len(notes) + 1))
+            text = note_text(reason, override, detail)
+            text = (f"{FLAKY}; {text}" if text else FLAKY) if flaky else text
+            numbers.append(notes.setdefault(text, len(notes) + 1))
     return numbers, notes
 
 

@@ -91,6 +91,25 @@ def merge_overrides(defaults: Sequence[str], given: Sequence[str]) -> tuple[str,
     return (*kept, *given)
 
 
+class Traits(Protocol):
+    """What a kind asks of a runner to say whether it can climb a cell here (a runner class's own attributes, or
+    the settings' before a runner is made: the plan)."""
+
+    @property
+    def containers(self) -> bool: ...
+
+    @property
+    def device(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class Declared:
+    """The traits of the runner the settings name, without making it (no Docker engine is asked)."""
+
+    containers: bool
+    device: str
+
+
 class Runner(Protocol):
     """A runner class: made from the settings, it prepares a stack's environment; its ``run`` runs one probe in
     an environment it prepared."""

