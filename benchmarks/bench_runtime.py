@@ -34,7 +34,7 @@ CELL = "vllm-0.32.0-tf5.19.0__gemma-4-e2b-it__l4x1"
 # the second stack takes transformers 5.24.0 (an override cell: vLLM 0.32.0 declares an older bound).
 LADDERS = [
     "vllm-0.32.0-tf5.19.0__gemma-4-e2b-it__l4x1",
-    "vllm-0.32.0-tf5.19.0__gemma-4-26b-a4b-it__l4x1",
+    "vllm-0.32.0-tf5.19.0__gemma-4-26b-a4b-it__h100x1",
     "vllm-0.32.0-tf5.19.0__gemma-4-31b-it__h100x1",
     "vllm-0.32.0-tf5.24.0__gemma-4-e2b-it__l4x1",
 ]

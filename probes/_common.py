@@ -15,20 +15,30 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+PARENT = "STACKMATRIX_PROBE_PARENT"  # the pid of the process that started this one (the tool, or a probe)
+
 
 def die_with_parent() -> None:
-    """Linux: this process is killed when the process that started it dies, so a tool killed with SIGKILL leaves
-    no probe (and, through the server's own call, no server) running behind it. Elsewhere: nothing."""
-    parent = os.getppid()
+    """Linux: this process ends when the process that started it dies (SIGTERM from the kernel), so a tool killed
+    with SIGKILL leaves nothing running behind it: a probe the tool started leads a process group of its own (its
+    server, the engine's processes), and takes the whole group with it. Elsewhere: nothing."""
     try:
         import ctypes
 
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+        libc.prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         return
-    if os.getppid() != parent:  # it died before the request was made
+    if os.getpgrp() == os.getpid():
+        signal.signal(signal.SIGTERM, _end_group)
+    expected = os.environ.get(PARENT, "")
+    if expected.isdigit() and os.getppid() != int(expected):  # it died before the request was made
         os._exit(1)
+    os.environ[PARENT] = str(os.getpid())  # what this process starts checks against it
+
+
+def _end_group(signum: int, frame: object) -> None:
+    os.killpg(0, signal.SIGKILL)
 
 
 die_with_parent()

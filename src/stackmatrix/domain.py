@@ -362,6 +362,7 @@ class CellResult:
             "verdict": str(self.verdict),
             "reason": str(self.reason) if self.reason else None,
             "override": self.override,
+            **({"attempts": list(self.attempts), "flaky": self.flaky} if self.attempts else {}),
             "observed": self.observed,
             "probes": [
                 {

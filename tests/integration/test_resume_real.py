@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -48,18 +48,24 @@ def _args(reports: Path) -> list[str]:
 
 
 def _kill_mid_ladder(reports: Path, env: dict[str, str]) -> Path:
-    """Start the run in its own process group; once the two static cells are in the journal and the third has
-    been climbing for a while, SIGKILL the whole group (no handler runs, nothing is flushed by us)."""
+    """Once the two static cells are in the journal and the third has been climbing for a while (its environment
+    being built or its server started), SIGKILL the run."""
+    return _kill_when(_args(reports), reports, env, records=2, then_s=20)
+
+
+def _kill_when(argv: list[str], reports: Path, env: dict[str, str], records: int, then_s: float = 0) -> Path:
+    """Start the run in its own process group; once its journal holds ``records`` cells and ``then_s`` more
+    seconds have passed, SIGKILL the whole group (no handler runs, nothing is flushed by us). The run's folder."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "stackmatrix", *_args(reports)], env=env, start_new_session=True,
+        [sys.executable, "-m", "stackmatrix", *argv], env=env, start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    deadline = time.monotonic() + 600
+    deadline = time.monotonic() + 900
     try:
         while time.monotonic() < deadline and proc.poll() is None:
             dirs = run_dirs(reports)
-            if dirs and len(raw_records(dirs[0])) >= 2:
-                time.sleep(20)  # the third cell's environment is being built or its server started
+            if dirs and len(raw_records(dirs[0])) >= records:
+                time.sleep(then_s)
                 break
             time.sleep(0.5)
         assert proc.poll() is None, "the run ended before it could be killed"
@@ -104,7 +110,7 @@ def test_sigkill_mid_runtime_run_then_resume_equals_an_uninterrupted_run(
 # other), their cells on one target each, two at a time.
 PARALLEL = (
     "vllm-0.32.0-tf5.19.0__gemma-4-e2b-it__l4x1",
-    "vllm-0.32.0-tf5.19.0__gemma-4-26b-a4b-it__l4x1",
+    "vllm-0.32.0-tf5.19.0__gemma-4-26b-a4b-it__h100x1",
     "vllm-0.32.0-tf5.19.0__gemma-4-31b-it__h100x1",
     "vllm-0.32.0-tf5.24.0__gemma-4-e2b-it__l4x1",
 )
@@ -118,24 +124,11 @@ def test_sigkill_of_a_parallel_run_then_resume_completes_it_with_no_duplicates(
     reports = tmp_path / "parallel"
     only = [a for c in PARALLEL for a in ("--only", c)]
     argv = ["run", "--tier", "runtime", *only, "--reports-dir", str(reports), "--jobs", "2"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "stackmatrix", *argv], env=env, start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    deadline = time.monotonic() + 900
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            dirs = run_dirs(reports)
-            if dirs and len(raw_records(dirs[0])) >= 1:
-                break
-            time.sleep(0.5)
-        assert proc.poll() is None, "the run ended before it could be killed"
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    (run_dir,) = run_dirs(reports)
+    run_dir = _kill_when(argv, reports, env, records=1)
+    # the tool's probes and their servers run in sessions of their own: they died with it (PR_SET_PDEATHSIG)
+    # (each runs the environment's python from the cache directory: none is left)
+    cache = env["STACKMATRIX_CACHE_DIR"]
+    assert _gone(lambda: [p for p in Path("/proc").glob("[0-9]*") if cache in _cmdline(p)]), "orphans"
     before = raw_records(run_dir)
     assert 1 <= len(before) <= 2
     assert open_run(run_dir).meta["status"] == "crashed"
@@ -152,3 +145,19 @@ def test_sigkill_of_a_parallel_run_then_resume_completes_it_with_no_duplicates(
     assert {c: after[c] for c in before} == before
     verdicts = {c: json.loads(after[c])["verdict"] for c in PARALLEL}
     assert set(verdicts.values()) <= {"runs-tiny", "override"} and "runs-tiny" in verdicts.values(), verdicts
+
+
+def _cmdline(proc: Path) -> str:
+    try:
+        return (proc / "cmdline").read_bytes().decode(errors="replace")
+    except OSError:  # gone meanwhile
+        return ""
+
+
+def _gone(alive: Callable[[], list[Path]], within_s: float = 30) -> bool:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if not alive():
+            return True
+        time.sleep(0.5)
+    return False

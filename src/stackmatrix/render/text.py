@@ -6,7 +6,7 @@ from tabulate import tabulate
 
 from stackmatrix.domain import Verdict
 from stackmatrix.legend import SYMBOL
-from stackmatrix.render.table import Columns, Report, footnotes, grid, legend, observed_rows, stack_order
+from stackmatrix.render.table import FLAKY, Columns, Report, footnotes, grid, legend, observed_rows, stack_order
 
 
 def render_markdown(report: Report) -> str:
@@ -63,7 +63,9 @@ def render_terminal(report: Report) -> str:
         stralign="center",
         disable_numparse=list(range(1, 1 + len(models))),  # symbols, never numbers
     )
-    return f"{head}\n{body}\n\n{summary}\n"
+    flaky = [c for c, f in zip(cols["cell"], cols["flaky"], strict=True) if f]
+    tail = "".join(f"\n{FLAKY}: {c}" for c in flaky)
+    return f"{head}\n{body}\n\n{summary}\n{tail.lstrip()}" + ("\n" if flaky else "")
 
 
 def verdict_counts(verdicts: list[str]) -> dict[str, int]:

@@ -185,8 +185,14 @@ def runner_name(where: str, value: str) -> str:
 # The process groups of the probes running now (the executor runs ladders in threads): on Ctrl-C or SIGTERM the
 # main thread kills them all, since a probe in its own session gets neither signal from the terminal.
 _LIVE: set[int] = set()
+PROBE_PARENT = "STACKMATRIX_PROBE_PARENT"
 _LIVE_LOCK = threading.Lock()
 _STOPPING = threading.Event()
+
+
+class RunnerFault(Exception):
+    """The runner's own engine failed a probe (the Docker engine refused a container): this host's fault, not the
+    stack's; the executor tries the ladder again."""
 
 
 class ProbeCancelled(Exception):
@@ -248,7 +254,8 @@ def run_local(
             text=True,
             start_new_session=True,
             cwd=log.parent,
-            env={**os.environ, **env} if env else None,
+            # the probe checks that its parent is still this process once it asked to die with it (probes/_common.py)
+            env={**os.environ, **(env or {}), PROBE_PARENT: str(os.getpid())},
         )
         with _LIVE_LOCK:
             _LIVE.add(proc.pid)

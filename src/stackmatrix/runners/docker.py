@@ -27,7 +27,15 @@ from stackmatrix.errors import InfraUnavailable
 from stackmatrix.images import ImageBuildFailed, ImageSpec, TritonImages, base_id, build
 from stackmatrix.kinds import KINDS
 from stackmatrix.options import Settings
-from stackmatrix.runners import DEFAULT_OVERRIDES, BackendHook, Container, Env, EnvBuildFailed, stack_requirements
+from stackmatrix.runners import (
+    DEFAULT_OVERRIDES,
+    BackendHook,
+    Container,
+    Env,
+    EnvBuildFailed,
+    RunnerFault,
+    stack_requirements,
+)
 from stackmatrix.stage import Target, stage
 
 if TYPE_CHECKING:
@@ -269,15 +277,18 @@ def run_in_container(
     options["environment"] = {**options["environment"], **(environment or {})}
     if cpus:
         options["cpuset_cpus"] = ",".join(map(str, cpus))
-    run = client().containers.run(
-        container.image,
-        list(argv),
-        detach=True,
-        network_mode="none",  # loopback only: the serve probe talks to its own server inside
-        volumes=dict(volumes),
-        working_dir=str(log.parent),
-        **options,
-    )
+    try:
+        run = client().containers.run(
+            container.image,
+            list(argv),
+            detach=True,
+            network_mode="none",  # loopback only: the serve probe talks to its own server inside
+            volumes=dict(volumes),
+            working_dir=str(log.parent),
+            **options,
+        )
+    except (docker.errors.APIError, requests.RequestException) as exc:
+        raise RunnerFault(f"the Docker engine failed to start the probe's container: {exc}") from None
     timed_out = False
     try:
         try:

@@ -67,8 +67,22 @@ def _tail(text: str, n: int = 25) -> str:
     return redact("\n".join(text.strip().splitlines()[-n:]))
 
 
+# uv's words for a request that never got an answer (not a resolution that found no solution)
+_UNREACHABLE = (
+    "error sending request",
+    "tcp connect error",
+    "dns error",
+    "connection refused",
+    "connection reset",
+    "operation timed out",
+    "failed to connect",
+)
+
+
 def _classify(output: str) -> str:
     low = output.lower()
+    if any(words in low for words in _UNREACHABLE):
+        return "index-unreachable"  # this host's fault: not-run, and the executor tries again
     if "torch" in low and (
         "no solution" in low
         or "not found" in low
