@@ -8,9 +8,10 @@ greedy ids (the reference). Then, on the same server:
 - ``tiny``: the tiny checkpoint was built (``tiny_build.build_once``);
 - ``config``: AutoConfig, the tokenizer and the chat template load (read here, while the server started);
 - ``load``: the server is up and ``/v1/models`` lists the model;
-- ``generate``: ``/v1/completions`` with the prompt's token ids, greedy, ``logprobs`` + ``return_tokens_as_token_ids``
-  (each sampled token as ``token_id:N``; ``choices[0].token_ids`` where the server returns them instead): those ids
-  must equal transformers' greedy ids (a real checkpoint: at least one token, no second copy of it is loaded);
+- ``generate``: ``/v1/completions`` with the prompt's token ids, greedy, ``return_token_ids`` (the sampled ids in
+  ``choices[0].token_ids``; a server without it is asked again with ``logprobs`` + ``return_tokens_as_token_ids``,
+  each sampled token as ``token_id:N``): those ids must equal transformers' greedy ids (a real checkpoint: at least
+  one token, no second copy of it is loaded);
 - ``serve``: ``/v1/chat/completions``, plain and streamed.
 One line per rung (``_common.rung``); the first failure ends the climb. Argument: JSON with ``model``, ``log`` (the
 server's log), ``build`` (the tiny checkpoint's spec, built into ``model``), ``reference``, ``dtype``, ``tp``,
@@ -213,14 +214,20 @@ class Later:
         return self.value
 
 
-def token_ids(choice: dict[str, Any]) -> tuple[list[int], str]:
-    """The sampled ids of a completion choice, and how the server gave them."""
+def token_ids(choice: dict[str, Any]) -> tuple[list[int], str] | None:
+    """The sampled ids of a completion choice and how the server gave them, or None where it gave none."""
+    if isinstance(choice.get("token_ids"), list):
+        return [int(t) for t in choice["token_ids"]], "choices[].token_ids (return_token_ids)"
     tokens = (choice.get("logprobs") or {}).get("tokens") or []
     if tokens and all(isinstance(t, str) and t.startswith("token_id:") for t in tokens):
         return [int(t.split(":", 1)[1]) for t in tokens], "logprobs.tokens (return_tokens_as_token_ids)"
-    if isinstance(choice.get("token_ids"), list):
-        return [int(t) for t in choice["token_ids"]], "choices[].token_ids (return_token_ids)"
-    raise ProbeFailure("server-error", f"the completion carries no token ids: {json.dumps(choice)[:500]}")
+    return None
+
+
+# How a server is asked for the ids it sampled, newest first: ``return_token_ids`` (vLLM >= 0.10.2) costs nothing;
+# a server without it ignores the field, and is asked for each token's logprob named by its id. Logprobs go
+# through a kernel vLLM compiles with torch.compile, which needs a C++ compiler where it runs: asked second.
+ASKS = ({"return_token_ids": True}, {"logprobs": 1, "return_tokens_as_token_ids": True})
 
 
 def generate(server: Server, prompt_ids: list[int], want: list[int] | None, reference_s: float) -> dict[str, Any]:
@@ -232,12 +239,15 @@ def generate(server: Server, prompt_ids: list[int], want: list[int] | None, refe
         "min_tokens": MAX_TOKENS,
         "ignore_eos": True,
         "temperature": 0,
-        "logprobs": 1,
-        "return_tokens_as_token_ids": True,
-        "return_token_ids": True,
     }
-    choice = json.loads(_post(f"{server.base}/v1/completions", body))["choices"][0]
-    got, method = token_ids(choice)
+    for ask in ASKS:
+        choice = json.loads(_post(f"{server.base}/v1/completions", {**body, **ask}))["choices"][0]
+        found = token_ids(choice)
+        if found is not None:
+            break
+    else:
+        raise ProbeFailure("server-error", f"the completion carries no token ids: {json.dumps(choice)[:500]}")
+    got, method = found
     evidence = {
         "prompt_ids": prompt_ids,
         "vllm_ids": got,

@@ -144,6 +144,7 @@ def climb_all(
     for key, members in groups.items():
         ladders[key] = ladder_of(members[0].cell, rctx, logs_dir)
     tasks = [task_of(ladders[k], members, rctx) for k, members in groups.items()]
+    progress.say(f"{len(tasks)} ladders for {len(climbing)} cells on {slots.describe()}")
     started: dict[str, tuple[float, str]] = {}
 
     def work(task: Task, placement: Placement) -> list[Outcome]:

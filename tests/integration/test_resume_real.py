@@ -125,10 +125,13 @@ def test_sigkill_of_a_parallel_run_then_resume_completes_it_with_no_duplicates(
     only = [a for c in PARALLEL for a in ("--only", c)]
     argv = ["run", "--tier", "runtime", *only, "--reports-dir", str(reports), "--jobs", "2"]
     run_dir = _kill_when(argv, reports, env, records=1)
-    # the tool's probes and their servers run in sessions of their own: they died with it (PR_SET_PDEATHSIG)
-    # (each runs the environment's python from the cache directory: none is left)
-    cache = env["STACKMATRIX_CACHE_DIR"]
-    assert _gone(lambda: [p for p in Path("/proc").glob("[0-9]*") if cache in _cmdline(p)]), "orphans"
+    # the tool's probes, their servers and the engines' processes run in sessions of their own: they died with it
+    # (PR_SET_PDEATHSIG). Each inherited the run's environment (vLLM renames its processes: their command lines
+    # do not say where they come from).
+    mark = f"STACKMATRIX_CACHE_DIR={env['STACKMATRIX_CACHE_DIR']}"
+    assert _gone(
+        lambda: [p for p in Path("/proc").glob("[0-9]*") if p.name != str(os.getpid()) and mark in _environ(p)]
+    )
     before = raw_records(run_dir)
     assert 1 <= len(before) <= 2
     assert open_run(run_dir).meta["status"] == "crashed"
@@ -147,10 +150,10 @@ def test_sigkill_of_a_parallel_run_then_resume_completes_it_with_no_duplicates(
     assert set(verdicts.values()) <= {"runs-tiny", "override"} and "runs-tiny" in verdicts.values(), verdicts
 
 
-def _cmdline(proc: Path) -> str:
+def _environ(proc: Path) -> str:
     try:
-        return (proc / "cmdline").read_bytes().decode(errors="replace")
-    except OSError:  # gone meanwhile
+        return (proc / "environ").read_bytes().decode(errors="replace")
+    except OSError:  # gone meanwhile, or a zombie
         return ""
 
 

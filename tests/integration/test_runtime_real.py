@@ -82,7 +82,7 @@ def test_e2b_style_cell_loads_generates_and_serves(runtime_env: dict[str, Path])
             assert probes[rung]["status"] == "pass", probes[rung]
         gen = probes["generate"]["evidence"]
         assert gen["vllm_ids"] == gen["transformers_ids"] and len(gen["vllm_ids"]) == 8
-        assert gen["method"].startswith("logprobs.tokens")  # the ids came back through the server's completions
+        assert gen["method"].startswith("choices[].token_ids")  # the ids came back through the server's completions
         assert probes["import"]["evidence"]["in"] == "the server process"  # no second import of the stack
         srv = probes["serve"]["evidence"]
         assert srv["text"] and srv["streamed"] and srv["chunks"] >= 1

@@ -11,6 +11,7 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -249,3 +250,24 @@ def test_resume_refuses_other_options_and_a_hand_edited_selection(
     (run_dir / "run.json").write_text(json.dumps(meta))
     assert main(["run", "--resume", *where, *reports_args(reports)]) == 0  # all there: nothing probed, recorded
     assert open_run(run_dir).meta["status"] == "complete"
+
+
+def test_the_end_of_a_run_lists_contradictions_and_flaky_cells_not_the_grid() -> None:
+    from stackmatrix.workflow import summary_of
+
+    columns: dict[str, list[Any]] = {
+        "cell": ["a__m__t", "b__m__t", "c__m__t"],
+        "verdict": ["blocked", "runs-tiny", "predicted"],
+        "reason": ["import-error", "", ""],
+        "declared_verdict": ["predicted", "predicted", "predicted"],
+        "observed_verdict": ["blocked", "runs-tiny", ""],
+        "contradiction": [True, False, False],
+        "flaky": [False, True, False],
+    }
+    assert summary_of(columns).splitlines() == [
+        "1 observed verdicts contradict the declared ones:",
+        "  a__m__t: predicted -> blocked (import-error)",
+        "1 flaky cells (the verdict changed between attempts):",
+        "  b__m__t: runs-tiny",
+    ]
+    assert summary_of({**columns, "contradiction": [False] * 3, "flaky": [False] * 3}) == ""
