@@ -61,7 +61,7 @@ while True:
     except OSError:
         time.sleep(0.5)
 common = {"model": "tiny", "max_tokens": 8, "min_tokens": 8, "ignore_eos": True, "temperature": 0}
-post("/v1/completions", {**common, "prompt": ids, "logprobs": 1, "return_tokens_as_token_ids": True})
+post("/v1/completions", {**common, "prompt": ids, "return_token_ids": True})
 chat = {**common, "messages": [{"role": "user", "content": "hello world"}]}
 post("/v1/chat/completions", chat)
 post("/v1/chat/completions", {**chat, "stream": True})

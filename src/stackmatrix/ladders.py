@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from stackmatrix.domain import Cell, CellResult, Outcome, Rung
 from stackmatrix.gpus.inventory import GIB
 from stackmatrix.kinds import KINDS
-from stackmatrix.ladder.runtime import Ladder, Placement, RuntimeContext, climb, ladder_of, not_runnable
+from stackmatrix.ladder.runtime import Ladder, Placement, RuntimeContext, climb, ladder_of, not_runnable, spec_label
 from stackmatrix.ladder.verdict import decided, derive
 from stackmatrix.pipeline import declared
 from stackmatrix.schedule import Task
@@ -90,7 +90,7 @@ def _per_gpu(s: Standing) -> float:
 def task_of(ladder: Ladder, members: Sequence[Standing], rctx: RuntimeContext) -> Task:
     builds = ["env " + " ".join(rctx.runner.requirements(ladder.stack))]
     if ladder.real is None:
-        builds.append(f"tiny {sorted(ladder.spec.items())} transformers=={ladder.stack.transformers}")
+        builds.append(f"tiny {spec_label(ladder.spec)} transformers=={ladder.stack.transformers}")
     estimate = max((s.estimate_s for s in members), default=0.0)
     return Task(ladder.key, need(ladder, members, rctx.runner.device), tuple(builds), estimate)
 

@@ -281,16 +281,14 @@ def runtime_builds(cells: Sequence[Cell], settings: Settings, args: argparse.Nam
     """The ladders (one engine start for the cells of one stack and checkpoint), the environments (one lock per
     stack's requirements), the images (docker runner) and the tiny checkpoints (architecture features x
     transformers) the runtime tier may build, each with the cells that share it."""
-    from stackmatrix.ladder.runtime import tiny_spec
+    from stackmatrix.ladder.runtime import spec_label, tiny_spec
     from stackmatrix.runners import RUNNERS, stack_requirements
 
     def env(c: Cell) -> str:
         return " ".join(stack_requirements(c.stack, settings.device))
 
     def checkpoint(c: Cell) -> str:
-        spec = tiny_spec(c.model, not args.full_class)
-        feats = ",".join(k for k, v in sorted(spec["features"].items()) if v)
-        return f"{spec['architecture']}[{feats}]"
+        return spec_label(tiny_spec(c.model, not args.full_class))
 
     def tiny(c: Cell) -> str:
         return f"{checkpoint(c)} transformers=={c.stack.transformers}"

@@ -1,9 +1,10 @@
 """Which ladder starts next: one policy for the local executor and for the benchmark's simulation of it.
 
 Longest first (stored durations; a list scheduler that starts the longest waiting task on each free slot ends
-within 4/3 of the best makespan on identical slots), except that a ladder whose build (an environment, a tiny
-checkpoint) is being made by a running ladder waits for it rather than building it twice or holding a slot idle:
-the builds go first, their users after. A ladder the slots cannot hold now is passed over for a smaller one.
+within 4/3 of the best makespan on identical slots), a task's length counting the builds it would make (an
+environment, a tiny checkpoint): so builds start early and their users do not queue behind them at the end. A
+ladder whose build is being made by a running ladder waits for it rather than building it twice or holding a slot
+idle. A ladder the slots cannot hold now is passed over for a smaller one.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ class Task:
 class Scheduler:
     def __init__(self, tasks: Iterable[Task], slots: Slots) -> None:
         self.slots = slots
-        self.pending: list[Task] = sorted(tasks, key=lambda t: (-(t.estimate_s + t.build_s), t.key))
+        self.pending: list[Task] = list(tasks)
         self.built: set[str] = set()
         self.building: dict[str, str] = {}  # build key -> the running task making it
         self.running: dict[str, Task] = {}
@@ -46,7 +47,7 @@ class Scheduler:
     def start(self) -> list[tuple[Task, Placement]]:
         """The tasks to start now, each with its placement (held until ``finished``)."""
         out = []
-        for task in list(self.pending):
+        for task in sorted(self.pending, key=self._priority):
             if len(self.running) >= self.slots.size:
                 break
             if any(b in self.building for b in task.builds):
@@ -60,6 +61,11 @@ class Scheduler:
             out.append((task, placement))
         return out
 
+    def _priority(self, task: Task) -> tuple[float, str]:
+        """Longest first; a task that would make a build counts its build."""
+        builds = any(b not in self.built and b not in self.building for b in task.builds)
+        return -(task.estimate_s + (task.build_s if builds else 0.0)), task.key
+
     def finished(self, task: Task) -> None:
         self.running.pop(task.key, None)
         self.slots.release(task.key)
@@ -69,8 +75,8 @@ class Scheduler:
                 self.built.add(b)
 
     def again(self, task: Task) -> None:
-        """A task to run once more (a retry): ahead of the others."""
-        self.pending.insert(0, task)
+        """A task to run once more (a retry)."""
+        self.pending.append(task)
 
     def remaining_s(self) -> float:
         """Work left, in slot-seconds (the ETA divides it by the slots)."""

@@ -223,6 +223,12 @@ def tiny_spec(model: Model, text_class: bool) -> dict[str, Any]:
     return {"architecture": arch, "features": features, "seed": 0}
 
 
+def spec_label(spec: Mapping[str, Any]) -> str:
+    """A tiny checkpoint's structure as people read it: ``Gemma4ForCausalLM[audio,per_layer]``."""
+    features = ",".join(k for k, v in sorted(spec["features"].items()) if v)
+    return f"{spec['architecture']}[{features}]" + (f" seed={spec['seed']}" if spec.get("seed") else "")
+
+
 class KeyedLocks:
     """One lock per build key: two ladders that need the same environment build it once, the second waits and
     reuses it (the executor runs ladders in threads)."""
@@ -286,9 +292,9 @@ def ladder_of(cell: Cell, rctx: RuntimeContext, logs: Path) -> Ladder:
     real = rctx.real_checkpoint(cell.model)
     spec = tiny_spec(cell.model, rctx.text_class)
     tp = cell.target.tp if real is not None and rctx.runner.device == "gpu" else 1
-    what = cell.model.id if real else json.dumps(spec, sort_keys=True)
-    key = f"{cell.stack.id} {what}" + (f" tp={tp}" if tp > 1 else "")
-    return Ladder(key, cell.stack, real, spec, logs / cell.stack.id / cell.model.slug, tp)
+    key = f"{cell.stack.id} {cell.model.id if real else spec_label(spec)}" + (f" tp={tp}" if tp > 1 else "")
+    where = logs / cell.stack.id / (cell.model.slug + (f"-tp{tp}" if tp > 1 else ""))  # one folder per ladder
+    return Ladder(key, cell.stack, real, spec, where, tp)
 
 
 def not_runnable(cell: Cell, rctx: RuntimeContext, cpu_builds: Callable[[], list[str]]) -> Outcome | None:
