@@ -71,19 +71,22 @@ def group(standing: Sequence[Standing], rctx: RuntimeContext, logs_dir: Path) ->
 
 
 def need(ladder: Ladder, members: Sequence[Standing], device: str) -> Need:
-    """What the ladder asks of the host: a CPU slot with its memory, or ``tp`` GPUs with the catalog's per-GPU
-    estimate of the real checkpoint (the fit rung's), a tiny one's engine needing little."""
+    """What the ladder asks of the host: a CPU slot with its memory (the engine's processes and KV space, and a
+    real checkpoint's weights), or ``tp`` GPUs with the catalog's per-GPU estimate of the real checkpoint (the fit
+    rung's), a tiny one's engine needing little."""
     if device != "gpu":
-        return Need(ladder.key, 1, CPU_LADDER_BYTES)
+        weights = max((_fit(s, "weights_gib") for s in members), default=0.0) if ladder.real else 0.0
+        return Need(ladder.key, 1, CPU_LADDER_BYTES + int(weights * GIB))
     if ladder.real is None:
         return Need(ladder.key, 1, TINY_GPU_BYTES)
-    per_gpu = max((_per_gpu(s) for s in members), default=0.0)
+    per_gpu = max((_fit(s, "per_gpu_gib") for s in members), default=0.0)
     return Need(ladder.key, ladder.tp, int(per_gpu * GIB))
 
 
-def _per_gpu(s: Standing) -> float:
+def _fit(s: Standing, key: str) -> float:
+    """A figure of the cell's fit rung (GiB), 0 where it has none."""
     fit = next((o for o in s.static if o.probe == Rung.FIT), None)
-    value = fit.evidence.get("per_gpu_gib") if fit is not None else None
+    value = fit.evidence.get(key) if fit is not None else None
     return float(value) if isinstance(value, int | float) else 0.0
 
 
@@ -118,15 +121,15 @@ def climb_all(
     standing: Sequence[Standing],
     rctx: RuntimeContext,
     logs_dir: Path,
-    make_slots: Callable[[int], Slots],
+    make_slots: Callable[[int, int], Slots],
     quiet: bool,
     retries: int,
     on_result: Callable[[CellResult, bool], None],
     cpu_builds: Callable[[], list[str]],
 ) -> None:
     """Every standing cell up its ladder: those this host cannot build are decided at once (not-run), the rest
-    through the local executor on ``make_slots(ladders)``; each cell's record goes to ``on_result`` as its ladder
-    ends."""
+    through the local executor on ``make_slots(ladders, memory of the largest)``; each cell's record goes to
+    ``on_result`` as its ladder ends."""
     from stackmatrix.executors import EXECUTORS
     from stackmatrix.progress import make_progress
 
@@ -138,12 +141,10 @@ def climb_all(
         else:
             on_result(decide(s, [[skip]], tiny=True), False)
     groups = group(climbing, rctx, logs_dir)
-    slots = make_slots(len(groups))
-    progress = make_progress(len(climbing), slots.size, quiet)
-    ladders: dict[str, Ladder] = {}
-    for key, members in groups.items():
-        ladders[key] = ladder_of(members[0].cell, rctx, logs_dir)
+    ladders = {key: ladder_of(members[0].cell, rctx, logs_dir) for key, members in groups.items()}
     tasks = [task_of(ladders[k], members, rctx) for k, members in groups.items()]
+    slots = make_slots(len(tasks), max((t.need.memory for t in tasks), default=0))
+    progress = make_progress(len(climbing), slots.size, quiet)
     progress.say(f"{len(tasks)} ladders for {len(climbing)} cells on {slots.describe()}")
     started: dict[str, tuple[float, str]] = {}
 

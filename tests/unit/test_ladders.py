@@ -15,7 +15,7 @@ from stackmatrix.slots import CPU_LADDER_BYTES
 
 CAT = load_catalog()
 STACK = Stack(StackKind.VLLM, "0.32.0", "5.19.0", "3.11")
-STATIC = (Outcome(str(Rung.FIT), Status.PASS, None, "fits", {"per_gpu_gib": 10.6}),)
+STATIC = (Outcome(str(Rung.FIT), Status.PASS, None, "fits", {"per_gpu_gib": 10.6, "weights_gib": 18.0}),)
 
 
 def cell(model: str, target: str = "l4x1", tp: int = 1) -> Cell:
@@ -50,6 +50,7 @@ def test_a_ladder_asks_a_cpu_slot_or_its_gpus(tmp_path: Path) -> None:
     real = replace(ladder, real=tmp_path, tp=2)
     gpu = need(real, [standing(c)], "gpu")
     assert (gpu.tp, gpu.memory) == (2, int(10.6 * GIB))  # the fit rung's per-GPU estimate
+    assert need(real, [standing(c)], "cpu").memory == CPU_LADDER_BYTES + 18 * GIB  # a real checkpoint's weights too
 
 
 def test_a_cell_whose_verdict_changed_between_attempts_is_flaky() -> None:

@@ -185,7 +185,6 @@ def runner_name(where: str, value: str) -> str:
 # The process groups of the probes running now (the executor runs ladders in threads): on Ctrl-C or SIGTERM the
 # main thread kills them all, since a probe in its own session gets neither signal from the terminal.
 _LIVE: set[int] = set()
-PROBE_PARENT = "STACKMATRIX_PROBE_PARENT"
 _LIVE_LOCK = threading.Lock()
 _STOPPING = threading.Event()
 
@@ -234,6 +233,10 @@ def kill_live_probes() -> int:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, signal.SIGKILL)
     return len(groups)
+
+
+# The pid a probe checks its parent against once it asked the kernel to end it with its parent (probes/_common.py).
+PROBE_PARENT = "STACKMATRIX_PROBE_PARENT"
 
 
 def run_local(
