@@ -210,3 +210,14 @@ def test_every_format_marks_a_flaky_cell() -> None:
             assert "True" not in plain and "flaky" not in plain.replace("contradiction,flaky", ""), name
         else:
             assert "flaky" in text and "flaky" not in plain, name
+
+
+def test_the_index_rows_booleans_read_back_as_booleans() -> None:
+    """SQLite stores the row's bool columns (contradiction, flaky) as 0/1: a table from the index's rows renders
+    as the one from the records (CSV "True", not "1")."""
+    from stackmatrix.render import Report, render
+
+    row = ("c__m__t", "c", "vllm", None, "0.1", "5", "", "m", "t", "blocked", "import-error", "", "x", "predicted")
+    report = Report.of_rows([(*row, "blocked", 1, 0)], {}, summaries=["{}"])
+    assert (report.columns["contradiction"], report.columns["flaky"]) == ([True], [False])
+    assert render(report, "csv").decode().splitlines()[1].endswith(",True,False")

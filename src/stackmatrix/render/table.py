@@ -19,11 +19,13 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 from stackmatrix.domain import CellResult, Verdict
 from stackmatrix.kinds import triton_prefixes
 from stackmatrix.legend import MEANING, PLAIN, SYMBOL
-from stackmatrix.tablerow import COLUMNS, row_of
+from stackmatrix.tablerow import COLUMNS, FIELDS, row_of
 
 if TYPE_CHECKING:
     import pandas as pd
 
+# The report columns the index stores as 0/1 (SQLite has no booleans): read back as bools.
+_BOOLS = frozenset(n for n, f in enumerate(FIELDS[: len(COLUMNS)]) if str(f.type) == "bool")
 # Column name -> its values, one per row; a ``pd.DataFrame`` reads the same way (``table["verdict"]``).
 Columns: TypeAlias = Mapping[str, Sequence[Any]]
 Table: TypeAlias = "pd.DataFrame | Columns"
@@ -139,7 +141,7 @@ class Report:
         summaries: Sequence[str] = (),
     ) -> Report:
         """The table only, from the index's rows (``RunIndex.frame_rows``, ``summaries``): no evidence."""
-        table = tuple((*r[:-1], bool(r[-1])) for r in rows)
+        table = tuple(tuple(bool(v) if n in _BOOLS else v for n, v in enumerate(r)) for r in rows)
         return cls((), None, meta, title or default_title(meta), tuple(summaries), table)
 
     @cached_property
