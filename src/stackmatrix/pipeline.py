@@ -205,14 +205,14 @@ def execute(
     tier in order (CPU-bound: threads only contend); ``on_result(result, slow)`` appends each to the journal as it
     comes, so an interruption keeps what was done (``slow``: it took long enough to be made durable at once). With
     ``rctx``, the cells left standing climb the runtime tier through the executor (ladders.py)."""
-    from stackmatrix.ladders import Standing
-
     warm([c for c, _, _ in todo], ctx, session)
     climbing: list[Standing] = []
     for cell, fp, estimate_s in todo:
         t0 = time.monotonic()
         result = evaluate(cell, fp, ctx)
         if rctx is not None and standing(result):
+            from stackmatrix.ladders import Standing  # the runtime tier's modules: not a static run's start-up
+
             climbing.append(Standing(cell, fp, result.outcomes, estimate_s))
         else:
             on_result(result, time.monotonic() - t0 >= SLOW_CELL_S)
