@@ -9,7 +9,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from stackmatrix.domain import CallSpec, Gpu, ImportSet, ImportSpec, Model, TritonRelease
+from stackmatrix.domain import CallSpec, Gpu, ImportSet, ImportSpec, Model, TritonRelease, public_version
 from stackmatrix.errors import BadInput
 from stackmatrix.ids import check_id_part
 from stackmatrix.tomlfile import Strict, load
@@ -77,11 +77,17 @@ class _Call(Strict):
     keywords: list[Annotated[str, Field(pattern=IDENT)]]
 
 
+class _Attributes(Strict):
+    target: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+    names: list[Annotated[str, Field(pattern=IDENT)]]
+
+
 class _ImportSet(Strict):
     source: str
     extern: list[Annotated[str, Field(pattern=IDENT)]] = Field(default_factory=list)
     imports: list[_Import]
     calls: list[_Call] = Field(default_factory=list)
+    attributes: list[_Attributes] = Field(default_factory=list)
 
 
 class _Release(Strict):
@@ -96,6 +102,17 @@ class _Release(Strict):
     import_set_inferred: bool = False
     verified: bool = True
     source: str
+    upstream: str | None = Field(None, pattern=r"^\d\d\.\d\d$")
+    upstream_source: str | None = None
+
+
+class _VllmContainer(Strict):
+    release: str = Field(pattern=r"^\d\d\.\d\d$")
+    vllm: str
+    transformers: str
+    torch: str | None = None
+    cuda: str | None = None
+    source: str
 
 
 class _ModelJson(Strict):
@@ -106,6 +123,7 @@ class _ModelJson(Strict):
 
 class _Triton(Strict):
     release: list[_Release]
+    vllm_container: list[_VllmContainer] = Field(default_factory=list)
     import_sets: dict[str, _ImportSet]
     model_json: _ModelJson
 
@@ -131,6 +149,16 @@ class Catalog:
 
     def models_matching(self, patterns: list[str]) -> list[Model]:
         return [m for m in self.models if any(fnmatch.fnmatch(m.id.lower(), p.lower()) for p in patterns)]
+
+
+def _shipped_transformers(r: _Release, c: _VllmContainer | None) -> tuple[str | None, str]:
+    """The transformers NVIDIA's notes say the release's image ships: its upstream vLLM container's, when that
+    container's vLLM is the one the release lists (where the two sources disagree, neither is taken)."""
+    if c is None or not r.vllm_shipped:
+        return None, ""
+    if public_version(c.vllm) != public_version(r.vllm_shipped):
+        return None, ""
+    return c.transformers, f"NVIDIA vLLM container {c.release} ({c.source}), upstream per {r.upstream_source}"
 
 
 def load_catalog(root: Path | None = None) -> Catalog:
@@ -182,9 +210,11 @@ def load_catalog(root: Path | None = None) -> Catalog:
             tuple(ImportSpec(i.module, tuple(i.names)) for i in s.imports),
             tuple(CallSpec(c.target, tuple(c.keywords)) for c in s.calls),
             s.source,
+            tuple(CallSpec(a.target, tuple(a.names)) for a in s.attributes),
         )
         for name, s in tri.import_sets.items()
     }
+    containers = {c.release: c for c in tri.vllm_container}
     releases: dict[str, TritonRelease] = {}
     for i, r in enumerate(tri.release):
         if r.import_set is not None and r.import_set not in sets:
@@ -206,6 +236,8 @@ def load_catalog(root: Path | None = None) -> Catalog:
             r.import_set_inferred,
             r.verified,
             r.source,
+            r.upstream,
+            *_shipped_transformers(r, containers.get(r.upstream or "")),
         )
     return Catalog(
         gpus=gpus,

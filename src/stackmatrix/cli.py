@@ -68,6 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--transformers", default=None, help="transformers version (default: the newest)")
     runtime_flags(t)
 
+    p = sub.add_parser("image", help="what a container image holds, read from its registry (no Docker, no pull)")
+    image_sub = p.add_subparsers(dest="image_command", required=True)
+    i = image_sub.add_parser("facts", help="the versions an image ships and its Triton vLLM backend's imports")
+    common(i)
+    i.add_argument("ref", help="an image reference, e.g. nvcr.io/nvidia/tritonserver:26.04-vllm-python-py3")
+    i.add_argument("--format", choices=["table", "json"], default="table")
+
     p = sub.add_parser("check", help="one cell, the question a release gate asks")
     common(p)
     p.add_argument("--model", required=True, help="catalog model id, case-insensitive, org optional")
@@ -106,6 +113,7 @@ COMMANDS = {
     "run": "cli_probe:cmd_run",
     "check": "cli_probe:cmd_check",
     "tiny": "cli_probe:cmd_tiny",
+    "image": "cli_image:cmd_image",
     "stage": "cli_probe:cmd_stage",
     **{name: f"cli_stored:{fn.__name__}" for name, fn in stored.COMMANDS.items()},
 }

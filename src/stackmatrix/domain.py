@@ -7,7 +7,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from stackmatrix.registry.image import ImageFacts
 
 
 class StackKind(StrEnum):
@@ -66,6 +69,7 @@ class Reason(StrEnum):
     DOES_NOT_FIT = "does-not-fit"
     VERSION_NOT_FOUND = "version-not-found"
     INDEX_UNREACHABLE = "index-unreachable"
+    REGISTRY_UNREACHABLE = "registry-unreachable"  # the image registry did not answer: its facts are unknown
     # environment and runtime tiers
     ENV_BUILD_FAILED = "env-build-failed"
     TORCH_UNAVAILABLE = "torch-unavailable"
@@ -189,6 +193,13 @@ class ImportSet:
     imports: tuple[ImportSpec, ...]
     calls: tuple[CallSpec, ...]
     source: str
+    attributes: tuple[CallSpec, ...] = ()  # fields the backend reads off an instance: a class and the names
+
+
+def public_version(shipped: str) -> str | None:
+    """The public release an NVIDIA build names (``0.17.1+fb2e…nv26.3`` -> ``0.17.1``)."""
+    m = re.match(r"\d+(\.\d+)+(\.post\d+)?", shipped)
+    return m.group(0) if m else None
 
 
 @dataclass(frozen=True)
@@ -204,14 +215,24 @@ class TritonRelease:
     import_set_inferred: bool
     verified: bool
     source: str
+    upstream: str | None = None  # the NVIDIA vLLM container (YY.MM) the image is built on, where known
+    transformers_shipped: str | None = None  # what NVIDIA's notes say the image ships (the catalog's record)
+    transformers_source: str = ""  # where that record comes from
+    # What the image itself holds, read from its registry (registry/image.py), when it was read; else why not
+    # (reason, detail): the catalog above is then the fallback.
+    image: ImageFacts | None = None
+    image_problem: tuple[str, str] | None = None
 
     @property
     def vllm_public(self) -> str | None:
         """The public release the shipped vLLM was built from (``0.17.1+fb2e…nv26.3`` -> ``0.17.1``)."""
-        if not self.vllm_shipped:
-            return None
-        m = re.match(r"\d+(\.\d+)+(\.post\d+)?", self.vllm_shipped)
-        return m.group(0) if m else None
+        return public_version(self.vllm_shipped) if self.vllm_shipped else None
+
+    @property
+    def vllm_in_image(self) -> str | None:
+        """The public release the image's own vLLM was built from, when the image was read."""
+        shipped = self.image.version("vllm") if self.image is not None else None
+        return public_version(shipped) if shipped else None
 
     @property
     def cutoff(self) -> str:

@@ -22,7 +22,7 @@ class Expansion:
     excluded: tuple[tuple[str, str], ...]  # (cell id, reason)
 
 
-def _releases(rule: StackRule, catalog: Catalog) -> list[TritonRelease]:
+def releases_of(rule: StackRule, catalog: Catalog) -> list[TritonRelease]:
     """The rule's Triton releases: a list, or every catalog release from ``from`` to ``to`` (none: no Triton)."""
     if isinstance(rule.triton, Range):
         names = list(catalog.triton)
@@ -36,7 +36,7 @@ def expand_stacks(spec: MatrixFile, catalog: Catalog, index: IndexView, where: s
     stacks: dict[str, Stack] = {}
     for i, rule in enumerate(spec.stack):
         kind = KINDS[StackKind(rule.kind)]
-        for s in kind.expand(rule, _releases(rule, catalog), index, spec.settings.python, where, f"stack[{i}]"):
+        for s in kind.expand(rule, releases_of(rule, catalog), index, spec.settings.python, where, f"stack[{i}]"):
             stacks.setdefault(s.id, s)
     return list(stacks.values())
 

@@ -192,11 +192,13 @@ def gate_cells(loaded: Loaded, job: Job) -> Selected:
     from stackmatrix.runindex import open_index
     from stackmatrix.stackspec import parse_spec, resolve_stack
     from stackmatrix.store import find_run
+    from stackmatrix.triton.shipped import spec_releases, with_images
     from stackmatrix.workflow import Selected, session_of
 
     args, settings, session = job.args, job.settings, session_of(job)
     policy = load_policy(args.policy, loaded)
     spec = parse_spec(args.candidate)
+    loaded = with_images(session, loaded, spec_releases(spec, policy.current))
     candidate = resolve_stack(spec, session, loaded)
     current = resolve_stack(policy.current, session, loaded, f"{policy.path}: current") if policy.current else None
     baseline_stack = current or candidate

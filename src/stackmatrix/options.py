@@ -22,6 +22,8 @@ from stackmatrix.redact import redact
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
+    from stackmatrix.registry.auth import RegistryAuth  # noqa: F401 (named in a string: Option["RegistryAuth | None"])
+
 T = TypeVar("T")
 
 DEFAULT_INDEX_URL = "https://pypi.org/simple"
@@ -384,10 +386,20 @@ class Settings:
         "--triton-image",
         "STACKMATRIX_TRITON_IMAGE",
         "nvcr.io/nvidia/tritonserver:{release}-{variant}",
-        "docker runner: each release's Triton image ({variant}: vllm-python-py3 or py3); one present here is read "
-        "(its vLLM backend's source) and built on; none is pulled by a static run",
+        "each release's Triton image ({variant}: vllm-python-py3 or py3): the static tier reads its backend and "
+        "versions from its registry (no pull); the docker runner reads one present here, and builds on it",
         _template,
         affects_results=True,
+    )
+    registry_auth = Option["RegistryAuth | None"](
+        "--registry-auth",
+        "STACKMATRIX_REGISTRY_AUTH",
+        None,
+        "credentials for the image registry, [HOST=]USER:PASSWORD (default: ~/.docker/config.json's, else anonymous); "
+        "never stored or shown",
+        lambda where, value: __import__("stackmatrix.registry.auth", fromlist=["RegistryAuth"]).RegistryAuth.parse(
+            where, value
+        ),
     )
     reports_dir = Option[Path](
         "--reports-dir", "STACKMATRIX_REPORTS_DIR", "reports", "where runs and rendered tables go", _path
@@ -514,7 +526,9 @@ def _json(value: object) -> object:
         return redact(str(value))
     if isinstance(value, list | tuple):
         return [_json(v) for v in value]
-    return value
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return redact(str(value))  # a record that shows itself safely (RegistryAuth: user@host, no password)
 
 
 def option_sources(

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -32,6 +32,7 @@ from stackmatrix.wheels.reader import WheelReader
 if TYPE_CHECKING:  # the runtime ladder is imported by the runs that climb it
     from stackmatrix.ladder.runtime import RuntimeContext
     from stackmatrix.ladders import Standing
+    from stackmatrix.registry.image import ImageReader
 
 T = TypeVar("T")
 FETCH_JOBS = 8  # parallel fetches of wheel facts when --jobs is not given
@@ -53,6 +54,16 @@ class Session:
     index: Index
     reader: WheelReader
     facts: Facts
+    _images: ImageReader | None = field(default=None, repr=False)
+
+    def images(self) -> ImageReader:
+        """The registry reader of this session (one token and one "did it answer" per registry)."""
+        if self._images is None:
+            from stackmatrix.registry.image import ImageReader
+
+            st = self.settings
+            self._images = ImageReader(st.cache_dir, self.http, ttl=st.index_ttl, auth=st.registry_auth)
+        return self._images
 
     def close(self) -> None:
         self.reader.flush()

@@ -395,6 +395,7 @@ TRANSIENT = tuple(
     str(r)
     for r in (
         Reason.INDEX_UNREACHABLE,
+        Reason.REGISTRY_UNREACHABLE,
         Reason.INTERRUPTED,
         Reason.RESULT_MISSING,
         Reason.ENV_BUILD_FAILED,

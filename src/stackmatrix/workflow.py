@@ -205,9 +205,12 @@ def reopen(_: object, job: Job) -> Loaded:
 def expand(loaded: Loaded, job: Job) -> Selected:
     from stackmatrix.pipeline import expand_matrix
     from stackmatrix.select import select as select_cells
+    from stackmatrix.triton.shipped import matrix_releases, with_images
 
     args = job.args
     select_cells([], keyword=args.keyword, shard=args.shard)  # bad -k / --shard: exit 2 before the index
+    if getattr(args, "command", "run") != "list" or args.plan:  # a listing needs ids only: no registry read
+        loaded = with_images(session_of(job), loaded, matrix_releases(loaded))
     cells = expand_matrix(session_of(job), loaded).cells
     return Selected(loaded, tuple(cells), tuple(cells), len(cells))
 
@@ -484,11 +487,13 @@ def show_list(selected: Selected, job: Job) -> int:
 def check_cell(loaded: Loaded, job: Job) -> Selected:
     """``check``'s one cell, from its flags (the kind's defaulting rules fill in what is not given)."""
     from stackmatrix.stackspec import StackSpec, parse_target, resolve_stack
+    from stackmatrix.triton.shipped import spec_releases, with_images
 
     args = job.args
     model = loaded.catalog.model(args.model)
     target = parse_target(args.gpu, loaded)
     spec = StackSpec(args.triton, args.vllm, args.transformers, args.kind)
+    loaded = with_images(session_of(job), loaded, spec_releases(spec))
     cell = Cell(resolve_stack(spec, session_of(job), loaded, where="check"), model, target)
     return Selected(loaded, (cell,), (cell,), 1)
 

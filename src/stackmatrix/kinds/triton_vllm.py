@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
+from packaging.version import InvalidVersion, Version
+
 from stackmatrix.domain import Cell, Outcome, Reason, Rung, Stack, StackKind, Status
 from stackmatrix.errors import BadInput
 from stackmatrix.images import VLLM_VARIANT, ImagePlan, TritonImages
@@ -44,7 +46,10 @@ CATALOG: tuple[str, ...] = (
     "model_json_keys",
     "model_json_keys_tp",
 )
-# The stock container's transformers: what its vLLM resolved to before the release's month ended.
+# The stock container's transformers, strongest source first: read from its image; NVIDIA's notes (the catalog);
+# inferred: what its vLLM resolved to before the release's month ended.
+IMAGE_RULE = "@image"
+CATALOG_RULE = "@catalog"
 STOCK_RULE = "@release-day"
 # An upgrade that names no transformers: the newest its vLLM's declared bound admits.
 DEFAULT_TRANSFORMERS = "@newest-allowed"
@@ -55,10 +60,32 @@ def stack_id(stack: Stack) -> str:
 
 
 def _stock(release: TritonRelease, index: IndexView, python: str) -> Stack:
-    """The release's container as shipped: its vLLM (the public release NVIDIA built from) and transformers."""
+    """The release's container as shipped: its vLLM (the public release NVIDIA built from) and transformers, each
+    read from the image when it was read, else NVIDIA's notes (the catalog), else inferred (``@release-day``)."""
+    shipped_tf = release.image.version("transformers") if release.image is not None else None
+    if release.vllm_in_image and shipped_tf:
+        tf = Version(shipped_tf).public if _valid(shipped_tf) else shipped_tf
+        return Stack(KIND, release.vllm_in_image, tf, python, triton=release.release, transformers_rule=IMAGE_RULE)
     vllm = release.vllm_public
-    tf = transformers_for(index, vllm, STOCK_RULE, python, before=release.cutoff) if vllm else None
-    return Stack(KIND, vllm, tf, python, triton=release.release, transformers_rule=STOCK_RULE)
+    if vllm and release.transformers_shipped:
+        return Stack(
+            KIND, vllm, release.transformers_shipped, python, triton=release.release, transformers_rule=CATALOG_RULE
+        )
+    inferred = transformers_for(index, vllm, STOCK_RULE, python, before=release.cutoff) if vllm else None
+    return Stack(KIND, vllm, inferred, python, triton=release.release, transformers_rule=STOCK_RULE)
+
+
+def _valid(version: str) -> bool:
+    try:
+        Version(version)
+    except InvalidVersion:
+        return False
+    return True
+
+
+def _inside(release: TritonRelease) -> str | None:
+    """The vLLM the container holds, as a public release: the image's when read, else the catalog's."""
+    return release.vllm_in_image or release.vllm_public
 
 
 def expand(
@@ -71,7 +98,7 @@ def expand(
         if rule.vllm:
             vllms = vllm_versions(index, rule.vllm, where, f"{key}.vllm")
         else:  # only transformers replaced: the container's vLLM stays
-            vllms = [release.vllm_public] if release.vllm_public else []
+            vllms = [v] if (v := _inside(release)) else []
         for v in vllms:
             for t in rule.transformers or [DEFAULT_TRANSFORMERS]:
                 tf = pick_transformers(index, v, t, rpy)
@@ -93,7 +120,7 @@ def resolve(
     rpy = python_of(release.python, python)
     if vllm is None and transformers is None:
         return _stock(release, index, rpy)
-    inside = vllm or release.vllm_public
+    inside = vllm or _inside(release)
     if inside is None:
         raise BadInput(where, "vllm", None, f"a vLLM version (the one in Triton {release.release} is not known)")
     inside = check_version(index, "vllm", inside, rpy, where)

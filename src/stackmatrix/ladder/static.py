@@ -7,21 +7,22 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
 from stackmatrix.catalog import Catalog
-from stackmatrix.domain import Cell, Outcome, Reason, Rung, Status
+from stackmatrix.domain import Cell, Outcome, Reason, Rung, Status, TritonRelease
 from stackmatrix.errors import InfraUnavailable
 from stackmatrix.kinds import KINDS
+from stackmatrix.kinds.triton_vllm import IMAGE_RULE
 from stackmatrix.ladder.facts import Facts, module_member
 from stackmatrix.ladder.uvresolve import uv_resolve
 from stackmatrix.matrixfile import Settings as MatrixSettings
 from stackmatrix.options import Settings
 from stackmatrix.redact import redact, redact_obj
-from stackmatrix.wheels.index import VersionNotFound
+from stackmatrix.wheels.index import VersionNotFound, WheelFile
 
 GIB = 1024**3
 # Top-level modules the backend imports from vLLM's dependencies -> the distribution that provides them.
@@ -84,7 +85,10 @@ def _timed(name: Rung, fn: Callable[[], Outcome]) -> Outcome:
 def _nvidia_note(cell: Cell, ctx: Context) -> str:
     if KINDS[cell.stack.kind].stock(cell.stack):  # the container runs NVIDIA's build of the public vLLM read here
         rel = ctx.catalog.triton[cell.stack.triton or ""]
-        if rel.vllm_shipped and rel.vllm_shipped != rel.vllm_public:
+        shipped = rel.image.version("vllm") if rel.image is not None else None
+        if shipped and shipped != cell.stack.vllm:
+            return f" (the image ships {shipped}; read from the public {cell.stack.vllm} wheel)"
+        if rel.image is None and rel.vllm_shipped and rel.vllm_shipped != rel.vllm_public:
             return f" (container ships {rel.vllm_shipped}; read from the public {rel.vllm_public} wheel)"
     return ""
 
@@ -124,6 +128,21 @@ def probe_resolve(cell: Cell, ctx: Context) -> Outcome:
         )
     tw = ctx.facts.wheel("transformers", s.transformers, s.python)
     evidence: dict[str, Any] = {"python": s.python, "vllm_wheel": vw.filename, "transformers_wheel": tw.filename}
+    if s.transformers_rule == IMAGE_RULE:  # installed together in the image: nothing to resolve
+        rel = ctx.catalog.triton[s.triton or ""]
+        assert rel.image is not None
+        evidence["image"] = {"ref": rel.image.ref, "digest": rel.image.digest}
+        evidence["shipped"] = {
+            x.name: {"version": x.version, "file": x.path, "layer": x.layer} for x in rel.image.shipped
+        }
+        return Outcome(
+            Rung.RESOLVE,
+            Status.PASS,
+            None,
+            f"the image ships vllm {rel.image.version('vllm')} with transformers {rel.image.version('transformers')} "
+            f"(read from {rel.image.ref})",
+            evidence,
+        )
     for w in (vw, tw):
         rp = ctx.facts.requires(w)["requires_python"]
         evidence[f"{w.project}_requires_python"] = rp
@@ -255,6 +274,7 @@ class BackendSource:
     calls: tuple[tuple[str, tuple[str, ...]], ...]  # "module:Qualname" -> keywords passed
     source: str
     inferred: bool = False
+    attributes: tuple[tuple[str, tuple[str, ...]], ...] = ()  # "module:Class" -> fields read off an instance
 
 
 def catalog_source(cell: Cell, ctx: Context) -> BackendSource | None:
@@ -269,6 +289,7 @@ def catalog_source(cell: Cell, ctx: Context) -> BackendSource | None:
         tuple((c.target, tuple(c.keywords)) for c in iset.calls),
         iset.source,
         rel.import_set_inferred,
+        tuple((a.target, tuple(a.keywords)) for a in iset.attributes),
     )
 
 
@@ -278,15 +299,55 @@ def engine_args_call(cell: Cell, ctx: Context) -> tuple[str, tuple[str, ...]]:
     return "vllm.engine.arg_utils:AsyncEngineArgs", keys
 
 
-def wheel_problems(cell: Cell, ctx: Context, src: BackendSource) -> tuple[list[dict[str, Any]], int, str]:
-    """Every import, name and call keyword of ``src`` looked up in the stack's vLLM wheel (never imported)."""
-    s = cell.stack
-    assert s.vllm is not None
-    vw = ctx.facts.wheel("vllm", s.vllm, s.python)
+class VllmView(Protocol):
+    """The vLLM a backend is checked against: a published wheel, or the one an image ships."""
+
+    @property
+    def name(self) -> str: ...
+
+    def symbols(self, module: str) -> dict[str, Any] | None: ...
+    def signature(self, target: str) -> dict[str, Any] | None: ...
+    def declared(self) -> set[str]: ...
+
+
+@dataclass(frozen=True)
+class WheelVllm:
+    """The stack's vLLM wheel (read, never installed)."""
+
+    facts: Facts
+    wheel: WheelFile
+    python: str
+
+    @property
+    def name(self) -> str:
+        return self.wheel.filename
+
+    def symbols(self, module: str) -> dict[str, Any] | None:
+        return self.facts.symbols(self.wheel, module)
+
+    def signature(self, target: str) -> dict[str, Any] | None:
+        return self.facts.signature(self.wheel, target)
+
+    def declared(self) -> set[str]:
+        return {canonicalize_name(r.name) for r in self.facts.requirements(self.wheel, self.python)}
+
+
+def wheel_vllm(cell: Cell, ctx: Context) -> WheelVllm:
+    assert cell.stack.vllm is not None
+    return WheelVllm(ctx.facts, ctx.facts.wheel("vllm", cell.stack.vllm, cell.stack.python), cell.stack.python)
+
+
+def wheel_problems(
+    cell: Cell, ctx: Context, src: BackendSource, view: VllmView | None = None
+) -> tuple[list[dict[str, Any]], int, str]:
+    """Every import, name, call keyword and field of ``src`` looked up in ``view`` (the stack's vLLM wheel
+    unless given: read, never imported)."""
+    if view is None:
+        view = wheel_vllm(cell, ctx)
     problems: list[dict[str, Any]] = []
     checked = 0
     for module, wanted in src.imports:
-        sym = ctx.facts.symbols(vw, module)
+        sym = view.symbols(module)
         checked += 1
         if sym is None:
             problems.append(
@@ -312,7 +373,7 @@ def wheel_problems(cell: Cell, ctx: Context, src: BackendSource) -> tuple[list[d
                     "detail": f"{module} has no {name}",
                 }
             )
-    dists = {canonicalize_name(r.name) for r in ctx.facts.requirements(vw, s.python)}
+    dists = view.declared()
     for mod in src.extern:
         dist = EXTERN_DISTS.get(mod, mod)
         checked += 1
@@ -321,12 +382,12 @@ def wheel_problems(cell: Cell, ctx: Context, src: BackendSource) -> tuple[list[d
                 {
                     "reason": str(Reason.BACKEND_IMPORT_MISSING),
                     "module": mod,
-                    "detail": f"{mod} comes from {dist}, which vllm {s.vllm} does not declare",
+                    "detail": f"{mod} comes from {dist}, which {view.name} does not declare",
                 }
             )
     for target, keywords in (*src.calls, engine_args_call(cell, ctx)):
         checked += 1
-        sig = ctx.facts.signature(vw, target)
+        sig = view.signature(target)
         if sig is None:
             problems.append(
                 {
@@ -349,7 +410,20 @@ def wheel_problems(cell: Cell, ctx: Context, src: BackendSource) -> tuple[list[d
                     "detail": f"{target.replace(':', '.')} takes no {', '.join(missing)}",
                 }
             )
-    return problems, checked, vw.filename
+    for cls, fields in src.attributes:
+        checked += 1
+        sig = view.signature(cls)
+        missing = list(fields) if sig is None else [n for n in fields if n not in sig["params"]]
+        if missing:
+            problems.append(
+                {
+                    "reason": str(Reason.BACKEND_SIGNATURE_MISMATCH),
+                    "class": cls,
+                    "missing_fields": missing,
+                    "detail": f"{cls.replace(':', '.')} has no field {', '.join(missing)}",
+                }
+            )
+    return problems, checked, view.name
 
 
 def backend_outcome(
@@ -376,6 +450,14 @@ def backend_outcome(
     )
 
 
+def _unknown_backend(rel: TritonRelease) -> tuple[Reason, str]:
+    """Why the backend of ``rel`` could not be read: its registry did not answer, or no image was there."""
+    if rel.image_problem is not None:
+        reason, detail = rel.image_problem
+        return Reason(reason), f"its image could not be read ({detail})"
+    return Reason.UNKNOWN, "its image was not read"
+
+
 def probe_backend_imports(cell: Cell, ctx: Context) -> Outcome:
     s = cell.stack
     rel = ctx.catalog.triton[s.triton or ""]
@@ -383,14 +465,18 @@ def probe_backend_imports(cell: Cell, ctx: Context) -> Outcome:
         from_image = ctx.backend_image(cell, ctx)
         if from_image is not None:
             return from_image
+    if rel.image is not None and rel.image.backend_files:  # read from the registry
+        from stackmatrix.ladder.backend_registry import from_registry
+
+        return from_registry(cell, ctx, rel)
     src = catalog_source(cell, ctx)
     if src is None:
+        reason, why = _unknown_backend(rel)
         return Outcome(
             Rung.BACKEND_IMPORTS,
             Status.SKIP,
-            Reason.UNKNOWN,
-            f"the vLLM backend source of Triton {rel.release} is not in the catalog; "
-            "it can only be read from the image (docker runner, --triton-image)",
+            reason,
+            f"the vLLM backend source of Triton {rel.release} is not in the catalog and {why}",
         )
     if s.vllm is None:
         return Outcome(Rung.BACKEND_IMPORTS, Status.SKIP, Reason.UNKNOWN, "vLLM version not known")
@@ -401,12 +487,13 @@ def probe_backend_imports(cell: Cell, ctx: Context) -> Outcome:
     absent = " (the catalog's import set: no Triton image of this release here)" if ctx.backend_image else ""
     if problems and note:
         # The stock container runs NVIDIA's build, not this public wheel: a gap here may be a patch there.
+        reason, why = _unknown_backend(rel)
         return Outcome(
             Rung.BACKEND_IMPORTS,
             Status.SKIP,
-            Reason.UNKNOWN,
+            reason,
             f"Triton {rel.release} backend vs the public vllm {s.vllm}: {problems[0]['detail']}; "
-            f"unproven for the container's NVIDIA build {rel.vllm_shipped}: read the image{absent}",
+            f"unproven for the container's NVIDIA build {rel.vllm_shipped}: {why}{absent}",
             {**evidence, "checked": checked, "problems": problems},
         )
     return backend_outcome(

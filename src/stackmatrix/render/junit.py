@@ -19,7 +19,7 @@ from stackmatrix.render.table import FLAKY, Report
 
 FAILING = frozenset({Verdict.BLOCKED, Verdict.NO_FIT})
 # Not-run for these is the run's own failure, not a property of the cell: a dashboard must not hide it as a skip.
-INFRA = frozenset({Reason.INDEX_UNREACHABLE, Reason.RESULT_MISSING, Reason.INTERRUPTED})
+INFRA = frozenset({Reason.INDEX_UNREACHABLE, Reason.REGISTRY_UNREACHABLE, Reason.RESULT_MISSING, Reason.INTERRUPTED})
 
 
 def _is_error(r: CellResult) -> bool:
