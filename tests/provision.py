@@ -124,6 +124,8 @@ SERVICES: tuple[Service, ...] = (
     # The docker tests make their base image with debootstrap: no registry is needed.
     Service("debootstrap", ("docker",), ("debootstrap",), _on_path("debootstrap")),
     Service("python3.11", ("triton",), ("python3.11", "libpython3.11"), _debian_python),
+    # The CNCF distribution registry; the tests start their own instances on loopback, openssl signs their tokens.
+    Service("docker-registry", ("registry",), ("docker-registry", "openssl"), _on_path("docker-registry", "openssl")),
 )
 
 

@@ -66,6 +66,11 @@ def _newest(
     return max(ok, key=_v) if ok else None
 
 
+def newest_before(index: IndexView, project: str, before: str) -> str | None:
+    """The newest final release of ``project`` uploaded before ``before`` (an ISO date), whatever any bound says."""
+    return _newest(index.versions(project), None, before, index, project)
+
+
 def transformers_for(index: IndexView, vllm: str, rule: str, python: str, before: str | None = None) -> str | None:
     """The transformers a symbolic rule picks for a vLLM release.
 

@@ -16,7 +16,8 @@ from stackmatrix.catalog import Catalog
 from stackmatrix.domain import Cell, Outcome, Reason, Rung, Status, TritonRelease
 from stackmatrix.errors import InfraUnavailable
 from stackmatrix.kinds import KINDS
-from stackmatrix.kinds.triton_vllm import IMAGE_RULE
+from stackmatrix.kinds.pins import newest_before
+from stackmatrix.kinds.triton_vllm import IMAGE_RULE, STOCK_RULE
 from stackmatrix.ladder.facts import Facts, module_member
 from stackmatrix.ladder.uvresolve import uv_resolve
 from stackmatrix.matrixfile import Settings as MatrixSettings
@@ -214,6 +215,8 @@ def probe_model_type(cell: Cell, ctx: Context) -> Outcome:
     wanted = [t for t in (m.model_type, m.text_model_type) if t]
     missing = [t for t in wanted if t not in known]
     evidence = {"wheel": tw.filename, "member": facts["member"], "registered": len(known)}
+    if missing and (unsure := _inferred_gap(cell, ctx, missing[0])) is not None:
+        return unsure
     if missing:
         near = _closest(missing[0], sorted(known))
         return Outcome(
@@ -225,6 +228,30 @@ def probe_model_type(cell: Cell, ctx: Context) -> Outcome:
         )
     return Outcome(
         Rung.MODEL_TYPE, Status.PASS, None, f"transformers {s.transformers} registers {', '.join(wanted)}", evidence
+    )
+
+
+def _inferred_gap(cell: Cell, ctx: Context, model_type: str) -> Outcome | None:
+    """A stock container whose transformers is only inferred (``@release-day``: its image was not read, NVIDIA's
+    notes do not say) lacks ``model_type``: certain only if no transformers uploaded before the release's month
+    ended registers it (NVIDIA ships outside the public bound: 26.05 holds transformers 5.6.0). Else: not-run."""
+    s = cell.stack
+    if s.transformers_rule != STOCK_RULE:
+        return None
+    rel = ctx.catalog.triton[s.triton or ""]
+    newest = newest_before(ctx.facts, "transformers", rel.cutoff)
+    if newest is None or newest == s.transformers:
+        return None
+    if model_type not in ctx.facts.model_types(ctx.facts.wheel("transformers", newest, s.python))["model_types"]:
+        return None  # nothing the container could hold knows it
+    reason, why = _unknown_backend(rel)
+    return Outcome(
+        Rung.MODEL_TYPE,
+        Status.SKIP,
+        reason,
+        f"transformers {s.transformers} (inferred, {STOCK_RULE}) does not register {model_type!r}, but "
+        f"{newest}, uploaded before Triton {rel.release} was cut, does: what the image ships decides, and {why}",
+        {"inferred": s.transformers, "newest_before_release": newest, "image_problem": rel.image_problem},
     )
 
 

@@ -15,6 +15,7 @@ from stackmatrix.readfile import read_json
 from stackmatrix.redact import register_secret
 
 HIDDEN = "<hidden>"  # what a message shows instead of a value that may hold a password
+_HOST = re.compile(r"^[A-Za-z0-9.\-\[\]]+(:\d{1,5})?$")
 _PARAM = re.compile(r'(\w+)="([^"]*)"|(\w+)=([^,\s]+)')
 
 
@@ -56,7 +57,7 @@ class RegistryAuth:
     def parse(cls, where: str, value: str) -> RegistryAuth:
         """``[HOST=]USER:PASSWORD``; the value is never echoed in an error: it holds a password."""
         host, eq, rest = value.partition("=")
-        if not eq or ":" in host or "@" in host or not host.strip():  # "=" may be part of the password
+        if not eq or not _HOST.match(host.strip()):  # "=" may be part of the password
             host, rest = "", value
         user, colon, password = rest.partition(":")
         if not colon or not user or not password or any(c in value for c in "\r\n"):
