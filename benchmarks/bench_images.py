@@ -4,7 +4,8 @@ then a triton-python cell: its image cold and warm on a Triton 24.10 image, and 
 serve) with the server in a container of that image against the same rungs with the same tritonserver on the host.
 
 Needs a Docker engine and a base image with python3 and venv (``--base-image``; the tests' debootstrapped one is
-made when missing). Run with ``nox -s bench -- images [--cache-dir DIR] [--part vllm|triton-python|all]``.
+made when missing). Run with ``nox -s bench -- images [--cache-dir DIR] [--part vllm|triton-python|registry|all]``
+(``registry``: benchmarks/registry_read.py; ``BENCH_IMAGE_GB`` sizes its image, 2.1 by default).
 """
 
 from __future__ import annotations
@@ -62,8 +63,14 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--cache-dir", type=Path, default=None)
     p.add_argument("--base-image", default=None)
-    p.add_argument("--part", choices=["vllm", "triton-python", "all"], default="all")
+    p.add_argument("--part", choices=["vllm", "triton-python", "registry", "all"], default="all")
     args = p.parse_args()
+    if args.part in ("registry", "all"):  # Triton images' facts from a registry vs docker pull (issue 13)
+        import subprocess
+
+        code = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "registry_read.py")], check=False).returncode
+        if args.part == "registry":
+            return code
     # Byte-compiled imports on both sides: the images compile at install; a venv writes .pyc on first import,
     # which a host setting PYTHONDONTWRITEBYTECODE would forbid (every import would compile again).
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)

@@ -113,11 +113,12 @@ def probe_resolve(cell: Cell, ctx: Context) -> Outcome:
     s = cell.stack
     if s.vllm is None:
         rel = ctx.catalog.triton.get(s.triton or "")
+        reason, why = _unknown_backend(rel) if rel else (Reason.UNKNOWN, "no catalog row")
         return Outcome(
             Rung.RESOLVE,
             Status.SKIP,
-            Reason.UNKNOWN,
-            f"the vLLM in Triton {s.triton} is not known ({rel.source if rel else 'no catalog row'})",
+            reason,
+            f"the vLLM in Triton {s.triton} is not known: not in the catalog ({rel.source if rel else ''}) and {why}",
         )
     vw = ctx.facts.wheel("vllm", s.vllm, s.python)  # first: a vLLM the index lacks is version-not-found
     if s.transformers is None:
