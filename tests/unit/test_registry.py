@@ -1,0 +1,81 @@
+"""Image references, registry credentials and challenges (pure logic; the real registry: integration tests)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import pytest
+
+from stackmatrix.errors import BadInput
+from stackmatrix.registry.auth import RegistryAuth, from_docker_config, parse_challenge
+from stackmatrix.registry.layers import Wanted, norm
+from stackmatrix.registry.reference import parse_ref
+
+
+@pytest.mark.parametrize(
+    ("text", "registry", "repository", "tag", "api"),
+    [
+        (
+            "nvcr.io/nvidia/tritonserver:26.04-vllm-python-py3",
+            "nvcr.io",
+            "nvidia/tritonserver",
+            "26.04-vllm-python-py3",
+            "https://nvcr.io",
+        ),
+        ("ubuntu", "docker.io", "library/ubuntu", "latest", "https://registry-1.docker.io"),
+        ("127.0.0.1:5000/public/t:1", "127.0.0.1:5000", "public/t", "1", "http://127.0.0.1:5000"),
+        ("localhost:5000/a/b", "localhost:5000", "a/b", "latest", "http://localhost:5000"),
+    ],
+)
+def test_references(text: str, registry: str, repository: str, tag: str, api: str) -> None:
+    ref = parse_ref(text, "--x")
+    assert (ref.registry, ref.repository, ref.tag, ref.api) == (registry, repository, tag, api)
+
+
+@pytest.mark.parametrize(
+    "text", ["", "a b", "UPPER/case", "host/x@sha256:abc", "x:" + "t" * 200, "a//b", "../etc", "nvcr.io/"]
+)
+def test_bad_references_are_bad_input(text: str) -> None:
+    with pytest.raises(BadInput):
+        parse_ref(text, "--x")
+
+
+def test_a_digest_reference_asks_by_digest() -> None:
+    ref = parse_ref("r.io/a/b@sha256:" + "a" * 64, "--x")
+    assert ref.reference == "sha256:" + "a" * 64 and ref.tag is None
+
+
+def test_registry_auth_never_shows_the_password() -> None:
+    auth = RegistryAuth.parse("--registry-auth", "127.0.0.1:5000=me:pa=ss-0123456789")
+    assert (auth.host, auth.user, auth.password) == ("127.0.0.1:5000", "me", "pa=ss-0123456789")
+    assert "pa=ss" not in str(auth) and "pa=ss" not in repr(auth)
+    assert RegistryAuth.parse("x", "me:secret-0123").host is None
+    with pytest.raises(BadInput) as exc:
+        RegistryAuth.parse("--registry-auth", "no-colon-secret-0123456")
+    assert "no-colon-secret" not in str(exc.value)
+
+
+def test_docker_config(tmp_path: Path) -> None:
+    path = tmp_path / "config.json"
+    token = base64.b64encode(b"u:p-0123456789").decode()
+    path.write_text(json.dumps({"auths": {"r.io": {"auth": token}, "https://index.docker.io/v1/": {"auth": token}}}))
+    assert from_docker_config("r.io", path) is not None
+    assert from_docker_config("docker.io", path) is not None
+    assert from_docker_config("other.io", path) is None
+    path.write_text(json.dumps({"auths": {"r.io": {"auth": "!!"}}}))
+    with pytest.raises(BadInput):
+        from_docker_config("r.io", path)
+
+
+def test_challenges() -> None:
+    c = parse_challenge('Bearer realm="https://a/token",service="s",scope="repository:x/y:pull,push"')
+    assert c is not None and c.scheme == "bearer" and c.params["scope"] == "repository:x/y:pull,push"
+    assert parse_challenge('Basic realm="r"') is not None and parse_challenge("Negotiate x") is None
+
+
+def test_layer_paths_and_wanted_keys() -> None:
+    assert norm("./opt/x/") == "opt/x" and norm("/usr/lib") == "usr/lib"
+    a = Wanted("opt/b", frozenset({"vllm"}), frozenset())
+    assert a.key != Wanted("opt/b", frozenset({"vllm", "torch"}), frozenset()).key
