@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
+import http.client
 import io
 import json
 import shutil
@@ -289,14 +290,19 @@ class Pusher:
         if location.startswith("/"):
             location = f"http://{self.instance.host}{location}"
         sep = "&" if "?" in location else "?"
-        r = self._request(
-            client,
-            "PUT",
-            f"{location}{sep}digest={digest}",
-            content=data,
-            headers={"Content-Type": "application/octet-stream"},
-        )
-        assert r.status_code == 201, r.text
+        url = urlsplit(f"{location}{sep}digest={digest}")
+        # http.client sends the body with one sendall: httpx moves a multi-GB body at a few MB/s here.
+        conn = http.client.HTTPConnection(url.netloc, timeout=600)
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(len(data))}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        elif self.instance.auth:
+            headers["Authorization"] = "Basic " + base64.b64encode(":".join(self.instance.auth).encode()).decode()
+        conn.request("PUT", f"{url.path}?{url.query}", body=data, headers=headers)
+        response = conn.getresponse()
+        status, text = response.status, response.read()[:500]
+        conn.close()
+        assert status == 201, (status, text)
         return digest
 
     def manifest(self, client: httpx.Client, tag: str, body: bytes, media_type: str) -> str:
@@ -324,7 +330,9 @@ def push_image(
         descriptors, diff_ids = [], []
         blobs = []
         if big:
-            blobs.append((_big_layer(big), PLAIN))
+            data = _big_layer(big)
+            blobs.append((data, PLAIN))
+            diff_ids.append(digest_of(data))  # uncompressed: its diff id is its digest
         for layer in layers:
             data, diff = layer.blob()
             blobs.append((data, layer.media_type))
@@ -449,19 +457,27 @@ def backend_files(iset: ImportSet, extern: tuple[str, ...], tmp: Path) -> dict[s
 
 
 def triton_layers(
-    iset: ImportSet, extern: tuple[str, ...], fields: Sequence[str], tmp: Path, vllm: str, transformers: str
+    iset: ImportSet,
+    extern: tuple[str, ...],
+    fields: Sequence[str],
+    tmp: Path,
+    vllm: str,
+    transformers: str,
+    zstd: bool = True,
 ) -> list[Layer]:
-    """A Triton vllm-python image's layers, bottom first: torch and numpy (zstd), vLLM and transformers (gzip),
-    the backend on top with a whiteout hiding an old numpy below."""
+    """A Triton vllm-python image's layers, bottom first: torch and numpy (zstd, or gzip for an engine that
+    cannot pull zstd: Docker before 23), vLLM and transformers (gzip), the backend on top with a whiteout hiding
+    an old numpy below."""
+    lower = ZSTD if zstd else GZIP
     base = Layer(
         {
             **dist_info(SITE, "torch", "2.12.0a0+5aff3928d8"),
             **dist_info(SITE, "numpy", "1.0.0"),
             f"{SITE}/torch/__init__.py": b"x = 1\n" * 20000,
         },
-        ZSTD,
+        lower,
     )
-    upper = Layer({**dist_info(SITE, "numpy", "1.26.4")}, ZSTD)
+    upper = Layer({**dist_info(SITE, "numpy", "1.26.4")}, lower)
     engine = Layer(
         {
             **vllm_tree(iset, fields),

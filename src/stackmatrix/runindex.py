@@ -30,7 +30,7 @@ from stackmatrix.tablerow import COLUMNS, FIELDS, row_of, sql_columns
 P = ParamSpec("P")
 R = TypeVar("R")
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 # A cell's columns: the readiness row's (tablerow.Row, ``cell`` named ``cell_id`` here), then where its record is
 # in the run's journal.
 #

@@ -9,6 +9,7 @@ it derives none of them.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import astuple, dataclass, field, fields
 from typing import Any
 
@@ -31,6 +32,7 @@ class Row:
     reason: str
     override: str
     why: str
+    inferred: str  # a pin neither read nor documented (a stock container's @release-day transformers), or ""
     declared_verdict: str
     observed_verdict: str
     contradiction: bool
@@ -56,6 +58,16 @@ def stack_of(cell_id: str) -> str:
     return cell_id.split("__")[0]
 
 
+INFERRED_RULE = "@release-day"  # kinds/triton_vllm.py's STOCK_RULE: the one rule that guesses what shipped
+
+
+def inferred_of(declared: Mapping[str, str | None]) -> str:
+    """The note a report footnotes for a cell whose stock transformers was inferred, not read or documented."""
+    if declared.get("transformers_rule") != INFERRED_RULE or not declared.get("transformers"):
+        return ""
+    return f"transformers {declared['transformers']} inferred ({INFERRED_RULE}): not read from the image"
+
+
 def row_of(r: CellResult) -> Row:
     d = r.declared
     seen = r.observed
@@ -73,6 +85,7 @@ def row_of(r: CellResult) -> Row:
         reason=str(r.reason) if r.reason else "",
         override=r.override or "",
         why=r.why,
+        inferred=inferred_of(d),
         declared_verdict=str(r.declared_verdict),
         observed_verdict=str(r.observed_verdict or ""),
         contradiction=r.contradiction,

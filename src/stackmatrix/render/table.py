@@ -81,14 +81,21 @@ def footnotes(table: Table) -> tuple[list[int | None], dict[str, int]]:
     Markdown, LaTeX and HTML number their footnotes the same way."""
     notes: dict[str, int] = {}
     numbers: list[int | None] = []
-    for verdict, reason, override, detail, flaky in zip(
-        table["verdict"], table["reason"], table["override"], table["why"], table["flaky"], strict=True
+    for verdict, reason, override, detail, flaky, inferred in zip(
+        table["verdict"],
+        table["reason"],
+        table["override"],
+        table["why"],
+        table["flaky"],
+        table["inferred"],
+        strict=True,
     ):
-        if Verdict(verdict) in PLAIN and not flaky:
+        if Verdict(verdict) in PLAIN and not flaky and not inferred:
             numbers.append(None)
         else:
-            text = note_text(reason, override, detail)
+            text = note_text(reason, override, detail) if Verdict(verdict) not in PLAIN or flaky else ""
             text = (f"{FLAKY}; {text}" if text else FLAKY) if flaky else text
+            text = f"{text}; {inferred}" if text and inferred else text or inferred
             numbers.append(notes.setdefault(text, len(notes) + 1))
     return numbers, notes
 
