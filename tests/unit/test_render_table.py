@@ -175,7 +175,8 @@ def test_a_run_renders_its_tables_without_pandas() -> None:
     code = (
         "import sys\n"
         "from stackmatrix.render import Report, render\n"
-        "r = Report.of_rows([('c__m__t','c','vllm',None,'0.1','5','','m','t','predicted','','','','','predicted','',0,0)],"
+        "r = Report.of_rows([('c__m__t','c','vllm',None,'0.1','5','','m','t','predicted','','','','',"
+        "'predicted','',0,0)],"
         " {}, summaries=['{}'])\n"
         "for f in ('txt', 'md', 'csv', 'json'): render(r, f)\n"
         "assert 'pandas' not in sys.modules\n"

@@ -19,7 +19,14 @@ from typing import Any
 from stackmatrix.domain import Cell, Outcome, Reason, Rung, Status
 from stackmatrix.images import VLLM_VARIANT, TritonImages
 from stackmatrix.ladder.runtime import ProbeRun, run_probe, to_outcome
-from stackmatrix.ladder.static import BackendSource, Context, backend_outcome, engine_args_call, wheel_problems
+from stackmatrix.ladder.static import (
+    BackendSource,
+    Context,
+    backend_outcome,
+    engine_args_call,
+    parsed_backend,
+    wheel_problems,
+)
 
 TIMEOUT = 300.0
 
@@ -84,15 +91,8 @@ class BackendFromImage:
 
 
 def parsed_source(evidence: dict[str, Any], ref: str) -> BackendSource:
-    """The probe's parse of the backend as an import set: vLLM modules by name, the rest by top-level module."""
-    imports = {m: tuple(n) for m, n in evidence["imports"].items()}
-    return BackendSource(
-        f"image {ref}",
-        tuple((m, n) for m, n in imports.items() if m.split(".")[0] == "vllm"),
-        tuple(sorted({m.split(".")[0] for m in imports if m.split(".")[0] != "vllm"})),
-        tuple((t, tuple(k)) for t, k in evidence["calls"].items() if k),
-        f"{evidence['dir']} in {ref} (sha256 {evidence['source_sha256']})",
-    )
+    """The probe's parse of the backend as an import set."""
+    return parsed_backend(f"image {ref}", evidence, f"{evidence['dir']} in {ref} (sha256 {evidence['source_sha256']})")
 
 
 def _failed(run: ProbeRun, ref: str, t0: float) -> Outcome:

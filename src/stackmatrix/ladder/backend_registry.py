@@ -12,7 +12,15 @@ from typing import Any, cast
 from stackmatrix.domain import Cell, Outcome, TritonRelease
 from stackmatrix.kinds import KINDS
 from stackmatrix.ladder.facts import Facts
-from stackmatrix.ladder.static import BackendSource, Context, WheelVllm, backend_outcome, wheel_problems, wheel_vllm
+from stackmatrix.ladder.static import (
+    BackendSource,
+    Context,
+    WheelVllm,
+    backend_outcome,
+    parsed_backend,
+    wheel_problems,
+    wheel_vllm,
+)
 from stackmatrix.registry.image import BACKEND_DIR, ImageFacts, parse_backend
 from stackmatrix.wheels.index import Index, WheelFile
 from stackmatrix.wheels.reader import WheelReader
@@ -81,14 +89,8 @@ class ImageVllm:
 
 def image_source(release: TritonRelease, image: ImageFacts) -> BackendSource:
     found = parse_backend(image.backend_files)
-    imports = {m: tuple(n) for m, n in found["imports"].items()}
-    return BackendSource(
-        f"image {image.digest[:19]}",
-        tuple((m, n) for m, n in imports.items() if m.split(".")[0] == "vllm"),
-        tuple(sorted({m.split(".")[0] for m in imports if m.split(".")[0] != "vllm"})),
-        tuple((t, tuple(k)) for t, k in found["calls"].items() if k),
-        f"/{BACKEND_DIR} in {image.ref} ({image.digest}, layer {image.backend_layer})",
-    )
+    where = f"/{BACKEND_DIR} in {image.ref} ({image.digest}, layer {image.backend_layer})"
+    return parsed_backend(f"image {image.digest[:19]}", found, where)
 
 
 def from_registry(cell: Cell, ctx: Context, release: TritonRelease) -> Outcome:

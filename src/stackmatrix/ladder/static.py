@@ -305,6 +305,19 @@ class BackendSource:
     attributes: tuple[tuple[str, tuple[str, ...]], ...] = ()  # "module:Class" -> fields read off an instance
 
 
+def parsed_backend(name: str, found: dict[str, Any], source: str) -> BackendSource:
+    """A backend's source as parsed (``probes/backend_source.py``: imports and calls) as an import set: vLLM modules
+    by name, the rest by top-level module."""
+    imports = {m: tuple(n) for m, n in found["imports"].items()}
+    return BackendSource(
+        name,
+        tuple((m, n) for m, n in imports.items() if m.split(".")[0] == "vllm"),
+        tuple(sorted({m.split(".")[0] for m in imports if m.split(".")[0] != "vllm"})),
+        tuple((t, tuple(k)) for t, k in found["calls"].items() if k),
+        source,
+    )
+
+
 def catalog_source(cell: Cell, ctx: Context) -> BackendSource | None:
     rel = ctx.catalog.triton[cell.stack.triton or ""]
     if rel.import_set is None:
