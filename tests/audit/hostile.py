@@ -38,8 +38,10 @@ import argparse
 import base64
 import contextlib
 import fnmatch
+import gzip
 import hashlib
 import http.server
+import io
 import json
 import os
 import re
@@ -53,6 +55,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import tarfile
 import tempfile
 import threading
 import time
@@ -107,7 +110,7 @@ MEM_LIMIT = 4 << 30
 PRLIMIT = shutil.which("prlimit")
 
 # subcommands that take the common options (--cache-dir etc.) vs. only --reports-dir
-COMMON_CMDS = {"list", "run", "check", "stage", "tiny", "gate"}
+COMMON_CMDS = {"list", "run", "check", "stage", "tiny", "gate", "image"}
 REPORTS_ONLY = {"history", "diff", "report", "merge"}
 
 
@@ -747,8 +750,134 @@ INDEX_MODES = [
 ]
 
 
+# A registry's hostile answers (``/v2/<mode>/x/...``, tokens at ``/token/<mode>``) -> the exit ``image facts`` owes.
+REGISTRY_MODES = {
+    "manifest_garbage": 4,  # 200, random bytes
+    "manifest_huge": 4,  # 200, 6 MB of JSON
+    "manifest_list": 4,  # 200, "[]"
+    "manifest_baddesc": 4,  # layers whose digests are not digests
+    "index_noamd64": 4,  # an index with an arm64 image only
+    "manifest_404": 2,  # no such image
+    "challenge_none": 4,  # 401 without WWW-Authenticate
+    "challenge_ftp": 4,  # a token realm that is no http(s) URL
+    "token_garbage": 4,  # the realm answers HTML
+    "token_401": 2,  # the realm wants credentials
+    "token_loop": 2,  # a token the registry then refuses
+    "layer_garbage": 4,  # a gzip layer of random bytes
+    "layer_bomb": 0,  # 300 MB of zeros in 300 kB of gzip: streamed, never held
+    "layer_traversal": 0,  # ../ and absolute paths, a symlink out: nothing is written anywhere
+    "blob_500": 4,
+    "blob_offsite": 4,  # the blob redirects to another host with credentials in the Location
+}
+_BLOBS: dict[str, tuple[bytes, str]] = {}  # mode -> (layer bytes, media type), made once
+
+
+def _tar(members: list[tuple[tarfile.TarInfo, bytes | None]]) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for info, data in members:
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return out.getvalue()
+
+
+def _layer(mode: str) -> tuple[bytes, str]:
+    if mode not in _BLOBS:
+        gz = "application/vnd.oci.image.layer.v1.tar+gzip"
+        if mode == "layer_bomb":
+            info = tarfile.TarInfo("zeros.bin")
+            info.size = 300_000_000
+            raw = io.BytesIO()
+            with tarfile.open(fileobj=raw, mode="w") as tar:
+                tar.addfile(info, io.BytesIO(bytes(info.size)))
+            _BLOBS[mode] = (gzip.compress(raw.getvalue(), 9), gz)
+        elif mode == "layer_traversal":
+            members: list[tuple[tarfile.TarInfo, bytes | None]] = []
+            for name in ("../../../tmp/stackmatrix-escape", "/etc/stackmatrix-escape", "opt/x/../../../../etc/y"):
+                info = tarfile.TarInfo(name)
+                info.size = 3
+                members.append((info, b"bad"))
+            link = tarfile.TarInfo("opt/tritonserver/backends/vllm")
+            link.type, link.linkname = tarfile.SYMTYPE, "/etc"
+            members.append((link, None))
+            _BLOBS[mode] = (gzip.compress(_tar(members)), gz)
+        else:
+            _BLOBS[mode] = (os.urandom(50_000), gz)
+    return _BLOBS[mode]
+
+
+def _digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+
+    def _registry(self, parts: list[str]) -> None:
+        mode = parts[1] if len(parts) > 1 else ""
+        oci = "application/vnd.oci.image.manifest.v1+json"
+        challenge = f'Bearer realm="http://127.0.0.1:{SERVER_PORT[0]}/token/{mode}",service="s"'
+        if mode == "challenge_none":
+            return self._send(401, "who are you")
+        if mode == "challenge_ftp":
+            return self._send(401, "", headers={"WWW-Authenticate": 'Bearer realm="ftp://x/y",service="s"'})
+        if mode in ("token_garbage", "token_401", "token_loop"):
+            return self._send(401, "", headers={"WWW-Authenticate": challenge})
+        if len(parts) < 5:
+            return self._send(404, "")
+        kind, ref = parts[-2], parts[-1]
+        config = b'{"architecture": "amd64", "os": "linux"}'
+        layer, media = _layer(mode) if mode.startswith("layer_") else (b"", "")
+        if kind == "manifests":
+            if mode == "manifest_404":
+                return self._send(404, '{"errors": [{"code": "MANIFEST_UNKNOWN"}]}')
+            if mode == "manifest_garbage":
+                return self._send(200, os.urandom(3000), oci)
+            if mode == "manifest_huge":
+                return self._send(200, json.dumps({"layers": ["x" * 100] * 60_000}), oci)
+            if mode == "manifest_list":
+                return self._send(200, "[]", oci)
+            if mode == "index_noamd64":
+                body: dict[str, Any] = {
+                    "mediaType": "application/vnd.oci.image.index.v1+json",
+                    "manifests": [
+                        {"digest": "sha256:" + "a" * 64, "platform": {"os": "linux", "architecture": "arm64"}}
+                    ],
+                }
+                return self._send(200, json.dumps(body), "application/vnd.oci.image.index.v1+json")
+            layers: list[dict[str, Any]] = [
+                {
+                    "mediaType": media or "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": _digest(layer) if layer else "sha256:" + "b" * 64,
+                    "size": len(layer),
+                }
+            ]
+            if mode == "manifest_baddesc":
+                layers = [{"digest": "../../etc/passwd", "size": -1}]
+            body = {
+                "schemaVersion": 2,
+                "mediaType": oci,
+                "layers": layers,
+                "config": {"digest": _digest(config), "size": len(config)},
+            }
+            return self._send(200, json.dumps(body), oci)
+        if kind == "blobs":
+            if ref == _digest(config):
+                return self._send(200, config, "application/octet-stream")
+            if mode == "blob_500":
+                return self._send(500, "boom")
+            if mode == "blob_offsite":
+                loc = f"http://user:{SECRET_PW}@127.0.0.2:9/x?token={SECRET_TOKEN}"
+                return self._send(307, "", headers={"Location": loc})
+            if layer:
+                return self._send(200, layer, "application/octet-stream")
+        return self._send(404, "")
+
+    def _token(self, mode: str) -> None:
+        if mode == "token_garbage":
+            return self._send(200, "<html>login</html>", "text/html")
+        if mode == "token_401":
+            return self._send(401, "credentials, please")
+        return self._send(200, json.dumps({"token": "t0k3n-" + "x" * 20}), "application/json")
 
     def log_message(self, fmt: str, *args: Any) -> None:
         SERVER_LOG.append(fmt % args)
@@ -770,6 +899,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         parts = [p for p in path.split("/") if p]
         mode = parts[0] if parts else ""
+        if mode == "v2":
+            return self._registry(parts)
+        if mode == "token":
+            return self._token(parts[1] if len(parts) > 1 else "")
         is_file = len(parts) >= 3 and parts[1] == "files"
         project = parts[2] if len(parts) >= 3 and parts[1] == "simple" else ""
         if mode == "404":
@@ -2935,6 +3068,35 @@ def corpus_selftest() -> None:
     )
 
 
+def corpus_registry() -> None:
+    """``image facts`` against a registry that answers badly: one line, the exit owed, nothing written outside the
+    cache, no secret shown, never a hang (a dripping registry or a black hole is cut off)."""
+    cat = "registry"
+    for mode, code in REGISTRY_MODES.items():
+        add(cat, mode, sm("image", "facts", f"127.0.0.1:@PORT@/{mode}/x:t"), {code}, cache="empty", max_s=60)
+    add(
+        cat,
+        "registry-auth-in-errors",
+        sm("image", "facts", "127.0.0.1:@PORT@/token_loop/x:t", "--registry-auth", f"user:{SECRET_PW}"),
+        {2},
+        cache="empty",
+    )
+    for name, host in (("blackhole", "@BH@"), ("drip", "@DRIP@"), ("backlog-full", "@BL@")):
+        add(
+            cat,
+            name,
+            sm("image", "facts", f"127.0.0.1:{host}/x/y:t", "--read-timeout", "2", "--connect-timeout", "2"),
+            {4},
+            cache="empty",
+            timeout=120,
+            max_s=30,
+        )
+    add(cat, "offline-nothing-cached", sm("image", "facts", "127.0.0.1:@PORT@/x/y:t", "--offline"), {4})
+    for bad in ("", "UPPER/x", "a b", "x@sha256:zz", "../../etc"):
+        add(cat, f"ref-{bad or 'empty'}", sm("image", "facts", bad), {2})
+    add(cat, "auth-no-colon", sm("image", "facts", "127.0.0.1:@PORT@/x/y:t", "--registry-auth", SECRET_PW), {2})
+
+
 def build_corpus(selftest: bool = False) -> None:
     if selftest:
         corpus_selftest()
@@ -2947,6 +3109,7 @@ def build_corpus(selftest: bool = False) -> None:
     corpus_silent()
     corpus_kexpr()
     corpus_blackhole()
+    corpus_registry()
     corpus_merge()
     corpus_resume()
     corpus_plan()

@@ -20,7 +20,7 @@ from stackmatrix.errors import BadInput, InfraUnavailable
 from stackmatrix.redact import redact
 from stackmatrix.registry.auth import Challenge, Credentials, RegistryAuth, credentials_for, parse_challenge
 from stackmatrix.registry.reference import ImageRef
-from stackmatrix.wheels.http import Http
+from stackmatrix.wheels.http import MIN_RATE, Http
 
 INDEX_TYPES = (
     "application/vnd.oci.image.index.v1+json",
@@ -83,8 +83,8 @@ class Registry:
     def _authenticate(self, response: httpx.Response) -> None:
         """Answer a 401: fetch a token from the realm the challenge names, or use basic credentials."""
         challenge = parse_challenge(response.headers.get("www-authenticate", ""))
-        if challenge is None:
-            raise self._refused(response.status_code, "with no challenge it understands")
+        if challenge is None:  # the registry's fault, not the user's credentials
+            raise RegistryUnreachable(redact(f"{self.ref.registry} answered 401 with no challenge it understands"))
         if challenge.scheme == "basic":
             if self._creds is None or self._basic:
                 raise self._refused(response.status_code, "basic auth")
@@ -97,7 +97,9 @@ class Registry:
     def _fetch_token(self, challenge: Challenge) -> str:
         realm = challenge.params.get("realm", "")
         if not realm.startswith(("https://", "http://")):
-            raise self._refused(401, f"a token realm that is no URL ({realm[:100]!r})")
+            raise RegistryUnreachable(
+                redact(f"{self.ref.registry} names a token realm that is no URL ({realm[:100]!r})")
+            )
         params = {k: v for k, v in challenge.params.items() if k in ("service", "scope")}
         params.setdefault("scope", f"repository:{self.ref.repository}:pull")
         auth = httpx.BasicAuth(self._creds.user, self._creds.password) if self._creds else None
@@ -138,7 +140,7 @@ class Registry:
         self._check_up(url)
         for attempt in range(RETRIES + 1):
             try:
-                response = self.http.client.request(method, url, **kw)
+                response = self._small(method, url, **kw)
             except (httpx.TimeoutException, httpx.ProxyError, httpx.UnsupportedProtocol) as exc:
                 raise self._unreachable(url, exc) from None
             except httpx.TransportError as exc:
@@ -155,6 +157,24 @@ class Registry:
                     raise RegistryUnreachable(redact(f"{url} answered HTTP {response.status_code}"))
             time.sleep(0.5 * (attempt + 1))
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _small(self, method: str, url: str, **kw: Any) -> httpx.Response:
+        """One response read whole, but never more than a document's worth nor slower than ``MIN_RATE``: a hostile
+        registry cannot fill memory or hold the run by dripping bytes."""
+        with self.http.client.stream(method, url, **kw) as response:
+            body, t0 = bytearray(), time.monotonic()
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > MAX_DOCUMENT:
+                    raise DigestMismatch(redact(f"{url} sent more than {MAX_DOCUMENT} bytes for a document"))
+                self._check_rate(len(body), t0, response.request)
+        headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() != "content-encoding"]
+        return httpx.Response(response.status_code, headers=headers, content=bytes(body), request=response.request)
+
+    def _check_rate(self, count: int, t0: float, request: httpx.Request) -> None:
+        elapsed = time.monotonic() - t0
+        if elapsed > (self.http.read_timeout or 20.0) and count < MIN_RATE * elapsed:
+            raise httpx.ReadTimeout(f"{count} bytes in {elapsed:.0f}s", request=request)
 
     def _check_up(self, url: str) -> None:
         if self.http.offline:
@@ -238,9 +258,13 @@ class Registry:
                 raise self._unreachable(url, exc) from None
 
     def _counted(self, chunks: Iterator[bytes], url: str) -> Iterator[bytes]:
+        t0, count = time.monotonic(), 0
+        request = httpx.Request("GET", url)
         try:
             for chunk in chunks:
                 self.bytes_read += len(chunk)
+                count += len(chunk)
+                self._check_rate(count, t0, request)
                 yield chunk
         except (httpx.TimeoutException, httpx.TransportError) as exc:  # raised in the reader's frame
             raise self._unreachable(url, exc) from None

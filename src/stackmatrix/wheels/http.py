@@ -46,6 +46,7 @@ class Http:
         self._lock = threading.Lock()
         self._client: httpx.Client | None = None
         self._timeout = httpx.Timeout(read_timeout, connect=connect_timeout)
+        self.read_timeout = read_timeout
         self._auth: dict[str, tuple[str, str]] = {}
 
     def add_credentials(self, url: str) -> str:
