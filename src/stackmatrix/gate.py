@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from stackmatrix.domain import Cell, CellResult, Stack, Verdict
+from stackmatrix.domain import Cell, CellResult, Reason, Stack, Verdict
+from stackmatrix.errors import InfraUnavailable
 from stackmatrix.policy import Policy, Requirement, meets
 from stackmatrix.runindex import CellRow
 
@@ -228,7 +229,6 @@ def judge(executed: Executed, job: Job) -> Executed:
     """Each requirement's standing: the candidate's verdict against the baseline's."""
     from dataclasses import replace
 
-    from stackmatrix.errors import InfraUnavailable
 
     gc: GateCells = executed.planned.selected.extra
     probed = {c.id for c in gc.probe_base}
@@ -251,7 +251,10 @@ def judge(executed: Executed, job: Job) -> Executed:
         job.args.tier,
         findings,
     )
-    code = InfraUnavailable.exit_code if executed.infra else (1 if gate.failing else 0)
+    # A requirement left undecided only because the image registry did not answer is not the candidate's failure:
+    # the gate could not decide (exit 4), as for an unreachable index.
+    blind = bool(gate.failing) and all(f.cell.reason is Reason.REGISTRY_UNREACHABLE for f in gate.failing)
+    code = InfraUnavailable.exit_code if executed.infra or blind else (1 if gate.failing else 0)
     ending = {"regressions": len(gate.regressions), "failing": len(gate.failing)}
     return replace(executed, code=code, ending=ending, extra=gate)
 
@@ -271,4 +274,6 @@ def summary(executed: Executed, job: Job) -> int:
         write_output(job.args.summary, text, "--summary")
     if executed.infra:
         print("the package index was unreachable: the gate could not decide every cell", file=sys.stderr)
+    elif executed.code == InfraUnavailable.exit_code:
+        print("the image registry was unreachable: the gate could not decide its failing cells", file=sys.stderr)
     return executed.code or 0

@@ -164,3 +164,28 @@ def test_htpasswd_credentials(
     _secrets_absent(cache, err, err2, json.dumps(got), json.dumps(got2))
     _secrets_absent(tmp_path / "cache2")
     assert os.environ["DOCKER_CONFIG"] == str(tmp_path / "docker")
+
+
+@pytest.mark.network
+def test_gate_reads_the_candidate_from_the_image(
+    image: Pushed, regs: tuple[Instance, Instance], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``gate --candidate triton=26.04`` takes the stock stack from the image; with no registry the candidate's
+    unmet requirements are undecided, not failed: exit 4."""
+    argv = ["gate", "--policy", "matrix/policies/edge-4xl4.toml", "--candidate", "triton=26.04"]
+    root = Path(__file__).resolve().parents[2]
+    os.chdir(root)
+    template = f"{regs[0].host}/public/tritonserver:{{release}}-{{variant}}"
+    code = main(
+        [*argv, "--cache-dir", str(tmp_path / "c"), "--reports-dir", str(tmp_path / "r"), "--triton-image", template]
+    )
+    out, err = capsys.readouterr()
+    assert code in (0, 1), err
+    assert "triton-26.04" in out and "registry-unreachable" not in out
+    dead = f"127.0.0.1:{free_port()}/x:{{release}}-{{variant}}"
+    code = main(
+        [*argv, "--cache-dir", str(tmp_path / "c"), "--reports-dir", str(tmp_path / "r2"), "--triton-image", dead]
+    )
+    out, err = capsys.readouterr()
+    assert code == 4, (out, err)
+    assert "image registry was unreachable" in err

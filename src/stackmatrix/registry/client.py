@@ -185,7 +185,8 @@ class Registry:
     def _unreachable(self, url: str, exc: Exception) -> RegistryUnreachable:
         what = "no answer in time" if isinstance(exc, httpx.TimeoutException) else type(exc).__name__
         detail = str(exc).splitlines()[0] if str(exc).strip() else ""
-        self._down = redact(f"cannot reach {url} — {what}" + (f" ({detail})" if detail else ""))
+        # The registry, not the URL: the run's later images are refused with this message too.
+        self._down = redact(f"cannot reach {self.ref.api} — {what}" + (f" ({detail})" if detail else ""))
         return RegistryUnreachable(self._down)
 
     def _get(self, url: str, accept: str | None = None) -> httpx.Response:
