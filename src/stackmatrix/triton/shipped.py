@@ -47,7 +47,7 @@ def backend_modules(loaded: Loaded) -> set[str]:
     return out
 
 
-def with_images(session: Session, loaded: Loaded, releases: Iterable[str], quiet: bool = False) -> Loaded:
+def with_images(session: Session, loaded: Loaded, releases: Iterable[str]) -> Loaded:
     """``loaded`` with each of ``releases`` carrying its image's facts or why they are missing; the image
     digests join the catalog's hash (a new image is a new fingerprint for its cells)."""
     wanted = sorted({r for r in releases if r in loaded.catalog.triton})
@@ -76,7 +76,7 @@ def with_images(session: Session, loaded: Loaded, releases: Iterable[str], quiet
             continue
         triton[name] = replace(rel, image_problem=problem)
         missing.setdefault(problem[1] if problem[0] == Reason.REGISTRY_UNREACHABLE else problem[0], []).append(name)
-    if missing and not quiet:
+    if missing:
         for why, names in missing.items():
             print(
                 f"stackmatrix: warning: Triton images not read for {', '.join(names)} ({why}): "
