@@ -229,7 +229,6 @@ def judge(executed: Executed, job: Job) -> Executed:
     """Each requirement's standing: the candidate's verdict against the baseline's."""
     from dataclasses import replace
 
-
     gc: GateCells = executed.planned.selected.extra
     probed = {c.id for c in gc.probe_base}
 

@@ -197,6 +197,20 @@ class Facts:
             result: dict[str, Any] | None = self.reader.fact(wheel, f"symbols@{FACTS_VERSION}:{module}", compute)
             return result
 
+    def _inherited(self, wheel: WheelFile, module: str, qualname: str, depth: int) -> dict[str, Any] | None:
+        """``Class.method`` the class does not define: the method of the first base that does (a base defined in
+        the module, or imported into it)."""
+        owner, rest = qualname.rsplit(".", 1)
+        cls = self.signature(wheel, f"{module}:{owner}", depth + 1)
+        member = str((cls or {}).get("member") or "")
+        where = member.removesuffix(".py").removesuffix("/__init__").replace("/", ".") or module  # re-exported
+        for base in (cls or {}).get("bases", []):
+            if base.isidentifier():
+                found = self.signature(wheel, f"{where}:{base}.{rest}", depth + 1)
+                if found is not None:
+                    return found
+        return None
+
     def signature(self, wheel: WheelFile, target: str, depth: int = 0) -> dict[str, Any] | None:
         """Parameters of ``module:Qualname`` in the wheel, following re-exports and dataclass bases."""
         module, qualname = target.split(":", 1)
@@ -217,6 +231,8 @@ class Facts:
 
         with self.reader.lock(wheel):
             sig: dict[str, Any] | None = self.reader.fact(wheel, f"signature@{FACTS_VERSION}:{target}", compute)
+        if sig is None and "." in qualname and depth <= 4:
+            return self._inherited(wheel, module, qualname, depth)
         if sig is None or depth > 4:
             return sig
         if sig["kind"] == "reexport":
