@@ -598,7 +598,14 @@ RESOLVE_PYTHON_BACKEND = StaticRung(Rung.RESOLVE, probe_resolve_python_backend, 
 MODEL_TYPE = StaticRung(
     Rung.MODEL_TYPE,
     probe_model_type,
-    lambda c: (c.stack.transformers, c.stack.python, c.model.model_type, c.model.text_model_type),
+    # an inferred stock transformers is judged against its release's cut (_inferred_gap): the release is part of it
+    lambda c: (
+        c.stack.transformers,
+        c.stack.python,
+        c.model.model_type,
+        c.model.text_model_type,
+        c.stack.triton if c.stack.transformers_rule == STOCK_RULE else None,
+    ),
 )
 ARCH = StaticRung(Rung.ARCH, probe_arch, lambda c: (c.stack.id, c.model.architecture))
 BACKEND_IMPORTS = StaticRung(Rung.BACKEND_IMPORTS, probe_backend_imports, lambda c: (c.stack.id, c.target.tp > 1))
