@@ -72,8 +72,8 @@ def tests(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """ruff and mypy, both clean."""
     _install(session, "lint", "test")  # mypy reads the tests too
-    session.run("ruff", "check", "src", "tests", "benchmarks", "probes", "noxfile.py")
-    session.run("ruff", "format", "--check", "src", "tests", "benchmarks", "probes", "noxfile.py")
+    session.run("ruff", "check", "src", "tests", "benchmarks", "probes", "examples", "noxfile.py")
+    session.run("ruff", "format", "--check", "src", "tests", "benchmarks", "probes", "examples", "noxfile.py")
     session.run("mypy")
 
 
