@@ -125,6 +125,8 @@ SERVICES: tuple[Service, ...] = (
     Service("debootstrap", ("docker",), ("debootstrap",), _on_path("debootstrap")),
     Service("python3.11", ("triton",), ("python3.11", "libpython3.11"), _debian_python),
     # The CNCF distribution registry; the tests start their own instances on loopback, openssl signs their tokens.
+    # A single-node cluster the tests start in a private directory (tests/slurm.py): controller, node, munge.
+    Service("slurm", ("slurm",), ("slurm-wlm", "munge"), _on_path("slurmctld", "slurmd", "munged", "sbatch")),
     Service("docker-registry", ("registry",), ("docker-registry", "openssl"), _on_path("docker-registry", "openssl")),
 )
 
