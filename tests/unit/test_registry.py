@@ -79,3 +79,17 @@ def test_layer_paths_and_wanted_keys() -> None:
     assert norm("./opt/x/") == "opt/x" and norm("/usr/lib") == "usr/lib"
     a = Wanted("opt/b", frozenset({"vllm"}), frozenset())
     assert a.key != Wanted("opt/b", frozenset({"vllm", "torch"}), frozenset()).key
+
+
+def test_damaged_cache_entries_read_as_absent() -> None:
+    from stackmatrix.registry.image import ImageFacts
+    from stackmatrix.registry.layers import LayerFacts
+
+    layer = LayerFacts("sha256:" + "a" * 64, {"vllm": {"version": "1", "path": "/x"}}, {}, True, {}, [], [], True, 5)
+    assert LayerFacts.from_json(layer.to_json()) == layer
+    for damage in ({**layer.to_json(), "backend": "x"}, {**layer.to_json(), "whiteouts": [1]}, [], None, "x"):
+        assert LayerFacts.from_json(damage) is None
+    image = ImageFacts("r", "sha256:b", "sha256:c", 2, 10, (), None, (("model.py", "x"),), (), (), (("d", 1, True),), 1)
+    assert ImageFacts.from_json(json.loads(json.dumps(image.to_json()))) == image
+    for key, bad in (("shipped", [{"name": 1}]), ("backend_files", [["a"]]), ("layers", "many"), ("size", None)):
+        assert ImageFacts.from_json({**image.to_json(), key: bad}) is None

@@ -24,7 +24,7 @@ from stackmatrix.readfile import cached_json
 from stackmatrix.redact import redact
 from stackmatrix.registry.auth import RegistryAuth
 from stackmatrix.registry.client import INDEX_TYPES, PLATFORM, DigestMismatch, Registry
-from stackmatrix.registry.layers import LAYER_TYPES, LayerFacts, Wanted, scan
+from stackmatrix.registry.layers import LAYER_TYPES, LayerFacts, Wanted, checked, scan
 from stackmatrix.registry.reference import ImageRef
 from stackmatrix.wheels.http import Http
 
@@ -78,15 +78,8 @@ class ImageFacts:
 
     @classmethod
     def from_json(cls, data: Any) -> ImageFacts | None:
-        try:
-            d = dict(data)
-            d["shipped"] = tuple(Shipped(**s) for s in d["shipped"])
-            for key in ("backend_files", "vllm_modules", "layers_read"):
-                d[key] = tuple(tuple(x) for x in d[key])
-            d["vllm_requires"] = tuple(d["vllm_requires"])
-            return cls(**d)
-        except (TypeError, KeyError, ValueError):
-            return None
+        """A cache entry, checked field by field: a damaged one reads as absent (the image is read again)."""
+        return checked(cls, data)
 
 
 @cache

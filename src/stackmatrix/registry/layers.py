@@ -17,7 +17,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from email.parser import Parser
-from typing import IO, Any, cast
+from typing import IO, Any, TypeVar, cast
 
 from packaging.utils import canonicalize_name
 
@@ -139,10 +139,21 @@ class LayerFacts:
 
     @classmethod
     def from_json(cls, data: Any) -> LayerFacts | None:
-        try:
-            return cls(**data)
-        except TypeError:
-            return None
+        """A cache entry, checked field by field: a damaged one reads as absent (the layer is read again)."""
+        return checked(cls, data)
+
+
+T = TypeVar("T")
+
+
+def checked(cls: type[T], data: Any) -> T | None:
+    """``data`` as a ``cls`` (a dataclass) when every field has its declared type, else None."""
+    from pydantic import TypeAdapter, ValidationError
+
+    try:
+        return TypeAdapter(cls).validate_python(data)
+    except (ValidationError, RecursionError):
+        return None
 
 
 def _metadata(text: str) -> tuple[str, str, list[str]] | None:
