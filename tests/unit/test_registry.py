@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -87,7 +88,14 @@ def test_damaged_cache_entries_read_as_absent() -> None:
 
     layer = LayerFacts("sha256:" + "a" * 64, {"vllm": {"version": "1", "path": "/x"}}, {}, True, {}, [], [], True, 5)
     assert LayerFacts.from_json(layer.to_json()) == layer
-    for damage in ({**layer.to_json(), "backend": "x"}, {**layer.to_json(), "whiteouts": [1]}, [], None, "x"):
+    damages: tuple[Any, ...] = (
+        {**layer.to_json(), "backend": "x"},
+        {**layer.to_json(), "whiteouts": [1]},
+        [],
+        None,
+        "x",
+    )
+    for damage in damages:
         assert LayerFacts.from_json(damage) is None
     image = ImageFacts("r", "sha256:b", "sha256:c", 2, 10, (), None, (("model.py", "x"),), (), (), (("d", 1, True),), 1)
     assert ImageFacts.from_json(json.loads(json.dumps(image.to_json()))) == image
