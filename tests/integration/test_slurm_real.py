@@ -4,6 +4,7 @@ it."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -68,3 +69,57 @@ def test_cancelled_and_lost_tasks_leave_their_states(slurm: Cluster, tmp_path: P
     state = slurm.job(f"{job}_1").get("JobState")
     slurm.start_node()
     assert state in ("NODE_FAIL", "PENDING"), state  # requeued to pending, or failed: either is what sacct shows
+
+
+def test_an_array_spec_is_what_slurm_schedules(slurm: Cluster, tmp_path: Path) -> None:
+    from stackmatrix.slurm.arrays import ArraySpec, task_states
+    from stackmatrix.slurm.commands import Slurm
+
+    script = tmp_path / "task.sh"
+    script.write_text("#!/bin/sh\ntrue\n")
+    spec = ArraySpec(
+        "sm-test",
+        str(script),
+        tasks=3,
+        throttle=2,
+        gpus=2,
+        cpus=1,
+        mem_mb=64,
+        seconds=400,
+        partition="debug",
+        output=str(tmp_path / "o-%a.txt"),
+    )
+    job = Slurm(slurm.env).submit(spec.argv())
+    first = slurm.job(job)
+    assert first["ArrayTaskThrottle"] == "2" and first["TimeLimit"] == "00:10:00"  # 400 s x 1.5, in minutes
+    assert "gpu:2" in first.get("TresPerNode", "") and first["Partition"] == "debug"
+    deadline = time.monotonic() + 60
+    states: dict[int, str] = {}
+    while time.monotonic() < deadline:
+        states = task_states(slurm.run("scontrol", "show", "job", job, "--oneliner").stdout)
+        if len(states) == 3 and set(states.values()) == {"COMPLETED"}:
+            break
+        time.sleep(0.5)
+    assert states == {0: "COMPLETED", 1: "COMPLETED", 2: "COMPLETED"}
+
+
+def test_slurm_faults_are_named(slurm: Cluster, tmp_path: Path) -> None:
+    from stackmatrix.errors import BadInput, InfraUnavailable
+    from stackmatrix.slurm.arrays import ArraySpec
+    from stackmatrix.slurm.commands import Slurm
+
+    cluster_slurm = Slurm(slurm.env)
+    with pytest.raises(BadInput) as bad:
+        cluster_slurm.partition("no-such-partition")
+    assert bad.value.exit_code == 2 and "--partition" in str(bad.value) and "debug" in str(bad.value)
+    assert cluster_slurm.partition("debug") == "debug"
+    script = tmp_path / "t.sh"
+    script.write_text("#!/bin/sh\ntrue\n")
+    with pytest.raises(InfraUnavailable, match=r"sbatch refused the job: \S"):  # more GPUs than the node has
+        cluster_slurm.submit(ArraySpec("x", str(script), tasks=1, gpus=9).argv())
+    dead = tmp_path / "dead.conf"
+    dead.write_text(re.sub(r"SlurmctldPort=\d+", "SlurmctldPort=1", slurm.conf.read_text()))
+    with pytest.raises(InfraUnavailable, match="Slurm controller cannot be reached"):
+        Slurm({**slurm.env, "SLURM_CONF": str(dead)}, timeout=60).submit(ArraySpec("x", str(script), tasks=1).argv())
+    with pytest.raises(InfraUnavailable, match="sbatch is not installed here"):
+        Slurm({**slurm.env, "PATH": str(tmp_path)}).submit(["x"])
