@@ -12,7 +12,6 @@ import http.client
 import io
 import json
 import shutil
-import socket
 import subprocess
 import tarfile
 import threading
@@ -29,6 +28,7 @@ import httpx
 
 from stackmatrix.domain import ImportSet
 from stackmatrix.registry.auth import parse_challenge
+from stackmatrix.triton.server import free_port
 
 REGISTRY = "docker-registry"
 SERVICE, ISSUER = "stackmatrix-test", "stackmatrix-test-issuer"
@@ -39,12 +39,6 @@ OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
 PLAIN = "application/vnd.oci.image.layer.v1.tar"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _b64(data: bytes) -> str:

@@ -18,14 +18,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from stackmatrix.triton.server import free_port
+
 GPUS = 4
 TOOLS = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scontrol", "scancel")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _memory_mb() -> int:
@@ -105,8 +101,8 @@ def cluster(root: Path) -> Iterator[Cluster]:
                 f"SlurmctldHost={node}",
                 "SlurmUser=root",
                 "SlurmdUser=root",
-                f"SlurmctldPort={_free_port()}",
-                f"SlurmdPort={_free_port()}",
+                f"SlurmctldPort={free_port()}",
+                f"SlurmdPort={free_port()}",
                 "AuthType=auth/munge",
                 "CryptoType=crypto/munge",
                 f"AuthInfo=socket={root}/munge.sock",

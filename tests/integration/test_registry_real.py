@@ -16,7 +16,8 @@ import pytest
 
 from stackmatrix.catalog import load_catalog
 from stackmatrix.cli import main
-from tests.registry import READER, Instance, Layer, Pushed, free_port, push_image, registries, triton_layers
+from stackmatrix.triton.server import free_port
+from tests.registry import READER, Instance, Layer, Pushed, push_image, registries, triton_layers
 
 pytestmark = pytest.mark.registry
 TAG = "26.04-vllm-python-py3"

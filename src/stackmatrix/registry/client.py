@@ -62,7 +62,9 @@ class Registry:
     _token: str | None = None
     _basic: bool = False
     _creds: Credentials | None = field(default=None, repr=False)
-    _down: str | None = None
+    # registry host -> why it did not answer: shared by the registries of one run (ImageReader), so that a
+    # registry that did not answer for one repository is not asked again for another
+    down: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._creds = credentials_for(self.ref.registry, self.given, self.flag)
@@ -179,15 +181,16 @@ class Registry:
     def _check_up(self, url: str) -> None:
         if self.http.offline:
             raise RegistryUnreachable(redact(f"offline: not fetching {url}"))
-        if self._down is not None:
-            raise RegistryUnreachable(self._down)
+        if self.ref.registry in self.down:
+            raise RegistryUnreachable(self.down[self.ref.registry])
 
     def _unreachable(self, url: str, exc: Exception) -> RegistryUnreachable:
         what = "no answer in time" if isinstance(exc, httpx.TimeoutException) else type(exc).__name__
         detail = str(exc).splitlines()[0] if str(exc).strip() else ""
         # The registry, not the URL: the run's later images are refused with this message too.
-        self._down = redact(f"cannot reach {self.ref.api} — {what}" + (f" ({detail})" if detail else ""))
-        return RegistryUnreachable(self._down)
+        why = redact(f"cannot reach {self.ref.api} — {what}" + (f" ({detail})" if detail else ""))
+        self.down[self.ref.registry] = why
+        return RegistryUnreachable(why)
 
     def _get(self, url: str, accept: str | None = None) -> httpx.Response:
         """GET with the auth dance: at most one challenge answered per request."""
@@ -200,15 +203,19 @@ class Registry:
             raise self._refused(response.status_code, f"GET {url.rsplit('/v2/', 1)[-1]}")
         return response
 
+    def _ok(self, status: int, missing: str, what: str) -> None:
+        """A 200, else: 404 is no such image (the user's reference), anything else the registry's fault."""
+        if status == 404:
+            raise ImageNotFound(self.ref, missing)
+        if status != 200:
+            raise RegistryUnreachable(redact(f"{what}: HTTP {status}"))
+
     # -- the API ---------------------------------------------------------------------------------
     def manifest(self, reference: str) -> tuple[dict[str, Any], str, bytes]:
         """(the manifest as JSON, its digest, its bytes) for a tag or a digest; a digest is checked."""
         url = self._url("manifests", reference)
         response = self._get(url, ACCEPT)
-        if response.status_code == 404:
-            raise ImageNotFound(self.ref, f"no manifest {reference}")
-        if response.status_code != 200:
-            raise RegistryUnreachable(redact(f"{url} answered HTTP {response.status_code}"))
+        self._ok(response.status_code, f"no manifest {reference}", f"the manifest {reference} of {self.ref}")
         body = response.content
         if len(body) > MAX_DOCUMENT:
             raise DigestMismatch(f"the manifest {reference} of {self.ref} is larger than {MAX_DOCUMENT} bytes")
@@ -226,10 +233,7 @@ class Registry:
     def blob(self, digest: str, limit: int = MAX_DOCUMENT) -> bytes:
         """A small blob (a config) read whole and checked against its digest."""
         response = self._get(self._url("blobs", digest))
-        if response.status_code == 404:
-            raise ImageNotFound(self.ref, f"no blob {digest}")
-        if response.status_code != 200:
-            raise RegistryUnreachable(redact(f"blob {digest} of {self.ref}: HTTP {response.status_code}"))
+        self._ok(response.status_code, f"no blob {digest}", f"blob {digest} of {self.ref}")
         body = response.content
         if len(body) > limit or "sha256:" + hashlib.sha256(body).hexdigest() != digest:
             raise DigestMismatch(f"the blob {digest} of {self.ref} does not match its digest")
@@ -249,10 +253,7 @@ class Registry:
                         continue
                     if response.status_code in (401, 403):
                         raise self._refused(response.status_code, f"GET blob {digest}")
-                    if response.status_code == 404:
-                        raise ImageNotFound(self.ref, f"no blob {digest}")
-                    if response.status_code != 200:
-                        raise RegistryUnreachable(redact(f"layer {digest} of {self.ref}: HTTP {response.status_code}"))
+                    self._ok(response.status_code, f"no blob {digest}", f"layer {digest} of {self.ref}")
                     yield self._counted(response.iter_raw(1 << 16), url)
                     return
             except (httpx.TimeoutException, httpx.TransportError) as exc:

@@ -19,7 +19,6 @@ from types import ModuleType
 from typing import Any
 
 from stackmatrix.atomic import atomic_write_text
-from stackmatrix.errors import InfraUnavailable
 from stackmatrix.readfile import cached_json
 from stackmatrix.redact import redact
 from stackmatrix.registry.auth import RegistryAuth
@@ -169,14 +168,13 @@ class ImageReader:
         self.http, self.ttl, self.auth = http, ttl, auth
         self.modules = frozenset(modules)  # vLLM modules worth keeping beside what the backend names
         self._registries: dict[str, Registry] = {}
+        self._down: dict[str, str] = {}  # registry host -> why it did not answer (not asked again this run)
         self._memo: dict[str, ImageFacts] = {}
 
     def registry(self, ref: ImageRef) -> Registry:
         key = f"{ref.registry}/{ref.repository}"
         if key not in self._registries:
-            down = next((r._down for r in self._registries.values() if r.ref.registry == ref.registry), None)
-            self._registries[key] = Registry(ref, self.http, self.auth)
-            self._registries[key]._down = down  # a registry that did not answer is not asked again this run
+            self._registries[key] = Registry(ref, self.http, self.auth, down=self._down)
         return self._registries[key]
 
     # -- caches ----------------------------------------------------------------------------------
@@ -187,10 +185,8 @@ class ImageReader:
         return cached_json(self._path(kind, key))
 
     def _save(self, kind: str, key: str, data: Any) -> None:
-        try:
-            atomic_write_text(self._path(kind, key), json.dumps(data, sort_keys=True))
-        except OSError as exc:  # a cache that cannot be written is the machine's fault
-            raise InfraUnavailable(f"cannot write the registry cache {self.root}: {exc.strerror}") from None
+        # a cache that cannot be written is the machine's fault: the CLI names the path (errors.path_fault)
+        atomic_write_text(self._path(kind, key), json.dumps(data, sort_keys=True))
 
     # -- reading ---------------------------------------------------------------------------------
     def facts(self, ref: ImageRef) -> ImageFacts:
