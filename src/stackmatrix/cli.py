@@ -56,9 +56,20 @@ def build_parser() -> argparse.ArgumentParser:
     selection(p)
     tier(p)
     resolve(p)
-    add_flags(p, "plan", "resume", "fresh")
+    add_flags(p, "plan", "resume", "fresh", "detach")
     p.add_argument("--quiet", action="store_true", help="no progress: print only the summary and the report paths")
     p.add_argument("--table", action="store_true", help="also print the readiness grid (it is always in readiness.txt)")
+
+    p = sub.add_parser("collect", help="wait for a run's Slurm job arrays, fold their records in, store and render")
+    common(p)
+    p.add_argument("run", nargs="?", default=None, metavar="RUN", help="run id or prefix (default: the newest)")
+    p.add_argument("--quiet", action="store_true", help="no progress: print only the summary and the report paths")
+    p.add_argument("--table", action="store_true", help="also print the readiness grid (it is always in readiness.txt)")
+
+    p = sub.add_parser("worker", help="run one task of a submitted Slurm array (its batch script calls this)")
+    common(p)
+    p.add_argument("submission", type=path_arg, help="the submission's directory, <run>/slurm/<k>")
+    p.add_argument("--task", type=_task_index, required=True, help="the task, 0-based ($SLURM_ARRAY_TASK_ID + offset)")
 
     p = sub.add_parser("tiny", help="tiny random-weight checkpoints of a catalog model's architecture")
     tiny_sub = p.add_subparsers(dest="tiny_command", required=True)
@@ -108,9 +119,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _task_index(text: str) -> int:
+    if not text.isdigit() or len(text) > 9:
+        raise argparse.ArgumentTypeError(f"got {text!r}; expected a task number (0, 1, ...)")
+    return int(text)
+
+
 COMMANDS = {
     "list": "cli_probe:cmd_list",
     "run": "cli_probe:cmd_run",
+    "collect": "cli_probe:cmd_collect",
+    "worker": "cli_probe:cmd_worker",
     "check": "cli_probe:cmd_check",
     "tiny": "cli_probe:cmd_tiny",
     "image": "cli_image:cmd_image",

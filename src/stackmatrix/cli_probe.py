@@ -10,7 +10,7 @@ from stackmatrix.cli_args import loaded_of, settings_of
 from stackmatrix.domain import Status
 from stackmatrix.errors import GateRegression
 from stackmatrix.pipeline import open_session
-from stackmatrix.workflow import CHECK, LIST, LIST_PLAN, RESUME, RUN, STAGE, execute
+from stackmatrix.workflow import CHECK, COLLECT, LIST, LIST_PLAN, RESUME, RUN, STAGE, WORKER, execute
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -19,6 +19,21 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     return execute(RESUME if getattr(args, "resume", None) is not None else RUN, args, settings_of(args))
+
+
+def cmd_collect(args: argparse.Namespace) -> int:
+    return execute(COLLECT, args, settings_of(args))
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """A Slurm task: its settings come from the environment sbatch passed on. On a GPU node, the GPUs Slurm gave
+    the task (``SLURM_JOB_GPUS``) are the ones its ladders may use."""
+    import os
+
+    if args.gpus is None and os.environ.get("SLURM_JOB_GPUS") and "STACKMATRIX_GPUS" not in os.environ:
+        args.gpus = os.environ["SLURM_JOB_GPUS"]
+    args.store, args.quiet = False, True
+    return execute(WORKER, args, settings_of(args))
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -88,6 +88,8 @@ class Reason(StrEnum):
     # merging shards: a cell whose result file is missing
     INTERRUPTED = "interrupted"
     RESULT_MISSING = "result-missing"
+    # the slurm executor: the cell's array task ended (FAILED, CANCELLED, NODE_FAIL...) before recording it
+    SLURM_TASK_ENDED = "slurm-task-ended"
     UNKNOWN = "unknown"
 
 

@@ -117,6 +117,26 @@ def decide(s: Standing, attempts: Sequence[Sequence[Outcome]], tiny: bool) -> Ce
     return decided(result)
 
 
+def ladders_of(
+    standing: Sequence[Standing],
+    rctx: RuntimeContext,
+    logs_dir: Path,
+    on_result: Callable[[CellResult, bool], None],
+    cpu_builds: Callable[[], list[str]],
+) -> tuple[dict[str, list[Standing]], dict[str, Ladder]]:
+    """The cells that climb, by ladder, and each ladder; those this host cannot build go to ``on_result`` at once
+    (not-run, with why)."""
+    climbing: list[Standing] = []
+    for s in standing:
+        skip = not_runnable(s.cell, rctx, cpu_builds)
+        if skip is None:
+            climbing.append(s)
+        else:
+            on_result(decide(s, [[skip]], tiny=True), False)
+    groups = group(climbing, rctx, logs_dir)
+    return groups, {key: ladder_of(members[0].cell, rctx, logs_dir) for key, members in groups.items()}
+
+
 def climb_all(
     standing: Sequence[Standing],
     rctx: RuntimeContext,
@@ -133,15 +153,8 @@ def climb_all(
     from stackmatrix.executors import EXECUTORS
     from stackmatrix.progress import make_progress
 
-    climbing: list[Standing] = []
-    for s in standing:
-        skip = not_runnable(s.cell, rctx, cpu_builds)
-        if skip is None:
-            climbing.append(s)
-        else:
-            on_result(decide(s, [[skip]], tiny=True), False)
-    groups = group(climbing, rctx, logs_dir)
-    ladders = {key: ladder_of(members[0].cell, rctx, logs_dir) for key, members in groups.items()}
+    groups, ladders = ladders_of(standing, rctx, logs_dir, on_result, cpu_builds)
+    climbing = [s for members in groups.values() for s in members]
     tasks = [task_of(ladders[k], members, rctx) for k, members in groups.items()]
     slots = make_slots(len(tasks), max((t.need.memory for t in tasks), default=0))
     progress = make_progress(len(climbing), slots.size, quiet)

@@ -22,7 +22,7 @@ from stackmatrix.redact import redact
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
-    from stackmatrix.registry.auth import RegistryAuth  # noqa: F401 (named in a string: Option["RegistryAuth | None"])
+    from stackmatrix.registry.auth import RegistryAuth
 
 T = TypeVar("T")
 
@@ -147,6 +147,19 @@ def _template(where: str, value: str) -> str:
             where, "value", value, "an image reference with {release} (e.g. registry/tritonserver:{release}-{variant})"
         )
     return _text(where, value)
+
+
+def _sbatch_args(where: str, value: str) -> tuple[str, ...]:
+    """sbatch arguments as a shell would split them; each word that starts one is an option (``-x``, ``--x``)."""
+    import shlex
+
+    try:
+        words = tuple(shlex.split(value))
+    except ValueError as exc:
+        raise BadInput(where, "value", value, f"sbatch arguments split like a shell line ({exc})") from None
+    if (words and not words[0].startswith("-")) or any(c in value for c in "\0\n\r"):
+        raise BadInput(where, "value", value, "sbatch options on one line, e.g. --constraint=a100 --exclusive")
+    return words
 
 
 def _python(where: str, value: str) -> str:
@@ -404,6 +417,53 @@ class Settings:
     reports_dir = Option[Path](
         "--reports-dir", "STACKMATRIX_REPORTS_DIR", "reports", "where runs and rendered tables go", _path
     )
+    executor = Option[str](
+        "--executor",
+        "STACKMATRIX_EXECUTOR",
+        "local",
+        "where the cells run: local (this host) or slurm (a job array on the cluster this host submits to; the "
+        "reports directory must be on a filesystem the nodes share)",
+        _text,
+        # the registry's names (executors/__init__.py), read when checked
+        choices=lambda: __import__("stackmatrix.executors", fromlist=["EXECUTORS"]).EXECUTORS,
+    )
+    slurm_partition = Option[str | None](
+        "--slurm-partition", "STACKMATRIX_SLURM_PARTITION", None, "slurm executor: sbatch --partition", _text
+    )
+    slurm_account = Option[str | None](
+        "--slurm-account", "STACKMATRIX_SLURM_ACCOUNT", None, "slurm executor: sbatch --account", _text
+    )
+    slurm_qos = Option[str | None]("--slurm-qos", "STACKMATRIX_SLURM_QOS", None, "slurm executor: sbatch --qos", _text)
+    slurm_args = Option[tuple[str, ...]](
+        "--slurm-args",
+        "STACKMATRIX_SLURM_ARGS",
+        "",
+        "slurm executor: more sbatch arguments, split like a shell line (e.g. '--constraint=a100 --exclusive'); "
+        "they come last, so they win",
+        _sbatch_args,
+    )
+    slurm_tasks = Option[int](
+        "--slurm-tasks",
+        "STACKMATRIX_SLURM_TASKS",
+        "4",
+        "slurm executor, static tier: the array tasks the cells are split into (1-10000; the runtime tier makes "
+        "one task per ladder)",
+        _integer(1, 10000),
+    )
+    slurm_max_running = Option[int | None](
+        "--slurm-max-running",
+        "STACKMATRIX_SLURM_MAX_RUNNING",
+        None,
+        "slurm executor: at most this many array tasks at once (--array=0-N%%K; default: as Slurm allows)",
+        _integer(1, 100000),
+    )
+    slurm_poll = Option[float](
+        "--slurm-poll",
+        "STACKMATRIX_SLURM_POLL",
+        "10",
+        "slurm executor: seconds between looks at the array's state (0.2-3600)",
+        _number(0.2, 3600),
+    )
 
     def __init__(self, values: Mapping[str, object], sources: Mapping[str, str]) -> None:
         object.__setattr__(self, "_values", dict(values))
@@ -495,6 +555,14 @@ class Flags:
         action="optional",
         metavar="RUN",
     )
+    detach = Option[bool](
+        "--detach",
+        "",
+        None,
+        "slurm executor: submit the job array and exit; `stackmatrix collect RUN` waits for it and stores the run",
+        _bool,
+        action="switch",
+    )
     fresh = Option[bool](
         "--fresh",
         "",
@@ -518,6 +586,32 @@ def resolve_settings(cli: Mapping[str, object], env: Mapping[str, str] | None = 
     env = os.environ if env is None else env
     resolved = {key: opt.resolve(cli.get(key), env) for key, opt in OPTIONS.items()}
     return Settings({k: v for k, (v, _) in resolved.items()}, {k: s for k, (_, s) in resolved.items()})
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """Every setting as the environment variable that gives it (paths absolute), so that a process started
+    elsewhere (a Slurm task) resolves the same settings; an unset one is left out. Secrets travel only here, in
+    the environment, never in a file we write."""
+    import shlex
+
+    out: dict[str, str] = {}
+    for name, opt in OPTIONS.items():
+        value = getattr(settings, name)
+        if value is None or not opt.env:
+            continue
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, Path):
+            text = str(value.absolute())
+        elif isinstance(value, tuple):
+            text = shlex.join(value) if name == "slurm_args" else ",".join(str(v) for v in value)
+        elif name == "registry_auth":
+            auth = cast("RegistryAuth", value)
+            text = f"{auth.host + '=' if auth.host else ''}{auth.user}:{auth.password}"
+        else:
+            text = str(value)
+        out[opt.env] = text
+    return out
 
 
 def _json(value: object) -> object:

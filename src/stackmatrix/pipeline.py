@@ -216,20 +216,33 @@ def execute(
     tier in order (CPU-bound: threads only contend); ``on_result(result, slow)`` appends each to the journal as it
     comes, so an interruption keeps what was done (``slow``: it took long enough to be made durable at once). With
     ``rctx``, the cells left standing climb the runtime tier through the executor (ladders.py)."""
+    climbing = static_tier(todo, ctx, session, on_result, rctx is not None)
+    if climbing:
+        assert rctx is not None
+        climb(climbing, rctx, session, ctx, logs, quiet, on_result)
+
+
+def static_tier(
+    todo: Sequence[tuple[Cell, str, float]],
+    ctx: Context,
+    session: Session,
+    on_result: Callable[[CellResult, bool], None],
+    runtime: bool,
+) -> list[Standing]:
+    """Every cell up the static tier: its record to ``on_result``, or, on the ``runtime`` tier, the cell left
+    standing returned to climb."""
     warm([c for c, _, _ in todo], ctx, session)
     climbing: list[Standing] = []
     for cell, fp, estimate_s in todo:
         t0 = time.monotonic()
         result = evaluate(cell, fp, ctx)
-        if rctx is not None and standing(result):
+        if runtime and standing(result):
             from stackmatrix.ladders import Standing  # the runtime tier's modules: not a static run's start-up
 
             climbing.append(Standing(cell, fp, result.outcomes, estimate_s))
         else:
             on_result(result, time.monotonic() - t0 >= SLOW_CELL_S)
-    if climbing:
-        assert rctx is not None
-        climb(climbing, rctx, session, ctx, logs, quiet, on_result)
+    return climbing
 
 
 def climb(

@@ -15,7 +15,10 @@ from stackmatrix.plan import Plan
 from stackmatrix.store import Run, find_run, open_run, run_dirs
 
 # What a run may be resumed from: every ending but a clean one (``index-unreachable`` runs can be completed now).
-RESUMABLE = ("crashed", "interrupted", "failed", "index-unreachable")
+RESUMABLE = ("crashed", "interrupted", "failed", "index-unreachable", "incomplete")
+# What a run submitted to Slurm may be collected from: submitted and left (``--detach``), or its submitter ended
+# (interrupted, a fault) while its tasks ran on.
+COLLECTABLE = ("submitted", "crashed", "interrupted", "failed")
 
 
 def resumable(reports_dir: Path, ref: str | None) -> Run:
@@ -33,6 +36,33 @@ def resumable(reports_dir: Path, ref: str | None) -> Run:
         raise BadInput(where, "status", status, f"a run that is not running (pid {run.meta.get('pid')} still is)")
     if run.meta.get("purpose") != "matrix":
         raise BadInput(where, "purpose", run.meta.get("purpose"), "a matrix run (gates and merges are not resumed)")
+    if status == "submitted":
+        raise BadInput(where, "status", status, f"a run not waiting on Slurm (`stackmatrix collect {run.run_id}`)")
+    if run.meta.get("slurm") is not None:  # its tasks may still run: they would probe the same cells again
+        from stackmatrix.executors.slurm import check_not_running
+
+        check_not_running(run.meta, where)
+    return run
+
+
+def collectable(reports_dir: Path, ref: str | None) -> Run:
+    """The named run, or the newest one submitted to Slurm and not collected."""
+    if ref:
+        run = find_run(reports_dir, ref)
+    else:
+        found = (r for r in _runs(reports_dir) if r.meta.get("slurm") and r.meta.get("status") in COLLECTABLE)
+        run_or_none = next(found, None)
+        if run_or_none is None:
+            raise NothingSelected(f"no run to collect under {reports_dir / 'runs'} (none waits on Slurm)")
+        run = run_or_none
+    where = str(run.root / "run.json")
+    if not isinstance(run.meta.get("slurm"), dict):
+        raise BadInput(where, "slurm", None, "a run submitted to Slurm (run --executor slurm)")
+    status = run.meta.get("status")
+    if status not in COLLECTABLE:
+        raise BadInput(
+            where, "status", status, " or ".join(COLLECTABLE) + " (a run whose Slurm tasks were not collected)"
+        )
     return run
 
 

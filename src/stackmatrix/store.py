@@ -201,6 +201,16 @@ class Run:
         check_cell_id(cell_id, str(self.journal_path), "cell")
         self.offsets[cell_id] = (self.journal().append(record), len(record))
 
+    def drop_records(self, cell_ids: set[str]) -> None:
+        """The journal without these cells' records (to be probed again), replaced at once: an interruption
+        leaves it whole, with or without them."""
+        if not cell_ids:
+            return
+        self.close_journal()
+        keep = [raw for cell, _, raw, _, _ in read_records(self.journal_path) if cell not in cell_ids]
+        atomic_write_bytes(self.journal_path, b"".join(raw + b"\n" for raw in keep))
+        self.offsets.clear()
+
     def close_journal(self) -> None:
         if self._journal is not None:
             journal, self._journal = self._journal, None

@@ -30,14 +30,17 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from stackmatrix.domain import Cell, CellResult
+from stackmatrix.domain import Cell, CellResult, Reason
 from stackmatrix.errors import BadInput, InfraUnavailable, Interrupted, NothingSelected, Terminated
+from stackmatrix.executors import Ended
 from stackmatrix.options import Settings
 from stackmatrix.pipeline import Loaded, Session
 from stackmatrix.plan import Plan
 from stackmatrix.store import Run, record_ending
 
 Step = Callable[[Any, "Job"], Any]
+# Records a resumed run probes again: the cell's Slurm task ended before it was decided.
+RESUBMITTED = frozenset({Reason.SLURM_TASK_ENDED})
 
 
 @dataclass
@@ -78,6 +81,7 @@ class Executed:
     run: Run | None
     infra: bool  # the package index was unreachable somewhere
     code: int | None = None  # a later step's verdict on the run (the gate's); None: 0, or 4 with ``infra``
+    lost: str = ""  # the executor lost cells (Slurm tasks that ended without recording them): what to say
     ending: Mapping[str, Any] = field(default_factory=dict)  # what that step adds to run.json
     extra: Any = None  # that step's result for the steps after it (the gate's findings)
 
@@ -105,6 +109,7 @@ ARG_DEFAULTS: dict[str, Any] = {
     "plan": False,
     "resume": None,
     "fresh": False,
+    "detach": False,
     "quiet": False,
     "table": False,
     "store": True,
@@ -171,11 +176,38 @@ def load(_: object, job: Job) -> Loaded:
 
 def reopen(_: object, job: Job) -> Loaded:
     """``run --resume [RUN]``: the run to continue, its matrix, selection and options, as it recorded them."""
-    from stackmatrix.pipeline import load as load_matrix
-    from stackmatrix.pipeline import open_session
     from stackmatrix.resume import resumable
 
     run = resumable(job.settings.reports_dir, job.args.resume)
+    loaded = _reopened(run, job)
+    job.resume = run
+    return loaded
+
+
+def reopen_collect(_: object, job: Job) -> Loaded:
+    """``collect [RUN]``: a run submitted to Slurm (``--detach``, or its submitter interrupted), reopened to wait
+    for its tasks."""
+    from stackmatrix.resume import collectable
+
+    run = collectable(job.settings.reports_dir, job.args.run)
+    loaded = _reopened(run, job)
+    job.resume = run
+    return loaded
+
+
+def reopen_task(_: object, job: Job) -> Loaded:
+    """``worker SUBMISSION --task N``: the run as its submitter recorded it, whatever its status (it is running)."""
+    from stackmatrix.store import open_run
+
+    return _reopened(open_run(job.args.submission.parent.parent, named=True), job)
+
+
+def _reopened(run: Run, job: Job) -> Loaded:
+    """The run's matrix, selection and options, as it recorded them; a matrix, catalog or option that changed
+    since is exit 2 (the cells probed now must be decided as the ones before were)."""
+    from stackmatrix.pipeline import load as load_matrix
+    from stackmatrix.pipeline import open_session
+
     where = str(run.root / "run.json")
     for key, value in _recorded_args(run).items():
         setattr(job.args, key, value)
@@ -197,7 +229,6 @@ def reopen(_: object, job: Job) -> Loaded:
     if differ is not None:  # the cells probed now must be decided as the ones before were
         name, now, then = differ
         raise BadInput(where, f"options.{name}", then, f"{now!r}, the value this resume would probe with")
-    job.resume = run
     job.session = open_session(job.settings, loaded.spec.settings.platform)
     return loaded
 
@@ -229,8 +260,12 @@ def select(expanded: Selected, job: Job) -> Selected:
 def plan(selected: Selected, job: Job) -> Planned | int:
     from stackmatrix.plan import make_plan, render_plan
 
-    # a resumed run's records are all read and checked first: damage is exit 2 before anything is probed
-    done = frozenset(r.cell_id for r in job.resume.results()) if job.resume is not None else frozenset()
+    # a resumed run's records are all read and checked first: damage is exit 2 before anything is probed; a cell
+    # whose Slurm task ended without it is not done: resuming submits it again
+    again = RESUBMITTED if getattr(job.args, "command", "") != "collect" else frozenset()
+    done = frozenset(
+        r.cell_id for r in (job.resume.results() if job.resume is not None else ()) if r.reason not in again
+    )
     the_plan = make_plan(selected, job, done)
     if job.resume is not None:
         from stackmatrix.resume import check_same_cells
@@ -242,11 +277,10 @@ def plan(selected: Selected, job: Job) -> Planned | int:
     return Planned(selected, the_plan)
 
 
-def execute_cells(planned: Planned, job: Job) -> Executed:
+def execute_cells(planned: Planned, job: Job) -> Executed | int:
     """Record the run (new, or the resumed one), write the plan, copy the cache hits, probe the rest: each finished
     cell is appended to the journal as it comes. ``check`` keeps no run: its results stay in memory."""
     from stackmatrix.pipeline import declared, unreachable
-    from stackmatrix.pipeline import execute as run_cells
 
     args, session, the_plan, selected = job.args, session_of(job), planned.plan, planned.selected
     run = _start(planned, job) if args.store else None
@@ -265,20 +299,30 @@ def execute_cells(planned: Planned, job: Job) -> Executed:
         (p.cell, p.fingerprint, p.estimate_s) for p in the_plan.todo + [h for h in the_plan.hits if h.cell.id in missed]
     ]
     logs = run.root / "logs" if run else job.settings.cache_dir / "logs"
+    collect = getattr(args, "command", "") == "collect"
+    ended: Ended | None = None
     try:
         if todo:  # the ladder's contexts (and the runner: a missing engine fails here) only where a cell climbs
             from stackmatrix.contexts import runtime_context, static_context
+            from stackmatrix.executors import EXECUTORS, Batch
 
             ctx = static_context(session, selected.loaded, args.resolve)
             runtime = args.tier == "runtime"
             rctx = runtime_context(session, args.override, args.full_class, args.fresh) if runtime else None
-            run_cells(todo, ctx, session, on_result, rctx, logs, args.quiet)
+            batch = Batch(todo, ctx, session, on_result, rctx, logs, args.quiet, run, args.detach, collect)
+            # check's one cell is answered here; collect waits on the arrays it submitted
+            executor = "slurm" if collect else job.settings.executor if run is not None else "local"
+            ended = EXECUTORS[executor].load_cells()(batch)
     except KeyboardInterrupt:
         kept = f"{run.count()} cells kept in {run.root}" if run else "nothing stored"
         raise Interrupted(f"interrupted: {kept}") from None
     probed = {k: v for k, v in results.items() if k not in copied}
     infra = unreachable(probed.values()) or session.index.unreachable is not None
-    return Executed(planned, probed, copied, run, infra)
+    if ended is not None and ended.detached:
+        assert run is not None
+        run.finish("submitted", 0)
+        return 0
+    return Executed(planned, probed, copied, run, infra, lost=ended.message if ended and ended.lost else "")
 
 
 def _reuse(the_plan: Plan, job: Job, run: Run | None) -> tuple[dict[str, tuple[str, bytes]], set[str]]:
@@ -305,8 +349,12 @@ def _start(planned: Planned, job: Job) -> Run:
     args, selected = job.args, planned.selected
     if job.resume is not None:
         run = job.resume
-        resumes = [*run.meta.get("resumed", []), {"at": _now(), "done": len(planned.plan.done)}]
-        run.mark_running(resumed=resumes)
+        if getattr(args, "command", "") == "collect":
+            run.mark_running(collected=[*run.meta.get("collected", []), _now()])
+        else:  # the records of cells submitted again go first: the journal holds one record per cell
+            run.drop_records(set(run.cell_ids()) - planned.plan.done)
+            resumes = [*run.meta.get("resumed", []), {"at": _now(), "done": len(planned.plan.done)}]
+            run.mark_running(resumed=resumes)
         job.run = run
         return run
     run = start_run(
@@ -372,8 +420,10 @@ def store(executed: Executed, job: Job) -> Executed:
     assert run is not None
     infra = executed.infra
     code = executed.code if executed.code is not None else InfraUnavailable.exit_code if infra else 0
+    if executed.lost and executed.code is None:
+        code = InfraUnavailable.exit_code
     run.finish(
-        "index-unreachable" if infra else "complete",
+        "incomplete" if executed.lost else "index-unreachable" if infra else "complete",
         code,
         duration_s=round(time.perf_counter() - job.t0, 3),
         bytes_fetched=sum(session.http.bytes_by_label.values()),
@@ -420,6 +470,9 @@ def render(executed: Executed, job: Job) -> int:
     )
     print(summary_of(report.columns), end="")
     print(f"run: {run.root}\nreports: " + ", ".join(str(p) for p in files.values()))
+    if executed.lost:
+        print(executed.lost, file=sys.stderr)
+        return InfraUnavailable.exit_code
     if executed.infra:
         why = why_unreachable(session_of(job), list(executed.results.values()))
         print(f"the package index was unreachable; cached facts were used where present ({why})", file=sys.stderr)
@@ -567,6 +620,39 @@ def stage_wheels(selected: Selected, job: Job) -> int:
     return 0
 
 
+def run_task(selected: Selected, job: Job) -> int:
+    """The worker's own step: its task's cells through the pipeline on this node, each record appended to the
+    task's journal (the submitter folds it into the run's)."""
+    from stackmatrix.contexts import runtime_context, static_context
+    from stackmatrix.journal import Journal
+    from stackmatrix.pipeline import execute as run_cells
+    from stackmatrix.slurm.layout import TASKS, read_submission
+
+    args, session = job.args, session_of(job)
+    layout = read_submission(args.submission)
+    if not 0 <= args.task < len(layout.tasks):
+        raise BadInput("--task", "task", args.task, f"a task of the submission (0 to {len(layout.tasks) - 1})")
+    by_id = {c.id: c for c in selected.selection}
+    spec = layout.tasks[args.task]
+    missing = next((c for c, _, _ in spec.cells if c not in by_id), None)
+    if missing is not None:
+        where = str(layout.root / TASKS)
+        raise BadInput(where, f"tasks[{args.task}].cells", missing, "a cell of the run's matrix as it expands here")
+    todo = [(by_id[c], fp, estimate) for c, fp, estimate in spec.cells]
+    journal = Journal(layout.part(args.task))
+
+    def on_result(result: CellResult, slow: bool) -> None:
+        journal.append(json.dumps(result.to_json()).encode(), slow=slow)
+
+    try:
+        ctx = static_context(session, selected.loaded, args.resolve)
+        rctx = runtime_context(session, args.override, args.full_class, args.fresh) if args.tier == "runtime" else None
+        run_cells(todo, ctx, session, on_result, rctx, layout.root.parent.parent / "logs", quiet=True)
+    finally:
+        journal.close()
+    return 0
+
+
 def _gate(name: str) -> Step:
     def step(value: Any, job: Job) -> Any:
         from stackmatrix import gate
@@ -585,3 +671,5 @@ GATE: tuple[Step, ...] = (load, _gate("gate_cells"), plan, execute_cells, _gate(
 STAGE: tuple[Step, ...] = (load, expand, select, stage_wheels)
 LIST: tuple[Step, ...] = (load, expand, select, show_list)
 LIST_PLAN: tuple[Step, ...] = (load, expand, select, plan)
+COLLECT: tuple[Step, ...] = (reopen_collect, *RUN[1:])
+WORKER: tuple[Step, ...] = (reopen_task, expand, select, run_task)

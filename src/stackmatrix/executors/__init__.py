@@ -1,10 +1,14 @@
-"""Executors: where the runtime tier's ladders run. A plain dict registry (like runners/), so that ``slurm`` (job
-arrays on a cluster) joins ``local`` as one module and one entry.
+"""Executors: where the cells run. A plain dict registry (like runners/): ``local`` (this host) and ``slurm``
+(a job array on a cluster), each one module and one entry.
 
-An executor runs ``Task``s (schedule.py): it asks its slots where each goes, calls ``work(task, placement)`` for
-the outcomes of one attempt, retries an attempt that failed for this host's reasons (ladder/runtime.INFRA) up to
-``retries`` times with backoff, and hands every task's attempts to ``done`` on the calling thread (so the journal
-has one writer), reporting to ``progress`` as it goes.
+An executor is handed a ``Batch`` (``cells`` target): the cells the plan left to probe, the contexts to probe them
+with, and ``on_result`` for each record, called on the calling thread (so the journal has one writer).
+
+The local executor's ladders run as ``Task``s (schedule.py) through ``run_tasks`` (``tasks`` target): it asks its
+slots where each goes, calls ``work(task, placement)`` for the outcomes of one attempt, retries an attempt that
+failed for this host's reasons (ladder/runtime.INFRA) up to ``retries`` times with backoff, and hands every task's
+attempts to ``done``, reporting to ``progress`` as it goes. A Slurm task runs the same local executor on the
+node it was given (``stackmatrix worker``).
 """
 
 from __future__ import annotations
@@ -12,17 +16,22 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, cast
 
 if TYPE_CHECKING:
-    from stackmatrix.domain import Outcome
-    from stackmatrix.ladder.runtime import Placement
+    from stackmatrix.domain import Cell, CellResult, Outcome
+    from stackmatrix.ladder.runtime import Placement, RuntimeContext
+    from stackmatrix.ladder.static import Context
+    from stackmatrix.pipeline import Session
     from stackmatrix.progress import Progress
     from stackmatrix.schedule import Task
     from stackmatrix.slots import Slots
+    from stackmatrix.store import Run
 
 Work = Callable[["Task", "Placement"], "list[Outcome]"]
 Done = Callable[["Task", "list[list[Outcome]]"], None]
+OnResult = Callable[["CellResult", bool], None]
 
 
 class Executor(Protocol):
@@ -38,17 +47,62 @@ class Executor(Protocol):
 
 
 @dataclass(frozen=True)
-class Registered:
-    """An executor in the registry: ``target`` is ``module:function`` under stackmatrix.executors."""
+class Batch:
+    """What a run hands its executor. ``todo``: (cell, fingerprint, estimate) to probe; ``rctx``: the runtime
+    tier's context (None: static only); ``run``: where the run is stored (None: ``check``, kept in memory);
+    ``collect``: wait for what an earlier submission of ``run`` left running instead of submitting."""
 
-    target: str
+    todo: Sequence[tuple[Cell, str, float]]
+    ctx: Context
+    session: Session
+    on_result: OnResult
+    rctx: RuntimeContext | None
+    logs: Path
+    quiet: bool = False
+    run: Run | None = None
+    detach: bool = False
+    collect: bool = False
+
+
+@dataclass(frozen=True)
+class Ended:
+    """How an executor's batch ended when not every cell was decided there and then: ``detached`` (submitted,
+    to be collected), or ``lost`` cells (their tasks ended without recording them) with the line that says so."""
+
+    detached: bool = False
+    lost: int = 0
+    message: str = ""
+
+
+RunBatch = Callable[[Batch], "Ended | None"]
+
+
+@dataclass(frozen=True)
+class Registered:
+    """An executor in the registry: ``cells`` runs a Batch, ``tasks`` (the local one) runs ladders as tasks; each
+    ``module:function`` under stackmatrix.executors."""
+
+    cells: str
     help: str
+    target: str = ""
+
+    def load_cells(self) -> RunBatch:
+        return cast(RunBatch, _load(self.cells))
 
     def load(self) -> Executor:
-        module, fn = self.target.split(":")
-        return cast("Executor", getattr(importlib.import_module(f"stackmatrix.executors.{module}"), fn))
+        return cast("Executor", _load(self.target))
+
+
+def _load(target: str) -> object:
+    module, fn = target.split(":")
+    return getattr(importlib.import_module(f"stackmatrix.executors.{module}"), fn)
 
 
 EXECUTORS: dict[str, Registered] = {
-    "local": Registered("local:run_tasks", "this host: CPU slots, or whole GPUs from the NVML inventory"),
+    "local": Registered(
+        "local:run_batch", "this host: CPU slots, or whole GPUs from the NVML inventory", "local:run_tasks"
+    ),
+    "slurm": Registered(
+        "slurm:run_batch", "a Slurm job array: one task per ladder (runtime) or per share of the cells (static)"
+    ),
 }

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 from stackmatrix.domain import Outcome, Reason, Rung, Status
-from stackmatrix.executors import Done, Work
+from stackmatrix.executors import Batch, Done, Ended, Work
 from stackmatrix.ladder.runtime import INFRA, Placement
 from stackmatrix.progress import Progress
 from stackmatrix.runners import kill_live_probes, probes_stopping
@@ -18,6 +18,14 @@ from stackmatrix.schedule import Scheduler, Task
 from stackmatrix.slots import Slots
 
 BACKOFF_S = 5.0  # the first retry's wait; each next one waits twice as long
+
+
+def run_batch(batch: Batch) -> Ended | None:
+    """The batch on this host: the static tier in order, the cells left standing up their ladders (ladders.py)."""
+    from stackmatrix.pipeline import execute
+
+    execute(batch.todo, batch.ctx, batch.session, batch.on_result, batch.rctx, batch.logs, batch.quiet)
+    return None
 
 
 def infra_failure(outcomes: Sequence[Outcome]) -> Outcome | None:

@@ -19,7 +19,15 @@ from stackmatrix.render.table import FLAKY, Report
 
 FAILING = frozenset({Verdict.BLOCKED, Verdict.NO_FIT})
 # Not-run for these is the run's own failure, not a property of the cell: a dashboard must not hide it as a skip.
-INFRA = frozenset({Reason.INDEX_UNREACHABLE, Reason.REGISTRY_UNREACHABLE, Reason.RESULT_MISSING, Reason.INTERRUPTED})
+INFRA = frozenset(
+    {
+        Reason.INDEX_UNREACHABLE,
+        Reason.REGISTRY_UNREACHABLE,
+        Reason.RESULT_MISSING,
+        Reason.INTERRUPTED,
+        Reason.SLURM_TASK_ENDED,
+    }
+)
 
 
 def _is_error(r: CellResult) -> bool:

@@ -45,6 +45,9 @@ class ArraySpec:
                 out.append(f"{flag}={value}")
         if self.output:
             out.append(f"--output={self.output}")
+        # a lost node or a preemption ends the task (NODE_FAIL, PREEMPTED) instead of running it again unseen:
+        # the run records the state and ``--resume`` submits what is missing (``--requeue`` in extra wins)
+        out.append("--no-requeue")
         return [*out, *self.extra, self.script]
 
 

@@ -1,0 +1,204 @@
+"""What a run submitted to Slurm keeps under ``<run>/slurm/<k>/`` (the k-th submission: ``--resume`` makes a new
+one): ``tasks.json`` (each task's cells, with the plan's
+fingerprint and estimate, and what it asks for; each array's job id and its tasks), one batch script per array
+(``array-<i>.sh``), and per task the records its worker wrote (``task-<n>.jsonl``, a journal of its own: the
+submitter folds it into the run's) and its output (``array-<i>-<task>.log``).
+
+The files are read back as input like any other (a worker on another node, ``collect`` days later): damage is
+exit 2 naming the file and the key."""
+
+from __future__ import annotations
+
+import json
+import math
+import shlex
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from stackmatrix.atomic import atomic_write_text
+from stackmatrix.errors import BadInput
+from stackmatrix.ids import is_cell_id
+from stackmatrix.readfile import read_json
+
+DIR = "slurm"
+TASKS = "tasks.json"
+
+TaskCell = tuple[str, str, float]  # (cell id, fingerprint, estimate in seconds)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One array task: its cells and what it asks of a node."""
+
+    cells: tuple[TaskCell, ...]
+    gpus: int = 0
+    cpus: int = 1
+    mem_mb: int = 1024
+    seconds: float = 0.0
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self.gpus, self.cpus, self.mem_mb
+
+
+@dataclass(frozen=True)
+class ArrayRecord:
+    """One submitted job array: tasks ``offset .. offset+count-1`` of tasks.json, as Slurm's tasks 0..count-1."""
+
+    offset: int
+    count: int
+    job: str = ""  # Slurm's job id, once submitted
+
+    def task(self, n: int) -> str:
+        """Slurm's name for the run's task ``n``: ``<job>_<index>``."""
+        return f"{self.job}_{n - self.offset}"
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: Path  # <run>/slurm
+    tasks: tuple[TaskSpec, ...]
+    arrays: tuple[ArrayRecord, ...]
+
+    def array_of(self, n: int) -> ArrayRecord:
+        return next(a for a in self.arrays if a.offset <= n < a.offset + a.count)
+
+    def part(self, n: int) -> Path:
+        return self.root / f"task-{n}.jsonl"
+
+    def log(self, n: int) -> Path:
+        array = self.array_of(n)
+        return self.root / f"array-{self.arrays.index(array)}-{n - array.offset}.log"
+
+    def script(self, i: int) -> Path:
+        return self.root / f"array-{i}.sh"
+
+    def write(self) -> None:
+        data = {
+            "tasks": [{**asdict(t), "cells": [list(c) for c in t.cells]} for t in self.tasks],
+            "arrays": [asdict(a) for a in self.arrays],
+        }
+        atomic_write_text(self.root / TASKS, json.dumps(data, separators=(",", ":")))
+
+    def with_job(self, i: int, job: str) -> Layout:
+        arrays = list(self.arrays)
+        arrays[i] = ArrayRecord(arrays[i].offset, arrays[i].count, job)
+        return Layout(self.root, self.tasks, tuple(arrays))
+
+
+def plan_layout(run_root: Path, tasks: Sequence[TaskSpec]) -> Layout:
+    """The tasks ordered by shape, one array per shape (Slurm asks the same of every task of an array)."""
+    ordered = sorted(tasks, key=lambda t: t.shape)
+    arrays: list[ArrayRecord] = []
+    for n, t in enumerate(ordered):
+        if n == 0 or t.shape != ordered[n - 1].shape:
+            arrays.append(ArrayRecord(n, 0))
+        arrays[-1] = ArrayRecord(arrays[-1].offset, arrays[-1].count + 1)
+    base = run_root / DIR
+    base.mkdir(exist_ok=True)
+    root = base / str(len(submissions(run_root)) + 1)
+    root.mkdir()
+    return Layout(root, tuple(ordered), tuple(arrays))
+
+
+def submissions(run_root: Path) -> list[Path]:
+    """The run's submissions, oldest first (``--resume`` submits what is missing as a new one)."""
+    base = run_root / DIR
+    if not base.is_dir() or base.is_symlink():
+        return []
+    return sorted((p for p in base.iterdir() if p.name.isdigit() and p.is_dir()), key=lambda p: int(p.name))
+
+
+def write_script(layout: Layout, i: int) -> Path:
+    """The batch script of array ``i``: the worker command for the run's task its Slurm task stands for. The
+    settings travel in the environment sbatch passes on (``--export`` ALL, Slurm's default), never in this file."""
+    array = layout.arrays[i]
+    python = shlex.quote(sys.executable)
+    run_id = layout.root.parent.parent.name
+    text = (
+        "#!/bin/sh\n"
+        f"# stackmatrix: array {i} of run {run_id}, its tasks {array.offset}..{array.offset + array.count - 1}\n"
+        f"exec {python} -m stackmatrix worker {shlex.quote(str(layout.root))} "
+        f'--task "$(({array.offset} + SLURM_ARRAY_TASK_ID))"\n'
+    )
+    path = layout.script(i)
+    atomic_write_text(path, text)
+    path.chmod(0o755)
+    return path
+
+
+def read_layout(run_root: Path) -> Layout:
+    """The run's latest submission."""
+    found = submissions(run_root)
+    if not found:
+        raise BadInput(str(run_root / DIR), "<path>", "missing", "the run's Slurm submission (was it submitted?)")
+    return read_submission(found[-1])
+
+
+def read_submission(root: Path) -> Layout:
+    """A submission's ``tasks.json``, checked key by key."""
+    path = root / TASKS
+    data = read_json(path, "the run's Slurm tasks (tasks.json)")
+    where = str(path)
+    tasks_raw = data.get("tasks") if isinstance(data, dict) else None
+    arrays_raw = data.get("arrays") if isinstance(data, dict) else None
+    if not isinstance(tasks_raw, list) or not tasks_raw:
+        raise BadInput(where, "tasks", tasks_raw, "a list of tasks")
+    if not isinstance(arrays_raw, list) or not arrays_raw:
+        raise BadInput(where, "arrays", arrays_raw, "a list of job arrays")
+    tasks = tuple(_task(where, n, t) for n, t in enumerate(tasks_raw))
+    arrays = tuple(_array(where, n, a) for n, a in enumerate(arrays_raw))
+    covered = sorted(n for a in arrays for n in range(a.offset, a.offset + a.count))
+    if covered != list(range(len(tasks))):
+        raise BadInput(where, "arrays", f"{len(arrays)} arrays", f"arrays that cover tasks 0..{len(tasks) - 1} once")
+    return Layout(root, tasks, arrays)
+
+
+def _int(where: str, key: str, value: Any, low: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise BadInput(where, key, value, f"an integer ≥ {low}")
+    return value
+
+
+def _task(where: str, n: int, raw: Any) -> TaskSpec:
+    if not isinstance(raw, dict):
+        raise BadInput(where, f"tasks[{n}]", type(raw).__name__, "an object")
+    cells = raw.get("cells")
+    ok = isinstance(cells, list) and all(
+        isinstance(c, list)
+        and len(c) == 3
+        and is_cell_id(c[0])
+        and isinstance(c[1], str)
+        and isinstance(c[2], int | float)
+        and not isinstance(c[2], bool)
+        and math.isfinite(c[2])
+        for c in cells
+    )
+    if not ok or not cells:
+        raise BadInput(where, f"tasks[{n}].cells", "…", "a list of [cell id, fingerprint, estimate]")
+    seconds = raw.get("seconds")
+    if not isinstance(seconds, int | float) or isinstance(seconds, bool) or not math.isfinite(seconds):
+        raise BadInput(where, f"tasks[{n}].seconds", seconds, "a number")
+    return TaskSpec(
+        tuple((str(c[0]), str(c[1]), float(c[2])) for c in cells),
+        _int(where, f"tasks[{n}].gpus", raw.get("gpus"), 0),
+        _int(where, f"tasks[{n}].cpus", raw.get("cpus"), 1),
+        _int(where, f"tasks[{n}].mem_mb", raw.get("mem_mb"), 1),
+        float(seconds),
+    )
+
+
+def _array(where: str, n: int, raw: Any) -> ArrayRecord:
+    if not isinstance(raw, dict):
+        raise BadInput(where, f"arrays[{n}]", type(raw).__name__, "an object")
+    job = raw.get("job")
+    if not isinstance(job, str) or (job and not job.isdigit()):
+        raise BadInput(where, f"arrays[{n}].job", job, "a Slurm job id (digits), or empty before submission")
+    return ArrayRecord(
+        _int(where, f"arrays[{n}].offset", raw.get("offset"), 0),
+        _int(where, f"arrays[{n}].count", raw.get("count"), 1),
+        job,
+    )
