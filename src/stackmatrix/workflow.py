@@ -646,7 +646,8 @@ def run_task(selected: Selected, job: Job) -> int:
 
     try:
         ctx = static_context(session, selected.loaded, args.resolve)
-        rctx = runtime_context(session, args.override, args.full_class, args.fresh) if args.tier == "runtime" else None
+        runtime = args.tier == "runtime"
+        rctx = runtime_context(session, args.override, args.full_class, layout.fresh) if runtime else None
         run_cells(todo, ctx, session, on_result, rctx, layout.root.parent.parent / "logs", quiet=True)
     finally:
         journal.close()

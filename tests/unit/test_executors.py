@@ -72,6 +72,16 @@ def test_the_registry_names_the_local_executor() -> None:
     assert EXECUTORS["local"].load() is run_tasks
 
 
+def test_every_executor_runs_a_batch() -> None:
+    """Completeness: each registered executor's ``cells`` target loads, and is a choice of --executor."""
+    from stackmatrix.options import OPTIONS
+
+    assert set(OPTIONS["executor"].allowed()) == set(EXECUTORS) == {"local", "slurm"}
+    for name, entry in EXECUTORS.items():
+        assert callable(entry.load_cells()), name
+        assert entry.help, name
+
+
 def test_on_4_l4s_two_tp1_ladders_and_one_tp2_ladder_run_at_once_on_gpus_2_3_and_0_1() -> None:
     tasks = [
         Task("e2b", Need("e2b", 1, 11 * GIB), estimate_s=60),

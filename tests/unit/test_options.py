@@ -63,6 +63,13 @@ def test_layers_and_types(tmp_path: Path) -> None:
         ("offline", "maybe"),
         ("base_image", "  "),
         ("cache_dir", "a\nb"),
+        ("executor", "kubernetes"),
+        ("slurm_args", "constraint=a100"),
+        ("slurm_args", "--comment 'unclosed"),
+        ("slurm_tasks", "0"),
+        ("slurm_max_running", "-1"),
+        ("slurm_poll", "0"),
+        ("slurm_partition", " "),
     ],
 )
 def test_bad_values_name_the_flag_and_the_env_var(key: str, value: str) -> None:
@@ -187,3 +194,30 @@ def test_differing_options_compares_only_what_both_recorded() -> None:
         *("index_url", "find_links", "torch_find_links", "torch_index", "weights_dir", "device", "runner"),
         *("base_image", "base_python", "triton_image", "tier", "override", "full_class", "resolve"),
     ]
+
+
+def test_settings_travel_as_environment_variables(tmp_path: Path) -> None:
+    """A Slurm task resolves the submitter's settings from the environment sbatch passes on: every value, the
+    secret ones too (they are never written to a file), paths made absolute."""
+    from stackmatrix.options import settings_env
+
+    given = {
+        "cache_dir": str(tmp_path / "c"),
+        "reports_dir": "rel/reports",
+        "index_url": "https://u:tok@mirror.example/simple",
+        "gpus": "2,0",
+        "offline": True,
+        "registry_auth": "nvcr.io=$oauthtoken:s3cr=t",
+        "slurm_args": "--constraint='a100 80gb' --exclusive",
+        "slurm_max_running": "3",
+        "executor": "slurm",
+    }
+    settings = resolve_settings(given, {})
+    env = settings_env(settings)
+    again = resolve_settings({}, env)
+    differ = [n for n in OPTIONS if again.value_of(n) != settings.value_of(n)]
+    assert differ == ["reports_dir"], differ  # made absolute: the task may start elsewhere
+    assert again.registry_auth is not None and again.registry_auth.password == "s3cr=t"
+    assert env["STACKMATRIX_REPORTS_DIR"] == str(Path("rel/reports").absolute())
+    assert again.slurm_args == ("--constraint=a100 80gb", "--exclusive")
+    assert "STACKMATRIX_FIND_LINKS" not in env  # unset stays unset

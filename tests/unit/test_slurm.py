@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import pytest
+
+from stackmatrix.errors import BadInput
 from stackmatrix.slurm.arrays import ArraySpec, pending_tasks, task_states
+from stackmatrix.slurm.layout import TaskSpec, plan_layout, read_layout, read_submission, submissions, write_script
 
 
 def test_an_array_as_sbatch_arguments() -> None:
@@ -37,3 +44,64 @@ def test_task_states_from_scontrol() -> None:
     states = task_states(text)
     assert states == {0: "COMPLETED", 1: "NODE_FAIL"}
     assert pending_tasks(states, range(4)) == [2, 3]
+
+
+def test_no_requeue_unless_the_user_asks() -> None:
+    argv = ArraySpec("sm", "/x/t.sh", tasks=2, extra=("--requeue",)).argv()
+    assert argv.index("--no-requeue") < argv.index("--requeue")  # the user's own argument comes later and wins
+
+
+CELL = "vllm-0.32.0-tf5.19.0__gemma-4-e2b-it__l4x1"
+
+
+def test_tasks_of_one_shape_are_one_array_and_submissions_are_numbered(tmp_path: Path) -> None:
+    tasks = [
+        TaskSpec(((CELL, "fp1", 2.0),), 2, 2, 4096, 10.0),
+        TaskSpec(((CELL.replace("l4x1", "h100x1"), "fp2", 1.0),), 1, 2, 4096, 10.0),
+        TaskSpec(((CELL.replace("l4x1", "l4x2"), "fp3", 1.0),), 1, 2, 4096, 10.0),
+    ]
+    layout = plan_layout(tmp_path, tasks, fresh=True)
+    assert [(a.offset, a.count) for a in layout.arrays] == [(0, 2), (2, 1)]
+    assert [t.gpus for t in layout.tasks] == [1, 1, 2]
+    layout = layout.with_job(0, "41").with_job(1, "42")
+    layout.write()
+    script = write_script(layout, 1).read_text()
+    assert f"worker {layout.root}" in script and '--task "$((2 + SLURM_ARRAY_TASK_ID))"' in script
+    back = read_layout(tmp_path)
+    assert back == layout and back.fresh
+    assert back.array_of(2).task(2) == "42_0" and back.log(2).name == "array-1-0.log"
+    second = plan_layout(tmp_path, tasks[:1])
+    assert [p.name for p in submissions(tmp_path)] == ["1", "2"] and second.root.name == "2"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        [],
+        {"tasks": [], "arrays": []},
+        {"tasks": [{"cells": [["../../etc", "f", 1]], "gpus": 0, "cpus": 1, "mem_mb": 1, "seconds": 1}]},
+        {"tasks": [{"cells": [[CELL, "f", "nan"]], "gpus": 0, "cpus": 1, "mem_mb": 1, "seconds": 1}]},
+        {
+            "tasks": [{"cells": [[CELL, "f", 1]], "gpus": -1, "cpus": 1, "mem_mb": 1, "seconds": 1}],
+            "arrays": [{"offset": 0, "count": 1, "job": "1"}],
+        },
+        {
+            "tasks": [{"cells": [[CELL, "f", 1]], "gpus": 0, "cpus": 1, "mem_mb": 1, "seconds": 1}],
+            "arrays": [{"offset": 0, "count": 2, "job": "1"}],
+        },
+        {
+            "tasks": [{"cells": [[CELL, "f", 1]], "gpus": 0, "cpus": 1, "mem_mb": 1, "seconds": 1}],
+            "arrays": [{"offset": 0, "count": 1, "job": "1; rm -rf /"}],
+        },
+    ],
+)
+def test_a_damaged_tasks_file_is_exit_2_naming_it(tmp_path: Path, data: object) -> None:
+    (tmp_path / "tasks.json").write_text(json.dumps(data))
+    with pytest.raises(BadInput) as exc:
+        read_submission(tmp_path)
+    assert exc.value.where == str(tmp_path / "tasks.json")
+
+
+def test_a_run_never_submitted_has_no_layout(tmp_path: Path) -> None:
+    with pytest.raises(BadInput):
+        read_layout(tmp_path)

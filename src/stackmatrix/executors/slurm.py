@@ -64,7 +64,8 @@ def run_batch(batch: Batch) -> Ended | None:
         tasks = task_specs(batch)
         if not tasks:  # the static tier decided every cell here
             return None
-        layout = submit(run.root, tasks, settings, slurm)
+        fresh = batch.rctx is not None and not batch.rctx.reuse_results
+        layout = submit(run.root, tasks, settings, slurm, fresh)
         run.meta["slurm"] = {"jobs": [a.job for a in layout.arrays], "tasks": len(layout.tasks)}
         run.write_meta()
         jobs = ", ".join(f"{a.job} ({a.count} tasks)" for a in layout.arrays)
@@ -116,12 +117,12 @@ def _shares(items: Sequence[TaskCell], n: int) -> list[list[TaskCell]]:
     return [list(items[i : i + size]) for i in range(0, len(items), size)]
 
 
-def submit(run_root: Path, tasks: Sequence[TaskSpec], settings: Settings, slurm: Slurm) -> Layout:
+def submit(run_root: Path, tasks: Sequence[TaskSpec], settings: Settings, slurm: Slurm, fresh: bool) -> Layout:
     """tasks.json first (a worker reads it), then one sbatch per array; each job id recorded as it comes."""
     partition = settings.slurm_partition
     if partition is not None:  # a partition the cluster lacks is bad input (exit 2), not a refused submission
         partition = slurm.partition(partition, OPTIONS["slurm_partition"].flag)
-    layout = plan_layout(run_root.resolve(), tasks)
+    layout = plan_layout(run_root.resolve(), tasks, fresh)
     layout.write()
     for i, array in enumerate(layout.arrays):
         shape = layout.tasks[array.offset]

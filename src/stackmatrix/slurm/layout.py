@@ -59,9 +59,10 @@ class ArrayRecord:
 
 @dataclass(frozen=True)
 class Layout:
-    root: Path  # <run>/slurm
+    root: Path  # <run>/slurm/<k>
     tasks: tuple[TaskSpec, ...]
     arrays: tuple[ArrayRecord, ...]
+    fresh: bool = False  # run --fresh: the workers' ladders reuse no stored observation either
 
     def array_of(self, n: int) -> ArrayRecord:
         return next(a for a in self.arrays if a.offset <= n < a.offset + a.count)
@@ -80,16 +81,17 @@ class Layout:
         data = {
             "tasks": [{**asdict(t), "cells": [list(c) for c in t.cells]} for t in self.tasks],
             "arrays": [asdict(a) for a in self.arrays],
+            "fresh": self.fresh,
         }
         atomic_write_text(self.root / TASKS, json.dumps(data, separators=(",", ":")))
 
     def with_job(self, i: int, job: str) -> Layout:
         arrays = list(self.arrays)
         arrays[i] = ArrayRecord(arrays[i].offset, arrays[i].count, job)
-        return Layout(self.root, self.tasks, tuple(arrays))
+        return Layout(self.root, self.tasks, tuple(arrays), self.fresh)
 
 
-def plan_layout(run_root: Path, tasks: Sequence[TaskSpec]) -> Layout:
+def plan_layout(run_root: Path, tasks: Sequence[TaskSpec], fresh: bool = False) -> Layout:
     """The tasks ordered by shape, one array per shape (Slurm asks the same of every task of an array)."""
     ordered = sorted(tasks, key=lambda t: t.shape)
     arrays: list[ArrayRecord] = []
@@ -101,7 +103,7 @@ def plan_layout(run_root: Path, tasks: Sequence[TaskSpec]) -> Layout:
     base.mkdir(exist_ok=True)
     root = base / str(len(submissions(run_root)) + 1)
     root.mkdir()
-    return Layout(root, tuple(ordered), tuple(arrays))
+    return Layout(root, tuple(ordered), tuple(arrays), fresh)
 
 
 def submissions(run_root: Path) -> list[Path]:
@@ -154,7 +156,10 @@ def read_submission(root: Path) -> Layout:
     covered = sorted(n for a in arrays for n in range(a.offset, a.offset + a.count))
     if covered != list(range(len(tasks))):
         raise BadInput(where, "arrays", f"{len(arrays)} arrays", f"arrays that cover tasks 0..{len(tasks) - 1} once")
-    return Layout(root, tasks, arrays)
+    fresh = data.get("fresh", False)
+    if not isinstance(fresh, bool):
+        raise BadInput(where, "fresh", fresh, "true or false")
+    return Layout(root, tasks, arrays, fresh)
 
 
 def _int(where: str, key: str, value: Any, low: int) -> int:
