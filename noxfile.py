@@ -88,7 +88,7 @@ def audit(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Performance figures and ratios (benchmarks/), printed, never asserted as timed tests.
-    ``nox -s bench`` (static tier), ``nox -s bench -- runtime|reports|images|hostile``."""
+    ``nox -s bench`` (static tier), ``nox -s bench -- runtime|reports|images|hostile|slurm``."""
     _install(session)
     which = session.posargs[0] if session.posargs else "static"
     session.run("python", f"benchmarks/bench_{which}.py", *session.posargs[1:])

@@ -110,7 +110,7 @@ MEM_LIMIT = 4 << 30
 PRLIMIT = shutil.which("prlimit")
 
 # subcommands that take the common options (--cache-dir etc.) vs. only --reports-dir
-COMMON_CMDS = {"list", "run", "check", "stage", "tiny", "gate", "image"}
+COMMON_CMDS = {"list", "run", "check", "stage", "tiny", "gate", "image", "collect", "worker"}
 REPORTS_ONLY = {"history", "diff", "report", "merge"}
 
 
@@ -3097,6 +3097,61 @@ def corpus_registry() -> None:
     add(cat, "auth-no-colon", sm("image", "facts", "127.0.0.1:@PORT@/x/y:t", "--registry-auth", SECRET_PW), {2})
 
 
+def corpus_slurm() -> None:
+    """The slurm executor with no cluster to reach, hostile Slurm options, ``collect`` of runs that were never
+    submitted, and ``worker`` on a submission whose tasks.json is damaged or not a file: one line, exit 2 or 4,
+    never a hang (a FIFO is not opened for a blocking read)."""
+    cat = "slurm"
+    nocluster = {"SLURM_CONF": "@IN@/no-slurm.conf"}
+    add(cat, "no-controller", sm("run", "-k", SMALL_K, "--executor", "slurm"), {4}, env=nocluster)
+    add(cat, "no-sbatch", sm("run", "-k", SMALL_K, "--executor", "slurm"), {4}, env={"PATH": "/nonexistent"})
+    for label, flags in [
+        ("executor-unknown", ["--executor", "k8s"]),
+        ("args-not-an-option", ["--slurm-args", "constraint=a100"]),
+        ("args-unclosed-quote", ["--slurm-args=--comment='x"]),
+        ("args-newline", ["--slurm-args=--comment=a\n--wrap=id"]),
+        ("tasks-zero", ["--slurm-tasks", "0"]),
+        ("tasks-huge", ["--slurm-tasks", "9" * 40]),
+        ("max-running-negative", ["--slurm-max-running=-2"]),
+        ("poll-nan", ["--slurm-poll", "nan"]),
+        ("partition-blank", ["--slurm-partition", " "]),
+    ]:
+        add(cat, label, sm("run", "-k", SMALL_K, "--executor", "slurm", *flags), {2})
+    add(cat, "env-tasks-bad", sm("run", "-k", SMALL_K), {2}, env={"STACKMATRIX_SLURM_TASKS": "four"})
+    add(cat, "collect-nothing", sm("collect"), {3})
+    add(cat, "collect-not-submitted", sm("collect", "@R@/runs/LATEST"), {2}, reports="two_runs")
+    add(cat, "collect-unknown-run", sm("collect", "20990101"), {2}, reports="two_runs")
+    cell = "vllm-0.19.0-tf4.57.6__gemma-4-e4b-it__l4x1"
+    good = {
+        "tasks": [{"cells": [[cell, "f", 1.0]], "gpus": 0, "cpus": 1, "mem_mb": 1024, "seconds": 60.0}],
+        "arrays": [{"offset": 0, "count": 1, "job": "7"}],
+    }
+
+    def submission(kind: str, data: object = None) -> Callable[[Ctx], None]:
+        def f(ctx: Ctx) -> None:
+            d = fixture_run_dir("two_runs", ctx.R) / "slurm" / "1"
+            d.mkdir(parents=True)
+            if kind == "json":
+                (d / "tasks.json").write_text(json.dumps(data))
+            else:
+                make_bad(d / "tasks.json", kind, "json")
+
+        return f
+
+    worker = ["worker", "@R@/runs/LATEST/slurm/1", "--task"]
+    add(cat, "worker-no-submission", sm(*worker, "0"), {2}, reports="two_runs")
+    for kind in ("fifo", "dir", "binary", "empty", "dangling_symlink"):
+        add(cat, f"worker-tasks-{kind}", sm(*worker, "0"), {2}, reports="two_runs", setup=submission(kind))
+    add(cat, "worker-task-out-of-range", sm(*worker, "5"), {2}, reports="two_runs", setup=submission("json", good))
+    add(cat, "worker-task-negative", sm(*worker, "-1"), {2}, reports="two_runs", setup=submission("json", good))
+    stranger = json.loads(json.dumps(good))
+    stranger["tasks"][0]["cells"][0][0] = "vllm-9.9.9-tf9.9.9__gemma-4-e4b-it__l4x1"
+    add(cat, "worker-cell-not-in-matrix", sm(*worker, "0"), {2}, reports="two_runs", setup=submission("json", stranger))
+    escape = json.loads(json.dumps(good))
+    escape["tasks"][0]["cells"][0][0] = "../../../../tmp/x"
+    add(cat, "worker-cell-escapes", sm(*worker, "0"), {2}, reports="two_runs", setup=submission("json", escape))
+
+
 def build_corpus(selftest: bool = False) -> None:
     if selftest:
         corpus_selftest()
@@ -3110,6 +3165,7 @@ def build_corpus(selftest: bool = False) -> None:
     corpus_kexpr()
     corpus_blackhole()
     corpus_registry()
+    corpus_slurm()
     corpus_merge()
     corpus_resume()
     corpus_plan()

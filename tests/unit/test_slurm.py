@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from stackmatrix.errors import BadInput
-from stackmatrix.slurm.arrays import ArraySpec, pending_tasks, task_states
+from stackmatrix.slurm.arrays import ArraySpec, sacct_states, task_states, waiting_tasks
 from stackmatrix.slurm.layout import TaskSpec, plan_layout, read_layout, read_submission, submissions, write_script
 
 
@@ -43,7 +43,13 @@ def test_task_states_from_scontrol() -> None:
     )
     states = task_states(text)
     assert states == {0: "COMPLETED", 1: "NODE_FAIL"}
-    assert pending_tasks(states, range(4)) == [2, 3]
+    assert waiting_tasks(text) == {2, 3}
+    assert waiting_tasks("JobId=9 ArrayJobId=9 ArrayTaskId=4,6-8%2 JobState=PENDING") == {4, 6, 7, 8}
+
+
+def test_states_from_accounting() -> None:
+    text = "41_0|COMPLETED\n41_1|CANCELLED by 0\n41_2|NODE_FAIL\n41|PENDING\n"
+    assert sacct_states(text) == {0: "COMPLETED", 1: "CANCELLED", 2: "NODE_FAIL"}
 
 
 def test_no_requeue_unless_the_user_asks() -> None:

@@ -23,26 +23,28 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from stackmatrix.domain import Cell, CellResult, Outcome, Reason, Status, Verdict
-from stackmatrix.errors import BadInput
+from stackmatrix.errors import BadInput, InfraUnavailable
 from stackmatrix.executors import Batch, Ended, OnResult
 from stackmatrix.options import OPTIONS, Settings, settings_env
 from stackmatrix.readfile import Unreadable, open_regular
-from stackmatrix.slurm.arrays import DONE_STATES, ArraySpec, task_states
+from stackmatrix.slurm.arrays import DONE_STATES, ArraySpec, sacct_states, task_states, waiting_tasks
 from stackmatrix.slurm.commands import Slurm
 from stackmatrix.slurm.layout import Layout, TaskCell, TaskSpec, plan_layout, read_layout, write_script
 
 MIB = 1024 * 1024
 STATIC_MEM_MB = 2048  # a static share: the expanded matrix and its facts in one process
 LADDER_CPUS = 2  # a CPU ladder: the engine's processes and the client
+GPU_LADDER_HOST_MB = 4096  # a GPU ladder's host memory: the engine's processes (the weights live on the GPUs)
 # A task's start before its first cell, on a node whose caches may be cold: the matrix expanded and its facts
 # read (static); also the environment built and the tiny checkpoint made (a ladder). Added to the stored
 # durations before the margin, so that a cold node is not killed at its time limit (--slurm-args --time=… wins).
 STATIC_START_S = 60.0
 LADDER_START_S = 1200.0
+UNSUBMITTED = "NOT_SUBMITTED"  # an array whose submission did not complete
 PURGED = "PURGED"  # the controller no longer knows the task (older than its MinJobAge): its cells never came
 
 
@@ -65,9 +67,12 @@ def run_batch(batch: Batch) -> Ended | None:
         if not tasks:  # the static tier decided every cell here
             return None
         fresh = batch.rctx is not None and not batch.rctx.reuse_results
-        layout = submit(run.root, tasks, settings, slurm, fresh)
-        run.meta["slurm"] = {"jobs": [a.job for a in layout.arrays], "tasks": len(layout.tasks)}
-        run.write_meta()
+
+        def submitted(layout: Layout) -> None:  # run.json names each job as it is submitted: it may be collected
+            run.meta["slurm"] = {"jobs": [a.job for a in layout.arrays if a.job], "tasks": len(layout.tasks)}
+            run.write_meta()
+
+        layout = submit(run.root, tasks, settings, slurm, fresh, submitted)
         jobs = ", ".join(f"{a.job} ({a.count} tasks)" for a in layout.arrays)
         print(f"submitted to Slurm: job array {jobs} for run {run.run_id}", file=sys.stderr)
         if batch.detach:
@@ -98,7 +103,7 @@ def task_specs(batch: Batch) -> list[TaskSpec]:
     out = []
     for key, members in groups.items():
         asks = need(ladders[key], members, rctx.runner.device)
-        host_mb = math.ceil((asks.memory if not gpu else 4 * 1024 * MIB) / MIB)
+        host_mb = GPU_LADDER_HOST_MB if gpu else math.ceil(asks.memory / MIB)
         out.append(
             TaskSpec(
                 tuple((s.cell.id, s.fingerprint, s.estimate_s) for s in members),
@@ -117,7 +122,14 @@ def _shares(items: Sequence[TaskCell], n: int) -> list[list[TaskCell]]:
     return [list(items[i : i + size]) for i in range(0, len(items), size)]
 
 
-def submit(run_root: Path, tasks: Sequence[TaskSpec], settings: Settings, slurm: Slurm, fresh: bool) -> Layout:
+def submit(
+    run_root: Path,
+    tasks: Sequence[TaskSpec],
+    settings: Settings,
+    slurm: Slurm,
+    fresh: bool,
+    submitted: Callable[[Layout], None],
+) -> Layout:
     """tasks.json first (a worker reads it), then one sbatch per array; each job id recorded as it comes."""
     partition = settings.slurm_partition
     if partition is not None:  # a partition the cluster lacks is bad input (exit 2), not a refused submission
@@ -144,6 +156,7 @@ def submit(run_root: Path, tasks: Sequence[TaskSpec], settings: Settings, slurm:
         )
         layout = layout.with_job(i, slurm.submit(spec.argv()))
         layout.write()
+        submitted(layout)
     return layout
 
 
@@ -160,16 +173,32 @@ def _show(slurm: Slurm, job: str) -> str | None:
 
 
 def states(layout: Layout, slurm: Slurm) -> dict[int, str]:
-    """The run's task n -> its Slurm state (absent: not started yet)."""
+    """The run's task n -> its Slurm state (absent: not started yet). A task the controller no longer lists
+    (ended longer ago than its MinJobAge) has the state accounting recorded, where ``sacct`` answers, else
+    ``PURGED``."""
     out: dict[int, str] = {}
     for array in layout.arrays:
-        text = _show(slurm, array.job)
-        if text is None:
-            out.update({n: PURGED for n in range(array.offset, array.offset + array.count)})
+        if not array.job:  # its sbatch never answered (the submitter ended first): it never ran
+            out.update({n: UNSUBMITTED for n in range(array.offset, array.offset + array.count)})
             continue
-        for index, state in task_states(text).items():
-            out[array.offset + index] = state
+        text = _show(slurm, array.job)
+        listed = task_states(text) if text is not None else {}
+        waiting = waiting_tasks(text) if text is not None else set()
+        gone = [i for i in range(array.count) if i not in listed and i not in waiting]
+        if gone:
+            listed |= {i: s for i, s in _accounted(slurm, array.job).items() if i in gone}
+            listed |= {i: PURGED for i in gone if i not in listed}
+        out.update({array.offset + i: s for i, s in listed.items()})
     return out
+
+
+def _accounted(slurm: Slurm, job: str) -> dict[int, str]:
+    """What accounting recorded of the array's tasks; nothing where there is no accounting (no slurmdbd)."""
+    try:
+        proc = slurm.run("sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", job, check=False)
+    except InfraUnavailable:  # sacct not installed: scontrol is all there is
+        return {}
+    return sacct_states(proc.stdout) if proc.returncode == 0 else {}
 
 
 def wait(
@@ -217,7 +246,7 @@ def wait(
                 continue
             fold(n)
             state = now.get(n, "PENDING")
-            if state in DONE_STATES or state == PURGED:
+            if state in DONE_STATES or state in (PURGED, UNSUBMITTED):
                 fold(n)  # its last lines were written before it ended
                 ended[n] = state
                 job = layout.array_of(n).task(n)
@@ -264,6 +293,8 @@ def lost_record(
 ) -> CellResult:
     if state == PURGED:
         why = f"Slurm no longer knows task {job}, and it recorded nothing for this cell"
+    elif state == UNSUBMITTED:
+        why = "its job array was never submitted (the submitting command ended first)"
     else:
         why = f"its Slurm task {job} ended {state} before recording this cell (its output: {log})"
     evidence = {"state": state, "job": job, "log": str(log)}

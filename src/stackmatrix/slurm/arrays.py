@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 # States a task ends in without having recorded its cells: their cells become not-run with the state as evidence.
@@ -62,6 +61,29 @@ def task_states(scontrol_oneliners: str) -> dict[int, str]:
     return states
 
 
-def pending_tasks(states: dict[int, str], tasks: Sequence[int]) -> list[int]:
-    """Tasks not in a final state yet (a task not listed is still pending inside the array's record)."""
-    return [t for t in tasks if states.get(t) not in DONE_STATES]
+def waiting_tasks(scontrol_oneliners: str) -> set[int]:
+    """Array task indices not started yet: the array's own record lists them as ranges (``ArrayTaskId=2-5%2``,
+    ``4,6-8``) until each is split off to run."""
+    out: set[int] = set()
+    for line in scontrol_oneliners.splitlines():
+        fields = dict(re.findall(r"(\w+)=(\S*)", line))
+        text = fields.get("ArrayTaskId", "").split("%")[0]
+        if text.isdigit():
+            continue  # one task, listed with its own state
+        for part in text.split(","):
+            low, _, high = part.partition("-")
+            if low.isdigit() and (high.isdigit() or not high):
+                out.update(range(int(low), int(high or low) + 1))
+    return out
+
+
+def sacct_states(text: str) -> dict[int, str]:
+    """Array task index -> State, from ``sacct -n -P -X -o JobID,State -j <job>`` (``41_3|COMPLETED``; a state
+    may read ``CANCELLED by 0``)."""
+    states: dict[int, str] = {}
+    for line in text.splitlines():
+        job, _, state = line.partition("|")
+        _, _, index = job.partition("_")
+        if index.isdigit() and state:
+            states[int(index)] = state.split()[0]
+    return states
