@@ -25,6 +25,9 @@ class Slurm:
     timeout: float = TIMEOUT_S
 
     def run(self, tool: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        conf = self.env.get("SLURM_CONF")
+        if conf is not None and not os.path.isfile(conf):  # Slurm's clients would retry it for a minute
+            raise BadInput("env SLURM_CONF", "path", conf, "Slurm's configuration file (slurm.conf), which exists")
         path = shutil.which(tool, path=self.env.get("PATH"))
         if path is None:
             raise InfraUnavailable(f"{tool} is not installed here: the slurm executor needs Slurm's client commands")
