@@ -8,8 +8,12 @@ The commands that probe are compositions of the same steps::
     check  load -> check_cell -> plan -> execute -> show_check
     stage  load -> expand -> select -> plan -> stage_wheels
     list   load -> expand -> select [-> plan] -> show_list
+    collect  reopen_collect -> expand -> select -> plan -> execute -> store -> render
+    worker   reopen_task -> expand -> select -> run_task
 
-``run --resume`` swaps ``load`` for ``reopen``. Adding a step is one edit of a tuple here.
+``run --resume`` swaps ``load`` for ``reopen``; ``execute`` hands the cells to the settings' executor (local, or
+slurm: ``collect`` waits for what it submitted, ``worker`` is one of its tasks). Adding a step is one edit of a
+tuple here.
 
 ``execute`` owns what must hold however a command ends: the session is closed, and a run that was started records
 its status and exit code (``complete``, ``failed``, ``interrupted`` on SIGINT or SIGTERM, ``crashed`` on a bug)

@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from stackmatrix.domain import Cell, CellResult, Outcome, Reason, Status, Verdict
-from stackmatrix.errors import BadInput, InfraUnavailable
+from stackmatrix.errors import BadInput, InfraUnavailable, Interrupted
 from stackmatrix.executors import Batch, Ended, OnResult
 from stackmatrix.options import OPTIONS, Settings, settings_env
 from stackmatrix.readfile import Unreadable, open_regular
@@ -211,6 +211,33 @@ def wait(
 ) -> Ended | None:
     """Until every task has ended: their records folded in as they come, the cells of a task that ended without
     them recorded as not-run with its state."""
+    try:
+        lost = _wait(layout, slurm, cells, on_result, poll_s, quiet)
+    except KeyboardInterrupt:  # the array is Slurm's: it goes on, and can be collected
+        jobs = " ".join(a.job for a in layout.arrays if a.job)
+        run_id = layout.root.parent.parent.name
+        raise Interrupted(
+            f"interrupted: job {jobs} goes on; `stackmatrix collect {run_id}` waits for it (`scancel {jobs}` stops it)"
+        ) from None
+    if not lost:
+        return None
+    states_text = ", ".join(f"{k} {v}" for k, v in sorted(lost.items()))
+    message = (
+        f"{sum(lost.values())} cells not run: their Slurm tasks ended without them ({states_text}); "
+        f"`stackmatrix run --resume {layout.root.parent.parent.name} --executor slurm` submits them again"
+    )
+    return Ended(lost=sum(lost.values()), message=message)
+
+
+def _wait(
+    layout: Layout,
+    slurm: Slurm,
+    cells: Mapping[str, tuple[Cell, str]],
+    on_result: OnResult,
+    poll_s: float,
+    quiet: bool,
+) -> Counter[str]:
+    """The loop of ``wait``: the cells lost, by the state their task ended in."""
     from stackmatrix.pipeline import declared
 
     offsets = [0] * len(layout.tasks)
@@ -261,17 +288,8 @@ def wait(
             print(line, file=sys.stderr)
             shown = line
         if len(ended) == len(layout.tasks):
-            break
+            return lost
         time.sleep(poll_s)
-    if not lost:
-        return None
-    states_text = ", ".join(f"{k} {v}" for k, v in sorted(lost.items()))
-    run_id = layout.root.parent.name
-    message = (
-        f"{sum(lost.values())} cells not run: their Slurm tasks ended without them ({states_text}); "
-        f"`stackmatrix run --resume {run_id}` submits them again"
-    )
-    return Ended(lost=sum(lost.values()), message=message)
 
 
 def _parsed(part: Path, line: bytes) -> CellResult | None:
