@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 from stackmatrix.errors import BadInput
 from stackmatrix.options import (
+    CONFIG_ENV,
+    CONFIG_FLAG,
     FLAGS,
     GIVEN,
     OPTIONS,
@@ -99,8 +101,16 @@ def add_flags(p: argparse.ArgumentParser, *names: str) -> None:
 
 
 def common(p: argparse.ArgumentParser) -> None:
-    """The matrix and every setting."""
+    """The matrix, a configuration file and every setting."""
     add_flags(p, "matrix")
+    p.add_argument(
+        CONFIG_FLAG,
+        dest="config",
+        default=None,
+        metavar="FILE",
+        help="a TOML file of settings, one key per option (slurm_partition = 'gpu'); env and flags override it "
+        f"[env {CONFIG_ENV}]",
+    )
     for opt in OPTIONS.values():
         add_option(p, opt)
 
@@ -123,7 +133,7 @@ def resolve(p: argparse.ArgumentParser) -> None:
 
 
 def settings_of(args: argparse.Namespace) -> Settings:
-    return resolve_settings({k: getattr(args, k, None) for k in OPTIONS})
+    return resolve_settings({**{k: getattr(args, k, None) for k in OPTIONS}, "config": getattr(args, "config", None)})
 
 
 def recorded_options(

@@ -230,13 +230,15 @@ class Option(Generic[T]):
             raise BadInput(where, "value", raw, " or ".join(allowed))
         return self.check(where, raw)
 
-    def resolve(self, given: object, env: Mapping[str, str]) -> tuple[T, str]:
+    def resolve(self, given: object, env: Mapping[str, str], config: Config | None = None) -> tuple[T, str]:
         """(the value, where it came from): the command line's when given (not None), else the environment's, else
-        the default; checked where it came from."""
+        the configuration file's, else the default; checked where it came from."""
         if given is not None and given is not False:
             raw, where, source = given, self.flag, f"cli {self.flag}"
         elif self.env and self.env in env:
             raw, where, source = env[self.env], f"env {self.env}", f"env {self.env}"
+        elif config is not None and self.name in config.values:
+            raw, where, source = config.values[self.name], f"{config.path}", f"file {config.path}"
         else:
             raw = self.default() if callable(self.default) else self.default
             where, source = f"default of {self.flag}", "default"
@@ -580,11 +582,56 @@ GIVEN: Final = "given_options"  # the argparse namespace's set of the options th
 MATRIX_SOURCE = "matrix {path}"
 
 
+@dataclass(frozen=True)
+class Config:
+    """A configuration file (``--config``, ``STACKMATRIX_CONFIG``): a site's settings, one TOML key per option
+    (``slurm_partition = "gpu"`` or ``slurm-partition``), each as text the option's check reads."""
+
+    path: str
+    values: Mapping[str, str]
+
+
+CONFIG_FLAG, CONFIG_ENV = "--config", "STACKMATRIX_CONFIG"
+
+
+def read_config(text_path: str, where: str) -> Config:
+    """The file, checked key by key: an unknown key or a value that is not text, a number, a boolean (or, for
+    ``slurm_args``, a list of words) is exit 2 naming the file and the key."""
+    import shlex
+
+    from stackmatrix.readfile import parse_toml, read_bytes
+
+    path = expand_user(where, text_path)
+    data = parse_toml(path, read_bytes(path, "a TOML configuration file"))
+    values: dict[str, str] = {}
+    for key, value in data.items():
+        name = key.replace("-", "_")
+        opt = OPTIONS.get(name)
+        if opt is None or not opt.env:
+            raise BadInput(str(path), key, "an unknown key", "an option's name, e.g. slurm_partition or cache-dir")
+        if isinstance(value, bool):
+            values[name] = "true" if value else "false"
+        elif isinstance(value, int | float | str):
+            values[name] = str(value)
+        elif name == "slurm_args" and isinstance(value, list) and all(isinstance(v, str) for v in value):
+            values[name] = shlex.join(value)
+        else:
+            shown = "a secret" if name == "registry_auth" else type(value).__name__
+            raise BadInput(str(path), key, shown, "a string, a number or a boolean")
+    return Config(str(path), values)
+
+
 def resolve_settings(cli: Mapping[str, object], env: Mapping[str, str] | None = None) -> Settings:
-    """Layer the defaults, then the environment, then the CLI values that were given (not None); check each
-    value where it came from."""
+    """Layer the defaults, then the configuration file (``--config`` or ``STACKMATRIX_CONFIG``), then the
+    environment, then the CLI values that were given (not None); check each value where it came from."""
     env = os.environ if env is None else env
-    resolved = {key: opt.resolve(cli.get(key), env) for key, opt in OPTIONS.items()}
+    given = cli.get("config")
+    config = None
+    if isinstance(given, str):
+        config = read_config(given, CONFIG_FLAG)
+    elif env.get(CONFIG_ENV):
+        config = read_config(env[CONFIG_ENV], f"env {CONFIG_ENV}")
+    resolved = {key: opt.resolve(cli.get(key), env, config) for key, opt in OPTIONS.items()}
     return Settings({k: v for k, (v, _) in resolved.items()}, {k: s for k, (_, s) in resolved.items()})
 
 

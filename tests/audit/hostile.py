@@ -3117,6 +3117,22 @@ def corpus_slurm() -> None:
     ]:
         add(cat, label, sm("run", "-k", SMALL_K, "--executor", "slurm", *flags), {2})
     add(cat, "env-tasks-bad", sm("run", "-k", SMALL_K), {2}, env={"STACKMATRIX_SLURM_TASKS": "four"})
+    for kind in ("fifo", "dir", "binary", "nonutf8", "hugeline", "dangling_symlink"):
+        add(
+            cat,
+            f"config-{kind}",
+            sm("list", "-k", SMALL_K),
+            {0, 2} if kind == "hugeline" else {2},  # a 16 MB comment is valid TOML
+            env={"STACKMATRIX_CONFIG": "@IN@/site.toml"},
+            setup=lambda c, kind=kind: make_bad(c.IN / "site.toml", kind),
+        )
+    add(
+        cat,
+        "config-secret-not-echoed",
+        sm("list", "-k", SMALL_K, "--config", "@IN@/site.toml"),
+        {2},
+        setup=lambda c: (c.IN / "site.toml").write_text(f'registry_auth = ["{SECRET_PW}"]\n'),
+    )
     add(cat, "collect-nothing", sm("collect"), {3})
     add(cat, "collect-not-submitted", sm("collect", "@R@/runs/LATEST"), {2}, reports="two_runs")
     add(cat, "collect-unknown-run", sm("collect", "20990101"), {2}, reports="two_runs")

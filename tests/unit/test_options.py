@@ -221,3 +221,36 @@ def test_settings_travel_as_environment_variables(tmp_path: Path) -> None:
     assert env["STACKMATRIX_REPORTS_DIR"] == str(Path("rel/reports").absolute())
     assert again.slurm_args == ("--constraint=a100 80gb", "--exclusive")
     assert "STACKMATRIX_FIND_LINKS" not in env  # unset stays unset
+
+
+def test_a_configuration_file_sits_below_env_and_flags(tmp_path: Path) -> None:
+    conf = tmp_path / "site.toml"
+    conf.write_text(
+        'slurm_partition = "gpu"\nslurm-tasks = 8\nslurm_args = ["--constraint=a100 80gb"]\noffline = true\n'
+    )
+    settings = resolve_settings({"config": str(conf)}, {})
+    assert (settings.slurm_partition, settings.slurm_tasks, settings.offline) == ("gpu", 8, True)
+    assert settings.slurm_args == ("--constraint=a100 80gb",)
+    assert settings.sources["slurm_partition"] == f"file {conf}"
+    over = resolve_settings({"slurm_tasks": "2"}, {"STACKMATRIX_CONFIG": str(conf), "STACKMATRIX_SLURM_PARTITION": "x"})
+    assert (over.slurm_tasks, over.slurm_partition) == (2, "x")  # the flag, then the environment, win
+    assert over.sources["slurm_tasks"] == "cli --slurm-tasks"
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ('nope = "x"', "nope"),
+        ("matrix = 'm.toml'", "matrix"),  # a command's flag, not a setting
+        ("slurm_tasks = 0", "slurm_tasks"),
+        ("slurm_tasks = [1]", "slurm_tasks"),
+        ("registry_auth = { user = 'u' }", "registry_auth"),
+        ("slurm_partition = ", "<syntax>"),
+    ],
+)
+def test_a_bad_configuration_file_is_exit_2_naming_it(tmp_path: Path, text: str, key: str) -> None:
+    conf = tmp_path / "site.toml"
+    conf.write_text(text + "\n")
+    with pytest.raises(BadInput) as exc:
+        resolve_settings({}, {"STACKMATRIX_CONFIG": str(conf)})
+    assert exc.value.where == str(conf) and exc.value.key == key
