@@ -182,7 +182,22 @@ class Server:
                     "size": len(data),
                 }
             )
-        html = "".join(f'<a href="{e["url"]}#sha256={e["hashes"]["sha256"]}">{e["filename"]}</a>' for e in entries)
+        self._relist(name)
+
+    def yank(self, name: str, version: str) -> None:
+        """Mark every wheel of one release yanked (PEP 592), as an index does when its maintainers yank it."""
+        for e in self._listings[name]:
+            if e["filename"].split("-")[1] == version:
+                e["yanked"] = True
+        self._relist(name)
+
+    def _relist(self, name: str) -> None:
+        entries = self._listings[name]
+        html = "".join(
+            f'<a href="{e["url"]}#sha256={e["hashes"]["sha256"]}"{" data-yanked" if e.get("yanked") else ""}>'
+            f"{e['filename']}</a>"
+            for e in entries
+        )
         self.files[f"/json/{name}/"] = json.dumps({"files": entries}).encode()
         self.files[f"/html/{name}/"] = f"<html><body>{html}</body></html>".encode()
 

@@ -126,7 +126,10 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from stackmatrix.diff import RENDER, diff_runs, render_text
+    from stackmatrix.upstream import news as upstream_news
 
     if len(args.runs) > 2:
         raise BadInput("diff", "RUN", args.runs, "at most two runs")
@@ -136,6 +139,9 @@ def cmd_diff(args: argparse.Namespace) -> int:
             print(f"nothing to compare: {len(runs)} stored run{'s' * (len(runs) != 1)} of the matrix")
             return 0
         d = diff_runs(index, runs[0], runs[1])
+    reports = settings_of(args).reports_dir
+    before, after = (open_run(reports / "runs" / r).meta.get("upstream") for r in runs)
+    d = replace(d, news=upstream_news(before, after, d))
     out = RENDER[args.format](d)
     if args.output:
         write_output(args.output, out, "--output")

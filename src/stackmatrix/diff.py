@@ -6,8 +6,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from stackmatrix.runindex import CellRow, RunIndex
+
+if TYPE_CHECKING:
+    from stackmatrix.upstream import News
 
 
 class Change(StrEnum):
@@ -32,6 +36,7 @@ class Diff:
     cells_a: int
     cells_b: int
     changes: tuple[CellChange, ...]
+    news: News | None = None  # what upstream released between the two runs (upstream.py), where both recorded it
 
     def of(self, change: Change) -> list[CellChange]:
         return [c for c in self.changes if c.change is change]
@@ -84,7 +89,7 @@ def render_text(d: Diff) -> str:
         if items:
             lines += ["", f"{title} ({len(items)}):"]
             lines += [f"  {c.cell_id}: {_state(c.before)} → {_state(c.after)}" for c in items]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _news(d, md=False)) + "\n"
 
 
 def _md(text: str) -> str:
@@ -92,7 +97,7 @@ def _md(text: str) -> str:
 
 
 def render_markdown(d: Diff) -> str:
-    lines = [f"## Changes: `{d.run_a}` → `{d.run_b}`", "", _headline(d)]
+    lines = [f"## Changes: `{d.run_a}` → `{d.run_b}`", "", _headline(d), *_news(d, md=True)]
     if not d.changes:
         lines += ["", "No cell changed."]
     for change, title in SECTIONS:
@@ -105,6 +110,14 @@ def render_markdown(d: Diff) -> str:
             why = row.why if row else ""
             lines.append(f"| `{c.cell_id}` | {_md(_state(c.before))} | {_md(_state(c.after))} | {_md(why)} |")
     return "\n".join(lines) + "\n"
+
+
+def _news(d: Diff, md: bool) -> list[str]:
+    if d.news is None:
+        return []
+    from stackmatrix.upstream import render_lines
+
+    return render_lines(d.news, md)
 
 
 def _row_json(row: CellRow | None) -> dict[str, str] | None:
@@ -124,6 +137,10 @@ def render_json(d: Diff) -> str:
             for c in d.changes
         ],
     }
+    if d.news is not None:
+        from stackmatrix.upstream import to_json
+
+        doc["upstream"] = to_json(d.news)
     return json.dumps(doc, indent=1, sort_keys=True) + "\n"
 
 

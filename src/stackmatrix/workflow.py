@@ -426,6 +426,8 @@ def store(executed: Executed, job: Job) -> Executed:
     code = executed.code if executed.code is not None else InfraUnavailable.exit_code if infra else 0
     if executed.lost and executed.code is None:
         code = InfraUnavailable.exit_code
+    from stackmatrix.upstream import seen
+
     run.finish(
         "incomplete" if executed.lost else "index-unreachable" if infra else "complete",
         code,
@@ -433,6 +435,7 @@ def store(executed: Executed, job: Job) -> Executed:
         bytes_fetched=sum(session.http.bytes_by_label.values()),
         cells_probed=len(executed.results),
         cache_hits=len(executed.copied),
+        upstream=seen(session.index, executed.planned.selected.loaded.catalog),
         **executed.ending,
     )
     session.close()  # the facts cache is part of the run too: a write that fails here is the run's ending

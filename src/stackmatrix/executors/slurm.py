@@ -1,14 +1,14 @@
 """The slurm executor: the run's work as Slurm job arrays. We submit, watch and read; Slurm schedules.
 
-- **Tasks.** The static tier splits its cells into ``--slurm-tasks`` shares (whole stacks kept together: their
-  wheels' facts are read once). The runtime tier decides the static tier here, on the submitting host (a login
-  node needs no GPU), and makes one task per ladder, so a task builds its environment and tiny checkpoint once.
-  Each task asks for what the plan says: ``--gres=gpu:<tp>``, CPUs, memory, and ``--time`` from the stored
-  durations with a margin. Tasks that ask the same are one array (``--array=0-N%K``); different shapes, one array
-  each.
-- **Workers.** A task runs ``stackmatrix worker RUN --task N`` against the shared reports directory: the same
-  pipeline, its records appended to its own ``task-<n>.jsonl``. The settings travel in the environment sbatch
-  passes on, so secrets never reach a file.
+- **Tasks.** The static tier splits its cells into ``--slurm-tasks`` contiguous shares (the expansion's order
+  keeps a stack's cells together, so a task reads few stacks' wheel facts). The runtime tier decides the static
+  tier here, on the submitting host (a login node needs no GPU), and makes one task per ladder, so a task builds
+  its environment and tiny checkpoint once. Each task asks for what the plan says: ``--gres=gpu:<tp>``, CPUs,
+  memory, and ``--time`` from the stored durations with a margin. Tasks that ask the same are one array
+  (``--array=0-N%K``); different shapes, one array each.
+- **Workers.** A task runs ``stackmatrix worker <run>/slurm/<k> --task N`` (slurm/layout.py: the k-th
+  submission's files) against the shared reports directory: the same pipeline, its records appended to its own
+  ``task-<n>.jsonl``. The settings travel in the environment sbatch passes on, so secrets never reach a file.
 - **Waiting.** The submitter (or ``collect``, after ``--detach``) looks at the tasks' states with ``scontrol``
   every ``--slurm-poll`` seconds, folds each task's records into the run's journal as they come (one writer),
   and records each cell of a task that ended ``FAILED``, ``TIMEOUT``, ``OUT_OF_MEMORY``, ``NODE_FAIL``,

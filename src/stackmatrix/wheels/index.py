@@ -282,6 +282,11 @@ class Index:
             self._uploads.pop(project, None)
             return self._mem[project]
 
+    def listed(self) -> dict[str, list[WheelFile]]:
+        """The listings this session read (the projects it asked about), as it read them."""
+        with self._lock:
+            return dict(self._mem)
+
     def versions(self, project: str) -> list[Version]:
         """Final releases with at least one non-yanked wheel, oldest first."""
         seen = {Version(w.version) for w in self.files(project) if not w.yanked}
