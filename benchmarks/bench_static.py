@@ -109,6 +109,17 @@ def _parts_here(cache_dir: str, reports: str) -> None:
     print(json.dumps(out))
 
 
+ADVISE = ["advise", "--current", "triton=26.03", "--model", "google/gemma-4-E4B-it", "--gpu", "l4x1"]
+
+
+def cli_advise(cache_dir: Path) -> float:
+    """``advise`` for one model on one GPU class in a fresh process (the first call reads what the candidates
+    need; the timed ones answer from warm caches)."""
+    t0 = time.perf_counter()
+    subprocess.run([*CLI, *ADVISE, "--cache-dir", str(cache_dir)], stdout=subprocess.DEVNULL, check=False)
+    return time.perf_counter() - t0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--cache-dir", type=Path, default=None, help="default: a fresh temporary directory")
@@ -130,6 +141,8 @@ def main() -> int:
         fresh_s = statistics.median(cli_run(args.cache_dir, reports, "--fresh") for _ in range(3))
         warm_s = [cli_run(args.cache_dir, reports) for _ in range(5)]
         samples = [parts(args.cache_dir, reports) for _ in range(3)]
+        advise_cold = cli_advise(args.cache_dir)
+        advise_s = statistics.median(cli_advise(args.cache_dir) for _ in range(3))
     split = {name: statistics.median(p[name] for p in samples) for name in samples[0]}
 
     vllm = {k: v for k, v in cold.bytes_by_label.items() if k.startswith("vllm==")}
@@ -143,6 +156,8 @@ def main() -> int:
         ("run, warm store, fresh process (s, median of 5)", statistics.median(warm_s), 1.0),
         ("run --fresh: every cell probed, facts warm (s)", fresh_s, None),
         ("run, first into an empty store (s)", first_s, None),
+        ("advise, 1 model x 1 GPU, warm (s, median of 3)", advise_s, 2.0),
+        ("advise, its first call after the run (s)", advise_cold, None),
         ("MB fetched per vLLM release (max)", per_release[-1] / MB, 5.0),
         ("MB fetched per vLLM release (median)", statistics.median(per_release) / MB, 5.0),
         ("MB fetched, all wheels and listings (cold)", sum(cold.bytes_by_label.values()) / MB, None),

@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress: print only the summary and the report paths")
     p.add_argument("--table", action="store_true", help="also print the readiness grid (it is always in readiness.txt)")
 
+    importlib.import_module("stackmatrix.advise").add_parser(sub)
+
     p = sub.add_parser("collect", help="wait for a run's Slurm job arrays, fold their records in, store and render")
     common(p)
     p.add_argument("run", nargs="?", default=None, metavar="RUN", help="run id or prefix (default: the newest)")
@@ -129,6 +131,7 @@ COMMANDS = {
     "list": "cli_probe:cmd_list",
     "run": "cli_probe:cmd_run",
     "collect": "cli_probe:cmd_collect",
+    "advise": "cli_probe:cmd_advise",
     "worker": "cli_probe:cmd_worker",
     "check": "cli_probe:cmd_check",
     "tiny": "cli_probe:cmd_tiny",

@@ -21,6 +21,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     return execute(RESUME if getattr(args, "resume", None) is not None else RUN, args, settings_of(args))
 
 
+def cmd_advise(args: argparse.Namespace) -> int:
+    from stackmatrix.workflow import ADVISE
+
+    args.store, args.shard, args.quiet = False, None, True  # answered on the terminal, not stored
+    return execute(ADVISE, args, settings_of(args))
+
+
 def cmd_collect(args: argparse.Namespace) -> int:
     return execute(COLLECT, args, settings_of(args))
 

@@ -661,6 +661,16 @@ def run_task(selected: Selected, job: Job) -> int:
     return 0
 
 
+def _advise(name: str) -> Step:
+    def step(value: Any, job: Job) -> Any:
+        from stackmatrix import advise
+
+        return getattr(advise, name)(value, job)
+
+    step.__name__ = name
+    return step
+
+
 def _gate(name: str) -> Step:
     def step(value: Any, job: Job) -> Any:
         from stackmatrix import gate
@@ -680,4 +690,5 @@ STAGE: tuple[Step, ...] = (load, expand, select, stage_wheels)
 LIST: tuple[Step, ...] = (load, expand, select, show_list)
 LIST_PLAN: tuple[Step, ...] = (load, expand, select, plan)
 COLLECT: tuple[Step, ...] = (reopen_collect, *RUN[1:])
+ADVISE: tuple[Step, ...] = (load, _advise("advise_cells"), plan, execute_cells, _advise("show_advice"))
 WORKER: tuple[Step, ...] = (reopen_task, expand, select, run_task)

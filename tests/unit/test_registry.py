@@ -101,3 +101,13 @@ def test_damaged_cache_entries_read_as_absent() -> None:
     assert ImageFacts.from_json(json.loads(json.dumps(image.to_json()))) == image
     for key, bad in (("shipped", [{"name": 1}]), ("backend_files", [["a"]]), ("layers", "many"), ("size", None)):
         assert ImageFacts.from_json({**image.to_json(), key: bad}) is None
+
+
+def test_a_name_the_resolver_does_not_know_is_not_asked_again() -> None:
+    import httpx
+
+    from stackmatrix.registry.client import _unknown_host
+
+    assert _unknown_host(httpx.ConnectError("[Errno -2] Name or service not known"))
+    assert not _unknown_host(httpx.ConnectError("[Errno 111] Connection refused"))  # a restart: asked again
+    assert not _unknown_host(httpx.ReadError("Name or service not known"))

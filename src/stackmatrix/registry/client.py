@@ -36,6 +36,14 @@ PLATFORM = ("linux", "amd64")  # the platform Triton's images are read for
 RETRIES = 2
 
 
+# A name the resolver does not know (an air-gapped site without nvcr.io): asking again in a second changes nothing
+_UNKNOWN_HOST = ("Name or service not known", "No address associated with hostname", "nodename nor servname")
+
+
+def _unknown_host(exc: Exception) -> bool:
+    return isinstance(exc, httpx.ConnectError) and any(m in str(exc) for m in _UNKNOWN_HOST)
+
+
 class RegistryUnreachable(InfraUnavailable):
     """The registry did not answer (refused, no route, no name, timed out) or answered 5xx."""
 
@@ -146,7 +154,7 @@ class Registry:
             except (httpx.TimeoutException, httpx.ProxyError, httpx.UnsupportedProtocol) as exc:
                 raise self._unreachable(url, exc) from None
             except httpx.TransportError as exc:
-                if attempt == RETRIES:
+                if attempt == RETRIES or _unknown_host(exc):
                     raise self._unreachable(url, exc) from None
             except (httpx.HTTPError, httpx.InvalidURL) as exc:
                 raise RegistryUnreachable(redact(f"{type(exc).__name__} ({exc}) fetching {url}")) from None

