@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--table", action="store_true", help="also print the readiness grid (it is always in readiness.txt)")
 
     importlib.import_module("stackmatrix.advise").add_parser(sub)
+    importlib.import_module("stackmatrix.bisect").add_parser(sub)
 
     p = sub.add_parser("collect", help="wait for a run's Slurm job arrays, fold their records in, store and render")
     common(p)
@@ -132,6 +133,7 @@ COMMANDS = {
     "run": "cli_probe:cmd_run",
     "collect": "cli_probe:cmd_collect",
     "advise": "cli_probe:cmd_advise",
+    "bisect": "cli_probe:cmd_bisect",
     "worker": "cli_probe:cmd_worker",
     "check": "cli_probe:cmd_check",
     "tiny": "cli_probe:cmd_tiny",

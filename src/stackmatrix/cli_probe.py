@@ -28,6 +28,13 @@ def cmd_advise(args: argparse.Namespace) -> int:
     return execute(ADVISE, args, settings_of(args))
 
 
+def cmd_bisect(args: argparse.Namespace) -> int:
+    from stackmatrix.workflow import BISECT
+
+    args.store, args.shard, args.quiet = False, None, True
+    return execute(BISECT, args, settings_of(args))
+
+
 def cmd_collect(args: argparse.Namespace) -> int:
     return execute(COLLECT, args, settings_of(args))
 

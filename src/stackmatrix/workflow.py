@@ -671,6 +671,12 @@ def _advise(name: str) -> Step:
     return step
 
 
+def _bisect(loaded: Loaded, job: Job) -> int:
+    from stackmatrix.bisect import run_bisect
+
+    return run_bisect(loaded, job)
+
+
 def _gate(name: str) -> Step:
     def step(value: Any, job: Job) -> Any:
         from stackmatrix import gate
@@ -691,4 +697,5 @@ LIST: tuple[Step, ...] = (load, expand, select, show_list)
 LIST_PLAN: tuple[Step, ...] = (load, expand, select, plan)
 COLLECT: tuple[Step, ...] = (reopen_collect, *RUN[1:])
 ADVISE: tuple[Step, ...] = (load, _advise("advise_cells"), plan, execute_cells, _advise("show_advice"))
+BISECT: tuple[Step, ...] = (load, _bisect)
 WORKER: tuple[Step, ...] = (reopen_task, expand, select, run_task)
