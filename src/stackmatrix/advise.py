@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from stackmatrix.domain import Cell, CellResult, Stack, StackKind, Verdict
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 BEST = 3  # candidates shown in full, by default
 NEARER = 5  # failing candidates shown (the nearest), each with its one reason
+ROUNDS = 3  # runtime: rounds of climbing the best (each failure lets the next candidate up)
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,8 @@ class Question:
     current_stack: Stack
     requirements: tuple[Requirement, ...]
     candidates: tuple[Candidate, ...]
+    runtime: int = 0  # cells of the best candidates checked at the runtime tier too
+    not_run: Mapping[str, str] = field(default_factory=dict)  # cell -> why the runtime tier could not run it here
 
 
 def _newer(versions: Sequence[str], than: str | None) -> list[str]:
@@ -231,7 +234,8 @@ def render_markdown(q: Question, now: Checked, ranked: Sequence[Checked], best: 
     ]
     for r, req in zip(now.results, q.requirements, strict=True):
         lines.append(f"| {req.model.id} | {req.target.name} | {req.minimum} or better | {_md(_why(r))} |")
-    lines += ["", f"{len(q.candidates)} candidate changes checked (static tier); {len(good)} meet every requirement."]
+    tiers = "static tier" + (f"; {q.runtime} cells of the best also at the runtime tier" if q.runtime else "")
+    lines += ["", f"{len(q.candidates)} candidate changes checked ({tiers}); {len(good)} meet every requirement."]
     if good:
         lines += ["", f"### The smallest changes that serve ({min(best, len(good))} of {len(good)})"]
         for n, k in enumerate(good[:best], 1):
@@ -248,7 +252,8 @@ def render_markdown(q: Question, now: Checked, ranked: Sequence[Checked], best: 
                     f"   - image: `{image['dockerfile']}` on `{image['base']}`, installing {image['installs']}"
                 )
             for r, req in zip(k.results, q.requirements, strict=True):
-                lines.append(f"   - {req.model.id} on {req.target.name}: {_md(_why(r))}")
+                why = _why(r) + (f" (runtime tier: {q.not_run[r.cell_id]})" if r.cell_id in q.not_run else "")
+                lines.append(f"   - {req.model.id} on {req.target.name}: {_md(why)}")
     nearer = [k for k in ranked if not k.ok][:NEARER]
     if nearer:
         lines += ["", "### Nearer candidates that fail, and why", ""]
@@ -286,7 +291,13 @@ def render_json(q: Question, now: Checked, ranked: Sequence[Checked], best: int,
             ),
             "image": image_of(c.stack, settings),
             "cells": [
-                {"cell": r.cell_id, "verdict": str(r.verdict), "reason": r.reason and str(r.reason), "why": _why(r)}
+                {
+                    "cell": r.cell_id,
+                    "verdict": str(r.verdict),
+                    "reason": r.reason and str(r.reason),
+                    "why": _why(r),
+                    "runtime_not_run": q.not_run.get(r.cell_id),
+                }
                 for r in k.results
             ],
             "fails_because": _first_failure(k, q) or None,
@@ -297,6 +308,7 @@ def render_json(q: Question, now: Checked, ranked: Sequence[Checked], best: int,
         "current": {"spec": str(q.current), "stack": q.current_stack.id, "met": now.met},
         "requirements": [{"model": r.model.id, "target": r.target.name, "min": str(r.minimum)} for r in q.requirements],
         "checked": len(q.candidates),
+        "runtime_cells": q.runtime,
         "best": [one(k) for k in good[:best]],
         "nearer": [one(k) for k in ranked if not k.ok][:NEARER],
     }
@@ -338,18 +350,51 @@ def advise_cells(loaded: Loaded, job: Job) -> Selected:
     return Selected(loaded, unique, unique, len(unique), purpose="advise", extra=q)
 
 
+def climb_best(best: Sequence[Checked], q: Question, executed: Executed, job: Job) -> dict[str, CellResult]:
+    """The best candidates' cells through the runtime tier (the local executor: ladders share environments)."""
+    from stackmatrix.contexts import runtime_context, static_context
+    from stackmatrix.pipeline import execute
+    from stackmatrix.workflow import session_of
+
+    args, session = job.args, session_of(job)
+    todo = [(c, "", 0.0) for k in best for c in cells_of(k.candidate.stack, q.requirements)]
+    ctx = static_context(session, executed.planned.selected.loaded, args.resolve)
+    rctx = runtime_context(session, args.override, args.full_class, args.fresh)
+    climbed: dict[str, CellResult] = {}
+    logs = job.settings.cache_dir / "logs"
+    execute(todo, ctx, session, lambda r, slow: climbed.__setitem__(r.cell_id, r), rctx, logs, quiet=True)
+    return climbed
+
+
 def show_advice(executed: Executed, job: Job) -> int:
     from stackmatrix.errors import GateRegression
 
     q: Question = executed.planned.selected.extra
     now, ranked = check(q, executed.result)
+    if job.args.advise_tier == "runtime":  # the best few up the runtime tier, ranked again on what they did
+        climbed: dict[str, CellResult] = {}
+
+        def result(cell_id: str) -> CellResult | None:
+            # what this host could not run (no CPU build of it) keeps its static verdict: no evidence either way
+            got = climbed.get(cell_id)
+            return got if got is not None and got.verdict is not Verdict.NOT_RUN else executed.result(cell_id)
+
+        for _ in range(ROUNDS):  # until the best N have all climbed (a failure lets the next one up)
+            best = [k for k in ranked if k.ok][: job.args.best]
+            fresh = [k for k in best if any(r.cell_id not in climbed for r in k.results)]
+            if not fresh:
+                break
+            climbed |= climb_best(fresh, q, executed, job)
+            now, ranked = check(q, result)
+        skipped = {c: _why(r) for c, r in climbed.items() if r.verdict is Verdict.NOT_RUN}
+        q = Question(q.current, q.current_stack, q.requirements, q.candidates, len(climbed), skipped)
     render = RENDER[job.args.format]
     print(render(q, now, ranked, job.args.best, job.settings), end="")
     return 0 if any(k.ok for k in ranked) or now.ok else GateRegression.exit_code
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
-    from stackmatrix.cli_args import add_flags, common, resolve
+    from stackmatrix.cli_args import add_flags, common, resolve, tier
 
     p: argparse.ArgumentParser = sub.add_parser(
         "advise", help="the smallest change from the stack you run to one that serves what you need"
@@ -364,6 +409,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--min", choices=[str(v) for v in PASSING], default="predicted", help="the verdict each must reach")
     p.add_argument("--best", type=_positive, default=BEST, help=f"candidates shown in full (default {BEST})")
     p.add_argument("--format", choices=list(RENDER), default="md")
+    tier(p)  # runtime: the best --best candidates climb the runtime tier before the answer
     resolve(p)
     add_flags(p, "fresh")
     return p

@@ -25,6 +25,7 @@ def cmd_advise(args: argparse.Namespace) -> int:
     from stackmatrix.workflow import ADVISE
 
     args.store, args.shard, args.quiet = False, None, True  # answered on the terminal, not stored
+    args.advise_tier, args.tier = args.tier, "static"  # every candidate statically; the best few climb after
     return execute(ADVISE, args, settings_of(args))
 
 

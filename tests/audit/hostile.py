@@ -110,7 +110,7 @@ MEM_LIMIT = 4 << 30
 PRLIMIT = shutil.which("prlimit")
 
 # subcommands that take the common options (--cache-dir etc.) vs. only --reports-dir
-COMMON_CMDS = {"list", "run", "check", "stage", "tiny", "gate", "image", "collect", "worker"}
+COMMON_CMDS = {"list", "run", "check", "stage", "tiny", "gate", "image", "collect", "worker", "advise", "bisect"}
 REPORTS_ONLY = {"history", "diff", "report", "merge"}
 
 
@@ -3167,6 +3167,35 @@ def corpus_slurm() -> None:
     add(cat, "worker-cell-escapes", sm(*worker, "0"), {2}, reports="two_runs", setup=submission("json", escape))
 
 
+def corpus_answers() -> None:
+    """``advise`` and ``bisect`` with hostile specs, models, policies and axes: exit 2 naming the flag or the file,
+    never a traceback or a hang."""
+    cat = "answers"
+    e4b = ["--model", "gemma-4-E4B-it"]
+    for label, args in [
+        ("advise-current-garbage", ["advise", "--current", "triton", *e4b]),
+        ("advise-current-unknown-key", ["advise", "--current", "cuda=12.8", *e4b]),
+        ("advise-current-release-bad", ["advise", "--current", "triton=26.99", *e4b]),
+        ("advise-current-version-bad", ["advise", "--current", "vllm=0.19.0.dev0+evil", *e4b]),
+        ("advise-no-model", ["advise", "--current", "triton=26.03"]),
+        ("advise-gpu-bad", ["advise", "--current", "triton=26.03", *e4b, "--gpu", "../../x"]),
+        ("advise-best-zero", ["advise", "--current", "triton=26.03", *e4b, "--best", "0"]),
+        ("bisect-axis-bad", ["bisect", "--axis", "cuda", *e4b]),
+        ("bisect-pinned-axis", ["bisect", "--axis", "triton", "--triton", "26.03", *e4b]),
+        ("bisect-rule-bad", ["bisect", "--axis", "vllm", "--transformers", "@yesterday", *e4b]),
+        ("bisect-model-bad", ["bisect", "--axis", "vllm", "--model", "../../etc/passwd"]),
+    ]:
+        add(cat, label, sm(*args), {2})
+    for kind in ("fifo", "dir", "binary", "symlink_loop"):
+        add(
+            cat,
+            f"advise-policy-{kind}",
+            sm("advise", "--policy", "@IN@/p.toml"),
+            {2},
+            setup=lambda c, kind=kind: make_bad(c.IN / "p.toml", kind),
+        )
+
+
 def build_corpus(selftest: bool = False) -> None:
     if selftest:
         corpus_selftest()
@@ -3181,6 +3210,7 @@ def build_corpus(selftest: bool = False) -> None:
     corpus_blackhole()
     corpus_registry()
     corpus_slurm()
+    corpus_answers()
     corpus_merge()
     corpus_resume()
     corpus_plan()
