@@ -171,6 +171,7 @@ def run_bisect(loaded: Loaded, job: Job) -> int:
         return meets(result.verdict, minimum)
 
     search = Search(releases, probe)
+    standing = len(releases)
     if rctx is None:  # the static tier: every release, exactly
         for i in range(len(releases)):
             search.at(i)
@@ -180,6 +181,7 @@ def run_bisect(loaded: Loaded, job: Job) -> int:
             last = next((i for i in range(first, len(releases)) if not search.seen[i]), len(releases)) - 1
     else:  # the runtime tier: a ladder only where the static tier passes (a static failure prunes the ladder)
         static = [i for i in range(len(releases)) if _static_ok(axis[i][1], model, target, ctx)]
+        standing = len(static)
         sub = Search([releases[i] for i in static], lambda k: probe(static[k]))
         found = first_pass(sub) if static else None
         end = last_pass(sub, found) if args.regression and found is not None else None
@@ -187,7 +189,7 @@ def run_bisect(loaded: Loaded, job: Job) -> int:
         first = static[found] if found is not None else None
         last = static[end] if end is not None else None
     answer = Answer(
-        args.axis, releases, model.id, target.name, str(minimum), args.tier, search.seen, results, first, last
+        args.axis, releases, model.id, target.name, args.min, args.tier, search.seen, results, first, last, standing
     )
     print((render_json if args.format == "json" else render_markdown)(answer), end="")
     return 0 if first is not None else GateRegression.exit_code
@@ -222,6 +224,7 @@ class Answer:
     results: dict[int, CellResult]
     first: int | None
     last: int | None
+    standing: int = 0  # releases the static tier left standing: the runtime search's range
 
     @property
     def monotonic(self) -> bool:
@@ -273,9 +276,15 @@ def render_markdown(ans: Answer) -> str:
         seen = intervals(ans.seen, ans.releases)
         runs = "; ".join(f"{a} to {b} {'passes' if ok else 'fails'}" for a, b, ok in seen)
         lines += ["", f"Not monotonic: {runs}."]
-    what = "cells decided" if ans.tier == "static" else "ladders run"
-    extra = "" if ans.tier == "static" else f" (at most {bound(n) + (1 if ans.last is not None else 0)})"
-    lines += ["", f"{len(ans.seen)} {what} for {n} releases on the axis{extra}."]
+    if ans.tier == "static":
+        lines += ["", f"{len(ans.seen)} cells decided for {n} releases on the axis."]
+    else:
+        most = bound(ans.standing) + (1 if ans.last is not None else 0)
+        lines += [
+            "",
+            f"{len(ans.seen)} ladders run for {n} releases on the axis ({ans.standing} left standing by the static "
+            f"tier; at most {most}).",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -290,6 +299,7 @@ def render_json(ans: Answer) -> str:
         "first": ans.releases[ans.first] if ans.first is not None else None,
         "last": ans.releases[ans.last] if ans.last is not None else None,
         "probed": len(ans.seen),
+        "standing": ans.standing,
         "monotonic": ans.monotonic,
         "intervals": [{"from": a, "to": b, "passes": ok} for a, b, ok in intervals(ans.seen, ans.releases)],
         "cells": {ans.releases[i]: r.cell_id for i, r in sorted(ans.results.items())},

@@ -61,3 +61,31 @@ def test_bad_input_is_exit_2(capsys: pytest.CaptureFixture[str], cache_dir: Path
     code, _ = bisect(capsys, cache_dir, *args)
     assert code == 2
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_the_runtime_search_runs_at_most_log2_n_plus_2_ladders(
+    capsys: pytest.CaptureFixture[str], cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runtime path of the command with a stubbed rung (one ladder each): the static tier on real wheels
+    prunes the axis, the search climbs only what stands, the boundary's two sides are both climbed."""
+    import math
+    from dataclasses import replace
+
+    from stackmatrix import bisect as bisect_module
+    from stackmatrix.domain import Verdict
+
+    climbed: list[str] = []
+
+    def stub(cell: Any, static: Any, *rest: Any) -> Any:
+        climbed.append(cell.stack.vllm)
+        ok = Version(cell.stack.vllm) >= Version("0.25.0")  # the stub's truth: the engine runs from 0.25.0
+        return replace(static, verdict=Verdict.RUNS_TINY if ok else Verdict.BLOCKED)
+
+    monkeypatch.setattr(bisect_module, "_climb", stub)
+    args = ["--axis", "vllm", "--model", "gemma-4-E4B-it", "--tier", "runtime", "--min", "runs-tiny"]
+    code, doc = bisect(capsys, cache_dir, *args)
+    assert code == 0 and Version(doc["first"]) >= Version("0.25.0")
+    assert len(climbed) == len(set(climbed)) == doc["probed"] <= math.ceil(math.log2(doc["standing"])) + 2
+    assert doc["standing"] < doc["releases"]  # the static tier pruned the releases before Gemma 4
+    below = [v for v in climbed if Version(v) < Version(doc["first"])]
+    assert below and doc["verdicts"][max(below, key=Version)] == "blocked"  # the boundary's lower side was climbed
