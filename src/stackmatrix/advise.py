@@ -40,7 +40,6 @@ class Candidate:
     components: int  # pins (triton, vllm, transformers) that differ from the current stack
     kind_switch: bool
     jumped: int  # releases jumped on the axes it changes
-    image: bool  # a change inside a container: a derived image
 
 
 @dataclass(frozen=True)
@@ -97,31 +96,31 @@ def _newest_patches(versions: Sequence[str]) -> list[str]:
     return sorted(best.values(), key=Version)
 
 
-def enumerate_candidates(current: Stack, session: Session, loaded: Loaded) -> Iterator[tuple[StackSpec, str, bool]]:
-    """(spec, what it is, inside a container) for every change worth checking from ``current``."""
+def enumerate_candidates(current: Stack, session: Session, loaded: Loaded) -> Iterator[tuple[StackSpec, str]]:
+    """(spec, what it is) for every change worth checking from ``current``."""
     facts, releases = session.facts, sorted(loaded.catalog.triton)
     vllms, tfs = facts.versions("vllm"), _newest_patches(facts.versions("transformers"))
     if current.kind in (StackKind.TRITON_VLLM, StackKind.TRITON_PYTHON) and current.triton:
         r = current.triton
         for newer in releases[releases.index(r) + 1 :] if r in releases else []:
             if current.kind is StackKind.TRITON_VLLM:
-                yield StackSpec(triton=newer), f"Triton {newer} (its stock container)", False
+                yield StackSpec(triton=newer), f"Triton {newer} (its stock container)"
             else:
-                yield StackSpec(triton=newer, kind="triton-python"), f"Triton {newer}, Python backend", False
+                yield StackSpec(triton=newer, kind="triton-python"), f"Triton {newer}, Python backend"
         if current.kind is StackKind.TRITON_VLLM:
             for t in _newer(tfs, current.transformers):
-                yield StackSpec(triton=r, transformers=t), f"transformers {t} inside Triton {r}", True
+                yield StackSpec(triton=r, transformers=t), f"transformers {t} inside Triton {r}"
             for v in _newer(vllms, current.vllm):
-                yield StackSpec(triton=r, vllm=v), f"vLLM {v} inside Triton {r}", True
-            yield StackSpec(triton=r, kind="triton-python"), f"Triton {r}, Python backend (transformers)", False
+                yield StackSpec(triton=r, vllm=v), f"vLLM {v} inside Triton {r}"
+            yield StackSpec(triton=r, kind="triton-python"), f"Triton {r}, Python backend (transformers)"
     else:
         for v in _newer(vllms, current.vllm):
-            yield StackSpec(vllm=v), f"vLLM {v} (its own server)", False
+            yield StackSpec(vllm=v), f"vLLM {v} (its own server)"
         for t in _newer(tfs, current.transformers):
-            yield StackSpec(vllm=current.vllm, transformers=t), f"transformers {t} with vLLM {current.vllm}", False
+            yield StackSpec(vllm=current.vllm, transformers=t), f"transformers {t} with vLLM {current.vllm}"
     if current.kind is not StackKind.VLLM:
         for v in _newer(vllms, current.vllm):
-            yield StackSpec(vllm=v), f"vLLM {v} (its own server instead of Triton)", False
+            yield StackSpec(vllm=v), f"vLLM {v} (its own server instead of Triton)"
 
 
 def _jumped(current: Stack, stack: Stack, loaded: Loaded, session: Session) -> int:
@@ -147,7 +146,7 @@ def question(current: StackSpec, requirements: Sequence[Requirement], session: S
 
     stack = resolve_stack(current, session, loaded, "--current")
     out: dict[str, Candidate] = {}
-    for spec, change, image in enumerate_candidates(stack, session, loaded):
+    for spec, change in enumerate_candidates(stack, session, loaded):
         try:
             cand = resolve_stack(spec, session, loaded, "advise")
         except BadInput:
@@ -156,7 +155,7 @@ def question(current: StackSpec, requirements: Sequence[Requirement], session: S
             continue
         changed = sum(getattr(cand, k) != getattr(stack, k) for k in ("triton", "vllm", "transformers"))
         switch = cand.kind is not stack.kind
-        out[cand.id] = Candidate(spec, cand, change, changed, switch, _jumped(stack, cand, loaded, session), image)
+        out[cand.id] = Candidate(spec, cand, change, changed, switch, _jumped(stack, cand, loaded, session))
     return Question(current, stack, tuple(requirements), tuple(out.values()))
 
 
@@ -173,7 +172,7 @@ def check(q: Question, result: Callable[[str], CellResult | None]) -> tuple[Chec
         met = sum(meets(r.verdict, req.minimum) for r, req in zip(results, q.requirements, strict=True))
         return Checked(c, results, met)
 
-    now = checked(Candidate(q.current, q.current_stack, "no change", 0, False, 0, False))
+    now = checked(Candidate(q.current, q.current_stack, "no change", 0, False, 0))
     ranked = [checked(c) for c in q.candidates]
     ranked.sort(key=lambda k: (not k.ok, k.size() if k.ok else (-k.met, *k.size())))
     return now, ranked
