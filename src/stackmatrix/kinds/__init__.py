@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from stackmatrix.catalog import Catalog
     from stackmatrix.domain import Cell, Outcome, Stack, TritonRelease
     from stackmatrix.images import ImagePlan, TritonImages
-    from stackmatrix.kinds.pins import IndexView, WheelView
+    from stackmatrix.kinds.pins import Change, IndexView, WheelView
     from stackmatrix.ladder.runtime import Ladder, Placement, RuntimeContext
     from stackmatrix.ladder.static import StaticRung
     from stackmatrix.matrixfile import StackRule
@@ -76,6 +76,18 @@ class Kind(Protocol):
 
     def image(self, stack: Stack, triton: TritonImages) -> ImagePlan | None:
         """How the docker runner builds the stack's cell image; None: no runtime image wired for it yet."""
+        ...
+
+    def derived_image(self, stack: Stack, triton: TritonImages) -> ImagePlan | None:
+        """The image a change inside a Triton release's container makes (what ``advise`` names for it): the
+        kind's template on the release's image; None for a stack that changes no container."""
+        ...
+
+    def changes(
+        self, stack: Stack, releases: Sequence[str], vllms: Sequence[str], transformers: Sequence[str]
+    ) -> Iterator[Change]:
+        """The candidate changes from one of its stacks (``advise``): newer releases of the kind, what can be
+        replaced inside its container, the switches of kind worth checking."""
         ...
 
     def stage_target(self, stack: Stack, base_python: str) -> StageTarget | None:

@@ -7,9 +7,9 @@ models (pydantic) are imported where a rule is applied, not here."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from functools import cache
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from packaging.version import Version
 
@@ -142,3 +142,28 @@ def check_version(index: WheelView, project: str, version: str, python: str, whe
             version,
             f"a {project} version on the index (version-not-found; newest: {', '.join(exc.known[-3:])})",
         ) from None
+
+
+class Change(NamedTuple):
+    """A candidate change of a stack (``advise``): the pins of the stack it makes, as ``check``'s flags would
+    name them (None: the kind's default), and what it is, in words."""
+
+    text: str
+    triton: str | None = None
+    vllm: str | None = None
+    transformers: str | None = None
+    kind: str | None = None
+
+
+def newer(versions: Sequence[str], than: str | None) -> list[str]:
+    """The versions after ``than`` (all of them when there is none), in their order."""
+    if than is None:
+        return list(versions)
+    base = Version(than)
+    return [v for v in versions if Version(v) > base]
+
+
+def own_server(stack_vllm: str | None, vllms: Sequence[str], instead: str = "") -> Iterator[Change]:
+    """vLLM's own server at every newer release (a kind switch from a Triton stack)."""
+    for v in newer(vllms, stack_vllm):
+        yield Change(f"vLLM {v} (its own server{instead})", vllm=v, kind="vllm")

@@ -11,7 +11,16 @@ from stackmatrix.domain import Cell, Outcome, Stack, StackKind
 from stackmatrix.errors import BadInput
 from stackmatrix.images import PYTHON_VARIANT, ImagePlan, TritonImages
 from stackmatrix.kinds import tritonbase
-from stackmatrix.kinds.pins import IndexView, WheelView, check_version, known_transformers, python_of
+from stackmatrix.kinds.pins import (
+    Change,
+    IndexView,
+    WheelView,
+    check_version,
+    known_transformers,
+    newer,
+    own_server,
+    python_of,
+)
 
 if TYPE_CHECKING:
     from stackmatrix.domain import TritonRelease
@@ -87,6 +96,21 @@ def requirements(stack: Stack, device: str) -> list[str]:
 def image(stack: Stack, triton: TritonImages) -> ImagePlan | None:
     # On Triton's own image, in a venv made by the image's python3 (the libpython the backend's stub links).
     return ImagePlan(IMAGE, triton.ref(stack.triton or "", VARIANT))
+
+
+def derived_image(stack: Stack, triton: TritonImages) -> ImagePlan | None:
+    return ImagePlan(IMAGE, triton.ref(stack.triton or "", VARIANT))
+
+
+def changes(
+    stack: Stack, releases: Sequence[str], vllms: Sequence[str], transformers: Sequence[str]
+) -> Iterator[Change]:
+    r = stack.triton or ""
+    for later in releases[releases.index(r) + 1 :] if r in releases else []:
+        yield Change(f"Triton {later}, Python backend", triton=later, kind=str(KIND))
+    for t in newer(transformers, stack.transformers):
+        yield Change(f"transformers {t} in Triton {r}'s Python backend", triton=r, transformers=t, kind=str(KIND))
+    yield from own_server(None, vllms[-1:], " instead of Triton")
 
 
 def stage_target(stack: Stack, base_python: str) -> Target | None:

@@ -16,9 +16,12 @@ from stackmatrix.errors import BadInput
 from stackmatrix.images import VLLM_VARIANT, ImagePlan, TritonImages
 from stackmatrix.kinds import tritonbase
 from stackmatrix.kinds.pins import (
+    Change,
     IndexView,
     WheelView,
     check_version,
+    newer,
+    own_server,
     pick_transformers,
     python_of,
     transformers_for,
@@ -148,6 +151,24 @@ def requirements(stack: Stack, device: str) -> list[str]:
 
 def image(stack: Stack, triton: TritonImages) -> ImagePlan | None:
     return None  # the runtime tier on Triton's vLLM backend is not wired yet
+
+
+def derived_image(stack: Stack, triton: TritonImages) -> ImagePlan | None:
+    return None if stock(stack) else ImagePlan(IMAGE, triton.ref(stack.triton or "", VARIANT))
+
+
+def changes(
+    stack: Stack, releases: Sequence[str], vllms: Sequence[str], transformers: Sequence[str]
+) -> Iterator[Change]:
+    r = stack.triton or ""
+    for later in releases[releases.index(r) + 1 :] if r in releases else []:
+        yield Change(f"Triton {later} (its stock container)", triton=later)
+    for t in newer(transformers, stack.transformers):
+        yield Change(f"transformers {t} inside Triton {r}", triton=r, transformers=t)
+    for v in newer(vllms, stack.vllm):
+        yield Change(f"vLLM {v} inside Triton {r}", triton=r, vllm=v)
+    yield Change(f"Triton {r}, Python backend (transformers)", triton=r, kind="triton-python")
+    yield from own_server(stack.vllm, vllms, " instead of Triton")
 
 
 def stage_target(stack: Stack, base_python: str) -> Target | None:

@@ -10,10 +10,13 @@ from stackmatrix.domain import Cell, Outcome, Reason, Rung, Stack, StackKind, St
 from stackmatrix.errors import BadInput
 from stackmatrix.images import ImagePlan, TritonImages
 from stackmatrix.kinds.pins import (
+    Change,
     IndexView,
     WheelView,
     check_version,
     known_transformers,
+    newer,
+    own_server,
     pick_transformers,
     vllm_versions,
 )
@@ -85,6 +88,18 @@ def requirements(stack: Stack, device: str) -> list[str]:
 def image(stack: Stack, triton: TritonImages) -> ImagePlan | None:
     # The cell's transformers pin wins over vLLM's declared bound: an override cell is observed with exactly it.
     return ImagePlan(IMAGE, None, (f"transformers=={stack.transformers}",))
+
+
+def derived_image(stack: Stack, triton: TritonImages) -> ImagePlan | None:
+    return None  # vLLM's own server changes no Triton container
+
+
+def changes(
+    stack: Stack, releases: Sequence[str], vllms: Sequence[str], transformers: Sequence[str]
+) -> Iterator[Change]:
+    yield from own_server(stack.vllm, vllms)
+    for t in newer(transformers, stack.transformers):
+        yield Change(f"transformers {t} with vLLM {stack.vllm}", vllm=stack.vllm, transformers=t, kind=str(KIND))
 
 
 def stage_target(stack: Stack, base_python: str) -> Target | None:
