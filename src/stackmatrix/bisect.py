@@ -143,6 +143,7 @@ def run_bisect(loaded: Loaded, job: Job) -> int:
     from stackmatrix.contexts import runtime_context, static_context
     from stackmatrix.errors import GateRegression
     from stackmatrix.pipeline import evaluate
+    from stackmatrix.pipeline import standing as standing_
     from stackmatrix.stackspec import parse_target
     from stackmatrix.triton.shipped import matrix_releases, with_images
     from stackmatrix.workflow import session_of
@@ -162,10 +163,17 @@ def run_bisect(loaded: Loaded, job: Job) -> int:
     rctx = runtime_context(session, args.override, args.full_class, args.fresh) if args.tier == "runtime" else None
     results: dict[int, CellResult] = {}
 
+    static_of: dict[int, CellResult] = {}
+
+    def static(i: int) -> CellResult:  # the static tier's record of release i (milliseconds, once)
+        if i not in static_of:
+            static_of[i] = evaluate(Cell(axis[i][1], model, target), "", ctx)
+        return static_of[i]
+
     def probe(i: int) -> bool:
         cell = Cell(axis[i][1], model, target)
-        result = evaluate(cell, "", ctx)
-        if rctx is not None and result.verdict in (Verdict.PREDICTED, Verdict.OVERRIDE):
+        result = static(i)
+        if rctx is not None and standing_(result):
             result = _climb(cell, result, session, ctx, rctx, job)
         results[i] = result
         return meets(result.verdict, minimum)
@@ -180,26 +188,20 @@ def run_bisect(loaded: Loaded, job: Job) -> int:
         if args.regression and first is not None:
             last = next((i for i in range(first, len(releases)) if not search.seen[i]), len(releases)) - 1
     else:  # the runtime tier: a ladder only where the static tier passes (a static failure prunes the ladder)
-        static = [i for i in range(len(releases)) if _static_ok(axis[i][1], model, target, ctx)]
-        standing = len(static)
-        sub = Search([releases[i] for i in static], lambda k: probe(static[k]))
-        found = first_pass(sub) if static else None
+        # a ladder only where the static tier leaves the cell standing (a runtime verdict needs it)
+        climbable = [i for i in range(len(releases)) if standing_(static(i))]
+        standing = len(climbable)
+        sub = Search([releases[i] for i in climbable], lambda k: probe(climbable[k]))
+        found = first_pass(sub) if climbable else None
         end = last_pass(sub, found) if args.regression and found is not None else None
-        search.seen.update({static[k]: ok for k, ok in sub.seen.items()})
-        first = static[found] if found is not None else None
-        last = static[end] if end is not None else None
+        search.seen.update({climbable[k]: ok for k, ok in sub.seen.items()})
+        first = climbable[found] if found is not None else None
+        last = climbable[end] if end is not None else None
     answer = Answer(
         args.axis, releases, model.id, target.name, args.min, args.tier, search.seen, results, first, last, standing
     )
     print((render_json if args.format == "json" else render_markdown)(answer), end="")
     return 0 if first is not None else GateRegression.exit_code
-
-
-def _static_ok(stack: Stack, model: Any, target: Any, ctx: Any) -> bool:
-    """Whether the static tier leaves the cell standing for the wanted verdict (a runtime verdict needs it)."""
-    from stackmatrix.pipeline import evaluate, standing
-
-    return standing(evaluate(Cell(stack, model, target), "", ctx))
 
 
 def _climb(cell: Cell, static: CellResult, session: Session, ctx: Any, rctx: Any, job: Job) -> CellResult:
