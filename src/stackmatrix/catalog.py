@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field
 
+from stackmatrix.asof import AsOf, moment
 from stackmatrix.domain import CallSpec, Gpu, ImportSet, ImportSpec, Model, TritonRelease, public_version
 from stackmatrix.errors import BadInput
 from stackmatrix.ids import check_id_part
@@ -104,6 +106,8 @@ class _Release(Strict):
     source: str
     upstream: str | None = Field(None, pattern=r"^\d\d\.\d\d$")
     upstream_source: str | None = None
+    published: str | None = None  # RFC 3339 time or a day; checked by asof.moment
+    published_source: str | None = None
 
 
 class _VllmContainer(Strict):
@@ -137,6 +141,26 @@ class Catalog:
     extern_imports: dict[str, tuple[str, ...]]  # import set -> top-level non-vLLM modules it imports
     model_json_keys: tuple[str, ...]
     model_json_keys_tp: tuple[str, ...]
+    later: dict[str, str] = field(default_factory=dict)  # releases an as-of leaves out -> when they came out
+
+    def as_of(self, when: AsOf | None) -> Catalog:
+        """The catalog as it was then: the Triton releases published after ``when`` are left out (``later``
+        names them, so a matrix or a flag that names one is told why)."""
+        if when is None:
+            return self
+        kept, later = {}, {}
+        for name, r in self.triton.items():
+            if when.sees(published_moment(r)):
+                kept[name] = r
+            else:
+                later[name] = r.published or ""
+        return replace(self, triton=kept, later=later)
+
+    def unknown_release(self, release: str) -> str:
+        """Why ``release`` is not a release of this catalog, for a message: out after the as-of, or unknown."""
+        if release in self.later:
+            return f"a Triton release out by the --as-of ({release} was published {self.later[release]})"
+        return f"a Triton release of the catalog ({', '.join(self.triton)})"
 
     def model(self, query: str, where: str = "--model") -> Model:
         """A model by id, case-insensitively, with or without the org."""
@@ -159,6 +183,29 @@ def _shipped_transformers(r: _Release, c: _VllmContainer | None) -> tuple[str | 
     if public_version(c.vllm) != public_version(r.vllm_shipped):
         return None, ""
     return c.transformers, f"NVIDIA vLLM container {c.release} ({c.source}), upstream per {r.upstream_source}"
+
+
+def published_moment(r: TritonRelease) -> datetime:
+    """When a release came out: its catalog date (a day alone is its first instant)."""
+    assert r.published is not None, "load_catalog fills in every release's date"
+    return moment(r.published)
+
+
+def _published(r: _Release, where: str, key: str) -> tuple[str, str]:
+    """The release's date and its source; where the catalog gives none, inferred as the first day of the month
+    after the release's (NGC's monthly releases come out in their month's last days or the next's first), and
+    labelled so."""
+    if r.published is None:
+        yy, mm = (int(p) for p in r.release.split("."))
+        year, month = (2000 + yy + mm // 12, mm % 12 + 1)
+        return f"{year:04d}-{month:02d}-01", "inferred: the first day of the month after the release's"
+    try:
+        moment(r.published)
+    except ValueError:
+        raise BadInput(
+            where, key, r.published, "an RFC 3339 time (2026-11-17T18:00:00Z) or a day (2026-11-17)"
+        ) from None
+    return r.published, r.published_source or ""
 
 
 def load_catalog(root: Path | None = None) -> Catalog:
@@ -224,6 +271,7 @@ def load_catalog(root: Path | None = None) -> Catalog:
                 r.import_set,
                 f"one of the import sets defined in the file ({', '.join(sorted(sets))})",
             )
+        published, published_source = _published(r, str(triton_file), f"release[{i}].published")
         releases[r.release] = TritonRelease(
             r.release,
             r.triton_version,
@@ -238,6 +286,8 @@ def load_catalog(root: Path | None = None) -> Catalog:
             r.source,
             r.upstream,
             *_shipped_transformers(r, containers.get(r.upstream or "")),
+            published=published,
+            published_source=published_source,
         )
     return Catalog(
         gpus=gpus,

@@ -151,4 +151,4 @@ def loaded_of(args: argparse.Namespace) -> Loaded:
     from stackmatrix.matrixfile import default_matrix_path
     from stackmatrix.pipeline import load
 
-    return load(args.matrix or default_matrix_path())
+    return load(args.matrix or default_matrix_path(), as_of=settings_of(args).as_of)

@@ -224,6 +224,8 @@ class TritonRelease:
     # (reason, detail): the catalog above is then the fallback.
     image: ImageFacts | None = None
     image_problem: tuple[str, str] | None = None
+    published: str | None = None  # when the release came out (RFC 3339, or a day): what --as-of compares
+    published_source: str = ""  # where that date comes from ("inferred: ..." where no document says)
 
     @property
     def vllm_public(self) -> str | None:

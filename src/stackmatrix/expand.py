@@ -26,9 +26,9 @@ def releases_of(rule: StackRule, catalog: Catalog) -> list[TritonRelease]:
     """The rule's Triton releases: a list, or every catalog release from ``from`` to ``to`` (none: no Triton)."""
     if isinstance(rule.triton, Range):
         names = list(catalog.triton)
-        lo, hi = rule.triton.from_, rule.triton.to or names[-1]
+        lo, hi = rule.triton.from_, rule.triton.to or "99.99"
         return [catalog.triton[r] for r in names if lo <= r <= hi]
-    return [catalog.triton[r] for r in rule.triton or []]
+    return [catalog.triton[r] for r in rule.triton or [] if r in catalog.triton]  # not out by the as-of: left out
 
 
 def expand_stacks(spec: MatrixFile, catalog: Catalog, index: IndexView, where: str) -> list[Stack]:

@@ -110,11 +110,9 @@ def load_matrix(path: Path, catalog: Catalog) -> MatrixFile:
             if isinstance(rule.triton, list)
             else ([rule.triton.from_] + ([rule.triton.to] if rule.triton.to else []) if rule.triton else [])
         )
-        for r in releases:
-            if r not in catalog.triton:
-                raise BadInput(
-                    where, f"{key}.triton", r, f"a Triton release of the catalog ({', '.join(catalog.triton)})"
-                )
+        for r in releases:  # one an as-of leaves out is no error: it is left out of the cells
+            if r not in catalog.triton and r not in catalog.later:
+                raise BadInput(where, f"{key}.triton", r, catalog.unknown_release(r))
         if isinstance(rule.vllm, Range):
             for end, value in (("from", rule.vllm.from_), ("to", rule.vllm.to)):
                 if value is not None and normalized(value) is None:

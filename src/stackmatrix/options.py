@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Generic, Literal, NoReturn, TypeVar, cast, overload
 from urllib.parse import urlsplit
 
+from stackmatrix.asof import AsOf, parse_as_of
 from stackmatrix.errors import BadInput
 from stackmatrix.redact import redact
 
@@ -279,6 +280,17 @@ class Settings:
         check_url,
         affects_results=True,
     )
+    as_of = Option[AsOf | None](
+        "--as-of",
+        "STACKMATRIX_AS_OF",
+        None,
+        "see the world as it was then: the index's files uploaded by then (PEP 700 upload-time, like uv's "
+        "--exclude-newer) and the Triton releases published by then; a date (the end of that day, UTC) or an "
+        "RFC 3339 time. Default: now",
+        parse_as_of,
+        affects_results=True,
+        metavar="WHEN",
+    )
     find_links = Option[Path | None](
         "--find-links",
         "STACKMATRIX_FIND_LINKS",
@@ -477,6 +489,10 @@ class Settings:
 
     def value_of(self, name: str) -> object:
         return self._values[name]
+
+    def but(self, name: str, value: object, source: str) -> Settings:
+        """These settings with one value replaced (and where it came from)."""
+        return Settings({**self._values, name: value}, {**self.sources, name: source})
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Settings) and self._values == other._values

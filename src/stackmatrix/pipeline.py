@@ -30,6 +30,7 @@ from stackmatrix.wheels.index import Index, VersionNotFound
 from stackmatrix.wheels.reader import WheelReader
 
 if TYPE_CHECKING:  # the runtime ladder is imported by the runs that climb it
+    from stackmatrix.asof import AsOf
     from stackmatrix.ladder.runtime import RuntimeContext
     from stackmatrix.ladders import Standing
     from stackmatrix.registry.image import ImageReader
@@ -72,7 +73,7 @@ class Session:
 
 def open_session(settings: Settings, platform: str = "x86_64") -> Session:
     http = Http(offline=settings.offline, connect_timeout=settings.connect_timeout, read_timeout=settings.read_timeout)
-    index = Index(http, settings.cache_dir, settings.index_url, settings.find_links, settings.index_ttl)
+    index = Index(http, settings.cache_dir, settings.index_url, settings.find_links, settings.index_ttl, settings.as_of)
     reader = WheelReader(http, settings.cache_dir)
     return Session(settings, http, index, reader, Facts(index, reader, platform))
 
@@ -80,14 +81,15 @@ def open_session(settings: Settings, platform: str = "x86_64") -> Session:
 CATALOG_FILES = ("gpus.toml", "models.toml", "triton.toml")
 
 
-def load(matrix_path: Path, catalog_dir: Path | None = None) -> Loaded:
+def load(matrix_path: Path, catalog_dir: Path | None = None, as_of: AsOf | None = None) -> Loaded:
     """The matrix file and the catalogs: ``catalog_dir``, else the matrix file's folder when it holds all three
-    catalog files (a site's own catalogs beside its matrix), else the embedded ones."""
+    catalog files (a site's own catalogs beside its matrix), else the embedded ones; the catalog as it was at
+    ``as_of`` (the releases out by then)."""
     # lexists: a catalog file that is a directory, a FIFO or a broken link beside the matrix is refused (exit 2),
     # not silently replaced by the embedded one
     if catalog_dir is None and all(os.path.lexists(matrix_path.parent / n) for n in CATALOG_FILES):
         catalog_dir = matrix_path.parent
-    catalog = load_catalog(catalog_dir)
+    catalog = load_catalog(catalog_dir).as_of(as_of)
     spec = load_matrix(matrix_path, catalog)
     digest = hashlib.sha256(read_bytes(matrix_path, "a TOML file"))
     catalogs = hashlib.sha256()

@@ -26,6 +26,7 @@ from packaging.markers import Marker
 from packaging.tags import Tag, compatible_tags, cpython_tags
 from packaging.utils import parse_wheel_filename
 
+from stackmatrix.asof import AsOf, uv_args
 from stackmatrix.atomic import atomic_write_text
 from stackmatrix.errors import BadInput, InfraUnavailable
 from stackmatrix.options import CONNECT_TIMEOUT_S, READ_TIMEOUT_S
@@ -89,6 +90,7 @@ def lock(
     extra_index: str | None = None,
     cert: Path | None = None,
     cache_dir: Path,
+    as_of: AsOf | None = None,
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="stackmatrix-stage-") as tmp:
         req, ovr, out = Path(tmp) / "requirements.in", Path(tmp) / "overrides.txt", Path(tmp) / "pylock.toml"
@@ -97,6 +99,7 @@ def lock(
         cmd = [uv.find_uv_bin(), "pip", "compile", str(req), "--override", str(ovr), "--format", "pylock.toml"]
         cmd += ["--python-version", target.python, "--python-platform", target.platform, "--quiet", "-o", str(out)]
         cmd += ["--index-url", index_url, "--cache-dir", str(uv_cache_dir(cache_dir, index_url, extra_index))]
+        cmd += uv_args(as_of)
         if find_links:
             cmd += ["--find-links", str(find_links)]
         if extra_index:
@@ -172,6 +175,7 @@ def stage(
     extra_index: str | None = None,
     cert: Path | None = None,
     timeout: httpx.Timeout | None = None,
+    as_of: AsOf | None = None,
 ) -> Staged:
     """``timeout``: connect and read timeouts for each wheel download (default: the index's, ``wheels/http.py``)."""
     pylock = lock(
@@ -183,6 +187,7 @@ def stage(
         extra_index=extra_index,
         cert=cert,
         cache_dir=cache_dir,
+        as_of=as_of,
     )
     tags = target.tags()
     wheelhouse.mkdir(parents=True, exist_ok=True)

@@ -173,7 +173,11 @@ def load(_: object, job: Job) -> Loaded:
     from stackmatrix.pipeline import load as load_matrix
     from stackmatrix.pipeline import open_session
 
-    loaded = load_matrix(job.args.matrix or default_matrix_path())
+    if getattr(job.args, "baseline", None) is not None:  # a gate against a stored run sees what that run saw
+        from stackmatrix.store import find_run
+
+        adopt_as_of(find_run(job.settings.reports_dir, job.args.baseline), job)
+    loaded = load_matrix(job.args.matrix or default_matrix_path(), as_of=job.settings.as_of)
     job.session = open_session(job.settings, loaded.spec.settings.platform)
     return loaded
 
@@ -215,10 +219,11 @@ def _reopened(run: Run, job: Job) -> Loaded:
     where = str(run.root / "run.json")
     for key, value in _recorded_args(run).items():
         setattr(job.args, key, value)
+    adopt_as_of(run, job)
     matrix = run.meta.get("matrix")
     if not isinstance(matrix, str) or not matrix.strip():
         raise BadInput(where, "matrix", matrix, "the path of the matrix file the run was started with")
-    loaded = load_matrix(Path(matrix))
+    loaded = load_matrix(Path(matrix), as_of=job.settings.as_of)
     if loaded.matrix_hash != run.meta.get("matrix_hash"):
         raise BadInput(
             where,
@@ -235,6 +240,28 @@ def _reopened(run: Run, job: Job) -> Loaded:
         raise BadInput(where, f"options.{name}", then, f"{now!r}, the value this resume would probe with")
     job.session = open_session(job.settings, loaded.spec.settings.platform)
     return loaded
+
+
+def adopt_as_of(run: Run, job: Job) -> None:
+    """A run continued or compared with sees the world as ``run`` saw it: its recorded ``--as-of`` is taken when
+    none is given; another one given is exit 2 (the cells would be decided in two views)."""
+    from stackmatrix.asof import parse_as_of
+
+    where = str(run.root / "run.json")
+    options = run.meta.get("options")
+    entry = options.get("as_of") if isinstance(options, dict) else None
+    recorded = entry.get("value") if isinstance(entry, dict) else None
+    if recorded is not None and not isinstance(recorded, str):
+        raise BadInput(where, "options.as_of", recorded, "the as-of the run was made with (text) or null")
+    now = job.settings.as_of
+    if recorded is None:
+        if now is not None and isinstance(entry, dict):  # (a run from before the option recorded none)
+            raise BadInput(where, "options.as_of", None, f"--as-of {now}, the view given now (the run saw the newest)")
+    elif now is None:
+        adopted = parse_as_of(f"{where}: options.as_of", recorded)
+        job.settings = job.settings.but("as_of", adopted, f"run {run.run_id}")
+    elif str(now) != recorded:
+        raise BadInput(where, "options.as_of", recorded, f"--as-of {now}, the view given now")
 
 
 def expand(loaded: Loaded, job: Job) -> Selected:
@@ -616,6 +643,7 @@ def stage_wheels(selected: Selected, job: Job) -> int:
             extra_index=None if settings.torch_find_links else settings.torch_index,
             cert=args.cert,
             timeout=httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout),
+            as_of=settings.as_of,
         )
         total += staged.fetched_bytes
         print(f"{stack_id}: {len(staged.wheels)} wheels, {staged.fetched_bytes / 1e6:.1f} MB fetched -> {staged.pins}")

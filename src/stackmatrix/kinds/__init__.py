@@ -140,7 +140,7 @@ def release_for(kind: Kind, triton: str | None, catalog: Catalog, where: str) ->
         raise BadInput(where, "triton", None, f"a Triton release for a {kind.KIND} stack")
     release = catalog.triton.get(triton)
     if release is None:
-        raise BadInput(where, "triton", triton, f"a catalog release ({', '.join(catalog.triton)})")
+        raise BadInput(where, "triton", triton, catalog.unknown_release(triton))
     return release
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import uv
 
+from stackmatrix.asof import uv_args
 from stackmatrix.options import Settings
 from stackmatrix.uvcache import uv_cache_dir
 
@@ -57,6 +58,7 @@ def uv_resolve(
             cmd += ["--find-links", str(settings.find_links)]
         if settings.offline:
             cmd.append("--offline")
+        cmd += uv_args(settings.as_of)
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
         except subprocess.TimeoutExpired:

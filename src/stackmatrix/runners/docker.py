@@ -22,6 +22,7 @@ import docker.errors
 import docker.types
 import requests
 
+from stackmatrix.asof import AsOf
 from stackmatrix.domain import Stack
 from stackmatrix.errors import InfraUnavailable
 from stackmatrix.images import ImageBuildFailed, ImageSpec, TritonImages, base_id, build
@@ -59,6 +60,7 @@ class DockerOptions:
     gpus: tuple[int, ...] = ()
     shm_size: str = "2g"
     triton_images: TritonImages = field(default_factory=TritonImages)
+    as_of: AsOf | None = None  # uv stages what the index held then (--as-of)
 
 
 def owner() -> str:
@@ -118,6 +120,7 @@ class DockerRunner:
                 torch_index=settings.torch_index,
                 overrides=overrides,
                 triton_images=TritonImages(settings.triton_image),
+                as_of=settings.as_of,
             )
         )
 
@@ -183,6 +186,7 @@ class DockerRunner:
             overrides=overrides,
             find_links=self.o.torch_find_links,
             extra_index=None if self.o.torch_find_links else self.o.torch_index,
+            as_of=self.o.as_of,
         )
         spec = ImageSpec(
             kind, base, python, staged.pins, {"requirements": json.dumps(requirements), **labels}, image_id

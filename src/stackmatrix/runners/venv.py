@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import uv
 
+from stackmatrix.asof import AsOf, uv_args
 from stackmatrix.atomic import atomic_write_text
 from stackmatrix.domain import Stack
 from stackmatrix.options import DEFAULT_TORCH_INDEX, Settings
@@ -61,6 +62,7 @@ class VenvOptions:
     # How long a lock (what the requirements resolve to on the index) is reused without resolving again: the index
     # listing's own TTL (--index-ttl); 0: resolve every time.
     lock_ttl_s: float = 0.0
+    as_of: AsOf | None = None  # uv sees the index as it was then (--as-of)
 
 
 def _tail(text: str, n: int = 25) -> str:
@@ -113,6 +115,7 @@ class VenvRunner:
                 device=settings.device,
                 overrides=overrides,
                 lock_ttl_s=0.0 if settings.offline else settings.index_ttl,
+                as_of=settings.as_of,
             )
         )
 
@@ -146,7 +149,7 @@ class VenvRunner:
             args += ["--find-links", str(self.o.torch_find_links)]
         elif self.o.torch_index:
             args += ["--extra-index-url", self.o.torch_index, "--index-strategy", "unsafe-best-match"]
-        return args
+        return args + uv_args(self.o.as_of)
 
     def _uv(self, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
         env_cache = ["--cache-dir", str(uv_cache_dir(self.o.cache_dir, self.o.index_url, self.o.torch_index))]

@@ -23,8 +23,9 @@ from packaging.tags import Tag
 from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
+from stackmatrix.asof import AsOf, moment
 from stackmatrix.atomic import atomic_write_text
-from stackmatrix.errors import InfraUnavailable
+from stackmatrix.errors import BadInput, InfraUnavailable
 from stackmatrix.options import INDEX_TTL_S
 from stackmatrix.readfile import cached_json
 from stackmatrix.redact import redact, split_secrets
@@ -185,8 +186,9 @@ class Index:
         index_url: str,
         find_links: Path | None = None,
         ttl_s: float = INDEX_TTL_S,
+        as_of: AsOf | None = None,
     ) -> None:
-        self.http, self.find_links, self.ttl_s = http, find_links, ttl_s
+        self.http, self.find_links, self.ttl_s, self.as_of = http, find_links, ttl_s, as_of
         # The URL as it may be shown and stored; the credentials stay in ``http`` (memory only).
         self.index_url = http.add_credentials(index_url)
         parts = urlsplit(index_url)
@@ -197,6 +199,7 @@ class Index:
         self.unreachable: str | None = None  # set when the index could not be reached and the cache stood in
         self._mem: dict[str, list[WheelFile]] = {}
         self._uploads: dict[str, dict[str, str]] = {}
+        self._fetched: dict[str, float] = {}  # when each listing in memory was read from the index
         # per project: (the listing it was made from, its wheels by version): a matrix asks for a wheel thousands
         # of times, and parsing every file's version on each ask was a tenth of a warm run
         self._by_version: dict[str, tuple[list[WheelFile], dict[Version, list[WheelFile]]]] = {}
@@ -264,23 +267,53 @@ class Index:
             local = self._local(project)
             entry = _from_cache(cached_json(self._cache_path(project)))
             cached, fetched_at, complete = entry if entry else (None, 0.0, False)
-            fresh = cached is not None and complete and time.time() - fetched_at < self.ttl_s and not refresh
+            young = time.time() - fetched_at < self.ttl_s or self._settled(fetched_at)
+            fresh = cached is not None and complete and young and not refresh
             if fresh or self.http.offline:
                 remote = cached or []
                 if cached is None and not local:
                     raise InfraUnavailable(f"offline and no cached index listing for {project!r}")
             else:
                 try:
-                    remote = self._fetch(project)
+                    remote, fetched_at = self._fetch(project), time.time()
                     self._store(project, remote)
                 except InfraUnavailable as exc:
                     if cached is None and not local:
                         raise
                     self.unreachable = str(exc)
                     remote = cached or []
-            self._mem[project] = local + remote
+            self._mem[project] = local + self._seen(project, remote)
+            self._fetched[project] = fetched_at
             self._uploads.pop(project, None)
             return self._mem[project]
+
+    def _settled(self, fetched_at: float) -> bool:
+        """A listing fetched after the as-of holds all the view can show (what came later is left out anyway):
+        it is used whatever its age, and a version missing from it is not asked for again."""
+        return self.as_of is not None and fetched_at > self.as_of.timestamp
+
+    def _seen(self, project: str, remote: list[WheelFile]) -> list[WheelFile]:
+        """The index's files as the as-of sees them: uploaded at or before it (a wheelhouse's are the user's own
+        and kept). A file with no upload time cannot be placed in time: exit 2 naming the index."""
+        if self.as_of is None:
+            return remote
+        kept = []
+        for w in remote:
+            try:
+                when = moment(w.upload_time) if w.upload_time else None
+            except ValueError:
+                when = None
+            if when is None:
+                raise BadInput(
+                    f"--as-of {self.as_of} with the index {redact(self.index_url)}",
+                    f"{project}: upload-time",
+                    w.filename,
+                    "an index that gives every file's upload time (PEP 691 JSON with PEP 700's upload-time, as "
+                    "PyPI does); this one does not, so the as-of cannot be applied",
+                )
+            if self.as_of.sees(when):
+                kept.append(w)
+        return kept
 
     def listed(self) -> dict[str, list[WheelFile]]:
         """The listings this session read (the projects it asked about), as it read them."""
@@ -306,7 +339,12 @@ class Index:
         """The wheel a Linux ``platform`` host running CPython ``python`` would install."""
         wanted = Version(version)
         candidates = self._grouped(project).get(wanted, [])
-        if not candidates and not self.http.offline and self.unreachable is None:
+        if (
+            not candidates
+            and not self.http.offline
+            and self.unreachable is None
+            and not self._settled(self._fetched.get(project, 0.0))
+        ):
             candidates = self._grouped(project, refresh=True).get(wanted, [])
         if not candidates:
             raise VersionNotFound(project, version, [str(v) for v in self.versions(project)])
