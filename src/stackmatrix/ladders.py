@@ -23,7 +23,7 @@ from stackmatrix.kinds import KINDS
 from stackmatrix.ladder.runtime import Ladder, Placement, RuntimeContext, climb, ladder_of, not_runnable, spec_label
 from stackmatrix.ladder.verdict import decided, derive
 from stackmatrix.pipeline import declared
-from stackmatrix.schedule import Task
+from stackmatrix.schedule import ENV_BUILD, Task
 from stackmatrix.slots import CPU_LADDER_BYTES, Need, Slots
 
 if TYPE_CHECKING:
@@ -91,7 +91,7 @@ def _fit(s: Standing, key: str) -> float:
 
 
 def task_of(ladder: Ladder, members: Sequence[Standing], rctx: RuntimeContext) -> Task:
-    builds = ["env " + " ".join(rctx.runner.requirements(ladder.stack))]
+    builds = [ENV_BUILD + " ".join(rctx.runner.requirements(ladder.stack))]
     if ladder.real is None:
         builds.append(f"tiny {spec_label(ladder.spec)} transformers=={ladder.stack.transformers}")
     estimate = max((s.estimate_s for s in members), default=0.0)

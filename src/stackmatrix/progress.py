@@ -62,6 +62,12 @@ class Progress:
             if key in self.running:
                 self.running[key].rung = rung
 
+    def rung_of(self, key: str) -> str | None:
+        """The rung the running ladder ``key`` is on, None when it is not running."""
+        with self.lock:
+            slot = self.running.get(key)
+            return slot.rung if slot is not None else None
+
     def retrying(self, task: Task, why: str, wait_s: float) -> None:
         with self.lock:
             self.running.pop(task.key, None)

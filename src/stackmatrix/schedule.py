@@ -16,6 +16,9 @@ from dataclasses import dataclass
 from stackmatrix.ladder.runtime import Placement
 from stackmatrix.slots import Need, Slots
 
+# A task's environment build key starts so: the build its ladder has made once it is past its ``env`` rung.
+ENV_BUILD = "env "
+
 
 @dataclass(frozen=True)
 class Task:
@@ -73,6 +76,12 @@ class Scheduler:
             if self.building.get(b) == task.key:
                 del self.building[b]
                 self.built.add(b)
+
+    def made(self, key: str, build: str) -> None:
+        """The running task ``key`` has made ``build`` (it is past that step): the tasks waiting for it may start."""
+        if self.building.get(build) == key:
+            del self.building[build]
+            self.built.add(build)
 
     def again(self, task: Task) -> None:
         """A task to run once more (a retry)."""

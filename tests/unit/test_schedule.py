@@ -33,3 +33,15 @@ def test_simulation_counts_a_build_once_and_the_longest_chain() -> None:
     got = simulate([task("a", 10, "env", build_s=100), task("b", 10, "env", build_s=100)], CpuSlots(2, [0, 1]))
     assert got.makespan_s == 120  # b waits for a's build, then reuses it
     assert got.lower_bound_s == 110 and round(got.ratio, 3) == round(120 / 110, 3)
+
+
+def test_a_ladder_waiting_for_an_environment_starts_once_the_builder_has_made_it() -> None:
+    # a resumed run: the stack's environment is on disk, but the scheduler only learns so when the first ladder
+    # is past its env rung; the second must not wait for the first's whole climb
+    sched = Scheduler([task("a", 59, "env1", "tiny-kv"), task("b", 55, "env1", "tiny-moe")], CpuSlots(2, [0, 1]))
+    assert [(t.key, p.label) for t, p in sched.start()] == [("a", "cpu 0")]
+    sched.made("b", "env1")  # not b's to say
+    assert sched.start() == []
+    sched.made("a", "env1")
+    assert [(t.key, p.label) for t, p in sched.start()] == [("b", "cpu 1")]
+    assert sched.building == {"tiny-kv": "a", "tiny-moe": "b"}

@@ -14,7 +14,7 @@ from stackmatrix.executors import Batch, Done, Ended, Work
 from stackmatrix.ladder.runtime import INFRA, Placement
 from stackmatrix.progress import Progress
 from stackmatrix.runners import kill_live_probes, probes_stopping
-from stackmatrix.schedule import Scheduler, Task
+from stackmatrix.schedule import ENV_BUILD, Scheduler, Task
 from stackmatrix.slots import Slots
 
 BACKOFF_S = 5.0  # the first retry's wait; each next one waits twice as long
@@ -65,6 +65,12 @@ def run_tasks(
             for ready in [w for w in waiting if w[0] <= now]:
                 waiting.remove(ready)
                 sched.again(ready[1])
+            # a ladder past its env rung has its environment: the ladders that wait for it need not wait for its
+            # whole climb (a resumed run's environment is on disk and found at once)
+            for key, task in list(sched.running.items()):
+                if progress.rung_of(key) not in (None, str(Rung.ENV)):
+                    for build in (b for b in task.builds if b.startswith(ENV_BUILD)):
+                        sched.made(key, build)
             for task, placement in sched.start():
                 progress.started(task, placement)
                 running[pool.submit(work, task, placement)] = (task, placement)
