@@ -1,15 +1,26 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from stackmatrix.cli import main
+from tests.frozen import AS_OF, AS_OF_ENV
 
 pytestmark = pytest.mark.network
+
+
+@pytest.fixture(scope="package", autouse=True)
+def frozen_index() -> Iterator[None]:
+    """Every integration test reads the index as of the suite's one date (tests/frozen.py), so an upstream release
+    cannot change its outcome; package-wide, so the module fixtures that run the tool see it too (a test of the
+    newest view would say so by deleting the variable)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(AS_OF_ENV, AS_OF)
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.frozen import AS_OF, AS_OF_ENV
+
 ROOT = Path(__file__).resolve().parents[2]
 CI = ROOT / "examples" / "ci"
 pytestmark = pytest.mark.network
@@ -53,6 +55,7 @@ def workspace(tmp_path: Path) -> Path:
 
 def base_env(ws: Path, extra: Mapping[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STACKMATRIX_")}
+    env[AS_OF_ENV] = AS_OF  # the recipes' runs read the index in the suite's frozen view
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # this stackmatrix
     return {**env, **extra}
 

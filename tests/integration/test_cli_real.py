@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from stackmatrix.cli import main
+from tests.frozen import AS_OF_ENV
 from tests.records import records
 
 from .conftest import CheckFn, probe
@@ -87,6 +88,8 @@ def test_offline_uses_the_cache_and_fails_without_it(check: CheckFn, cache_dir: 
 
 
 def test_unreachable_index_exits_4_with_cached_facts(check: CheckFn, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the newest view: an as-of's listing fetched after it is never asked for again, so nothing would be refreshed
+    monkeypatch.delenv(AS_OF_ENV)
     args = ("--model", "gemma-4-E4B-it", "--vllm", "0.19.0", "--transformers", "5.5.0")
     code, before = check(*args)
     assert code == 0

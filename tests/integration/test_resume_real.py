@@ -17,6 +17,7 @@ import pytest
 
 from stackmatrix.cli import main
 from stackmatrix.store import open_run, run_dirs
+from tests.frozen import AS_OF, AS_OF_ENV
 from tests.records import raw_records
 
 pytestmark = [pytest.mark.network, pytest.mark.runtime]
@@ -38,6 +39,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     if any(LOCAL_TORCH.glob("torch-*+cpu-*.whl")):
         mp.setenv("STACKMATRIX_TORCH_FIND_LINKS", str(LOCAL_TORCH))
     mp.setenv("STACKMATRIX_CACHE_DIR", str(tmp_path_factory.mktemp("resume-cache")))
+    mp.setenv(AS_OF_ENV, AS_OF)
     yield dict(os.environ)
     mp.undo()
 

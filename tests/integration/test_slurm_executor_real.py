@@ -19,12 +19,13 @@ import pytest
 
 from stackmatrix.cli import main
 from stackmatrix.store import run_dirs
+from tests.frozen import AS_OF, AS_OF_ENV, cells_of
 from tests.records import records
 from tests.slurm import Cluster, cluster
 
 pytestmark = [pytest.mark.slurm, pytest.mark.network]
 
-STATIC = "vllm-0.3*__gemma-4-e*b-it__*"  # 48 cells: predicted, override, no-fit
+STATIC = "vllm-0.3*__gemma-4-e*b-it__*"  # predicted, override, no-fit cells; counted in the frozen view
 RUNTIME = (
     "vllm-0.18.1-tf4.57.6__gemma-4-e2b-it__l4x1",  # blocked by the static tier: decided by the submitter
     "vllm-0.32.0-tf5.19.0__gemma-4-31b-it__l4x1",  # no-fit: decided by the submitter
@@ -45,6 +46,7 @@ def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         mp.setenv("STACKMATRIX_TORCH_FIND_LINKS", str(LOCAL_TORCH))
     mp.setenv("STACKMATRIX_CACHE_DIR", str(tmp_path_factory.mktemp("slurm-cache")))
     mp.setenv("STACKMATRIX_SLURM_POLL", "0.5")
+    mp.setenv(AS_OF_ENV, AS_OF)  # the tasks inherit it: the workers see the submitter's view
     with cluster(tmp_path_factory.mktemp("slurm-cluster")) as c:
         mp.setenv("SLURM_CONF", str(c.conf))
         yield c
@@ -96,9 +98,10 @@ def test_detach_then_collect(slurm: Cluster, tmp_path: Path, capsys: pytest.Capt
     assert "collect" in capsys.readouterr().err
     assert main(["collect", "--reports-dir", str(reports)]) == 0  # the newest run waiting on Slurm
     out = capsys.readouterr()
-    assert "48 cells" in out.out and "of 48 cells recorded" in out.err  # the progress view
+    n = len(cells_of(*_only(STATIC)))
+    assert f"{n} cells" in out.out and f"of {n} cells recorded" in out.err  # the progress view
     meta = _meta(run_dir)
-    assert meta["status"] == "complete" and len(_records(run_dir)) == 48
+    assert meta["status"] == "complete" and len(_records(run_dir)) == n
     assert main(["collect", run_dir.name, "--reports-dir", str(reports)]) == 2  # nothing left to collect
 
 
