@@ -94,7 +94,14 @@ def _positive(text: str) -> int:
 
 
 def _index(args: argparse.Namespace) -> RunIndex:
-    return _warn_damaged(open_index(settings_of(args).reports_dir))
+    index = _warn_damaged(open_index(settings_of(args).reports_dir))
+    for why in index.lost_records().values():  # shown with what they still hold, never as complete
+        _warn(why)
+    return index
+
+
+def _warn(why: str) -> None:
+    print(f"stackmatrix: warning: {redact(why)}", file=sys.stderr)
 
 
 def _warn_damaged(index: RunIndex) -> RunIndex:
@@ -167,6 +174,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     formats = parse_formats(args.format or ["all"])
     run = _stored_run(args, args.run)
+    if run.meta.get("damaged"):  # rendered with what it still holds, its status ``damaged``
+        _warn(str(run.meta["damaged"]))
     with open_index(settings_of(args).reports_dir, sync=False) as index:
         index.ensure(run)
         rows = index.frame_rows(run.run_id)

@@ -190,6 +190,7 @@ def gate_cells(loaded: Loaded, job: Job) -> Selected:
     """The candidate's cells and the baseline: the stored run that holds the baseline stack's cells (or
     ``--baseline``), and the baseline cells no stored run holds, to be probed now."""
     from stackmatrix.policy import load_policy
+    from stackmatrix.redact import redact
     from stackmatrix.runindex import open_index
     from stackmatrix.stackspec import parse_spec, resolve_stack
     from stackmatrix.store import find_run
@@ -208,6 +209,8 @@ def gate_cells(loaded: Loaded, job: Job) -> Selected:
     with open_index(settings.reports_dir) as index:
         for run_dir, why in index.damaged.items():
             print(f"stackmatrix: warning: left out {run_dir}: {why}", file=sys.stderr)
+        for why in index.lost_records().values():  # a baseline read from one holds what is left, never more
+            print(f"stackmatrix: warning: {redact(why)}", file=sys.stderr)
         if args.baseline is not None:
             baseline_run: str | None = find_run(settings.reports_dir, args.baseline).run_id
         else:

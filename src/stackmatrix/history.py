@@ -18,6 +18,12 @@ def _entry(row: CellRow | None) -> str:
     return f"{SYMBOL[Verdict(row.verdict)]} {row.verdict}" + (f" {row.reason}" if row.reason else "")
 
 
+def _what(run: RunRow) -> str:
+    """A run's purpose, and its status where it is not complete (crashed, damaged, ...): a column is never read
+    as a finished run's when it is not one."""
+    return run.purpose if run.status == "complete" else f"{run.purpose}, {run.status}"
+
+
 def render_history(
     history: Mapping[str, Sequence[tuple[str, CellRow]]], runs: Sequence[RunRow], last: int, fmt: str
 ) -> str:
@@ -36,7 +42,7 @@ def render_history(
         return json.dumps(doc, indent=1, sort_keys=True) + "\n"
     by_cell = {cell: dict(rows) for cell, rows in history.items()}
     table = [[cell, *(_entry(by_cell[cell].get(c.run_id)) for c in columns)] for cell in sorted(history)]
-    headers = ["cell", *(f"{c.run_id} ({c.purpose})" for c in columns)]
+    headers = ["cell", *(f"{c.run_id} ({_what(c)})" for c in columns)]
     changed = sum(len({(r.verdict, r.reason) for _, r in rows}) > 1 for rows in history.values())
     body = tabulate(table, headers=headers, tablefmt="github" if fmt == "md" else "simple")
     return f"{body}\n\n{len(history)} cells over {len(columns)} runs; {changed} changed verdict or reason\n"

@@ -129,6 +129,30 @@ def read_records(path: Path) -> Iterator[tuple[str, dict[str, Any], bytes, int, 
         offset += len(line) + 1
 
 
+def count_records(path: Path) -> int:
+    """The records a reader will find, counted without parsing them: complete, non-blank lines (each one is a
+    record or exit 2 naming its line); 0 for no journal. Refuses what ``read_records`` refuses (a link, a FIFO, a
+    directory), naming the journal: this count is what a run's ``cells_written`` is checked against."""
+    from stackmatrix.readfile import Unreadable, open_regular
+
+    if not os.path.lexists(path):
+        return 0
+    if os.path.islink(path):
+        raise BadInput(str(path), "<path>", "a symbolic link", "the run's journal (a regular file)")
+    count, content = 0, False
+    try:
+        with open_regular(path) as fh:
+            while chunk := fh.read(1 << 20):
+                *ended, rest = chunk.split(b"\n")
+                for line in ended:
+                    count += content or bool(line.strip())
+                    content = False
+                content = content or bool(rest.strip())
+    except Unreadable as exc:
+        raise BadInput(str(path), "<path>", exc.value, "the run's journal (" + exc.expected + ")") from None
+    return count
+
+
 def _parse(path: Path, number: int, line: bytes) -> tuple[str, dict[str, Any]]:
     try:
         record = json.loads(line)

@@ -5,8 +5,10 @@ dropped, it becomes ``not-run`` with a reason taken from what its shard recorded
 never finished, or that its shard was not given at all).
 
 Everything is read and checked before anything is written: a damaged shard file (run.json, plan.json, a cell) is
-exit 2 naming that file, and no merged run is created. The merged run is written under ``store.recorded``: a
-write that fails leaves it ``failed``, never ``complete``.
+exit 2 naming that file, and no merged run is created. So is a shard whose journal holds fewer records than the
+shard says it wrote (run.json's count; a complete shard's plan): records lost after the shard ended are damage,
+not cells that were never run, and a merge that made them ``not-run`` would call the table complete. The merged
+run is written under ``store.recorded``: a write that fails leaves it ``failed``, never ``complete``.
 """
 
 from __future__ import annotations
@@ -155,6 +157,8 @@ def merge(paths: Sequence[Path], reports_dir: Path, exit_codes: Mapping[str, int
             parse_cell(run.where(cell_id), record, cell_id)  # checked as a result before it is copied as it is
             duplicates += cell_id in files
             files[cell_id] = data
+    for run in runs:
+        _check_whole(run, plans[run.run_id])
 
     started = min(str(r.meta.get("started", "")) for r in runs)
     merged = start_run(
@@ -192,6 +196,19 @@ def merge(paths: Sequence[Path], reports_dir: Path, exit_codes: Mapping[str, int
         merged.write_plan(selection, ordered, None)
         merged.finish("complete", 0, cells_missing=len(missing), duplicates=duplicates)
     return Merged(merged, len(files), tuple(missing), duplicates)
+
+
+def _check_whole(run: Run, plan: Mapping[str, Any] | None) -> None:
+    """Exit 2 naming the shard's journal when it lost records the shard says it wrote."""
+    short = run.damage or run.shortfall(plan)  # open_run checked its count; the plan is read by now
+    if short is not None:
+        raise BadInput(
+            str(short.path),
+            "records",
+            short.held,
+            f"the {short.said} records {short.source} ({short.missing} missing: lost after the shard ended; "
+            f"`stackmatrix run --resume {run.run_id} --reports-dir {run.root.parent.parent}` probes them again)",
+        )
 
 
 def _options(run: Run) -> Mapping[str, Any]:

@@ -3,10 +3,14 @@
 The run's own record says what to do: run.json the arguments and options it was started with, plan.json the cells
 of its share, the journal the cells already finished. The resumed run probes only the others, appends them to the
 same journal and ends as any run does; its table is an uninterrupted run's.
+
+With nothing to resume, the answer says why of each run it looked at (complete, still running as pid N, a gate or
+a merge, ...): "every run completed" would be wrong words for a run that is neither.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,22 +18,21 @@ from stackmatrix.errors import BadInput, NothingSelected
 from stackmatrix.plan import Plan
 from stackmatrix.store import Run, find_run, open_run, run_dirs
 
-# What a run may be resumed from: every ending but a clean one (``index-unreachable`` runs can be completed now).
-RESUMABLE = ("crashed", "interrupted", "failed", "index-unreachable", "incomplete")
+# What a run may be resumed from: every ending but a clean one (``index-unreachable`` runs can be completed now),
+# and a run whose journal lost records after it ended (``damaged``: the lost cells are probed again).
+RESUMABLE = ("crashed", "interrupted", "failed", "index-unreachable", "incomplete", "damaged")
 # What a run submitted to Slurm may be collected from: submitted and left (``--detach``), or its submitter ended
 # (interrupted, a fault) while its tasks ran on.
 COLLECTABLE = ("submitted", "crashed", "interrupted", "failed")
+# How many runs a "nothing to resume" answer names one by one (newest first); older ones are counted.
+NAMED = 8
 
 
 def resumable(reports_dir: Path, ref: str | None) -> Run:
     """The named run, or the newest matrix run that did not complete."""
-    if ref:
-        run = find_run(reports_dir, ref)
-    else:
-        run_or_none = next((r for r in _runs(reports_dir) if r.meta.get("status") in RESUMABLE), None)
-        if run_or_none is None:
-            raise NothingSelected(f"no run to resume under {reports_dir / 'runs'} (every matrix run completed)")
-        run = run_or_none
+    run = find_run(reports_dir, ref) if ref else _newest_resumable(reports_dir)
+    if run.meta.get("damaged"):
+        print(f"stackmatrix: warning: {run.meta['damaged']}", file=sys.stderr)
     where = str(run.root / "run.json")
     status = run.meta.get("status")
     if status == "running":
@@ -43,6 +46,38 @@ def resumable(reports_dir: Path, ref: str | None) -> Run:
 
         check_not_running(run.meta, where)
     return run
+
+
+def _newest_resumable(reports_dir: Path) -> Run:
+    """The newest run that may be resumed; with none, exit 3 saying why not of each run looked at."""
+    why_not = []
+    for path in reversed(run_dirs(reports_dir)):
+        try:
+            run = open_run(path, named=True)
+        except (BadInput, OSError) as exc:  # asked for by name, it is exit 2 naming the damaged file
+            why_not.append(f"{path.name} unreadable ({getattr(exc, 'where', None) or exc})")
+            continue
+        why = not_resumable(run)
+        if why is None:
+            return run
+        why_not.append(f"{run.run_id} {why}")
+    older = f"; {len(why_not) - NAMED} older runs, none resumable" if len(why_not) > NAMED else ""
+    listed = "; ".join(why_not[:NAMED]) + older if why_not else "none stored"
+    raise NothingSelected(f"no run to resume under {reports_dir / 'runs'}: {listed}")
+
+
+def not_resumable(run: Run) -> str | None:
+    """Why ``run --resume`` without a RUN does not take this run (None: it does)."""
+    purpose, status = run.meta.get("purpose"), run.meta.get("status")
+    if purpose != "matrix":
+        return f"is a {purpose} run (gates and merges are not resumed)"
+    if status == "running":
+        return f"is running as pid {run.meta.get('pid')}"
+    if status == "submitted":
+        return f"waits on Slurm (`stackmatrix collect {run.run_id}`)"
+    if status in RESUMABLE:
+        return None
+    return "is complete" if status == "complete" else f"has status {status!r}"
 
 
 def collectable(reports_dir: Path, ref: str | None) -> Run:

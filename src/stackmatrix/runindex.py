@@ -317,6 +317,13 @@ class RunIndex:
         return [r for r in out if purposes is None or r.purpose in purposes]
 
     @_faults
+    def lost_records(self) -> dict[str, str]:
+        """Run id -> why, for each indexed run read as ``damaged`` (its journal lost records it says it wrote,
+        store.Shortfall): the commands over the store show what it still holds, and warn."""
+        rows = self.db.execute("SELECT run_id, meta FROM runs WHERE status = 'damaged' ORDER BY run_id")
+        return {run_id: _damage(run_id, meta) for run_id, meta in rows}
+
+    @_faults
     def cells(self, run_id: str) -> dict[str, CellRow]:
         rows = self.db.execute(
             "SELECT cell_id, verdict, reason, override, why, fingerprint FROM cells WHERE run_id = ?", (run_id,)
@@ -406,6 +413,15 @@ TRANSIENT = tuple(
 )
 # A row that may be reused (its parameters: ``TRANSIENT``).
 _REUSABLE = f"NOT (verdict = 'not-run' AND reason IN ({','.join('?' * len(TRANSIENT))}))"
+
+
+def _damage(run_id: str, meta: object) -> str:
+    """The ``damaged`` line open_run stored with a run's meta (a hand-edited index may hold anything)."""
+    try:
+        why = json.loads(meta).get("damaged") if isinstance(meta, str) else None
+    except (ValueError, AttributeError, RecursionError):
+        why = None
+    return why if isinstance(why, str) else f"run {run_id} lost records of its journal: the run is damaged"
 
 
 def _place(run: Run, cell_id: str) -> tuple[int | None, int | None]:

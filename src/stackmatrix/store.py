@@ -5,7 +5,10 @@ cell: they are still read.
 
 The run is recorded from its first moment: ``run.json`` says ``running`` with the process that writes it (pid,
 its start time, the machine's boot id) and a heartbeat file is touched while it lives; every ending writes its
-status and exit code. A run whose process is gone without an ending reads as ``crashed``, never as ``running``.
+status and exit code. A run whose process is gone without an ending reads as ``crashed``, never as ``running``;
+a zombie is gone (``kill -9`` leaves one until its parent collects it). A finished run whose journal holds fewer
+records than run.json says it wrote (a journal cut or torn after the run) reads as ``damaged``, never as
+``complete``: its lost cells must not pass for cells that were never run.
 
 Every name the store writes is an id (ids.py), checked where it entered and once more here, lexically inside the
 run's directory. What it reads back is input like any other: a damaged file is exit 2 naming it.
@@ -33,8 +36,8 @@ from stackmatrix.atomic import atomic_write_bytes, atomic_write_text, remove_par
 from stackmatrix.domain import CellResult, checked_declared
 from stackmatrix.errors import BadInput, Interrupted, StackmatrixError, path_fault
 from stackmatrix.ids import check_cell_id, check_id_part, is_cell_id, is_id_part
-from stackmatrix.journal import JOURNAL, Journal, read_records
-from stackmatrix.readfile import open_regular, parse_json, read_bytes, read_json
+from stackmatrix.journal import JOURNAL, Journal, count_records, read_records
+from stackmatrix.readfile import parse_json, read_bytes, read_json
 from stackmatrix.redact import redact
 
 Declared = Mapping[str, str | None]
@@ -82,12 +85,28 @@ def boot_id() -> str:
 
 
 def process_start(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot (Linux), so a recycled pid is not taken for the run's."""
+    """A live process's start time in clock ticks since boot (Linux), so a recycled pid is not taken for the
+    run's; None when there is none. A zombie (``Z``) or a dying process (``X``) is none: it runs no more, only its
+    exit status waits to be collected (for a while after a ``kill -9``, or for good under a parent that never
+    waits)."""
+    fields = _stat_fields(pid)
+    if fields is None or fields[0] in (b"Z", b"X"):
+        return None
+    try:
+        return int(fields[19])
+    except (ValueError, IndexError):
+        return None
+
+
+def _stat_fields(pid: int) -> list[bytes] | None:
+    """``/proc/<pid>/stat`` after the command name, from the state (field 3) on. The name is in parentheses and
+    may itself hold spaces and parentheses (a process may name itself ``a) Z (b``): it ends at the last ``)``."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
-            return int(fh.read().rsplit(b")", 1)[1].split()[19])
-    except (OSError, ValueError, IndexError):
+            fields = fh.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
         return None
+    return fields or None
 
 
 def _touch(path: Path) -> None:
@@ -112,6 +131,24 @@ def _alive(meta: Mapping[str, Any], heartbeat: Path) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class Shortfall:
+    """A finished run's files hold fewer records than the run says it wrote: records were lost after it ended (a
+    journal cut, torn or replaced). The run is damaged; a merge of it would pass its lost cells off as not run."""
+
+    path: Path  # what holds the records: the journal (a run from before it: its cells/ directory)
+    held: int
+    said: int
+    source: str  # who says so, as the message ends: "run.json says were written", ...
+
+    @property
+    def missing(self) -> int:
+        return self.said - self.held
+
+    def __str__(self) -> str:
+        return f"{self.path} holds {self.held} of the {self.said} records {self.source}: the run is damaged"
+
+
 @dataclass
 class Run:
     root: Path
@@ -122,6 +159,8 @@ class Run:
     offsets: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False, compare=False)
     # cell id -> its line in the journal, as last read (messages name the line)
     lines: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
+    # what open_run found lost (its status then reads ``damaged``)
+    damage: Shortfall | None = field(default=None, repr=False, compare=False)
 
     @property
     def run_id(self) -> str:
@@ -147,8 +186,10 @@ class Run:
     def mark_running(self, **extra: Any) -> None:
         """``running``, by this process (a new run, or one resumed): recorded before any probe."""
         pid = os.getpid()
-        for key in ("finished", "exit_code", "error"):
+        # the last ending's count goes too: the journal changes now (records dropped, cells appended)
+        for key in ("finished", "exit_code", "error", "cells_written", "damaged"):
             self.meta.pop(key, None)
+        self.damage = None
         self.meta.update(status="running", pid=pid, pid_start=process_start(pid), boot_id=boot_id(), **extra)
         self.write_meta()
         atomic_write_bytes(self.root / RESERVE, bytes(RESERVE_BYTES))
@@ -250,12 +291,29 @@ class Run:
         return out
 
     def count(self) -> int:
-        """Cells written (no record parsed: one line per cell, none written twice by one run)."""
-        lines = 0
-        if os.path.lexists(self.journal_path):
-            with open_regular(self.journal_path) as fh:
-                lines = sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
-        return lines + len(self.cell_files())
+        """Cells written: the journal's complete, non-blank lines (no record parsed: one line per cell, none written
+        twice by one run), and an older run's cell files."""
+        return count_records(self.journal_path) + len(self.cell_files())
+
+    def shortfall(self, plan: Mapping[str, Any] | None = None) -> Shortfall | None:
+        """Records this finished run says it wrote and its files no longer hold: run.json's ``cells_written``, and
+        for a ``complete`` run one record per cell of its plan (``plan`` when the caller has read it; read here
+        only where run.json has no count, as runs written by hand may lack one: a plan can be megabytes)."""
+        claims = []
+        written = self.meta.get("cells_written")
+        if self.meta.get("finished") is not None and isinstance(written, int):
+            claims.append((written, "run.json says were written"))
+        if self.meta.get("status") == "complete":
+            plan = plan if plan is not None or claims else self.plan()
+            if plan is not None:
+                claims.append((len(plan["cells"]), "plan.json lists for a complete run"))
+        if not claims:
+            return None
+        said, source = max(claims)
+        held = self.count()
+        legacy = not os.path.lexists(self.journal_path) and os.path.lexists(self.cells_dir)
+        path = self.cells_dir if legacy else self.journal_path
+        return Shortfall(path, held, said, source) if held < said else None
 
     def cell_ids(self) -> list[str]:
         return sorted(self.records())
@@ -421,7 +479,11 @@ def open_run(path: Path, *, named: bool = False) -> Run:
         raise BadInput(str(meta_path), "run_id", meta["run_id"], f"the run's directory name {path.name!r}")
     if meta.get("status") == "running" and not _alive(meta, path / HEARTBEAT):
         meta["status"] = "crashed"  # read so; run.json is left as the process left it (resume rewrites it)
-    return Run(path, meta)
+    run = Run(path, meta)
+    run.damage = run.shortfall()
+    if run.damage is not None:  # read so, with why (the index keeps it for the warning); run.json is left as it is
+        meta.update(status="damaged", damaged=str(run.damage))
+    return run
 
 
 def run_dirs(reports_dir: Path) -> list[Path]:

@@ -456,6 +456,7 @@ JOURNAL = "journal.jsonl"
 L1, L2 = r"journal\.jsonl:1\b", r"journal\.jsonl:2\b"  # a refusal names the journal and the damaged line
 JFILE = r"journal\.jsonl"  # the journal as a whole (not a regular file, unreadable)
 CELLFILE = r"cells/[^ ]+\.json"  # a legacy run's cell file
+LOST = r"(/cells|journal\.jsonl): key 'records'"  # a merged shard lost records it says it wrote: where they were
 DEAD_PID = 4194305  # above the largest pid_max Linux allows (2**22): never a live process
 
 
@@ -2399,10 +2400,11 @@ def corpus_merge() -> None:
             {2},
         ),
         # a non-regular entry in cells/ may be skipped (its cell then counts as missing) or refused
-        ("legacy-cell-is-fifo", legacy(cell_is_fifo), {0, 2}),
+        ("legacy-cell-is-fifo", legacy(cell_is_fifo), {0, 2}),  # skipped: 1 of the 2 records run.json counts
         ("legacy-cell-symlink-secret", legacy(cell_symlink_secret), {0, 2}),
         ("legacy-cells-dir-is-file", legacy(cells_dir_is_file), {0, 2}),
-        ("legacy-cells-dir-missing", legacy(lambda d, c: shutil.rmtree(d / "cells")), {0}),
+        # every record run.json counts lost: exit 2 naming where they were (issue 22), never a merged not-run
+        ("legacy-cells-dir-missing", legacy(lambda d, c: shutil.rmtree(d / "cells")), {2}),
         ("planted-cell-garbage-beside-journal", planted_cell(True), {0, 2}),
         ("planted-cell-other-verdict-beside-journal", planted_cell(False), {0}),
         ("plan-cell-dotdot", plan_add("../../../../../ESC_PLAN"), {2}),
@@ -2438,17 +2440,20 @@ def corpus_merge() -> None:
         ("run-json-missing", lambda d, c: (d / "run.json").unlink(), {2}),
     ]
     for label, fn, ideal in cases:
-        names = CELLFILE if label.startswith(("legacy-cell", "planted-cell")) else ""
+        lost = label in ("legacy-cell-is-fifo", "legacy-cells-dir-is-file", "legacy-cells-dir-missing")
+        names = LOST if lost else CELLFILE if label.startswith(("legacy-cell", "planted-cell")) else ""
         add(cat, label, sm("merge", "@IN@/shard1", "@IN@/shard2"), ideal, setup=mod(fn), names=names)
     # every hostile journal in shard 1: merge reads and checks each record before it writes anything
     for jd in journal_damages():
+        # a shard whose journal lost every record its run.json says it wrote: exit 2 naming the journal, never
+        # a merged run that passes the lost cells off as not-run (issue 22)
         add(
             cat,
             f"journal-{jd.name}",
             sm("merge", "@IN@/shard1", "@IN@/shard2"),
-            set(jd.ideal),
+            {2} if jd.empty else set(jd.ideal),
             setup=mod(jd.apply),
-            names=jd.names,
+            names=JFILE if jd.empty else jd.names,
         )
     # after a merge: report the merged run (the cell ids of the plan become file names there too)
     py = shlex.quote(PY)

@@ -136,7 +136,10 @@ def test_a_release_with_no_date_gets_one_inferred_and_labelled(tmp_path: Path) -
     text = (data_dir() / "triton.toml").read_text()
     (tmp_path / "triton.toml").write_text(text.replace('published = "2026-11-17"\n', "", 1))
     r = load_catalog(tmp_path).triton["26.11"]
-    assert (r.published, r.published_source) == ("2026-12-01", "inferred: the first day of the month after the release's")
+    assert (r.published, r.published_source) == (
+        "2026-12-01",
+        "inferred: the first day of the month after the release's",
+    )
     (tmp_path / "triton.toml").write_text(text.replace('published = "2026-11-17"', 'published = "2026-11-31"', 1))
     with pytest.raises(BadInput) as info:
         load_catalog(tmp_path)
@@ -179,7 +182,9 @@ def test_the_same_as_of_gives_the_same_tables_whatever_upstream_published_since(
         upload="2026-06-01T00:00:00Z",
     )
     mirror.add_project(
-        "transformers", {"transformers-5.7.0-py3-none-any.whl": _transformers("5.7.0", True)}, upload="2026-06-02T00:00:00Z"
+        "transformers",
+        {"transformers-5.7.0-py3-none-any.whl": _transformers("5.7.0", True)},
+        upload="2026-06-02T00:00:00Z",
     )
     time.sleep(0.01)  # the first run's listings are older than the TTL of 0
     second, after = tables("second", *as_of), tables("after")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from stackmatrix.cli import main
 from stackmatrix.diff import Change, diff_runs, render_json, render_markdown, render_text
 from stackmatrix.domain import CellResult, Outcome, Reason, Status, Verdict
 from stackmatrix.errors import BadInput
@@ -243,6 +244,63 @@ def test_merge_checks_every_shard_file_before_it_writes(
         merge([a.root, b.root], tmp_path / "merged")
     assert named in exc.value.where and str(b.root) in exc.value.where
     assert not (tmp_path / "merged").exists()  # no merged run was created
+
+
+def _cut(run: Run, keep: float) -> None:
+    """The journal cut to a fraction of its bytes (a copy interrupted, a disk lost): its last line torn."""
+    data = run.journal_path.read_bytes()
+    run.journal_path.write_bytes(data[: int(len(data) * keep)])
+
+
+def _no_count(run: Run) -> None:
+    """run.json without ``cells_written`` (written by hand: a complete shard's plan says what it wrote), and the
+    journal cut."""
+    meta = json.loads((run.root / "run.json").read_text())
+    del meta["cells_written"]
+    (run.root / "run.json").write_text(json.dumps(meta))
+    _cut(run, 0.75)
+
+
+@pytest.mark.parametrize(
+    ("damage", "held", "source"),
+    [
+        (lambda r: _cut(r, 0.75), 1, "run.json says were written"),
+        (lambda r: _cut(r, 0.25), 0, "run.json says were written"),
+        (lambda r: r.journal_path.unlink(), 0, "run.json says were written"),
+        (_no_count, 1, "plan.json lists for a complete run"),
+    ],
+)
+def test_merge_refuses_a_shard_whose_journal_lost_records(
+    tmp_path: Path, damage: Callable[[Run], object], held: int, source: str
+) -> None:
+    """A lost record is damage, not a cell that was never run: exit 2 naming the journal and how many are missing,
+    and no merged run (a merged run marked complete would hide the loss)."""
+    a, b = _shards(tmp_path)
+    damage(b)
+    with pytest.raises(BadInput) as exc:
+        merge([a.root, b.root], tmp_path / "merged")
+    assert exc.value.where == str(b.journal_path) and exc.value.value == held
+    assert f"the 2 records {source} ({2 - held} missing" in str(exc.value)
+    assert not (tmp_path / "merged").exists()
+
+
+def test_merge_command_on_a_shard_with_a_torn_only_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The issue's case through the CLI: shard 1's journal cut in half, its only line torn."""
+    selection = {"s0__m__t": DECLARED, "s1__m__t": DECLARED}
+    shards = []
+    for i, c in enumerate(sorted(selection), 1):
+        run = start_run(tmp_path / f"shard{i}", matrix_hash="h", matrix_path="m", tier="static", selected=1)
+        run.write_plan(selection, [c], f"{i}/2")
+        run.write_cell(cell(c))
+        run.finish("complete", 0)
+        shards.append(run)
+    _cut(shards[0], 0.5)
+    argv = ["merge", str(tmp_path / "shard1"), str(tmp_path / "shard2"), "--reports-dir", str(tmp_path / "merged")]
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith(f"stackmatrix: {shards[0].journal_path}: key 'records': got 0; expected ")
+    assert "the 1 records run.json says were written (1 missing" in err and err.count("\n") == 1
+    assert not (tmp_path / "merged" / "runs").exists() or not any((tmp_path / "merged" / "runs").iterdir())
 
 
 def _legacy(run: Run, cell_id: str, data: bytes) -> None:
