@@ -97,6 +97,21 @@ def test_a_listing_fetched_after_the_as_of_is_used_whatever_its_age(mirror: Serv
     assert "0.18.1" in [str(v) for v in _index(mirror, tmp_path, None, ttl=0).versions("vllm")]  # newest: asks
 
 
+def test_a_listing_fetched_before_the_as_of_is_asked_again_however_young(mirror: Server, tmp_path: Path) -> None:
+    """A listing cached on 2026-04-01 cannot show what came up to an as-of of 2026-05-15: it is fetched again even
+    within its TTL (without an as-of, the TTL alone decides)."""
+    _index(mirror, tmp_path, None).versions("vllm")
+    (listing,) = tmp_path.glob("index/*/vllm.json")
+    doc = json.loads(listing.read_text())
+    doc["fetched_at"] = datetime(2026, 4, 1, tzinfo=UTC).timestamp()
+    mirror.add_project("vllm", {"vllm-0.18.1-cp38-abi3-manylinux_2_28_x86_64.whl": _vllm("0.18.1", "<5", False)})
+    listing.write_text(json.dumps(doc))
+    assert "0.18.1" in [str(v) for v in _index(mirror, tmp_path, "2026-05-15", ttl=1e9).versions("vllm")]
+    doc["fetched_at"] = time.time()
+    listing.write_text(json.dumps(doc))
+    assert "0.18.1" not in [str(v) for v in _index(mirror, tmp_path, None, ttl=1e9).versions("vllm")]
+
+
 def test_a_version_after_the_as_of_is_not_found_and_not_asked_for_again(mirror: Server, tmp_path: Path) -> None:
     from stackmatrix.wheels.index import VersionNotFound
 

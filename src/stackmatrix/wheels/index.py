@@ -267,7 +267,9 @@ class Index:
             local = self._local(project)
             entry = _from_cache(cached_json(self._cache_path(project)))
             cached, fetched_at, complete = entry if entry else (None, 0.0, False)
-            young = time.time() - fetched_at < self.ttl_s or self._settled(fetched_at)
+            # with an as-of, only a listing fetched after it will do, however young (one fetched before may lack
+            # what came between); one fetched after it will do however old
+            young = self._settled(fetched_at) if self.as_of else time.time() - fetched_at < self.ttl_s
             fresh = cached is not None and complete and young and not refresh
             if fresh or self.http.offline:
                 remote = cached or []
