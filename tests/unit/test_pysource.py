@@ -1,5 +1,12 @@
 from __future__ import annotations
 
+import ast
+import sys
+from typing import Any
+
+import pytest
+
+from stackmatrix.ladder import pysource
 from stackmatrix.ladder.facts import relative_member
 from stackmatrix.ladder.pysource import (
     callable_signature,
@@ -105,3 +112,26 @@ def test_import_origin() -> None:
         "vllm.engine.arg_utils:AsyncEngineArgs"
     )
     assert import_origin("x = 1\n", "x") is None
+
+
+def test_every_parse_holds_the_lock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The static tier reads wheels in threads and CPython 3.11's ``ast.parse`` races with itself (gh-106905:
+    "AST constructor recursion depth mismatch", seen here as cells recorded not-run): each extractor parses under
+    the module's lock."""
+    real = ast.parse
+    unlocked: list[str] = []
+
+    def parse(source: str, *args: Any, **kwargs: Any) -> ast.Module:  # ast's own: pytest parses with it too
+        if sys._getframe(1).f_globals["__name__"] == pysource.__name__ and not pysource._PARSING.locked():
+            unlocked.append(source)
+        tree: ast.Module = real(source, *args, **kwargs)
+        return tree
+
+    monkeypatch.setattr(ast, "parse", parse)
+    source = "x = {'a': 1}\nx.update({'b': 2})\ndef f(a, *, b=1): ...\nfrom .m import y\n"
+    mapping_keys(source, "x")
+    vllm_registry(source)
+    module_symbols(source)
+    callable_signature(source, "f")
+    import_origin(source, "y")
+    assert unlocked == []

@@ -1,12 +1,25 @@
 """Facts read from Python source with :mod:`ast` (never imported: the host does not import vLLM).
 
 Each extractor turns one module's source into JSON-able facts, cached per wheel by the reader.
+
+The static tier reads wheels in threads, and CPython 3.11's ``ast.parse`` is not safe to call from two threads at
+once: its AST constructor keeps one recursion counter per interpreter, and a race makes it raise ``SystemError:
+AST constructor recursion depth mismatch`` (CPython gh-106905), which a cell recorded as ``not-run unknown``. Seen
+here under load (the suite under pytest-xdist); so every parse here takes one lock.
 """
 
 from __future__ import annotations
 
 import ast
+import threading
 from typing import Any
+
+_PARSING = threading.Lock()
+
+
+def _parse(source: str) -> ast.Module:
+    with _PARSING:
+        return ast.parse(source)
 
 
 def _str_keys(node: ast.expr) -> list[str]:
@@ -32,7 +45,7 @@ def mapping_keys(source: str, name: str) -> tuple[list[str], str | None]:
     plus where the module imports ``name`` from (``"..pkg.mod"``, leading dots for relative imports)."""
     keys: list[str] = []
     origin: str | None = None
-    for node in _walk_top(ast.parse(source).body):
+    for node in _walk_top(_parse(source).body):
         target, value = _assignment(node)
         if target == name and value is not None:
             keys += _str_keys(value)
@@ -62,7 +75,7 @@ def _assignment(node: ast.stmt) -> tuple[str | None, ast.expr | None]:
 def vllm_registry(source: str) -> dict[str, list[str]]:
     """Architecture -> [module, class] from vLLM's model registry (every ``_*_MODELS`` dict literal)."""
     arches: dict[str, list[str]] = {}
-    for node in ast.parse(source).body:
+    for node in _parse(source).body:
         target, value = _assignment(node)
         if not target or not target.endswith("_MODELS") or not isinstance(value, ast.Dict):
             continue
@@ -91,7 +104,7 @@ def _walk_top(body: list[ast.stmt]) -> list[ast.stmt]:
 def module_symbols(source: str) -> dict[str, Any]:
     """Names a module defines or re-exports at top level, whether it has a lazy ``__getattr__``,
     and the string constants a lazy module could map (``{"Name": "module"}`` tables)."""
-    tree = ast.parse(source)
+    tree = _parse(source)
     names: set[str] = set()
     lazy = False
     for node in _walk_top(tree.body):
@@ -140,7 +153,7 @@ def callable_signature(source: str, qualname: str) -> dict[str, Any] | None:
     For a class: its ``__init__`` when it defines one, else its dataclass fields plus ``bases`` (names the
     caller resolves in other modules). None when the module does not define ``qualname``.
     """
-    scope: list[ast.stmt] = ast.parse(source).body
+    scope: list[ast.stmt] = _parse(source).body
     parts = qualname.split(".")
     node: ast.stmt | None = None
     for i, part in enumerate(parts):
@@ -168,7 +181,7 @@ def callable_signature(source: str, qualname: str) -> dict[str, Any] | None:
 
 def import_origin(source: str, name: str) -> str | None:
     """The module ``name`` is imported from at top level (``from X import name``), if any."""
-    for node in _walk_top(ast.parse(source).body):
+    for node in _walk_top(_parse(source).body):
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             for alias in node.names:
                 if (alias.asname or alias.name) == name:
