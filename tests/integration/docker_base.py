@@ -30,6 +30,13 @@ def engine() -> Any:
     return client
 
 
+def left_behind(client: Any) -> list[Any]:
+    """The probe containers this process started that are still there (other test workers' are theirs)."""
+    from stackmatrix.runners.docker import OWNER_LABEL, PROBE_LABEL, owner
+
+    return list(client.containers.list(all=True, filters={"label": [PROBE_LABEL, f"{OWNER_LABEL}={owner()}"]}))
+
+
 def base_image(client: Any) -> str:
     try:
         client.images.get(TAG)

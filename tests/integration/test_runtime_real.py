@@ -215,7 +215,7 @@ def test_docker_runner_gives_the_venv_runners_verdicts(
 ) -> None:
     """The same E2B-style cell in a real image (built from the staged wheelhouse on a debootstrapped Debian, no
     registry, no network in the build), each probe in its own container: the same rungs pass as in the venv."""
-    from .docker_base import base_image, engine
+    from .docker_base import base_image, engine, left_behind
 
     client = engine()
     base = base_image(client)
@@ -253,7 +253,7 @@ def test_docker_runner_gives_the_venv_runners_verdicts(
     rungs = ("env", "import", "tiny", "config", "load", "generate", "serve")
     assert {p["name"]: p["status"] for p in docker_cell["probes"] if p["name"] in rungs} == dict.fromkeys(rungs, "pass")
     assert "image stackmatrix/vllm:" in _probes(docker_cell)["env"]["detail"]
-    assert not client.containers.list(all=True, filters={"label": "org.stackmatrix.probe"})  # none left behind
+    assert not left_behind(client)  # none left behind
 
 
 def _docker_check(env: dict[str, Path], capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, Any]:

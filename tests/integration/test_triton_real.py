@@ -112,7 +112,7 @@ def test_triton_python_cell_runs_its_ladder_in_its_triton_image(
     NVIDIA's images keep it), every rung in a container of it, the server too, driven from this host on loopback."""
     from stackmatrix.cli import main
 
-    from .docker_base import TRITON_TEMPLATE, engine, triton_python_base
+    from .docker_base import TRITON_TEMPLATE, engine, left_behind, triton_python_base
 
     client = engine()
     triton_python_base(client, prepared.pytriton)
@@ -131,4 +131,4 @@ def test_triton_python_cell_runs_its_ladder_in_its_triton_image(
     assert by["load"]["evidence"]["tritonserver"] == load_catalog().triton["24.10"].triton_version  # 2.51.0
     gen = by["generate"]["evidence"]
     assert gen["generate_stream"] == gen["reference"] and gen["chunks"] >= 2
-    assert not client.containers.list(all=True, filters={"label": "org.stackmatrix.probe"})  # none left behind
+    assert not left_behind(client)  # none left behind
