@@ -347,7 +347,8 @@ def test_containers_of_a_killed_tool_are_removed(tmp_path: Path) -> None:
     proc.wait(timeout=30)
     mine[0].reload()
     assert mine[0].status == "running"  # orphaned: nobody will remove it ...
-    assert mine[0].name in reap_orphans(client)  # ... but the next runner does
+    reaped = reap_orphans(client)  # ... but the next runner does (under pytest-xdist, maybe another worker's first)
+    assert mine[0].name in reaped or reaped == []
     assert not [c for c in client.containers.list(all=True) if c.id == mine[0].id]
 
 
