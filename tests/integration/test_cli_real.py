@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from stackmatrix.cli import main
+from stackmatrix.errors import Interrupted
 from tests.frozen import AS_OF_ENV
 from tests.records import records
 
@@ -125,7 +126,7 @@ def test_ctrl_c_keeps_the_cells_already_written(cache_dir: Path, tmp_path: Path)
     assert run_dir is not None, "the run ended before it could be interrupted"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
+    assert proc.returncode == Interrupted.exit_code, err  # 130
     meta = json.loads((run_dir / "run.json").read_text())
     kept = records(run_dir)  # every kept line is a whole record (a torn one would not parse)
     assert meta["status"] == "interrupted" and 50 <= meta["cells_written"] == len(kept) < meta["cells_selected"]
