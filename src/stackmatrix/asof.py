@@ -40,19 +40,14 @@ def parse_as_of(where: str, value: str) -> AsOf:
     """The as-of a flag, a variable or a file gives; a malformed or future one is exit 2 naming ``where``."""
     text = value.strip()
     try:
-        if _DATE.fullmatch(text):
-            day = datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
-            start, found = day, AsOf(text, datetime.combine(day.date(), time.max, UTC))
-        elif _TIME.fullmatch(text):
-            start = moment(text)
-            found = AsOf(_utc_text(start), start)
-        else:
-            raise ValueError(text)
+        start = moment(text)  # a date: its first instant
     except (ValueError, OverflowError):
         raise BadInput(where, "as_of", value, EXPECTED) from None
     if start > datetime.now(UTC):
         raise BadInput(where, "as_of", value, EXPECTED)
-    return found
+    if _DATE.fullmatch(text):
+        return AsOf(text, datetime.combine(start.date(), time.max, UTC))
+    return AsOf(_utc_text(start), start)
 
 
 def moment(text: str) -> datetime:
