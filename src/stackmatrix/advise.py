@@ -340,7 +340,9 @@ def climb_best(best: Sequence[Checked], q: Question, executed: Executed, job: Jo
     args, session = job.args, session_of(job)
     todo = [(c, "", 0.0) for k in best for c in cells_of(k.candidate.stack, q.requirements)]
     ctx = static_context(session, executed.planned.selected.loaded, args.resolve)
-    rctx = runtime_context(session, args.override, args.full_class, args.fresh)
+    rctx = runtime_context(
+        session, args.override, args.full_class, args.fresh, executed.planned.selected.loaded.catalog
+    )
     climbed: dict[str, CellResult] = {}
     logs = job.settings.cache_dir / "logs"
     execute(todo, ctx, session, lambda r, slow: climbed.__setitem__(r.cell_id, r), rctx, logs, quiet=True)

@@ -160,7 +160,11 @@ def run_bisect(loaded: Loaded, job: Job) -> int:
         raise BadInput("--axis", "axis", args.axis, "an axis with releases that make a stack under the held pins")
     releases = [v for v, _ in axis]
     ctx = static_context(session, loaded, args.resolve)
-    rctx = runtime_context(session, args.override, args.full_class, args.fresh) if args.tier == "runtime" else None
+    rctx = (
+        runtime_context(session, args.override, args.full_class, args.fresh, loaded.catalog)
+        if args.tier == "runtime"
+        else None
+    )
     results: dict[int, CellResult] = {}
 
     static_of: dict[int, CellResult] = {}

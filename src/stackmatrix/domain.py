@@ -55,6 +55,9 @@ class Rung(StrEnum):
     LOAD = "load"
     GENERATE = "generate"
     SERVE = "serve"
+    # Triton's vLLM backend: its decoupled stream, and the unload that must leave no engine behind
+    STREAM = "stream"
+    UNLOAD = "unload"
     # merging shards: the outcome of a cell whose result file is missing
     RESULT = "result"
 
@@ -84,6 +87,8 @@ class Reason(StrEnum):
     NO_HARDWARE = "no-hardware"  # this host's slots can never hold it (no GPU, or none with room for it)
     PORT_TAKEN = "port-taken"  # the server's port was taken by another process between choosing and binding it
     DOCKER_ERROR = "docker-error"  # the Docker engine failed a request (not the stack in the container)
+    # the release's vLLM backend source could be had from none of its sources (image, archive, --vllm-backend)
+    BACKEND_UNAVAILABLE = "backend-unavailable"
     PRUNED = "pruned"
     # merging shards: a cell whose result file is missing
     INTERRUPTED = "interrupted"

@@ -58,7 +58,8 @@ def climbers(cells: Sequence[Cell], session: Session, loaded: Loaded, resolve: s
     return [
         c
         for c in cells
-        if standing(evaluate(c, "", ctx)) and KINDS[c.stack.kind].not_runnable(c, traits, builds) is None
+        if standing(evaluate(c, "", ctx), settings.climb)
+        and KINDS[c.stack.kind].not_runnable(c, traits, builds) is None
     ]
 
 

@@ -33,6 +33,10 @@ DEFAULT_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
 CONNECT_TIMEOUT_S = 10.0  # every request to the index or a registry (wheels/http.py, stage.py)
 READ_TIMEOUT_S = 20.0
 INDEX_TTL_S = 6 * 3600.0
+# The public vllm_backend repository's release branches (r25.01-r26.01 are there), as archives.
+DEFAULT_VLLM_BACKEND_URL = (
+    "https://github.com/triton-inference-server/vllm_backend/archive/refs/heads/r{release}.tar.gz"
+)
 
 Check = Callable[[str, str], T]  # (where, raw value) -> the resolved value, or BadInput
 
@@ -149,6 +153,20 @@ def _template(where: str, value: str) -> str:
             where, "value", value, "an image reference with {release} (e.g. registry/tritonserver:{release}-{variant})"
         )
     return _text(where, value)
+
+
+def _archive_template(where: str, value: str) -> str:
+    """An http(s) URL with the one plain field ``{release}`` (a template is data, not code)."""
+    try:
+        fields = [(f, conv, spec) for _, f, spec, conv in string.Formatter().parse(value) if f is not None]
+    except ValueError:
+        fields = [("", None, "")]
+    if not fields or any(f != "release" or conv or spec for f, conv, spec in fields):
+        raise BadInput(
+            where, "value", value, "an http(s) URL with {release}, e.g. https://host/vllm_backend/r{release}.tar.gz"
+        )
+    check_url(where, value.replace("{release}", "26.01"))
+    return value
 
 
 def _sbatch_args(where: str, value: str) -> tuple[str, ...]:
@@ -385,6 +403,16 @@ class Settings:
         choices=("cpu", "gpu"),
         affects_results=True,
     )
+    climb = Option[str](
+        "--climb",
+        "STACKMATRIX_CLIMB",
+        "standing",
+        "runtime tier: standing (the cells the static tier left standing climb) or all (also those it blocked on "
+        "model-type, arch or backend-imports, so what the static tier said is confirmed or contradicted)",
+        _text,
+        choices=("standing", "all"),
+        affects_results=True,
+    )
     runner = Option[str](
         "--runner",
         "STACKMATRIX_RUNNER",
@@ -417,6 +445,25 @@ class Settings:
         "each release's Triton image ({variant}: vllm-python-py3 or py3): the static tier reads its backend and "
         "versions from its registry (no pull); the docker runner reads one present here, and builds on it",
         _template,
+        affects_results=True,
+    )
+    vllm_backend = Option[Path | None](
+        "--vllm-backend",
+        "STACKMATRIX_VLLM_BACKEND",
+        None,
+        "runtime tier of triton-vllm stacks: the vLLM backend to run where the release's image and archive give "
+        "none: a vllm_backend checkout, its src/, an image's backends/vllm, or an archive of one",
+        lambda where, value: __import__("stackmatrix.triton.backend", fromlist=["x"]).check_backend_path(where, value),
+        affects_results=True,
+        metavar="DIR|ARCHIVE",
+    )
+    vllm_backend_url = Option[str | None](
+        "--vllm-backend-url",
+        "STACKMATRIX_VLLM_BACKEND_URL",
+        DEFAULT_VLLM_BACKEND_URL,
+        "runtime tier of triton-vllm stacks: the archive of a release's vLLM backend source when its image was not "
+        "read ({release}: e.g. 26.01; a mirror may serve it; empty: none)",
+        lambda where, value: _archive_template(where, value) if value.strip() else None,
         affects_results=True,
     )
     registry_auth = Option["RegistryAuth | None"](

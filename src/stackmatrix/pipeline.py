@@ -21,7 +21,7 @@ from stackmatrix.expand import Expansion, expand
 from stackmatrix.journal import SLOW_CELL_S
 from stackmatrix.ladder.facts import FACTS_VERSION, Facts
 from stackmatrix.ladder.static import Context, run_static
-from stackmatrix.ladder.verdict import decided, derive
+from stackmatrix.ladder.verdict import climbable, decided, derive
 from stackmatrix.matrixfile import MatrixFile, load_matrix
 from stackmatrix.options import Settings
 from stackmatrix.readfile import cached_bytes, read_bytes
@@ -183,9 +183,12 @@ def declared(cell: Cell) -> dict[str, str | None]:
     }
 
 
-def standing(result: CellResult) -> bool:
-    """The runtime tier climbs only where the static tier left the cell standing: a failure prunes it."""
-    return result.verdict in (Verdict.PREDICTED, Verdict.OVERRIDE)
+def standing(result: CellResult, climb: str = "standing") -> bool:
+    """The runtime tier climbs where the static tier left the cell standing: a failure prunes it. ``climb`` "all":
+    also where it failed only on what a run can confirm or contradict (the environment can still be built)."""
+    if result.verdict in (Verdict.PREDICTED, Verdict.OVERRIDE):
+        return True
+    return climb == "all" and result.verdict is Verdict.BLOCKED and climbable(result.outcomes)
 
 
 def warm(cells: Sequence[Cell], ctx: Context, session: Session) -> None:
@@ -238,7 +241,7 @@ def static_tier(
     for cell, fp, estimate_s in todo:
         t0 = time.monotonic()
         result = evaluate(cell, fp, ctx)
-        if runtime and standing(result):
+        if runtime and standing(result, ctx.options.climb if ctx.options else "standing"):
             from stackmatrix.ladders import Standing  # the runtime tier's modules: not a static run's start-up
 
             climbing.append(Standing(cell, fp, result.outcomes, estimate_s))

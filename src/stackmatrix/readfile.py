@@ -72,6 +72,11 @@ def _read(path: Path, limit: int) -> bytes:
         os.close(fd)
 
 
+def read_capped(path: Path, limit: int) -> bytes:
+    """A regular file's bytes, at most ``limit`` of them (else ``Unreadable``: the caller names the input)."""
+    return _read(path, limit)
+
+
 def _text(data: bytes) -> str:
     try:
         return data.decode("utf-8")

