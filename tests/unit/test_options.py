@@ -192,8 +192,8 @@ def test_differing_options_compares_only_what_both_recorded() -> None:
     assert differing_options({"tier": "runtime"}, {"tier": {"value": "static"}}) == ("tier", "runtime", "static")
     assert [n for n in [*OPTIONS, *FLAGS] if affects_results(n)] == [
         *("index_url", "as_of", "find_links", "torch_find_links", "torch_index", "weights_dir", "device"),
-        "runner",
-        *("base_image", "base_python", "triton_image", "tier", "override", "full_class", "resolve"),
+        *("climb", "runner", "base_image", "base_python", "triton_image", "vllm_backend", "vllm_backend_url"),
+        *("tier", "override", "full_class", "resolve"),
     ]
 
 

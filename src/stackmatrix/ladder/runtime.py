@@ -342,8 +342,9 @@ def climb(ladder: Ladder, rctx: RuntimeContext, placement: Placement = HERE) -> 
     ]
     # Same lock, same checkpoint spec, same probe code: the observation is already on disk (a cache hit).
     what = str(ladder.real) if ladder.real else dict(ladder.spec)
+    also = KINDS[stack.kind].observed_with(stack, rctx)
     key = hashlib.sha256(
-        json.dumps([env.lock_hash, what, ladder.tp, RUNTIME_VERSION, probes_digest()]).encode()
+        json.dumps([env.lock_hash, what, ladder.tp, RUNTIME_VERSION, probes_digest(), also]).encode()
     ).hexdigest()[:20]
     stored = rctx.cache_dir / "results" / f"{key}.json"
     if rctx.reuse_results and stored.exists():

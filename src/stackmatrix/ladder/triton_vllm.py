@@ -201,12 +201,12 @@ def refusal(message: str, log: str, backend_files: Sequence[str]) -> tuple[Reaso
     """Why the backend refused the load: a name or module the backend's own code imports that the environment
     lacks, an engine argument it passes that vLLM refuses, or what the log names."""
     frame = innermost_frame(message) or ""
-    in_backend = f"/{NAME}/" in frame and any(frame.endswith(f"/{NAME}/{f}") for f in backend_files)
+    own = next((f for f in backend_files if frame.endswith(f"/{NAME}/{f}")), None)  # the backend's file that raised
     text = message + "\n" + log
-    if (m := _NO_NAME.search(text)) and in_backend:
-        return Reason.BACKEND_IMPORT_MISSING, f"{m[2]} has no {m[1]} (imported by {frame.rsplit('/', 2)[-1]})"
-    if (m := _NO_MODULE.search(text)) and in_backend:
-        return Reason.BACKEND_IMPORT_MISSING, f"no module {m[1]} (imported by {frame.rsplit('/', 2)[-1]})"
+    if (m := _NO_NAME.search(text)) and own:
+        return Reason.BACKEND_IMPORT_MISSING, f"{m[2]} has no {m[1]} (imported by {own})"
+    if (m := _NO_MODULE.search(text)) and own:
+        return Reason.BACKEND_IMPORT_MISSING, f"no module {m[1]} (imported by {own})"
     if m := _KEYWORD.search(text):
         return Reason.BACKEND_SIGNATURE_MISMATCH, f"{m[1]} refuses the keyword {m[2]!r}"
     cause = find_cause(text)

