@@ -278,9 +278,10 @@ def make_plan(selected: Selected, job: Job, done: frozenset[str]) -> Plan:
 
 
 def runtime_builds(cells: Sequence[Cell], settings: Settings, args: argparse.Namespace) -> tuple[Build, ...]:
-    """The ladders (one engine start for the cells of one stack and checkpoint), the environments (one lock per
-    stack's requirements), the images (docker runner) and the tiny checkpoints (architecture features x
-    transformers) the runtime tier may build, each with the cells that share it."""
+    """The ladders (one engine start for the cells of one stack and checkpoint), the tritonservers (one per ladder of
+    a stack that runs in Triton), the environments (one lock per stack's requirements), the images (docker runner)
+    and the tiny checkpoints (architecture features x transformers) the runtime tier may build, each with the
+    cells that share it."""
     from stackmatrix.ladder.runtime import spec_label, tiny_spec
     from stackmatrix.runners import RUNNERS, stack_requirements
 
@@ -293,11 +294,20 @@ def runtime_builds(cells: Sequence[Cell], settings: Settings, args: argparse.Nam
     def tiny(c: Cell) -> str:
         return f"{checkpoint(c)} transformers=={c.stack.transformers}"
 
+    from stackmatrix.kinds import KINDS, runs_in_triton
+
+    containers = RUNNERS[settings.runner].load().containers
+    server = "in the release's image" if containers else "pytriton's 2.51.0, a stand-in on this CPU"
+
+    def tritonserver(c: Cell) -> str | None:  # one per ladder of a stack that runs in Triton
+        return f"{c.stack.id} {checkpoint(c)} ({server})" if runs_in_triton(KINDS[c.stack.kind]) else None
+
     keys: dict[str, Any] = {
         "ladder": lambda c: f"{c.stack.id} {checkpoint(c)}",
+        "tritonserver": tritonserver,
         "environment": env,
         "tiny checkpoint": tiny,
     }
-    if RUNNERS[settings.runner].load().containers:  # an image per stack, built on its environment
+    if containers:  # an image per stack, built on its environment
         keys["image"] = lambda c: c.stack.id
     return builds_of(cells, keys)
