@@ -70,9 +70,15 @@ def backend_modules(source: BackendSource) -> list[str]:
     imports in the stub's environment."""
     from stackmatrix.registry.image import parse_backend
 
-    texts = [(n, d.decode(errors="replace")) for n, d in source.files]
-    imports: dict[str, list[str]] = parse_backend(texts)["imports"]
-    return sorted({m.split(".")[0] for m in imports})
+    local = {n.split("/")[0].removesuffix(".py") for n, _ in source.files}
+    out: set[str] = set()
+    for name, data in source.files:
+        try:  # one file at a time: a file this Python cannot parse is the load's to report, not the host's crash
+            imports: dict[str, list[str]] = parse_backend([(name, data.decode(errors="replace"))])["imports"]
+        except (SyntaxError, ValueError):
+            continue
+        out.update(m.split(".")[0] for m in imports)
+    return sorted(out - local)
 
 
 def engine_args(model: Path, real: bool, tp: int, gpu_memory_utilization: float | None) -> dict[str, Any]:
@@ -202,13 +208,14 @@ def refusal(message: str, log: str, backend_files: Sequence[str]) -> tuple[Reaso
     lacks, an engine argument it passes that vLLM refuses, or what the log names."""
     frame = innermost_frame(message) or ""
     own = next((f for f in backend_files if frame.endswith(f"/{NAME}/{f}")), None)  # the backend's file that raised
+    for text in (message, log):  # the refusal's own message first: the frame came from it
+        missing = [(m.start(), f"{m[2]} has no {m[1]}") for m in _NO_NAME.finditer(text)]
+        missing += [(m.start(), f"no module {m[1]}") for m in _NO_MODULE.finditer(text)]
+        if missing and own:
+            return Reason.BACKEND_IMPORT_MISSING, f"{min(missing)[1]} (imported by {own})"
+        if m := _KEYWORD.search(text):
+            return Reason.BACKEND_SIGNATURE_MISMATCH, f"{m[1]} refuses the keyword {m[2]!r}"
     text = message + "\n" + log
-    if (m := _NO_NAME.search(text)) and own:
-        return Reason.BACKEND_IMPORT_MISSING, f"{m[2]} has no {m[1]} (imported by {own})"
-    if (m := _NO_MODULE.search(text)) and own:
-        return Reason.BACKEND_IMPORT_MISSING, f"no module {m[1]} (imported by {own})"
-    if m := _KEYWORD.search(text):
-        return Reason.BACKEND_SIGNATURE_MISMATCH, f"{m[1]} refuses the keyword {m[2]!r}"
     cause = find_cause(text)
     if cause is not None:
         return cause

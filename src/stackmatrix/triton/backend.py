@@ -89,6 +89,8 @@ class BackendSource:
         tmp = Path(tempfile.mkdtemp(dir=home.parent, prefix=f".{home.name}."))
         try:
             for name, data in self.files:
+                if _safe(name) != name:  # every source's names are checked; a name that could escape is no file
+                    raise ValueError(f"a backend file named {name!r}")
                 atomic_write_bytes(tmp / NAME / name, data)
             try:
                 os.rename(tmp, home)
@@ -136,9 +138,9 @@ def from_image(image: ImageFacts) -> BackendSource | None:
     """The backend's files as the registry reader kept them (its ``.py`` files), or None when the image had none."""
     from stackmatrix.registry.image import BACKEND_DIR
 
-    if not any(n == ENTRY for n, _ in image.backend_files):
+    if not any(_safe(n) == ENTRY for n, _ in image.backend_files):
         return None
-    files = tuple(sorted((n, t.encode()) for n, t in image.backend_files))
+    files = tuple(sorted((rel, t.encode()) for n, t in image.backend_files if (rel := _safe(n)) and _kept(rel)))
     origin = {"from": "image", "image": image.ref, "digest": image.digest, "layer": image.backend_layer}
     return BackendSource(files, {**origin, "dir": f"/{BACKEND_DIR}"})
 
@@ -147,10 +149,10 @@ def _tar_members(data: bytes, where: str) -> Iterator[tuple[str, bytes]]:
     total = 0
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tar:
         for n, member in enumerate(tar):
-            if n > MAX_MEMBERS:
+            if n >= MAX_MEMBERS:
                 raise NoBackend(f"{where}: more than {MAX_MEMBERS} members")
             rel = _safe(member.name)
-            if rel is None or not member.isfile() or (not _kept(rel) and rel.rsplit("/", 1)[-1] != ENTRY):
+            if rel is None or not member.isfile() or not _kept(rel):
                 continue
             if member.size > MAX_FILE or (total := total + member.size) > MAX_TOTAL:
                 raise NoBackend(f"{where}: {rel} makes the backend larger than its caps")
@@ -246,31 +248,31 @@ def fetch_archive(url: str, cache_dir: Path, connect_s: float, read_s: float) ->
     kept = cache_dir / "backends" / "archives" / f"{key}.archive"
     origin = {"from": "archive", "url": shown}
     try:
-        data = read_capped(kept, MAX_ARCHIVE)
-    except Unreadable:
-        data = b""
-    if not data:
-        timeout = httpx.Timeout(read_s, connect=connect_s)
-        chunks: list[bytes] = []
-        try:
-            with (
-                httpx.Client(timeout=timeout, follow_redirects=True, trust_env=True) as http,
-                http.stream("GET", url) as r,
-            ):
-                if r.status_code != 200:
-                    raise NoBackend(f"{shown}: HTTP {r.status_code}")
-                for chunk in r.iter_bytes():
-                    chunks.append(chunk)
-                    if sum(map(len, chunks)) > MAX_ARCHIVE:
-                        raise NoBackend(f"{shown}: larger than {MAX_ARCHIVE // 2**20} MiB")
-        except httpx.HTTPError as exc:
-            raise NoBackend(f"{shown}: {redact(str(exc)) or type(exc).__name__}") from None
-        data = b"".join(chunks)
-        source = from_archive(data, origin, shown)  # checked before it is kept
-        with contextlib.suppress(OSError):  # a cache that cannot be written only costs the next fetch
-            atomic_write_bytes(kept, data)
-        return source
-    return from_archive(data, origin, shown)
+        return from_archive(read_capped(kept, MAX_ARCHIVE), origin, shown)
+    except (Unreadable, NoBackend):
+        pass  # not kept yet, or damaged: fetched again
+    timeout = httpx.Timeout(read_s, connect=connect_s)
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        with (
+            httpx.Client(timeout=timeout, follow_redirects=True, trust_env=True) as http,
+            http.stream("GET", url) as r,
+        ):
+            if r.status_code != 200:
+                raise NoBackend(f"{shown}: HTTP {r.status_code}")
+            for chunk in r.iter_bytes():
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > MAX_ARCHIVE:
+                    raise NoBackend(f"{shown}: larger than {MAX_ARCHIVE // 2**20} MiB")
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        raise NoBackend(f"{shown}: {redact(str(exc)) or type(exc).__name__}") from None
+    data = b"".join(chunks)
+    source = from_archive(data, origin, shown)  # checked before it is kept
+    with contextlib.suppress(OSError):  # a cache that cannot be written only costs the next fetch
+        atomic_write_bytes(kept, data)
+    return source
 
 
 @dataclass(frozen=True)
