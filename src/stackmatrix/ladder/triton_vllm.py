@@ -19,8 +19,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -117,49 +119,27 @@ def backends_dir(where: Path, server: ServerInstall, installed: Path) -> Path:
 
 
 def backend_rungs(env: Env, rctx: RuntimeContext, ladder: Ladder, placement: Placement) -> list[Outcome]:
-    """The ladder above ``env``: the backend's source, the stack's imports and the reference, then the server's
-    rungs."""
+    """The ladder above ``env``: the backend's source; the stack's imports, the checkpoint and the reference in
+    one probe while the server starts and loads (when the checkpoint is already there: the two are independent,
+    and a failed import discards the load); then generate, stream and unload."""
     from stackmatrix.triton.install import SERVER_VERSION, ensure_server, stub_python
 
-    t0 = time.perf_counter()
     release_name = ladder.stack.triton or ""
     release = rctx.releases.get(release_name)
-    source, tried = (
-        (None, ("no backend finder",))
-        if rctx.backends is None
-        else rctx.backends.find(release_name, release.image if release is not None else None)
-    )
+    image = release.image if release is not None else None
+    source, tried = (None, ("no backend finder",)) if rctx.backends is None else rctx.backends.find(release_name, image)
     if source is None:
         detail = f"the vLLM backend of Triton {release_name} could be had from none of its sources: " + "; ".join(tried)
         return [Outcome(Rung.IMPORT, Status.SKIP, Reason.BACKEND_UNAVAILABLE, redact(detail), {}, 0.0)]
     outcomes: list[Outcome] = []
-    args: dict[str, Any] = {
-        "modules": [*backend_modules(source), "transformers"],
-        "prompt": PROMPT,
-        "max_tokens": MAX_TOKENS,
-    }
+    modules = [*backend_modules(source), "transformers"]
+    args: dict[str, Any] = {"modules": modules, "prompt": PROMPT, "max_tokens": MAX_TOKENS}
     rungs = [Rung.IMPORT, Rung.CONFIG]
     checkpoint = checkpoint_of(env, rctx, ladder, args, rungs, outcomes)
     args.update(model=str(checkpoint), reference=ladder.real is None)
-    rctx.report(str(rungs[0]))
-    run = run_probe(env, "transformers_rungs.py", args, ENGINE_TIMEOUT, ladder.logs / "transformers.log", placement)
-    outcomes = in_order([*outcomes, *rung_outcomes(run, rungs, ladder.logs / "-", frozenset())])
-    if outcomes and outcomes[0].probe == Rung.IMPORT and outcomes[0].status is Status.PASS:
-        imp = outcomes[0]
-        evidence = {**imp.evidence, "backend": source.evidence()}
-        outcomes[0] = replace(imp, detail=f"{imp.detail} (what {source.describe()} imports)", evidence=evidence)
-    if any(o.status is not Status.PASS for o in outcomes):
-        return outcomes
-    reference = None
-    if ladder.real is None:
-        line = next((ln for ln in run.lines if ln.get("reference")), None)
-        if line is None or line.get("status") != "pass":  # transformers itself could not load or run it
-            return [*outcomes, to_outcome(Rung.LOAD, replace(run, result=line, cause=run.cause))]
-        reference = str(line["evidence"]["text"])
     with rctx.locks("tritonserver"):
         found = stub_python()
-        python = found[1] if found else "3.11"
-        install = ensure_server(rctx.cache_dir, python, rctx.index_url)
+        install = ensure_server(rctx.cache_dir, found[1] if found else "3.11", rctx.index_url)
     shipped = release.triton_version if release is not None else None
     label = f"tritonserver {SERVER_VERSION} (pytriton) on CPU; the release ships {shipped or 'an unknown version'}"
     served = Served(
@@ -172,14 +152,30 @@ def backend_rungs(env: Env, rctx: RuntimeContext, ladder: Ladder, placement: Pla
     )
     engine = engine_args(checkpoint, ladder.real is not None, placement.tp, placement.gpu_memory_utilization)
     write_repository(served.repository, engine, env.root)
-    rctx.report(str(Rung.LOAD))
-    evidence = {
-        "server": label,
-        "backend": source.evidence(),
-        "engine_args": engine,
-        "since_s": time.perf_counter() - t0,
-    }
-    return outcomes + server_rungs(served, reference, evidence, tuple(n for n, _ in source.files))
+    evidence = {"server": label, "backend": source.evidence(), "engine_args": engine}
+    rctx.report(str(rungs[0]))
+    # The pool's block ends last: the server is stopped first, so a load still running fails at once.
+    with ThreadPoolExecutor(1) as pool, ServerRungs(served, evidence, source.names()) as server:
+        loading = pool.submit(server.load) if "build" not in args else None  # the checkpoint is there
+        run = run_probe(env, "transformers_rungs.py", args, ENGINE_TIMEOUT, ladder.logs / "transformers.log", placement)
+        outcomes = in_order([*outcomes, *rung_outcomes(run, rungs, ladder.logs / "-", frozenset())])
+        if outcomes and outcomes[0].probe == Rung.IMPORT and outcomes[0].status is Status.PASS:
+            imp = outcomes[0]
+            ev = {**imp.evidence, "backend": source.evidence()}
+            outcomes[0] = replace(imp, detail=f"{imp.detail} (what {source.describe()} imports)", evidence=ev)
+        if any(o.status is not Status.PASS for o in outcomes):
+            return outcomes  # the load meanwhile is discarded: the server stops as the block ends
+        reference = None
+        if ladder.real is None:
+            line = next((ln for ln in run.lines if ln.get("reference")), None)
+            if line is None or line.get("status") != "pass":  # transformers itself could not load or run it
+                return [*outcomes, to_outcome(Rung.LOAD, replace(run, result=line, cause=run.cause))]
+            reference = str(line["evidence"]["text"])
+        rctx.report(str(Rung.LOAD))
+        load = loading.result() if loading is not None else server.load()
+        if load.status is not Status.PASS:
+            return [*outcomes, load]
+        return [*outcomes, load, *server.rest(reference)]
 
 
 def _fail(rung: Rung, reason: Reason, detail: str, evidence: Mapping[str, Any], t0: float) -> Outcome:
@@ -240,27 +236,59 @@ def session_processes(leader: int) -> list[str]:
     return sorted(out)
 
 
-def server_rungs(
-    served: Served, reference: str | None, evidence: Mapping[str, Any], backend_files: Sequence[str]
-) -> list[Outcome]:
-    """load, generate, stream, unload on one tritonserver."""
-    outcomes: list[Outcome] = []
-    t0 = time.perf_counter()
-    server = TritonServer(served.install, served.repository, served.log, extra_env=served.env, cpus=served.cpus)
-    with server, TritonDriver(server.url, server.metrics_url) as triton:
+class ServerRungs:
+    """One tritonserver for the load, generate, stream and unload rungs: ``with`` it, the server stops however
+    the block ends (a load still running in another thread then fails, and is discarded)."""
+
+    def __init__(self, served: Served, evidence: Mapping[str, Any], backend_files: Sequence[str]) -> None:
+        self.served, self.evidence, self.backend_files = served, dict(evidence), tuple(backend_files)
+        self.server = TritonServer(
+            served.install, served.repository, served.log, extra_env=served.env, cpus=served.cpus
+        )
+        self.triton: TritonDriver | None = None
+        self._closing = threading.Lock()  # the load's thread starts the server, the block's end stops it
+        self._closed = False
+
+    def __enter__(self) -> ServerRungs:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._closing:
+            self._closed = True
+        if self.triton is not None:
+            self.triton.close()
+        self.server.stop()
+
+    def load(self) -> Outcome:
+        t0 = time.perf_counter()
+        with self._closing:
+            if self._closed:
+                raise RuntimeError("the ladder ended before its server started")
+            self.server.start()
+        # tritonclient's HTTP client belongs to the thread that made it (gevent): the load's own, closed here
+        with TritonDriver(self.server.url, self.server.metrics_url) as triton:
+            return self._load(triton, t0)
+
+    def _load(self, triton: TritonDriver, t0: float) -> Outcome:
         version = triton.server_version()
         try:
             triton.load(MODEL)
         except TritonError as exc:
-            log = server.tail(200)
-            reason, line = refusal(exc.message, log, backend_files)
-            ev = {**evidence, "status": exc.status, "message": exc.message[-3000:], "log_tail": log[-4000:]}
-            return [_fail(Rung.LOAD, reason, f"Triton refused the load (HTTP {exc.status}): {line}", ev, t0)]
+            log = self.server.tail(200)
+            reason, line = refusal(exc.message, log, self.backend_files)
+            ev = {**self.evidence, "status": exc.status, "message": exc.message[-3000:], "log_tail": log[-4000:]}
+            return _fail(Rung.LOAD, reason, f"Triton refused the load (HTTP {exc.status}): {line}", ev, t0)
         if not triton.ready(MODEL):
-            return [_fail(Rung.LOAD, Reason.LOAD_FAILED, "loaded but not ready", {"log_tail": server.tail()}, t0)]
-        detail = f"{served.label}: the backend loaded {MODEL} in explicit mode"
-        load_ev = redact_obj({**evidence, "tritonserver": version})
-        outcomes.append(Outcome(Rung.LOAD, Status.PASS, None, detail, load_ev, time.perf_counter() - t0))
+            return _fail(Rung.LOAD, Reason.LOAD_FAILED, "loaded but not ready", {"log_tail": self.server.tail()}, t0)
+        detail = f"{self.served.label}: the backend loaded {MODEL} in explicit mode"
+        evidence = redact_obj({**self.evidence, "tritonserver": version})
+        return Outcome(Rung.LOAD, Status.PASS, None, detail, evidence, time.perf_counter() - t0)
+
+    def rest(self, reference: str | None) -> list[Outcome]:
+        """generate, stream and unload on the loaded model."""
+        self.triton = triton = TritonDriver(self.server.url, self.server.metrics_url)
+        server = self.server
+        outcomes: list[Outcome] = []
         t1 = time.perf_counter()
         try:
             whole = triton.generate(MODEL, PROMPT, max_tokens=MAX_TOKENS, temperature=0)
@@ -290,7 +318,7 @@ def server_rungs(
         detail = f"/generate_stream: {streamed.chunks} responses whose text is /generate's"
         outcomes.append(Outcome(Rung.STREAM, Status.PASS, None, detail, redact_obj(stream_ev), streamed.seconds))
         outcomes.append(_unload(triton, server))
-    return outcomes
+        return outcomes
 
 
 def _unload(triton: TritonDriver, server: TritonServer) -> Outcome:
