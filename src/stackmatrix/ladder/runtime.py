@@ -487,16 +487,24 @@ def python_backend_rungs(env: Env, rctx: RuntimeContext, ladder: Ladder, placeme
     outcomes = in_order([*outcomes, *rung_outcomes(run, rungs, ladder.logs / "-", frozenset())])
     if any(o.status is not Status.PASS for o in outcomes):  # a rung the probe never reached is failed too
         return outcomes
-    reference = None
-    if ladder.real is None:
-        line = next((ln for ln in run.lines if ln.get("reference")), None)
-        if line is None or line.get("status") != "pass":  # transformers itself could not load or run it
-            return [*outcomes, to_outcome(Rung.LOAD, replace(run, result=line, cause=run.cause))]
-        reference = str(line["evidence"]["text"])
+    reference, failed = reference_of(run, ladder)
+    if failed is not None:
+        return [*outcomes, failed]
     assert env.container is not None  # the docker runner: Triton runs in the cell's image
     container = replace(env.container, gpus=placement.gpus)  # one tritonserver per GPU set (Triton #7786)
     rctx.report(str(Rung.LOAD))
     return outcomes + serve_rungs(ServeSpec(container, checkpoint, reference, ladder.logs / "triton"))
+
+
+def reference_of(run: ProbeRun, ladder: Ladder) -> tuple[str | None, Outcome | None]:
+    """transformers' greedy text from ``transformers_rungs.py``'s reference line (None for a real checkpoint,
+    which is served, not compared), or the ``load`` failure when transformers itself could not load or run it."""
+    if ladder.real is not None:
+        return None, None
+    line = next((ln for ln in run.lines if ln.get("reference")), None)
+    if line is None or line.get("status") != "pass":
+        return None, to_outcome(Rung.LOAD, replace(run, result=line, cause=run.cause))
+    return str(line["evidence"]["text"]), None
 
 
 def tiny_checkpoint(

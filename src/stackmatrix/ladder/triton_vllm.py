@@ -36,9 +36,9 @@ from stackmatrix.ladder.runtime import (
     checkpoint_of,
     find_cause,
     in_order,
+    reference_of,
     run_probe,
     rung_outcomes,
-    to_outcome,
 )
 from stackmatrix.redact import redact, redact_obj
 from stackmatrix.runners import Env
@@ -165,12 +165,9 @@ def backend_rungs(env: Env, rctx: RuntimeContext, ladder: Ladder, placement: Pla
             outcomes[0] = replace(imp, detail=f"{imp.detail} (what {source.describe()} imports)", evidence=ev)
         if any(o.status is not Status.PASS for o in outcomes):
             return outcomes  # the load meanwhile is discarded: the server stops as the block ends
-        reference = None
-        if ladder.real is None:
-            line = next((ln for ln in run.lines if ln.get("reference")), None)
-            if line is None or line.get("status") != "pass":  # transformers itself could not load or run it
-                return [*outcomes, to_outcome(Rung.LOAD, replace(run, result=line, cause=run.cause))]
-            reference = str(line["evidence"]["text"])
+        reference, failed = reference_of(run, ladder)
+        if failed is not None:
+            return [*outcomes, failed]
         rctx.report(str(Rung.LOAD))
         load = loading.result() if loading is not None else server.load()
         if load.status is not Status.PASS:
