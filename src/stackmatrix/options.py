@@ -139,14 +139,19 @@ def _bool(where: str, value: str) -> bool:
     return low in _TRUE
 
 
-def _template(where: str, value: str) -> str:
-    """An image reference with the plain fields ``{release}`` and ``{variant}`` (no attribute or index access,
+def _plain_fields(value: str, allowed: tuple[str, ...]) -> list[str] | None:
+    """``value``'s format fields, or None unless each is a plain name of ``allowed`` (no attribute or index access,
     no conversion or format spec: a template is data, not code)."""
     try:
         fields = [(f, conv, spec) for _, f, spec, conv in string.Formatter().parse(value) if f is not None]
     except ValueError:
-        fields = [("", None, "")]
-    if any(f not in ("release", "variant") or conv or spec for f, conv, spec in fields):
+        return None
+    return None if any(f not in allowed or conv or spec for f, conv, spec in fields) else [f for f, _, _ in fields]
+
+
+def _template(where: str, value: str) -> str:
+    """An image reference with the plain fields ``{release}`` and ``{variant}``."""
+    if _plain_fields(value, ("release", "variant")) is None:
         raise BadInput(where, "value", value, "an image reference with {release} and {variant} only")
     if "{release}" not in value:
         raise BadInput(
@@ -156,12 +161,8 @@ def _template(where: str, value: str) -> str:
 
 
 def _archive_template(where: str, value: str) -> str:
-    """An http(s) URL with the one plain field ``{release}`` (a template is data, not code)."""
-    try:
-        fields = [(f, conv, spec) for _, f, spec, conv in string.Formatter().parse(value) if f is not None]
-    except ValueError:
-        fields = [("", None, "")]
-    if not fields or any(f != "release" or conv or spec for f, conv, spec in fields):
+    """An http(s) URL with the one plain field ``{release}``."""
+    if not _plain_fields(value, ("release",)):
         raise BadInput(
             where, "value", value, "an http(s) URL with {release}, e.g. https://host/vllm_backend/r{release}.tar.gz"
         )

@@ -195,8 +195,11 @@ def test_a_child_left_in_the_session_is_listed() -> None:
     proc = subprocess.Popen(["sh", "-c", "sleep 30 & wait"], start_new_session=True)
     try:
         deadline = time.monotonic() + 10
-        while not (left := session_processes(proc.pid)) and time.monotonic() < deadline:
+        # the forked child is named "sh" until it has exec'd sleep: wait for the name too
+        left = session_processes(proc.pid)
+        while not any(p.endswith(" sleep") for p in left) and time.monotonic() < deadline:
             time.sleep(0.05)
+            left = session_processes(proc.pid)
         assert len(left) == 1
         assert left[0].endswith(" sleep")
         assert int(left[0].split()[0]) != proc.pid

@@ -200,10 +200,9 @@ def not_runnable(cell: Cell, runner: Traits, cpu_builds: Callable[[], list[str]]
 
 def observed_with(stack: Stack, rctx: RuntimeContext) -> str:
     """The release's backend source: the same stack on other backend code is another observation."""
-    release = rctx.releases.get(stack.triton or "")
-    if rctx.backends is None:
-        return ""
-    source, _ = rctx.backends.find(stack.triton or "", release.image if release is not None else None)
+    from stackmatrix.ladder.triton_vllm import release_backend
+
+    source, _ = release_backend(rctx, stack.triton or "")
     return source.sha256 if source is not None else ""
 
 

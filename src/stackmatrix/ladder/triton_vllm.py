@@ -118,6 +118,14 @@ def backends_dir(where: Path, server: ServerInstall, installed: Path) -> Path:
     return where
 
 
+def release_backend(rctx: RuntimeContext, release: str) -> tuple[BackendSource | None, tuple[str, ...]]:
+    """The release's vLLM backend (its image's when the registry showed it), or why none was had."""
+    if rctx.backends is None:
+        return None, ("no backend finder",)
+    known = rctx.releases.get(release)
+    return rctx.backends.find(release, known.image if known is not None else None)
+
+
 def backend_rungs(env: Env, rctx: RuntimeContext, ladder: Ladder, placement: Placement) -> list[Outcome]:
     """The ladder above ``env``: the backend's source; the stack's imports, the checkpoint and the reference in
     one probe while the server starts and loads (when the checkpoint is already there: the two are independent,
@@ -126,8 +134,7 @@ def backend_rungs(env: Env, rctx: RuntimeContext, ladder: Ladder, placement: Pla
 
     release_name = ladder.stack.triton or ""
     release = rctx.releases.get(release_name)
-    image = release.image if release is not None else None
-    source, tried = (None, ("no backend finder",)) if rctx.backends is None else rctx.backends.find(release_name, image)
+    source, tried = release_backend(rctx, release_name)
     if source is None:
         detail = f"the vLLM backend of Triton {release_name} could be had from none of its sources: " + "; ".join(tried)
         return [Outcome(Rung.IMPORT, Status.SKIP, Reason.BACKEND_UNAVAILABLE, redact(detail), {}, 0.0)]
@@ -320,9 +327,7 @@ class ServerRungs:
 
 def _unload(triton: TritonDriver, server: TritonServer) -> Outcome:
     t0 = time.perf_counter()
-    deadline = time.monotonic() + 10  # counters land when a request's last response is released
-    while (metrics := triton.metrics()).get("nv_inference_request_success", 0.0) < 2 and time.monotonic() < deadline:
-        time.sleep(0.2)
+    metrics = triton.metrics_counting(2)  # generate's and stream's
     try:
         triton.unload(MODEL, wait=UNLOAD_WAIT_S)
     except TritonError as exc:

@@ -116,6 +116,16 @@ class TritonDriver:
             raise TritonError("generate_stream", str(r.status_code), "no event in the stream")
         return Generated("".join(parts), len(parts), time.perf_counter() - t0)
 
+    def metrics_counting(self, succeeded: int, wait: float = 10.0) -> dict[str, float]:
+        """The metrics once they count ``succeeded`` successful requests, or as they are after ``wait`` seconds:
+        counters land when a request's last response is released, a moment after the client saw it."""
+        deadline = time.monotonic() + wait
+        while (metrics := self.metrics()).get("nv_inference_request_success", 0.0) < succeeded:
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.2)
+        return metrics
+
     def metrics(self) -> dict[str, float]:
         """The Prometheus text, summed per metric name (labels dropped): e.g. ``nv_inference_request_success``."""
         out: dict[str, float] = {}
