@@ -40,6 +40,7 @@ class ImagePlan:
     template: str  # a folder of images/ (the kind's IMAGE)
     base: str | None = None  # None: the docker runner's --base-image
     overrides: tuple[str, ...] = ()  # e.g. the cell's transformers pin over the engine's declared bound
+    as_is: bool = False  # the base runs as shipped (a stock container): nothing is built
 
 
 @dataclass(frozen=True)

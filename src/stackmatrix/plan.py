@@ -19,6 +19,7 @@ import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from functools import cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stackmatrix import __version__
@@ -229,6 +230,10 @@ def result_options(settings: Settings, args: argparse.Namespace) -> dict[str, ob
 
     out = {k: getattr(settings, k, None) for k in OPTIONS if affects_results(k)}
     out.update({k: getattr(args, k, None) for k in FLAGS if affects_results(k)})
+    if isinstance(user := out.get("vllm_backend"), Path):  # its content, not its path: an edited backend is new
+        from stackmatrix.triton.backend import from_path
+
+        out["vllm_backend"] = from_path(user).sha256
     return out
 
 

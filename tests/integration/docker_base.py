@@ -79,3 +79,26 @@ def triton_python_base(client: Any, pytriton: Path) -> str:
         )
         client.images.build(path=tmp, tag=tag, rm=True, network_mode="none")
     return tag
+
+
+def triton_vllm_base(client: Any, pytriton: Path, backend: Path, tag: str) -> str:
+    """A Triton-like ``vllm-python-py3`` image without vLLM, laid out as NVIDIA's are: the test base with
+    pytriton's tritonserver 2.51.0 in /opt/tritonserver (a directory, as the registry reader looks for it; its
+    libraries where the binaries' RPATH finds them), ``backend`` as /opt/tritonserver/backends/vllm, and what the
+    2.51 stub needs to import vLLM (its embedded Python runs in the C locale: a .pth line sets the character type
+    to UTF-8, as the venv runner's stand-in does). vLLM and transformers go in as the derived image
+    (images/triton-vllm) puts them into any release's image."""
+    from stackmatrix.triton.install import LOCALE_LINE, LOCALE_PTH
+
+    base = base_image(client)
+    with tempfile.TemporaryDirectory(prefix="stackmatrix-triton-vllm-") as tmp:
+        shutil.copytree(pytriton / "pytriton" / "tritonserver", f"{tmp}/tritonserver", symlinks=True)
+        shutil.copytree(pytriton / "nvidia_pytriton.libs", f"{tmp}/libs", symlinks=True)
+        shutil.copytree(backend, f"{tmp}/vllm", ignore=shutil.ignore_patterns("__pycache__"))
+        Path(tmp, LOCALE_PTH).write_text(LOCALE_LINE)
+        Path(tmp, "Dockerfile").write_text(
+            f"FROM {base}\nCOPY tritonserver/ /opt/tritonserver/\nCOPY libs/ /nvidia_pytriton.libs/\n"
+            f"COPY vllm/ /opt/tritonserver/backends/vllm/\nCOPY {LOCALE_PTH} /usr/lib/python3/dist-packages/\n"
+        )
+        client.images.build(path=tmp, tag=tag, rm=True, network_mode="none")
+    return tag

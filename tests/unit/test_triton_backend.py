@@ -27,6 +27,7 @@ from stackmatrix.triton.backend import (
     fetch_archive,
     from_archive,
     from_image,
+    from_image_dir,
     from_path,
 )
 from stackmatrix.triton.server import free_port
@@ -417,3 +418,31 @@ def test_an_images_file_named_to_escape_is_not_taken_nor_written(tmp_path: Path)
 def test_a_tar_whose_only_model_py_is_under_tests_is_no_backend() -> None:
     with pytest.raises(NoBackend, match=r"no model\.py"):
         from_archive(tar_gz({"repo/tests/model.py": b"x = 1\n"}), {}, "t.tar.gz")
+
+
+# from_image_dir: the backend read out of an image on this host (docker cp's tar of backends/vllm)
+
+
+def plain_tar(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def test_the_backend_dir_of_a_local_image_is_taken_under_its_vllm_root() -> None:
+    tar = plain_tar({"vllm/model.py": b"import vllm\n", "vllm/utils/metrics.py": b"M = 1\n", "vllm/README": b"x"})
+    origin = {"image": "reg/t:26.01-vllm-python-py3", "image_id": "sha256:" + "d" * 64, "digest": None}
+    source = from_image_dir(tar, origin, "reg/t:26.01-vllm-python-py3")
+    assert source.files == tuple(KEPT) and source.origin["from"] == "image" and source.origin["root"] == "vllm"
+    assert source.describe() == "the vLLM backend in reg/t:26.01-vllm-python-py3 (sha256:dddddddddddd)"  # no layer
+
+
+def test_a_local_images_dir_without_model_py_or_not_a_tar_is_no_backend() -> None:
+    with pytest.raises(NoBackend, match=r"no model\.py"):
+        from_image_dir(plain_tar({"vllm/other.py": b""}), {}, "img")
+    with pytest.raises(NoBackend, match="not a readable tar"):
+        from_image_dir(b"\x00garbage" * 100, {}, "img")

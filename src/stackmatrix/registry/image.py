@@ -29,7 +29,7 @@ from stackmatrix.wheels.http import Http
 
 BACKEND_DIR = "opt/tritonserver/backends/vllm"
 DISTS = ("vllm", "transformers", "torch", "numpy")
-FACTS_VERSION = "1"  # bump when what is read or how it is stored changes: old entries are then not used
+FACTS_VERSION = "2"  # bump when what is read or how it is stored changes: old entries are then not used
 _DIGEST = re.compile(r"^sha256:[a-f0-9]{64}$")
 
 

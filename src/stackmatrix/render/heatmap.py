@@ -48,6 +48,7 @@ def render_heatmap(report: Report) -> bytes:
     rows: list[tuple[str, str]] = []
     grid = np.ma.masked_invalid(np.full((1, 1), np.nan))
     flaky: list[tuple[int, int]] = []  # (row, column) of each flaky cell: marked "~" on its colour
+    contradicted: list[tuple[int, int]] = []  # cells whose observation contradicts the prediction: marked "!"
     if not df.empty:
         table = pivot(df, list(df["verdict"]))
         stacks = [str(s) for s in table.columns]
@@ -58,6 +59,9 @@ def render_heatmap(report: Report) -> bytes:
         if df["flaky"].any():
             marks = pivot(df, ["~" if f else "" for f in df["flaky"]]).to_numpy()
             flaky = [(y, x) for y, row in enumerate(marks) for x, v in enumerate(row) if v == "~"]
+        if "contradiction" in df and df["contradiction"].any():
+            marks = pivot(df, ["!" if c else "" for c in df["contradiction"]]).to_numpy()
+            contradicted = [(y, x) for y, row in enumerate(marks) for x, v in enumerate(row) if v == "!"]
     n_rows, n_cols = max(len(rows), 1), max(len(stacks), 1)
 
     # Row labels in two columns: the target on every row, the model once per group (half the glyphs to draw).
@@ -75,8 +79,9 @@ def render_heatmap(report: Report) -> bytes:
         cmap = ListedColormap([PALETTE[v] for v in order]).with_extremes(bad="white")
         norm = BoundaryNorm(np.arange(len(order) + 1) - 0.5, cmap.N)
         ax.pcolormesh(grid, cmap=cmap, norm=norm, edgecolors="white", linewidth=0.4)
-        for y, x in flaky:
-            ax.text(x + 0.5, y + 0.5, "~", ha="center", va="center", fontsize=FONT_PT, parse_math=False)
+        for mark, cells in (("~", flaky), ("!", contradicted)):
+            for y, x in cells:
+                ax.text(x + 0.5, y + 0.5, mark, ha="center", va="center", fontsize=FONT_PT, parse_math=False)
         ax.set_xlim(0, n_cols)
         ax.set_ylim(n_rows, 0)  # first row on top, as in the tables
         # Labels as plain texts, not ticks: 170 Tick objects (each two lines and two texts, measured twice for
@@ -105,6 +110,9 @@ def render_heatmap(report: Report) -> bytes:
         handles = [Patch(facecolor=PALETTE[v], label=f"{v} ({counts.get(str(v), 0)})") for v in order]
         if flaky:
             handles.append(Patch(facecolor="white", edgecolor="#444444", label=f"~ flaky ({len(flaky)})"))
+        if contradicted:
+            label = f"! observed contradicts predicted ({len(contradicted)})"
+            handles.append(Patch(facecolor="white", edgecolor="#444444", label=label))
         fig.legend(
             handles=handles,
             loc="upper left",

@@ -77,13 +77,20 @@ def _testcase(suite: ET.Element, r: CellResult) -> None:
             "override": r.override,
             "flaky": r.flaky or None,
             "attempts": attempts,
+            "declared_verdict": r.declared_verdict,
+            "observed_verdict": r.observed_verdict,
+            "contradiction": r.contradiction or None,
         },
     )
     reason = str(r.reason) if r.reason else str(r.verdict)
     detail = r.why
     message = _clean(f"{reason}: {detail}" if detail else reason)
+    # --climb all: a runtime observation that contradicts the static prediction, in either direction
+    contradicts = (
+        f"observed {r.observed_verdict}: contradicts the prediction {r.declared_verdict}\n" if r.contradiction else ""
+    )
     if r.verdict in FAILING:
-        ET.SubElement(case, "failure", message=message, type=reason).text = _probe_lines(r)
+        ET.SubElement(case, "failure", message=message, type=reason).text = contradicts + _probe_lines(r)
     elif _is_error(r):
         ET.SubElement(case, "error", message=message, type=reason).text = _probe_lines(r)
     elif r.verdict is Verdict.NOT_RUN:
@@ -92,7 +99,7 @@ def _testcase(suite: ET.Element, r: CellResult) -> None:
     else:
         head = f"verdict: {r.verdict}" + (f" (with override {r.override}; {message})" if r.override else "")
         head += f" ({FLAKY}: {', '.join(r.attempts)}, then {r.verdict})" if r.flaky else ""
-        ET.SubElement(case, "system-out").text = _clean(head) + "\n" + _probe_lines(r)
+        ET.SubElement(case, "system-out").text = _clean(head) + "\n" + contradicts + _probe_lines(r)
 
 
 def render_junit(report: Report) -> str:

@@ -25,7 +25,7 @@ import requests
 from stackmatrix.asof import AsOf
 from stackmatrix.domain import Stack
 from stackmatrix.errors import InfraUnavailable
-from stackmatrix.images import ImageBuildFailed, ImageSpec, TritonImages, base_id, build
+from stackmatrix.images import LABEL, ImageBuildFailed, ImageSpec, TritonImages, base_id, build
 from stackmatrix.kinds import KINDS
 from stackmatrix.options import Settings
 from stackmatrix.runners import (
@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 
 PROBE_LABEL = "org.stackmatrix.probe"
 OWNER_LABEL = "org.stackmatrix.owner"
+BASE_LABEL = f"{LABEL}.base"  # what a built image was built on (images.ImageSpec.all_labels)
 
 
 @dataclass(frozen=True)
@@ -159,7 +160,25 @@ class DockerRunner:
         if plan is None:
             raise EnvBuildFailed("needs-container", f"no runtime tier wired for {stack.kind} cells yet", "")
         base = plan.base or self.o.base
+        if plan.as_is:
+            return self._as_is(base)
         return self._image(plan.template, self.requirements(stack), plan.overrides, base, {"stack": stack.id})
+
+    def _as_is(self, ref: str) -> Env:
+        """A stock container: the image as shipped (pulled when it is not here), nothing installed into it; its
+        image id is the results cache key."""
+        t0 = time.perf_counter()
+        image_id = base_id(self.client, ref)  # neither here nor pullable: this host cannot run the cell
+        return Env(
+            Path("python3"),
+            Path(ref),
+            image_id.removeprefix("sha256:")[:16],
+            observed_versions(self.client, ref),
+            reused=True,
+            build_s=time.perf_counter() - t0,
+            container=Container(ref, self.o.gpus, self.o.shm_size),
+            runner=self.name,
+        )
 
     def prepare_requirements(self, requirements: list[str], extra_overrides: Sequence[str] = ()) -> Env:
         return self._image("vllm", requirements, tuple(extra_overrides), self.o.base, {})
@@ -237,6 +256,38 @@ def _python_in(c: Any, image: str, code: str) -> str:
     """The last line ``python3 -c code`` prints in a throwaway, network-less container of ``image``."""
     out = c.containers.run(image, ["python3", "-c", code], remove=True, network_mode="none", labels=_labels())
     return str(out.decode().strip().splitlines()[-1])
+
+
+def read_dir(image: str, path: str, cap: int) -> bytes | None:
+    """``path`` of ``image`` as a tar stream (what ``docker cp`` gives), read from a container that is created and
+    never started; None when the image has no such path. More than ``cap`` bytes is refused (ValueError)."""
+    c = client()
+    try:
+        box = c.containers.create(image, ["true"], labels=_labels(), network_disabled=True)
+    except (docker.errors.APIError, requests.RequestException) as exc:
+        raise RunnerFault(f"the Docker engine could not open {image}: {exc}") from None
+    try:
+        try:
+            stream, _ = box.get_archive(path)
+        except docker.errors.NotFound:
+            return None
+        data = bytearray()
+        for chunk in stream:
+            data += chunk
+            if len(data) > cap:
+                raise ValueError(f"{path} in {image} is larger than {cap} bytes")
+        return bytes(data)
+    finally:
+        box.remove(force=True)
+
+
+def identity(image: str) -> dict[str, str | None]:
+    """What names the image that runs: its id; its registry digest when it was pulled from one; the image it was
+    derived from when stackmatrix built it."""
+    attrs = client().images.get(image).attrs
+    digests = [d.rpartition("@")[2] for d in attrs.get("RepoDigests") or []]
+    labels = (attrs.get("Config") or {}).get("Labels") or {}
+    return {"image_id": str(attrs["Id"]), "digest": digests[0] if digests else None, "base": labels.get(BASE_LABEL)}
 
 
 def _labels() -> dict[str, str]:

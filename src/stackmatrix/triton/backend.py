@@ -71,7 +71,8 @@ class BackendSource:
     def describe(self) -> str:
         o = self.origin
         if o.get("from") == "image":
-            return f"the vLLM backend in {o['image']} ({str(o['digest'])[:19]}, layer {str(o.get('layer'))[:19]})"
+            layer = f", layer {str(o['layer'])[:19]}" if o.get("layer") else ""
+            return f"the vLLM backend in {o['image']} ({str(o.get('digest') or o.get('image_id'))[:19]}{layer})"
         if o.get("from") == "archive":
             return f"the vLLM backend from {o['url']} (sha256 {str(o['sha256'])[:16]})"
         return f"the vLLM backend at {o.get('path')} (sha256 {self.sha256[:16]})"
@@ -143,6 +144,16 @@ def from_image(image: ImageFacts) -> BackendSource | None:
     files = tuple(sorted((rel, t.encode()) for n, t in image.backend_files if (rel := _safe(n)) and _kept(rel)))
     origin = {"from": "image", "image": image.ref, "digest": image.digest, "layer": image.backend_layer}
     return BackendSource(files, {**origin, "dir": f"/{BACKEND_DIR}"})
+
+
+def from_image_dir(tar: bytes, origin: dict[str, Any], where: str) -> BackendSource:
+    """The backend's directory as read out of an image on this host (a tar of ``backends/vllm``, ``docker cp``'s
+    form): what the release's container will run."""
+    try:
+        members = list(_tar_members(tar, where))
+    except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
+        raise NoBackend(f"{where}: not a readable tar ({exc})") from None
+    return _select(members, {"from": "image", **origin}, where)
 
 
 def _tar_members(data: bytes, where: str) -> Iterator[tuple[str, bytes]]:

@@ -148,6 +148,11 @@ class TritonServer:
         """None while the server runs."""
         return self.proc.poll() if self.proc is not None else None
 
+    def others(self) -> list[str]:
+        """The processes the server started that still run ("pid name" each): a backend's engine that outlived
+        its model's unload shows here."""
+        return session_processes(self.proc.pid) if self.proc is not None else []
+
     def start(self) -> None:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         self.launch()
@@ -207,17 +212,42 @@ class ContainerTritonServer(TritonServer):
         self.container, self.mounts = container, tuple(mounts)
         self.handle: Any = None
 
-    def launch(self) -> None:
-        from stackmatrix.runners.docker import binds, client, run_options
+    def run_spec(self) -> dict[str, Any]:
+        """What the container is started with (the Docker SDK's ``containers.run`` keywords): the server's command,
+        the host's network, the repository and checkpoint read-only, its GPUs pinned, its backends' variables and
+        its cores."""
+        from stackmatrix.runners.docker import binds, run_options
 
-        self.handle = client().containers.run(
-            self.container.image,
-            self.command(),
-            detach=True,
-            network_mode="host",
-            volumes=binds([self.repository, *self.mounts], []),
-            **run_options(self.container),
-        )
+        options = run_options(self.container)
+        options["environment"] = {**options["environment"], **self.extra_env}
+        if self.cpus:
+            options["cpuset_cpus"] = ",".join(map(str, self.cpus))
+        return {
+            "image": self.container.image,
+            "command": self.command(),
+            "detach": True,
+            "network_mode": "host",
+            "volumes": binds([self.repository, *self.mounts], []),
+            **options,
+        }
+
+    def launch(self) -> None:
+        from stackmatrix.runners.docker import client
+
+        self.handle = client().containers.run(**self.run_spec())
+
+    def others(self) -> list[str]:
+        """The container's processes besides the server itself (its main process)."""
+        if self.handle is None:
+            return []
+        with contextlib.suppress(Exception):
+            self.handle.reload()
+            main = int(self.handle.attrs["State"]["Pid"])
+            top = self.handle.top()
+            titles = [t.upper() for t in top.get("Titles") or []]
+            pid, cmd = titles.index("PID"), titles.index("CMD") if "CMD" in titles else len(titles) - 1
+            return sorted(f"{row[pid]} {row[cmd]}" for row in top.get("Processes") or [] if int(row[pid]) != main)
+        return []
 
     def exit_code(self) -> int | None:
         self.handle.reload()
@@ -242,3 +272,19 @@ class ContainerTritonServer(TritonServer):
         self.handle.remove(force=True)
         self.handle = None
         return code
+
+
+def session_processes(leader: int) -> list[str]:
+    """The processes still in ``leader``'s session other than the leader itself: "pid name" each."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        name = text[text.find("(") + 1 : text.rfind(")")]
+        fields = text[text.rfind(")") + 2 :].split()
+        pid = int(stat.parent.name)
+        if len(fields) > 3 and int(fields[3]) == leader and pid != leader:
+            out.append(f"{pid} {name}")
+    return sorted(out)
