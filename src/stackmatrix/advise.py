@@ -349,6 +349,21 @@ def climb_best(best: Sequence[Checked], q: Question, executed: Executed, job: Jo
     return climbed
 
 
+def climbs(k: Checked, requirements: Sequence[Requirement], climb: str) -> bool:
+    """Whether the runtime tier may decide a candidate: each requirement met, or left standing by the static tier
+    for a run to decide (a minimum above ``predicted`` only a run can meet; ``climb`` "all": also a block a run
+    can contradict)."""
+    from stackmatrix.pipeline import standing
+
+    pairs = zip(k.results, requirements, strict=True)
+    return all(meets(r.verdict, req.minimum) or standing(r, climb) for r, req in pairs)
+
+
+def unrunnable(k: Checked, climbed: Mapping[str, CellResult]) -> bool:
+    """A cell of the candidate could not run here (not-run): the next candidate up takes its place."""
+    return any((c := climbed.get(r.cell_id)) is not None and c.verdict is Verdict.NOT_RUN for r in k.results)
+
+
 def show_advice(executed: Executed, job: Job) -> int:
     from stackmatrix.errors import GateRegression
 
@@ -363,7 +378,10 @@ def show_advice(executed: Executed, job: Job) -> int:
             return got if got is not None and got.verdict is not Verdict.NOT_RUN else executed.result(cell_id)
 
         for _ in range(ROUNDS):  # until the best N have all climbed (a failure lets the next one up)
-            best = [k for k in ranked if k.ok][: job.args.best]
+            eligible = (
+                k for k in ranked if climbs(k, q.requirements, job.settings.climb) and not unrunnable(k, climbed)
+            )
+            best = list(eligible)[: job.args.best]
             fresh = [k for k in best if any(r.cell_id not in climbed for r in k.results)]
             if not fresh:
                 break

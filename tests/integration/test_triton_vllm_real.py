@@ -179,3 +179,47 @@ def test_the_docker_runner_runs_the_ladder_in_the_releases_container(
     shipped = f"{stock_repo}:26.01-vllm-python-py3"
     assert by["load"]["evidence"]["server"] == f"tritonserver in Triton 26.01's container {shipped}"
     assert not left_behind(client)
+
+
+POLICY = """
+name = "e2b-runs"
+current = "triton=26.01"
+fail_on = "unmet"
+[targets.l4x1]
+gpu = "L4"
+count = 1
+tp = 1
+[[require]]
+model = "google/gemma-4-E2B-it"
+target = "l4x1"
+min = "runs-tiny"
+"""
+
+
+def test_gate_and_advise_climb_triton_vllm_candidates(
+    cache: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A minimum only a run can meet: the gate climbs its Triton candidate, and advise the smallest triton-vllm
+    change, up the runtime tier (on the tests' backend, --climb all past the catalog's static block); the index
+    frozen at a date, so a new upstream release changes neither."""
+    policy = tmp_path / "policy.toml"
+    policy.write_text(POLICY)
+    backend = ["--vllm-backend", str(BACKENDS / "contract"), "--vllm-backend-url", ""]
+    common = ["--tier", "runtime", "--climb", "all", *backend, "--cache-dir", str(cache), "--as-of", "2026-11-30"]
+    common += ["--reports-dir", str(tmp_path / "reports")]
+    if any(LOCAL_TORCH.glob("torch-2.13.0+cpu-*.whl")):
+        common += ["--torch-find-links", str(LOCAL_TORCH)]
+    candidate = "triton=26.01,vllm=0.32.0,transformers=5.19.0"
+    code = main(["gate", "--policy", str(policy), "--candidate", candidate, *common])
+    out = capsys.readouterr().out
+    assert code == 0 and "Gate passed" in out, out
+    assert (
+        "| 🆙 | `google/gemma-4-E2B-it` | `l4x1` (tp=1) | `runs-tiny` | `blocked` model-type-unknown | `runs-tiny` |"
+        in out
+    )
+
+    question = ["--current", "triton=26.01,vllm=0.31.0", "--model", "gemma-4-E2B-it", "--gpu", "l4x1"]
+    code = main(["advise", *question, "--min", "runs-tiny", "--best", "1", *common])
+    out = capsys.readouterr().out
+    assert code == 0 and "1 meet every requirement" in out, out
+    assert "1. **vLLM 0.32.0 inside Triton 26.01**" in out and "google/gemma-4-E2B-it on l4x1: runs-tiny" in out

@@ -241,3 +241,17 @@ def test_requirements_and_images() -> None:
         "reg/tritonserver:26.03-vllm-python-py3",
         True,
     )  # the image as shipped
+
+
+def test_a_transformers_change_keeps_a_vllm_already_replaced_in_the_container() -> None:
+    """advise's candidates from a stack with vLLM replaced inside Triton: only transformers moves; from the stock
+    container, the container's own vLLM stays (no vLLM named)."""
+    kind = KINDS[StackKind.TRITON_VLLM]
+    replaced = Stack(StackKind.TRITON_VLLM, "0.32.0", "5.19.0", "3.12", triton="26.01")
+    changes = [
+        c for c in kind.changes(replaced, ["26.01"], ["0.32.0"], ["5.19.0", "5.20.2"]) if "transformers" in c.text
+    ]
+    assert [(c.vllm, c.transformers) for c in changes if c.transformers] == [("0.32.0", "5.20.2")]
+    stock = dataclasses.replace(replaced, vllm="0.13.0", transformers="4.57.6", transformers_rule="@catalog")
+    changes = [c for c in kind.changes(stock, ["26.01"], ["0.13.0"], ["4.57.6", "5.0.0"]) if c.transformers]
+    assert [(c.vllm, c.transformers) for c in changes] == [(None, "5.0.0")]

@@ -164,8 +164,10 @@ def changes(
     r = stack.triton or ""
     for later in releases[releases.index(r) + 1 :] if r in releases else []:
         yield Change(f"Triton {later} (its stock container)", triton=later)
+    # a stack whose vLLM was already replaced keeps it when only transformers changes
+    kept = None if stock(stack) else stack.vllm
     for t in newer(transformers, stack.transformers):
-        yield Change(f"transformers {t} inside Triton {r}", triton=r, transformers=t)
+        yield Change(f"transformers {t} inside Triton {r}", triton=r, vllm=kept, transformers=t)
     for v in newer(vllms, stack.vllm):
         yield Change(f"vLLM {v} inside Triton {r}", triton=r, vllm=v)
     yield Change(f"Triton {r}, Python backend (transformers)", triton=r, kind="triton-python")
