@@ -287,11 +287,20 @@ def runtime_builds(cells: Sequence[Cell], settings: Settings, args: argparse.Nam
     a stack that runs in Triton), the environments (one lock per stack's requirements), the images (docker runner)
     and the tiny checkpoints (architecture features x transformers) the runtime tier may build, each with the
     cells that share it."""
+    from stackmatrix.images import ImagePlan, TritonImages
+    from stackmatrix.kinds import KINDS, runs_in_triton
     from stackmatrix.ladder.runtime import spec_label, tiny_spec
     from stackmatrix.runners import RUNNERS, stack_requirements
 
-    def env(c: Cell) -> str:
-        return " ".join(stack_requirements(c.stack, settings.device))
+    containers = RUNNERS[settings.runner].load().containers
+    images = TritonImages(settings.triton_image)
+
+    def image_plan(c: Cell) -> ImagePlan | None:
+        return KINDS[c.stack.kind].image(c.stack, images) if containers else None
+
+    def env(c: Cell) -> str | None:
+        plan = image_plan(c)
+        return None if plan is not None and plan.as_is else " ".join(stack_requirements(c.stack, settings.device))
 
     def checkpoint(c: Cell) -> str:
         return spec_label(tiny_spec(c.model, not args.full_class))
@@ -299,9 +308,6 @@ def runtime_builds(cells: Sequence[Cell], settings: Settings, args: argparse.Nam
     def tiny(c: Cell) -> str:
         return f"{checkpoint(c)} transformers=={c.stack.transformers}"
 
-    from stackmatrix.kinds import KINDS, runs_in_triton
-
-    containers = RUNNERS[settings.runner].load().containers
     server = "in the release's image" if containers else "pytriton's 2.51.0, a stand-in on this CPU"
 
     def tritonserver(c: Cell) -> str | None:  # one per ladder of a stack that runs in Triton
@@ -313,6 +319,15 @@ def runtime_builds(cells: Sequence[Cell], settings: Settings, args: argparse.Nam
         "environment": env,
         "tiny checkpoint": tiny,
     }
-    if containers:  # an image per stack, built on its environment
-        keys["image"] = lambda c: c.stack.id
+    if containers:  # an image per stack, built on its environment; a stock Triton container as shipped
+
+        def image(c: Cell) -> str | None:
+            plan = image_plan(c)
+            if plan is None:
+                return None
+            if plan.as_is:
+                return f"{plan.base} (as shipped: pulled if absent, nothing built)"
+            return f"{c.stack.id} (built on {plan.base or settings.base_image})"
+
+        keys["image"] = image
     return builds_of(cells, keys)

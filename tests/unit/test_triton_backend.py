@@ -47,9 +47,9 @@ DIGEST = "sha256:" + "a" * 64
 LAYER = "sha256:" + "b" * 64
 
 
-def tar_gz(members: dict[str, bytes], extra: tuple[tarfile.TarInfo, ...] = ()) -> bytes:
+def tar_gz(members: dict[str, bytes], extra: tuple[tarfile.TarInfo, ...] = (), mode: str = "w:gz") -> bytes:
     buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+    with tarfile.open(fileobj=buf, mode=mode) as tar:  # type: ignore[call-overload]
         for name, data in members.items():
             info = tarfile.TarInfo(name)
             info.size = len(data)
@@ -424,13 +424,7 @@ def test_a_tar_whose_only_model_py_is_under_tests_is_no_backend() -> None:
 
 
 def plain_tar(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
+    return tar_gz(members, mode="w")  # docker cp's form: uncompressed
 
 
 def test_the_backend_dir_of_a_local_image_is_taken_under_its_vllm_root() -> None:
