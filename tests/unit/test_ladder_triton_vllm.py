@@ -11,9 +11,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from stackmatrix.domain import Reason, Stack, StackKind
+from stackmatrix.domain import Reason, Stack, StackKind, Status
+from stackmatrix.errors import InfraUnavailable
 from stackmatrix.ladder.runtime import Ladder, find_cause
 from stackmatrix.ladder.triton_vllm import (
+    ServerRungs,
     backend_modules,
     backends_dir,
     container_label,
@@ -25,7 +27,7 @@ from stackmatrix.ladder.triton_vllm import (
 from stackmatrix.runners import Container
 from stackmatrix.runners.docker import PROBE_LABEL
 from stackmatrix.triton.backend import BackendSource
-from stackmatrix.triton.server import ContainerTritonServer, ServerInstall, session_processes
+from stackmatrix.triton.server import ContainerTritonServer, ServerInstall, TritonServer, session_processes
 
 FILES = ["model.py", "utils/request.py"]
 NO_MODULE = (
@@ -317,3 +319,17 @@ def test_the_label_says_which_container_ran(tmp_path: Path) -> None:
         "tritonserver in Triton 26.01's container with vllm 0.32.0 and transformers 5.19.0 inside "
         "(stackmatrix/triton-vllm:ab)"
     )
+
+
+class NoStart(TritonServer):
+    def start(self) -> None:
+        raise InfraUnavailable("tritonserver exited 127 at start: /opt/tritonserver/bin/tritonserver: not found")
+
+
+def test_a_server_that_does_not_start_leaves_the_load_not_run(tmp_path: Path) -> None:
+    """No server to load into says nothing of the backend: an error (not-run, tried again), never a traceback."""
+    server = NoStart(ServerInstall.in_image(), tmp_path / "repo", tmp_path / "log")
+    with ServerRungs(server, "label", {"server": "label"}, ["model.py"]) as rungs:
+        outcome = rungs.load()
+    assert (outcome.probe, outcome.status, outcome.reason) == ("load", Status.ERROR, Reason.SERVER_ERROR)
+    assert "exited 127" in outcome.detail and outcome.evidence["server"] == "label"

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from stackmatrix.domain import Outcome, Reason, Rung, Status
+from stackmatrix.errors import InfraUnavailable
 from stackmatrix.ladder.runtime import (
     ENGINE_TIMEOUT,
     Ladder,
@@ -233,8 +234,10 @@ def image_backend(env: Env) -> BackendSource | Outcome:
         return Outcome(Rung.IMPORT, Status.SKIP, Reason.BACKEND_UNAVAILABLE, redact(why), {}, time.perf_counter() - t0)
 
 
-def _fail(rung: Rung, reason: Reason, detail: str, evidence: Mapping[str, Any], t0: float) -> Outcome:
-    return Outcome(rung, Status.FAIL, reason, redact(detail), redact_obj(dict(evidence)), time.perf_counter() - t0)
+def _fail(
+    rung: Rung, reason: Reason, detail: str, evidence: Mapping[str, Any], t0: float, status: Status = Status.FAIL
+) -> Outcome:
+    return Outcome(rung, status, reason, redact(detail), redact_obj(dict(evidence)), time.perf_counter() - t0)
 
 
 _FRAME = re.compile(r"^\s+(\S.*?)\((\d+)\): (\S+)$")
@@ -302,7 +305,13 @@ class ServerRungs:
         with self._closing:
             if self._closed:
                 raise RuntimeError("the ladder ended before its server started")
-            self.server.start()
+            try:
+                self.server.start()
+            except InfraUnavailable as exc:  # no server to load into: not-run (tried again), not the backend's
+                ev = {**self.evidence, "log_tail": self.server.tail(40)}
+                return _fail(
+                    Rung.LOAD, Reason.SERVER_ERROR, f"tritonserver did not start: {exc}"[:2000], ev, t0, Status.ERROR
+                )
         # tritonclient's HTTP client belongs to the thread that made it (gevent): the load's own, closed here
         with TritonDriver(self.server.url, self.server.metrics_url) as triton:
             return self._load(triton, t0)

@@ -8,6 +8,7 @@ owner died (a ``kill -9`` of the tool) are removed the next time a runner starts
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -269,22 +270,28 @@ def read_dir(image: str, path: str, cap: int) -> bytes | None:
     try:
         try:
             stream, _ = box.get_archive(path)
+            data = bytearray()
+            for chunk in stream:
+                data += chunk
+                if len(data) > cap:
+                    raise ValueError(f"{path} in {image} is larger than {cap} bytes")
         except docker.errors.NotFound:
             return None
-        data = bytearray()
-        for chunk in stream:
-            data += chunk
-            if len(data) > cap:
-                raise ValueError(f"{path} in {image} is larger than {cap} bytes")
+        except (docker.errors.APIError, requests.RequestException) as exc:
+            raise RunnerFault(f"the Docker engine could not read {path} of {image}: {exc}") from None
         return bytes(data)
     finally:
-        box.remove(force=True)
+        with contextlib.suppress(docker.errors.APIError, requests.RequestException):
+            box.remove(force=True)
 
 
 def identity(image: str) -> dict[str, str | None]:
     """What names the image that runs: its id; its registry digest when it was pulled from one; the image it was
     derived from when stackmatrix built it."""
-    attrs = client().images.get(image).attrs
+    try:
+        attrs = client().images.get(image).attrs
+    except (docker.errors.APIError, requests.RequestException) as exc:
+        raise RunnerFault(f"the Docker engine could not inspect {image}: {exc}") from None
     digests = [d.rpartition("@")[2] for d in attrs.get("RepoDigests") or []]
     labels = (attrs.get("Config") or {}).get("Labels") or {}
     return {"image_id": str(attrs["Id"]), "digest": digests[0] if digests else None, "base": labels.get(BASE_LABEL)}

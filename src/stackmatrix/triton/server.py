@@ -232,9 +232,15 @@ class ContainerTritonServer(TritonServer):
         }
 
     def launch(self) -> None:
+        import docker.errors
+        import requests
+
         from stackmatrix.runners.docker import client
 
-        self.handle = client().containers.run(**self.run_spec())
+        try:
+            self.handle = client().containers.run(**self.run_spec())
+        except (docker.errors.APIError, requests.RequestException) as exc:  # e.g. no GPU runtime, no such image
+            raise InfraUnavailable(f"the Docker engine could not start {self.container.image}: {exc}") from None
 
     def others(self) -> list[str]:
         """The container's processes besides the server itself (its main process)."""
@@ -250,6 +256,8 @@ class ContainerTritonServer(TritonServer):
         return []
 
     def exit_code(self) -> int | None:
+        if self.handle is None:
+            return None
         self.handle.reload()
         return int(self.handle.attrs["State"]["ExitCode"]) if self.handle.status in ("exited", "dead") else None
 
