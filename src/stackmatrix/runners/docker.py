@@ -249,7 +249,12 @@ def observed_versions(c: Any, image: str) -> dict[str, str]:
         "for d in m.distributions(): v.setdefault(d.metadata['Name'], d.version)\n"
         "print(json.dumps(v))"
     )
-    versions: dict[str, str] = json.loads(_python_in(c, image, code))
+    try:
+        versions: dict[str, str] = json.loads(_python_in(c, image, code))
+    except (docker.errors.DockerException, json.JSONDecodeError, IndexError) as exc:
+        raise EnvBuildFailed(
+            "env-build-failed", f"{image}: its python3 could not list what it holds", str(exc)
+        ) from None
     return {k.lower(): v for k, v in versions.items()}
 
 
