@@ -380,7 +380,11 @@ class CellResult:
             elif o.probe == "import" and ev.get("python"):
                 seen["python"] = str(ev["python"])
             elif o.probe == "backend-imports" and ev.get("image") and ev.get("vllm"):
-                seen.setdefault("vllm", str(ev["vllm"]))
+                # the image's own vLLM: a version (imported in the image), or where the registry read it
+                shipped = ev["vllm"]
+                version = shipped.get("version") if isinstance(shipped, Mapping) else shipped
+                if version:
+                    seen.setdefault("vllm", str(version))
             elif o.probe == "load" and ev.get("tritonserver"):
                 seen["tritonserver"] = str(ev["tritonserver"])
         return dict(sorted(seen.items()))

@@ -73,3 +73,16 @@ def test_observed_versions_come_from_the_environment_the_image_and_the_server() 
         CellResult("c", Verdict.PREDICTED, None, None, (outcomes[1].__class__("fit", Status.PASS),), "f", declared)
     )
     assert static_only.observed == {} and dict(zip(COLUMNS, table_row(static_only), strict=True))["vllm"] == "0.17.1"
+
+
+def test_the_vllm_the_registry_read_from_the_image_shows_as_its_version() -> None:
+    """backend-imports read from the registry records where the image's vLLM is (file, layer): the columns show
+    its version, not that record."""
+    from stackmatrix.domain import CellResult, Verdict
+    from stackmatrix.tablerow import COLUMNS, table_row
+
+    shipped = {"version": "0.19.0", "file": "/usr/lib/python3/dist-packages/vllm-0.19.0.dist-info", "layer": "l"}
+    outcome = Outcome("backend-imports", Status.PASS, None, "ok", {"image": "t:26.04", "vllm": shipped})
+    r = decided(CellResult("triton-26.04__gemma__l4x1", Verdict.PREDICTED, None, None, (outcome,), "f", {}))
+    row = dict(zip(COLUMNS, table_row(r), strict=True))
+    assert r.observed == {"vllm": "0.19.0"} and (row["vllm"], row["observed"]) == ("0.19.0", "vllm 0.19.0")
