@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -49,8 +51,27 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def write_output(path: Path, text: str, flag: str) -> None:
     """A file the user named (``--output``, ``--summary``): a bad path is exit 2 naming the flag, a machine fault
-    (full disk, read-only) exit 4."""
-    from stackmatrix.errors import path_faults
+    (full disk, read-only) exit 4. A regular file (or a new one) is replaced atomically, through a symlink to it
+    (the link stays); anything else that is there (``/dev/stdout``, ``/dev/null``, a FIFO, a device) is opened and
+    written, never replaced: as root, a replace would turn a device into a file."""
+    from stackmatrix.errors import BadInput, path_faults
 
     with path_faults(flag):
-        atomic_write_text(path, text)
+        try:
+            st = os.stat(path)  # through links
+        except FileNotFoundError:
+            st = None
+        if st is None or stat.S_ISREG(st.st_mode):
+            atomic_write_text(Path(os.path.realpath(path)) if path.is_symlink() else path, text)
+            return
+        if stat.S_ISDIR(st.st_mode):
+            raise BadInput(flag, "<path>", str(path), "a file path, not a directory")
+        try:  # a FIFO nobody reads would block the open: refused at once instead
+            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:
+                raise BadInput(flag, "<path>", str(path), "a FIFO something reads (none has it open)") from None
+            raise
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(text.encode())
