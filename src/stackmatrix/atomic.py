@@ -39,10 +39,17 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-def remove_partial(directory: Path) -> None:
-    """Drop temporary files an interruption left behind (a signal can land inside ``mkstemp`` itself)."""
+def remove_partial(directory: Path, older_than: float | None = None) -> None:
+    """Drop temporary files an interruption left behind (a signal can land inside ``mkstemp`` itself);
+    ``older_than`` (seconds): only those, where another process may be writing its own right now."""
+    import time
+
     for leftover in directory.glob(f".*{TMP_SUFFIX}"):
-        leftover.unlink(missing_ok=True)
+        try:
+            if older_than is None or time.time() - leftover.lstat().st_mtime > older_than:
+                leftover.unlink(missing_ok=True)
+        except OSError:
+            continue
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -66,3 +66,22 @@ def test_a_fifo_is_written_to_its_reader_and_one_without_a_reader_is_refused_at_
 def test_a_directory_is_bad_input(tmp_path: Path) -> None:
     with pytest.raises(BadInput, match="not a directory"):
         write_output(tmp_path, "x", "--output")
+
+
+def test_a_killed_renders_temporary_files_are_swept_by_the_next_render(tmp_path: Path) -> None:
+    """A kill during rendering leaves latest/.readiness.csv.*.tmp: the next render into that folder removes it,
+    but not a young one (another process may be writing it now)."""
+    import time
+
+    from stackmatrix.render import write_reports
+    from stackmatrix.render.table import Report
+
+    latest = tmp_path / "latest"
+    latest.mkdir()
+    stale, young = latest / ".readiness.csv.abc.tmp", latest / ".readiness.md.def.tmp"
+    stale.write_text("half")
+    young.write_text("half")
+    an_hour_ago = time.time() - 3600
+    os.utime(stale, (an_hour_ago, an_hour_ago))
+    write_reports(Report.of([], {"run_id": "r"}), latest, ["csv"])
+    assert not stale.exists() and young.exists() and (latest / "readiness.csv").is_file()

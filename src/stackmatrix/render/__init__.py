@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from stackmatrix.atomic import atomic_write_bytes
+from stackmatrix.atomic import atomic_write_bytes, remove_partial
 from stackmatrix.errors import BadInput
 from stackmatrix.redact import redact
 from stackmatrix.render.table import Report
@@ -40,6 +40,8 @@ FORMATS: dict[str, Format] = {
     "png": Format("readiness.png", "heatmap:render_heatmap", "heatmap of the table (matplotlib)"),
 }
 DEFAULT_FORMATS = ("txt", "md", "csv", "json")
+# A temporary report file older than this is a killed render's, not one another process is writing now.
+STALE_S = 600.0
 
 
 def parse_formats(values: Iterable[str]) -> list[str]:
@@ -122,6 +124,8 @@ def write_reports(
     on a busy 2-core machine a second process gains nothing for their tenth of a second.
     """
     names = list(formats)
+    if out_dir.is_dir() and not out_dir.is_symlink():  # what a killed render left (never where a link points)
+        remove_partial(out_dir, older_than=STALE_S)
     table_only = [n for n in names if not FORMATS[n].needs_results]
     with_results = [n for n in names if FORMATS[n].needs_results]
     child = _fork_writing(report, table_only, out_dir) if with_results else None
