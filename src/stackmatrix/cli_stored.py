@@ -15,7 +15,7 @@ from stackmatrix.options import OPTIONS
 from stackmatrix.redact import redact
 from stackmatrix.runindex import RunIndex, open_index
 from stackmatrix.select import select_ids
-from stackmatrix.store import Run, find_run, open_run, recorded
+from stackmatrix.store import Run, find_run, open_run, recorded, store_dir
 
 # Runs a default RUN argument may stand for: the matrix's own runs, not a gate's few candidate cells.
 TABLE_RUNS = ("matrix", "merge")
@@ -196,7 +196,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             return Report.of(results, run.meta, args.title)
         return Report(tuple(results), table.df, run.meta, table.title, table.summaries)
 
-    out = args.out or settings_of(args).reports_dir / "rendered" / run.run_id
+    out = args.out or store_dir(settings_of(args).reports_dir, "rendered", run.run_id)
     with path_faults("--out" if args.out else None):
         files = write_reports(table, out, formats, load_full=full)
     for name, path in files.items():

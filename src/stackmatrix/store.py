@@ -21,6 +21,7 @@ import os
 import platform
 import shutil
 import socket
+import stat
 import threading
 import time
 import uuid
@@ -438,7 +439,7 @@ def start_run(
 ) -> Run:
     """``purpose``: ``matrix`` (a run of the matrix), ``gate`` (a candidate's cells) or ``merge`` (shards)."""
     run_id = new_run_id()
-    root = reports_dir / "runs" / run_id
+    root = store_dir(reports_dir, "runs") / run_id
     root.mkdir(parents=True, exist_ok=False)
     meta = {
         "run_id": run_id,
@@ -459,6 +460,29 @@ def start_run(
         shutil.rmtree(root, ignore_errors=True)
         raise
     return run
+
+
+def store_dir(reports_dir: Path, *parts: str) -> Path:
+    """A folder the store writes (``runs``, ``latest``, ``rendered/<run>``): checked with lstat part by part, so a
+    link planted in a shared store cannot send a run's or a report's writes elsewhere (the store's own root may be
+    a link: the user chose it)."""
+    path = reports_dir
+    for part in parts:
+        path = path / part
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            continue
+        if stat.S_ISLNK(mode):
+            raise BadInput(
+                str(path),
+                "<path>",
+                f"a link to {os.readlink(path)}",
+                "a directory of the store (a link is not followed)",
+            )
+        if not stat.S_ISDIR(mode):
+            raise BadInput(str(path), "<path>", "not a directory", "a directory of the store")
+    return path
 
 
 def open_run(path: Path, *, named: bool = False) -> Run:

@@ -485,6 +485,7 @@ def render(executed: Executed, job: Job) -> int:
     from stackmatrix.render import Report, write_reports
     from stackmatrix.render.text import render_terminal, verdict_counts
     from stackmatrix.runindex import open_index
+    from stackmatrix.store import store_dir
 
     run = executed.run
     assert run is not None
@@ -494,7 +495,8 @@ def render(executed: Executed, job: Job) -> int:
             rows = index.frame_rows(run.run_id)
             summaries = index.summaries(run.run_id)
         report = Report.of_rows(rows, run.meta, summaries=summaries)
-        files = write_reports(report, reports / "latest", load_full=lambda: Report.of(list(run.results()), run.meta))
+        latest = store_dir(reports, "latest")
+        files = write_reports(report, latest, load_full=lambda: Report.of(list(run.results()), run.meta))
     if job.args.table:
         print(render_terminal(report))
     counts = verdict_counts(report.columns["verdict"])

@@ -15,10 +15,11 @@ import pytest
 
 from stackmatrix.cli import main
 from stackmatrix.domain import CellResult, Outcome, Status, Verdict
+from stackmatrix.errors import BadInput
 from stackmatrix.ladder.verdict import decided
 from stackmatrix.resume import resumable
 from stackmatrix.runindex import open_index
-from stackmatrix.store import Run, open_run, process_start, run_dirs, start_run
+from stackmatrix.store import Run, open_run, process_start, run_dirs, start_run, store_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 DECLARED = {"kind": "vllm", "model": "google/gemma-4-E4B-it", "target": "l4x1"}
@@ -199,3 +200,28 @@ def test_nothing_to_resume_says_why_of_each_run(tmp_path: Path, capsys: pytest.C
         live.finish("complete", 0)
     assert main(["run", "--resume", "--reports-dir", str(tmp_path / "empty")]) == 3
     assert capsys.readouterr().err.endswith("runs: none stored\n")
+
+
+@pytest.mark.parametrize("planted", ["runs", "latest", "rendered"])
+def test_a_link_planted_in_the_store_is_refused_not_followed(
+    tmp_path: Path, planted: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A shared store (what Slurm needs) with `runs`, `latest` or `rendered` made a link elsewhere: a run, the
+    run's reports or ``report`` refuses it (exit 2 naming it), and nothing is written where it points."""
+    reports, elsewhere = tmp_path / "reports", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    run = stored(reports, ["vllm-0.32.0-tf5.19.0__gemma-4-e4b-it__l4x1"]) if planted == "rendered" else None
+    reports.mkdir(exist_ok=True)
+    (reports / planted).symlink_to(elsewhere, target_is_directory=True)
+    if run is not None:
+        code = main(["report", run.run_id, "--reports-dir", str(reports), "--format", "csv"])
+        err = capsys.readouterr().err
+        assert code == 2 and f"{reports / planted}" in err and "a link is not followed" in err, err
+    else:
+        with pytest.raises(BadInput, match="a link is not followed") as exc:
+            if planted == "runs":
+                stored(reports, ["vllm-0.32.0-tf5.19.0__gemma-4-e4b-it__l4x1"])
+            else:  # where a run writes its reports
+                store_dir(reports, planted)
+        assert exc.value.where == str(reports / planted)
+    assert list(elsewhere.iterdir()) == []
