@@ -29,8 +29,18 @@ NAMED = 8
 
 
 def resumable(reports_dir: Path, ref: str | None) -> Run:
-    """The named run, or the newest matrix run that did not complete."""
-    run = find_run(reports_dir, ref) if ref else _newest_resumable(reports_dir)
+    """The named run, or the newest matrix run that did not complete; locked, then read again (another resume
+    may have finished it meanwhile)."""
+    found = find_run(reports_dir, ref) if ref else _newest_resumable(reports_dir)
+    found.lock()
+    try:
+        return _checked_resumable(open_run(found.root, named=found.root.parent.name == "runs"))
+    except BaseException:
+        found.unlock()
+        raise
+
+
+def _checked_resumable(run: Run) -> Run:
     if run.meta.get("damaged"):
         print(f"stackmatrix: warning: {run.meta['damaged']}", file=sys.stderr)
     where = str(run.root / "run.json")
@@ -90,6 +100,7 @@ def collectable(reports_dir: Path, ref: str | None) -> Run:
         if run_or_none is None:
             raise NothingSelected(f"no run to collect under {reports_dir / 'runs'} (none waits on Slurm)")
         run = run_or_none
+    run.lock()
     where = str(run.root / "run.json")
     if not isinstance(run.meta.get("slurm"), dict):
         raise BadInput(where, "slurm", None, "a run submitted to Slurm (run --executor slurm)")

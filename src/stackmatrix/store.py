@@ -16,6 +16,7 @@ run's directory. What it reads back is input like any other: a damaged file is e
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import platform
@@ -47,6 +48,8 @@ Declared = Mapping[str, str | None]
 RESERVE = ".reserve"
 RESERVE_BYTES = 64 * 1024
 HEARTBEAT = ".alive"
+LOCK = ".lock"  # flock'd by the one process writing the run; holds its pid
+_HELD: dict[str, int] = {}  # run directory -> the descriptor by which this process holds its lock
 HEARTBEAT_EVERY_S = 30.0
 # A run on another machine (a shard on a CI runner sharing the store) whose heartbeat is older than this is gone.
 HEARTBEAT_STALE_S = 600.0
@@ -258,6 +261,35 @@ class Run:
             journal, self._journal = self._journal, None
             journal.close()
 
+    def lock(self) -> None:
+        """Be the one process writing this run (a run, its resume, its collect): an exclusive lock on
+        ``<run>/.lock`` held until the run finishes or the process ends; a second process is refused (exit 2)
+        naming the holder's pid. The Slurm tasks of a run write their own files and take none."""
+        key = str(self.root.resolve())
+        if key in _HELD:
+            return
+        path = self.root / LOCK
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            raise path_fault(exc) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise BadInput(
+                str(path), "lock", f"held by pid {holder}", "a run no other process is writing (one at a time)"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        _HELD[key] = fd
+
+    def unlock(self) -> None:
+        fd = _HELD.pop(str(self.root.resolve()), None)
+        if fd is not None:
+            os.close(fd)
+
     def finish(self, status: str, exit_code: int, **extra: Any) -> None:
         # The reserve goes first: on a full disk its space is what lets run.json say how the run ended.
         (self.root / RESERVE).unlink(missing_ok=True)
@@ -269,7 +301,10 @@ class Run:
                 remove_partial(self.cells_dir)
             written = self.count()
             self.meta.update(status=status, exit_code=exit_code, finished=now(), cells_written=written, **extra)
-            self.write_meta()
+            try:
+                self.write_meta()
+            finally:
+                self.unlock()
 
     def cell_files(self) -> list[Path]:
         """A run from before the journal: its ``cells/<cell id>.json`` files (temporary files are not cells)."""
@@ -455,6 +490,7 @@ def start_run(
     }
     run = Run(root, meta)
     try:
+        run.lock()
         run.mark_running()
     except BaseException:  # nothing half-made is left: a directory without run.json is no run
         shutil.rmtree(root, ignore_errors=True)

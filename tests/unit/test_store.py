@@ -225,3 +225,35 @@ def test_a_link_planted_in_the_store_is_refused_not_followed(
                 store_dir(reports, planted)
         assert exc.value.where == str(reports / planted)
     assert list(elsewhere.iterdir()) == []
+
+
+def test_one_process_at_a_time_writes_a_run(tmp_path: Path) -> None:
+    """Two `run --resume` of one run both ran (3 of 3 times): the run's lock lets one in; the other is refused,
+    exit 2 naming the holder's pid, and gets in once the holder is gone."""
+    run = stored(tmp_path, ["s1__m__t", "s2__m__t"])
+    meta = json.loads((run.root / "run.json").read_text())
+    (run.root / "run.json").write_text(json.dumps({**meta, "status": "interrupted"}))
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys, time\n"
+            f"fd = os.open({str(run.root / '.lock')!r}, os.O_RDWR | os.O_CREAT)\n"
+            "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+            "os.ftruncate(fd, 0); os.pwrite(fd, str(os.getpid()).encode(), 0)\n"
+            "print('held', flush=True); time.sleep(60)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        with pytest.raises(BadInput) as exc:
+            resumable(tmp_path, run.run_id)
+        assert exc.value.where == str(run.root / ".lock") and f"held by pid {holder.pid}" in str(exc.value.value)
+    finally:
+        holder.kill()
+        holder.wait()
+    resumed = resumable(tmp_path, run.run_id)
+    assert resumed.run_id == run.run_id and (run.root / ".lock").read_text() == str(os.getpid())
+    resumed.unlock()
