@@ -43,20 +43,23 @@ SCHEMA_VERSION = 8
 #   go through the runs and the primary key instead, and the cache's key has a table of its own, ``newest``: per
 #   fingerprint, the newest stored row with it that may be reused (one row per fingerprint, however many runs).
 CACHE_KIB = 128 * 1024
+BUSY_TIMEOUT_S = 30.0  # how long to wait on another process's write before exit 4
 ROW_COLUMNS = tuple("cell_id" if f.name == "cell" else f.name for f in FIELDS)
 CELL_COLUMNS = ("run_id", *ROW_COLUMNS, "journal_offset", "journal_length")
 _SCHEMA = f"""
-CREATE TABLE runs (
+CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY, started TEXT, finished TEXT, status TEXT, exit_code INTEGER, purpose TEXT,
     tier TEXT, matrix_hash TEXT, tool_version TEXT, cells INTEGER, stamp TEXT, meta TEXT
 );
-CREATE TABLE cells (
+CREATE TABLE IF NOT EXISTS cells (
     run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
     {sql_columns().replace("cell TEXT", "cell_id TEXT NOT NULL", 1)},
     journal_offset INTEGER, journal_length INTEGER,
     PRIMARY KEY (run_id, cell_id)
 );
-CREATE TABLE newest (fingerprint TEXT PRIMARY KEY, run_id TEXT NOT NULL, cell_id TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS newest (
+    fingerprint TEXT PRIMARY KEY, run_id TEXT NOT NULL, cell_id TEXT NOT NULL
+) WITHOUT ROWID;
 """
 
 
@@ -119,6 +122,33 @@ def _faults(method: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
+_DAMAGE = ("file is not a database", "malformed", "outdated schema")
+
+
+def _damaged(exc: sqlite3.DatabaseError) -> bool:
+    """The index file itself is unreadable or of another schema (not busy, locked or read-only)."""
+    return any(m in str(exc) for m in _DAMAGE)
+
+
+def _make_schema(db: sqlite3.Connection) -> None:
+    """The schema, under one write transaction: of two processes opening a new store, one makes it and the other
+    waits (the connection's busy timeout), then finds it made."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version != SCHEMA_VERSION:
+            if db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+                raise sqlite3.DatabaseError(f"outdated schema {version}, expected {SCHEMA_VERSION}")
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        db.commit()
+    except BaseException:
+        db.rollback()
+        raise
+
+
 class RunIndex:
     @_faults
     def __init__(self, reports_dir: Path) -> None:
@@ -135,24 +165,20 @@ class RunIndex:
                     raise BadInput(str(self.path), "<path>", "a directory", "the run index file (or nothing)")
                 self.path.unlink()  # derived data: whatever stands there is replaced by a rebuilt index
         for attempt in range(2):
-            db = sqlite3.connect(self.path, timeout=30)
+            db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S)
             try:
                 db.execute("PRAGMA foreign_keys = ON")
                 # room for a warm run's pages in one transaction (SQLite's default, 2 MB, spills them mid-way: each
                 # page journaled and written again); taken only as pages are read
                 db.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
-                version = db.execute("PRAGMA user_version").fetchone()[0]
-                if version != SCHEMA_VERSION:
-                    tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-                    if tables:
-                        raise sqlite3.DatabaseError(f"schema {version}, expected {SCHEMA_VERSION}")
-                    with db:
-                        db.executescript(_SCHEMA)
-                        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+                    _make_schema(db)
                 return db
-            except sqlite3.DatabaseError:
+            except sqlite3.DatabaseError as exc:
                 db.close()
-                if attempt:
+                # Busy, locked, read-only, full: another process or the machine, never a reason to drop the index
+                # (two runs into a new store deleted it under each other); only real damage is.
+                if attempt or not _damaged(exc):
                     raise
                 # Derived data: an unreadable or outdated index is dropped and rebuilt from the run files.
                 for suffix in ("", "-journal", "-wal", "-shm"):

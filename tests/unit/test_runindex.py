@@ -7,6 +7,8 @@ import random
 import shutil
 from pathlib import Path
 
+import pytest
+
 from stackmatrix.domain import CellResult, Outcome, Reason, Status, Verdict
 from stackmatrix.ladder.verdict import decided
 from stackmatrix.runindex import TRANSIENT, RunIndex, open_index
@@ -133,3 +135,57 @@ def test_the_queries_by_cell_id(tmp_path: Path) -> None:
         assert index.latest_with(["a__m__t", "b__m__t"]) == b.run_id
         assert index.latest_with(["b__m__t"], exclude=b.run_id) == a.run_id
         assert index.latest_with(["none__m__t"]) is None
+
+
+def test_processes_opening_a_new_store_at_once_share_one_index(tmp_path: Path) -> None:
+    """Two runs into a new store failed 4 of 8 times ("table already exists" taken for damage, the index deleted
+    under the other): six processes open it at the same instant; every one gets the same index."""
+    import subprocess
+    import sys
+
+    go = tmp_path / "go"
+    code = (
+        "import os, sys, time\n"
+        "from pathlib import Path\n"
+        "from stackmatrix.runindex import RunIndex\n"
+        f"while not os.path.exists({str(go)!r}): time.sleep(0.001)\n"
+        f"index = RunIndex(Path({str(tmp_path / 'reports')!r}))\n"
+        "print(os.stat(index.path).st_ino, index.db.execute('SELECT count(*) FROM runs').fetchone()[0])\n"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) for _ in range(6)]
+    go.touch()
+    outs = [p.communicate(timeout=60)[0].strip() for p in procs]
+    assert [p.returncode for p in procs] == [0] * 6 and len(set(outs)) == 1, outs
+
+
+def test_an_index_another_process_holds_is_waited_for_then_exit_4_never_deleted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3
+
+    import stackmatrix.runindex as runindex
+    from stackmatrix.errors import InfraUnavailable
+
+    reports = tmp_path / "reports"
+    stored(reports, [cell("vllm-0.32.0-tf5.19.0__gemma-4-e4b-it__l4x1", "fp1")])
+    with open_index(reports):
+        pass
+    before = (reports / "index.sqlite").read_bytes()
+    holder = sqlite3.connect(reports / "index.sqlite", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # a long write of another process
+    monkeypatch.setattr(runindex, "BUSY_TIMEOUT_S", 0.3)
+    try:
+        with pytest.raises(InfraUnavailable, match="database is locked"):
+            RunIndex(reports)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert (reports / "index.sqlite").read_bytes() == before  # waited, then gave up: nothing dropped
+
+
+def test_a_file_that_is_not_an_index_is_rebuilt(tmp_path: Path) -> None:
+    reports = tmp_path / "reports"
+    run = stored(reports, [cell("vllm-0.32.0-tf5.19.0__gemma-4-e4b-it__l4x1", "fp1")])
+    (reports / "index.sqlite").write_bytes(b"not sqlite at all" * 100)
+    with open_index(reports) as index:
+        assert [r.run_id for r in index.runs()] == [run.run_id]
