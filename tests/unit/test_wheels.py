@@ -115,3 +115,19 @@ def test_wheelhouse(tmp_path: Path) -> None:
     wheel = index.wheel("demo", "2.0.0")
     assert reader.member(wheel, "demo/x.py") == b"X = 1\n"
     assert "Version: 2.0.0" in reader.metadata(wheel)
+
+
+def test_a_tag_that_is_not_a_cpython_version_is_skipped_not_a_crash() -> None:
+    """`…-cp3x-abi3-…` on the index made every probing command exit 1: such a wheel is not a candidate; a real
+    abi3 wheel for an older CPython 3 is, one for CPython 4 or a newer 3.x is not."""
+    from stackmatrix.wheels.index import WheelFile, _pick
+
+    def wheel(name: str) -> WheelFile:
+        return WheelFile("x", "1", name, f"https://files.example/{name}", None, None, None, None, False)
+
+    odd = wheel("x-1-cp3x-abi3-manylinux_2_28_x86_64.whl")
+    old = wheel("x-1-cp38-abi3-manylinux_2_28_x86_64.whl")
+    newer = wheel("x-1-cp313-abi3-manylinux_2_28_x86_64.whl")
+    four = wheel("x-1-cp40-abi3-manylinux_2_28_x86_64.whl")
+    assert _pick([odd], "3.11", "x86_64") is None
+    assert _pick([odd, old, newer, four], "3.11", "x86_64") is old

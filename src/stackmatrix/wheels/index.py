@@ -370,16 +370,28 @@ class Index:
         return made[1]
 
 
+_CPYTHON = re.compile(r"cp(\d)(\d{1,3})")
+
+
+def _cpython(interpreter: str) -> tuple[int, int] | None:
+    """``cp311`` -> (3, 11); anything else (``cp3x``, ``pp310``) -> None: a tag is the index's text, not ours."""
+    m = _CPYTHON.fullmatch(interpreter)
+    return (int(m[1]), int(m[2])) if m else None
+
+
 def _pick(candidates: list[WheelFile], python: str, platform: str) -> WheelFile | None:
     cp = "cp" + python.replace(".", "")
+    major, _, minor = python.partition(".")
+    mine = (int(major), int(minor or 0)) if major.isdigit() and (minor or "0").isdigit() else None
 
     def score(w: WheelFile) -> int | None:
         best = None
         for t in w.tags:
             if t.platform != "any" and not (t.platform.endswith(platform) and "linux" in t.platform):
                 continue
-            interp_ok = t.interpreter in {cp, "py3", f"py{python.split('.')[0]}"} or (
-                t.abi == "abi3" and t.interpreter.startswith("cp") and int(t.interpreter[3:] or 0) <= int(cp[3:])
+            abi3 = _cpython(t.interpreter) if t.abi == "abi3" else None
+            interp_ok = t.interpreter in {cp, "py3", f"py{major}"} or (
+                abi3 is not None and mine is not None and abi3[0] == mine[0] and abi3 <= mine
             )
             if not interp_ok:
                 continue
