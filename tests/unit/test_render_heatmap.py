@@ -125,3 +125,10 @@ def test_a_contradicted_cell_is_marked_and_counted_in_the_legend() -> None:
     assert a.shape == b.shape and not np.array_equal(a, b)
     dark = np.all(a < 80, axis=-1).sum() - np.all(b < 80, axis=-1).sum()
     assert dark > 0  # the mark and the legend's text
+
+
+def test_a_title_with_tex_in_it_is_drawn_as_plain_text() -> None:
+    """`report --title '$\\bad{x}$'` exited 1 (matplotlib parsed it as math)."""
+    plain = report(1)
+    titled = Report.of(list(plain.results), META, title="$\\bad{x}$ & 100% <b>")
+    assert pixels(render_heatmap(titled)).shape[2] == 3

@@ -123,7 +123,15 @@ def render_heatmap(report: Report) -> bytes:
             handlelength=1.2,
             columnspacing=1.2,
         )
-        fig.text(left / width, 1 - 0.12 / height, report.title, va="top", fontsize=FONT_PT + 3, weight="bold")
+        fig.text(
+            left / width,
+            1 - 0.12 / height,
+            report.title,
+            va="top",
+            fontsize=FONT_PT + 3,
+            weight="bold",
+            parse_math=False,
+        )
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
     return buf.getvalue()
