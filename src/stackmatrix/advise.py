@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from stackmatrix.domain import Cell, CellResult, Stack, Verdict
 from stackmatrix.errors import BadInput
+from stackmatrix.mdtext import md_text
 from stackmatrix.policy import PASSING, Requirement, meets
 from stackmatrix.stackspec import StackSpec
 
@@ -209,7 +210,7 @@ def render_markdown(q: Question, now: Checked, ranked: Sequence[Checked], best: 
         "|---|---|---|---|",
     ]
     for r, req in zip(now.results, q.requirements, strict=True):
-        lines.append(f"| {req.model.id} | {req.target.name} | {req.minimum} or better | {_md(_why(r))} |")
+        lines.append(f"| {req.model.id} | {req.target.name} | {req.minimum} or better | {md_text(_why(r))} |")
     tiers = "static tier" + (f"; {q.runtime} cells of the best also at the runtime tier" if q.runtime else "")
     lines += ["", f"{len(q.candidates)} candidate changes checked ({tiers}); {len(good)} meet every requirement."]
     if good:
@@ -229,13 +230,13 @@ def render_markdown(q: Question, now: Checked, ranked: Sequence[Checked], best: 
                 )
             for r, req in zip(k.results, q.requirements, strict=True):
                 why = _why(r) + (f" (runtime tier: {q.not_run[r.cell_id]})" if r.cell_id in q.not_run else "")
-                lines.append(f"   - {req.model.id} on {req.target.name}: {_md(why)}")
+                lines.append(f"   - {req.model.id} on {req.target.name}: {md_text(why)}")
     nearer = [k for k in ranked if not k.ok][:NEARER]
     if nearer:
         lines += ["", "### Nearer candidates that fail, and why", ""]
         for k in nearer:
             c = k.candidate
-            lines.append(f"- **{c.change}** ({k.met} of {reqs} met): {_md(_first_failure(k, q))}")
+            lines.append(f"- **{c.change}** ({k.met} of {reqs} met): {md_text(_first_failure(k, q))}")
     return "\n".join(lines) + "\n"
 
 
@@ -251,10 +252,6 @@ def _check_flags(stack: Stack) -> str:
     if kind_named(None, stack.triton) is not kind:
         flags.append(f"--kind {stack.kind}")
     return " ".join(flags) + " --model MODEL --gpu TARGET"
-
-
-def _md(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
 
 
 def render_json(q: Question, now: Checked, ranked: Sequence[Checked], best: int, settings: Any) -> str:

@@ -4,10 +4,12 @@ added or removed. Read from the index (runindex.py), rendered as terminal text, 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
+from stackmatrix.mdtext import md_text
 from stackmatrix.runindex import CellRow, RunIndex
 
 if TYPE_CHECKING:
@@ -58,11 +60,12 @@ def diff_runs(index: RunIndex, run_a: str, run_b: str) -> Diff:
     return Diff(run_a, run_b, len(a), len(b), tuple(changes))
 
 
-def _state(row: CellRow | None) -> str:
+def _state(row: CellRow | None, text: Callable[[str], str] = str) -> str:
+    """``text``: how the record's own words are written (``md_text`` in Markdown)."""
     if row is None:
         return "—"
-    extra = row.reason + (f" ({row.override})" if row.override else "")
-    return row.verdict + (f" [{extra}]" if extra else "")
+    extra = text(row.reason) + (f" ({text(row.override)})" if row.override else "")
+    return text(row.verdict) + (f" [{extra}]" if extra else "")
 
 
 def _headline(d: Diff) -> str:
@@ -92,10 +95,6 @@ def render_text(d: Diff) -> str:
     return "\n".join(lines + _news(d, md=False)) + "\n"
 
 
-def _md(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
 def render_markdown(d: Diff) -> str:
     lines = [f"## Changes: `{d.run_a}` → `{d.run_b}`", "", _headline(d), *_news(d, md=True)]
     if not d.changes:
@@ -108,7 +107,9 @@ def render_markdown(d: Diff) -> str:
         for c in items:
             row = c.after or c.before
             why = row.why if row else ""
-            lines.append(f"| `{c.cell_id}` | {_md(_state(c.before))} | {_md(_state(c.after))} | {_md(why)} |")
+            lines.append(
+                f"| `{c.cell_id}` | {_state(c.before, md_text)} | {_state(c.after, md_text)} | {md_text(why)} |"
+            )
     return "\n".join(lines) + "\n"
 
 

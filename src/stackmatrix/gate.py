@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from stackmatrix.domain import Cell, CellResult, Reason, Stack, Verdict
 from stackmatrix.errors import InfraUnavailable
+from stackmatrix.mdtext import md_text
 from stackmatrix.policy import Policy, Requirement, meets
 from stackmatrix.runindex import CellRow
 
@@ -105,10 +106,6 @@ def _state(row: CellRow | None) -> str:
     return f"`{row.verdict}`" + (f" {extra}" if extra else "")
 
 
-def _md(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
 def _evidence(cell: CellResult) -> Mapping[str, object]:
     """The deciding probe's evidence (the first failing one), or the last probe's for a pass."""
     for o in cell.outcomes:
@@ -148,7 +145,7 @@ def render_summary(g: GateResult, cell_path: str) -> str:
         r = f.requirement
         lines.append(
             f"| {MARK[f.standing]} | `{r.model.id}` | `{r.target.name}` (tp={r.target.tp}) | `{r.minimum}` | "
-            f"{_state(f.baseline)} | {_state(row_of(f.cell))} | {_md(f.cell.why)} |"
+            f"{_state(f.baseline)} | {_state(row_of(f.cell))} | {md_text(f.cell.why)} |"
         )
     counts = {s: sum(f.standing is s for f in g.findings) for s in Standing}
     lines += ["", " · ".join(f"{MARK[s]} {s}: {n}" for s, n in counts.items())]

@@ -15,6 +15,7 @@ from stackmatrix.domain import CellResult, Outcome, Reason, Status, Verdict
 from stackmatrix.kinds import triton_prefixes
 from stackmatrix.ladder.verdict import decided
 from stackmatrix.legend import PLAIN, SYMBOL
+from stackmatrix.mdtext import md_text
 from stackmatrix.render import render
 from stackmatrix.render.table import Report, footnotes, grid, legend, note_text, observed_rows, pivot, stack_order
 from stackmatrix.render.text import short_model
@@ -91,10 +92,10 @@ def old_markdown(report: Report, df: pd.DataFrame) -> str:
     flat = table.reindex(columns=old_stack_order(df)).fillna("").reset_index()
     lines = [f"# {report.title}", "", "Legend: " + " · ".join(legend()), ""]
     lines.append(tabulate(flat.values.tolist(), headers=list(flat.columns), tablefmt="github"))
-    lines += ["", *(f"[^{n}]: {text}" for text, n in notes.items())]
+    lines += ["", *(f"[^{n}]: {md_text(text)}" for text, n in notes.items())]  # text from outside, made inert
     seen = df[df["observed_verdict"] != ""]
     rows = [
-        [c, d, o, (r + (f": {w}" if w else "")) if r else "", "⚠" if x else ""]
+        [c, d, o, md_text((r + (f": {w}" if w else "")) if r else ""), "⚠" if x else ""]
         for c, d, o, r, w, x in zip(
             *(seen[k].tolist() for k in ("cell", "declared_verdict", "observed_verdict", "reason", "why")),
             seen["contradiction"].tolist(),

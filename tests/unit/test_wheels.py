@@ -131,3 +131,16 @@ def test_a_tag_that_is_not_a_cpython_version_is_skipped_not_a_crash() -> None:
     four = wheel("x-1-cp40-abi3-manylinux_2_28_x86_64.whl")
     assert _pick([odd], "3.11", "x86_64") is None
     assert _pick([odd, old, newer, four], "3.11", "x86_64") is old
+
+
+@pytest.mark.parametrize("when", ["2026-01-01T00:00:00Z\n\n## pwned", "\ud800", "yesterday", "2" * 100])
+def test_an_upload_time_that_is_not_rfc_3339_is_dropped_where_it_enters(when: str) -> None:
+    """A newline and a heading in it became a heading in the diff's news; a lone surrogate broke `--output`."""
+    from stackmatrix.wheels.index import _json_files
+
+    entry = {"filename": "vllm-0.32.0-py3-none-any.whl", "url": "vllm-0.32.0-py3-none-any.whl", "upload-time": when}
+    (wheel,) = _json_files("vllm", "https://index.example/simple/vllm/", {"files": [entry]})
+    assert wheel.upload_time is None
+    good = {**entry, "upload-time": "2026-01-01T00:00:00.123456Z"}
+    (wheel,) = _json_files("vllm", "https://index.example/simple/vllm/", {"files": [good]})
+    assert wheel.upload_time == "2026-01-01T00:00:00.123456Z"

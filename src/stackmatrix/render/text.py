@@ -6,6 +6,7 @@ from tabulate import tabulate
 
 from stackmatrix.domain import Verdict
 from stackmatrix.legend import SYMBOL
+from stackmatrix.mdtext import md_text
 from stackmatrix.render.table import FLAKY, Columns, Report, footnotes, grid, legend, observed_rows, stack_order
 
 
@@ -18,13 +19,16 @@ def render_markdown(report: Report) -> str:
     # a mark is a verdict's symbol and its note, never a number: tabulate need not try each as one (3 times faster)
     marks_at = list(range(2, 2 + len(stacks)))
     lines.append(tabulate(rows, headers=["model", "target", *stacks], tablefmt="github", disable_numparse=marks_at))
-    lines += ["", *(f"[^{n}]: {text}" for text, n in notes.items())]
+    lines += ["", *(f"[^{n}]: {md_text(text)}" for text, n in notes.items())]  # a probe's text, from outside
     lines += _declared_vs_observed(cols)
     return "\n".join(lines) + "\n"
 
 
 def _declared_vs_observed(cols: Columns) -> list[str]:
-    rows = [[o.cell, o.declared, o.observed, o.because, "⚠" if o.contradiction else ""] for o in observed_rows(cols)]
+    rows = [
+        [o.cell, o.declared, o.observed, md_text(o.because), "⚠" if o.contradiction else ""]
+        for o in observed_rows(cols)
+    ]
     if not rows:
         return []
     return [

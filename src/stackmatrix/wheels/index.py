@@ -113,6 +113,18 @@ def _field(entry: dict[str, Any], key: str, kind: type | tuple[type, ...], requi
     return value
 
 
+def _time(text: str | None) -> str | None:
+    """An ``upload-time`` as the index gave it when it is an RFC 3339 time, else none (a newline, a heading or a
+    lone surrogate in it reached the diff's Markdown and broke ``--output``)."""
+    if text is None or len(text) > 64 or not text.isascii():
+        return None
+    try:
+        moment(text)
+    except ValueError:
+        return None
+    return text
+
+
 def _json_files(project: str, url: str, doc: Any) -> list[WheelFile]:
     files = doc.get("files") if isinstance(doc, dict) else None
     if not isinstance(files, list):
@@ -129,7 +141,7 @@ def _json_files(project: str, url: str, doc: Any) -> list[WheelFile]:
             urljoin(url, _field(f, "url", str, True)),
             sha if isinstance(sha, str) else None,
             _field(f, "size", int),
-            _field(f, "upload-time", str),
+            _time(_field(f, "upload-time", str)),
             _field(f, "requires-python", str),
             bool(_field(f, "yanked", (bool, str))),
         )
@@ -171,6 +183,7 @@ def _well_formed(w: WheelFile) -> bool:
     return (
         all(isinstance(t, str) for t in texts)
         and all(t is None or isinstance(t, str) for t in optional)
+        and _time(w.upload_time) == w.upload_time
         and (w.size is None or (isinstance(w.size, int) and not isinstance(w.size, bool)))
         and isinstance(w.yanked, bool)
         and (w.sha256 is None or (isinstance(w.sha256, str) and SHA256.fullmatch(w.sha256) is not None))
