@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from stackmatrix.domain import Cell, CellResult, Stack, Verdict
 from stackmatrix.errors import BadInput
-from stackmatrix.mdtext import md_text
+from stackmatrix.inert import md_text
 from stackmatrix.policy import PASSING, Requirement, meets
 from stackmatrix.stackspec import StackSpec
 

@@ -20,6 +20,7 @@ from stackmatrix import __version__
 from stackmatrix import cli_stored as stored
 from stackmatrix.cli_args import add_flags, common, existing_file, path_arg, resolve, runtime_flags, selection, tier
 from stackmatrix.errors import Interrupted, StackmatrixError, path_fault
+from stackmatrix.inert import term_text
 from stackmatrix.redact import redact
 
 
@@ -175,7 +176,7 @@ def crash_log(exc: BaseException, argv: Sequence[str], cache_dir: str | None = N
 def _say(message: str) -> None:
     """One line on stderr: the first line of the message, redacted."""
     line = redact(message).splitlines()[0] if message.strip() else message
-    print(f"stackmatrix: {line}", file=sys.stderr)
+    print(term_text(f"stackmatrix: {line}"), file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 from stackmatrix.cli_args import settings_of
+from stackmatrix.inert import term_text
 from stackmatrix.pipeline import open_session
 from stackmatrix.registry.image import BACKEND_DIR, DISTS, ImageFacts, parse_backend
 from stackmatrix.registry.reference import parse_ref
@@ -83,5 +84,5 @@ def cmd_image(args: argparse.Namespace) -> int:
         facts = session.images().facts(ref)
     finally:
         session.close()
-    print(json.dumps(facts_json(facts), indent=1) if args.format == "json" else render(facts))
+    print(json.dumps(facts_json(facts), indent=1) if args.format == "json" else term_text(render(facts)))
     return 0

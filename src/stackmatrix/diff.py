@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from stackmatrix.mdtext import md_text
+from stackmatrix.inert import md_text
 from stackmatrix.runindex import CellRow, RunIndex
 
 if TYPE_CHECKING:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from stackmatrix.domain import Cell, CellResult, Reason, Stack, Verdict
 from stackmatrix.errors import InfraUnavailable
-from stackmatrix.mdtext import md_text
+from stackmatrix.inert import md_text
 from stackmatrix.policy import Policy, Requirement, meets
 from stackmatrix.runindex import CellRow
 

@@ -592,6 +592,8 @@ def check_cell(loaded: Loaded, job: Job) -> Selected:
 
 
 def show_check(executed: Executed, job: Job) -> int:
+    from stackmatrix.inert import term_text
+
     (planned,) = executed.planned.plan.planned
     result = executed.result(planned.cell.id)
     assert result is not None
@@ -605,10 +607,10 @@ def show_check(executed: Executed, job: Job) -> int:
             + (f" — override {result.override}" if result.override else "")
             + (f" [stored: run {source}, fingerprint {result.fingerprint}]" if source else "")
         )
-        for o in result.outcomes:
-            print(f"  {o.probe:<16} {o.status!s:<5} {o.reason or '':<28} {o.detail}")
+        for o in result.outcomes:  # a detail may quote an image, an index or a log: no escape sequence passes
+            print(f"  {o.probe:<16} {o.status!s:<5} {o.reason or '':<28} {term_text(o.detail)}")
         if result.observed:
-            print("  observed: " + ", ".join(f"{k} {v}" for k, v in result.observed.items()))
+            print(term_text("  observed: " + ", ".join(f"{k} {v}" for k, v in result.observed.items())))
     if executed.infra:
         why = why_unreachable(session_of(job), [result])
         print(f"the package index was unreachable; cached facts were used ({why})", file=sys.stderr)

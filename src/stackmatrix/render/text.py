@@ -5,8 +5,8 @@ from __future__ import annotations
 from tabulate import tabulate
 
 from stackmatrix.domain import Verdict
+from stackmatrix.inert import md_text
 from stackmatrix.legend import SYMBOL
-from stackmatrix.mdtext import md_text
 from stackmatrix.render.table import FLAKY, Columns, Report, footnotes, grid, legend, observed_rows, stack_order
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stackmatrix.mdtext import md_text
+from stackmatrix.inert import md_text
 
 
 def test_raw_html_line_breaks_code_and_links_are_made_inert() -> None:
@@ -30,3 +30,11 @@ def test_a_readiness_footnote_keeps_a_hostile_detail_inert() -> None:
     cell = decided(CellResult(cell_id, *derive((outcome,)), (outcome,), "f", declared))
     md = render_markdown(Report.of([cell], {"run_id": "r"}))
     assert "<img" not in md and "\n## owned" not in md and "&lt;img src=x onerror=alert(1)&gt;" in md
+
+
+def test_a_terminal_gets_no_escape_sequence_but_keeps_its_lines() -> None:
+    from stackmatrix.inert import term_text
+
+    assert term_text("vllm \x1b]0;pwned\x07 0.19.0\x1b[2J\r\nnext\tline\ud800") == (
+        "vllm \\x1b]0;pwned\\x07 0.19.0\\x1b[2J\\x0d\nnext\tline?"
+    )
