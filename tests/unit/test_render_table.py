@@ -12,10 +12,10 @@ import pandas as pd
 from tabulate import tabulate
 
 from stackmatrix.domain import CellResult, Outcome, Reason, Status, Verdict
+from stackmatrix.inert import md_text
 from stackmatrix.kinds import triton_prefixes
 from stackmatrix.ladder.verdict import decided
 from stackmatrix.legend import PLAIN, SYMBOL
-from stackmatrix.inert import md_text
 from stackmatrix.render import render
 from stackmatrix.render.table import Report, footnotes, grid, legend, note_text, observed_rows, pivot, stack_order
 from stackmatrix.render.text import short_model
