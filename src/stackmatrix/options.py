@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from stackmatrix.asof import AsOf, parse_as_of
 from stackmatrix.errors import BadInput
-from stackmatrix.redact import redact
+from stackmatrix.redact import mask_userinfo, redact
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -91,7 +91,8 @@ def check_url(where: str, value: str) -> str:
     except ValueError:
         parts, port_ok = None, False
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or not port_ok or " " in value:
-        raise BadInput(where, "url", value, "an http:// or https:// URL with a host, e.g. https://pypi.org/simple")
+        expected = "an http:// or https:// URL with a host, e.g. https://pypi.org/simple"
+        raise BadInput(where, "url", mask_userinfo(value), expected)
     return value.rstrip("/") if not parts.query else value
 
 
@@ -163,9 +164,8 @@ def _template(where: str, value: str) -> str:
 def _archive_template(where: str, value: str) -> str:
     """An http(s) URL with the one plain field ``{release}``."""
     if not _plain_fields(value, ("release",)):
-        raise BadInput(
-            where, "value", value, "an http(s) URL with {release}, e.g. https://host/vllm_backend/r{release}.tar.gz"
-        )
+        expected = "an http(s) URL with {release}, e.g. https://host/vllm_backend/r{release}.tar.gz"
+        raise BadInput(where, "value", mask_userinfo(value), expected)
     check_url(where, value.replace("{release}", "26.01"))
     return value
 

@@ -39,6 +39,15 @@ def redact(text: str) -> str:
     return text
 
 
+_ANY_USERINFO = re.compile(r"[^\s/@\"'<>]*@")
+
+
+def mask_userinfo(text: str) -> str:
+    """A value that failed its URL check shown without what could be user info (``https:/user:pw@host`` has no
+    ``://`` for ``redact`` to find): everything before an ``@`` up to a slash is masked."""
+    return _ANY_USERINFO.sub(f"{MASK}@", redact(text))
+
+
 def redact_obj(value: Any) -> Any:
     """``redact`` applied to every string in a JSON-like structure."""
     if isinstance(value, str):

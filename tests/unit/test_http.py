@@ -125,3 +125,57 @@ def test_a_host_dripping_bytes_is_cut_off() -> None:
         http.get(f"http://127.0.0.1:{sock.getsockname()[1]}/simple/vllm/", label="x")
     assert time.perf_counter() - t0 < 3
     sock.close()
+
+
+class _Redirector:
+    """A loopback HTTP server that answers every GET with a redirect to ``target`` and records each request."""
+
+    def __init__(self, target: str) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.seen: list[str] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                outer.seen.append(self.path)
+                self.send_response(302)
+                self.send_header("Location", target)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("target", "why"),
+    [
+        ("http://169.254.169.254/latest/meta-data/", "link-local"),
+        ("https://[fe80::1]/simple/", "link-local"),
+        ("http://192.0.2.7/simple/vllm/", "plain HTTP off loopback"),
+    ],
+)
+def test_a_redirect_to_link_local_or_to_plain_http_off_loopback_is_not_followed(target: str, why: str) -> None:
+    """Exit 4 naming the redirect, and nothing asked of the target (a metadata service, a plain-text host)."""
+    redirector = _Redirector(target)
+    try:
+        t0 = time.perf_counter()
+        with pytest.raises(InfraUnavailable, match=why):
+            Http(connect_timeout=5, read_timeout=5).get(f"{redirector.url}/simple/vllm/", label="x")
+        assert time.perf_counter() - t0 < 2  # refused before any connection to the target was tried
+    finally:
+        redirector.close()
+    loop = _Redirector("http://127.0.0.1:9/elsewhere")  # plain HTTP on loopback: followed (and refused there)
+    try:
+        with pytest.raises(InfraUnavailable, match="Connection refused"):
+            Http(connect_timeout=1, read_timeout=1).get(f"{loop.url}/simple/vllm/", label="x")
+    finally:
+        loop.close()

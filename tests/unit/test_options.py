@@ -255,3 +255,13 @@ def test_a_bad_configuration_file_is_exit_2_naming_it(tmp_path: Path, text: str,
     with pytest.raises(BadInput) as exc:
         resolve_settings({}, {"STACKMATRIX_CONFIG": str(conf)})
     assert exc.value.where == str(conf) and exc.value.key == key
+
+
+@pytest.mark.parametrize("value", ["https:/user:s3cretpw@host/simple", "user:s3cretpw@host", "ftp://u:s3cretpw@h/x"])
+def test_a_malformed_url_is_refused_without_echoing_its_password(value: str) -> None:
+    from stackmatrix.options import resolve_settings
+
+    for cli, env in (({"index_url": value}, {}), ({}, {"STACKMATRIX_INDEX_URL": value})):
+        with pytest.raises(BadInput) as exc:
+            resolve_settings(cli, env)
+        assert "s3cretpw" not in str(exc.value) and "s3cretpw" not in str(exc.value.value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import io
 import json
@@ -150,3 +151,61 @@ def test_a_name_the_resolver_does_not_know_is_not_asked_again() -> None:
     assert _unknown_host(httpx.ConnectError("[Errno -2] Name or service not known"))
     assert not _unknown_host(httpx.ConnectError("[Errno 111] Connection refused"))  # a restart: asked again
     assert not _unknown_host(httpx.ReadError("Name or service not known"))
+
+
+@pytest.mark.parametrize(
+    ("registry", "realm", "sent"),
+    [
+        ("registry.example", "http://elsewhere.example/token", False),  # another host over plain HTTP
+        ("registry.example", "https://auth.example/token", True),  # https: where token services live
+        ("registry.example", "http://registry.example/token", True),  # the registry's own host
+        ("127.0.0.1:5000", "http://127.0.0.1:5001/token", True),  # a loopback registry's realm on loopback
+    ],
+)
+def test_credentials_go_to_a_token_realm_only_where_they_were_given_for(registry: str, realm: str, sent: bool) -> None:
+    """A registry's challenge naming a realm on another host over plain HTTP got --registry-auth as basic auth:
+    now that realm is asked anonymously (a transport that records what it was sent)."""
+    import httpx
+
+    from stackmatrix.registry.auth import RegistryAuth
+    from stackmatrix.registry.client import Registry
+    from stackmatrix.wheels.http import Http
+
+    seen: dict[str, str | None] = {}
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if str(request.url).startswith(realm):
+            seen["authorization"] = request.headers.get("authorization")
+            return httpx.Response(200, json={"token": "t0k3n"})
+        if request.headers.get("authorization") != "Bearer t0k3n":
+            return httpx.Response(401, headers={"www-authenticate": f'Bearer realm="{realm}",service="s"'})
+        return httpx.Response(200, json={"schemaVersion": 2}, headers={"content-type": "application/json"})
+
+    http = Http()
+    http._client = httpx.Client(transport=httpx.MockTransport(answer))
+    given = RegistryAuth.parse("--registry-auth", "me:s3cret-password")
+    reg = Registry(parse_ref(f"{registry}/public/tritonserver:26.01", "test"), http, given)
+    with contextlib.suppress(Exception):  # only what was sent to the realm matters here
+        reg.manifest("26.01")
+    assert "authorization" in seen
+    assert (seen["authorization"] is not None) is sent
+
+
+def test_a_link_local_token_realm_is_never_asked() -> None:
+    import httpx
+
+    from stackmatrix.registry.client import Registry, RegistryUnreachable
+    from stackmatrix.wheels.http import Http
+
+    asked: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        asked.append(str(request.url))
+        return httpx.Response(401, headers={"www-authenticate": 'Bearer realm="http://169.254.169.254/token"'})
+
+    http = Http()
+    http._client = httpx.Client(transport=httpx.MockTransport(answer))
+    reg = Registry(parse_ref("registry.example/public/t:1", "test"), http)
+    with pytest.raises(RegistryUnreachable, match="link-local"):
+        reg.manifest("1")
+    assert all("169.254" not in url for url in asked)

@@ -20,7 +20,7 @@ from stackmatrix.errors import BadInput, InfraUnavailable
 from stackmatrix.redact import redact
 from stackmatrix.registry.auth import Challenge, Credentials, RegistryAuth, credentials_for, parse_challenge
 from stackmatrix.registry.reference import ImageRef
-from stackmatrix.wheels.http import MIN_RATE, Http
+from stackmatrix.wheels.http import MIN_RATE, Http, link_local, loopback
 
 INDEX_TYPES = (
     "application/vnd.oci.image.index.v1+json",
@@ -110,9 +110,23 @@ class Registry:
             raise RegistryUnreachable(
                 redact(f"{self.ref.registry} names a token realm that is no URL ({realm[:100]!r})")
             )
+        try:
+            where = httpx.URL(realm)
+        except httpx.InvalidURL:
+            raise RegistryUnreachable(redact(f"{self.ref.registry} names a token realm that is no URL")) from None
+        if link_local(where.host):
+            raise RegistryUnreachable(
+                redact(f"{self.ref.registry} names a token realm at a link-local address ({realm[:100]!r})")
+            )
         params = {k: v for k, v in challenge.params.items() if k in ("service", "scope")}
         params.setdefault("scope", f"repository:{self.ref.repository}:pull")
-        auth = httpx.BasicAuth(self._creds.user, self._creds.password) if self._creds else None
+        # The credentials go only where they were given for: the registry's own host, or https (a loopback
+        # registry's realm on loopback); elsewhere the token is asked for anonymously.
+        registry_host = httpx.URL(self.ref.api).host
+        trusted = (
+            where.host == registry_host or where.scheme == "https" or (loopback(registry_host) and loopback(where.host))
+        )
+        auth = httpx.BasicAuth(self._creds.user, self._creds.password) if self._creds and trusted else None
         response = self._send("GET", realm, params=params, auth=auth)
         if response.status_code in (401, 403):
             raise self._refused(response.status_code, "the token service")

@@ -254,6 +254,8 @@ def fetch_archive(url: str, cache_dir: Path, connect_s: float, read_s: float) ->
     or a log), as a backend source; a fetch that fails is ``NoBackend`` with the reason."""
     import httpx
 
+    from stackmatrix.wheels.http import check_redirect
+
     shown = redact(url)
     key = hashlib.sha256(url.encode()).hexdigest()[:24]
     kept = cache_dir / "backends" / "archives" / f"{key}.archive"
@@ -267,7 +269,9 @@ def fetch_archive(url: str, cache_dir: Path, connect_s: float, read_s: float) ->
     size = 0
     try:
         with (
-            httpx.Client(timeout=timeout, follow_redirects=True, trust_env=True) as http,
+            httpx.Client(
+                timeout=timeout, follow_redirects=True, trust_env=True, event_hooks={"response": [check_redirect]}
+            ) as http,
             http.stream("GET", url) as r,
         ):
             if r.status_code != 200:

@@ -9,6 +9,7 @@ to that host, and every message names URLs redacted.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import ssl
 import threading
@@ -24,6 +25,40 @@ from stackmatrix.redact import redact, register_secret, split_secrets
 
 RETRIES = 2  # transient connection errors; the environment's proxy settings (HTTPS_PROXY, NO_PROXY) apply
 MIN_RATE = 1024  # bytes/s a transfer must average once it has lasted a read timeout
+
+
+class RefusedRedirect(httpx.HTTPError):
+    """A redirect this tool does not follow (a link-local address, plain HTTP off loopback)."""
+
+
+def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+
+
+def loopback(host: str) -> bool:
+    address = _address(host)
+    return host == "localhost" or (address is not None and address.is_loopback)
+
+
+def link_local(host: str) -> bool:
+    """169.254.0.0/16 or fe80::/10: where cloud metadata services answer (never a package index or a registry)."""
+    address = _address(host)
+    return address is not None and address.is_link_local
+
+
+def check_redirect(response: httpx.Response) -> None:
+    """An event hook on every response: a redirect is followed only to a host that is not link-local, and to
+    plain HTTP only on loopback (an https index must not be turned into a plain-text or metadata-service fetch)."""
+    if not response.has_redirect_location:
+        return
+    target = response.request.url.join(response.headers["location"])
+    if link_local(target.host):
+        raise RefusedRedirect(redact(f"{response.request.url} redirects to a link-local address ({target})"))
+    if target.scheme == "http" and not loopback(target.host):
+        raise RefusedRedirect(redact(f"{response.request.url} redirects to plain HTTP off loopback ({target})"))
 
 
 def _origin(url: str) -> str:
@@ -77,6 +112,7 @@ class Http:
                 timeout=self._timeout,
                 verify=ctx,
                 follow_redirects=True,
+                event_hooks={"response": [check_redirect]},
                 limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
             )
         return self._client
