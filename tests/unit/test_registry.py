@@ -209,3 +209,46 @@ def test_a_link_local_token_realm_is_never_asked() -> None:
     with pytest.raises(RegistryUnreachable, match="link-local"):
         reg.manifest("1")
     assert all("169.254" not in url for url in asked)
+
+
+BOMB_SCRIPT = """
+import resource, sys, tarfile
+from stackmatrix.registry.layers import Wanted, scan
+from stackmatrix.registry.client import DigestMismatch
+kind = sys.argv[1]
+if kind == "entries":
+    def chunks():
+        empty = tarfile.TarInfo("f")
+        for i in range(600_000):
+            empty.name = f"d/{i}"
+            yield empty.tobuf(format=tarfile.GNU_FORMAT)
+else:
+    header = tarfile.TarInfo("././@LongLink" if kind == "gnulong" else "././@PaxHeader")
+    header.type = tarfile.GNUTYPE_LONGNAME if kind == "gnulong" else tarfile.XHDTYPE
+    header.size = 1 << 30
+    block = header.tobuf(format=tarfile.GNU_FORMAT if kind == "gnulong" else tarfile.USTAR_FORMAT)
+    def chunks():
+        yield block
+        for _ in range(16):
+            yield b"a" * 65536  # 1 MiB of the 1 GiB it claims
+wanted = Wanted("opt/tritonserver/backends/vllm", frozenset({"vllm"}), frozenset())
+try:
+    scan("sha256:" + "0" * 64, "application/vnd.oci.image.layer.v1.tar", chunks(), wanted, lambda f: False, "img")
+    print("read")
+except DigestMismatch as exc:
+    print("refused:", exc)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+"""
+
+
+@pytest.mark.parametrize("kind", ["gnulong", "pax", "entries"])
+def test_a_layer_bomb_is_refused_in_bounded_memory(kind: str) -> None:
+    """A 1 MB layer whose GNU long-name or pax header claims 1 GiB (tarfile reads such headers whole: 3.2 GB),
+    and a layer of 600,000 empty entries: refused (exit 4 naming the layer), peak RSS under 200 MB."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", BOMB_SCRIPT, kind], capture_output=True, text=True, timeout=300)
+    lines = out.stdout.strip().splitlines()
+    assert out.returncode == 0 and lines[0].startswith("refused: layer sha256:000"), out.stdout + out.stderr
+    assert int(lines[-1]) < 200, f"peak RSS {lines[-1]} MB"

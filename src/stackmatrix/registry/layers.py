@@ -195,6 +195,29 @@ def _dir_name(dir_name: str) -> str:
     return _canonical(dir_name.split("-", 1)[0])
 
 
+MAX_HEADER = 1 << 20  # a GNU long name or a pax header: tarfile reads it whole (one claiming 1 GiB took 3.2 GB)
+MAX_ENTRIES = 500_000  # entries of one layer (an image's biggest layers hold about 150,000)
+
+
+class _CappedInfo(tarfile.TarInfo):
+    """A header whose extension claims more than ``MAX_HEADER`` bytes is refused before tarfile reads it."""
+
+    def _proc_gnulong(self, tar: Any) -> tarfile.TarInfo:
+        _cap(self)
+        parsed: tarfile.TarInfo = super()._proc_gnulong(tar)  # type: ignore[misc]
+        return parsed
+
+    def _proc_pax(self, tar: Any) -> tarfile.TarInfo:
+        _cap(self)
+        parsed: tarfile.TarInfo = super()._proc_pax(tar)  # type: ignore[misc]
+        return parsed
+
+
+def _cap(info: tarfile.TarInfo) -> None:
+    if info.size > MAX_HEADER:
+        raise tarfile.HeaderError(f"an extended header claims {info.size} bytes (at most {MAX_HEADER})")
+
+
 def scan(
     digest: str,
     media_type: str,
@@ -211,8 +234,12 @@ def scan(
     backend_prefix = wanted.backend_dir + "/"
     in_backend = False
     try:
-        with tarfile.open(fileobj=stream, mode="r|") as tar:  # type: ignore[call-overload]
-            for member in tar:
+        with tarfile.open(fileobj=stream, mode="r|", tarinfo=_CappedInfo) as tar:  # type: ignore[call-overload]
+            for count, member in enumerate(tar, 1):
+                if count > MAX_ENTRIES:
+                    raise ValueError(f"more than {MAX_ENTRIES} entries")
+                if count % 4096 == 0:  # a stream's TarFile keeps every header read: memory would grow with them
+                    tar.members.clear()
                 path = norm(member.name)
                 base = path.rsplit("/", 1)[-1]
                 if base.startswith(".wh."):
