@@ -144,3 +144,81 @@ def test_an_upload_time_that_is_not_rfc_3339_is_dropped_where_it_enters(when: st
     good = {**entry, "upload-time": "2026-01-01T00:00:00.123456Z"}
     (wheel,) = _json_files("vllm", "https://index.example/simple/vllm/", {"files": [good]})
     assert wheel.upload_time == "2026-01-01T00:00:00.123456Z"
+
+
+class _Hostile:
+    """A loopback host for one hostile answer: a listing that is a gzip bomb or just too big, or a wheel whose
+    Content-Range claims 4 GiB and whose end record claims a 3.5 GiB central directory."""
+
+    def __init__(self) -> None:
+        import gzip
+        import struct
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        bomb = gzip.compress(b"\0" * (96 << 20), compresslevel=6)  # 96 MiB of zeros (the cap is 64) in 100 KB
+        size_cd, total = 3_500_000_000, 4 << 30
+        eocd = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, 1, 1, size_cd, total - 22 - size_cd, 0)
+        tail = b"\0" * (1024 - len(eocd)) + eocd
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path.startswith("/bomb"):
+                    body, extra = bomb, {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+                elif self.path.startswith("/big"):
+                    body, extra = b" " * (70 << 20), {"Content-Type": "application/json"}
+                else:  # the wheel: whatever range is asked, its last KiB
+                    body, extra = tail, {"Content-Range": f"bytes {total - len(tail)}-{total - 1}/{total}"}
+                self.send_response(206 if "Content-Range" in extra else 200)
+                for k, v in {**extra, "Content-Length": str(len(body))}.items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.handle_error = lambda *args: None  # type: ignore[method-assign]  # a client that hung up
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+
+@pytest.fixture(scope="module")
+def hostile() -> Iterator[_Hostile]:
+    host = _Hostile()
+    yield host
+    host.server.shutdown()
+
+
+def test_a_listing_too_big_or_a_gzip_bomb_is_refused(hostile: _Hostile) -> None:
+    """A 2 GiB listing took 4.2 GB: now its bytes as sent and once decoded are capped (exit 4 naming the URL)."""
+    http = Http()
+    with pytest.raises(InfraUnavailable, match="decodes to more than"):
+        http.get(f"{hostile.url}/bomb/", label="x")
+    with pytest.raises(InfraUnavailable, match="sent more than"):
+        http.get(f"{hostile.url}/big/", label="x")
+
+
+def test_a_wheel_claiming_a_huge_central_directory_is_refused_before_any_buffer(hostile: _Hostile) -> None:
+    import zipfile
+
+    from stackmatrix.wheels.remote_zip import RangeFile
+
+    with pytest.raises(InfraUnavailable, match="a read of 3500000000 bytes"):
+        zipfile.ZipFile(RangeFile(Http(), f"{hostile.url}/x-1-py3-none-any.whl", label="x"))
+
+
+def test_a_deflate_bomb_member_is_refused_before_it_is_inflated(tmp_path: Path) -> None:
+    import zipfile
+
+    from stackmatrix.wheels.index import WheelFile
+
+    path = tmp_path / "vllm-0.1-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
+        zf.writestr("vllm/model_executor/models/registry.py", b"\0" * (64 << 20))
+    wheel = WheelFile("vllm", "0.1", path.name, str(path), None, None, None, None, False)
+    reader = WheelReader(Http(), tmp_path / "cache")
+    with pytest.raises(InfraUnavailable, match="once inflated"):
+        reader.member(wheel, "vllm/model_executor/models/registry.py")
+    assert not list((tmp_path / "cache").rglob("registry.py"))  # nothing written into the cache

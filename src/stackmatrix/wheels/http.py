@@ -14,6 +14,7 @@ import os
 import ssl
 import threading
 import time
+import zlib
 from collections import Counter
 from urllib.parse import urlsplit
 
@@ -23,6 +24,7 @@ from stackmatrix.errors import BadInput, InfraUnavailable
 from stackmatrix.options import CONNECT_TIMEOUT_S, READ_TIMEOUT_S
 from stackmatrix.redact import redact, register_secret, split_secrets
 
+MAX_BODY = 64 * 1024 * 1024  # a listing, a metadata file, a range of a wheel (vLLM's listing is about 2 MB)
 RETRIES = 2  # transient connection errors; the environment's proxy settings (HTTPS_PROXY, NO_PROXY) apply
 MIN_RATE = 1024  # bytes/s a transfer must average once it has lasted a read timeout
 
@@ -59,6 +61,26 @@ def check_redirect(response: httpx.Response) -> None:
         raise RefusedRedirect(redact(f"{response.request.url} redirects to a link-local address ({target})"))
     if target.scheme == "http" and not loopback(target.host):
         raise RefusedRedirect(redact(f"{response.request.url} redirects to plain HTTP off loopback ({target})"))
+
+
+def _decoded(raw: bytes, encoding: str, url: str, cap: int) -> bytes:
+    """The body as the content coding says, never more than ``cap`` bytes of it (decoded here, bounded: httpx
+    would decode it whole)."""
+    if encoding in ("", "identity"):
+        return raw
+    if encoding not in ("gzip", "x-gzip", "deflate"):
+        raise InfraUnavailable(redact(f"{url} sent the content coding {encoding[:40]!r} (asked for gzip or deflate)"))
+    # gzip; deflate as zlib data, or the raw deflate some servers send
+    for wbits in (16 + zlib.MAX_WBITS,) if "gzip" in encoding else (zlib.MAX_WBITS, -zlib.MAX_WBITS):
+        decoder = zlib.decompressobj(wbits)
+        try:
+            out = decoder.decompress(raw, cap + 1)
+        except zlib.error:
+            continue
+        if len(out) > cap or decoder.unconsumed_tail:
+            raise InfraUnavailable(redact(f"{url} decodes to more than {cap} bytes"))
+        return out
+    raise InfraUnavailable(redact(f"{url} is not {encoding} data as its content coding says"))
 
 
 def _origin(url: str) -> str:
@@ -113,6 +135,7 @@ class Http:
                 verify=ctx,
                 follow_redirects=True,
                 event_hooks={"response": [check_redirect]},
+                headers={"Accept-Encoding": "gzip, deflate"},  # the codings decoded here, under a cap
                 limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
             )
         return self._client
@@ -123,14 +146,18 @@ class Http:
         self.down = redact(f"cannot reach {url} — {what}" + (f" ({detail})" if detail else ""))
         return InfraUnavailable(self.down)
 
-    def get(self, url: str, *, label: str, headers: dict[str, str] | None = None) -> httpx.Response:
+    def get(
+        self, url: str, *, label: str, headers: dict[str, str] | None = None, max_bytes: int = MAX_BODY
+    ) -> httpx.Response:
+        """``max_bytes``: what the body may hold, as sent and once decoded (a listing, a metadata file, a range
+        of a wheel); a host sending more is exit 4 naming the URL, in bounded memory."""
         if self.offline:
             raise InfraUnavailable(redact(f"offline: not fetching {url}"))
         if self.down is not None:  # one unreachable host per run is enough: do not wait on it again
             raise InfraUnavailable(self.down)
         for attempt in range(RETRIES + 1):
             try:
-                response = self._fetch(url, headers)
+                response = self._fetch(url, headers, max_bytes)
             except (httpx.TimeoutException, httpx.ProxyError, httpx.UnsupportedProtocol) as exc:
                 raise self._unreachable(url, exc) from None  # waiting again doubles the stall
             except httpx.TransportError as exc:
@@ -149,22 +176,27 @@ class Http:
             self.bytes_by_label[label] += len(response.content)
         return response
 
-    def _fetch(self, url: str, headers: dict[str, str] | None) -> httpx.Response:
+    def _fetch(self, url: str, headers: dict[str, str] | None, max_bytes: int) -> httpx.Response:
         """One GET, its body read under a floor on the rate: a host that keeps a connection alive by dripping
-        bytes (each within the read timeout) is cut off once a read timeout has passed below ``MIN_RATE``."""
+        bytes (each within the read timeout) is cut off once a read timeout has passed below ``MIN_RATE``; and
+        under ``max_bytes``, as sent and once decoded (a 2 GiB listing, a gzip bomb)."""
         auth = self._auth.get(_origin(url)) or httpx.USE_CLIENT_DEFAULT
         read_timeout = self._timeout.read or READ_TIMEOUT_S
         with self.client.stream("GET", url, headers=headers, auth=auth) as response:
             t0, raw = time.monotonic(), bytearray()
             for chunk in response.iter_raw():
                 raw += chunk
+                if len(raw) > max_bytes:
+                    raise InfraUnavailable(redact(f"{url} sent more than {max_bytes} bytes"))
                 elapsed = time.monotonic() - t0
                 if elapsed > read_timeout and len(raw) < MIN_RATE * elapsed:
                     raise httpx.ReadTimeout(f"{len(raw)} bytes in {elapsed:.0f}s", request=response.request)
-        # A response holding the body as it came (still encoded): httpx decodes it once, from its headers.
-        return httpx.Response(
-            response.status_code, headers=response.headers, content=bytes(raw), request=response.request
-        )
+        encoding = response.headers.get("content-encoding", "identity").strip().lower()
+        content = _decoded(bytes(raw), encoding, url, max_bytes)
+        kept = [
+            (k, v) for k, v in response.headers.multi_items() if k.lower() not in ("content-encoding", "content-length")
+        ]
+        return httpx.Response(response.status_code, headers=kept, content=content, request=response.request)
 
     def close(self) -> None:
         if self._client is not None:

@@ -49,6 +49,9 @@ def _unreadable(wheel: WheelFile, exc: BaseException) -> InfraUnavailable:
     return InfraUnavailable(redact(f"{wheel.filename} is not a readable wheel ({exc}); from {wheel.url}"))
 
 
+MAX_MEMBER = 32 * 1024 * 1024  # a member read from a wheel (METADATA, a module): vLLM's biggest module is 0.5 MB
+
+
 class WheelReader:
     def __init__(self, http: Http, cache_dir: Path) -> None:
         self.http = http
@@ -82,7 +85,13 @@ class WheelReader:
 
     def _read(self, wheel: WheelFile, name: str) -> bytes:
         try:
-            return self._zip(wheel).read(name)
+            zf = self._zip(wheel)
+            size = zf.getinfo(name).file_size
+            if size > MAX_MEMBER:  # a deflate bomb claims little; its size once inflated is what is checked
+                raise InfraUnavailable(
+                    redact(f"{wheel.filename}: member {name} is {size} bytes once inflated (at most {MAX_MEMBER})")
+                )
+            return zf.read(name)  # zipfile inflates no more than file_size, and checks the CRC
         except (zipfile.BadZipFile, ValueError, EOFError, NotImplementedError, RuntimeError) as exc:
             raise _unreadable(wheel, exc) from None
 

@@ -18,6 +18,8 @@ from stackmatrix.wheels.http import Http, expect
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
 TAIL_BYTES = 256 * 1024  # the central directory of most wheels, vLLM's included, fits in one suffix read
 MIN_READ = 64 * 1024
+MAX_READ = 64 * 1024 * 1024  # one read (a central directory, a member): torch's central directory is 3 MB
+WHOLE = 4 * 1024 * 1024 * 1024  # a server that ignores Range sends the whole wheel: the biggest it may be
 
 
 class RangeFile(io.RawIOBase):
@@ -35,7 +37,9 @@ class RangeFile(io.RawIOBase):
         self._chunks.insert(i, data)
 
     def _fetch_tail(self) -> int:
-        response = self._http.get(self._url, label=self._label, headers={"Range": f"bytes=-{TAIL_BYTES}"})
+        response = self._http.get(
+            self._url, label=self._label, headers={"Range": f"bytes=-{TAIL_BYTES}"}, max_bytes=WHOLE
+        )
         expect(response, self._url, 200, 206)
         if response.status_code == 206:
             m = _CONTENT_RANGE.match(response.headers.get("content-range", ""))
@@ -57,7 +61,8 @@ class RangeFile(io.RawIOBase):
 
     def _fetch(self, start: int, end: int) -> None:
         end = min(self.size, max(end, start + MIN_READ))
-        response = self._http.get(self._url, label=self._label, headers={"Range": f"bytes={start}-{end - 1}"})
+        headers = {"Range": f"bytes={start}-{end - 1}"}
+        response = self._http.get(self._url, label=self._label, headers=headers, max_bytes=WHOLE)
         expect(response, self._url, 200, 206)
         if response.status_code != 206:
             self._starts, self._chunks = [], []
@@ -81,6 +86,7 @@ class RangeFile(io.RawIOBase):
         return self._pos
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        _bounded(len(buffer), self._url)
         start = self._pos
         end = min(self.size, start + len(buffer))
         if end <= start:
@@ -98,6 +104,14 @@ class RangeFile(io.RawIOBase):
     def read(self, size: int = -1) -> bytes:
         if size is None or size < 0:
             size = self.size - self._pos
+        _bounded(min(size, self.size - self._pos), self._url)  # before the buffer is made
         buf = bytearray(size)
         n = self.readinto(buf)
         return bytes(buf[:n])
+
+
+def _bounded(size: int, url: str) -> None:
+    """One read of at most ``MAX_READ`` bytes: a wheel whose end record claims a 3.5 GiB central directory made
+    3.7 GB of buffer before anything was fetched."""
+    if size > MAX_READ:
+        raise InfraUnavailable(redact(f"{url}: a read of {size} bytes (at most {MAX_READ}): not a wheel's"))
