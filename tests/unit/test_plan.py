@@ -133,3 +133,17 @@ def test_in_containers_a_stock_triton_image_is_run_as_shipped_and_an_upgrade_is_
         "triton-26.01-vllm0.32.0-tf5.19.0 (built on reg/t:26.01-vllm-python-py3)",
     ]
     assert len(by_what["tritonserver"]) == 2 and all("(in the release's image)" in k for k in by_what["tritonserver"])
+
+
+def test_a_run_whose_journal_could_not_be_read_back_is_refused_before_it_probes() -> None:
+    """~525,000 cells wrote a journal over the reader's 1 GiB cap (the run completed, then nothing could read it):
+    a selection over the bound is exit 2 saying how to split it."""
+    import pytest
+
+    from stackmatrix.errors import BadInput
+    from stackmatrix.plan import check_readable
+
+    check_readable(262_144)
+    with pytest.raises(BadInput, match="--shard") as exc:
+        check_readable(525_000)
+    assert exc.value.value == 525_000
