@@ -13,7 +13,7 @@ from stackmatrix.cli_args import add_flags, add_option, common, path_arg, resolv
 from stackmatrix.errors import BadInput, NothingSelected, path_faults
 from stackmatrix.options import OPTIONS
 from stackmatrix.redact import redact
-from stackmatrix.runindex import RunIndex, open_index
+from stackmatrix.runindex import RunIndex, open_index, warn_forged
 from stackmatrix.select import select_ids
 from stackmatrix.store import Run, find_run, open_run, recorded, store_dir
 
@@ -97,6 +97,7 @@ def _index(args: argparse.Namespace) -> RunIndex:
     index = _warn_damaged(open_index(settings_of(args).reports_dir))
     for why in index.lost_records().values():  # shown with what they still hold, never as complete
         _warn(why)
+    warn_forged(index)
     return index
 
 

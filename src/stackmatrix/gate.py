@@ -188,7 +188,7 @@ def gate_cells(loaded: Loaded, job: Job) -> Selected:
     ``--baseline``), and the baseline cells no stored run holds, to be probed now."""
     from stackmatrix.policy import load_policy
     from stackmatrix.redact import redact
-    from stackmatrix.runindex import open_index
+    from stackmatrix.runindex import open_index, warn_forged
     from stackmatrix.stackspec import parse_spec, resolve_stack
     from stackmatrix.store import find_run
     from stackmatrix.triton.shipped import spec_releases, with_images
@@ -208,6 +208,7 @@ def gate_cells(loaded: Loaded, job: Job) -> Selected:
             print(f"stackmatrix: warning: left out {run_dir}: {why}", file=sys.stderr)
         for why in index.lost_records().values():  # a baseline read from one holds what is left, never more
             print(f"stackmatrix: warning: {redact(why)}", file=sys.stderr)
+        warn_forged(index)
         if args.baseline is not None:
             baseline_run: str | None = find_run(settings.reports_dir, args.baseline).run_id
         else:

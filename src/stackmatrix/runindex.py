@@ -30,7 +30,7 @@ from stackmatrix.tablerow import COLUMNS, FIELDS, row_of, sql_columns
 P = ParamSpec("P")
 R = TypeVar("R")
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 # A cell's columns: the readiness row's (tablerow.Row, ``cell`` named ``cell_id`` here), then where its record is
 # in the run's journal.
 #
@@ -45,7 +45,7 @@ SCHEMA_VERSION = 8
 CACHE_KIB = 128 * 1024
 BUSY_TIMEOUT_S = 30.0  # how long to wait on another process's write before exit 4
 ROW_COLUMNS = tuple("cell_id" if f.name == "cell" else f.name for f in FIELDS)
-CELL_COLUMNS = ("run_id", *ROW_COLUMNS, "journal_offset", "journal_length")
+CELL_COLUMNS = ("run_id", *ROW_COLUMNS, "journal_offset", "journal_length", "forged")
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY, started TEXT, finished TEXT, status TEXT, exit_code INTEGER, purpose TEXT,
@@ -55,6 +55,7 @@ CREATE TABLE IF NOT EXISTS cells (
     run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
     {sql_columns().replace("cell TEXT", "cell_id TEXT NOT NULL", 1)},
     journal_offset INTEGER, journal_length INTEGER,
+    forged TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (run_id, cell_id)
 );
 CREATE TABLE IF NOT EXISTS newest (
@@ -224,11 +225,7 @@ class RunIndex:
         """(Re)index one run: from results in memory when the caller has them (and ``copied``: cache hits, whose
         rows are the source runs' rows: (cell id, source run id)), else from its files."""
         if results is None:
-            found = run.records()
-            rows = [
-                _cell_row(run.run_id, parse_cell(run.where(cell), rec, cell), None if off is None else (off, len(raw)))
-                for cell, (rec, raw, off) in sorted(found.items())
-            ]
+            rows = self._rows_read_back(run)
         else:
             rows = [_cell_row(run.run_id, r, run.offsets.get(r.cell_id)) for r in results]
         m = run.meta
@@ -256,6 +253,27 @@ class RunIndex:
             if copies := self._copies(run, copied):  # the run's cells: as a rebuild from its files counts them
                 self.db.execute("UPDATE runs SET cells = ? WHERE run_id = ?", (len(rows) + copies, run.run_id))
             self._keep_newest(run.run_id, rewritten=known > 0)
+
+    def _rows_read_back(self, run: Run) -> list[tuple[Any, ...]]:
+        """The run's rows from its files, each record checked against its run (provenance.py): one that its run
+        could not have written is indexed with why, never reused, and warned of."""
+        from stackmatrix.provenance import why_forged
+
+        found = run.records()
+        try:
+            plan = run.plan()
+        except BadInput:
+            plan = None
+        planned = frozenset(plan["cells"]) if plan is not None else None
+        rows = []
+        for cell, (rec, raw, off) in sorted(found.items()):
+            result = parse_cell(run.where(cell), rec, cell)
+            why = f"a second record of {cell}" if cell in run.repeated else why_forged(result, planned)
+            line = run.repeated.get(cell) or run.lines.get(cell)
+            where = f"{run.journal_path}:{line}" if line else str(run.where(cell))
+            forged = f"{where}: {why}" if why else ""
+            rows.append(_cell_row(run.run_id, result, None if off is None else (off, len(raw)), forged))
+        return rows
 
     def _keep_newest(self, run_id: str, *, rewritten: bool) -> None:
         """``newest`` once a run's rows are written: each of its reusable rows where no newer run has the
@@ -304,7 +322,7 @@ class RunIndex:
         self.db.executemany("INSERT INTO copied VALUES (?,?,?,?)", places)
         inserted = self.db.execute(
             f"INSERT INTO cells ({', '.join(CELL_COLUMNS)}) "
-            f"SELECT ?, {', '.join(f'c.{name}' for name in ROW_COLUMNS)}, k.journal_offset, k.journal_length "
+            f"SELECT ?, {', '.join(f'c.{name}' for name in ROW_COLUMNS)}, k.journal_offset, k.journal_length, '' "
             "FROM copied k JOIN cells c ON c.run_id = k.source AND c.cell_id = k.cell_id",
             (run.run_id,),
         ).rowcount
@@ -348,6 +366,12 @@ class RunIndex:
         store.Shortfall): the commands over the store show what it still holds, and warn."""
         rows = self.db.execute("SELECT run_id, meta FROM runs WHERE status = 'damaged' ORDER BY run_id")
         return {run_id: _damage(run_id, meta) for run_id, meta in rows}
+
+    @_faults
+    def forged_records(self) -> list[str]:
+        """Each indexed record its run could not have written (provenance.py): "journal.jsonl:<line>: why"."""
+        rows = self.db.execute("SELECT forged FROM cells WHERE forged != '' ORDER BY run_id, cell_id")
+        return [str(r[0]) for r in rows]
 
     @_faults
     def cells(self, run_id: str) -> dict[str, CellRow]:
@@ -438,7 +462,7 @@ TRANSIENT = tuple(
     )
 )
 # A row that may be reused (its parameters: ``TRANSIENT``).
-_REUSABLE = f"NOT (verdict = 'not-run' AND reason IN ({','.join('?' * len(TRANSIENT))}))"
+_REUSABLE = f"forged = '' AND NOT (verdict = 'not-run' AND reason IN ({','.join('?' * len(TRANSIENT))}))"
 
 
 def _damage(run_id: str, meta: object) -> str:
@@ -454,8 +478,24 @@ def _place(run: Run, cell_id: str) -> tuple[int | None, int | None]:
     return run.offsets.get(cell_id) or (None, None)
 
 
-def _cell_row(run_id: str, r: CellResult, place: tuple[int, int] | None) -> tuple[Any, ...]:
-    return (run_id, *astuple(row_of(r)), *(place or (None, None)))
+def _cell_row(run_id: str, r: CellResult, place: tuple[int, int] | None, forged: str = "") -> tuple[Any, ...]:
+    return (run_id, *astuple(row_of(r)), *(place or (None, None)), forged)
+
+
+def warn_forged(index: RunIndex, shown: int = 10) -> None:
+    """Records a run could not have written (edited, renamed, repeated, never planned): shown, never reused."""
+    import sys
+
+    from stackmatrix.redact import redact
+
+    forged = index.forged_records()
+    for why in forged[:shown]:
+        print(f"stackmatrix: warning: {redact(why)} (shown as it is, never reused)", file=sys.stderr)
+    if len(forged) > shown:
+        print(
+            f"stackmatrix: warning: {len(forged) - shown} more records their runs could not have written",
+            file=sys.stderr,
+        )
 
 
 def open_index(reports_dir: Path, *, sync: bool = True) -> RunIndex:

@@ -163,6 +163,8 @@ class Run:
     offsets: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False, compare=False)
     # cell id -> its line in the journal, as last read (messages name the line)
     lines: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
+    # cell id -> the journal line of a second record of it (``records``): a line repeated or renamed by hand
+    repeated: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
     # what open_run found lost (its status then reads ``damaged``)
     damage: Shortfall | None = field(default=None, repr=False, compare=False)
 
@@ -320,8 +322,11 @@ class Run:
         for path in self.cell_files():
             data = read_bytes(path, "a cell result")
             out[path.name[: -len(".json")]] = (_object(path, parse_json(path, data, "a cell result")), data, None)
+        self.repeated.clear()
         if os.path.lexists(self.journal_path):
             for cell, record, raw, offset, number in read_records(self.journal_path):
+                if cell in self.lines:  # one run writes each cell once: a second record is no record of it
+                    self.repeated[cell] = number
                 out[cell] = (record, raw, offset)
                 self.lines[cell] = number
         return out

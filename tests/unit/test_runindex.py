@@ -33,11 +33,12 @@ def stored(reports: Path, results: list[CellResult]) -> Run:
 
 
 def expected_hits(index: RunIndex) -> dict[str, tuple[str, str]]:
-    """What ``hits`` answered before ``newest``: every run's rows, the newest reusable one per fingerprint."""
+    """What ``hits`` answered before ``newest``: every run's rows, the newest reusable one per fingerprint (a record
+    its run could not have written, such as a second record of a cell, is not reusable: provenance.py)."""
     marks = ",".join("?" * len(TRANSIENT))
     rows = index.db.execute(
         "SELECT fingerprint, run_id, cell_id FROM cells "
-        f"WHERE NOT (verdict = 'not-run' AND reason IN ({marks})) ORDER BY run_id",
+        f"WHERE forged = '' AND NOT (verdict = 'not-run' AND reason IN ({marks})) ORDER BY run_id",
         TRANSIENT,
     )
     return {fp: (run_id, cell_id) for fp, run_id, cell_id in rows}
