@@ -68,6 +68,8 @@ def write_output(path: Path, text: str, flag: str) -> None:
             st = os.stat(path)  # through links
         except FileNotFoundError:
             st = None
+        if st is None and path.is_symlink():  # a link to nothing: followed, it would make files where it points
+            raise BadInput(flag, "<path>", f"{path} -> {os.readlink(path)}", "a file, or a link to an existing one")
         if st is None or stat.S_ISREG(st.st_mode):
             atomic_write_text(Path(os.path.realpath(path)) if path.is_symlink() else path, text)
             return

@@ -479,6 +479,7 @@ def start_run(
 ) -> Run:
     """``purpose``: ``matrix`` (a run of the matrix), ``gate`` (a candidate's cells) or ``merge`` (shards)."""
     run_id = new_run_id()
+    store_dir(reports_dir, "latest")  # where the run's reports go: refused now, not after the probing
     root = store_dir(reports_dir, "runs") / run_id
     root.mkdir(parents=True, exist_ok=False)
     meta = {

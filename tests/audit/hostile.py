@@ -3201,6 +3201,55 @@ def corpus_answers() -> None:
         )
 
 
+def corpus_content() -> None:
+    """Hostile content, a second process, root (issue 24): a special file as an output, links planted in a shared
+    store, records edited by hand in a journal."""
+    cat = "content"
+
+    def out_chardev(ctx: Ctx) -> None:  # what /dev/null is, made where the case may write
+        ctx.OUT.mkdir(parents=True, exist_ok=True)
+        os.mknod(ctx.OUT / "target", stat.S_IFCHR | 0o666, os.makedev(1, 3))
+
+    def out_fifo(ctx: Ctx) -> None:
+        ctx.OUT.mkdir(parents=True, exist_ok=True)
+        os.mkfifo(ctx.OUT / "target")
+
+    diff_out = sm("diff", "--output", "@OUT@/target")
+    add(cat, "diff-output-chardev", diff_out, 0, reports="two_runs", setup=out_chardev, allowed=["@OUT@"], root=True)
+    add(cat, "diff-output-fifo-no-reader", diff_out, 2, reports="two_runs", setup=out_fifo, allowed=["@OUT@"])
+
+    def planted(name: str) -> Callable[[Ctx], None]:
+        def setup(ctx: Ctx) -> None:
+            elsewhere = ctx.OUT / "elsewhere"
+            elsewhere.mkdir(parents=True, exist_ok=True)
+            if os.path.lexists(ctx.R / name):
+                shutil.rmtree(ctx.R / name)
+            (ctx.R / name).symlink_to(elsewhere, target_is_directory=True)
+
+        return setup
+
+    for name, args in (
+        ("rendered", sm("report", "--format", "md")),
+        ("latest", sm("run", "-k", SMALL_K, "--quiet")),
+        ("runs", sm("run", "-k", SMALL_K, "--quiet")),
+    ):
+        add(
+            cat, f"planted-{name}-link", args, 2, reports="two_runs", setup=planted(name), allowed=["@OUT@"], names=name
+        )
+
+    def forged(ctx: Ctx) -> None:  # the first record's verdict edited to serves: its probes say otherwise
+        journal = fixture_run_dir("two_runs", ctx.R) / "journal.jsonl"
+        lines = journal.read_bytes().splitlines(keepends=True)
+        record = json.loads(lines[0])
+        record["verdict"], record["reason"] = "serves", None
+        lines[0] = json.dumps(record).encode() + b"\n"
+        journal.write_bytes(b"".join(lines))
+
+    for label, args in (("history", sm("history")), ("report", sm("report", "--format", "md"))):
+        add(cat, f"forged-serves-{label}", args, 0, reports="two_runs", setup=forged)  # shown, warned, not reused
+    add(cat, "forged-serves-merge", sm("merge", "@R@"), 2, reports="two_runs", setup=forged, names="journal.jsonl:1")
+
+
 def build_corpus(selftest: bool = False) -> None:
     if selftest:
         corpus_selftest()
@@ -3219,6 +3268,7 @@ def build_corpus(selftest: bool = False) -> None:
     corpus_merge()
     corpus_resume()
     corpus_plan()
+    corpus_content()
 
 
 # ---------------------------------------------------------------------------------------------------------------

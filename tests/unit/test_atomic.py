@@ -63,9 +63,13 @@ def test_a_fifo_is_written_to_its_reader_and_one_without_a_reader_is_refused_at_
     assert got == [b"the report"] and stat.S_ISFIFO(fifo.stat().st_mode)
 
 
-def test_a_directory_is_bad_input(tmp_path: Path) -> None:
+def test_a_directory_or_a_link_to_nothing_is_bad_input(tmp_path: Path) -> None:
     with pytest.raises(BadInput, match="not a directory"):
         write_output(tmp_path, "x", "--output")
+    (tmp_path / "dangling").symlink_to(tmp_path / "no" / "such" / "dir" / "x")
+    with pytest.raises(BadInput, match="a link to an existing one"):
+        write_output(tmp_path / "dangling", "x", "--output")
+    assert not (tmp_path / "no").exists()  # nothing made where it pointed
 
 
 def test_a_killed_renders_temporary_files_are_swept_by_the_next_render(tmp_path: Path) -> None:
