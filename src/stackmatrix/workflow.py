@@ -288,15 +288,31 @@ def select(expanded: Selected, job: Job) -> Selected:
     return replace(expanded, cells=tuple(cells), selection=tuple(selection))
 
 
+def _believed(run: Run) -> list[CellResult]:
+    """A resumed run's records its run could have written: a record edited, repeated or never planned is no cell
+    done (it is dropped and probed again), and said so."""
+    from stackmatrix.provenance import why_forged
+
+    results = list(run.results())
+    plan = run.plan()
+    planned = frozenset(plan["cells"]) if plan is not None else None
+    kept = []
+    for r in results:
+        why = f"a second record of {r.cell_id}" if r.cell_id in run.repeated else why_forged(r, planned)
+        if why is None:
+            kept.append(r)
+        else:
+            print(f"stackmatrix: warning: {run.where(r.cell_id)}: {why}: probed again", file=sys.stderr)
+    return kept
+
+
 def plan(selected: Selected, job: Job) -> Planned | int:
     from stackmatrix.plan import make_plan, render_plan
 
     # a resumed run's records are all read and checked first: damage is exit 2 before anything is probed; a cell
     # whose Slurm task ended without it is not done: resuming submits it again
     again = RESUBMITTED if getattr(job.args, "command", "") != "collect" else frozenset()
-    done = frozenset(
-        r.cell_id for r in (job.resume.results() if job.resume is not None else ()) if r.reason not in again
-    )
+    done = frozenset(r.cell_id for r in _believed(job.resume) if r.reason not in again) if job.resume else frozenset()
     the_plan = make_plan(selected, job, done)
     if job.resume is not None:
         from stackmatrix.resume import check_same_cells

@@ -125,3 +125,16 @@ def test_honest_records_are_believed(tmp_path: Path) -> None:
     with open_index(tmp_path) as index:
         assert index.forged_records() == []
         assert set(index.hits([f"fp-{c}" for c in (A, B, C)])) == {f"fp-{c}" for c in (A, B, C)}
+
+
+def test_a_resume_takes_a_forged_record_for_a_cell_still_to_probe(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from stackmatrix.store import open_run
+    from stackmatrix.workflow import _believed
+
+    run = stored(tmp_path)
+    edit(run, serves)
+    kept = _believed(open_run(run.root))
+    assert sorted(r.cell_id for r in kept) == sorted([A, C])  # B's edited record is no cell done: probed again
+    assert f"{run.journal_path}:2: its verdict serves" in capsys.readouterr().err
