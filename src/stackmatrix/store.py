@@ -499,6 +499,7 @@ def start_run(
         run.lock()
         run.mark_running()
     except BaseException:  # nothing half-made is left: a directory without run.json is no run
+        run.unlock()
         shutil.rmtree(root, ignore_errors=True)
         raise
     return run
