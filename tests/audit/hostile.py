@@ -769,6 +769,11 @@ REGISTRY_MODES = {
     "layer_traversal": 0,  # ../ and absolute paths, a symlink out: nothing is written anywhere
     "blob_500": 4,
     "blob_offsite": 4,  # the blob redirects to another host with credentials in the Location
+    "layer_gnulong": 4,  # a 1 MB layer whose GNU long-name header claims 1 GiB (tarfile reads it whole)
+    "layer_pax": 4,  # the same with a pax header
+    "layer_entries": 4,  # 600,000 empty entries (their headers kept: 495 MB)
+    "manifest_many_layers": 4,  # 10,000 tiny layers (443 s to walk)
+    "challenge_link_local": 4,  # a token realm at 169.254.169.254: never asked
 }
 _BLOBS: dict[str, tuple[bytes, str]] = {}  # mode -> (layer bytes, media type), made once
 
@@ -791,6 +796,18 @@ def _layer(mode: str) -> tuple[bytes, str]:
             with tarfile.open(fileobj=raw, mode="w") as tar:
                 tar.addfile(info, io.BytesIO(bytes(info.size)))
             _BLOBS[mode] = (gzip.compress(raw.getvalue(), 9), gz)
+        elif mode in ("layer_gnulong", "layer_pax"):
+            header = tarfile.TarInfo("././@LongLink" if mode == "layer_gnulong" else "././@PaxHeader")
+            header.type = tarfile.GNUTYPE_LONGNAME if mode == "layer_gnulong" else tarfile.XHDTYPE
+            header.size = 1 << 30
+            block = header.tobuf(format=tarfile.GNU_FORMAT if mode == "layer_gnulong" else tarfile.USTAR_FORMAT)
+            _BLOBS[mode] = (gzip.compress(block + b"a" * (1 << 20), 1), gz)
+        elif mode == "layer_entries":
+            empty, entries = tarfile.TarInfo("f"), bytearray()
+            for i in range(600_000):
+                empty.name = f"d/{i}"
+                entries += empty.tobuf(format=tarfile.GNU_FORMAT)
+            _BLOBS[mode] = (gzip.compress(bytes(entries), 1), gz)
         elif mode == "layer_traversal":
             members: list[tuple[tarfile.TarInfo, bytes | None]] = []
             for name in ("../../../tmp/stackmatrix-escape", "/etc/stackmatrix-escape", "opt/x/../../../../etc/y"):
@@ -823,6 +840,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return self._send(401, "", headers={"WWW-Authenticate": 'Bearer realm="ftp://x/y",service="s"'})
         if mode in ("token_garbage", "token_401", "token_loop"):
             return self._send(401, "", headers={"WWW-Authenticate": challenge})
+        if mode == "challenge_link_local":
+            realm = 'Bearer realm="http://169.254.169.254/latest/meta-data/token",service="s"'
+            return self._send(401, "", headers={"WWW-Authenticate": realm})
         if len(parts) < 5:
             return self._send(404, "")
         kind, ref = parts[-2], parts[-1]
@@ -854,6 +874,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             ]
             if mode == "manifest_baddesc":
                 layers = [{"digest": "../../etc/passwd", "size": -1}]
+            if mode == "manifest_many_layers":
+                layers = [{**layers[0], "digest": "sha256:" + f"{i:064x}"} for i in range(10_000)]
             body = {
                 "schemaVersion": 2,
                 "mediaType": oci,
@@ -2446,14 +2468,16 @@ def corpus_merge() -> None:
     # every hostile journal in shard 1: merge reads and checks each record before it writes anything
     for jd in journal_damages():
         # a shard whose journal lost every record its run.json says it wrote: exit 2 naming the journal, never
-        # a merged run that passes the lost cells off as not-run (issue 22)
+        # a merged run that passes the lost cells off as not-run (issue 22); a second record of a cell is no
+        # record its shard could have written: exit 2 naming its line (issue 24)
+        repeated = jd.name.startswith("duplicated")
         add(
             cat,
             f"journal-{jd.name}",
             sm("merge", "@IN@/shard1", "@IN@/shard2"),
-            {2} if jd.empty else set(jd.ideal),
+            {2} if jd.empty or repeated else set(jd.ideal),
             setup=mod(jd.apply),
-            names=JFILE if jd.empty else jd.names,
+            names=JFILE if jd.empty else r"journal\.jsonl:\d+" if repeated else jd.names,
         )
     # after a merge: report the merged run (the cell ids of the plan become file names there too)
     py = shlex.quote(PY)
