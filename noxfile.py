@@ -94,7 +94,7 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def audit(session: nox.Session) -> None:
-    """Hostile-input audit: ~500 hand-made cases through the CLI in subprocesses (exit codes, tracebacks, hangs,
+    """Hostile-input audit: ~1,000 hand-made cases through the CLI in subprocesses (exit codes, tracebacks, hangs,
     writes outside the store, secrets); prints a table per category. ``nox -s audit -- [--only CAT] [--json F]``."""
     _install(session)
     session.run("python", "-m", "tests.audit.hostile", *session.posargs)
