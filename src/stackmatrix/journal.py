@@ -112,6 +112,23 @@ def _last_newline(fh: BinaryIO, size: int) -> int:
 MAX_JOURNAL_BYTES = 1 << 30
 
 
+# What one record of the journal may take (a static record is about 2 KB: 525,000 cells made a journal over the
+# reader's 1 GiB): a run whose journal could not be read back is refused before it probes.
+RECORD_BYTES = 4096
+
+
+def check_readable(cells: int) -> None:
+    most = MAX_JOURNAL_BYTES // RECORD_BYTES
+    if cells > most:
+        raise BadInput(
+            "selection",
+            "cells",
+            cells,
+            f"at most {most} cells in one run (its journal must stay readable, under "
+            f"{MAX_JOURNAL_BYTES >> 30} GiB): split it with --shard i/n, or select fewer with -k/--only",
+        )
+
+
 def read_records(path: Path) -> Iterator[tuple[str, dict[str, Any], bytes, int, int]]:
     """(cell id, record, the record's JSON bytes, its offset, its line number) per complete line, in the order
     written. A line whose record is not an object with a cell id is exit 2 naming the file and the line. A journal

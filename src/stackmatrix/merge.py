@@ -21,6 +21,7 @@ from typing import Any
 
 from stackmatrix.domain import CellResult, Outcome, Reason, Status, Verdict
 from stackmatrix.errors import BadInput
+from stackmatrix.journal import check_readable
 from stackmatrix.options import differing_options
 from stackmatrix.provenance import why_forged
 from stackmatrix.select import parse_shard
@@ -167,6 +168,7 @@ def merge(paths: Sequence[Path], reports_dir: Path, exit_codes: Mapping[str, int
     for run in runs:
         _check_whole(run, plans[run.run_id])
 
+    check_readable(len(selection.keys() | files.keys()))  # a merged journal no reader could read is not written
     started = min(str(r.meta.get("started", "")) for r in runs)
     merged = start_run(
         reports_dir,

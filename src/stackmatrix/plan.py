@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from stackmatrix import __version__
 from stackmatrix.domain import Cell, Stack
 from stackmatrix.errors import InfraUnavailable
+from stackmatrix.journal import check_readable
 from stackmatrix.ladder.facts import FACTS_VERSION
 from stackmatrix.wheels.index import VersionNotFound
 
@@ -237,33 +238,13 @@ def result_options(settings: Settings, args: argparse.Namespace) -> dict[str, ob
     return out
 
 
-# What one record of the journal may take (a static record is about 2 KB: 525,000 cells made a journal over the
-# reader's 1 GiB): a run whose journal could not be read back is refused before it probes.
-RECORD_BYTES = 4096
-
-
-def check_readable(cells: int) -> None:
-    from stackmatrix.errors import BadInput
-    from stackmatrix.journal import MAX_JOURNAL_BYTES
-
-    most = MAX_JOURNAL_BYTES // RECORD_BYTES
-    if cells > most:
-        raise BadInput(
-            "selection",
-            "cells",
-            cells,
-            f"at most {most} cells in one run (its journal must stay readable, under "
-            f"{MAX_JOURNAL_BYTES >> 30} GiB): split it with --shard i/n, or select fewer with -k/--only",
-        )
-
-
 def make_plan(selected: Selected, job: Job, done: frozenset[str]) -> Plan:
     """Fingerprints, cache hits and stored durations for ``selected``; the builds its runtime cells may need."""
     from stackmatrix.runindex import open_index
 
     args, settings, session = job.args, job.settings, job.session
     assert session is not None, "the load step opens the session"
-    check_readable(len(selected.cells))
+    check_readable(len(selected.cells))  # before anything is probed
     tier = args.tier
     loaded = selected.loaded
     ctx = context_key(loaded.catalog_hash, tier, {**result_options(settings, args), "settings": loaded.spec.settings})

@@ -141,7 +141,7 @@ def test_a_run_whose_journal_could_not_be_read_back_is_refused_before_it_probes(
     import pytest
 
     from stackmatrix.errors import BadInput
-    from stackmatrix.plan import check_readable
+    from stackmatrix.journal import check_readable
 
     check_readable(262_144)
     with pytest.raises(BadInput, match="--shard") as exc:
