@@ -102,8 +102,8 @@ MARK = {Standing.REGRESSION: "❌", Standing.STILL_FAILING: "⚠️", Standing.O
 def _state(row: CellRow | None) -> str:
     if row is None:
         return "—"
-    extra = row.reason + (f" ({row.override})" if row.override else "")
-    return f"`{row.verdict}`" + (f" {extra}" if extra else "")
+    extra = md_text(row.reason + (f" ({row.override})" if row.override else ""))  # a record's words: inert
+    return f"`{md_text(row.verdict)}`" + (f" {extra}" if extra else "")
 
 
 def _evidence(cell: CellResult) -> Mapping[str, object]:
