@@ -479,7 +479,8 @@ def start_run(
 ) -> Run:
     """``purpose``: ``matrix`` (a run of the matrix), ``gate`` (a candidate's cells) or ``merge`` (shards)."""
     run_id = new_run_id()
-    store_dir(reports_dir, "latest")  # where the run's reports go: refused now, not after the probing
+    if os.path.islink(reports_dir / "latest"):  # a planted link where the run's reports go: refused before probing
+        store_dir(reports_dir, "latest")
     root = store_dir(reports_dir, "runs") / run_id
     root.mkdir(parents=True, exist_ok=False)
     meta = {
