@@ -60,6 +60,7 @@ import tempfile
 import threading
 import time
 import tomllib
+import zlib
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -823,6 +824,17 @@ def _layer(mode: str) -> tuple[bytes, str]:
     return _BLOBS[mode]
 
 
+_BOMB: list[bytes] = []
+
+
+def _gzip_bomb() -> bytes:
+    if not _BOMB:
+        c = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+        chunk = b" " * (1 << 20)
+        _BOMB.append(b"".join(c.compress(chunk) for _ in range(256)) + c.flush())
+    return _BOMB[0]
+
+
 def _digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
@@ -945,6 +957,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             )
         if mode == "echo_auth":
             return self._send(404, f"no such page; you sent {self.headers.get('Authorization')}")
+        if mode == "redirect_link_local":
+            return self._send(302, "", headers={"Location": "http://169.254.169.254/latest/meta-data/"})
+        if mode == "redirect_plain_offloopback":
+            return self._send(302, "", headers={"Location": "http://192.0.2.1/simple/vllm/"})
         if is_file:
             fn = parts[-1]
             if mode == "json_wheels_garbage":
@@ -991,6 +1007,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return self._send(200, json.dumps(_pep691(project, "json_nohash")), JSON_CT)
         if mode == "html_mirror":
             return self._send(200, _pep503(project), "text/html")
+        if mode == "json_gzip_bomb":  # 256 MiB of JSON whitespace in 250 KB of gzip
+            return self._send(200, _gzip_bomb(), JSON_CT, {"Content-Encoding": "gzip"})
+        if mode == "json_huge":
+            return self._send(200, b" " * (70 << 20), JSON_CT)
+        if mode == "json_hostile_text":  # the real listing, its upload times a heading, a lone surrogate, a cp3x tag
+            doc = _pep691(project, "json_mirror")
+            for i, f in enumerate(doc["files"]):
+                f["upload-time"] = ("2026-01-01T00:00:00Z\n\n## owned <img src=x>", "\ud800")[i % 2]
+            odd = f"{project}-0.19.0-cp3x-abi3-manylinux_2_28_x86_64.whl"
+            doc["files"].append({"filename": odd, "url": odd, "hashes": {}})
+            return self._send(200, json.dumps(doc), JSON_CT)
         return self._send(404, "unknown mode")
 
     do_HEAD = do_GET
@@ -3268,6 +3295,18 @@ def corpus_content() -> None:
         record["verdict"], record["reason"] = "serves", None
         lines[0] = json.dumps(record).encode() + b"\n"
         journal.write_bytes(b"".join(lines))
+
+    # what an index hands over: bombs capped (exit 4 naming the URL), redirects refused, hostile text dropped
+    chk = sm("check", "--model", "gemma-4-E4B-it", "--vllm", "0.19.0", "--transformers", "4.57.6")
+    for mode, ideal in (
+        ("json_gzip_bomb", 4),
+        ("json_huge", 4),
+        ("redirect_link_local", 4),
+        ("redirect_plain_offloopback", 4),
+        ("json_hostile_text", 0),
+    ):
+        cache = "warm" if mode == "json_hostile_text" else "empty"  # the mirror's wheels: the warm cache has them
+        add(cat, f"index-{mode}", [*chk, "--index-url", idx(mode, False)], ideal, cache=cache, max_s=30)
 
     for label, args in (("history", sm("history")), ("report", sm("report", "--format", "md"))):
         add(cat, f"forged-serves-{label}", args, 0, reports="two_runs", setup=forged)  # shown, warned, not reused
