@@ -53,6 +53,7 @@ import socket
 import socketserver
 import sqlite3
 import stat
+import struct
 import subprocess
 import sys
 import tarfile
@@ -60,6 +61,7 @@ import tempfile
 import threading
 import time
 import tomllib
+import zipfile
 import zlib
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -835,6 +837,14 @@ def _gzip_bomb() -> bytes:
     return _BOMB[0]
 
 
+def _inflate_bomb(filename: str) -> bytes:
+    name, version = filename.split("-")[:2]
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        zf.writestr(f"{name}-{version}.dist-info/METADATA", b" " * (64 << 20))
+    return out.getvalue()
+
+
 def _digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
@@ -974,6 +984,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 )
             if mode == "json_wheels_500":
                 return self._send(500, "boom")
+            if mode == "json_wheels_cdbomb":  # 4 GiB claimed, its end record claiming a 3.5 GiB central directory
+                size_cd, total = 3_500_000_000, 4 << 30
+                eocd = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, 1, 1, size_cd, total - 22 - size_cd, 0)
+                tail = bytes(1024 - len(eocd)) + eocd
+                rng = {"Content-Range": f"bytes {total - len(tail)}-{total - 1}/{total}"}
+                return self._send(206, tail, "application/octet-stream", rng)
+            if mode == "json_wheels_inflatebomb":  # a whole small wheel whose METADATA inflates to 64 MiB
+                return self._send(200, _inflate_bomb(fn), "application/octet-stream")
             return self._send(404, f"no file {fn}")
         if not project:
             return self._send(404, "no project")
@@ -1003,7 +1021,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
             )
         if mode in ("json_mirror", "json_nohash"):
             return self._send(200, json.dumps(_pep691(project, mode)), JSON_CT)
-        if mode in ("json_wheels_garbage", "json_wheels_badrange", "json_wheels_500"):
+        if mode in (
+            "json_wheels_garbage",
+            "json_wheels_badrange",
+            "json_wheels_500",
+            "json_wheels_cdbomb",
+            "json_wheels_inflatebomb",
+        ):
             return self._send(200, json.dumps(_pep691(project, "json_nohash")), JSON_CT)
         if mode == "html_mirror":
             return self._send(200, _pep503(project), "text/html")
@@ -3304,6 +3328,8 @@ def corpus_content() -> None:
         ("redirect_link_local", 4),
         ("redirect_plain_offloopback", 4),
         ("json_hostile_text", 0),
+        ("json_wheels_cdbomb", 4),
+        ("json_wheels_inflatebomb", 4),
     ):
         cache = "warm" if mode == "json_hostile_text" else "empty"  # the mirror's wheels: the warm cache has them
         add(cat, f"index-{mode}", [*chk, "--index-url", idx(mode, False)], ideal, cache=cache, max_s=30)
