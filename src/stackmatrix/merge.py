@@ -23,7 +23,7 @@ from stackmatrix.domain import CellResult, Outcome, Reason, Status, Verdict
 from stackmatrix.errors import BadInput
 from stackmatrix.journal import check_readable
 from stackmatrix.options import differing_options
-from stackmatrix.provenance import why_forged
+from stackmatrix.provenance import doubt, planned_of
 from stackmatrix.select import parse_shard
 from stackmatrix.store import Run, open_run, parse_cell, recorded, run_dirs, start_run
 
@@ -155,13 +155,11 @@ def merge(paths: Sequence[Path], reports_dir: Path, exit_codes: Mapping[str, int
     files: dict[str, bytes] = {}
     duplicates = 0
     for run in sorted(runs, key=lambda r: str(r.meta.get("finished") or "")):
-        plan = plans[run.run_id]
-        planned = frozenset(plan["cells"]) if plan is not None else None
+        planned = planned_of(plans[run.run_id])
         for cell_id, (record, data, _) in run.records().items():
             result = parse_cell(run.where(cell_id), record, cell_id)  # checked before it is copied as it is
-            why = f"a second record of {cell_id}" if cell_id in run.repeated else why_forged(result, planned)
-            if why:  # a merged run's records are reused: none its shard could not have written
-                where = f"{run.journal_path}:{run.repeated[cell_id]}" if cell_id in run.repeated else run.where(cell_id)
+            if doubted := doubt(run, result, planned):  # a merged run's records are reused: none may be doubted
+                where, why = doubted
                 raise BadInput(where, "<cell>", cell_id, f"a record its shard could have written ({why})")
             duplicates += cell_id in files
             files[cell_id] = data

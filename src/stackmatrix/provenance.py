@@ -8,10 +8,14 @@ reused, and ``merge`` refuses it."""
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
+from typing import TYPE_CHECKING, Any
 
 from stackmatrix.domain import CellResult, Stack, StackKind, Verdict
 from stackmatrix.ladder.verdict import derive
+
+if TYPE_CHECKING:
+    from stackmatrix.store import Run
 
 
 def stack_of(declared: dict[str, str | None]) -> Stack | None:
@@ -49,3 +53,18 @@ def why_forged(result: CellResult, planned: Collection[str] | None) -> str | Non
 # The verdicts a forged record would claim: what a gate or a report counts as serving. A blocked or not-run
 # record its rungs would now decide otherwise may come from an older tool, and lets nothing through.
 CLAIMS = frozenset({Verdict.SERVES, Verdict.RUNS_TINY, Verdict.PREDICTED, Verdict.OVERRIDE})
+
+
+def planned_of(plan: Mapping[str, Any] | None) -> frozenset[str] | None:
+    """The cells a run's plan.json lists (None: a run without a plan, whose cells are not checked against one)."""
+    return frozenset(plan["cells"]) if plan is not None else None
+
+
+def doubt(run: Run, result: CellResult, planned: Collection[str] | None) -> tuple[str, str] | None:
+    """(where, why) for a record of ``run`` (read by ``run.records``) its run could not have written: a second
+    record of its cell, or ``why_forged``; None for one that is believed."""
+    cell = result.cell_id
+    if cell in run.repeated:
+        return f"{run.journal_path}:{run.repeated[cell]}", f"a second record of {cell}"
+    why = why_forged(result, planned)
+    return (run.where(cell), why) if why else None

@@ -257,21 +257,18 @@ class RunIndex:
     def _rows_read_back(self, run: Run) -> list[tuple[Any, ...]]:
         """The run's rows from its files, each record checked against its run (provenance.py): one that its run
         could not have written is indexed with why, never reused, and warned of."""
-        from stackmatrix.provenance import why_forged
+        from stackmatrix.provenance import doubt, planned_of
 
         found = run.records()
         try:
-            plan = run.plan()
+            planned = planned_of(run.plan())
         except BadInput:
-            plan = None
-        planned = frozenset(plan["cells"]) if plan is not None else None
+            planned = None
         rows = []
         for cell, (rec, raw, off) in sorted(found.items()):
             result = parse_cell(run.where(cell), rec, cell)
-            why = f"a second record of {cell}" if cell in run.repeated else why_forged(result, planned)
-            line = run.repeated.get(cell) or run.lines.get(cell)
-            where = f"{run.journal_path}:{line}" if line else str(run.where(cell))
-            forged = f"{where}: {why}" if why else ""
+            doubted = doubt(run, result, planned)
+            forged = f"{doubted[0]}: {doubted[1]}" if doubted else ""
             rows.append(_cell_row(run.run_id, result, None if off is None else (off, len(raw)), forged))
         return rows
 

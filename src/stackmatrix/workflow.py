@@ -291,18 +291,16 @@ def select(expanded: Selected, job: Job) -> Selected:
 def _believed(run: Run) -> list[CellResult]:
     """A resumed run's records its run could have written: a record edited, repeated or never planned is no cell
     done (it is dropped and probed again), and said so."""
-    from stackmatrix.provenance import why_forged
+    from stackmatrix.provenance import doubt, planned_of
 
     results = list(run.results())
-    plan = run.plan()
-    planned = frozenset(plan["cells"]) if plan is not None else None
+    planned = planned_of(run.plan())
     kept = []
     for r in results:
-        why = f"a second record of {r.cell_id}" if r.cell_id in run.repeated else why_forged(r, planned)
-        if why is None:
-            kept.append(r)
+        if doubted := doubt(run, r, planned):
+            print(f"stackmatrix: warning: {doubted[0]}: {doubted[1]}: probed again", file=sys.stderr)
         else:
-            print(f"stackmatrix: warning: {run.where(r.cell_id)}: {why}: probed again", file=sys.stderr)
+            kept.append(r)
     return kept
 
 

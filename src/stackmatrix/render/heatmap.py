@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 from itertools import pairwise
+from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib import style
@@ -21,6 +22,9 @@ from matplotlib.patches import Patch
 
 from stackmatrix.domain import Verdict
 from stackmatrix.render.table import Report, pivot
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # Strongest evidence first (Verdict's order): greens for passes, darker = more observed; then the caveat (amber),
 # the failures (red, purple) and grey for what did not run. Distinct in hue and lightness for colour-blind readers.
@@ -41,6 +45,14 @@ CHAR_IN = FONT_PT * 0.56 / 72  # about DejaVu Sans' mean advance per character: 
 RC = {"font.family": "DejaVu Sans", "font.size": FONT_PT, "axes.linewidth": 0.5, "savefig.dpi": DPI}
 
 
+def _marked(df: pd.DataFrame, column: str) -> list[tuple[int, int]]:
+    """(row, column) in the grid of each cell whose boolean ``column`` is set."""
+    if not df[column].any():
+        return []
+    marks = pivot(df, ["x" if flag else "" for flag in df[column]]).to_numpy()
+    return [(y, x) for y, row in enumerate(marks) for x, v in enumerate(row) if v == "x"]
+
+
 def render_heatmap(report: Report) -> bytes:
     df = report.df
     order = list(Verdict)
@@ -56,12 +68,7 @@ def render_heatmap(report: Report) -> bytes:
         # A cell the run does not hold is "" in the pivot: NaN here, masked, drawn blank.
         code = {str(v): float(i) for i, v in enumerate(order)}
         grid = np.ma.masked_invalid(np.array([[code.get(v, np.nan) for v in row] for row in table.to_numpy()]))
-        if df["flaky"].any():
-            marks = pivot(df, ["~" if f else "" for f in df["flaky"]]).to_numpy()
-            flaky = [(y, x) for y, row in enumerate(marks) for x, v in enumerate(row) if v == "~"]
-        if "contradiction" in df and df["contradiction"].any():
-            marks = pivot(df, ["!" if c else "" for c in df["contradiction"]]).to_numpy()
-            contradicted = [(y, x) for y, row in enumerate(marks) for x, v in enumerate(row) if v == "!"]
+        flaky, contradicted = _marked(df, "flaky"), _marked(df, "contradiction")
     n_rows, n_cols = max(len(rows), 1), max(len(stacks), 1)
 
     # Row labels in two columns: the target on every row, the model once per group (half the glyphs to draw).

@@ -306,20 +306,27 @@ def _labels() -> dict[str, str]:
     return {PROBE_LABEL: "1", OWNER_LABEL: owner()}
 
 
-def run_options(container: Container) -> dict[str, Any]:
+def run_options(
+    container: Container, environment: Mapping[str, str] | None = None, cpus: Sequence[int] = ()
+) -> dict[str, Any]:
     """What every container of a cell gets: its GPUs (by device request, renumbered from 0 inside, so
-    CUDA_VISIBLE_DEVICES is pinned to them), the shared-memory size, and the owner labels the reaper reads."""
+    CUDA_VISIBLE_DEVICES is pinned to them), the shared-memory size, and the owner labels the reaper reads;
+    ``environment``: variables added to those; ``cpus``: the cores it is bound to."""
     requests_ = (
         [docker.types.DeviceRequest(device_ids=[str(g) for g in container.gpus], capabilities=[["gpu"]])]
         if container.gpus
         else None
     )
-    return {
-        "environment": {"CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in range(len(container.gpus)))},
+    visible = {"CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in range(len(container.gpus)))}
+    options = {
+        "environment": {**visible, **(environment or {})},
         "shm_size": container.shm_size,
         "device_requests": requests_,
         "labels": _labels(),
     }
+    if cpus:
+        options["cpuset_cpus"] = ",".join(map(str, cpus))
+    return options
 
 
 def binds(paths_ro: Sequence[Path], paths_rw: Sequence[Path]) -> dict[str, dict[str, str]]:
@@ -340,10 +347,7 @@ def run_in_container(
 ) -> tuple[str, bool]:
     """Run one probe (``environment``: variables added to the container's; ``cpus``: the cores it is bound to);
     its stderr goes to ``log``. Returns (stdout, timed out)."""
-    options = run_options(container)
-    options["environment"] = {**options["environment"], **(environment or {})}
-    if cpus:
-        options["cpuset_cpus"] = ",".join(map(str, cpus))
+    options = run_options(container, environment, cpus)
     try:
         run = client().containers.run(
             container.image,

@@ -218,17 +218,13 @@ class ContainerTritonServer(TritonServer):
         its cores."""
         from stackmatrix.runners.docker import binds, run_options
 
-        options = run_options(self.container)
-        options["environment"] = {**options["environment"], **self.extra_env}
-        if self.cpus:
-            options["cpuset_cpus"] = ",".join(map(str, self.cpus))
         return {
             "image": self.container.image,
             "command": self.command(),
             "detach": True,
             "network_mode": "host",
             "volumes": binds([self.repository, *self.mounts], []),
-            **options,
+            **run_options(self.container, self.extra_env, self.cpus),
         }
 
     def launch(self) -> None:
