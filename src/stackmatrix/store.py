@@ -51,6 +51,8 @@ HEARTBEAT = ".alive"
 LOCK = ".lock"  # flock'd by the one process writing the run; holds its pid
 _HELD: dict[str, int] = {}  # run directory -> the descriptor by which this process holds its lock
 HEARTBEAT_EVERY_S = 30.0
+# How long a lock whose holder is no longer alive may take to be released by the kernel.
+LOCK_RELEASE_S = 10.0
 # A run on another machine (a shard on a CI runner sharing the store) whose heartbeat is older than this is gone.
 HEARTBEAT_STALE_S = 600.0
 # run.json fields other code reads, and their types (a hand-edited run.json is input like any other)
@@ -275,14 +277,21 @@ class Run:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
         except OSError as exc:
             raise path_fault(exc) from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            raise BadInput(
-                str(path), "lock", f"held by pid {holder}", "a run no other process is writing (one at a time)"
-            ) from None
+        deadline = time.monotonic() + LOCK_RELEASE_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            # A holder killed with SIGKILL reads as a zombie while its other threads still exit and hold the
+            # descriptor: its lock goes within moments, so wait for that rather than refuse a dead run's resume.
+            if (holder.isdigit() and process_start(int(holder)) is not None) or time.monotonic() > deadline:
+                os.close(fd)
+                raise BadInput(
+                    str(path), "lock", f"held by pid {holder}", "a run no other process is writing (one at a time)"
+                )
+            time.sleep(0.05)
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         _HELD[key] = fd

@@ -43,7 +43,7 @@ def state(pid: int) -> bytes:
     return Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
 
 
-def zombie_of(proc: subprocess.Popen[bytes]) -> int:
+def zombie_of(proc: subprocess.Popen[bytes] | subprocess.Popen[str]) -> int:
     """``proc``'s pid once it is a zombie: it exited and nobody waited for it (the test does not, until the end)."""
     deadline = time.monotonic() + 10
     while state(proc.pid) != b"Z":
@@ -257,3 +257,35 @@ def test_one_process_at_a_time_writes_a_run(tmp_path: Path) -> None:
     resumed = resumable(tmp_path, run.run_id)
     assert resumed.run_id == run.run_id and (run.root / ".lock").read_text() == str(os.getpid())
     resumed.unlock()
+
+
+def test_a_lock_whose_holder_is_a_zombie_is_waited_for(tmp_path: Path) -> None:
+    """CI saw it once: after a ``kill -9`` the run's main thread read as a zombie while its other thread still
+    exited, holding the lock. A holder that is no longer alive is waited for (its lock goes within moments), not
+    named in a refusal; one whose lock never goes is refused after ``LOCK_RELEASE_S``."""
+    run = stored(tmp_path, ["s1__m__t"])
+    edit_meta(run, status="interrupted")
+    child = (
+        "import ctypes, fcntl, os, sys, threading, time\n"
+        f"fd = os.open({str(run.root / '.lock')!r}, os.O_RDWR | os.O_CREAT)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+        "os.ftruncate(fd, 0); os.pwrite(fd, str(os.getpid()).encode(), 0)\n"
+        "threading.Thread(target=lambda: (time.sleep(float(sys.argv[1])), os._exit(0))).start()\n"
+        "print('held', flush=True)\n"
+        "ctypes.CDLL(None).pthread_exit(None)\n"  # the leader ends alone: a zombie while the thread lives
+    )
+    for lives, refused in ((1.0, False), (60.0, True)):
+        holder = subprocess.Popen([sys.executable, "-c", child, str(lives)], stdout=subprocess.PIPE, text=True)
+        try:
+            assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+            zombie_of(holder)
+            if refused:
+                with pytest.MonkeyPatch.context() as mp:
+                    mp.setattr("stackmatrix.store.LOCK_RELEASE_S", 0.5)
+                    with pytest.raises(BadInput, match=f"held by pid {holder.pid}"):
+                        resumable(tmp_path, run.run_id)
+            else:
+                resumable(tmp_path, run.run_id).unlock()
+        finally:
+            holder.kill()
+            holder.wait()
