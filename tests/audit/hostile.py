@@ -3338,6 +3338,34 @@ def corpus_content() -> None:
         add(cat, f"forged-serves-{label}", args, 0, reports="two_runs", setup=forged)  # shown, warned, not reused
     add(cat, "forged-serves-merge", sm("merge", "@R@"), 2, reports="two_runs", setup=forged, names="journal.jsonl:1")
 
+    # a second process: one resume held still (SIGSTOP) once it holds the run's lock, a second resume of that run
+    # refused (exit 2) naming it; the first then finishes the run with every planned cell once (exit 0 when all hold)
+    resume = sm_cmd("run", "--resume", "--quiet")
+    check = shlex.join([PY, "-c", VERIFY_RESUMED, "@R@", "exact"])
+    two_resumes = (
+        f"{resume} & a=$!; d=$(ls -d @R@/runs/*/ | sort | tail -1); "
+        'while [ "$(cat "${d}.lock" 2>/dev/null)" != "$a" ]; do kill -0 $a 2>/dev/null || '
+        '{ echo "audit: the first resume ended before it was held" >&2; exit 101; }; sleep 0.01; done; '
+        f"kill -STOP $a; e=$({resume} 2>&1 >/dev/null); b=$?; kill -CONT $a; wait $a; ra=$?; "
+        'echo "$e" >&2; case "$e" in *"held by pid $a"*) ;; '
+        '*) echo "audit: not refused naming $a" >&2; exit 102;; esac; '
+        '[ $b -eq 2 ] || { echo "audit: the second resume exited $b" >&2; exit 103; }; '
+        f"[ $ra -eq 0 ] || exit $ra; {check} || exit 100"
+    )
+
+    def crashed(ctx: Ctx) -> None:
+        make_crashed(fixture_run_dir("two_runs", ctx.R))
+
+    add(cat, "resume-twice-at-once", ["@SH@", two_resumes], 0, reports="two_runs", setup=crashed)
+    # four runs into a store that has no index yet: each is stored and indexed (the schema made once, busy waited)
+    runs = " ".join(f"{sm_cmd('run', '-k', SMALL_K, '--quiet')} & p{i}=$!;" for i in range(4))
+    waits = " ".join(f"wait $p{i} || f=$((f + 1));" for i in range(4))
+    four = (
+        f'f=0; {runs} {waits} [ $f -eq 0 ] || {{ echo "audit: $f of 4 runs failed" >&2; exit 100; }}; '
+        f'{sm_cmd("history")} | grep -q "cells over 4 runs;" || {{ echo "audit: history lacks a run" >&2; exit 101; }}'
+    )
+    add(cat, "four-runs-into-a-new-store", ["@SH@", four], 0, timeout=300)
+
 
 def build_corpus(selftest: bool = False) -> None:
     if selftest:
