@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from stackmatrix.registry.image import ImageFacts
@@ -17,6 +17,28 @@ class StackKind(StrEnum):
     VLLM = "vllm"
     TRITON_VLLM = "triton-vllm"
     TRITON_PYTHON = "triton-python"
+
+
+@dataclass(frozen=True)
+class KindNaming:
+    """How a kind's stack ids read: the prefix they start with, and whether its stacks run in a Triton release
+    (the id then names the release first). The id's grammar is the domain's: tables, indexes and ``-k`` read it
+    without knowing the kinds' probes."""
+
+    prefix: str
+    in_triton: bool
+
+
+NAMING: Final[Mapping[StackKind, KindNaming]] = {
+    StackKind.VLLM: KindNaming("vllm", in_triton=False),
+    StackKind.TRITON_VLLM: KindNaming("triton", in_triton=True),
+    StackKind.TRITON_PYTHON: KindNaming("tpy", in_triton=True),
+}
+
+
+def triton_prefixes() -> tuple[str, ...]:
+    """How the ids of stacks that run in Triton start: tables put them first (the stacks operators upgrade)."""
+    return tuple(f"{n.prefix}-" for n in NAMING.values() if n.in_triton)
 
 
 class Status(StrEnum):
@@ -264,9 +286,16 @@ class Stack:
 
     @property
     def id(self) -> str:
-        from stackmatrix.kinds import KINDS  # each kind names its stacks (kinds/ imports this module)
-
-        return KINDS[self.kind].stack_id(self)
+        """``vllm-<vllm>-tf<transformers>``; in Triton the release alone for its stock container, else the release
+        and what replaced it inside (``triton-26.01-vllm0.19.0-tf4.57.6``)."""
+        naming = NAMING[self.kind]
+        if not naming.in_triton:
+            return f"{naming.prefix}-{self.vllm}-tf{self.transformers}"
+        parts = [f"{naming.prefix}-{self.triton}"]
+        if self.transformers_rule is None:  # the stock container replaces nothing
+            parts += [f"vllm{self.vllm}"] if self.vllm else []
+            parts += [f"tf{self.transformers}"] if self.transformers else []
+        return "-".join(parts)
 
 
 @dataclass(frozen=True)

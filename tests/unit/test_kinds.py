@@ -12,7 +12,7 @@ import pytest
 from packaging.specifiers import SpecifierSet
 
 from stackmatrix.catalog import Catalog, load_catalog
-from stackmatrix.domain import Cell, Reason, Rung, Stack, StackKind, Status, Target, TritonRelease
+from stackmatrix.domain import NAMING, Cell, Reason, Rung, Stack, StackKind, Status, Target, TritonRelease
 from stackmatrix.errors import BadInput
 from stackmatrix.images import TritonImages, images_dir
 from stackmatrix.kinds import KINDS, Kind, kind_named, release_for, runs_in_triton
@@ -26,6 +26,7 @@ PARTS = sorted({*Kind.__annotations__, *(n for n, v in vars(Kind).items() if cal
 
 def test_every_stack_kind_has_a_module_and_every_module_every_part() -> None:
     assert set(KINDS) == set(StackKind), "a StackKind without a module in kinds/ (or a module for no kind)"
+    assert set(NAMING) == set(StackKind), "a StackKind without its id naming in domain.NAMING"
     for kind, module in KINDS.items():
         missing = [p for p in PARTS if not hasattr(module, p)]
         assert not missing, f"kinds module for {kind} lacks {missing}"
@@ -36,7 +37,7 @@ def test_each_kind_has_its_image_template_css_class_and_known_catalog_tables() -
     from stackmatrix.render.html import CSS
 
     tables = {f.name for f in dataclasses.fields(Catalog)}
-    prefixes = [k.ID_PREFIX for k in KINDS.values()]
+    prefixes = [NAMING[k].prefix for k in KINDS]
     assert len(set(prefixes)) == len(prefixes), "two kinds whose stack ids start alike"
     for kind, module in KINDS.items():
         assert (images_dir() / module.IMAGE / "Dockerfile").is_file(), f"no images/{module.IMAGE}/Dockerfile"
@@ -132,7 +133,7 @@ def test_expansion_and_check_flags_default_alike(
         "stack[0]",
     )
     resolved = module.resolve(release, *flags, index, "3.11", "check")
-    assert expanded == resolved and resolved.id.startswith(module.ID_PREFIX + "-")
+    assert expanded == resolved and resolved.id.startswith(NAMING[kind].prefix + "-")
     assert resolved.python == ("3.12" if release else "3.11")  # a Triton kind runs the release's Python
 
 

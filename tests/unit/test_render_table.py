@@ -13,7 +13,7 @@ from tabulate import tabulate
 
 from stackmatrix.domain import CellResult, Outcome, Reason, Status, Verdict
 from stackmatrix.inert import md_text
-from stackmatrix.kinds import triton_prefixes
+from stackmatrix.domain import triton_prefixes
 from stackmatrix.ladder.verdict import decided
 from stackmatrix.legend import PLAIN, SYMBOL
 from stackmatrix.render import render

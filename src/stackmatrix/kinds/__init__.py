@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Final, Protocol
 
-from stackmatrix.domain import StackKind
+from stackmatrix.domain import NAMING, StackKind
 from stackmatrix.errors import BadInput
 from stackmatrix.kinds import triton_python, triton_vllm, vllm
 
@@ -34,11 +34,8 @@ class Kind(Protocol):
     """What every module of this package provides (module-level names; mypy checks each entry of ``KINDS``)."""
 
     KIND: StackKind
-    ID_PREFIX: str  # a stack id starts with it: vllm-…, triton-…, tpy-…
     IMAGE: str  # its cell image's template: images/<IMAGE>/Dockerfile
     CATALOG: tuple[str, ...]  # the catalog tables it reads (Catalog attributes); "triton": it runs in a release
-
-    def stack_id(self, stack: Stack) -> str: ...
 
     def expand(
         self,
@@ -118,12 +115,7 @@ KINDS: Final[dict[StackKind, Kind]] = {
 
 def runs_in_triton(kind: Kind) -> bool:
     """The kind runs in a Triton release's container: its stacks pin a release (and come first in a table)."""
-    return "triton" in kind.CATALOG
-
-
-def triton_prefixes() -> tuple[str, ...]:
-    """How the ids of stacks that run in Triton start: tables put them first (the stacks operators upgrade)."""
-    return tuple(f"{k.ID_PREFIX}-" for k in KINDS.values() if runs_in_triton(k))
+    return NAMING[kind.KIND].in_triton
 
 
 def kind_named(name: str | None, triton: str | None) -> Kind:
@@ -149,4 +141,4 @@ def release_for(kind: Kind, triton: str | None, catalog: Catalog, where: str) ->
     return release
 
 
-__all__ = ["KINDS", "Kind", "kind_named", "release_for", "runs_in_triton", "triton_prefixes"]
+__all__ = ["KINDS", "Kind", "kind_named", "release_for", "runs_in_triton"]

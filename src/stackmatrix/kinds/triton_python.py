@@ -31,16 +31,12 @@ if TYPE_CHECKING:
     from stackmatrix.stage import Target
 
 KIND = StackKind.TRITON_PYTHON
-ID_PREFIX = "tpy"
 IMAGE = "triton-python"
 VARIANT = PYTHON_VARIANT  # the Triton image with the Python backend only
 CATALOG: tuple[str, ...] = ("models", "gpus", "triton")
 # No vLLM bound to pick by: the one rule is the newest release (check's default too).
 DEFAULT_TRANSFORMERS = "@newest"
 
-
-def stack_id(stack: Stack) -> str:
-    return tritonbase.stack_id(ID_PREFIX, stack)
 
 
 def _transformers(index: IndexView, item: str, where: str, key: str) -> str:

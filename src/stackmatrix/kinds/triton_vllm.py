@@ -37,7 +37,6 @@ if TYPE_CHECKING:
     from stackmatrix.stage import Target
 
 KIND = StackKind.TRITON_VLLM
-ID_PREFIX = "triton"
 IMAGE = "triton-vllm"
 VARIANT = VLLM_VARIANT  # the Triton image with the vLLM backend
 CATALOG: tuple[str, ...] = (
@@ -57,9 +56,6 @@ STOCK_RULE = "@release-day"
 # An upgrade that names no transformers: the newest its vLLM's declared bound admits.
 DEFAULT_TRANSFORMERS = "@newest-allowed"
 
-
-def stack_id(stack: Stack) -> str:
-    return tritonbase.stack_id(ID_PREFIX, stack)
 
 
 def _stock(release: TritonRelease, index: IndexView, python: str) -> Stack:

@@ -1,4 +1,4 @@
-"""What the kinds that run in a Triton release's container share: the id's shape, the release's Python, the
+"""What the kinds that run in a Triton release's container share: the release's Python, the
 platform their wheels are staged for, and the skip of a runner that cannot run a container."""
 
 from __future__ import annotations
@@ -14,18 +14,6 @@ if TYPE_CHECKING:
     from stackmatrix.stage import Target
 
 GLIBC = (2, 39)  # Triton's containers are Ubuntu 24.04: the C library their wheels must fit
-
-
-def stack_id(prefix: str, stack: Stack) -> str:
-    """The release alone for its stock container, else the release and what replaced it inside."""
-    if stack.transformers_rule is not None:  # stock container: nothing replaced
-        return f"{prefix}-{stack.triton}"
-    parts = [f"{prefix}-{stack.triton}"]
-    if stack.vllm:
-        parts.append(f"vllm{stack.vllm}")
-    if stack.transformers:
-        parts.append(f"tf{stack.transformers}")
-    return "-".join(parts)
 
 
 def releases_with_python(releases: Sequence[TritonRelease], python: str) -> Iterator[tuple[TritonRelease, str]]:

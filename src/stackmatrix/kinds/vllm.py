@@ -30,15 +30,11 @@ if TYPE_CHECKING:
     from stackmatrix.stage import Target
 
 KIND = StackKind.VLLM
-ID_PREFIX = "vllm"
 IMAGE = "vllm"
 CATALOG: tuple[str, ...] = ("models", "gpus")
 # check's default transformers (a matrix rule names its own): the newest that vLLM's declared bound admits
 DEFAULT_TRANSFORMERS = "@newest-allowed"
 
-
-def stack_id(stack: Stack) -> str:
-    return f"{ID_PREFIX}-{stack.vllm}-tf{stack.transformers}"
 
 
 def expand(

@@ -16,8 +16,7 @@ from dataclasses import astuple, dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from stackmatrix.domain import CellResult, Verdict
-from stackmatrix.kinds import triton_prefixes
+from stackmatrix.domain import CellResult, Verdict, triton_prefixes
 from stackmatrix.legend import MEANING, PLAIN, SYMBOL
 from stackmatrix.tablerow import COLUMNS, FIELDS, row_of
 
