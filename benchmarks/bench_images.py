@@ -30,10 +30,10 @@ from tests.integration.docker_base import TRITON_TEMPLATE, base_image, triton_py
 from stackmatrix.catalog import load_catalog  # noqa: E402
 from stackmatrix.domain import Outcome, Stack, StackKind, Status  # noqa: E402
 from stackmatrix.images import ImageSpec, TritonImages, base_id, build  # noqa: E402
+from stackmatrix.kinds import KINDS  # noqa: E402
 from stackmatrix.ladder.runtime import run_probe, tiny_checkpoint, tiny_spec  # noqa: E402
 from stackmatrix.ladder.triton_serve import PROMPT, ServeSpec, serve_rungs  # noqa: E402
 from stackmatrix.options import DEFAULT_INDEX_URL  # noqa: E402
-from stackmatrix.runners import stack_requirements  # noqa: E402
 from stackmatrix.runners.docker import DockerOptions, DockerRunner, client, image_env  # noqa: E402
 from stackmatrix.runners.venv import DEFAULT_OVERRIDES, VenvOptions, VenvRunner  # noqa: E402
 from stackmatrix.stage import Target, stage  # noqa: E402
@@ -160,9 +160,9 @@ def triton_python_figures(c: Any, cache: Path, find_links: Path | None) -> None:
         c.images.remove(image.id, force=True)
     c.images.prune(filters={"dangling": True})
     before = disk(c)
-    cold = runner.prepare(stack)
+    cold = runner.prepare(stack, KINDS[stack.kind])
     after = disk(c)
-    warm = [runner.prepare(stack).build_s for _ in range(3)]
+    warm = [runner.prepare(stack, KINDS[stack.kind]).build_s for _ in range(3)]
     added = (after - before) / 1e9
     print(f"triton-python image {cold.root} cold (staging included): {cold.build_s:.1f} s; disk +{added:.2f} GB")
     print(f"  warm (the tag exists): median {statistics.median(warm) * 1000:.0f} ms")
@@ -178,7 +178,7 @@ def triton_python_figures(c: Any, cache: Path, find_links: Path | None) -> None:
             torch_find_links=find_links,
             overrides=overrides,
         )
-    ).prepare_requirements(stack_requirements(stack, "cpu"))
+    ).prepare_requirements(KINDS[stack.kind].requirements(stack, "cpu"))
     model = load_catalog().model("google/gemma-4-E2B-it")
     outcomes: list[Outcome] = []
     ckpt = tiny_checkpoint(venv, tiny_spec(model, True), cache, cache / "bench-logs", outcomes)

@@ -183,7 +183,8 @@ def _first_failure(k: Checked, q: Question) -> str:
 def image_of(stack: Stack, settings: Any) -> dict[str, str] | None:
     """The image a change inside a Triton release's container makes: the kind's template on the release's image,
     and what it installs (None: the stack changes no container)."""
-    from stackmatrix.images import TritonImages, images_dir
+    from stackmatrix.embedded import images_dir
+    from stackmatrix.images import TritonImages
     from stackmatrix.kinds import KINDS
 
     plan = KINDS[stack.kind].derived_image(stack, TritonImages(settings.triton_image))
@@ -246,7 +247,7 @@ def _check_flags(stack: Stack) -> str:
     from stackmatrix.kinds import KINDS, kind_named
 
     kind = KINDS[stack.kind]
-    if kind.stock(stack):
+    if stack.stock:
         return f"--triton {stack.triton} --model MODEL --gpu TARGET"
     flags = [f"--{k} {getattr(stack, k)}" for k in ("triton", "vllm", "transformers") if getattr(stack, k)]
     if kind_named(None, stack.triton) is not kind:

@@ -12,6 +12,7 @@ from pydantic import Field
 
 from stackmatrix.asof import AsOf, moment
 from stackmatrix.domain import CallSpec, Gpu, ImportSet, ImportSpec, Model, TritonRelease, public_version
+from stackmatrix.embedded import data_dir
 from stackmatrix.errors import BadInput
 from stackmatrix.ids import check_id_part
 from stackmatrix.tomlfile import Strict, load
@@ -19,12 +20,6 @@ from stackmatrix.tomlfile import Strict, load
 # A dotted Python module path and an identifier: import sets name what the backend imports from vLLM.
 MODULE = r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$"
 IDENT = r"^[A-Za-z_]\w*$"
-
-
-def data_dir() -> Path:
-    """The embedded ``matrix/``: packaged under ``_data`` in a wheel, the repo's folder in a checkout."""
-    packaged = Path(__file__).parent / "_data" / "matrix"
-    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "matrix"
 
 
 class _Gpu(Strict):

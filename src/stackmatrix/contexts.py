@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from stackmatrix.ladder.backend_image import BackendFromImage
 from stackmatrix.ladder.runtime import RuntimeContext
 from stackmatrix.ladder.static import Context
 from stackmatrix.pipeline import Loaded, Session
@@ -17,10 +18,10 @@ if TYPE_CHECKING:
 
 
 def static_context(session: Session, loaded: Loaded, resolve: str = "declared") -> Context:
-    """The static tier's context; the runner may give ``backend-imports`` more to read than the catalog (the
-    docker runner: the Triton image, when it is here)."""
+    """The static tier's context; a runner that runs containers gives ``backend-imports`` more to read than the
+    catalog: the Triton image, when it is here."""
     st = session.settings
-    hook = RUNNERS[st.runner].load().backend_hook(st)
+    hook = BackendFromImage.from_settings(st) if RUNNERS[st.runner].load().containers else None
     return Context(loaded.catalog, session.facts, loaded.spec.settings, resolve, st, backend_image=hook)
 
 

@@ -19,6 +19,13 @@ class StackKind(StrEnum):
     TRITON_PYTHON = "triton-python"
 
 
+# How a stock container's transformers pin was read, strongest source first: from its image; NVIDIA's notes (the
+# catalog); inferred: what its vLLM resolved to before the release's month ended (the one rule that guesses).
+IMAGE_RULE = "@image"
+CATALOG_RULE = "@catalog"
+STOCK_RULE = "@release-day"
+
+
 @dataclass(frozen=True)
 class KindNaming:
     """How a kind's stack ids read: the prefix they start with, and whether its stacks run in a Triton release
@@ -285,6 +292,17 @@ class Stack:
     transformers_rule: str | None = None
 
     @property
+    def stock(self) -> bool:
+        """A release's container as shipped: nothing installed, NVIDIA's builds inside (its transformers pin then
+        says how it was read)."""
+        return self.transformers_rule is not None
+
+    @property
+    def in_triton(self) -> bool:
+        """Its kind runs in a Triton release's container (the stack pins a release)."""
+        return NAMING[self.kind].in_triton
+
+    @property
     def id(self) -> str:
         """``vllm-<vllm>-tf<transformers>``; in Triton the release alone for its stock container, else the release
         and what replaced it inside (``triton-26.01-vllm0.19.0-tf4.57.6``)."""
@@ -292,7 +310,7 @@ class Stack:
         if not naming.in_triton:
             return f"{naming.prefix}-{self.vllm}-tf{self.transformers}"
         parts = [f"{naming.prefix}-{self.triton}"]
-        if self.transformers_rule is None:  # the stock container replaces nothing
+        if not self.stock:  # the stock container replaces nothing
             parts += [f"vllm{self.vllm}"] if self.vllm else []
             parts += [f"tf{self.transformers}"] if self.transformers else []
         return "-".join(parts)

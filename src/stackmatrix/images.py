@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stackmatrix.embedded import images_dir
 from stackmatrix.errors import InfraUnavailable
 
 LABEL = "org.stackmatrix"
@@ -52,12 +53,6 @@ class TritonImages:
 
     def ref(self, release: str, variant: str) -> str:
         return self.template.format(release=release, variant=variant)
-
-
-def images_dir() -> Path:
-    """The embedded ``images/``: packaged under ``_data`` in a wheel, the repo's folder in a checkout."""
-    packaged = Path(__file__).parent / "_data" / "images"
-    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "images"
 
 
 @dataclass(frozen=True)

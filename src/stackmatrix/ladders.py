@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from stackmatrix.domain import Cell, CellResult, Outcome, Rung
 from stackmatrix.gpus.inventory import GIB
 from stackmatrix.kinds import KINDS
-from stackmatrix.ladder.runtime import Ladder, Placement, RuntimeContext, climb, ladder_of, not_runnable, spec_label
+from stackmatrix.ladder.runtime import Ladder, Placement, RuntimeContext, climb, ladder_of, spec_label
 from stackmatrix.ladder.verdict import decided, derive
 from stackmatrix.pipeline import declared
 from stackmatrix.schedule import ENV_BUILD, Task
@@ -92,7 +92,7 @@ def _fit(s: Standing, key: str) -> float:
 
 
 def task_of(ladder: Ladder, members: Sequence[Standing], rctx: RuntimeContext) -> Task:
-    builds = [ENV_BUILD + " ".join(rctx.runner.requirements(ladder.stack))]
+    builds = [ENV_BUILD + " ".join(rctx.runner.requirements(ladder.stack, KINDS[ladder.stack.kind]))]
     if ladder.real is None:
         builds.append(f"tiny {spec_label(ladder.spec)} transformers=={ladder.stack.transformers}")
     estimate = max((s.estimate_s for s in members), default=0.0)
@@ -129,7 +129,7 @@ def ladders_of(
     (not-run, with why)."""
     climbing: list[Standing] = []
     for s in standing:
-        skip = not_runnable(s.cell, rctx, cpu_builds)
+        skip = KINDS[s.cell.stack.kind].not_runnable(s.cell, rctx.runner, cpu_builds)
         if skip is None:
             climbing.append(s)
         else:
@@ -165,7 +165,8 @@ def climb_all(
     def work(task: Task, placement: Placement) -> list[Outcome]:
         started[task.key] = (time.monotonic(), placement.label)
         with rctx.reporting(lambda rung: progress.rung(task.key, rung)):
-            return climb(ladders[task.key], rctx, placement)
+            ladder = ladders[task.key]
+            return climb(ladder, rctx, KINDS[ladder.stack.kind], placement)
 
     def done(task: Task, attempts: list[list[Outcome]]) -> None:
         t0, where = started.get(task.key, (time.monotonic(), ""))

@@ -7,7 +7,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field
 
-from stackmatrix.catalog import Catalog, data_dir
+from stackmatrix.catalog import Catalog
+from stackmatrix.embedded import data_dir
 from stackmatrix.errors import BadInput
 from stackmatrix.ids import check_id_part
 from stackmatrix.tomlfile import Strict, load

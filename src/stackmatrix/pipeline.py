@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from stackmatrix.atomic import atomic_write_text
-from stackmatrix.catalog import Catalog, data_dir, load_catalog
+from stackmatrix.catalog import Catalog, load_catalog
 from stackmatrix.domain import Cell, CellResult, Outcome, Reason, Status, Verdict
+from stackmatrix.embedded import data_dir
 from stackmatrix.errors import InfraUnavailable
 from stackmatrix.expand import Expansion, expand
 from stackmatrix.journal import SLOW_CELL_S
+from stackmatrix.kinds import KINDS
 from stackmatrix.ladder.facts import FACTS_VERSION, Facts
 from stackmatrix.ladder.static import Context, run_static
 from stackmatrix.ladder.verdict import climbable, decided, derive
@@ -163,9 +165,13 @@ def young_only() -> Iterator[None]:
 
 def evaluate(cell: Cell, fingerprint: str, ctx: Context) -> CellResult:
     """One cell up the static ladder; ``fingerprint`` is the plan's (plan.py), stored in the record."""
-    outcomes = run_static(cell, ctx)
+    outcomes = climb_static(cell, ctx)
     verdict, reason, override = derive(outcomes)
     return decided(CellResult(cell.id, verdict, reason, override, tuple(outcomes), fingerprint, declared(cell)))
+
+
+def climb_static(cell: Cell, ctx: Context) -> list[Outcome]:
+    return run_static(cell, ctx, KINDS[cell.stack.kind].static_rungs())
 
 
 def declared(cell: Cell) -> dict[str, str | None]:
@@ -196,7 +202,7 @@ def warm(cells: Sequence[Cell], ctx: Context, session: Session) -> None:
     first: dict[str, Cell] = {}
     for c in cells:
         first.setdefault(c.stack.id, c)
-    _parallel(session, lambda c: run_static(c, ctx), list(first.values()))
+    _parallel(session, lambda c: climb_static(c, ctx), list(first.values()))
 
 
 def _parallel(session: Session, fn: Callable[[T], object], items: Sequence[T]) -> None:

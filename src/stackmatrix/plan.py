@@ -290,9 +290,9 @@ def runtime_builds(cells: Sequence[Cell], settings: Settings, args: argparse.Nam
     and the tiny checkpoints (architecture features x transformers) the runtime tier may build, each with the
     cells that share it."""
     from stackmatrix.images import ImagePlan, TritonImages
-    from stackmatrix.kinds import KINDS, runs_in_triton
+    from stackmatrix.kinds import KINDS
     from stackmatrix.ladder.runtime import spec_label, tiny_spec
-    from stackmatrix.runners import RUNNERS, stack_requirements
+    from stackmatrix.runners import RUNNERS
 
     containers = RUNNERS[settings.runner].load().containers
     images = TritonImages(settings.triton_image)
@@ -302,7 +302,11 @@ def runtime_builds(cells: Sequence[Cell], settings: Settings, args: argparse.Nam
 
     def env(c: Cell) -> str | None:
         plan = image_plan(c)
-        return None if plan is not None and plan.as_is else " ".join(stack_requirements(c.stack, settings.device))
+        return (
+            None
+            if plan is not None and plan.as_is
+            else " ".join(KINDS[c.stack.kind].requirements(c.stack, settings.device))
+        )
 
     def checkpoint(c: Cell) -> str:
         return spec_label(tiny_spec(c.model, not args.full_class))
@@ -313,7 +317,7 @@ def runtime_builds(cells: Sequence[Cell], settings: Settings, args: argparse.Nam
     server = "in the release's image" if containers else "pytriton's 2.51.0, a stand-in on this CPU"
 
     def tritonserver(c: Cell) -> str | None:  # one per ladder of a stack that runs in Triton
-        return f"{c.stack.id} {checkpoint(c)} ({server})" if runs_in_triton(KINDS[c.stack.kind]) else None
+        return f"{c.stack.id} {checkpoint(c)} ({server})" if c.stack.in_triton else None
 
     keys: dict[str, Any] = {
         "ladder": lambda c: f"{c.stack.id} {checkpoint(c)}",

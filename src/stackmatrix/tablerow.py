@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import astuple, dataclass, field, fields
 from typing import Any
 
-from stackmatrix.domain import CellResult
+from stackmatrix.domain import STOCK_RULE, CellResult
 
 
 @dataclass(frozen=True)
@@ -58,14 +58,11 @@ def stack_of(cell_id: str) -> str:
     return cell_id.split("__")[0]
 
 
-INFERRED_RULE = "@release-day"  # kinds/triton_vllm.py's STOCK_RULE: the one rule that guesses what shipped
-
-
 def inferred_of(declared: Mapping[str, str | None]) -> str:
     """The note a report footnotes for a cell whose stock transformers was inferred, not read or documented."""
-    if declared.get("transformers_rule") != INFERRED_RULE or not declared.get("transformers"):
+    if declared.get("transformers_rule") != STOCK_RULE or not declared.get("transformers"):
         return ""
-    return f"transformers {declared['transformers']} inferred ({INFERRED_RULE}): not read from the image"
+    return f"transformers {declared['transformers']} inferred ({STOCK_RULE}): not read from the image"
 
 
 def row_of(r: CellResult) -> Row:

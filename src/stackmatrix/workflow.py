@@ -638,7 +638,7 @@ def stage_wheels(selected: Selected, job: Job) -> int:
 
     from stackmatrix.domain import Stack
     from stackmatrix.kinds import KINDS
-    from stackmatrix.runners import DEFAULT_OVERRIDES, merge_overrides, stack_requirements
+    from stackmatrix.runners import DEFAULT_OVERRIDES, merge_overrides
     from stackmatrix.stage import Target, stage
 
     args, settings, cells = job.args, job.settings, selected.cells
@@ -653,7 +653,7 @@ def stage_wheels(selected: Selected, job: Job) -> int:
     overrides = merge_overrides(DEFAULT_OVERRIDES, args.override)
     total = 0
     for stack_id, (stack, target) in sorted(targets.items()):
-        pins = stack_requirements(stack, settings.device)
+        pins = KINDS[stack.kind].requirements(stack, settings.device)
         staged = stage(
             pins,
             wheelhouse,

@@ -9,10 +9,10 @@ from types import ModuleType
 
 import pytest
 
+from stackmatrix.embedded import probes_dir
 from stackmatrix.errors import BadInput
 from stackmatrix.images import TritonImages
 from stackmatrix.ladder.backend_image import parsed_source
-from stackmatrix.ladder.runtime import probes_dir
 from stackmatrix.options import resolve_settings
 
 SOURCES = {

@@ -13,8 +13,9 @@ from packaging.specifiers import SpecifierSet
 
 from stackmatrix.catalog import Catalog, load_catalog
 from stackmatrix.domain import NAMING, Cell, Reason, Rung, Stack, StackKind, Status, Target, TritonRelease
+from stackmatrix.embedded import images_dir
 from stackmatrix.errors import BadInput
-from stackmatrix.images import TritonImages, images_dir
+from stackmatrix.images import TritonImages
 from stackmatrix.kinds import KINDS, Kind, kind_named, release_for, runs_in_triton
 from stackmatrix.ladder.verdict import STATIC_PROBES
 from stackmatrix.matrixfile import StackRule
@@ -141,7 +142,7 @@ def test_stock_container_id_pins_and_staging() -> None:
     index = FakeIndex()
     stock = KINDS[StackKind.TRITON_VLLM].resolve(REL, None, None, index, "3.11", "check")
     assert (stock.id, stock.vllm, stock.transformers) == ("triton-26.03", "0.19.0", "4.57.6")  # before 2026-04-01
-    assert KINDS[StackKind.TRITON_VLLM].stock(stock)
+    assert stock.stock
     assert KINDS[StackKind.TRITON_VLLM].stage_target(stock, "3.11") is None  # it ships everything it runs
     upgrade = KINDS[StackKind.TRITON_VLLM].resolve(REL, "0.20.0", None, index, "3.11", "check")
     target = KINDS[StackKind.TRITON_VLLM].stage_target(upgrade, "3.11")

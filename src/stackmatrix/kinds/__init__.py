@@ -61,10 +61,6 @@ class Kind(Protocol):
         """The stack ``check``'s flags (or a policy's stack) name: omitted pins get the expansion's defaults."""
         ...
 
-    def stock(self, stack: Stack) -> bool:
-        """The stack is a release's container as shipped: nothing installed, NVIDIA's builds inside."""
-        ...
-
     def static_rungs(self) -> tuple[StaticRung, ...]: ...
 
     def requirements(self, stack: Stack, device: str) -> list[str]:

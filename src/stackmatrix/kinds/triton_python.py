@@ -7,10 +7,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
+import stackmatrix.kinds.tritonbase as tritonbase
 from stackmatrix.domain import Cell, Outcome, Stack, StackKind
 from stackmatrix.errors import BadInput
 from stackmatrix.images import PYTHON_VARIANT, ImagePlan, TritonImages
-from stackmatrix.kinds import tritonbase
 from stackmatrix.kinds.pins import (
     Change,
     IndexView,
@@ -36,7 +36,6 @@ VARIANT = PYTHON_VARIANT  # the Triton image with the Python backend only
 CATALOG: tuple[str, ...] = ("models", "gpus", "triton")
 # No vLLM bound to pick by: the one rule is the newest release (check's default too).
 DEFAULT_TRANSFORMERS = "@newest"
-
 
 
 def _transformers(index: IndexView, item: str, where: str, key: str) -> str:
@@ -73,10 +72,6 @@ def resolve(
     return Stack(KIND, None, check_version(index, "transformers", tf, rpy, where), rpy, triton=release.release)
 
 
-def stock(stack: Stack) -> bool:
-    return False  # transformers (and the torch it finds) are always installed into the container's Python
-
-
 def static_rungs() -> tuple[StaticRung, ...]:
     from stackmatrix.ladder import static  # the probes read wheels: only the ladder pays for their imports
 
@@ -110,7 +105,7 @@ def changes(
 
 
 def stage_target(stack: Stack, base_python: str) -> Target | None:
-    return tritonbase.stage_target(stack, stock(stack))
+    return tritonbase.stage_target(stack, stack.stock)
 
 
 def not_runnable(cell: Cell, runner: Traits, cpu_builds: Callable[[], list[str]]) -> Outcome | None:
@@ -122,6 +117,6 @@ def observed_with(stack: Stack, rctx: RuntimeContext) -> str:
 
 
 def runtime_ladder(env: Env, rctx: RuntimeContext, ladder: Ladder, placement: Placement) -> list[Outcome]:
-    from stackmatrix.ladder.runtime import python_backend_rungs
+    from stackmatrix.ladder.triton_serve import python_backend_rungs
 
     return python_backend_rungs(env, rctx, ladder, placement)

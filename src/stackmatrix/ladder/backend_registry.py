@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from stackmatrix.domain import Cell, Outcome, TritonRelease
-from stackmatrix.kinds import KINDS
 from stackmatrix.ladder.facts import Facts
 from stackmatrix.ladder.static import (
     BackendSource,
@@ -99,7 +98,7 @@ def from_registry(cell: Cell, ctx: Context, release: TritonRelease) -> Outcome:
     assert image is not None
     s = cell.stack
     src = image_source(release, image)
-    own = KINDS[s.kind].stock(s) or s.vllm == release.vllm_in_image  # the vLLM the image ships stays
+    own = s.stock or s.vllm == release.vllm_in_image  # the vLLM the image ships stays
     evidence: dict[str, Any] = {
         "image": image.ref,
         "digest": image.digest,

@@ -21,12 +21,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stackmatrix.atomic import atomic_write_text
 from stackmatrix.domain import Cell, Model, Outcome, Reason, Rung, Stack, Status, TritonRelease
+from stackmatrix.embedded import probes_dir
 from stackmatrix.errors import InfraUnavailable
-from stackmatrix.kinds import KINDS
 from stackmatrix.redact import redact, redact_obj
 from stackmatrix.runners import (
     RUNNERS,
@@ -40,18 +40,15 @@ from stackmatrix.runners import (
 )
 from stackmatrix.triton.backend import BackendFinder
 
+if TYPE_CHECKING:
+    from stackmatrix.kinds import Kind
+
 RUNTIME_VERSION = "2"  # 2: one engine start per ladder (probes/engine.py)
 TINY_TIMEOUT = 600.0  # ``tiny build``: the tiny checkpoint alone (a ladder builds it inside its engine probe)
 TINY_VERSION = "1"  # the tiny checkpoints' builder: a change makes new ones
 ENGINE_TIMEOUT = 1800.0  # engine.py's whole climb, the tiny build and the server's start included
 # The rungs above ``env`` in the order a record lists them (a probe may report them in another order).
 ORDER = (Rung.ENV, Rung.IMPORT, Rung.TINY, Rung.CONFIG, Rung.LOAD, Rung.GENERATE, Rung.STREAM, Rung.SERVE, Rung.UNLOAD)
-
-
-def probes_dir() -> Path:
-    """The embedded ``probes/``: packaged under ``_data`` in a wheel, the repo's folder in a checkout."""
-    packaged = Path(__file__).parents[1] / "_data" / "probes"
-    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[3] / "probes"
 
 
 @dataclass(frozen=True)
@@ -303,19 +300,15 @@ def ladder_of(cell: Cell, rctx: RuntimeContext, logs: Path) -> Ladder:
     return Ladder(key, cell.stack, real, spec, where, tp)
 
 
-def not_runnable(cell: Cell, rctx: RuntimeContext, cpu_builds: Callable[[], list[str]]) -> Outcome | None:
-    """Why this host cannot build the cell's stack, or None when it can (the kind knows what its ladder needs)."""
-    return KINDS[cell.stack.kind].not_runnable(cell, rctx.runner, cpu_builds)
-
-
-def climb(ladder: Ladder, rctx: RuntimeContext, placement: Placement = HERE) -> list[Outcome]:
-    """The env and runtime rungs of one ladder, where ``placement`` says."""
+def climb(ladder: Ladder, rctx: RuntimeContext, kind: Kind, placement: Placement = HERE) -> list[Outcome]:
+    """The env and runtime rungs of one ladder, where ``placement`` says; ``kind``: its stack's (the caller looks
+    it up: the kinds build their ladders from this module)."""
     t0 = time.perf_counter()
     stack = ladder.stack
     rctx.report(str(Rung.ENV))
     try:
-        with rctx.locks("env " + " ".join(rctx.runner.requirements(stack))):
-            env = rctx.runner.prepare(stack)
+        with rctx.locks("env " + " ".join(rctx.runner.requirements(stack, kind))):
+            env = rctx.runner.prepare(stack, kind)
     except InfraUnavailable as exc:  # e.g. the Triton image is neither here nor pullable: this cell cannot run here
         return [Outcome(Rung.ENV, Status.SKIP, Reason.NEEDS_CONTAINER, str(exc), {}, time.perf_counter() - t0)]
     except EnvBuildFailed as exc:
@@ -342,7 +335,7 @@ def climb(ladder: Ladder, rctx: RuntimeContext, placement: Placement = HERE) -> 
     ]
     # Same lock, same checkpoint spec, same probe code: the observation is already on disk (a cache hit).
     what = str(ladder.real) if ladder.real else dict(ladder.spec)
-    also = KINDS[stack.kind].observed_with(stack, rctx)
+    also = kind.observed_with(stack, rctx)
     key = hashlib.sha256(
         json.dumps([env.lock_hash, what, ladder.tp, RUNTIME_VERSION, probes_digest(), also]).encode()
     ).hexdigest()[:20]
@@ -351,7 +344,7 @@ def climb(ladder: Ladder, rctx: RuntimeContext, placement: Placement = HERE) -> 
         cached = [Outcome.from_json(o) for o in json.loads(stored.read_text())]
         return outcomes + [replace(o, evidence={**o.evidence, "cached": str(stored)}) for o in cached]
     try:
-        rungs = KINDS[stack.kind].runtime_ladder(env, rctx, ladder, placement)
+        rungs = kind.runtime_ladder(env, rctx, ladder, placement)
     except RunnerFault as exc:  # the Docker engine, not the stack: not-run, and tried again
         return [*outcomes, Outcome(Rung.IMPORT, Status.ERROR, Reason.DOCKER_ERROR, str(exc), {})]
     if not any(o.reason is Reason.TIMEOUT or o.status is Status.ERROR for o in rungs):  # may pass another time
@@ -468,32 +461,6 @@ def rung_outcomes(
         if out[-1].status is not Status.PASS:
             return out
     return out
-
-
-def python_backend_rungs(env: Env, rctx: RuntimeContext, ladder: Ladder, placement: Placement) -> list[Outcome]:
-    """triton-python: one process imports the stack, builds (or reuses) the checkpoint, reads its config and
-    computes transformers' own greedy text (the reference); then the cell's Triton, one server on the ladder's GPU
-    set, serves it (load, ready, generate, generate_stream, index, metrics, unload)."""
-    from stackmatrix.ladder.triton_serve import PROMPT, ServeSpec, serve_rungs
-
-    outcomes: list[Outcome] = []
-    args: dict[str, Any] = {"modules": ["torch", "transformers", "numpy"], "prompt": PROMPT, "max_tokens": 8}
-    rungs = [Rung.IMPORT, Rung.CONFIG]
-    checkpoint = checkpoint_of(env, rctx, ladder, args, rungs, outcomes)
-    # a real checkpoint is served, not compared (its reference would load it twice)
-    args.update(model=str(checkpoint), reference=ladder.real is None)
-    rctx.report(str(rungs[0]))
-    run = run_probe(env, "transformers_rungs.py", args, ENGINE_TIMEOUT, ladder.logs / "transformers.log", placement)
-    outcomes = in_order([*outcomes, *rung_outcomes(run, rungs, ladder.logs / "-", frozenset())])
-    if any(o.status is not Status.PASS for o in outcomes):  # a rung the probe never reached is failed too
-        return outcomes
-    reference, failed = reference_of(run, ladder)
-    if failed is not None:
-        return [*outcomes, failed]
-    assert env.container is not None  # the docker runner: Triton runs in the cell's image
-    container = replace(env.container, gpus=placement.gpus)  # one tritonserver per GPU set (Triton #7786)
-    rctx.report(str(Rung.LOAD))
-    return outcomes + serve_rungs(ServeSpec(container, checkpoint, reference, ladder.logs / "triton"))
 
 
 def reference_of(run: ProbeRun, ladder: Ladder) -> tuple[str | None, Outcome | None]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -13,11 +13,9 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
 from stackmatrix.catalog import Catalog
-from stackmatrix.domain import Cell, Outcome, Reason, Rung, Status, TritonRelease
+from stackmatrix.domain import IMAGE_RULE, STOCK_RULE, Cell, Outcome, Reason, Rung, Status, TritonRelease
 from stackmatrix.errors import InfraUnavailable
-from stackmatrix.kinds import KINDS
 from stackmatrix.kinds.pins import newest_before
-from stackmatrix.kinds.triton_vllm import IMAGE_RULE, STOCK_RULE
 from stackmatrix.ladder.facts import Facts, module_member
 from stackmatrix.ladder.uvresolve import uv_resolve
 from stackmatrix.matrixfile import Settings as MatrixSettings
@@ -83,8 +81,8 @@ def _timed(name: Rung, fn: Callable[[], Outcome]) -> Outcome:
     )
 
 
-def _nvidia_note(cell: Cell, ctx: Context) -> str:
-    if KINDS[cell.stack.kind].stock(cell.stack):  # the container runs NVIDIA's build of the public vLLM read here
+def nvidia_note(cell: Cell, ctx: Context) -> str:
+    if cell.stack.stock:  # the container runs NVIDIA's build of the public vLLM read here
         rel = ctx.catalog.triton[cell.stack.triton or ""]
         shipped = rel.image.version("vllm") if rel.image is not None else None
         if shipped and shipped != cell.stack.vllm:
@@ -113,7 +111,7 @@ def probe_resolve(cell: Cell, ctx: Context) -> Outcome:
     s = cell.stack
     if s.vllm is None:
         rel = ctx.catalog.triton.get(s.triton or "")
-        reason, why = _unknown_backend(rel) if rel else (Reason.UNKNOWN, "no catalog row")
+        reason, why = unknown_backend(rel) if rel else (Reason.UNKNOWN, "no catalog row")
         return Outcome(
             Rung.RESOLVE,
             Status.SKIP,
@@ -245,7 +243,7 @@ def _inferred_gap(cell: Cell, ctx: Context, model_type: str) -> Outcome | None:
         return None
     if model_type not in ctx.facts.model_types(ctx.facts.wheel("transformers", newest, s.python))["model_types"]:
         return None  # nothing the container could hold knows it
-    reason, why = _unknown_backend(rel)
+    reason, why = unknown_backend(rel)
     return Outcome(
         Rung.MODEL_TYPE,
         Status.SKIP,
@@ -265,7 +263,7 @@ def probe_arch(cell: Cell, ctx: Context) -> Outcome:
     reg = ctx.facts.registry(vw)
     arches: dict[str, list[str]] = reg["architectures"]
     evidence: dict[str, Any] = {"wheel": vw.filename, "member": reg["member"], "registered": len(arches)}
-    note = _nvidia_note(cell, ctx)
+    note = nvidia_note(cell, ctx)
     entry = arches.get(m.architecture)
     if entry is None:
         near = _closest(m.architecture, sorted(arches))
@@ -491,55 +489,12 @@ def backend_outcome(
     )
 
 
-def _unknown_backend(rel: TritonRelease) -> tuple[Reason, str]:
+def unknown_backend(rel: TritonRelease) -> tuple[Reason, str]:
     """Why the backend of ``rel`` could not be read: its registry did not answer, or no image was there."""
     if rel.image_problem is not None:
         reason, detail = rel.image_problem
         return Reason(reason), f"its image could not be read ({detail})"
     return Reason.UNKNOWN, "its image was not read"
-
-
-def probe_backend_imports(cell: Cell, ctx: Context) -> Outcome:
-    s = cell.stack
-    rel = ctx.catalog.triton[s.triton or ""]
-    if ctx.backend_image is not None:  # the image's own backend source, when the image is here
-        from_image = ctx.backend_image(cell, ctx)
-        if from_image is not None:
-            return from_image
-    if rel.image is not None and rel.image.backend_files:  # read from the registry
-        from stackmatrix.ladder.backend_registry import from_registry
-
-        return from_registry(cell, ctx, rel)
-    src = catalog_source(cell, ctx)
-    if src is None:
-        reason, why = _unknown_backend(rel)
-        return Outcome(
-            Rung.BACKEND_IMPORTS,
-            Status.SKIP,
-            reason,
-            f"the vLLM backend source of Triton {rel.release} is not in the catalog and {why}",
-        )
-    if s.vllm is None:
-        return Outcome(Rung.BACKEND_IMPORTS, Status.SKIP, Reason.UNKNOWN, "vLLM version not known")
-    problems, checked, wheel = wheel_problems(cell, ctx, src)
-    evidence: dict[str, Any] = {"wheel": wheel, "import_set": src.name, "source": src.source, "inferred": src.inferred}
-    note = _nvidia_note(cell, ctx)
-    # The docker runner looked for the image and it is not here: say where the import set came from.
-    absent = " (the catalog's import set: no Triton image of this release here)" if ctx.backend_image else ""
-    if problems and note:
-        # The stock container runs NVIDIA's build, not this public wheel: a gap here may be a patch there.
-        reason, why = _unknown_backend(rel)
-        return Outcome(
-            Rung.BACKEND_IMPORTS,
-            Status.SKIP,
-            reason,
-            f"Triton {rel.release} backend vs the public vllm {s.vllm}: {problems[0]['detail']}; "
-            f"unproven for the container's NVIDIA build {rel.vllm_shipped}: {why}{absent}",
-            {**evidence, "checked": checked, "problems": problems},
-        )
-    return backend_outcome(
-        f"Triton {rel.release} backend", f"vllm {s.vllm}", problems, checked, evidence, note + absent
-    )
 
 
 # -- fit -------------------------------------------------------------------------------------------
@@ -608,17 +563,13 @@ MODEL_TYPE = StaticRung(
     ),
 )
 ARCH = StaticRung(Rung.ARCH, probe_arch, lambda c: (c.stack.id, c.model.architecture))
-BACKEND_IMPORTS = StaticRung(Rung.BACKEND_IMPORTS, probe_backend_imports, lambda c: (c.stack.id, c.target.tp > 1))
 FIT = StaticRung(Rung.FIT, probe_fit, lambda c: (c.model.id, c.target))
 
 
-def static_probes(cell: Cell) -> tuple[StaticRung, ...]:
-    return KINDS[cell.stack.kind].static_rungs()
-
-
-def run_static(cell: Cell, ctx: Context) -> list[Outcome]:
+def run_static(cell: Cell, ctx: Context, rungs: Sequence[StaticRung]) -> list[Outcome]:
+    """The cell's static rungs (its kind's: the caller looks them up), each memoized by what it depends on."""
     out = []
-    for step in static_probes(cell):
+    for step in rungs:
         k = (step.rung, *step.key(cell))
         if k not in ctx.memo:
             ctx.memo[k] = _timed(step.rung, lambda fn=step.probe: fn(cell, ctx))  # type: ignore[misc]

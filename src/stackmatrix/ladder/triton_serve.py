@@ -11,14 +11,26 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from stackmatrix.domain import Outcome, Reason, Rung, Status
-from stackmatrix.ladder.runtime import find_cause, probes_dir
+from stackmatrix.embedded import probes_dir
+from stackmatrix.ladder.runtime import (
+    ENGINE_TIMEOUT,
+    Ladder,
+    Placement,
+    RuntimeContext,
+    checkpoint_of,
+    find_cause,
+    in_order,
+    reference_of,
+    run_probe,
+    rung_outcomes,
+)
 from stackmatrix.redact import redact, redact_obj
-from stackmatrix.runners import Container
+from stackmatrix.runners import Container, Env
 from stackmatrix.triton.driver import TritonDriver, TritonError
 from stackmatrix.triton.repository import python_model_config, write_model
 from stackmatrix.triton.server import ContainerTritonServer, ServerInstall, TritonServer
@@ -156,3 +168,27 @@ def serve_rungs(spec: ServeSpec, override: Mapping[str, Any] | None = None) -> l
                 )
             )
     return outcomes
+
+
+def python_backend_rungs(env: Env, rctx: RuntimeContext, ladder: Ladder, placement: Placement) -> list[Outcome]:
+    """triton-python: one process imports the stack, builds (or reuses) the checkpoint, reads its config and
+    computes transformers' own greedy text (the reference); then the cell's Triton, one server on the ladder's GPU
+    set, serves it (load, ready, generate, generate_stream, index, metrics, unload)."""
+    outcomes: list[Outcome] = []
+    args: dict[str, Any] = {"modules": ["torch", "transformers", "numpy"], "prompt": PROMPT, "max_tokens": 8}
+    rungs = [Rung.IMPORT, Rung.CONFIG]
+    checkpoint = checkpoint_of(env, rctx, ladder, args, rungs, outcomes)
+    # a real checkpoint is served, not compared (its reference would load it twice)
+    args.update(model=str(checkpoint), reference=ladder.real is None)
+    rctx.report(str(rungs[0]))
+    run = run_probe(env, "transformers_rungs.py", args, ENGINE_TIMEOUT, ladder.logs / "transformers.log", placement)
+    outcomes = in_order([*outcomes, *rung_outcomes(run, rungs, ladder.logs / "-", frozenset())])
+    if any(o.status is not Status.PASS for o in outcomes):  # a rung the probe never reached is failed too
+        return outcomes
+    reference, failed = reference_of(run, ladder)
+    if failed is not None:
+        return [*outcomes, failed]
+    assert env.container is not None  # the docker runner: Triton runs in the cell's image
+    container = replace(env.container, gpus=placement.gpus)  # one tritonserver per GPU set (Triton #7786)
+    rctx.report(str(Rung.LOAD))
+    return outcomes + serve_rungs(ServeSpec(container, checkpoint, reference, ladder.logs / "triton"))

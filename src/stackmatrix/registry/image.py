@@ -85,7 +85,7 @@ class ImageFacts:
 @cache
 def _backend_source() -> ModuleType:
     """``probes/backend_source.py`` (stdlib only): the same parse the in-image probe makes."""
-    from stackmatrix.ladder.runtime import probes_dir
+    from stackmatrix.embedded import probes_dir
 
     spec = importlib.util.spec_from_file_location("stackmatrix_backend_source", probes_dir() / "backend_source.py")
     assert spec is not None and spec.loader is not None

@@ -22,16 +22,11 @@ from packaging.utils import canonicalize_name
 
 from stackmatrix.domain import Stack
 from stackmatrix.errors import BadInput
-from stackmatrix.kinds import KINDS
 
 if TYPE_CHECKING:
-    from stackmatrix.domain import Cell, Outcome
+    from stackmatrix.kinds import Kind
     from stackmatrix.ladder.runtime import Placement
-    from stackmatrix.ladder.static import Context
     from stackmatrix.options import Settings
-
-# The static tier's hook for ``backend-imports`` read from a Triton image that is here (docker runner).
-BackendHook = Callable[["Cell", "Context"], "Outcome | None"]
 
 
 @dataclass(frozen=True)
@@ -63,11 +58,6 @@ class EnvBuildFailed(Exception):
     def __init__(self, reason: str, detail: str, tail: str) -> None:
         super().__init__(detail)
         self.reason, self.tail = reason, tail
-
-
-def stack_requirements(stack: Stack, device: str) -> list[str]:
-    """What a stack installs (its kind decides: the engine's CPU build on a host without a GPU, and so on)."""
-    return KINDS[stack.kind].requirements(stack, device)
 
 
 # Beside a +cpu torch, PyPI's torchvision/torchaudio/torchcodec (built for CUDA torch) fail at import
@@ -124,11 +114,6 @@ class Runner(Protocol):
         ...
 
     @staticmethod
-    def backend_hook(settings: Settings) -> BackendHook | None:
-        """What the static tier's ``backend-imports`` may read besides the catalog (an image that is here)."""
-        ...
-
-    @staticmethod
     def run(
         env: Env,
         argv: Sequence[str],
@@ -143,8 +128,9 @@ class Runner(Protocol):
         timed out)."""
         ...
 
-    def requirements(self, stack: Stack) -> list[str]:
-        """What the stack's environment installs here (its builds share one lock per list)."""
+    def requirements(self, stack: Stack, kind: Kind) -> list[str]:
+        """What the stack's environment installs here (its builds share one lock per list); ``kind``: the stack's
+        (the caller looks it up: runners sit below the kinds)."""
         ...
 
     @property
@@ -152,7 +138,7 @@ class Runner(Protocol):
         """ "cpu" or "gpu": which engine build a stack installs."""
         ...
 
-    def prepare(self, stack: Stack) -> Env: ...
+    def prepare(self, stack: Stack, kind: Kind) -> Env: ...
 
     def prepare_requirements(self, requirements: list[str], extra_overrides: Sequence[str] = ()) -> Env: ...
 

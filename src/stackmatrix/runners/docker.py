@@ -27,20 +27,18 @@ from stackmatrix.asof import AsOf
 from stackmatrix.domain import Stack
 from stackmatrix.errors import InfraUnavailable
 from stackmatrix.images import LABEL, ImageBuildFailed, ImageSpec, TritonImages, base_id, build
-from stackmatrix.kinds import KINDS
 from stackmatrix.options import Settings
 from stackmatrix.runners import (
     DEFAULT_OVERRIDES,
-    BackendHook,
     Container,
     Env,
     EnvBuildFailed,
     RunnerFault,
-    stack_requirements,
 )
 from stackmatrix.stage import Target, stage
 
 if TYPE_CHECKING:
+    from stackmatrix.kinds import Kind
     from stackmatrix.ladder.runtime import Placement
 
 PROBE_LABEL = "org.stackmatrix.probe"
@@ -127,13 +125,6 @@ class DockerRunner:
         )
 
     @staticmethod
-    def backend_hook(settings: Settings) -> BackendHook | None:
-        """``backend-imports`` reads the Triton image when it is here (never pulled by a static run)."""
-        from stackmatrix.ladder.backend_image import BackendFromImage
-
-        return BackendFromImage(TritonImages(settings.triton_image), client(), settings.cache_dir / "logs")
-
-    @staticmethod
     def run(
         env: Env,
         argv: Sequence[str],
@@ -153,17 +144,17 @@ class DockerRunner:
     def device(self) -> str:
         return self.o.device
 
-    def requirements(self, stack: Stack) -> list[str]:
-        return stack_requirements(stack, self.o.device)
+    def requirements(self, stack: Stack, kind: Kind) -> list[str]:
+        return kind.requirements(stack, self.o.device)
 
-    def prepare(self, stack: Stack) -> Env:
-        plan = KINDS[stack.kind].image(stack, self.o.triton_images)
+    def prepare(self, stack: Stack, kind: Kind) -> Env:
+        plan = kind.image(stack, self.o.triton_images)
         if plan is None:
             raise EnvBuildFailed("needs-container", f"no runtime tier wired for {stack.kind} cells yet", "")
         base = plan.base or self.o.base
         if plan.as_is:
             return self._as_is(base)
-        return self._image(plan.template, self.requirements(stack), plan.overrides, base, {"stack": stack.id})
+        return self._image(plan.template, self.requirements(stack, kind), plan.overrides, base, {"stack": stack.id})
 
     def _as_is(self, ref: str) -> Env:
         """A stock container: the image as shipped (pulled when it is not here), nothing installed into it; its

@@ -24,22 +24,20 @@ import uv
 from stackmatrix.asof import AsOf, uv_args
 from stackmatrix.atomic import atomic_write_text
 from stackmatrix.domain import Stack
-from stackmatrix.kinds import KINDS, runs_in_triton
 from stackmatrix.options import DEFAULT_TORCH_INDEX, Settings
 from stackmatrix.readfile import cached_bytes
 from stackmatrix.redact import redact
 from stackmatrix.runners import (
     DEFAULT_OVERRIDES,
-    BackendHook,
     Env,
     EnvBuildFailed,
     merge_overrides,
     run_local,
-    stack_requirements,
 )
 from stackmatrix.uvcache import uv_cache_dir
 
 if TYPE_CHECKING:
+    from stackmatrix.kinds import Kind
     from stackmatrix.ladder.runtime import Placement
 
 __all__ = ["DEFAULT_OVERRIDES", "VenvOptions", "VenvRunner", "merge_overrides"]
@@ -121,10 +119,6 @@ class VenvRunner:
         )
 
     @staticmethod
-    def backend_hook(settings: Settings) -> BackendHook | None:
-        return None  # no image here to read: backend-imports uses the catalog's import sets
-
-    @staticmethod
     def run(
         env: Env,
         argv: Sequence[str],
@@ -141,8 +135,8 @@ class VenvRunner:
     def device(self) -> str:
         return self.o.device
 
-    def requirements(self, stack: Stack) -> list[str]:
-        return stack_requirements(stack, self.o.device)
+    def requirements(self, stack: Stack, kind: Kind) -> list[str]:
+        return kind.requirements(stack, self.o.device)
 
     def _sources(self) -> list[str]:
         args = ["--index-url", self.o.index_url]
@@ -200,11 +194,11 @@ class VenvRunner:
             raise EnvBuildFailed(_classify(out), f"uv cannot resolve {' '.join(requirements)}", _tail(out))
         return proc.stdout
 
-    def prepare(self, stack: Stack) -> Env:
+    def prepare(self, stack: Stack, kind: Kind) -> Env:
         # The cell's transformers pin wins over the engine's declared bound: an `override` cell is observed
         # with exactly the override the static tier named.
         pinned = (f"transformers=={stack.transformers}",)
-        if runs_in_triton(KINDS[stack.kind]):
+        if stack.in_triton:
             # Run by the stand-in tritonserver's Python backend: made by the interpreter whose shared libpython
             # its stub links, with what that stub needs (kinds' not_runnable has checked there is one).
             from stackmatrix.triton.install import STUB_OVERRIDES, prepare_stub_env, stub_python
@@ -213,10 +207,10 @@ class VenvRunner:
             if found is None:
                 raise EnvBuildFailed("needs-container", "no interpreter for the stand-in tritonserver's stub", "")
             stand_in = VenvRunner(replace(self.o, interpreter=found[0], python=found[1]))
-            env = stand_in.prepare_requirements(self.requirements(stack), (*pinned, *STUB_OVERRIDES))
+            env = stand_in.prepare_requirements(self.requirements(stack, kind), (*pinned, *STUB_OVERRIDES))
             prepare_stub_env(env.root, found[1])
             return env
-        return self.prepare_requirements(self.requirements(stack), pinned)
+        return self.prepare_requirements(self.requirements(stack, kind), pinned)
 
     def prepare_requirements(self, requirements: list[str], extra_overrides: Sequence[str] = ()) -> Env:
         t0 = time.perf_counter()
