@@ -185,9 +185,11 @@ def standing_ladders() -> list[tuple[str, str]]:
     """(ladder key, stack) of the default matrix's cells the static tier leaves standing, runnable here."""
     from stackmatrix.contexts import static_context
     from stackmatrix.ladder.runtime import tiny_spec
+    from stackmatrix.loaded import load
     from stackmatrix.matrixfile import default_matrix_path
     from stackmatrix.options import resolve_settings
-    from stackmatrix.pipeline import evaluate, expand_matrix, load, open_session, standing, warm
+    from stackmatrix.session import expand_matrix, open_session
+    from stackmatrix.static_tier import evaluate, standing, warm
 
     loaded = load(default_matrix_path())
     session = open_session(resolve_settings({}), loaded.spec.settings.platform)

@@ -37,9 +37,11 @@ def static_tier(cache_dir: Path, **options: str) -> Pass:
     ``options``: settings as the command line gives them (``index_ttl="0"``, ``as_of=...``)."""
     # here, not at the top: ``--parts`` runs this file to time the imports a run makes
     from stackmatrix.ladder.static import Context
+    from stackmatrix.loaded import load
     from stackmatrix.matrixfile import default_matrix_path
     from stackmatrix.options import resolve_settings
-    from stackmatrix.pipeline import evaluate, expand_matrix, load, open_session, warm
+    from stackmatrix.session import expand_matrix, open_session
+    from stackmatrix.static_tier import evaluate, warm
 
     t0 = time.perf_counter()
     settings = resolve_settings({"cache_dir": str(cache_dir), **options})

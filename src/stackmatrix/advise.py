@@ -25,7 +25,8 @@ from stackmatrix.policy import PASSING, Requirement, meets
 from stackmatrix.stackspec import StackSpec
 
 if TYPE_CHECKING:
-    from stackmatrix.pipeline import Loaded, Session
+    from stackmatrix.loaded import Loaded
+    from stackmatrix.session import Session
     from stackmatrix.workflow import Executed, Job, Selected
 
 BEST = 3  # candidates shown in full, by default
@@ -332,7 +333,7 @@ def advise_cells(loaded: Loaded, job: Job) -> Selected:
 def climb_best(best: Sequence[Checked], q: Question, executed: Executed, job: Job) -> dict[str, CellResult]:
     """The best candidates' cells through the runtime tier (the local executor: ladders share environments)."""
     from stackmatrix.contexts import runtime_context, static_context
-    from stackmatrix.pipeline import execute
+    from stackmatrix.executors.local import execute
     from stackmatrix.workflow import session_of
 
     args, session = job.args, session_of(job)
@@ -351,7 +352,7 @@ def climbs(k: Checked, requirements: Sequence[Requirement], climb: str) -> bool:
     """Whether the runtime tier may decide a candidate: each requirement met, or left standing by the static tier
     for a run to decide (a minimum above ``predicted`` only a run can meet; ``climb`` "all": also a block a run
     can contradict)."""
-    from stackmatrix.pipeline import standing
+    from stackmatrix.static_tier import standing
 
     pairs = zip(k.results, requirements, strict=True)
     return all(meets(r.verdict, req.minimum) or standing(r, climb) for r, req in pairs)

@@ -21,7 +21,8 @@ from stackmatrix.errors import BadInput
 from stackmatrix.policy import PASSING, meets
 
 if TYPE_CHECKING:
-    from stackmatrix.pipeline import Loaded, Session
+    from stackmatrix.loaded import Loaded
+    from stackmatrix.session import Session
     from stackmatrix.workflow import Job
 
 AXES = ("vllm", "transformers", "triton")
@@ -142,9 +143,9 @@ def check_args(args: Any) -> None:
 def run_bisect(loaded: Loaded, job: Job) -> int:
     from stackmatrix.contexts import runtime_context, static_context
     from stackmatrix.errors import GateRegression
-    from stackmatrix.pipeline import evaluate
-    from stackmatrix.pipeline import standing as standing_
     from stackmatrix.stackspec import parse_target
+    from stackmatrix.static_tier import evaluate
+    from stackmatrix.static_tier import standing as standing_
     from stackmatrix.triton.shipped import matrix_releases, with_images
     from stackmatrix.workflow import session_of
 
@@ -210,7 +211,7 @@ def run_bisect(loaded: Loaded, job: Job) -> int:
 
 def _climb(cell: Cell, static: CellResult, session: Session, ctx: Any, rctx: Any, job: Job) -> CellResult:
     """One ladder: the cell up the runtime tier through the local executor."""
-    from stackmatrix.pipeline import execute
+    from stackmatrix.executors.local import execute
 
     got: list[CellResult] = []
     logs = job.settings.cache_dir / "logs"

@@ -26,7 +26,7 @@ from stackmatrix.options import (
 from stackmatrix.options import requirement as _requirement
 
 if TYPE_CHECKING:
-    from stackmatrix.pipeline import Loaded
+    from stackmatrix.loaded import Loaded
 
 
 def argparse_type(check: Check[Any]) -> Callable[[str], Any]:
@@ -148,7 +148,7 @@ def recorded_options(
 
 
 def loaded_of(args: argparse.Namespace) -> Loaded:
+    from stackmatrix.loaded import load
     from stackmatrix.matrixfile import default_matrix_path
-    from stackmatrix.pipeline import load
 
     return load(args.matrix or default_matrix_path(), as_of=settings_of(args).as_of)

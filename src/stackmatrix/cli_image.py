@@ -9,9 +9,9 @@ from typing import Any
 
 from stackmatrix.cli_args import settings_of
 from stackmatrix.inert import term_text
-from stackmatrix.pipeline import open_session
 from stackmatrix.registry.image import BACKEND_DIR, DISTS, ImageFacts, parse_backend
 from stackmatrix.registry.reference import parse_ref
+from stackmatrix.session import open_session
 
 
 def _mb(n: int) -> str:

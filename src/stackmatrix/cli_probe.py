@@ -9,7 +9,7 @@ import json
 from stackmatrix.cli_args import loaded_of, settings_of
 from stackmatrix.domain import Status
 from stackmatrix.errors import GateRegression
-from stackmatrix.pipeline import open_session
+from stackmatrix.session import open_session
 from stackmatrix.workflow import CHECK, COLLECT, LIST, LIST_PLAN, RESUME, RUN, STAGE, WORKER, execute
 
 

@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING
 from stackmatrix.ladder.backend_image import BackendFromImage
 from stackmatrix.ladder.runtime import RuntimeContext
 from stackmatrix.ladder.static import Context
-from stackmatrix.pipeline import Loaded, Session
+from stackmatrix.loaded import Loaded
 from stackmatrix.runners import DEFAULT_OVERRIDES, RUNNERS, merge_overrides
+from stackmatrix.session import Session
 from stackmatrix.triton.backend import BackendFinder, BackendOptions
 
 if TYPE_CHECKING:

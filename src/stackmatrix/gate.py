@@ -23,7 +23,7 @@ from stackmatrix.policy import Policy, Requirement, meets
 from stackmatrix.runindex import CellRow
 
 if TYPE_CHECKING:
-    from stackmatrix.pipeline import Loaded
+    from stackmatrix.loaded import Loaded
     from stackmatrix.workflow import Executed, Job, Selected
 
 

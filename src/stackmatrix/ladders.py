@@ -11,35 +11,24 @@ record, which is ``flaky`` when they differ.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from stackmatrix.domain import Cell, CellResult, Outcome, Rung
 from stackmatrix.gpus.inventory import GIB
 from stackmatrix.kinds import KINDS
-from stackmatrix.ladder.runtime import Ladder, Placement, RuntimeContext, climb, ladder_of, spec_label
+from stackmatrix.ladder.runtime import Ladder, RuntimeContext, ladder_of, spec_label
 from stackmatrix.ladder.verdict import decided, derive
-from stackmatrix.pipeline import declared
 from stackmatrix.schedule import ENV_BUILD, Task
-from stackmatrix.slots import CPU_LADDER_BYTES, Need, Slots
+from stackmatrix.slots import CPU_LADDER_BYTES, Need
+from stackmatrix.static_tier import Standing, declared
 
 if TYPE_CHECKING:
-    from stackmatrix.pipeline import Loaded, Session
+    from stackmatrix.loaded import Loaded
+    from stackmatrix.session import Session
 
 TINY_GPU_BYTES = 2 * GIB  # a tiny checkpoint's engine on a GPU: its KV space and CUDA context, not its weights
-
-
-@dataclass(frozen=True)
-class Standing:
-    """A cell the static tier left standing, with its static outcomes and its plan's estimate."""
-
-    cell: Cell
-    fingerprint: str
-    static: tuple[Outcome, ...]
-    estimate_s: float
 
 
 def climbers(cells: Sequence[Cell], session: Session, loaded: Loaded, resolve: str) -> list[Cell]:
@@ -47,8 +36,8 @@ def climbers(cells: Sequence[Cell], session: Session, loaded: Loaded, resolve: s
     settings' runner can build here. The catalog's backend imports only: the plan asks no Docker engine (a run
     that finds none records its ending; a plan would only fail)."""
     from stackmatrix.ladder.static import Context
-    from stackmatrix.pipeline import evaluate, standing, warm
     from stackmatrix.runners import RUNNERS, Declared
+    from stackmatrix.static_tier import evaluate, standing, warm
 
     settings = session.settings
     traits = Declared(RUNNERS[settings.runner].load().containers, settings.device)
@@ -136,48 +125,3 @@ def ladders_of(
             on_result(decide(s, [[skip]], tiny=True), False)
     groups = group(climbing, rctx, logs_dir)
     return groups, {key: ladder_of(members[0].cell, rctx, logs_dir) for key, members in groups.items()}
-
-
-def climb_all(
-    standing: Sequence[Standing],
-    rctx: RuntimeContext,
-    logs_dir: Path,
-    make_slots: Callable[[int, int], Slots],
-    quiet: bool,
-    retries: int,
-    on_result: Callable[[CellResult, bool], None],
-    cpu_builds: Callable[[], list[str]],
-) -> None:
-    """Every standing cell up its ladder: those this host cannot build are decided at once (not-run), the rest
-    through the local executor on ``make_slots(ladders, memory of the largest)``; each cell's record goes to
-    ``on_result`` as its ladder ends."""
-    from stackmatrix.executors import EXECUTORS
-    from stackmatrix.progress import make_progress
-
-    groups, ladders = ladders_of(standing, rctx, logs_dir, on_result, cpu_builds)
-    climbing = [s for members in groups.values() for s in members]
-    tasks = [task_of(ladders[k], members, rctx) for k, members in groups.items()]
-    slots = make_slots(len(tasks), max((t.need.memory for t in tasks), default=0))
-    progress = make_progress(len(climbing), slots.size, quiet)
-    progress.say(f"{len(tasks)} ladders for {len(climbing)} cells on {slots.describe()}")
-    started: dict[str, tuple[float, str]] = {}
-
-    def work(task: Task, placement: Placement) -> list[Outcome]:
-        started[task.key] = (time.monotonic(), placement.label)
-        with rctx.reporting(lambda rung: progress.rung(task.key, rung)):
-            ladder = ladders[task.key]
-            return climb(ladder, rctx, KINDS[ladder.stack.kind], placement)
-
-    def done(task: Task, attempts: list[list[Outcome]]) -> None:
-        t0, where = started.get(task.key, (time.monotonic(), ""))
-        seconds = time.monotonic() - t0
-        tiny = ladders[task.key].real is None
-        for s in groups[task.key]:
-            result = decide(s, attempts, tiny)
-            on_result(result, True)
-            progress.cell(result, seconds, where)
-
-    try:
-        EXECUTORS["local"].load()(tasks, slots, work, done, progress, retries)
-    finally:
-        progress.close()

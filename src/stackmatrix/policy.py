@@ -25,8 +25,8 @@ from pydantic import Field
 
 from stackmatrix.domain import Model, Target, Verdict
 from stackmatrix.errors import BadInput
+from stackmatrix.loaded import Loaded
 from stackmatrix.matrixfile import TargetSpec, check_target
-from stackmatrix.pipeline import Loaded
 from stackmatrix.stackspec import StackSpec, parse_spec, parse_target
 from stackmatrix.tomlfile import Strict, load
 

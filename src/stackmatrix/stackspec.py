@@ -11,7 +11,8 @@ from stackmatrix.domain import Gpu, Stack, Target
 from stackmatrix.errors import BadInput
 from stackmatrix.ids import check_id_part
 from stackmatrix.kinds import KINDS, kind_named, pins, release_for
-from stackmatrix.pipeline import Loaded, Session
+from stackmatrix.loaded import Loaded
+from stackmatrix.session import Session
 from stackmatrix.versions import release_text, version_text
 
 KEYS = ("triton", "vllm", "transformers", "kind")

@@ -37,9 +37,10 @@ from typing import Any
 from stackmatrix.domain import Cell, CellResult, Reason
 from stackmatrix.errors import BadInput, InfraUnavailable, Interrupted, NothingSelected, Terminated
 from stackmatrix.executors import Ended
+from stackmatrix.loaded import Loaded
 from stackmatrix.options import Settings
-from stackmatrix.pipeline import Loaded, Session
 from stackmatrix.plan import Plan
+from stackmatrix.session import Session
 from stackmatrix.store import Run, record_ending
 
 Step = Callable[[Any, "Job"], Any]
@@ -169,9 +170,9 @@ def _signals_raise() -> Iterator[None]:
 
 
 def load(_: object, job: Job) -> Loaded:
+    from stackmatrix.loaded import load as load_matrix
     from stackmatrix.matrixfile import default_matrix_path
-    from stackmatrix.pipeline import load as load_matrix
-    from stackmatrix.pipeline import open_session
+    from stackmatrix.session import open_session
 
     if getattr(job.args, "baseline", None) is not None:  # a gate against a stored run sees what that run saw
         from stackmatrix.store import find_run
@@ -213,8 +214,8 @@ def reopen_task(_: object, job: Job) -> Loaded:
 def _reopened(run: Run, job: Job) -> Loaded:
     """The run's matrix, selection and options, as it recorded them; a matrix, catalog or option that changed
     since is exit 2 (the cells probed now must be decided as the ones before were)."""
-    from stackmatrix.pipeline import load as load_matrix
-    from stackmatrix.pipeline import open_session
+    from stackmatrix.loaded import load as load_matrix
+    from stackmatrix.session import open_session
 
     where = str(run.root / "run.json")
     for key, value in _recorded_args(run).items():
@@ -265,8 +266,8 @@ def adopt_as_of(run: Run, job: Job) -> None:
 
 
 def expand(loaded: Loaded, job: Job) -> Selected:
-    from stackmatrix.pipeline import expand_matrix
     from stackmatrix.select import select as select_cells
+    from stackmatrix.session import expand_matrix
     from stackmatrix.triton.shipped import matrix_releases, with_images
 
     args = job.args
@@ -325,7 +326,7 @@ def plan(selected: Selected, job: Job) -> Planned | int:
 def execute_cells(planned: Planned, job: Job) -> Executed | int:
     """Record the run (new, or the resumed one), write the plan, copy the cache hits, probe the rest: each finished
     cell is appended to the journal as it comes. ``check`` keeps no run: its results stay in memory."""
-    from stackmatrix.pipeline import declared, unreachable
+    from stackmatrix.static_tier import declared, unreachable
 
     args, session, the_plan, selected = job.args, session_of(job), planned.plan, planned.selected
     run = _start(planned, job) if args.store else None
@@ -462,8 +463,8 @@ def _recorded_args(run: Run) -> dict[str, Any]:
 
 def store(executed: Executed, job: Job) -> Executed:
     """The run's ending and its index rows (probed cells from memory, cache hits copied from their runs' rows)."""
-    from stackmatrix.pipeline import young_only
     from stackmatrix.runindex import open_index
+    from stackmatrix.session import young_only
 
     run, session = executed.run, session_of(job)
     assert run is not None
@@ -495,10 +496,10 @@ def store(executed: Executed, job: Job) -> Executed:
 def render(executed: Executed, job: Job) -> int:
     """The readiness tables into ``<reports>/latest/`` (from the index's rows; the formats with evidence read the
     journal), the terminal table and the summary line."""
-    from stackmatrix.pipeline import young_only
     from stackmatrix.render import Report, write_reports
     from stackmatrix.render.text import render_terminal, verdict_counts
     from stackmatrix.runindex import open_index
+    from stackmatrix.session import young_only
     from stackmatrix.store import store_dir
 
     run = executed.run
@@ -681,8 +682,8 @@ def run_task(selected: Selected, job: Job) -> int:
     """The worker's own step: its task's cells through the pipeline on this node, each record appended to the
     task's journal (the submitter folds it into the run's)."""
     from stackmatrix.contexts import runtime_context, static_context
+    from stackmatrix.executors.local import execute as run_cells
     from stackmatrix.journal import Journal
-    from stackmatrix.pipeline import execute as run_cells
     from stackmatrix.slurm.layout import TASKS, read_submission
 
     args, session = job.args, session_of(job)

@@ -9,9 +9,10 @@ from stackmatrix.catalog import load_catalog
 from stackmatrix.domain import Cell, Outcome, Reason, Rung, Stack, StackKind, Status, Target, Verdict
 from stackmatrix.gpus.inventory import GIB
 from stackmatrix.ladder.runtime import RuntimeContext, ladder_of
-from stackmatrix.ladders import Standing, decide, group, need
+from stackmatrix.ladders import decide, group, need
 from stackmatrix.runners.venv import VenvOptions, VenvRunner
 from stackmatrix.slots import CPU_LADDER_BYTES
+from stackmatrix.static_tier import Standing
 
 CAT = load_catalog()
 STACK = Stack(StackKind.VLLM, "0.32.0", "5.19.0", "3.11")

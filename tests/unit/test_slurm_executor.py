@@ -12,9 +12,9 @@ from pathlib import Path
 from stackmatrix.catalog import load_catalog
 from stackmatrix.domain import Cell, CellResult, Reason, Stack, StackKind, Target, Verdict
 from stackmatrix.executors.slurm import PURGED, states, wait
-from stackmatrix.pipeline import declared
 from stackmatrix.slurm.commands import Slurm
 from stackmatrix.slurm.layout import Layout, TaskSpec, plan_layout
+from stackmatrix.static_tier import declared
 
 CAT = load_catalog()
 STACK = Stack(StackKind.VLLM, "0.32.0", "5.19.0", "3.11")

@@ -108,7 +108,7 @@ def test_what_a_verdict_depends_on_is_in_the_fingerprint(where: list[str], tmp_p
 def test_sigterm_is_recorded_as_interrupted_with_exit_143(
     where: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from stackmatrix import pipeline
+    from stackmatrix import static_tier as pipeline
 
     real = pipeline.evaluate
     seen: list[str] = []
@@ -156,7 +156,7 @@ def test_a_run_whose_process_is_gone_reads_crashed(tmp_path: Path, capsys: pytes
 KILLER = """
 import os, signal, sys
 sys.path.insert(0, {src!r})
-from stackmatrix import pipeline
+from stackmatrix import static_tier as pipeline
 real, seen = pipeline.evaluate, []
 def evaluate(*args, **kwargs):
     seen.append(1)

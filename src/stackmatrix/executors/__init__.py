@@ -23,9 +23,9 @@ if TYPE_CHECKING:
     from stackmatrix.domain import Cell, CellResult, Outcome
     from stackmatrix.ladder.runtime import Placement, RuntimeContext
     from stackmatrix.ladder.static import Context
-    from stackmatrix.pipeline import Session
     from stackmatrix.progress import Progress
     from stackmatrix.schedule import Task
+    from stackmatrix.session import Session
     from stackmatrix.slots import Slots
     from stackmatrix.store import Run
 

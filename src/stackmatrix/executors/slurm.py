@@ -93,7 +93,7 @@ def task_specs(batch: Batch) -> list[TaskSpec]:
             for share in _shares(todo, n)
         ]
     from stackmatrix.ladders import ladders_of, need
-    from stackmatrix.pipeline import static_tier
+    from stackmatrix.static_tier import static_tier
 
     session, rctx = batch.session, batch.rctx
     standing = static_tier(batch.todo, batch.ctx, session, batch.on_result, True)
@@ -238,7 +238,7 @@ def _wait(
     quiet: bool,
 ) -> Counter[str]:
     """The loop of ``wait``: the cells lost, by the state their task ended in."""
-    from stackmatrix.pipeline import declared
+    from stackmatrix.static_tier import declared
 
     offsets = [0] * len(layout.tasks)
     ended: dict[int, str] = {}

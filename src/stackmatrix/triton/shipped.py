@@ -13,9 +13,10 @@ from stackmatrix.domain import Reason, StackKind
 from stackmatrix.expand import releases_of
 from stackmatrix.images import VLLM_VARIANT, TritonImages
 from stackmatrix.kinds import KINDS, Kind, kind_named
-from stackmatrix.pipeline import Loaded, Session
+from stackmatrix.loaded import Loaded
 from stackmatrix.registry.client import DigestMismatch, ImageNotFound, RegistryUnreachable
 from stackmatrix.registry.reference import parse_ref
+from stackmatrix.session import Session
 from stackmatrix.stackspec import StackSpec
 
 
