@@ -23,11 +23,11 @@ from stackmatrix.errors import BadInput
 from stackmatrix.inert import md_text
 from stackmatrix.policy import PASSING, Requirement, meets
 from stackmatrix.stackspec import StackSpec
+from stackmatrix.workflow import Executed, Job, Selected, Step, execute_cells, load, plan, session_of
 
 if TYPE_CHECKING:
     from stackmatrix.loaded import Loaded
     from stackmatrix.session import Session
-    from stackmatrix.workflow import Executed, Job, Selected
 
 BEST = 3  # candidates shown in full, by default
 NEARER = 5  # failing candidates shown (the nearest), each with its one reason
@@ -306,7 +306,6 @@ def advise_cells(loaded: Loaded, job: Job) -> Selected:
     from stackmatrix.policy import load_policy
     from stackmatrix.stackspec import parse_spec, parse_target
     from stackmatrix.triton.shipped import matrix_releases, with_images
-    from stackmatrix.workflow import Selected, session_of
 
     args, session = job.args, session_of(job)
     policy = load_policy(args.policy, loaded) if args.policy else None
@@ -334,7 +333,6 @@ def climb_best(best: Sequence[Checked], q: Question, executed: Executed, job: Jo
     """The best candidates' cells through the runtime tier (the local executor: ladders share environments)."""
     from stackmatrix.contexts import runtime_context, static_context
     from stackmatrix.executors.local import execute
-    from stackmatrix.workflow import session_of
 
     args, session = job.args, session_of(job)
     todo = [(c, "", 0.0) for k in best for c in cells_of(k.candidate.stack, q.requirements)]
@@ -425,3 +423,7 @@ def _positive(text: str) -> int:
     if not text.isdigit() or not 0 < int(text) <= 100:
         raise argparse.ArgumentTypeError(f"got {text!r}; expected a number from 1 to 100")
     return int(text)
+
+
+# The command's steps: the workflow's, with this module's own.
+ADVISE: tuple[Step, ...] = (load, advise_cells, plan, execute_cells, show_advice)

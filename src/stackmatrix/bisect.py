@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Any
 from stackmatrix.domain import Cell, CellResult, Stack, Verdict
 from stackmatrix.errors import BadInput
 from stackmatrix.policy import PASSING, meets
+from stackmatrix.workflow import Job, Step, load, session_of
 
 if TYPE_CHECKING:
     from stackmatrix.loaded import Loaded
     from stackmatrix.session import Session
-    from stackmatrix.workflow import Job
 
 AXES = ("vllm", "transformers", "triton")
 RULES = ("@newest-allowed", "@release-day", "@newest")
@@ -147,7 +147,6 @@ def run_bisect(loaded: Loaded, job: Job) -> int:
     from stackmatrix.static_tier import evaluate
     from stackmatrix.static_tier import standing as standing_
     from stackmatrix.triton.shipped import matrix_releases, with_images
-    from stackmatrix.workflow import session_of
 
     args, session = job.args, session_of(job)
     check_args(args)
@@ -333,3 +332,7 @@ def add_parser(sub: Any) -> None:
     tier(p)
     resolve(p)
     add_flags(p, "fresh")
+
+
+# The command's steps: the workflow's, with this module's own.
+BISECT: tuple[Step, ...] = (load, run_bisect)

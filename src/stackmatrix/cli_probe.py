@@ -22,7 +22,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_advise(args: argparse.Namespace) -> int:
-    from stackmatrix.workflow import ADVISE
+    from stackmatrix.advise import ADVISE
 
     args.store, args.shard, args.quiet = False, None, True  # answered on the terminal, not stored
     args.advise_tier, args.tier = args.tier, "static"  # every candidate statically; the best few climb after
@@ -30,7 +30,7 @@ def cmd_advise(args: argparse.Namespace) -> int:
 
 
 def cmd_bisect(args: argparse.Namespace) -> int:
-    from stackmatrix.workflow import BISECT
+    from stackmatrix.bisect import BISECT
 
     args.store, args.shard, args.quiet = False, None, True
     return execute(BISECT, args, settings_of(args))

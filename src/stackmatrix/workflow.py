@@ -716,41 +716,13 @@ def run_task(selected: Selected, job: Job) -> int:
     return 0
 
 
-def _advise(name: str) -> Step:
-    def step(value: Any, job: Job) -> Any:
-        from stackmatrix import advise
-
-        return getattr(advise, name)(value, job)
-
-    step.__name__ = name
-    return step
-
-
-def _bisect(loaded: Loaded, job: Job) -> int:
-    from stackmatrix.bisect import run_bisect
-
-    return run_bisect(loaded, job)
-
-
-def _gate(name: str) -> Step:
-    def step(value: Any, job: Job) -> Any:
-        from stackmatrix import gate
-
-        return getattr(gate, name)(value, job)
-
-    step.__name__ = name
-    return step
-
-
-# The compositions: every command that probes, its steps in order.
+# The compositions: every command that probes, its steps in order (gate.GATE, advise.ADVISE and bisect.BISECT
+# compose these steps with their own).
 RUN: tuple[Step, ...] = (load, expand, select, plan, execute_cells, store, render)
 RESUME: tuple[Step, ...] = (reopen, *RUN[1:])
 CHECK: tuple[Step, ...] = (load, check_cell, plan, execute_cells, show_check)
-GATE: tuple[Step, ...] = (load, _gate("gate_cells"), plan, execute_cells, _gate("judge"), store, _gate("summary"))
 STAGE: tuple[Step, ...] = (load, expand, select, stage_wheels)
 LIST: tuple[Step, ...] = (load, expand, select, show_list)
 LIST_PLAN: tuple[Step, ...] = (load, expand, select, plan)
 COLLECT: tuple[Step, ...] = (reopen_collect, *RUN[1:])
-ADVISE: tuple[Step, ...] = (load, _advise("advise_cells"), plan, execute_cells, _advise("show_advice"))
-BISECT: tuple[Step, ...] = (load, _bisect)
 WORKER: tuple[Step, ...] = (reopen_task, expand, select, run_task)

@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 
 from stackmatrix.cli import main
+from stackmatrix.gate import GATE
 from stackmatrix.runindex import open_index
 from stackmatrix.store import open_run, process_start, run_dirs, start_run
-from stackmatrix.workflow import CHECK, GATE, LIST, RESUME, RUN, STAGE
+from stackmatrix.workflow import CHECK, LIST, RESUME, RUN, STAGE
 from tests.mirror import SMALL_MATRIX, Server, stack_mirror
 from tests.records import raw_records
 
