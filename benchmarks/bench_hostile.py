@@ -28,9 +28,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from stackmatrix.atomic import atomic_write_text
 from stackmatrix.domain import CellResult, Outcome, Reason, Status, Verdict
-from stackmatrix.store import start_run
+from stackmatrix.files.atomic import atomic_write_text
+from stackmatrix.store.runs import start_run
 
 CELLS = 5664
 REPEATS = 3

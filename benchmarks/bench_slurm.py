@@ -29,8 +29,8 @@ sys.path.insert(0, str(ROOT))
 
 from tests.slurm import Cluster, cluster  # noqa: E402
 
-from stackmatrix.cli import main as stackmatrix  # noqa: E402
-from stackmatrix.store import run_dirs  # noqa: E402
+from stackmatrix.cli.main import main as stackmatrix  # noqa: E402
+from stackmatrix.store.runs import run_dirs  # noqa: E402
 
 FEW = "vllm-0.3*__gemma-4-e2b-it__l4x1"  # 8 cells, 8 tasks
 ONE = "vllm-0.32.0-tf5.19.0__gemma-4-e2b-it__l4x1"

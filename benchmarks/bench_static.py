@@ -36,12 +36,12 @@ def static_tier(cache_dir: Path, **options: str) -> Pass:
     """Load, expand, fetch facts and evaluate every cell of the default matrix (no storing, no rendering);
     ``options``: settings as the command line gives them (``index_ttl="0"``, ``as_of=...``)."""
     # here, not at the top: ``--parts`` runs this file to time the imports a run makes
+    from stackmatrix.executors.static import evaluate, warm
     from stackmatrix.ladder.static import Context
-    from stackmatrix.loaded import load
-    from stackmatrix.matrixfile import default_matrix_path
+    from stackmatrix.matrix.file import default_matrix_path
+    from stackmatrix.matrix.loaded import load
     from stackmatrix.options import resolve_settings
-    from stackmatrix.session import expand_matrix, open_session
-    from stackmatrix.static_tier import evaluate, warm
+    from stackmatrix.pipeline.session import expand_matrix, open_session
 
     t0 = time.perf_counter()
     settings = resolve_settings({"cache_dir": str(cache_dir), **options})
@@ -93,11 +93,11 @@ def _parts_here(cache_dir: str, reports: str) -> None:
     import contextlib
     import io
 
-    from stackmatrix.cli import build_parser
-    from stackmatrix.cli_args import settings_of
-    from stackmatrix.workflow import ARG_DEFAULTS, RUN, Job
+    from stackmatrix.cli.args import settings_of
+    from stackmatrix.cli.main import build_parser
+    from stackmatrix.pipeline.steps import ARG_DEFAULTS, RUN, Job
 
-    out = {"start-up (import stackmatrix.cli)": time.perf_counter() - t0}
+    out = {"start-up (import stackmatrix.cli.main)": time.perf_counter() - t0}
     args = build_parser().parse_args(["run", "--cache-dir", cache_dir, "--reports-dir", reports, "--quiet"])
     for key, default in ARG_DEFAULTS.items():
         if getattr(args, key, None) is None:

@@ -19,7 +19,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.registry import push_image, registries, triton_layers  # noqa: E402
 
-from stackmatrix.catalog import load_catalog  # noqa: E402
+from stackmatrix.matrix.catalog import load_catalog  # noqa: E402
 from stackmatrix.triton.server import free_port  # noqa: E402
 
 # release -> (vLLM shipped: Triton's compatibility.md; transformers: FACTS §12 for 26.03, assumed for the rest)

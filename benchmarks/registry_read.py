@@ -19,7 +19,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.registry import push_image, registries, triton_layers  # noqa: E402
 
-from stackmatrix.catalog import load_catalog  # noqa: E402
+from stackmatrix.matrix.catalog import load_catalog  # noqa: E402
 
 GB = 10**9
 

@@ -16,7 +16,7 @@ def cells_of(*argv: str) -> list[str]:
     import contextlib
     import io
 
-    from stackmatrix.cli import main
+    from stackmatrix.cli.main import main
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out):

@@ -1,3 +1,3 @@
-from stackmatrix.cli import main
+from stackmatrix.cli.main import main
 
 raise SystemExit(main())

@@ -1,5 +1,5 @@
 """Options declared once. Each option is one record (flag, env var, type, default, choices, help, check) from which
-come the parser's argument (cli_args.py), the environment lookup, the typed ``settings.<name>`` attribute, and
+come the parser's argument (cli/args.py), the environment lookup, the typed ``settings.<name>`` attribute, and
 run.json's ``options`` (each value with where it came from: default, the configuration file, env, CLI or the
 matrix file). Values resolve in layers: defaults -> the configuration file (``--config``) -> env -> CLI; a bad
 value is exit 2 naming the file, the flag or the env var it came from. (nox's ``_option_set``: one field carries
@@ -30,7 +30,7 @@ T = TypeVar("T")
 
 DEFAULT_INDEX_URL = "https://pypi.org/simple"
 DEFAULT_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
-CONNECT_TIMEOUT_S = 10.0  # every request to the index or a registry (wheels/http.py, stage.py)
+CONNECT_TIMEOUT_S = 10.0  # every request to the index or a registry (wheels/http.py, wheels/stage.py)
 READ_TIMEOUT_S = 20.0
 INDEX_TTL_S = 6 * 3600.0
 # The public vllm_backend repository's release branches (r25.01-r26.01 are there), as archives.
@@ -558,7 +558,7 @@ class Settings:
 
 
 class Flags:
-    """Flags several commands share, each declared once and added by every command that takes it (cli_args.py).
+    """Flags several commands share, each declared once and added by every command that takes it (cli/args.py).
     argparse checks them as it parses; commands read ``args.<name>``. No environment variable: a selection or a
     tier is the choice of one command, not a site's setting."""
 
@@ -643,7 +643,7 @@ class Flags:
 OPTIONS: Final = records(Settings)
 FLAGS: Final = records(Flags)
 GIVEN: Final = "given_options"  # the argparse namespace's set of the options the command line gave
-# The matrix file's [settings] table (matrixfile.py): each value decides wheels or fit, so each affects results.
+# The matrix file's [settings] table (matrix/file.py): each value decides wheels or fit, so each affects results.
 MATRIX_SOURCE = "matrix {path}"
 
 
@@ -664,7 +664,7 @@ def read_config(text_path: str, where: str) -> Config:
     ``slurm_args``, a list of words) is exit 2 naming the file and the key."""
     import shlex
 
-    from stackmatrix.readfile import parse_toml, read_bytes
+    from stackmatrix.files.readfile import parse_toml, read_bytes
 
     path = expand_user(where, text_path)
     data = parse_toml(path, read_bytes(path, "a TOML configuration file"))

@@ -2793,7 +2793,7 @@ def corpus_resume() -> None:
         case(f"plan-{label}", crashed(fn), {0, 2}, names=r"plan\.json")
 
     # status and purpose: what may be resumed. A complete run named by ref is resumed with nothing to probe
-    # (resume.py refuses only a running run and a non-matrix one): 0, every cell still once; by default only
+    # (pipeline/resume.py refuses only a running run and a non-matrix one): 0, every cell still once; by default only
     # runs that did not complete are candidates: 3 when there is none.
     case("complete-by-ref", None, {0}, resumed_ok("run", "--resume=@R@/runs/LATEST"), auto_flags=False)
     case("complete-default", None, {3})

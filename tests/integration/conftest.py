@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from stackmatrix.cli import main
+from stackmatrix.cli.main import main
 from tests.frozen import AS_OF, AS_OF_ENV
 
 pytestmark = pytest.mark.network

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from stackmatrix.cli import main
-from stackmatrix.policy import PASSING
+from stackmatrix.answers.policy import PASSING
+from stackmatrix.cli.main import main
 
 pytestmark = pytest.mark.network
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from packaging.version import Version
 
-from stackmatrix.cli import main
+from stackmatrix.cli.main import main
 
 pytestmark = pytest.mark.network
 
@@ -71,7 +71,7 @@ def test_the_runtime_search_runs_at_most_log2_n_plus_2_ladders(
     import math
     from dataclasses import replace
 
-    from stackmatrix import bisect as bisect_module
+    from stackmatrix.answers import bisect as bisect_module
     from stackmatrix.domain import Verdict
 
     climbed: list[str] = []

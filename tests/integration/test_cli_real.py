@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from stackmatrix.cli import main
+from stackmatrix.cli.main import main
 from stackmatrix.errors import Interrupted
 from tests.frozen import AS_OF_ENV
 from tests.records import records

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from playwright.sync_api import ConsoleMessage, Page, Request, sync_playwright
 
-from stackmatrix.cli import main
-from stackmatrix.render import render
-from stackmatrix.render.table import Report
-from stackmatrix.store import open_run
+from stackmatrix.cli.main import main
+from stackmatrix.reports.render import render
+from stackmatrix.reports.table import Report
+from stackmatrix.store.runs import open_run
 from tests.records import records
 
 pytestmark = [pytest.mark.browser, pytest.mark.network]

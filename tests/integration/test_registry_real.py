@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from stackmatrix.catalog import load_catalog
-from stackmatrix.cli import main
+from stackmatrix.cli.main import main
+from stackmatrix.matrix.catalog import load_catalog
 from stackmatrix.triton.server import free_port
 from tests.registry import READER, Instance, Layer, Pushed, push_image, registries, triton_layers
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from stackmatrix.cli import main
-from stackmatrix.render import FORMATS, Report, render
-from stackmatrix.store import open_run
+from stackmatrix.cli.main import main
+from stackmatrix.reports.render import FORMATS, Report, render
+from stackmatrix.store.runs import open_run
 from tests.records import records
 
 pytestmark = pytest.mark.network

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from stackmatrix.cli import main
-from stackmatrix.store import open_run, run_dirs
+from stackmatrix.cli.main import main
+from stackmatrix.store.runs import open_run, run_dirs
 from tests.frozen import AS_OF, AS_OF_ENV
 from tests.records import raw_records
 

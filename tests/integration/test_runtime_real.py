@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from stackmatrix.cli import main
+from stackmatrix.cli.main import main
 from tests.records import raw_records, records
 
 pytestmark = [pytest.mark.network, pytest.mark.runtime]
@@ -276,7 +276,7 @@ def test_backend_imports_are_read_from_the_triton_image_when_it_is_here(
     26.01 imports and calls: the stock cell imports them in the image, the cell with vLLM replaced reads the source
     from the image and looks it up in the wheel; both find what the catalog's static check finds, and a release
     with no image here falls back to the catalog."""
-    from stackmatrix.catalog import load_catalog
+    from stackmatrix.matrix.catalog import load_catalog
 
     from .backend_source import write_backend
     from .docker_base import base_image, engine

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from stackmatrix.cli import main
-from stackmatrix.store import run_dirs
+from stackmatrix.cli.main import main
+from stackmatrix.store.runs import run_dirs
 from tests.frozen import AS_OF, AS_OF_ENV, cells_of
 from tests.records import records
 from tests.slurm import Cluster, cluster

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from stackmatrix.catalog import load_catalog
 from stackmatrix.domain import Outcome, Reason, Rung, Status
 from stackmatrix.ladder.runtime import run_probe, tiny_checkpoint, tiny_spec
 from stackmatrix.ladder.triton_serve import ServeSpec, python_model, serve_rungs
+from stackmatrix.matrix.catalog import load_catalog
 from stackmatrix.options import DEFAULT_INDEX_URL
 from stackmatrix.runners.venv import DEFAULT_OVERRIDES, VenvOptions, VenvRunner
 from stackmatrix.triton.install import ensure_server
@@ -110,7 +110,7 @@ def test_triton_python_cell_runs_its_ladder_in_its_triton_image(
 ) -> None:
     """The docker runner: a triton-python cell's image built on a Triton 24.10 image (tritonserver 2.51.0 where
     NVIDIA's images keep it), every rung in a container of it, the server too, driven from this host on loopback."""
-    from stackmatrix.cli import main
+    from stackmatrix.cli.main import main
 
     from .docker_base import TRITON_TEMPLATE, engine, left_behind, triton_python_base
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from stackmatrix.cli import main
+from stackmatrix.cli.main import main
 from stackmatrix.options import DEFAULT_INDEX_URL
 from stackmatrix.triton.install import ensure_server
 from tests.registry import BACKEND, Instance, Layer, push_image, registries

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from stackmatrix.advise import Candidate, Checked, _newest_patches, climbs, unrunnable
-from stackmatrix.catalog import load_catalog
+from stackmatrix.answers.advise import Candidate, Checked, _newest_patches, climbs, unrunnable
+from stackmatrix.answers.policy import Requirement
 from stackmatrix.domain import CellResult, Outcome, Reason, Stack, StackKind, Status, Target, Verdict
-from stackmatrix.kinds.pins import newer as _newer
 from stackmatrix.ladder.verdict import decided, derive
-from stackmatrix.policy import Requirement
-from stackmatrix.stackspec import StackSpec
+from stackmatrix.matrix.catalog import load_catalog
+from stackmatrix.matrix.pins import newer as _newer
+from stackmatrix.pipeline.stackspec import StackSpec
 
 
 def test_the_newest_patch_of_each_newer_minor() -> None:

@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 
 from stackmatrix.asof import AsOf, moment, parse_as_of, uv_args
-from stackmatrix.catalog import load_catalog
-from stackmatrix.cli import main
+from stackmatrix.cli.main import main
 from stackmatrix.errors import BadInput
-from stackmatrix.store import run_dirs
+from stackmatrix.matrix.catalog import load_catalog
+from stackmatrix.store.runs import run_dirs
 from stackmatrix.wheels.http import Http
 from stackmatrix.wheels.index import Index
 from tests.mirror import SMALL_MATRIX, Server, _transformers, _vllm, stack_mirror
@@ -144,7 +144,7 @@ def test_the_catalog_as_of_leaves_out_the_releases_published_after() -> None:
 
 
 def test_a_release_with_no_date_gets_one_inferred_and_labelled(tmp_path: Path) -> None:
-    from stackmatrix.embedded import data_dir
+    from stackmatrix.files.embedded import data_dir
 
     for name in ("gpus.toml", "models.toml"):
         (tmp_path / name).write_bytes((data_dir() / name).read_bytes())

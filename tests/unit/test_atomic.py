@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from stackmatrix.atomic import write_output
 from stackmatrix.errors import BadInput, InfraUnavailable
+from stackmatrix.files.atomic import write_output
 
 
 def test_a_regular_file_is_replaced_and_a_link_to_it_stays_a_link(tmp_path: Path) -> None:
@@ -77,8 +77,8 @@ def test_a_killed_renders_temporary_files_are_swept_by_the_next_render(tmp_path:
     but not a young one (another process may be writing it now)."""
     import time
 
-    from stackmatrix.render import write_reports
-    from stackmatrix.render.table import Report
+    from stackmatrix.reports.render import write_reports
+    from stackmatrix.reports.table import Report
 
     latest = tmp_path / "latest"
     latest.mkdir()

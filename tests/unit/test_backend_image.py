@@ -9,11 +9,11 @@ from types import ModuleType
 
 import pytest
 
-from stackmatrix.embedded import probes_dir
 from stackmatrix.errors import BadInput
-from stackmatrix.images import TritonImages
+from stackmatrix.files.embedded import probes_dir
 from stackmatrix.ladder.backend_image import parsed_source
 from stackmatrix.options import resolve_settings
+from stackmatrix.runners.images import TritonImages
 
 SOURCES = {
     "model.py": (

@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from stackmatrix.bisect import Search, bound, first_pass, intervals, last_pass
+from stackmatrix.answers.bisect import Search, bound, first_pass, intervals, last_pass
 
 RELEASES = [f"0.{i}.0" for i in range(40)]
 
@@ -46,7 +46,7 @@ def test_the_last_release_before_a_regression() -> None:
 
 
 def test_works_breaks_works_is_reported_with_the_intervals_probed() -> None:
-    from stackmatrix.bisect import Answer
+    from stackmatrix.answers.bisect import Answer
 
     seen = {0: False, 5: True, 9: False, 12: True, 39: True}
     assert intervals(seen, RELEASES) == [
@@ -61,6 +61,6 @@ def test_works_breaks_works_is_reported_with_the_intervals_probed() -> None:
 
 
 def _md(answer: object) -> str:
-    from stackmatrix.bisect import render_markdown
+    from stackmatrix.answers.bisect import render_markdown
 
     return render_markdown(answer)  # type: ignore[arg-type]

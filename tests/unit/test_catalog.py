@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from stackmatrix.catalog import load_catalog
 from stackmatrix.errors import BadInput
+from stackmatrix.matrix.catalog import load_catalog
 
 
 def test_catalog_loads_and_every_row_has_a_source() -> None:

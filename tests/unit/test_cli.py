@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from stackmatrix.cli import build_parser, main
-from stackmatrix.cli_args import recorded_options
+from stackmatrix.cli.args import recorded_options
+from stackmatrix.cli.main import build_parser, main
 from stackmatrix.options import FLAGS, GIVEN, OPTIONS, resolve_settings
 
 
@@ -49,7 +49,7 @@ def test_a_bug_is_one_line_and_a_redacted_crash_log(
         raise RuntimeError("exploded near https://alice:pw-0123456789@mirror.local/simple?token=tok-0123456789")
 
     monkeypatch.setenv("STACKMATRIX_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr("stackmatrix.cli.command", lambda name: boom)
+    monkeypatch.setattr("stackmatrix.cli.main.command", lambda name: boom)
     assert main(["list"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("stackmatrix: internal error: RuntimeError")

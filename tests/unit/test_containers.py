@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from stackmatrix.errors import BadInput
-from stackmatrix.images import ImageSpec, context, split_pins
-from stackmatrix.stage import Target, pick_wheel
+from stackmatrix.runners.images import ImageSpec, context, split_pins
 from stackmatrix.triton.repository import config_json, python_model_config, to_pbtxt, vllm_model_json
+from stackmatrix.wheels.stage import Target, pick_wheel
 
 
 def test_pbtxt_writes_messages_lists_enums_and_maps() -> None:

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from stackmatrix.catalog import load_catalog
 from stackmatrix.domain import Cell, Outcome, Reason, Stack, StackKind, Status, Target, TritonRelease
 from stackmatrix.ladder.verdict import decided
+from stackmatrix.matrix.catalog import load_catalog
 
 
 def _release(release: str, shipped: str | None) -> TritonRelease:
@@ -42,7 +42,7 @@ def test_outcome_json_round_trip() -> None:
 
 def test_observed_versions_come_from_the_environment_the_image_and_the_server() -> None:
     from stackmatrix.domain import CellResult, Verdict
-    from stackmatrix.tablerow import COLUMNS, table_row
+    from stackmatrix.store.row import COLUMNS, table_row
 
     outcomes = (
         Outcome(
@@ -79,7 +79,7 @@ def test_the_vllm_the_registry_read_from_the_image_shows_as_its_version() -> Non
     """backend-imports read from the registry records where the image's vLLM is (file, layer): the columns show
     its version, not that record."""
     from stackmatrix.domain import CellResult, Verdict
-    from stackmatrix.tablerow import COLUMNS, table_row
+    from stackmatrix.store.row import COLUMNS, table_row
 
     shipped = {"version": "0.19.0", "file": "/usr/lib/python3/dist-packages/vllm-0.19.0.dist-info", "layer": "l"}
     outcome = Outcome("backend-imports", Status.PASS, None, "ok", {"image": "t:26.04", "vllm": shipped})

@@ -13,11 +13,11 @@ import pytest
 from stackmatrix.domain import Outcome, Reason, Rung, Status
 from stackmatrix.executors import EXECUTORS
 from stackmatrix.executors.local import run_tasks
+from stackmatrix.executors.progress import Progress
+from stackmatrix.executors.schedule import Task
+from stackmatrix.executors.slots import CpuSlots, GpuSlots, Need
 from stackmatrix.gpus.inventory import GIB, GpuInfo, Inventory
 from stackmatrix.ladder.runtime import Placement
-from stackmatrix.progress import Progress
-from stackmatrix.schedule import Task
-from stackmatrix.slots import CpuSlots, GpuSlots, Need
 
 
 def l4s(n: int) -> Inventory:

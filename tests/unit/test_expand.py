@@ -8,10 +8,10 @@ from typing import ClassVar
 import pytest
 from packaging.specifiers import SpecifierSet
 
-from stackmatrix.catalog import load_catalog
 from stackmatrix.errors import BadInput
-from stackmatrix.expand import expand, transformers_for
-from stackmatrix.matrixfile import load_matrix
+from stackmatrix.matrix.catalog import load_catalog
+from stackmatrix.matrix.file import load_matrix
+from stackmatrix.pipeline.expand import expand, transformers_for
 
 
 class FakeIndex:

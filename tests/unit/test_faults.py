@@ -42,8 +42,8 @@ from urllib.parse import quote
 
 import pytest
 
-from stackmatrix.cli import main
-from stackmatrix.store import RESERVE, RESERVE_BYTES
+from stackmatrix.cli.main import main
+from stackmatrix.store.runs import RESERVE, RESERVE_BYTES
 from tests.mirror import SMALL_MATRIX, Server, stack_mirror
 from tests.records import raw_records
 

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
-from stackmatrix.catalog import load_catalog
 from stackmatrix.domain import Cell, Reason, Stack, StackKind, Status, Target
 from stackmatrix.ladder.static import GIB, Context, kv_bytes, probe_fit
-from stackmatrix.matrixfile import Settings
+from stackmatrix.matrix.catalog import load_catalog
+from stackmatrix.matrix.file import Settings
 
 
 def _cell(model: str, gpu: str, count: int) -> Cell:

@@ -36,7 +36,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from stackmatrix.cli import main
+from stackmatrix.cli.main import main
 from tests.mirror import SMALL_MATRIX, stack_mirror
 from tests.records import drop_record, record_at, replace_record
 

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from stackmatrix.catalog import load_catalog
 from stackmatrix.errors import BadInput, InfraUnavailable
 from stackmatrix.gpus.inventory import (
     CATALOG_RULES,
@@ -21,6 +20,7 @@ from stackmatrix.gpus.inventory import (
     parse_gpus,
     read_inventory,
 )
+from stackmatrix.matrix.catalog import load_catalog
 
 
 class NVMLError(Exception):

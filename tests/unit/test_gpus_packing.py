@@ -8,12 +8,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stackmatrix.catalog import load_catalog
 from stackmatrix.domain import Cell, Stack, StackKind, Target
 from stackmatrix.gpus.inventory import GIB, GpuInfo, Inventory, Link
 from stackmatrix.gpus.packing import CellRequest, SlotAllocator, plan
 from stackmatrix.ladder.static import Context, probe_fit
-from stackmatrix.matrixfile import Settings
+from stackmatrix.matrix.catalog import load_catalog
+from stackmatrix.matrix.file import Settings
 
 
 def _inventory(n: int, gib: float = 24, *, name: str = "NVIDIA L4", links: Sequence[Link] = ()) -> Inventory:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from stackmatrix.cli import main
+from stackmatrix.cli.main import main
 from stackmatrix.errors import InfraUnavailable
 from stackmatrix.wheels.http import Http
 from tests.mirror import Server, stack_mirror

@@ -20,8 +20,8 @@ def test_raw_html_line_breaks_code_and_links_are_made_inert() -> None:
 def test_a_readiness_footnote_keeps_a_hostile_detail_inert() -> None:
     from stackmatrix.domain import CellResult, Outcome, Reason, Status
     from stackmatrix.ladder.verdict import decided, derive
-    from stackmatrix.render.table import Report
-    from stackmatrix.render.text import render_markdown
+    from stackmatrix.reports.table import Report
+    from stackmatrix.reports.text import render_markdown
 
     detail = "no module <img src=x onerror=alert(1)>\n\n## owned"
     outcome = Outcome("arch", Status.FAIL, Reason.ARCH_UNSUPPORTED, detail)

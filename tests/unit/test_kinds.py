@@ -11,14 +11,14 @@ from typing import Any, ClassVar
 import pytest
 from packaging.specifiers import SpecifierSet
 
-from stackmatrix.catalog import Catalog, load_catalog
 from stackmatrix.domain import NAMING, Cell, Reason, Rung, Stack, StackKind, Status, Target, TritonRelease
-from stackmatrix.embedded import images_dir
 from stackmatrix.errors import BadInput
-from stackmatrix.images import TritonImages
+from stackmatrix.files.embedded import images_dir
 from stackmatrix.kinds import KINDS, Kind, kind_named, release_for, runs_in_triton
 from stackmatrix.ladder.verdict import STATIC_PROBES
-from stackmatrix.matrixfile import StackRule
+from stackmatrix.matrix.catalog import Catalog, load_catalog
+from stackmatrix.matrix.file import StackRule
+from stackmatrix.runners.images import TritonImages
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "stackmatrix"
 # What the protocol declares: its attributes and its methods.
@@ -35,7 +35,7 @@ def test_every_stack_kind_has_a_module_and_every_module_every_part() -> None:
 
 
 def test_each_kind_has_its_image_template_css_class_and_known_catalog_tables() -> None:
-    from stackmatrix.render.html import CSS
+    from stackmatrix.reports.html import CSS
 
     tables = {f.name for f in dataclasses.fields(Catalog)}
     prefixes = [NAMING[k].prefix for k in KINDS]

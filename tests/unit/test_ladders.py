@@ -5,14 +5,14 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from stackmatrix.catalog import load_catalog
 from stackmatrix.domain import Cell, Outcome, Reason, Rung, Stack, StackKind, Status, Target, Verdict
+from stackmatrix.executors.ladders import decide, group, need
+from stackmatrix.executors.slots import CPU_LADDER_BYTES
+from stackmatrix.executors.static import Standing
 from stackmatrix.gpus.inventory import GIB
 from stackmatrix.ladder.runtime import RuntimeContext, ladder_of
-from stackmatrix.ladders import decide, group, need
+from stackmatrix.matrix.catalog import load_catalog
 from stackmatrix.runners.venv import VenvOptions, VenvRunner
-from stackmatrix.slots import CPU_LADDER_BYTES
-from stackmatrix.static_tier import Standing
 
 CAT = load_catalog()
 STACK = Stack(StackKind.VLLM, "0.32.0", "5.19.0", "3.11")

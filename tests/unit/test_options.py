@@ -11,7 +11,7 @@ import pytest
 
 import stackmatrix
 from stackmatrix.errors import BadInput
-from stackmatrix.matrixfile import Settings as MatrixSettings
+from stackmatrix.matrix.file import Settings as MatrixSettings
 from stackmatrix.options import (
     FLAGS,
     GIVEN,

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from stackmatrix.errors import InfraUnavailable
-from stackmatrix.session import prefetch_metadata, young_only
+from stackmatrix.pipeline.session import prefetch_metadata, young_only
 from stackmatrix.wheels.index import VersionNotFound
 
 

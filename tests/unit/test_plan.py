@@ -9,9 +9,9 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from stackmatrix.catalog import load_catalog
 from stackmatrix.domain import Cell, Stack, StackKind, Target
-from stackmatrix.plan import PROBE_CODE_VERSION, Fingerprints, fingerprint
+from stackmatrix.matrix.catalog import load_catalog
+from stackmatrix.pipeline.plan import PROBE_CODE_VERSION, Fingerprints, fingerprint
 
 
 def stored_fingerprint(cell: Cell, wheels: Sequence[str], context: str) -> str:
@@ -58,10 +58,10 @@ def test_runtime_builds_list_ladders_environments_and_tiny_checkpoints_with_thei
     transformers a tiny checkpoint. Each build lists the cells that share it, the most shared first."""
     import argparse
 
-    from stackmatrix.catalog import load_catalog
     from stackmatrix.domain import Cell, Stack, StackKind, Target
+    from stackmatrix.matrix.catalog import load_catalog
     from stackmatrix.options import resolve_settings
-    from stackmatrix.plan import runtime_builds
+    from stackmatrix.pipeline.plan import runtime_builds
 
     cat = load_catalog()
     l4 = cat.gpus["L4"]
@@ -89,7 +89,7 @@ def test_the_users_backend_is_in_the_fingerprint_by_its_content(tmp_path: Path) 
     import shutil
 
     from stackmatrix.options import resolve_settings
-    from stackmatrix.plan import result_options
+    from stackmatrix.pipeline.plan import result_options
 
     one = tmp_path / "one"
     (one / "utils").mkdir(parents=True)
@@ -112,10 +112,10 @@ def test_in_containers_a_stock_triton_image_is_run_as_shipped_and_an_upgrade_is_
     absent); a stack with vLLM replaced is an environment and an image built on that image; each its own server."""
     import argparse
 
-    from stackmatrix.catalog import load_catalog
     from stackmatrix.domain import Cell, Stack, StackKind, Target
+    from stackmatrix.matrix.catalog import load_catalog
     from stackmatrix.options import resolve_settings
-    from stackmatrix.plan import runtime_builds
+    from stackmatrix.pipeline.plan import runtime_builds
 
     cat = load_catalog()
     target = Target("l4x1", cat.gpus["L4"], 1, 1)
@@ -141,7 +141,7 @@ def test_a_run_whose_journal_could_not_be_read_back_is_refused_before_it_probes(
     import pytest
 
     from stackmatrix.errors import BadInput
-    from stackmatrix.journal import check_readable
+    from stackmatrix.store.journal import check_readable
 
     check_readable(262_144)
     with pytest.raises(BadInput, match="--shard") as exc:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import io
 
 from stackmatrix.domain import CellResult, Verdict
+from stackmatrix.executors.progress import LineProgress, LiveProgress, Progress, duration, make_progress
+from stackmatrix.executors.schedule import Scheduler, Task
+from stackmatrix.executors.slots import CpuSlots, Need
 from stackmatrix.ladder.runtime import Placement
-from stackmatrix.progress import LineProgress, LiveProgress, Progress, duration, make_progress
-from stackmatrix.schedule import Scheduler, Task
-from stackmatrix.slots import CpuSlots, Need
 
 RESULT = CellResult("vllm-0.32.0-tf5.19.0__gemma-4-e2b-it__l4x1", Verdict.RUNS_TINY, None, None, (), "f", {})
 

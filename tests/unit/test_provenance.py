@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from stackmatrix.cli import main
+from stackmatrix.cli.main import main
 from stackmatrix.domain import CellResult, Outcome, Reason, Status, Verdict
 from stackmatrix.ladder.verdict import decided
-from stackmatrix.runindex import open_index
-from stackmatrix.store import Run, start_run
+from stackmatrix.store.index import open_index
+from stackmatrix.store.runs import Run, start_run
 
 A, B, C = (f"vllm-0.32.0-tf5.19.0__gemma-4-{m}-it__l4x1" for m in ("e2b", "e4b", "31b"))
 D = "vllm-0.32.0-tf5.19.0__gemma-4-e2b-it__l4x2"  # planned, never written: a renamed record may claim it
@@ -130,8 +130,8 @@ def test_honest_records_are_believed(tmp_path: Path) -> None:
 def test_a_resume_takes_a_forged_record_for_a_cell_still_to_probe(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from stackmatrix.store import open_run
-    from stackmatrix.workflow import _believed
+    from stackmatrix.pipeline.steps import _believed
+    from stackmatrix.store.runs import open_run
 
     run = stored(tmp_path)
     edit(run, serves)

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from stackmatrix.errors import BadInput
-from stackmatrix.readfile import cached_bytes, cached_json, parse_toml, read_bytes, read_json, read_text
-from stackmatrix.tomlfile import read_toml
+from stackmatrix.files.readfile import cached_bytes, cached_json, parse_toml, read_bytes, read_json, read_text
+from stackmatrix.files.tomlfile import read_toml
 
 
 def _hostile(tmp_path: Path) -> dict[str, Path]:

@@ -13,8 +13,8 @@ from matplotlib.image import imread
 
 from stackmatrix.domain import CellResult, Outcome, Reason, Status, Verdict
 from stackmatrix.ladder.verdict import decided
-from stackmatrix.render.heatmap import CELL_IN, DPI, PALETTE, render_heatmap
-from stackmatrix.render.table import Report
+from stackmatrix.reports.heatmap import CELL_IN, DPI, PALETTE, render_heatmap
+from stackmatrix.reports.table import Report
 
 META = {"run_id": "20260101T000000Z-abcdef"}
 MODELS = ("google/gemma-4-E4B-it", "google/gemma-4-31B-it")

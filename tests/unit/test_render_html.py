@@ -10,10 +10,10 @@ from typing import Any
 
 from stackmatrix.domain import CellResult, Outcome, Reason, StackKind, Status, Verdict
 from stackmatrix.ladder.verdict import decided
-from stackmatrix.legend import SYMBOL
-from stackmatrix.render import render
-from stackmatrix.render.html import render_html
-from stackmatrix.render.table import Report, footnotes, stack_order
+from stackmatrix.reports.html import render_html
+from stackmatrix.reports.legend import SYMBOL
+from stackmatrix.reports.render import render
+from stackmatrix.reports.table import Report, footnotes, stack_order
 
 VOID = frozenset({"meta", "link", "br", "img", "input", "hr", "col", "wbr", "source"})
 META = {

@@ -8,8 +8,8 @@ import pytest
 
 from stackmatrix.domain import CellResult, Outcome, Reason, Status, Verdict
 from stackmatrix.ladder.verdict import decided
-from stackmatrix.render.junit import render_junit
-from stackmatrix.render.table import Report
+from stackmatrix.reports.junit import render_junit
+from stackmatrix.reports.table import Report
 
 META = {
     "run_id": "20260101T000000Z-abcdef",

@@ -11,8 +11,8 @@ import pytest
 
 from stackmatrix.domain import CellResult, Outcome, Reason, Status, Verdict
 from stackmatrix.ladder.verdict import decided
-from stackmatrix.render.latex import MAX_STACKS, TEX_SYMBOL, _chunks, render_latex, tex_escape
-from stackmatrix.render.table import Report, footnotes, stack_order
+from stackmatrix.reports.latex import MAX_STACKS, TEX_SYMBOL, _chunks, render_latex, tex_escape
+from stackmatrix.reports.table import Report, footnotes, stack_order
 
 META = {"run_id": "20260101T000000Z-abcdef", "tool_version": "0.1.0", "matrix_hash": "4e73", "tier": "static"}
 NASTY = "vllm 0.9 declares transformers<5,>=4.56; 100% of a_b {c} ~d ^e $f #g &h \\i |j --flag \u2018q\u2019 § → 🙂"

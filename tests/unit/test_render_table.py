@@ -14,11 +14,11 @@ from tabulate import tabulate
 from stackmatrix.domain import CellResult, Outcome, Reason, Status, Verdict, triton_prefixes
 from stackmatrix.inert import md_text
 from stackmatrix.ladder.verdict import decided
-from stackmatrix.legend import PLAIN, SYMBOL
-from stackmatrix.render import render
-from stackmatrix.render.table import Report, footnotes, grid, legend, note_text, observed_rows, pivot, stack_order
-from stackmatrix.render.text import short_model
-from stackmatrix.tablerow import table_row
+from stackmatrix.reports.legend import PLAIN, SYMBOL
+from stackmatrix.reports.render import render
+from stackmatrix.reports.table import Report, footnotes, grid, legend, note_text, observed_rows, pivot, stack_order
+from stackmatrix.reports.text import short_model
+from stackmatrix.store.row import table_row
 
 META = {"run_id": "20260101T000000Z-abcdef", "tier": "static"}
 WHYS = ["", "plain", 'quoted "x", with a comma', "two\nlines", "ünïcode → 🙂", "a,b;c|d", "  padded  "]
@@ -174,7 +174,7 @@ def test_the_helpers_read_a_frame_or_the_columns_alike() -> None:
 def test_a_run_renders_its_tables_without_pandas() -> None:
     code = (
         "import sys\n"
-        "from stackmatrix.render import Report, render\n"
+        "from stackmatrix.reports.render import Report, render\n"
         "r = Report.of_rows([('c__m__t','c','vllm',None,'0.1','5','','m','t','predicted','','','','',"
         "'predicted','',0,0)],"
         " {}, summaries=['{}'])\n"
@@ -189,7 +189,7 @@ def test_every_format_marks_a_flaky_cell() -> None:
     from dataclasses import replace
 
     from stackmatrix.domain import CellResult, Outcome, Rung, Status, Verdict
-    from stackmatrix.render import FORMATS, Report, render
+    from stackmatrix.reports.render import FORMATS, Report, render
 
     declared = {"kind": "vllm", "vllm": "0.32.0", "transformers": "5.19.0", "model": "google/gemma-4-E2B-it"}
     served = Outcome(str(Rung.SERVE), Status.PASS, None, "served", {})
@@ -216,7 +216,7 @@ def test_every_format_marks_a_flaky_cell() -> None:
 def test_the_index_rows_booleans_read_back_as_booleans() -> None:
     """SQLite stores the row's bool columns (contradiction, flaky) as 0/1: a table from the index's rows renders
     as the one from the records (CSV "True", not "1")."""
-    from stackmatrix.render import Report, render
+    from stackmatrix.reports.render import Report, render
 
     row = ("c__m__t", "c", "vllm", None, "0.1", "5", "", "m", "t", "blocked", "import-error", "", "x", "", "predicted")
     report = Report.of_rows([(*row, "blocked", 1, 0)], {}, summaries=["{}"])

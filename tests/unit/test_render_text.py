@@ -8,8 +8,8 @@ import pytest
 
 from stackmatrix.domain import CellResult, Outcome, Reason, Status, Verdict
 from stackmatrix.ladder.verdict import decided
-from stackmatrix.render.table import Report, observed_rows
-from stackmatrix.render.text import render_markdown, render_terminal
+from stackmatrix.reports.table import Report, observed_rows
+from stackmatrix.reports.text import render_markdown, render_terminal
 
 
 def cell(stack: str, verdict: Verdict, outcomes: list[Outcome]) -> CellResult:
@@ -36,7 +36,7 @@ def test_markdown_footnotes_and_declared_vs_observed() -> None:
 
 
 def test_every_text_format_redacts_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
-    from stackmatrix.render import FORMATS, render
+    from stackmatrix.reports.render import FORMATS, render
 
     monkeypatch.setenv("HF_TOKEN", "hf_abcdefghijklmnop")
     leak = Outcome(

@@ -10,17 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from stackmatrix.cli import main
-from stackmatrix.diff import Change, diff_runs, render_json, render_markdown, render_text
+from stackmatrix.answers.gate import Standing, judge_findings
+from stackmatrix.answers.policy import meets
+from stackmatrix.cli.main import main
 from stackmatrix.domain import CellResult, Outcome, Reason, Status, Verdict
 from stackmatrix.errors import BadInput
-from stackmatrix.gate import Standing, judge_findings
 from stackmatrix.ladder.verdict import decided
-from stackmatrix.merge import merge, parse_exit_codes
-from stackmatrix.policy import meets
-from stackmatrix.runindex import RunIndex, open_index
-from stackmatrix.stackspec import StackSpec, parse_spec
-from stackmatrix.store import Run, find_run, recorded, start_run
+from stackmatrix.pipeline.stackspec import StackSpec, parse_spec
+from stackmatrix.reports.diff import Change, diff_runs, render_json, render_markdown, render_text
+from stackmatrix.store.index import RunIndex, open_index
+from stackmatrix.store.merge import merge, parse_exit_codes
+from stackmatrix.store.runs import Run, find_run, recorded, start_run
 from tests.records import records
 
 DECLARED = {"kind": "vllm", "model": "google/gemma-4-E4B-it", "target": "l4x1"}
@@ -156,7 +156,7 @@ def test_meets_orders_the_evidence() -> None:
 
 
 def test_judge_standings() -> None:
-    from stackmatrix.gate import row_of
+    from stackmatrix.answers.gate import row_of
 
     class Req:
         minimum = Verdict.PREDICTED

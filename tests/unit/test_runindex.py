@@ -11,8 +11,8 @@ import pytest
 
 from stackmatrix.domain import CellResult, Outcome, Reason, Status, Verdict
 from stackmatrix.ladder.verdict import decided
-from stackmatrix.runindex import TRANSIENT, RunIndex, open_index
-from stackmatrix.store import Run, open_run, start_run
+from stackmatrix.store.index import TRANSIENT, RunIndex, open_index
+from stackmatrix.store.runs import Run, open_run, start_run
 
 DECLARED = {"kind": "vllm", "model": "google/gemma-4-E4B-it", "target": "l4x1"}
 CELLS = [f"s{i}__m__t" for i in range(4)]
@@ -34,7 +34,7 @@ def stored(reports: Path, results: list[CellResult]) -> Run:
 
 def expected_hits(index: RunIndex) -> dict[str, tuple[str, str]]:
     """What ``hits`` answered before ``newest``: every run's rows, the newest reusable one per fingerprint (a record
-    its run could not have written, such as a second record of a cell, is not reusable: provenance.py)."""
+    its run could not have written, such as a second record of a cell, is not reusable: store/provenance.py)."""
     marks = ",".join("?" * len(TRANSIENT))
     rows = index.db.execute(
         "SELECT fingerprint, run_id, cell_id FROM cells "
@@ -148,7 +148,7 @@ def test_processes_opening_a_new_store_at_once_share_one_index(tmp_path: Path) -
     code = (
         "import os, sys, time\n"
         "from pathlib import Path\n"
-        "from stackmatrix.runindex import RunIndex\n"
+        "from stackmatrix.store.index import RunIndex\n"
         f"while not os.path.exists({str(go)!r}): time.sleep(0.001)\n"
         f"index = RunIndex(Path({str(tmp_path / 'reports')!r}))\n"
         "print(os.stat(index.path).st_ino, index.db.execute('SELECT count(*) FROM runs').fetchone()[0])\n"
@@ -164,7 +164,7 @@ def test_an_index_another_process_holds_is_waited_for_then_exit_4_never_deleted(
 ) -> None:
     import sqlite3
 
-    import stackmatrix.runindex as runindex
+    import stackmatrix.store.index as runindex
     from stackmatrix.errors import InfraUnavailable
 
     reports = tmp_path / "reports"

@@ -111,7 +111,7 @@ def test_a_probe_dies_with_the_tool_that_started_it(tmp_path: Path) -> None:
     import subprocess
     import time
 
-    from stackmatrix.embedded import probes_dir
+    from stackmatrix.files.embedded import probes_dir
 
     pidfile = tmp_path / "probe.pid"
     probe = tmp_path / "sleeper.py"
@@ -165,7 +165,7 @@ def test_a_probe_whose_parent_died_before_it_started_exits_at_once(tmp_path: Pat
     import subprocess
     import time
 
-    from stackmatrix.embedded import probes_dir
+    from stackmatrix.files.embedded import probes_dir
     from stackmatrix.runners import PROBE_PARENT
 
     probe = tmp_path / "sleeper.py"

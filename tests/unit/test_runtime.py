@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from stackmatrix.catalog import load_catalog
 from stackmatrix.domain import Cell, Reason, Rung, Stack, StackKind, Status, Target
 from stackmatrix.kinds import KINDS
 from stackmatrix.ladder import runtime
@@ -23,6 +22,7 @@ from stackmatrix.ladder.runtime import (
     tiny_spec,
     to_outcome,
 )
+from stackmatrix.matrix.catalog import load_catalog
 
 
 @pytest.fixture

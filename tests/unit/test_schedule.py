@@ -3,8 +3,8 @@ and its simulation (the benchmark's makespan)."""
 
 from __future__ import annotations
 
-from stackmatrix.schedule import Scheduler, Task, simulate
-from stackmatrix.slots import CpuSlots, Need
+from stackmatrix.executors.schedule import Scheduler, Task, simulate
+from stackmatrix.executors.slots import CpuSlots, Need
 
 
 def task(key: str, seconds: float = 10, *builds: str, build_s: float = 0) -> Task:

@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 import pytest
 
-from stackmatrix.cli import main
+from stackmatrix.cli.main import main
 from tests.mirror import MODES, SMALL_MATRIX, Server, stack_mirror
 
 PASSWORD = "pw-s3cr3t/9@x"  # a "/" and an "@": the URL carries it percent-encoded, errors may quote it decoded

@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import pytest
 
-from stackmatrix.catalog import load_catalog
 from stackmatrix.domain import Cell, Stack, StackKind, Target
 from stackmatrix.errors import BadInput
-from stackmatrix.select import parse_shard, select
+from stackmatrix.matrix.catalog import load_catalog
+from stackmatrix.matrix.select import parse_shard, select
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from stackmatrix.domain import Outcome, Reason, Rung, Status
+from stackmatrix.executors.slots import CpuSlots, GpuSlots, Need, available_memory, cpu_list, cpu_slots, host_slots
 from stackmatrix.gpus.inventory import GIB, GpuInfo, Inventory
 from stackmatrix.options import resolve_settings
-from stackmatrix.slots import CpuSlots, GpuSlots, Need, available_memory, cpu_list, cpu_slots, host_slots
 
 
 def test_core_lists_read_as_affinity_tools_write_them() -> None:
@@ -17,7 +17,7 @@ def test_core_lists_read_as_affinity_tools_write_them() -> None:
 
 
 def test_the_default_is_bounded_by_cores_memory_and_ladders(monkeypatch: pytest.MonkeyPatch) -> None:
-    from stackmatrix import slots
+    from stackmatrix.executors import slots
 
     monkeypatch.setattr(slots, "host_cores", lambda: (0, 1, 2, 3, 4, 5, 6, 7))
     monkeypatch.setattr(slots, "available_memory", lambda: 13 * GIB)

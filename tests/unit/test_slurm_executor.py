@@ -9,12 +9,12 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stackmatrix.catalog import load_catalog
 from stackmatrix.domain import Cell, CellResult, Reason, Stack, StackKind, Target, Verdict
 from stackmatrix.executors.slurm import PURGED, states, wait
+from stackmatrix.executors.static import declared
+from stackmatrix.matrix.catalog import load_catalog
 from stackmatrix.slurm.commands import Slurm
 from stackmatrix.slurm.layout import Layout, TaskSpec, plan_layout
-from stackmatrix.static_tier import declared
 
 CAT = load_catalog()
 STACK = Stack(StackKind.VLLM, "0.32.0", "5.19.0", "3.11")

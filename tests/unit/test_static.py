@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from stackmatrix.catalog import load_catalog
 from stackmatrix.domain import Cell, Stack, StackKind, Target
 from stackmatrix.ladder.static import MODEL_TYPE
+from stackmatrix.matrix.catalog import load_catalog
 
 
 def _cell(stack: Stack) -> Cell:

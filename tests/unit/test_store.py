@@ -1,5 +1,5 @@
-"""store.py's reading of a run: whether its process is alive (a zombie is not: issue 22 (5)) and whether its journal
-still holds the records run.json says were written (issue 22 (4)). Real processes, real files."""
+"""store/runs.py's reading of a run: whether its process is alive (a zombie is not: issue 22 (5)) and whether its
+journal still holds the records run.json says were written (issue 22 (4)). Real processes, real files."""
 
 from __future__ import annotations
 
@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from stackmatrix.cli import main
+from stackmatrix.cli.main import main
 from stackmatrix.domain import CellResult, Outcome, Status, Verdict
 from stackmatrix.errors import BadInput
 from stackmatrix.ladder.verdict import decided
-from stackmatrix.resume import resumable
-from stackmatrix.runindex import open_index
-from stackmatrix.store import Run, open_run, process_start, run_dirs, start_run, store_dir
+from stackmatrix.pipeline.resume import resumable
+from stackmatrix.store.index import open_index
+from stackmatrix.store.runs import Run, open_run, process_start, run_dirs, start_run, store_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 DECLARED = {"kind": "vllm", "model": "google/gemma-4-E4B-it", "target": "l4x1"}
@@ -89,7 +89,7 @@ CHILD = """
 import sys, time
 from pathlib import Path
 from tests.unit.test_store import cell
-from stackmatrix.store import start_run
+from stackmatrix.store.runs import start_run
 run = start_run(Path(sys.argv[1]), matrix_hash="h", matrix_path="m", tier="runtime", selected=2)
 run.write_cell(cell("s1__m__t"))
 print(run.run_id, flush=True)
@@ -281,7 +281,7 @@ def test_a_lock_whose_holder_is_a_zombie_is_waited_for(tmp_path: Path) -> None:
             zombie_of(holder)
             if refused:
                 with pytest.MonkeyPatch.context() as mp:
-                    mp.setattr("stackmatrix.store.LOCK_RELEASE_S", 0.5)
+                    mp.setattr("stackmatrix.store.runs.LOCK_RELEASE_S", 0.5)
                     with pytest.raises(BadInput, match=f"held by pid {holder.pid}"):
                         resumable(tmp_path, run.run_id)
             else:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from stackmatrix.cli import main
-from stackmatrix.store import run_dirs
+from stackmatrix.cli.main import main
+from stackmatrix.store.runs import run_dirs
 from tests.mirror import SMALL_MATRIX, _transformers, stack_mirror
 
 
@@ -62,7 +62,7 @@ def test_a_new_release_and_a_yanked_one_are_news(
 
 
 def test_runs_from_before_say_nothing(tmp_path: Path) -> None:
-    from stackmatrix.upstream import news
+    from stackmatrix.reports.news import news
 
     assert news(None, {"projects": {}, "triton": []}) is None
     damaged = {"projects": {"vllm": [{"version": 3}, "x"], "evil": [{"version": "1"}]}, "triton": [1, "26.03"]}

@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from stackmatrix.cli import main
-from stackmatrix.gate import GATE
-from stackmatrix.runindex import open_index
-from stackmatrix.store import open_run, process_start, run_dirs, start_run
-from stackmatrix.workflow import CHECK, LIST, RESUME, RUN, STAGE
+from stackmatrix.answers.gate import GATE
+from stackmatrix.cli.main import main
+from stackmatrix.pipeline.steps import CHECK, LIST, RESUME, RUN, STAGE
+from stackmatrix.store.index import open_index
+from stackmatrix.store.runs import open_run, process_start, run_dirs, start_run
 from tests.mirror import SMALL_MATRIX, Server, stack_mirror
 from tests.records import raw_records
 
@@ -109,9 +109,9 @@ def test_what_a_verdict_depends_on_is_in_the_fingerprint(where: list[str], tmp_p
 def test_sigterm_is_recorded_as_interrupted_with_exit_143(
     where: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from stackmatrix import static_tier as pipeline
+    from stackmatrix.executors import static
 
-    real = pipeline.evaluate
+    real = static.evaluate
     seen: list[str] = []
 
     def evaluate(*args: object, **kwargs: object) -> object:
@@ -120,7 +120,7 @@ def test_sigterm_is_recorded_as_interrupted_with_exit_143(
             os.kill(os.getpid(), signal.SIGTERM)
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(pipeline, "evaluate", evaluate)
+    monkeypatch.setattr(static, "evaluate", evaluate)
     reports = tmp_path / "reports"
     assert main(["run", "--quiet", *where, *reports_args(reports)]) == 143
     assert "terminated" in capsys.readouterr().err
@@ -157,15 +157,15 @@ def test_a_run_whose_process_is_gone_reads_crashed(tmp_path: Path, capsys: pytes
 KILLER = """
 import os, signal, sys
 sys.path.insert(0, {src!r})
-from stackmatrix import static_tier as pipeline
-real, seen = pipeline.evaluate, []
+from stackmatrix.executors import static
+real, seen = static.evaluate, []
 def evaluate(*args, **kwargs):
     seen.append(1)
     if len(seen) == {at}:  # a cell in flight: the ones before it are in the journal, it is not
         os.kill(os.getpid(), signal.SIGKILL)
     return real(*args, **kwargs)
-pipeline.evaluate = evaluate
-from stackmatrix.cli import main
+static.evaluate = evaluate
+from stackmatrix.cli.main import main
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -254,7 +254,7 @@ def test_resume_refuses_other_options_and_a_hand_edited_selection(
 
 
 def test_the_end_of_a_run_lists_contradictions_and_flaky_cells_not_the_grid() -> None:
-    from stackmatrix.workflow import summary_of
+    from stackmatrix.pipeline.steps import summary_of
 
     columns: dict[str, list[Any]] = {
         "cell": ["a__m__t", "b__m__t", "c__m__t"],

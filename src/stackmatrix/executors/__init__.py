@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING, Protocol, cast
 
 if TYPE_CHECKING:
     from stackmatrix.domain import Cell, CellResult, Outcome
+    from stackmatrix.executors.progress import Progress
+    from stackmatrix.executors.schedule import Task
+    from stackmatrix.executors.slots import Slots
     from stackmatrix.ladder.runtime import Placement, RuntimeContext
     from stackmatrix.ladder.static import Context
-    from stackmatrix.progress import Progress
-    from stackmatrix.schedule import Task
-    from stackmatrix.session import Session
-    from stackmatrix.slots import Slots
-    from stackmatrix.store import Run
+    from stackmatrix.pipeline.session import Session
+    from stackmatrix.store.runs import Run
 
 Work = Callable[["Task", "Placement"], "list[Outcome]"]
 Done = Callable[["Task", "list[list[Outcome]]"], None]

@@ -12,20 +12,20 @@ from typing import TYPE_CHECKING
 
 from stackmatrix.domain import Cell, CellResult, Outcome, Reason, Rung, Status
 from stackmatrix.executors import Batch, Done, Ended, Work
+from stackmatrix.executors.ladders import decide, ladders_of, task_of
+from stackmatrix.executors.progress import Progress, make_progress
+from stackmatrix.executors.schedule import ENV_BUILD, Scheduler, Task
+from stackmatrix.executors.slots import Slots, host_slots
+from stackmatrix.executors.static import Standing, static_tier
 from stackmatrix.kinds import KINDS
 from stackmatrix.ladder.runtime import INFRA, Placement, RuntimeContext, climb
-from stackmatrix.ladders import decide, ladders_of, task_of
-from stackmatrix.progress import Progress, make_progress
 from stackmatrix.runners import kill_live_probes, probes_stopping
-from stackmatrix.schedule import ENV_BUILD, Scheduler, Task
-from stackmatrix.slots import Slots, host_slots
-from stackmatrix.static_tier import Standing, static_tier
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from stackmatrix.ladder.static import Context
-    from stackmatrix.session import Session
+    from stackmatrix.pipeline.session import Session
 
 BACKOFF_S = 5.0  # the first retry's wait; each next one waits twice as long
 

@@ -29,8 +29,8 @@ from pathlib import Path
 from stackmatrix.domain import Cell, CellResult, Outcome, Reason, Status, Verdict
 from stackmatrix.errors import BadInput, InfraUnavailable, Interrupted
 from stackmatrix.executors import Batch, Ended, OnResult
+from stackmatrix.files.readfile import Unreadable, open_regular
 from stackmatrix.options import OPTIONS, Settings, settings_env
-from stackmatrix.readfile import Unreadable, open_regular
 from stackmatrix.slurm.arrays import DONE_STATES, ArraySpec, sacct_states, task_states, waiting_tasks
 from stackmatrix.slurm.commands import Slurm
 from stackmatrix.slurm.layout import Layout, TaskCell, TaskSpec, plan_layout, read_layout, write_script
@@ -92,8 +92,8 @@ def task_specs(batch: Batch) -> list[TaskSpec]:
             TaskSpec(tuple(share), 0, 1, STATIC_MEM_MB, STATIC_START_S + sum(e for _, _, e in share))
             for share in _shares(todo, n)
         ]
-    from stackmatrix.ladders import ladders_of, need
-    from stackmatrix.static_tier import static_tier
+    from stackmatrix.executors.ladders import ladders_of, need
+    from stackmatrix.executors.static import static_tier
 
     session, rctx = batch.session, batch.rctx
     standing = static_tier(batch.todo, batch.ctx, session, batch.on_result, True)
@@ -238,7 +238,7 @@ def _wait(
     quiet: bool,
 ) -> Counter[str]:
     """The loop of ``wait``: the cells lost, by the state their task ended in."""
-    from stackmatrix.static_tier import declared
+    from stackmatrix.executors.static import declared
 
     offsets = [0] * len(layout.tasks)
     ended: dict[int, str] = {}
@@ -296,7 +296,7 @@ def _parsed(part: Path, line: bytes) -> CellResult | None:
     """A worker's record, or None for a line that is not one (the cell then counts as not recorded)."""
     import json
 
-    from stackmatrix.store import parse_cell
+    from stackmatrix.store.runs import parse_cell
 
     try:
         data = json.loads(line)

@@ -19,15 +19,15 @@ from stackmatrix.errors import BadInput
 from stackmatrix.kinds import triton_python, triton_vllm, vllm
 
 if TYPE_CHECKING:
-    from stackmatrix.catalog import Catalog
     from stackmatrix.domain import Cell, Outcome, Stack, TritonRelease
-    from stackmatrix.images import ImagePlan, TritonImages
-    from stackmatrix.kinds.pins import Change, IndexView, WheelView
     from stackmatrix.ladder.runtime import Ladder, Placement, RuntimeContext
     from stackmatrix.ladder.static import StaticRung
-    from stackmatrix.matrixfile import StackRule
+    from stackmatrix.matrix.catalog import Catalog
+    from stackmatrix.matrix.file import StackRule
+    from stackmatrix.matrix.pins import Change, IndexView, WheelView
     from stackmatrix.runners import Env, Traits
-    from stackmatrix.stage import Target as StageTarget
+    from stackmatrix.runners.images import ImagePlan, TritonImages
+    from stackmatrix.wheels.stage import Target as StageTarget
 
 
 class Kind(Protocol):

@@ -10,8 +10,7 @@ from typing import TYPE_CHECKING
 import stackmatrix.kinds.tritonbase as tritonbase
 from stackmatrix.domain import Cell, Outcome, Stack, StackKind
 from stackmatrix.errors import BadInput
-from stackmatrix.images import PYTHON_VARIANT, ImagePlan, TritonImages
-from stackmatrix.kinds.pins import (
+from stackmatrix.matrix.pins import (
     Change,
     IndexView,
     WheelView,
@@ -21,14 +20,15 @@ from stackmatrix.kinds.pins import (
     own_server,
     python_of,
 )
+from stackmatrix.runners.images import PYTHON_VARIANT, ImagePlan, TritonImages
 
 if TYPE_CHECKING:
     from stackmatrix.domain import TritonRelease
     from stackmatrix.ladder.runtime import Ladder, Placement, RuntimeContext
     from stackmatrix.ladder.static import StaticRung
-    from stackmatrix.matrixfile import StackRule
+    from stackmatrix.matrix.file import StackRule
     from stackmatrix.runners import Env, Traits
-    from stackmatrix.stage import Target
+    from stackmatrix.wheels.stage import Target
 
 KIND = StackKind.TRITON_PYTHON
 IMAGE = "triton-python"

@@ -25,8 +25,7 @@ from stackmatrix.domain import (
     Status,
 )
 from stackmatrix.errors import BadInput
-from stackmatrix.images import VLLM_VARIANT, ImagePlan, TritonImages
-from stackmatrix.kinds.pins import (
+from stackmatrix.matrix.pins import (
     Change,
     IndexView,
     WheelView,
@@ -38,14 +37,15 @@ from stackmatrix.kinds.pins import (
     transformers_for,
     vllm_versions,
 )
+from stackmatrix.runners.images import VLLM_VARIANT, ImagePlan, TritonImages
 
 if TYPE_CHECKING:
     from stackmatrix.domain import TritonRelease
     from stackmatrix.ladder.runtime import Ladder, Placement, RuntimeContext
     from stackmatrix.ladder.static import StaticRung
-    from stackmatrix.matrixfile import StackRule
+    from stackmatrix.matrix.file import StackRule
     from stackmatrix.runners import Env, Traits
-    from stackmatrix.stage import Target
+    from stackmatrix.wheels.stage import Target
 
 KIND = StackKind.TRITON_VLLM
 IMAGE = "triton-vllm"

@@ -7,11 +7,11 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from stackmatrix.domain import Cell, Outcome, Reason, Rung, Stack, Status
-from stackmatrix.kinds.pins import python_of
+from stackmatrix.matrix.pins import python_of
 
 if TYPE_CHECKING:
     from stackmatrix.domain import TritonRelease
-    from stackmatrix.stage import Target
+    from stackmatrix.wheels.stage import Target
 
 GLIBC = (2, 39)  # Triton's containers are Ubuntu 24.04: the C library their wheels must fit
 
@@ -30,7 +30,7 @@ def need(release: TritonRelease | None) -> TritonRelease:
 
 def stage_target(stack: Stack, stock: bool) -> Target | None:
     """The container's Python on Triton's platform; a stock container ships everything it runs."""
-    from stackmatrix.stage import Target  # uv and httpx: only staging pays for them
+    from stackmatrix.wheels.stage import Target  # uv and httpx: only staging pays for them
 
     return None if stock else Target(stack.python, GLIBC)
 

@@ -8,8 +8,7 @@ from typing import TYPE_CHECKING
 
 from stackmatrix.domain import Cell, Outcome, Reason, Rung, Stack, StackKind, Status
 from stackmatrix.errors import BadInput
-from stackmatrix.images import ImagePlan, TritonImages
-from stackmatrix.kinds.pins import (
+from stackmatrix.matrix.pins import (
     Change,
     IndexView,
     WheelView,
@@ -20,14 +19,15 @@ from stackmatrix.kinds.pins import (
     pick_transformers,
     vllm_versions,
 )
+from stackmatrix.runners.images import ImagePlan, TritonImages
 
 if TYPE_CHECKING:
     from stackmatrix.domain import TritonRelease
     from stackmatrix.ladder.runtime import Ladder, Placement, RuntimeContext
     from stackmatrix.ladder.static import StaticRung
-    from stackmatrix.matrixfile import StackRule
+    from stackmatrix.matrix.file import StackRule
     from stackmatrix.runners import Env, Traits
-    from stackmatrix.stage import Target
+    from stackmatrix.wheels.stage import Target
 
 KIND = StackKind.VLLM
 IMAGE = "vllm"
@@ -94,7 +94,7 @@ def changes(
 
 
 def stage_target(stack: Stack, base_python: str) -> Target | None:
-    from stackmatrix.stage import Target  # uv and httpx: only staging pays for them
+    from stackmatrix.wheels.stage import Target  # uv and httpx: only staging pays for them
 
     return Target(python=base_python)  # the docker runner's base image
 

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stackmatrix.domain import Cell, Outcome, Reason, Rung, Status
-from stackmatrix.images import VLLM_VARIANT, TritonImages
 from stackmatrix.ladder.runtime import ProbeRun, run_probe, to_outcome
 from stackmatrix.ladder.static import (
     BackendSource,
@@ -27,6 +26,7 @@ from stackmatrix.ladder.static import (
     parsed_backend,
     wheel_problems,
 )
+from stackmatrix.runners.images import VLLM_VARIANT, TritonImages
 
 if TYPE_CHECKING:
     from stackmatrix.options import Settings

@@ -23,10 +23,10 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from stackmatrix.atomic import atomic_write_text
 from stackmatrix.domain import Cell, Model, Outcome, Reason, Rung, Stack, Status, TritonRelease
-from stackmatrix.embedded import probes_dir
 from stackmatrix.errors import InfraUnavailable
+from stackmatrix.files.atomic import atomic_write_text
+from stackmatrix.files.embedded import probes_dir
 from stackmatrix.redact import redact, redact_obj
 from stackmatrix.runners import (
     RUNNERS,

@@ -12,13 +12,13 @@ from typing import Any, Protocol
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
-from stackmatrix.catalog import Catalog
 from stackmatrix.domain import IMAGE_RULE, STOCK_RULE, Cell, Outcome, Reason, Rung, Status, TritonRelease
 from stackmatrix.errors import InfraUnavailable
-from stackmatrix.kinds.pins import newest_before
 from stackmatrix.ladder.facts import Facts, module_member
 from stackmatrix.ladder.uvresolve import uv_resolve
-from stackmatrix.matrixfile import Settings as MatrixSettings
+from stackmatrix.matrix.catalog import Catalog
+from stackmatrix.matrix.file import Settings as MatrixSettings
+from stackmatrix.matrix.pins import newest_before
 from stackmatrix.options import Settings
 from stackmatrix.redact import redact, redact_obj
 from stackmatrix.wheels.index import VersionNotFound, WheelFile

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from stackmatrix.domain import Outcome, Reason, Rung, Status
-from stackmatrix.embedded import probes_dir
+from stackmatrix.files.embedded import probes_dir
 from stackmatrix.ladder.runtime import (
     ENGINE_TIMEOUT,
     Ladder,

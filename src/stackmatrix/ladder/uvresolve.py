@@ -15,7 +15,7 @@ import uv
 
 from stackmatrix.asof import uv_args
 from stackmatrix.options import Settings
-from stackmatrix.uvcache import uv_cache_dir
+from stackmatrix.wheels.uvcache import uv_cache_dir
 
 TIMEOUT_S = 300
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stackmatrix.errors import BadInput
-from stackmatrix.readfile import read_json
+from stackmatrix.files.readfile import read_json
 from stackmatrix.redact import register_secret
 
 HIDDEN = "<hidden>"  # what a message shows instead of a value that may hold a password

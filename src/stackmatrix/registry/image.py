@@ -18,8 +18,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from stackmatrix.atomic import atomic_write_text
-from stackmatrix.readfile import cached_json
+from stackmatrix.files.atomic import atomic_write_text
+from stackmatrix.files.readfile import cached_json
 from stackmatrix.redact import redact
 from stackmatrix.registry.auth import RegistryAuth
 from stackmatrix.registry.client import INDEX_TYPES, PLATFORM, DigestMismatch, Registry
@@ -85,7 +85,7 @@ class ImageFacts:
 @cache
 def _backend_source() -> ModuleType:
     """``probes/backend_source.py`` (stdlib only): the same parse the in-image probe makes."""
-    from stackmatrix.embedded import probes_dir
+    from stackmatrix.files.embedded import probes_dir
 
     spec = importlib.util.spec_from_file_location("stackmatrix_backend_source", probes_dir() / "backend_source.py")
     assert spec is not None and spec.loader is not None

@@ -1,4 +1,4 @@
-"""The ``docker`` runner: each cell's stack is an image (images.py, from the staged wheelhouse), and each probe
+"""The ``docker`` runner: each cell's stack is an image (runners/images.py, from the staged wheelhouse), and each probe
 runs in its own container of it: probes and checkpoints mounted read-only at their host paths, no network but
 loopback, GPUs by device request with CUDA_VISIBLE_DEVICES pinned, a shared-memory size, a hard timeout.
 
@@ -26,7 +26,6 @@ import requests
 from stackmatrix.asof import AsOf
 from stackmatrix.domain import Stack
 from stackmatrix.errors import InfraUnavailable
-from stackmatrix.images import LABEL, ImageBuildFailed, ImageSpec, TritonImages, base_id, build
 from stackmatrix.options import Settings
 from stackmatrix.runners import (
     DEFAULT_OVERRIDES,
@@ -35,7 +34,8 @@ from stackmatrix.runners import (
     EnvBuildFailed,
     RunnerFault,
 )
-from stackmatrix.stage import Target, stage
+from stackmatrix.runners.images import LABEL, ImageBuildFailed, ImageSpec, TritonImages, base_id, build
+from stackmatrix.wheels.stage import Target, stage
 
 if TYPE_CHECKING:
     from stackmatrix.kinds import Kind

@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, ClassVar
 import uv
 
 from stackmatrix.asof import AsOf, uv_args
-from stackmatrix.atomic import atomic_write_text
 from stackmatrix.domain import Stack
+from stackmatrix.files.atomic import atomic_write_text
+from stackmatrix.files.readfile import cached_bytes
 from stackmatrix.options import DEFAULT_TORCH_INDEX, Settings
-from stackmatrix.readfile import cached_bytes
 from stackmatrix.redact import redact
 from stackmatrix.runners import (
     DEFAULT_OVERRIDES,
@@ -34,7 +34,7 @@ from stackmatrix.runners import (
     merge_overrides,
     run_local,
 )
-from stackmatrix.uvcache import uv_cache_dir
+from stackmatrix.wheels.uvcache import uv_cache_dir
 
 if TYPE_CHECKING:
     from stackmatrix.kinds import Kind

@@ -18,10 +18,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from stackmatrix.atomic import atomic_write_text
 from stackmatrix.errors import BadInput
+from stackmatrix.files.atomic import atomic_write_text
+from stackmatrix.files.readfile import read_json
 from stackmatrix.ids import is_cell_id
-from stackmatrix.readfile import read_json
 
 DIR = "slurm"
 TASKS = "tasks.json"

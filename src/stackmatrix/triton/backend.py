@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from stackmatrix.atomic import atomic_write_bytes
 from stackmatrix.errors import BadInput
+from stackmatrix.files.atomic import atomic_write_bytes
+from stackmatrix.files.readfile import Unreadable, read_capped
 from stackmatrix.options import DEFAULT_VLLM_BACKEND_URL, expand_user
-from stackmatrix.readfile import Unreadable, read_capped
 from stackmatrix.redact import redact
 
 if TYPE_CHECKING:

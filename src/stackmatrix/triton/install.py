@@ -12,10 +12,10 @@ from pathlib import Path
 
 import uv
 
-from stackmatrix.atomic import atomic_write_text
 from stackmatrix.errors import InfraUnavailable
+from stackmatrix.files.atomic import atomic_write_text
 from stackmatrix.triton.server import ServerInstall
-from stackmatrix.uvcache import uv_cache_dir
+from stackmatrix.wheels.uvcache import uv_cache_dir
 
 PYTRITON = "0.7.0"
 SERVER_VERSION = "2.51.0"  # what PYTRITON bundles (FACTS §7): the stand-in's evidence names it

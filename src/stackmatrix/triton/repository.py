@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from stackmatrix.atomic import atomic_write_bytes, atomic_write_text
+from stackmatrix.files.atomic import atomic_write_bytes, atomic_write_text
 
 # Fields whose string values are protobuf enum names, written unquoted in text format.
 ENUM_FIELDS = frozenset({"data_type", "kind"})

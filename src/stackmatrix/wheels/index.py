@@ -24,10 +24,10 @@ from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
 from stackmatrix.asof import AsOf, moment
-from stackmatrix.atomic import atomic_write_text
 from stackmatrix.errors import BadInput, InfraUnavailable
+from stackmatrix.files.atomic import atomic_write_text
+from stackmatrix.files.readfile import cached_json
 from stackmatrix.options import INDEX_TTL_S
-from stackmatrix.readfile import cached_json
 from stackmatrix.redact import redact, split_secrets
 from stackmatrix.wheels.http import Http, expect
 

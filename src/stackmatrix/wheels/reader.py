@@ -20,9 +20,9 @@ from urllib.parse import urlsplit, urlunsplit
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from stackmatrix.atomic import atomic_write_bytes, atomic_write_text
 from stackmatrix.errors import InfraUnavailable
-from stackmatrix.readfile import Unreadable, cached_bytes, cached_json, open_regular
+from stackmatrix.files.atomic import atomic_write_bytes, atomic_write_text
+from stackmatrix.files.readfile import Unreadable, cached_bytes, cached_json, open_regular
 from stackmatrix.redact import redact
 from stackmatrix.wheels.http import Http
 from stackmatrix.wheels.index import WheelFile

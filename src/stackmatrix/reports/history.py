@@ -1,0 +1,48 @@
+"""A cell's verdicts over time, from the index: rows are cells, columns the newest runs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+
+from tabulate import tabulate
+
+from stackmatrix.domain import Verdict
+from stackmatrix.reports.legend import SYMBOL
+from stackmatrix.store.index import CellRow, RunRow
+
+
+def _entry(row: CellRow | None) -> str:
+    if row is None:
+        return ""
+    return f"{SYMBOL[Verdict(row.verdict)]} {row.verdict}" + (f" {row.reason}" if row.reason else "")
+
+
+def _what(run: RunRow) -> str:
+    """A run's purpose, and its status where it is not complete (crashed, damaged, ...): a column is never read
+    as a finished run's when it is not one."""
+    return run.purpose if run.status == "complete" else f"{run.purpose}, {run.status}"
+
+
+def render_history(
+    history: Mapping[str, Sequence[tuple[str, CellRow]]], runs: Sequence[RunRow], last: int, fmt: str
+) -> str:
+    """``runs`` oldest first; only the newest ``last`` runs that hold any of the cells become columns."""
+    holding = {run_id for rows in history.values() for run_id, _ in rows}
+    columns = [r for r in runs if r.run_id in holding][-last:]
+    if fmt == "json":
+        doc = {
+            cell: [
+                {"run": run_id, "verdict": row.verdict, "reason": row.reason, "override": row.override, "why": row.why}
+                for run_id, row in rows
+                if run_id in {c.run_id for c in columns}
+            ]
+            for cell, rows in sorted(history.items())
+        }
+        return json.dumps(doc, indent=1, sort_keys=True) + "\n"
+    by_cell = {cell: dict(rows) for cell, rows in history.items()}
+    table = [[cell, *(_entry(by_cell[cell].get(c.run_id)) for c in columns)] for cell in sorted(history)]
+    headers = ["cell", *(f"{c.run_id} ({_what(c)})" for c in columns)]
+    changed = sum(len({(r.verdict, r.reason) for _, r in rows}) > 1 for rows in history.values())
+    body = tabulate(table, headers=headers, tablefmt="github" if fmt == "md" else "simple")
+    return f"{body}\n\n{len(history)} cells over {len(columns)} runs; {changed} changed verdict or reason\n"
