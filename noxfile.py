@@ -85,11 +85,12 @@ def unit(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff and mypy, both clean."""
+    """ruff, mypy and the house's import contract (pyproject's [tool.importlinter]), all clean."""
     _install(session, "lint", "test")  # mypy reads the tests too
     session.run("ruff", "check", "src", "tests", "benchmarks", "probes", "examples", "noxfile.py")
     session.run("ruff", "format", "--check", "src", "tests", "benchmarks", "probes", "examples", "noxfile.py")
     session.run("mypy")
+    session.run("lint-imports")
 
 
 @nox.session

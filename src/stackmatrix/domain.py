@@ -67,6 +67,14 @@ class Verdict(StrEnum):
     NOT_RUN = "not-run"
 
 
+# The verdicts that can meet a requirement (a gate's, advise's, bisect's), strongest first: met at its minimum or above.
+PASSING = (Verdict.SERVES, Verdict.RUNS_TINY, Verdict.PREDICTED, Verdict.OVERRIDE)
+
+
+def meets(verdict: Verdict, minimum: Verdict) -> bool:
+    return verdict in PASSING and PASSING.index(verdict) <= PASSING.index(minimum)
+
+
 class Rung(StrEnum):
     """The ladder's rungs, cheap first (an outcome's ``name`` on disk is the value)."""
 

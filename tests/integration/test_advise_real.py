@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from stackmatrix.answers.policy import PASSING
 from stackmatrix.cli.main import main
+from stackmatrix.domain import PASSING
 
 pytestmark = pytest.mark.network
 

@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 
 from stackmatrix.answers.gate import Standing, judge_findings
-from stackmatrix.answers.policy import meets
 from stackmatrix.cli.main import main
-from stackmatrix.domain import CellResult, Outcome, Reason, Status, Verdict
+from stackmatrix.domain import CellResult, Outcome, Reason, Status, Verdict, meets
 from stackmatrix.errors import BadInput
 from stackmatrix.ladder.verdict import decided
 from stackmatrix.pipeline.stackspec import StackSpec, parse_spec

@@ -12,14 +12,13 @@ each nearer candidate the one reason it fails.
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from stackmatrix.answers.policy import PASSING, Requirement, meets
-from stackmatrix.domain import Cell, CellResult, Stack, Verdict
+from stackmatrix.answers.policy import Requirement
+from stackmatrix.domain import PASSING, Cell, CellResult, Stack, Verdict, meets
 from stackmatrix.errors import BadInput
 from stackmatrix.inert import md_text
 from stackmatrix.pipeline.stackspec import StackSpec
@@ -29,7 +28,6 @@ if TYPE_CHECKING:
     from stackmatrix.matrix.loaded import Loaded
     from stackmatrix.pipeline.session import Session
 
-BEST = 3  # candidates shown in full, by default
 NEARER = 5  # failing candidates shown (the nearest), each with its one reason
 ROUNDS = 3  # runtime: rounds of climbing the best (each failure lets the next candidate up)
 
@@ -389,40 +387,6 @@ def show_advice(executed: Executed, job: Job) -> int:
     render = RENDER[job.args.format]
     print(render(q, now, ranked, job.args.best, job.settings), end="")
     return 0 if any(k.ok for k in ranked) or now.ok else GateRegression.exit_code
-
-
-def add_parser(sub: Any) -> argparse.ArgumentParser:
-    from stackmatrix.cli.args import add_flags, common, resolve, tier
-
-    p: argparse.ArgumentParser = sub.add_parser(
-        "advise", help="the smallest change from the stack you run to one that serves what you need"
-    )
-    common(p)
-    p.add_argument(
-        "--current", default=None, help="the stack you run, e.g. triton=26.03 or vllm=0.17.1,transformers=4.57.6"
-    )
-    p.add_argument("--policy", type=_existing, default=None, help="a gate policy: its requirements (and its current)")
-    p.add_argument("--model", action="append", default=[], help="a catalog model that must serve (repeatable)")
-    p.add_argument("--gpu", action="append", default=[], help="a target for each --model (repeatable; default l4x1)")
-    p.add_argument("--min", choices=[str(v) for v in PASSING], default="predicted", help="the verdict each must reach")
-    p.add_argument("--best", type=_positive, default=BEST, help=f"candidates shown in full (default {BEST})")
-    p.add_argument("--format", choices=list(RENDER), default="md")
-    tier(p)  # runtime: the best --best candidates climb the runtime tier before the answer
-    resolve(p)
-    add_flags(p, "fresh")
-    return p
-
-
-def _existing(text: str) -> Any:
-    from stackmatrix.cli.args import existing_file
-
-    return existing_file(text)
-
-
-def _positive(text: str) -> int:
-    if not text.isdigit() or not 0 < int(text) <= 100:
-        raise argparse.ArgumentTypeError(f"got {text!r}; expected a number from 1 to 100")
-    return int(text)
 
 
 # The command's steps: the workflow's, with this module's own.

@@ -16,17 +16,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from stackmatrix.answers.policy import PASSING, meets
-from stackmatrix.domain import Cell, CellResult, Stack, Verdict
+from stackmatrix.domain import Cell, CellResult, Stack, Verdict, meets
 from stackmatrix.errors import BadInput
+from stackmatrix.matrix.file import SYMBOLS
 from stackmatrix.pipeline.steps import Job, Step, load, session_of
 
 if TYPE_CHECKING:
     from stackmatrix.matrix.loaded import Loaded
     from stackmatrix.pipeline.session import Session
-
-AXES = ("vllm", "transformers", "triton")
-RULES = ("@newest-allowed", "@release-day", "@newest")
 
 
 @dataclass
@@ -133,8 +130,8 @@ def check_args(args: Any) -> None:
     tf = args.transformers
     if args.axis == "transformers" and tf:
         raise BadInput("--transformers", "transformers", tf, "no pin on the axis being bisected")
-    if tf and tf.startswith("@") and tf not in RULES:
-        raise BadInput("--transformers", "transformers", tf, " or ".join(RULES) + " or a version")
+    if tf and tf.startswith("@") and tf not in SYMBOLS:
+        raise BadInput("--transformers", "transformers", tf, " or ".join(SYMBOLS) + " or a version")
 
 
 # --- the command ----------------------------------------------------------------------------------------------
@@ -204,7 +201,7 @@ def run_bisect(loaded: Loaded, job: Job) -> int:
     answer = Answer(
         args.axis, releases, model.id, target.name, args.min, args.tier, search.seen, results, first, last, standing
     )
-    print((render_json if args.format == "json" else render_markdown)(answer), end="")
+    print(RENDER[args.format](answer), end="")
     return 0 if first is not None else GateRegression.exit_code
 
 
@@ -314,24 +311,7 @@ def render_json(ans: Answer) -> str:
     return json.dumps(doc, indent=1) + "\n"
 
 
-def add_parser(sub: Any) -> None:
-    from stackmatrix.cli.args import add_flags, common, resolve, tier
-
-    p = sub.add_parser("bisect", help="from which release on an axis a model reaches a verdict (and where it broke)")
-    common(p)
-    p.add_argument("--axis", choices=AXES, required=True, help="the pin that moves")
-    p.add_argument("--model", required=True, help="catalog model id, case-insensitive, org optional")
-    p.add_argument("--gpu", default="l4x1", help="target: a matrix target name or <gpu>x<count> (tp=count)")
-    p.add_argument("--min", choices=[str(v) for v in PASSING], default="predicted", help="the verdict to reach")
-    p.add_argument("--regression", action="store_true", help="also the last release that reaches it")
-    p.add_argument("--triton", default=None, help="held fixed: a Triton release (its container, its vLLM)")
-    p.add_argument("--vllm", default=None, help="held fixed: a vLLM version")
-    p.add_argument("--transformers", default=None, help="held fixed: a version, or a rule: " + ", ".join(RULES))
-    p.add_argument("--kind", choices=["vllm", "triton-vllm", "triton-python"], default=None)
-    p.add_argument("--format", choices=["md", "json"], default="md")
-    tier(p)
-    resolve(p)
-    add_flags(p, "fresh")
+RENDER = {"md": render_markdown, "json": render_json}
 
 
 # The command's steps: the workflow's, with this module's own.

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from stackmatrix.answers.policy import Policy, Requirement, meets
-from stackmatrix.domain import Cell, CellResult, Reason, Stack, Verdict
+from stackmatrix.answers.policy import Policy, Requirement
+from stackmatrix.domain import Cell, CellResult, Reason, Stack, Verdict, meets
 from stackmatrix.errors import InfraUnavailable
 from stackmatrix.inert import md_text
 from stackmatrix.pipeline.steps import Executed, Job, Selected, Step, execute_cells, load, plan, session_of, store

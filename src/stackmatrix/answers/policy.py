@@ -30,13 +30,6 @@ from stackmatrix.matrix.file import TargetSpec, check_target
 from stackmatrix.matrix.loaded import Loaded
 from stackmatrix.pipeline.stackspec import StackSpec, parse_spec, parse_target
 
-# The verdicts that can meet a requirement, strongest first: a requirement is met at its minimum or above.
-PASSING = (Verdict.SERVES, Verdict.RUNS_TINY, Verdict.PREDICTED, Verdict.OVERRIDE)
-
-
-def meets(verdict: Verdict, minimum: Verdict) -> bool:
-    return verdict in PASSING and PASSING.index(verdict) <= PASSING.index(minimum)
-
 
 class _Require(Strict):
     model: str

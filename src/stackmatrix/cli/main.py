@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 
 from stackmatrix import __version__
 from stackmatrix.cli import stored
+from stackmatrix.cli.answers import add_advise, add_bisect
 from stackmatrix.cli.args import add_flags, common, existing_file, path_arg, resolve, runtime_flags, selection, tier
 from stackmatrix.errors import Interrupted, StackmatrixError, path_fault
 from stackmatrix.inert import term_text
@@ -61,8 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress: print only the summary and the report paths")
     p.add_argument("--table", action="store_true", help="also print the readiness grid (it is always in readiness.txt)")
 
-    importlib.import_module("stackmatrix.answers.advise").add_parser(sub)
-    importlib.import_module("stackmatrix.answers.bisect").add_parser(sub)
+    add_advise(sub)
+    add_bisect(sub)
 
     p = sub.add_parser("collect", help="wait for a run's Slurm job arrays, fold their records in, store and render")
     common(p)
