@@ -190,3 +190,17 @@ def test_a_file_that_is_not_an_index_is_rebuilt(tmp_path: Path) -> None:
     (reports / "index.sqlite").write_bytes(b"not sqlite at all" * 100)
     with open_index(reports) as index:
         assert [r.run_id for r in index.runs()] == [run.run_id]
+
+
+def test_the_schema_stamp_is_derived_from_the_schema() -> None:
+    """A column added to the readiness row (or the tables) changes the index's stamp without anyone bumping a
+    number: an index of the old stamp is rebuilt, never read with the new columns missing."""
+    from stackmatrix.store import index
+    from stackmatrix.store.row import sql_columns
+
+    assert index.schema_stamp(index.ROWS_VERSION, index._SCHEMA) == index.SCHEMA_VERSION
+    assert sql_columns() in index._SCHEMA.replace("cell_id TEXT NOT NULL", "cell TEXT", 1)
+    wider = index._SCHEMA.replace("journal_offset INTEGER,", "journal_offset INTEGER, another TEXT,")
+    assert index.schema_stamp(index.ROWS_VERSION, wider) != index.SCHEMA_VERSION
+    assert index.schema_stamp(index.ROWS_VERSION + 1, index._SCHEMA) != index.SCHEMA_VERSION
+    assert 0 < index.SCHEMA_VERSION < 2**31

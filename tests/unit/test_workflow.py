@@ -272,3 +272,21 @@ def test_the_end_of_a_run_lists_contradictions_and_flaky_cells_not_the_grid() ->
         "  b__m__t: runs-tiny",
     ]
     assert summary_of({**columns, "contradiction": [False] * 3, "flaky": [False] * 3}) == ""
+
+
+def test_a_failing_gate_raises_gate_regression_after_its_summary(
+    where: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Exit 1 comes from GateRegression (never a literal): the summary is printed and stored first, then one line
+    says why, and run.json records it."""
+    policy = tmp_path / "p.toml"
+    policy.write_text('name = "p"\nfail_on = "unmet"\n[[require]]\nmodel = "google/gemma-4-E4B-it"\ntarget = "l4x1"\n')
+    reports = tmp_path / "reports"
+    argv = ["gate", "--policy", str(policy), "--candidate", "vllm=0.19.0,transformers=4.57.6", *where]
+    assert main([*argv, *reports_args(reports), "--summary", str(tmp_path / "summary.md")]) == 1
+    out, err = capsys.readouterr()
+    assert "Gate failed" in out and "Gate failed" in (tmp_path / "summary.md").read_text()
+    assert "stackmatrix: the gate failed: 1 regressed, 0 unmet (the summary above)" in err
+    (run,) = (open_run(p) for p in run_dirs(reports))
+    assert (run.meta["status"], run.meta["exit_code"]) == ("failed", 1)
+    assert run.meta["error"].startswith("GateRegression: the gate failed")

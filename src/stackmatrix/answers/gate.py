@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from stackmatrix.answers.policy import Policy, Requirement
 from stackmatrix.domain import Cell, CellResult, Reason, Stack, Verdict, meets
-from stackmatrix.errors import InfraUnavailable
+from stackmatrix.errors import GateRegression, InfraUnavailable
 from stackmatrix.inert import md_text
 from stackmatrix.pipeline.steps import Executed, Job, Selected, Step, execute_cells, load, plan, session_of, store
 from stackmatrix.store.index import CellRow
@@ -253,7 +253,7 @@ def judge(executed: Executed, job: Job) -> Executed:
     # A requirement left undecided only because the image registry did not answer is not the candidate's failure:
     # the gate could not decide (exit 4), as for an unreachable index.
     blind = bool(gate.failing) and all(f.cell.reason is Reason.REGISTRY_UNREACHABLE for f in gate.failing)
-    code = InfraUnavailable.exit_code if executed.infra or blind else (1 if gate.failing else 0)
+    code = InfraUnavailable.exit_code if executed.infra or blind else (GateRegression.exit_code if gate.failing else 0)
     ending = {"regressions": len(gate.regressions), "failing": len(gate.failing)}
     return replace(executed, code=code, ending=ending, extra=gate)
 
@@ -275,6 +275,11 @@ def summary(executed: Executed, job: Job) -> int:
         print("the package index was unreachable: the gate could not decide every cell", file=sys.stderr)
     elif executed.code == InfraUnavailable.exit_code:
         print("the image registry was unreachable: the gate could not decide its failing cells", file=sys.stderr)
+    elif executed.code == GateRegression.exit_code:  # stored as failed already: the run.json records why too
+        raise GateRegression(
+            f"the gate failed: {len(gate.regressions)} regressed, {len(gate.failing) - len(gate.regressions)} unmet "
+            "(the summary above)"
+        )
     return executed.code or 0
 
 

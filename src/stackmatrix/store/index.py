@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import json
 import os
 import sqlite3
@@ -30,7 +31,9 @@ from stackmatrix.store.runs import Run, open_run, parse_cell, run_dirs
 P = ParamSpec("P")
 R = TypeVar("R")
 
-SCHEMA_VERSION = 9
+# What the rows mean beyond their columns (how a record becomes a row, what ``forged`` holds): bumped by hand only
+# when that changes. A change of the columns changes the stamp by itself (schema_stamp).
+ROWS_VERSION = 9
 # A cell's columns: the readiness row's (tablerow.Row, ``cell`` named ``cell_id`` here), then where its record is
 # in the run's journal.
 #
@@ -62,6 +65,16 @@ CREATE TABLE IF NOT EXISTS newest (
     fingerprint TEXT PRIMARY KEY, run_id TEXT NOT NULL, cell_id TEXT NOT NULL
 ) WITHOUT ROWID;
 """
+
+
+def schema_stamp(rows_version: int, schema: str) -> int:
+    """``PRAGMA user_version`` of an index: derived from the schema's text (the readiness row's columns are in
+    it) and ROWS_VERSION, so a column added to the row or the tables can never keep an old stamp; an index of
+    another stamp is rebuilt from the runs' files. 28 bits: SQLite keeps a signed 32-bit integer."""
+    return int(hashlib.sha256(f"{rows_version}\n{schema}".encode()).hexdigest()[:7], 16)
+
+
+SCHEMA_VERSION = schema_stamp(ROWS_VERSION, _SCHEMA)
 
 
 @dataclass(frozen=True)
