@@ -169,7 +169,7 @@ def test_bad_flags_name_the_pin(kind: StackKind, flags: tuple[str | None, str | 
 
 
 def test_a_python_backend_rule_takes_no_vllm_rule() -> None:
-    rule = StackRule(kind="triton-python", triton=["26.03"], transformers=["@newest-allowed"])
+    rule = StackRule(kind=StackKind.TRITON_PYTHON, triton=["26.03"], transformers=["@newest-allowed"])
     with pytest.raises(BadInput) as exc:
         list(KINDS[StackKind.TRITON_PYTHON].expand(rule, [REL], FakeIndex(), "3.11", "m.toml", "stack[0]"))
     assert (exc.value.key, exc.value.value) == ("stack[0].transformers", "@newest-allowed")
@@ -257,3 +257,42 @@ def test_a_transformers_change_keeps_a_vllm_already_replaced_in_the_container() 
     stock = dataclasses.replace(replaced, vllm="0.13.0", transformers="4.57.6", transformers_rule="@catalog")
     changes = [c for c in kind.changes(stock, ["26.01"], ["0.13.0"], ["4.57.6", "5.0.0"]) if c.transformers]
     assert [(c.vllm, c.transformers) for c in changes] == [(None, "5.0.0")]
+
+
+@pytest.mark.parametrize(
+    ("kind", "rule", "key"),
+    [
+        (StackKind.VLLM, {"vllm": ["0.19.0"]}, "stack[0]"),  # no transformers
+        (StackKind.VLLM, {"triton": ["26.03"], "vllm": ["0.19.0"], "transformers": ["4.57.6"]}, "stack[0]"),
+        (StackKind.TRITON_PYTHON, {"triton": ["26.03"], "vllm": ["0.19.0"], "transformers": ["5.5.0"]}, "stack[0]"),
+        (StackKind.TRITON_PYTHON, {"transformers": ["5.5.0"]}, "stack[0].triton"),
+        (StackKind.TRITON_VLLM, {"vllm": ["0.19.0"]}, "stack[0].triton"),
+    ],
+)
+def test_each_kind_checks_the_shape_of_its_own_rules(kind: StackKind, rule: dict[str, object], key: str) -> None:
+    """Which pins a matrix rule takes is its kind's to say (the matrix file knows no kind)."""
+    with pytest.raises(BadInput) as exc:
+        KINDS[kind].check_rule(StackRule.model_validate({"kind": str(kind), **rule}), "m.toml", "stack[0]")
+    assert (exc.value.where, exc.value.key) == ("m.toml", key)
+
+
+def test_kind_names_are_not_written_as_strings() -> None:
+    """A kind named by its string (``kind="vllm"``, ``rule.kind == "triton-python"``) escapes this file's
+    completeness checks: code names StackKind members (or reads KINDS) instead."""
+    names = {str(k) for k in StackKind}
+    found = []
+    for path in sorted(SRC.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            hits: list[ast.expr] = []
+            if isinstance(node, ast.keyword) and node.arg == "kind":
+                hits.append(node.value)
+            if isinstance(node, ast.Compare):
+                sides = [node.left, *node.comparators]
+                if any(isinstance(s, ast.Attribute | ast.Name) and ast.unparse(s).endswith("kind") for s in sides):
+                    hits += [
+                        e for s in sides for e in (s.elts if isinstance(s, ast.Tuple | ast.List | ast.Set) else [s])
+                    ]
+            found += [
+                f"{path.relative_to(SRC)}:{h.lineno}" for h in hits if isinstance(h, ast.Constant) and h.value in names
+            ]
+    assert not found, found

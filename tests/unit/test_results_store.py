@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from stackmatrix.answers.gate import Standing, judge_findings
+from stackmatrix.answers.gate import Trend, judge_findings
 from stackmatrix.cli.main import main
 from stackmatrix.domain import CellResult, Outcome, Reason, Status, Verdict, meets
 from stackmatrix.errors import BadInput
@@ -164,11 +164,11 @@ def test_judge_standings() -> None:
     reqs = [Req(), Req(), Req(), Req(), Req()]
     found = judge_findings(reqs, [bad, bad, ok, ok, bad], [row_of(ok), row_of(bad), row_of(bad), row_of(ok), None])  # type: ignore[arg-type]
     assert [f.standing for f in found] == [
-        Standing.REGRESSION,
-        Standing.STILL_FAILING,
-        Standing.IMPROVED,
-        Standing.OK,
-        Standing.REGRESSION,  # no baseline: a gate passes only what it has seen pass
+        Trend.REGRESSION,
+        Trend.STILL_FAILING,
+        Trend.IMPROVED,
+        Trend.OK,
+        Trend.REGRESSION,  # no baseline: a gate passes only what it has seen pass
     ]
 
 

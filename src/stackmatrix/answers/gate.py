@@ -27,7 +27,9 @@ if TYPE_CHECKING:
     from stackmatrix.matrix.loaded import Loaded
 
 
-class Standing(StrEnum):
+class Trend(StrEnum):
+    """How a requirement's cell moved from the baseline to the candidate."""
+
     REGRESSION = "regression"
     STILL_FAILING = "still-failing"
     OK = "ok"
@@ -39,7 +41,7 @@ class Finding:
     requirement: Requirement
     cell: CellResult
     baseline: CellRow | None
-    standing: Standing
+    standing: Trend
 
 
 @dataclass(frozen=True)
@@ -55,12 +57,12 @@ class GateResult:
 
     @property
     def regressions(self) -> list[Finding]:
-        return [f for f in self.findings if f.standing is Standing.REGRESSION]
+        return [f for f in self.findings if f.standing is Trend.REGRESSION]
 
     @property
     def failing(self) -> list[Finding]:
         """What fails the gate: regressions, and with ``fail_on = "unmet"`` what was already failing too."""
-        fails = {Standing.REGRESSION} | ({Standing.STILL_FAILING} if self.policy.fail_on == "unmet" else set())
+        fails = {Trend.REGRESSION} | ({Trend.STILL_FAILING} if self.policy.fail_on == "unmet" else set())
         return [f for f in self.findings if f.standing in fails]
 
 
@@ -87,16 +89,16 @@ def judge_findings(
         now_ok = meets(cell.verdict, req.minimum)
         before_ok = base is not None and meets(Verdict(base.verdict), req.minimum)
         if now_ok:
-            standing = Standing.OK if before_ok or base is None else Standing.IMPROVED
+            standing = Trend.OK if before_ok or base is None else Trend.IMPROVED
         elif before_ok or base is None:
-            standing = Standing.REGRESSION
+            standing = Trend.REGRESSION
         else:
-            standing = Standing.STILL_FAILING
+            standing = Trend.STILL_FAILING
         findings.append(Finding(req, cell, base, standing))
     return tuple(findings)
 
 
-MARK = {Standing.REGRESSION: "❌", Standing.STILL_FAILING: "⚠️", Standing.OK: "✅", Standing.IMPROVED: "🆙"}
+MARK = {Trend.REGRESSION: "❌", Trend.STILL_FAILING: "⚠️", Trend.OK: "✅", Trend.IMPROVED: "🆙"}
 
 
 def _state(row: CellRow | None) -> str:
@@ -147,10 +149,10 @@ def render_summary(g: GateResult, cell_path: str) -> str:
             f"| {MARK[f.standing]} | `{r.model.id}` | `{r.target.name}` (tp={r.target.tp}) | `{r.minimum}` | "
             f"{_state(f.baseline)} | {_state(row_of(f.cell))} | {md_text(f.cell.why)} |"
         )
-    counts = {s: sum(f.standing is s for f in g.findings) for s in Standing}
+    counts = {s: sum(f.standing is s for f in g.findings) for s in Trend}
     lines += ["", " · ".join(f"{MARK[s]} {s}: {n}" for s, n in counts.items())]
     for f in g.findings:
-        if f.standing not in (Standing.REGRESSION, Standing.STILL_FAILING):
+        if f.standing not in (Trend.REGRESSION, Trend.STILL_FAILING):
             continue
         ev = json.dumps(_evidence(f.cell), indent=1, sort_keys=True, default=str)
         lines += [

@@ -252,7 +252,7 @@ def _shape(group: tuple[int, ...]) -> int:
 
 
 @dataclass(frozen=True)
-class Plan:
+class Wave:
     """One wave: the slots that run at once, the cells that wait for a slot, and those that can never run here."""
 
     slots: tuple[Slot, ...]
@@ -274,7 +274,7 @@ def plan(
     failed: Iterable[int] = (),
     utilization: float = 0.90,
     share_limit: float = 0.5,
-) -> Plan:
+) -> Wave:
     """The first wave: multi-GPU and larger cells are placed first (they have the fewest places to go)."""
     allocator = SlotAllocator(inventory, utilization=utilization, share_limit=share_limit, failed=failed)
     order = sorted(range(len(requests)), key=lambda n: (-requests[n].tp, -requests[n].memory, n))
@@ -290,7 +290,7 @@ def plan(
         else:
             waiting.append(n)
     # Reported in the order asked, whatever the placing order.
-    return Plan(
+    return Wave(
         slots=tuple(slots[n] for n in sorted(slots)),
         waiting=tuple(requests[n] for n in sorted(waiting)),
         never=tuple((requests[n], never[n]) for n in sorted(never)),

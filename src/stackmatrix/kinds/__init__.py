@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from stackmatrix.ladder.static import StaticRung
     from stackmatrix.matrix.catalog import Catalog
     from stackmatrix.matrix.file import StackRule
-    from stackmatrix.matrix.pins import Change, IndexView, WheelView
+    from stackmatrix.matrix.pins import IndexView, StackChange, WheelView
     from stackmatrix.runners import Env, Traits
     from stackmatrix.runners.images import ImagePlan, TritonImages
     from stackmatrix.wheels.stage import Target as StageTarget
@@ -36,6 +36,11 @@ class Kind(Protocol):
     KIND: StackKind
     IMAGE: str  # its cell image's template: images/<IMAGE>/Dockerfile
     CATALOG: tuple[str, ...]  # the catalog tables it reads (Catalog attributes); "triton": it runs in a release
+
+    def check_rule(self, rule: StackRule, where: str, key: str) -> None:
+        """A matrix rule of this kind names the pins it takes (exit 2 naming ``where`` and ``key`` when not),
+        checked before it expands."""
+        ...
 
     def expand(
         self,
@@ -78,7 +83,7 @@ class Kind(Protocol):
 
     def changes(
         self, stack: Stack, releases: Sequence[str], vllms: Sequence[str], transformers: Sequence[str]
-    ) -> Iterator[Change]:
+    ) -> Iterator[StackChange]:
         """The candidate changes from one of its stacks (``advise``): newer releases of the kind, what can be
         replaced inside its container, the switches of kind worth checking."""
         ...

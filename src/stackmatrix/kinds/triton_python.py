@@ -10,14 +10,14 @@ from typing import TYPE_CHECKING
 import stackmatrix.kinds.tritonbase as tritonbase
 from stackmatrix.domain import Cell, Outcome, Stack, StackKind
 from stackmatrix.errors import BadInput
+from stackmatrix.kinds.vllm import own_server
 from stackmatrix.matrix.pins import (
-    Change,
     IndexView,
+    StackChange,
     WheelView,
     check_version,
     known_transformers,
     newer,
-    own_server,
     python_of,
 )
 from stackmatrix.runners.images import PYTHON_VARIANT, ImagePlan, TritonImages
@@ -44,6 +44,14 @@ def _transformers(index: IndexView, item: str, where: str, key: str) -> str:
     if item.startswith("@"):
         raise BadInput(where, key, item, f"a transformers version or {DEFAULT_TRANSFORMERS} (no vLLM bound to pick by)")
     return item
+
+
+def check_rule(rule: StackRule, where: str, key: str) -> None:
+    if rule.vllm is not None or not rule.transformers:
+        raise BadInput(
+            where, key, str(rule.kind), "kind 'triton-python' with 'triton' and 'transformers' and no 'vllm'"
+        )
+    tritonbase.check_releases(rule, where, key)
 
 
 def expand(
@@ -95,12 +103,12 @@ def derived_image(stack: Stack, triton: TritonImages) -> ImagePlan | None:
 
 def changes(
     stack: Stack, releases: Sequence[str], vllms: Sequence[str], transformers: Sequence[str]
-) -> Iterator[Change]:
+) -> Iterator[StackChange]:
     r = stack.triton or ""
     for later in releases[releases.index(r) + 1 :] if r in releases else []:
-        yield Change(f"Triton {later}, Python backend", triton=later, kind=str(KIND))
+        yield StackChange(f"Triton {later}, Python backend", triton=later, kind=str(KIND))
     for t in newer(transformers, stack.transformers):
-        yield Change(f"transformers {t} in Triton {r}'s Python backend", triton=r, transformers=t, kind=str(KIND))
+        yield StackChange(f"transformers {t} in Triton {r}'s Python backend", triton=r, transformers=t, kind=str(KIND))
     yield from own_server(None, vllms[-1:], " instead of Triton")
 
 

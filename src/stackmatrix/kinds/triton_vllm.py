@@ -25,13 +25,13 @@ from stackmatrix.domain import (
     Status,
 )
 from stackmatrix.errors import BadInput
+from stackmatrix.kinds.vllm import own_server
 from stackmatrix.matrix.pins import (
-    Change,
     IndexView,
+    StackChange,
     WheelView,
     check_version,
     newer,
-    own_server,
     pick_transformers,
     python_of,
     transformers_for,
@@ -90,6 +90,10 @@ def _valid(version: str) -> bool:
 def _inside(release: TritonRelease) -> str | None:
     """The vLLM the container holds, as a public release: the image's when read, else the catalog's."""
     return release.vllm_in_image or release.vllm_public
+
+
+def check_rule(rule: StackRule, where: str, key: str) -> None:
+    tritonbase.check_releases(rule, where, key)
 
 
 def expand(
@@ -157,17 +161,17 @@ def derived_image(stack: Stack, triton: TritonImages) -> ImagePlan | None:
 
 def changes(
     stack: Stack, releases: Sequence[str], vllms: Sequence[str], transformers: Sequence[str]
-) -> Iterator[Change]:
+) -> Iterator[StackChange]:
     r = stack.triton or ""
     for later in releases[releases.index(r) + 1 :] if r in releases else []:
-        yield Change(f"Triton {later} (its stock container)", triton=later)
+        yield StackChange(f"Triton {later} (its stock container)", triton=later)
     # a stack whose vLLM was already replaced keeps it when only transformers changes
     kept = None if stack.stock else stack.vllm
     for t in newer(transformers, stack.transformers):
-        yield Change(f"transformers {t} inside Triton {r}", triton=r, vllm=kept, transformers=t)
+        yield StackChange(f"transformers {t} inside Triton {r}", triton=r, vllm=kept, transformers=t)
     for v in newer(vllms, stack.vllm):
-        yield Change(f"vLLM {v} inside Triton {r}", triton=r, vllm=v)
-    yield Change(f"Triton {r}, Python backend (transformers)", triton=r, kind="triton-python")
+        yield StackChange(f"vLLM {v} inside Triton {r}", triton=r, vllm=v)
+    yield StackChange(f"Triton {r}, Python backend (transformers)", triton=r, kind=str(StackKind.TRITON_PYTHON))
     yield from own_server(stack.vllm, vllms, " instead of Triton")
 
 

@@ -7,13 +7,21 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from stackmatrix.domain import Cell, Outcome, Reason, Rung, Stack, Status
+from stackmatrix.errors import BadInput
 from stackmatrix.matrix.pins import python_of
 
 if TYPE_CHECKING:
     from stackmatrix.domain import TritonRelease
+    from stackmatrix.matrix.file import StackRule
     from stackmatrix.wheels.stage import Target
 
 GLIBC = (2, 39)  # Triton's containers are Ubuntu 24.04: the C library their wheels must fit
+
+
+def check_releases(rule: StackRule, where: str, key: str) -> None:
+    """A rule of a kind that runs in Triton names its releases."""
+    if rule.triton is None:
+        raise BadInput(where, f"{key}.triton", None, "a list of Triton releases or {from, to}")
 
 
 def releases_with_python(releases: Sequence[TritonRelease], python: str) -> Iterator[tuple[TritonRelease, str]]:

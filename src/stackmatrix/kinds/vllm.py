@@ -9,13 +9,12 @@ from typing import TYPE_CHECKING
 from stackmatrix.domain import Cell, Outcome, Reason, Rung, Stack, StackKind, Status
 from stackmatrix.errors import BadInput
 from stackmatrix.matrix.pins import (
-    Change,
     IndexView,
+    StackChange,
     WheelView,
     check_version,
     known_transformers,
     newer,
-    own_server,
     pick_transformers,
     vllm_versions,
 )
@@ -36,10 +35,15 @@ CATALOG: tuple[str, ...] = ("models", "gpus")
 DEFAULT_TRANSFORMERS = "@newest-allowed"
 
 
+def check_rule(rule: StackRule, where: str, key: str) -> None:
+    if rule.triton is not None or rule.vllm is None or not rule.transformers:
+        raise BadInput(where, key, str(rule.kind), "kind 'vllm' with 'vllm' and 'transformers' and no 'triton'")
+
+
 def expand(
     rule: StackRule, releases: Sequence[TritonRelease], index: IndexView, python: str, where: str, key: str
 ) -> Iterator[Stack]:
-    assert rule.vllm is not None and rule.transformers  # the matrix file's check of the rule's shape
+    assert rule.vllm is not None and rule.transformers  # check_rule's
     known = set(index.versions("transformers"))
     for v in vllm_versions(index, rule.vllm, where, f"{key}.vllm"):
         for t in rule.transformers:
@@ -87,10 +91,10 @@ def derived_image(stack: Stack, triton: TritonImages) -> ImagePlan | None:
 
 def changes(
     stack: Stack, releases: Sequence[str], vllms: Sequence[str], transformers: Sequence[str]
-) -> Iterator[Change]:
+) -> Iterator[StackChange]:
     yield from own_server(stack.vllm, vllms)
     for t in newer(transformers, stack.transformers):
-        yield Change(f"transformers {t} with vLLM {stack.vllm}", vllm=stack.vllm, transformers=t, kind=str(KIND))
+        yield StackChange(f"transformers {t} with vLLM {stack.vllm}", vllm=stack.vllm, transformers=t, kind=str(KIND))
 
 
 def stage_target(stack: Stack, base_python: str) -> Target | None:
@@ -113,3 +117,9 @@ def runtime_ladder(env: Env, rctx: RuntimeContext, ladder: Ladder, placement: Pl
     from stackmatrix.ladder.runtime import engine_rungs
 
     return engine_rungs(env, rctx, ladder, placement)
+
+
+def own_server(stack_vllm: str | None, vllms: Sequence[str], instead: str = "") -> Iterator[StackChange]:
+    """vLLM's own server at every newer release (a kind switch from a Triton stack)."""
+    for v in newer(vllms, stack_vllm):
+        yield StackChange(f"vLLM {v} (its own server{instead})", vllm=v, kind=str(KIND))

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field
 
+from stackmatrix.domain import StackKind
 from stackmatrix.errors import BadInput
 from stackmatrix.files.embedded import data_dir
 from stackmatrix.files.tomlfile import Strict, load
@@ -53,7 +54,7 @@ class TargetSpec(Strict):
 
 
 class StackRule(Strict):
-    kind: Literal["vllm", "triton-vllm", "triton-python"]
+    kind: StackKind = Field(strict=False)  # a string in TOML; which pins it takes: kinds/<kind>.check_rule
     triton: list[str] | Range | None = None
     vllm: list[VersionItem] | Range | None = None
     transformers: list[VersionItem] | None = None
@@ -100,12 +101,6 @@ def load_matrix(path: Path, catalog: Catalog) -> MatrixFile:
             raise BadInput(where, f"models.include[{i}]", pattern, "a glob matching at least one catalog model id")
     for i, rule in enumerate(spec.stack):
         key = f"stack[{i}]"
-        if rule.kind == "vllm" and (rule.triton is not None or rule.vllm is None or not rule.transformers):
-            raise BadInput(where, key, rule.kind, "kind 'vllm' with 'vllm' and 'transformers' and no 'triton'")
-        if rule.kind == "triton-python" and (rule.vllm is not None or not rule.transformers):
-            raise BadInput(where, key, rule.kind, "kind 'triton-python' with 'triton' and 'transformers' and no 'vllm'")
-        if rule.kind != "vllm" and rule.triton is None:
-            raise BadInput(where, f"{key}.triton", None, "a list of Triton releases or {from, to}")
         releases = (
             rule.triton
             if isinstance(rule.triton, list)

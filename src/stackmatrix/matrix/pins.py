@@ -7,7 +7,7 @@ models (pydantic) are imported where a rule is applied, not here."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from functools import cache
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
@@ -144,7 +144,7 @@ def check_version(index: WheelView, project: str, version: str, python: str, whe
         ) from None
 
 
-class Change(NamedTuple):
+class StackChange(NamedTuple):
     """A candidate change of a stack (``advise``): the pins of the stack it makes, as ``check``'s flags would
     name them (None: the kind's default), and what it is, in words."""
 
@@ -161,9 +161,3 @@ def newer(versions: Sequence[str], than: str | None) -> list[str]:
         return list(versions)
     base = Version(than)
     return [v for v in versions if Version(v) > base]
-
-
-def own_server(stack_vllm: str | None, vllms: Sequence[str], instead: str = "") -> Iterator[Change]:
-    """vLLM's own server at every newer release (a kind switch from a Triton stack)."""
-    for v in newer(vllms, stack_vllm):
-        yield Change(f"vLLM {v} (its own server{instead})", vllm=v, kind="vllm")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass
 
-from stackmatrix.domain import Cell, Stack, StackKind, Target, TritonRelease
+from stackmatrix.domain import Cell, Stack, Target, TritonRelease
 from stackmatrix.ids import check_id_part
 from stackmatrix.kinds import KINDS
 from stackmatrix.matrix.catalog import Catalog
@@ -35,7 +35,8 @@ def expand_stacks(spec: MatrixFile, catalog: Catalog, index: IndexView, where: s
     """Each rule through its kind's module (the rules ``check``'s flags use too), the first of each id kept."""
     stacks: dict[str, Stack] = {}
     for i, rule in enumerate(spec.stack):
-        kind = KINDS[StackKind(rule.kind)]
+        kind = KINDS[rule.kind]
+        kind.check_rule(rule, where, f"stack[{i}]")
         for s in kind.expand(rule, releases_of(rule, catalog), index, spec.settings.python, where, f"stack[{i}]"):
             stacks.setdefault(s.id, s)
     return list(stacks.values())

@@ -39,7 +39,7 @@ DEFAULT_SECONDS = {"static": 0.0005, "runtime": 75.0}
 
 
 @dataclass(frozen=True)
-class Planned:
+class PlannedCell:
     cell: Cell
     fingerprint: str
     cached_from: str | None  # the run whose record has this fingerprint
@@ -58,18 +58,18 @@ class Build:
 @dataclass(frozen=True)
 class Plan:
     tier: str
-    planned: tuple[Planned, ...]  # this run's share, in the order it runs
+    planned: tuple[PlannedCell, ...]  # this run's share, in the order it runs
     selection: tuple[Cell, ...]  # the whole selection (every shard), so a merge can name each missing cell
     builds: tuple[Build, ...]
     done: frozenset[str] = frozenset()  # resumed: cells the run's journal already holds
     climbing: int | None = None  # runtime tier: the cells to probe that the static tier leaves standing here
 
     @property
-    def todo(self) -> list[Planned]:
+    def todo(self) -> list[PlannedCell]:
         return [p for p in self.planned if p.cell.id not in self.done and p.cached_from is None]
 
     @property
-    def hits(self) -> list[Planned]:
+    def hits(self) -> list[PlannedCell]:
         return [p for p in self.planned if p.cell.id not in self.done and p.cached_from is not None]
 
     @property
@@ -270,7 +270,9 @@ def make_plan(selected: Selected, job: Job, done: frozenset[str]) -> Plan:
                 durations = index.durations(tier)
     usual = typical(durations)
     planned = tuple(
-        Planned(c, fps[c.id], hits[fps[c.id]][0] if fps[c.id] in hits else None, estimate(c.id, tier, durations, usual))
+        PlannedCell(
+            c, fps[c.id], hits[fps[c.id]][0] if fps[c.id] in hits else None, estimate(c.id, tier, durations, usual)
+        )
         for c in selected.cells
     )
     builds: tuple[Build, ...] = ()
