@@ -29,17 +29,18 @@ STOCK_RULE = "@release-day"
 @dataclass(frozen=True)
 class KindNaming:
     """How a kind's stack ids read: the prefix they start with, and whether its stacks run in a Triton release
-    (the id then names the release first). The id's grammar is the domain's: tables, indexes and ``-k`` read it
-    without knowing the kinds' probes."""
+    (the id then names the release first); and the colour reports mark its stacks with. The id's grammar is the
+    domain's: tables, indexes and ``-k`` read it without knowing the kinds' probes."""
 
     prefix: str
     in_triton: bool
+    colour: str  # a CSS colour: the HTML report's column and legend mark (reports/html.py)
 
 
 NAMING: Final[Mapping[StackKind, KindNaming]] = {
-    StackKind.VLLM: KindNaming("vllm", in_triton=False),
-    StackKind.TRITON_VLLM: KindNaming("triton", in_triton=True),
-    StackKind.TRITON_PYTHON: KindNaming("tpy", in_triton=True),
+    StackKind.VLLM: KindNaming("vllm", in_triton=False, colour="#8250df"),
+    StackKind.TRITON_VLLM: KindNaming("triton", in_triton=True, colour="#1a7f37"),
+    StackKind.TRITON_PYTHON: KindNaming("tpy", in_triton=True, colour="#bf8700"),
 }
 
 

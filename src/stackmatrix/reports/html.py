@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from stackmatrix.domain import Outcome, StackKind, Verdict
+from stackmatrix.domain import NAMING, Outcome, StackKind, Verdict
 from stackmatrix.reports.legend import MEANING, SYMBOL
 from stackmatrix.reports.table import Report, footnotes, observed_rows, pivot
 
@@ -67,6 +67,14 @@ ROW_KEYS = ("model", "target")
 FILTERS = (("model", "model"), ("target", "target"), ("kind", "stack kind"), ("verdict", "verdict"))
 CSP = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:"
 
+def _kind_css() -> str:
+    """Each kind's column and legend mark, in its colour from domain.NAMING (a new kind brings its own)."""
+    return "\n".join(
+        f"th.k-{kind}, .kk.k-{kind} {{ border-top: 3px solid {naming.colour} !important; }}"
+        for kind, naming in NAMING.items()
+    )
+
+
 CSS = """
 :root { font: 14px/1.4 system-ui, sans-serif; color: #1f2328; }
 body { margin: 1rem 1.5rem; }
@@ -106,9 +114,7 @@ p.basis { margin: .4rem 0; }
 #readiness td.selected { outline: 3px solid #0969da; outline-offset: -2px; }
 #readiness td sup { font-size: 8px; margin-left: 1px; }
 .kk { border-top-width: 3px; border-top-style: solid; padding-top: 1px; }
-th.k-vllm, .kk.k-vllm { border-top: 3px solid #8250df !important; }
-th.k-triton-vllm, .kk.k-triton-vllm { border-top: 3px solid #1a7f37 !important; }
-th.k-triton-python, .kk.k-triton-python { border-top: 3px solid #bf8700 !important; }
+{KIND_CSS}
 .v-serves { background: #1a7f37; color: #fff; }
 .v-runs-tiny { background: #6fdd8b; color: #0d3b1a; }
 .v-predicted { background: #ddf4ff; color: #0550ae; }
@@ -127,7 +133,7 @@ ol.notes { padding-left: 2.5rem; font-family: ui-monospace, monospace; font-size
 .probe h4 { margin: 0 0 .2rem; font-size: .95rem; }
 .s-pass { color: #1a7f37; } .s-fail { color: #cf222e; } .s-error { color: #9a6700; } .s-skip { color: #57606a; }
 pre { background: #f6f8fa; padding: .4rem .6rem; overflow: auto; font-size: 12px; margin: .3rem 0 0; }
-"""
+""".replace("{KIND_CSS}", _kind_css())
 
 JS = """
 (() => {
