@@ -115,12 +115,3 @@ def test_the_command_line_records_what_it_gave() -> None:
     assert parse(["run", "--resume", "20260101T0000"]).resume == "20260101T0000"
     assert parse(["run"]).resume is None and parse(["list", "--plan"]).plan is True
     assert not hasattr(parse(["history"]), GIVEN)
-
-
-def test_the_answer_parsers_offer_the_formats_the_answers_render() -> None:
-    """cli/answers.py builds advise's and bisect's parsers without importing them (start-up): its formats are
-    theirs."""
-    from stackmatrix.answers import advise, bisect
-    from stackmatrix.cli.answers import ANSWER_FORMATS
-
-    assert set(ANSWER_FORMATS) == set(advise.RENDER) == set(bisect.RENDER)

@@ -23,6 +23,7 @@ from stackmatrix.errors import BadInput
 from stackmatrix.inert import md_text
 from stackmatrix.pipeline.stackspec import StackSpec
 from stackmatrix.pipeline.steps import Executed, Job, Selected, Step, execute_cells, load, plan, session_of
+from stackmatrix.reports.formats import renderer
 
 if TYPE_CHECKING:
     from stackmatrix.matrix.loaded import Loaded
@@ -293,9 +294,6 @@ def render_json(q: Question, now: Checked, ranked: Sequence[Checked], best: int,
     return json.dumps(doc, indent=1) + "\n"
 
 
-RENDER = {"md": render_markdown, "json": render_json}
-
-
 # --- workflow steps -------------------------------------------------------------------------------------------
 
 
@@ -384,7 +382,7 @@ def show_advice(executed: Executed, job: Job) -> int:
             now, ranked = check(q, result)
         skipped = {c: _why(r) for c, r in climbed.items() if r.verdict is Verdict.NOT_RUN}
         q = Question(q.current, q.current_stack, q.requirements, q.candidates, len(climbed), skipped)
-    render = RENDER[job.args.format]
+    render = renderer("advise", job.args.format)
     print(render(q, now, ranked, job.args.best, job.settings), end="")
     return 0 if any(k.ok for k in ranked) or now.ok else GateRegression.exit_code
 

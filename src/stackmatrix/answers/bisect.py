@@ -20,6 +20,7 @@ from stackmatrix.domain import Cell, CellResult, Stack, Verdict, meets
 from stackmatrix.errors import BadInput
 from stackmatrix.matrix.file import SYMBOLS
 from stackmatrix.pipeline.steps import Job, Step, load, session_of
+from stackmatrix.reports.formats import renderer
 
 if TYPE_CHECKING:
     from stackmatrix.matrix.loaded import Loaded
@@ -201,7 +202,7 @@ def run_bisect(loaded: Loaded, job: Job) -> int:
     answer = Answer(
         args.axis, releases, model.id, target.name, args.min, args.tier, search.seen, results, first, last, standing
     )
-    print(RENDER[args.format](answer), end="")
+    print(renderer("bisect", args.format)(answer), end="")
     return 0 if first is not None else GateRegression.exit_code
 
 
@@ -309,9 +310,6 @@ def render_json(ans: Answer) -> str:
         "verdicts": {ans.releases[i]: str(r.verdict) for i, r in sorted(ans.results.items())},
     }
     return json.dumps(doc, indent=1) + "\n"
-
-
-RENDER = {"md": render_markdown, "json": render_json}
 
 
 # The command's steps: the workflow's, with this module's own.

@@ -21,6 +21,7 @@ from stackmatrix.domain import Cell, CellResult, Reason, Stack, Verdict, meets
 from stackmatrix.errors import GateRegression, InfraUnavailable
 from stackmatrix.inert import md_text
 from stackmatrix.pipeline.steps import Executed, Job, Selected, Step, execute_cells, load, plan, session_of, store
+from stackmatrix.reports.formats import renderer
 from stackmatrix.store.index import CellRow
 
 if TYPE_CHECKING:
@@ -267,7 +268,7 @@ def summary(executed: Executed, job: Job) -> int:
 
     gate: GateResult = executed.extra
     assert executed.run is not None
-    text = redact(render_summary(gate, str(executed.run.journal_path)))
+    text = redact(renderer("gate", "md")(gate, str(executed.run.journal_path)))
     print(text, end="")
     if job.args.summary:
         from stackmatrix.files.atomic import write_output

@@ -9,10 +9,10 @@ from typing import Any
 from stackmatrix.cli.args import add_flags, common, existing_file, resolve, tier
 from stackmatrix.domain import PASSING, StackKind
 from stackmatrix.matrix.file import SYMBOLS
+from stackmatrix.reports.formats import choices
 
 AXES = ("vllm", "transformers", "triton")  # the pins bisect moves
 BEST = 3  # advise: candidates shown in full, by default
-ANSWER_FORMATS = ("md", "json")  # advise's and bisect's renderers (tests/unit/test_cli.py holds them to it)
 
 
 def add_advise(sub: Any) -> argparse.ArgumentParser:
@@ -28,7 +28,7 @@ def add_advise(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--gpu", action="append", default=[], help="a target for each --model (repeatable; default l4x1)")
     p.add_argument("--min", choices=[str(v) for v in PASSING], default="predicted", help="the verdict each must reach")
     p.add_argument("--best", type=_positive, default=BEST, help=f"candidates shown in full (default {BEST})")
-    p.add_argument("--format", choices=ANSWER_FORMATS, default="md")
+    p.add_argument("--format", choices=choices("advise"), default="md")
     tier(p)  # runtime: the best --best candidates climb the runtime tier before the answer
     resolve(p)
     add_flags(p, "fresh")
@@ -49,7 +49,7 @@ def add_bisect(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--vllm", default=None, help="held fixed: a vLLM version")
     p.add_argument("--transformers", default=None, help="held fixed: a version, or a rule: " + ", ".join(SYMBOLS))
     p.add_argument("--kind", choices=[str(k) for k in StackKind], default=None)
-    p.add_argument("--format", choices=ANSWER_FORMATS, default="md")
+    p.add_argument("--format", choices=choices("bisect"), default="md")
     tier(p)
     resolve(p)
     add_flags(p, "fresh")

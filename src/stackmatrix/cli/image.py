@@ -12,6 +12,7 @@ from stackmatrix.inert import term_text
 from stackmatrix.pipeline.session import open_session
 from stackmatrix.registry.image import BACKEND_DIR, DISTS, ImageFacts, parse_backend
 from stackmatrix.registry.reference import parse_ref
+from stackmatrix.reports.formats import renderer
 
 
 def _mb(n: int) -> str:
@@ -45,7 +46,12 @@ def facts_json(facts: ImageFacts) -> dict[str, Any]:
     }
 
 
-def render(facts: ImageFacts) -> str:
+def render_json(facts: ImageFacts) -> str:
+    return json.dumps(facts_json(facts), indent=1) + "\n"
+
+
+def render_table(facts: ImageFacts) -> str:
+    """The text an image may carry (a path, a version) is made inert for the terminal."""
     lines = [facts.ref, f"  digest        {facts.digest} (linux/amd64), {facts.layers} layers, {_mb(facts.size)}"]
     for name in DISTS:
         s = facts.where(name)
@@ -73,7 +79,7 @@ def render(facts: ImageFacts) -> str:
         f"  this read     {_mb(facts.bytes_read)} in {facts.requests} requests"
         + (" (everything from the cache)" if facts.requests == 0 else "")
     )
-    return "\n".join(lines)
+    return term_text("\n".join(lines)) + "\n"
 
 
 def cmd_image(args: argparse.Namespace) -> int:
@@ -84,5 +90,5 @@ def cmd_image(args: argparse.Namespace) -> int:
         facts = session.images().facts(ref)
     finally:
         session.close()
-    print(json.dumps(facts_json(facts), indent=1) if args.format == "json" else term_text(render(facts)))
+    print(renderer("image", args.format)(facts), end="")
     return 0

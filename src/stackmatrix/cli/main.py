@@ -23,6 +23,7 @@ from stackmatrix.cli.args import add_flags, common, existing_file, path_arg, res
 from stackmatrix.errors import Interrupted, StackmatrixError, path_fault
 from stackmatrix.inert import term_text
 from stackmatrix.redact import redact
+from stackmatrix.reports.formats import choices
 
 
 class Parser(argparse.ArgumentParser):
@@ -89,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     i = image_sub.add_parser("facts", help="the versions an image ships and its Triton vLLM backend's imports")
     common(i)
     i.add_argument("ref", help="an image reference, e.g. nvcr.io/nvidia/tritonserver:26.04-vllm-python-py3")
-    i.add_argument("--format", choices=["table", "json"], default="table")
+    i.add_argument("--format", choices=choices("image"), default="table")
 
     p = sub.add_parser("check", help="one cell, the question a release gate asks")
     common(p)
@@ -109,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
         "running transformers (needs --triton)",
     )
     p.add_argument("--gpu", default="l4x1", help="target: a matrix target name or <gpu>x<count> (tp=count)")
-    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.add_argument("--format", choices=choices("check"), default="table")
     tier(p)
     resolve(p)
     add_flags(p, "fresh")

@@ -14,6 +14,7 @@ from stackmatrix.files.atomic import write_output
 from stackmatrix.matrix.select import select_ids
 from stackmatrix.options import OPTIONS
 from stackmatrix.redact import redact
+from stackmatrix.reports.formats import choices, renderer
 from stackmatrix.store.index import RunIndex, open_index, warn_forged
 from stackmatrix.store.runs import Run, find_run, open_run, recorded, store_dir
 
@@ -34,12 +35,12 @@ def add_parsers(sub: Any) -> None:
     _reports_dir(p)
     _keyword(p)
     p.add_argument("--last", type=_positive, default=10, help="the newest N runs (default 10)")
-    p.add_argument("--format", choices=["text", "md", "json"], default="text")
+    p.add_argument("--format", choices=choices("history"), default="text")
 
     p = sub.add_parser("diff", help="cells whose verdict or reason changed between two runs (default: the two latest)")
     _reports_dir(p)
     p.add_argument("runs", nargs="*", metavar="RUN", help="run id, unique prefix or run directory (0, 1 or 2)")
-    p.add_argument("--format", choices=["text", "md", "json"], default="text")
+    p.add_argument("--format", choices=choices("diff"), default="text")
     p.add_argument("--output", type=path_arg, default=None, help="also write the diff in --format to this file")
 
     p = sub.add_parser("report", help="render a stored run (default: the latest) in any format")
@@ -50,7 +51,7 @@ def add_parsers(sub: Any) -> None:
         "--format",
         action="append",
         default=[],
-        help="comma-separated: txt, md, csv, json, html, tex, junit, png, or all (default all; repeatable)",
+        help=f"comma-separated: {', '.join(choices('report'))}, or all (default all; repeatable)",
     )
     p.add_argument("--out", type=path_arg, default=None, help="output directory (default <reports>/rendered/<run-id>)")
     p.add_argument("--title", default=None, help="table title (default 'Readiness — run <id>')")
@@ -122,19 +123,17 @@ def _runs(args: argparse.Namespace, index: RunIndex, refs: list[str], want: int)
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    from stackmatrix.reports.history import render_history
-
     with _index(args) as index:
         ids = select_ids(index.cell_ids(), keyword=args.keyword, only=args.only)
         if not ids:
             raise NothingSelected("no stored cell matches the selection")
         runs = index.runs()
-        print(render_history(index.history(ids), runs, args.last, args.format), end="")
+        print(renderer("history", args.format)(index.history(ids), runs, args.last), end="")
     return 0
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    from stackmatrix.reports.diff import RENDER, diff_runs, render_text, with_news
+    from stackmatrix.reports.diff import diff_runs, render_text, with_news
 
     if len(args.runs) > 2:
         raise BadInput("diff", "RUN", args.runs, "at most two runs")
@@ -147,7 +146,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
     reports = settings_of(args).reports_dir
     before, after = (open_run(reports / "runs" / r).meta.get("upstream") for r in runs)
     d = with_news(d, before, after)
-    out = RENDER[args.format](d)
+    out = renderer("diff", args.format)(d)
     if args.output:
         write_output(args.output, out, "--output")
         print(render_text(d).splitlines()[0] + f"\ndiff: {args.output}")

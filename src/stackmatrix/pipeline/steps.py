@@ -41,6 +41,7 @@ from stackmatrix.matrix.loaded import Loaded
 from stackmatrix.options import Settings
 from stackmatrix.pipeline.plan import Plan
 from stackmatrix.pipeline.session import Session
+from stackmatrix.reports.formats import renderer
 from stackmatrix.store.runs import Run, record_ending
 
 Step = Callable[[Any, "Job"], Any]
@@ -607,25 +608,11 @@ def check_cell(loaded: Loaded, job: Job) -> Selected:
 
 
 def show_check(executed: Executed, job: Job) -> int:
-    from stackmatrix.inert import term_text
-
     (planned,) = executed.planned.plan.planned
     result = executed.result(planned.cell.id)
     assert result is not None
-    if job.args.format == "json":  # the whole record, evidence included, as the journal holds it
-        print(json.dumps(result.to_json(), indent=1))
-    else:
-        source = executed.copied.get(result.cell_id, ("",))[0]
-        print(
-            f"{result.cell_id}: {result.verdict}"
-            + (f" ({result.reason})" if result.reason else "")
-            + (f" — override {result.override}" if result.override else "")
-            + (f" [stored: run {source}, fingerprint {result.fingerprint}]" if source else "")
-        )
-        for o in result.outcomes:  # a detail may quote an image, an index or a log: no escape sequence passes
-            print(f"  {o.probe:<16} {o.status!s:<5} {o.reason or '':<28} {term_text(o.detail)}")
-        if result.observed:
-            print(term_text("  observed: " + ", ".join(f"{k} {v}" for k, v in result.observed.items())))
+    source = executed.copied.get(result.cell_id, ("",))[0]  # the run a cache hit was stored by
+    print(renderer("check", job.args.format)(result, source), end="")
     if executed.infra:
         why = why_unreachable(session_of(job), [result])
         print(f"the package index was unreachable; cached facts were used ({why})", file=sys.stderr)

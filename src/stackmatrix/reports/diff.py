@@ -153,6 +153,3 @@ def with_news(d: Diff, before: Mapping[str, Any] | None, after: Mapping[str, Any
     added = [c.cell_id for c in d.of(Change.ADDED)]
     changed = [c.cell_id for c in d.of(Change.VERDICT)]
     return replace(d, news=news(before, after, added, changed))
-
-
-RENDER = {"text": render_text, "md": render_markdown, "json": render_json}

@@ -24,25 +24,41 @@ def _what(run: RunRow) -> str:
     return run.purpose if run.status == "complete" else f"{run.purpose}, {run.status}"
 
 
-def render_history(
-    history: Mapping[str, Sequence[tuple[str, CellRow]]], runs: Sequence[RunRow], last: int, fmt: str
-) -> str:
+History = Mapping[str, Sequence[tuple[str, CellRow]]]
+
+
+def _columns(history: History, runs: Sequence[RunRow], last: int) -> list[RunRow]:
     """``runs`` oldest first; only the newest ``last`` runs that hold any of the cells become columns."""
     holding = {run_id for rows in history.values() for run_id, _ in rows}
-    columns = [r for r in runs if r.run_id in holding][-last:]
-    if fmt == "json":
-        doc = {
-            cell: [
-                {"run": run_id, "verdict": row.verdict, "reason": row.reason, "override": row.override, "why": row.why}
-                for run_id, row in rows
-                if run_id in {c.run_id for c in columns}
-            ]
-            for cell, rows in sorted(history.items())
-        }
-        return json.dumps(doc, indent=1, sort_keys=True) + "\n"
+    return [r for r in runs if r.run_id in holding][-last:]
+
+
+def render_json(history: History, runs: Sequence[RunRow], last: int) -> str:
+    columns = _columns(history, runs, last)
+    doc = {
+        cell: [
+            {"run": run_id, "verdict": row.verdict, "reason": row.reason, "override": row.override, "why": row.why}
+            for run_id, row in rows
+            if run_id in {c.run_id for c in columns}
+        ]
+        for cell, rows in sorted(history.items())
+    }
+    return json.dumps(doc, indent=1, sort_keys=True) + "\n"
+
+
+def render_text(history: History, runs: Sequence[RunRow], last: int) -> str:
+    return _table(history, runs, last, "simple")
+
+
+def render_markdown(history: History, runs: Sequence[RunRow], last: int) -> str:
+    return _table(history, runs, last, "github")
+
+
+def _table(history: History, runs: Sequence[RunRow], last: int, tablefmt: str) -> str:
+    columns = _columns(history, runs, last)
     by_cell = {cell: dict(rows) for cell, rows in history.items()}
     table = [[cell, *(_entry(by_cell[cell].get(c.run_id)) for c in columns)] for cell in sorted(history)]
     headers = ["cell", *(f"{c.run_id} ({_what(c)})" for c in columns)]
     changed = sum(len({(r.verdict, r.reason) for _, r in rows}) > 1 for rows in history.values())
-    body = tabulate(table, headers=headers, tablefmt="github" if fmt == "md" else "simple")
+    body = tabulate(table, headers=headers, tablefmt=tablefmt)
     return f"{body}\n\n{len(history)} cells over {len(columns)} runs; {changed} changed verdict or reason\n"

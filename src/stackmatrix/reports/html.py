@@ -67,6 +67,7 @@ ROW_KEYS = ("model", "target")
 FILTERS = (("model", "model"), ("target", "target"), ("kind", "stack kind"), ("verdict", "verdict"))
 CSP = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:"
 
+
 def _kind_css() -> str:
     """Each kind's column and legend mark, in its colour from domain.NAMING (a new kind brings its own)."""
     return "\n".join(

@@ -1,4 +1,4 @@
-"""Report formats, rendered from stored runs only. A plain dict registry (nox's habit): name -> Format.
+"""Report formats, rendered from stored runs only: the report's entries of the format registry (formats.py).
 
 Each renderer is ``Report -> str | bytes`` and deterministic: the same stored run gives the same bytes.
 Renderers are imported when asked for, so a Markdown report never pays for matplotlib.
@@ -7,38 +7,21 @@ Renderers are imported when asked for, so a Markdown report never pays for matpl
 from __future__ import annotations
 
 import gc
-import importlib
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 from stackmatrix.errors import BadInput
 from stackmatrix.files.atomic import atomic_write_bytes, remove_partial
 from stackmatrix.redact import redact
+from stackmatrix.reports.formats import Format, of
 from stackmatrix.reports.table import Report
 
 __all__ = ["FORMATS", "Format", "Report", "parse_formats", "render", "write_reports"]
 
 
-@dataclass(frozen=True)
-class Format:
-    filename: str
-    renderer: str  # "module:function" under stackmatrix.reports
-    help: str
-    needs_results: bool = False  # False: renders from the table alone (``Report.of_rows``), no cell file read
-
-
-FORMATS: dict[str, Format] = {
-    "txt": Format("readiness.txt", "text:render_terminal", "terminal table, one symbol per target"),
-    "md": Format("readiness.md", "text:render_markdown", "Markdown table with footnoted reasons"),
-    "csv": Format("readiness.csv", "machine:render_csv", "one row per cell"),
-    "json": Format("readiness.json", "machine:render_json", "one object per cell with its probe lines"),
-    "html": Format("readiness.html", "html:render_html", "self-contained page: filters, evidence on click", True),
-    "tex": Format("readiness.tex", "latex:render_latex", "LaTeX table (booktabs, footnoted reasons)"),
-    "junit": Format("readiness.junit.xml", "junit:render_junit", "JUnit XML, one testcase per cell", True),
-    "png": Format("readiness.png", "heatmap:render_heatmap", "heatmap of the table (matplotlib)"),
-}
+# The report's formats: reports/formats.py holds every answer's.
+FORMATS: dict[str, Format] = of("report")
 DEFAULT_FORMATS = ("txt", "md", "csv", "json")
 # A temporary report file older than this is a killed render's, not one another process is writing now.
 STALE_S = 600.0
@@ -61,8 +44,7 @@ def parse_formats(values: Iterable[str]) -> list[str]:
 
 
 def _renderer(name: str) -> Callable[[Report], str | bytes]:
-    module, func = FORMATS[name].renderer.split(":")
-    fn: Callable[[Report], str | bytes] = getattr(importlib.import_module(f"stackmatrix.reports.{module}"), func)
+    fn: Callable[[Report], str | bytes] = FORMATS[name].load()
     return fn
 
 
