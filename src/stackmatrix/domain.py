@@ -131,15 +131,21 @@ class Reason(StrEnum):
     # merging shards: a cell whose result file is missing
     INTERRUPTED = "interrupted"
     RESULT_MISSING = "result-missing"
-    # the slurm executor: the cell's array task ended (FAILED, CANCELLED, NODE_FAIL...) before recording it
-    SLURM_TASK_ENDED = "slurm-task-ended"
+    # an executor's task (a job array's: FAILED, CANCELLED, NODE_FAIL...) ended before recording the cell
+    TASK_ENDED = "task-ended"
     UNKNOWN = "unknown"
+
+    @classmethod
+    def _missing_(cls, value: object) -> Reason | None:
+        return _RENAMED.get(str(value))
 
 
 # Value -> member by dict: a stored run of 5,000 cells holds ~25,000 outcomes, and Enum's call is slower.
 _STATUS = {s.value: s for s in Status}
 _VERDICT = {v.value: v for v in Verdict}
-_REASON = {r.value: r for r in Reason}
+# Reasons stored under another name by older runs: their records still read.
+_RENAMED = {"slurm-task-ended": Reason.TASK_ENDED}
+_REASON = {**{r.value: r for r in Reason}, **_RENAMED}
 _RUNG = {r.value: r for r in Rung}
 
 

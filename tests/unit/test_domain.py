@@ -86,3 +86,12 @@ def test_the_vllm_the_registry_read_from_the_image_shows_as_its_version() -> Non
     r = decided(CellResult("triton-26.04__gemma__l4x1", Verdict.PREDICTED, None, None, (outcome,), "f", {}))
     row = dict(zip(COLUMNS, table_row(r), strict=True))
     assert r.observed == {"vllm": "0.19.0"} and (row["vllm"], row["observed"]) == ("0.19.0", "vllm 0.19.0")
+
+
+def test_a_reason_stored_under_its_old_name_still_reads() -> None:
+    """``slurm-task-ended`` became the executors' ``task-ended`` (any array backend): older journals read."""
+    from stackmatrix.domain import Reason
+
+    old = {"name": "result", "status": "error", "reason": "slurm-task-ended", "detail": "FAILED"}
+    assert Outcome.from_json(old).reason is Reason.TASK_ENDED
+    assert Reason("slurm-task-ended") is Reason.TASK_ENDED

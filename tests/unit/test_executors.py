@@ -68,18 +68,31 @@ def run(tasks: Sequence[Task], slots: object, work: Recorder, retries: int = 2) 
     return got
 
 
-def test_the_registry_names_the_local_executor() -> None:
-    assert EXECUTORS["local"].load() is run_tasks
-
-
-def test_every_executor_runs_a_batch() -> None:
-    """Completeness: each registered executor's ``cells`` target loads, and is a choice of --executor."""
+def test_every_executor_is_a_module_behind_the_protocol() -> None:
+    """Completeness, read from the registry: each entry's module provides every part of ``Executor`` (mypy checks
+    the modules below against it), is a choice of --executor, and names itself for messages."""
+    from stackmatrix.executors import Executor, executor, local, slurm
     from stackmatrix.options import OPTIONS
 
-    assert set(OPTIONS["executor"].allowed()) == set(EXECUTORS) == {"local", "slurm"}
-    for name, entry in EXECUTORS.items():
-        assert callable(entry.load_cells()), name
-        assert entry.help, name
+    typed: dict[str, Executor] = {"local": local, "slurm": slurm}  # mypy: each module is an Executor
+    assert set(typed) == set(EXECUTORS) == set(OPTIONS["executor"].allowed())
+    parts = {*Executor.__annotations__, *(n for n, v in vars(Executor).items() if callable(v) and n[0] != "_")}
+    assert parts >= {"TITLE", "HELP", "run_batch", "pending", "check_not_running"}
+    for name in EXECUTORS:
+        module = executor(name)
+        assert module is typed[name]
+        assert [p for p in sorted(parts) if not hasattr(module, p)] == [], name
+        assert module.TITLE and module.HELP, name
+
+
+def test_run_json_says_which_executor_ran_and_older_runs_are_read_by_what_they_hold() -> None:
+    from stackmatrix.executors import executor_of
+
+    assert executor_of({"executor": "slurm"}) == "slurm"
+    assert executor_of({"executor": "local", "slurm": None}) == "local"
+    assert executor_of({"slurm": {"jobs": ["12"], "tasks": 1}}) == "slurm"  # before run.json named it
+    assert executor_of({}) == "local"
+    assert executor_of({"executor": "gone"}) == "local"
 
 
 def test_on_4_l4s_two_tp1_ladders_and_one_tp2_ladder_run_at_once_on_gpus_2_3_and_0_1() -> None:

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from stackmatrix.errors import BadInput
+from stackmatrix.executors.slurm import write_script
+from stackmatrix.executors.tasks import TaskSpec, plan_layout, read_layout, read_submission, submissions
 from stackmatrix.slurm.arrays import ArraySpec, sacct_states, task_states, waiting_tasks
-from stackmatrix.slurm.layout import TaskSpec, plan_layout, read_layout, read_submission, submissions, write_script
 
 
 def test_an_array_as_sbatch_arguments() -> None:
@@ -66,18 +67,18 @@ def test_tasks_of_one_shape_are_one_array_and_submissions_are_numbered(tmp_path:
         TaskSpec(((CELL.replace("l4x1", "h100x1"), "fp2", 1.0),), 1, 2, 4096, 10.0),
         TaskSpec(((CELL.replace("l4x1", "l4x2"), "fp3", 1.0),), 1, 2, 4096, 10.0),
     ]
-    layout = plan_layout(tmp_path, tasks, fresh=True)
+    layout = plan_layout(tmp_path, "slurm", tasks, fresh=True)
     assert [(a.offset, a.count) for a in layout.arrays] == [(0, 2), (2, 1)]
     assert [t.gpus for t in layout.tasks] == [1, 1, 2]
     layout = layout.with_job(0, "41").with_job(1, "42")
     layout.write()
     script = write_script(layout, 1).read_text()
     assert f"worker {layout.root}" in script and '--task "$((2 + SLURM_ARRAY_TASK_ID))"' in script
-    back = read_layout(tmp_path)
+    back = read_layout(tmp_path, "slurm")
     assert back == layout and back.fresh
     assert back.array_of(2).task(2) == "42_0" and back.log(2).name == "array-1-0.log"
-    second = plan_layout(tmp_path, tasks[:1])
-    assert [p.name for p in submissions(tmp_path)] == ["1", "2"] and second.root.name == "2"
+    second = plan_layout(tmp_path, "slurm", tasks[:1])
+    assert [p.name for p in submissions(tmp_path, "slurm")] == ["1", "2"] and second.root.name == "2"
 
 
 @pytest.mark.parametrize(
@@ -110,4 +111,4 @@ def test_a_damaged_tasks_file_is_exit_2_naming_it(tmp_path: Path, data: object) 
 
 def test_a_run_never_submitted_has_no_layout(tmp_path: Path) -> None:
     with pytest.raises(BadInput):
-        read_layout(tmp_path)
+        read_layout(tmp_path, "slurm")

@@ -12,9 +12,9 @@ from pathlib import Path
 from stackmatrix.domain import Cell, CellResult, Reason, Stack, StackKind, Target, Verdict
 from stackmatrix.executors.slurm import PURGED, states, wait
 from stackmatrix.executors.static import declared
+from stackmatrix.executors.tasks import Layout, TaskSpec, plan_layout
 from stackmatrix.matrix.catalog import load_catalog
 from stackmatrix.slurm.commands import Slurm
-from stackmatrix.slurm.layout import Layout, TaskSpec, plan_layout
 
 CAT = load_catalog()
 STACK = Stack(StackKind.VLLM, "0.32.0", "5.19.0", "3.11")
@@ -39,7 +39,7 @@ class Scripted(Slurm):
 
 def layout(tmp_path: Path, *tasks: tuple[Cell, ...]) -> Layout:
     specs = [TaskSpec(tuple((c.id, "fp", 1.0) for c in t)) for t in tasks]
-    return plan_layout(tmp_path, specs).with_job(0, "41")
+    return plan_layout(tmp_path, "slurm", specs).with_job(0, "41")
 
 
 def record(c: Cell) -> bytes:
@@ -81,6 +81,6 @@ def test_records_are_folded_and_a_failed_tasks_cells_are_not_run(tmp_path: Path)
     assert by_id[a.id].verdict is Verdict.PREDICTED
     for lost, state, job in ((b, "COMPLETED", "41_0"), (c, "FAILED", "41_1")):  # b's line never ended
         r = by_id[lost.id]
-        assert (r.verdict, r.reason) == (Verdict.NOT_RUN, Reason.SLURM_TASK_ENDED)
+        assert (r.verdict, r.reason) == (Verdict.NOT_RUN, Reason.TASK_ENDED)
         assert r.outcomes[0].evidence["state"] == state and r.outcomes[0].evidence["job"] == job
     assert ending is not None and ending.lost == 2 and "COMPLETED 1, FAILED 1" in ending.message

@@ -1,10 +1,12 @@
-"""Executors: where the cells run. A plain dict registry (like runners/): ``local`` (this host) and ``slurm``
-(a job array on a cluster), each one module and one entry.
+"""Executors: where the cells run. A registry of modules (like kinds/): ``local`` (this host) and ``slurm`` (a
+job array on a cluster), each one module behind the ``Executor`` protocol and one entry of ``EXECUTORS``.
 
-An executor is handed a ``Batch`` (``cells`` target): the cells the plan left to probe, the contexts to probe them
-with, and ``on_result`` for each record, called on the calling thread (so the journal has one writer).
+An executor is handed a ``Batch``: the cells the plan left to probe, the contexts to probe them with, and
+``on_result`` for each record, called on the calling thread (so the journal has one writer). run.json records
+which executor ran (``executor``) and what it submitted (under its name), so ``collect`` and ``run --resume`` ask
+that executor whether the run waits on it and whether its tasks still run.
 
-The local executor's ladders run as ``Task``s (schedule.py) through ``run_tasks`` (``tasks`` target): it asks its
+The local executor's ladders run as ``Task``s (schedule.py) through ``local.run_tasks``: it asks its
 slots where each goes, calls ``work(task, placement)`` for the outcomes of one attempt, retries an attempt that
 failed for this host's reasons (ladder/runtime.INFRA) up to ``retries`` times with backoff, and hands every task's
 attempts to ``done``, reporting to ``progress`` as it goes. A Slurm task runs the same local executor on the
@@ -14,16 +16,14 @@ node it was given (``stackmatrix worker``).
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import TYPE_CHECKING, Final, Protocol, cast
 
 if TYPE_CHECKING:
     from stackmatrix.domain import Cell, CellResult, Outcome
-    from stackmatrix.executors.progress import Progress
     from stackmatrix.executors.schedule import Task
-    from stackmatrix.executors.slots import Slots
     from stackmatrix.ladder.runtime import Placement, RuntimeContext
     from stackmatrix.ladder.static import Context
     from stackmatrix.pipeline.session import Session
@@ -32,18 +32,6 @@ if TYPE_CHECKING:
 Work = Callable[["Task", "Placement"], "list[Outcome]"]
 Done = Callable[["Task", "list[list[Outcome]]"], None]
 OnResult = Callable[["CellResult", bool], None]
-
-
-class Executor(Protocol):
-    def __call__(
-        self,
-        tasks: Sequence[Task],
-        slots: Slots,
-        work: Work,
-        done: Done,
-        progress: Progress,
-        retries: int,
-    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -74,35 +62,40 @@ class Ended:
     message: str = ""
 
 
-RunBatch = Callable[[Batch], "Ended | None"]
+class Executor(Protocol):
+    """What every executor module provides (mypy checks each entry of ``EXECUTORS``)."""
+
+    TITLE: str  # how messages name it: "this host", "Slurm"
+    HELP: str  # --executor's help
+
+    def run_batch(self, batch: Batch) -> Ended | None:
+        """The batch's cells probed, each record to ``batch.on_result``; with ``batch.collect``, what an earlier
+        submission of ``batch.run`` left running is waited for instead of submitting again."""
+        ...
+
+    def pending(self, meta: Mapping[str, object]) -> bool:
+        """run.json records a submission of this executor that may be collected."""
+        ...
+
+    def check_not_running(self, meta: Mapping[str, object], where: str) -> None:
+        """Exit 2 (naming ``where``) while the run's tasks may still run: a resume would probe its cells twice."""
+        ...
 
 
-@dataclass(frozen=True)
-class Registered:
-    """An executor in the registry: ``cells`` runs a Batch, ``tasks`` (the local one) runs ladders as tasks; each
-    ``module:function`` under stackmatrix.executors."""
-
-    cells: str
-    help: str
-    target: str = ""
-
-    def load_cells(self) -> RunBatch:
-        return cast(RunBatch, _load(self.cells))
-
-    def load(self) -> Executor:
-        return cast("Executor", _load(self.target))
-
-
-def _load(target: str) -> object:
-    module, fn = target.split(":")
-    return getattr(importlib.import_module(f"stackmatrix.executors.{module}"), fn)
-
-
-EXECUTORS: dict[str, Registered] = {
-    "local": Registered(
-        "local:run_batch", "this host: CPU slots, or whole GPUs from the NVML inventory", "local:run_tasks"
-    ),
-    "slurm": Registered(
-        "slurm:run_batch", "a Slurm job array: one task per ladder (runtime) or per share of the cells (static)"
-    ),
+EXECUTORS: Final[dict[str, str]] = {  # name -> module under stackmatrix.executors, imported on use
+    "local": "local",
+    "slurm": "slurm",
 }
+
+
+def executor(name: str) -> Executor:
+    return cast("Executor", importlib.import_module(f"stackmatrix.executors.{EXECUTORS[name]}"))
+
+
+def executor_of(meta: Mapping[str, object]) -> str:
+    """The executor a run recorded; a run from before that was recorded: the one whose submission it holds (an
+    executor records it under its own name), else this host."""
+    name = meta.get("executor")
+    if isinstance(name, str) and name in EXECUTORS:
+        return name
+    return next((n for n in EXECUTORS if isinstance(meta.get(n), dict)), "local")

@@ -6,7 +6,7 @@ left running, and what was handed back is already in the journal."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING
 
@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from stackmatrix.ladder.static import Context
     from stackmatrix.pipeline.session import Session
 
+TITLE = "this host"
+HELP = "this host: CPU slots, or whole GPUs from the NVML inventory"
 BACKOFF_S = 5.0  # the first retry's wait; each next one waits twice as long
 
 
@@ -34,6 +36,14 @@ def run_batch(batch: Batch) -> Ended | None:
     """The batch on this host: the static tier in order, the cells left standing up their ladders (ladders.py)."""
     execute(batch.todo, batch.ctx, batch.session, batch.on_result, batch.rctx, batch.logs, batch.quiet)
     return None
+
+
+def pending(meta: Mapping[str, object]) -> bool:
+    return False  # nothing is submitted: a run that did not finish is resumed
+
+
+def check_not_running(meta: Mapping[str, object], where: str) -> None:
+    """Its process is gone (the run's status says so): nothing of it runs on."""
 
 
 def infra_failure(outcomes: Sequence[Outcome]) -> Outcome | None:

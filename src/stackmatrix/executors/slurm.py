@@ -6,13 +6,13 @@
   its environment and tiny checkpoint once. Each task asks for what the plan says: ``--gres=gpu:<tp>``, CPUs,
   memory, and ``--time`` from the stored durations with a margin. Tasks that ask the same are one array
   (``--array=0-N%K``); different shapes, one array each.
-- **Workers.** A task runs ``stackmatrix worker <run>/slurm/<k> --task N`` (slurm/layout.py: the k-th
+- **Workers.** A task runs ``stackmatrix worker <run>/slurm/<k> --task N`` (executors/tasks.py: the k-th
   submission's files) against the shared reports directory: the same pipeline, its records appended to its own
   ``task-<n>.jsonl``. The settings travel in the environment sbatch passes on, so secrets never reach a file.
 - **Waiting.** The submitter (or ``collect``, after ``--detach``) looks at the tasks' states with ``scontrol``
   every ``--slurm-poll`` seconds, folds each task's records into the run's journal as they come (one writer),
   and records each cell of a task that ended ``FAILED``, ``TIMEOUT``, ``OUT_OF_MEMORY``, ``NODE_FAIL``,
-  ``CANCELLED`` or ``PREEMPTED`` without it as ``not-run slurm-task-ended``, the state and job id in its evidence.
+  ``CANCELLED`` or ``PREEMPTED`` without it as ``not-run task-ended``, the state and job id in its evidence.
   ``run --resume`` submits those again.
 """
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import os
+import shlex
 import sys
 import time
 from collections import Counter
@@ -29,12 +30,16 @@ from pathlib import Path
 from stackmatrix.domain import Cell, CellResult, Outcome, Reason, Status, Verdict
 from stackmatrix.errors import BadInput, InfraUnavailable, Interrupted
 from stackmatrix.executors import Batch, Ended, OnResult
+from stackmatrix.executors.tasks import Layout, TaskCell, TaskSpec, plan_layout, read_layout
+from stackmatrix.files.atomic import atomic_write_text
 from stackmatrix.files.readfile import Unreadable, open_regular
 from stackmatrix.options import OPTIONS, Settings, settings_env
 from stackmatrix.slurm.arrays import DONE_STATES, ArraySpec, sacct_states, task_states, waiting_tasks
 from stackmatrix.slurm.commands import Slurm
-from stackmatrix.slurm.layout import Layout, TaskCell, TaskSpec, plan_layout, read_layout, write_script
 
+TITLE = "Slurm"
+DIR = "slurm"  # its submissions: <run>/slurm/<k> (executors/tasks.py)
+HELP = "a Slurm job array: one task per ladder (runtime) or per share of the cells (static)"
 MIB = 1024 * 1024
 STATIC_MEM_MB = 2048  # a static share: the expanded matrix and its facts in one process
 LADDER_CPUS = 2  # a CPU ladder: the engine's processes and the client
@@ -61,7 +66,7 @@ def run_batch(batch: Batch) -> Ended | None:
     settings = batch.session.settings
     slurm = cluster(settings)
     if batch.collect:
-        layout = read_layout(run.root)
+        layout = read_layout(run.root, DIR)
     else:
         tasks = task_specs(batch)
         if not tasks:  # the static tier decided every cell here
@@ -134,7 +139,7 @@ def submit(
     partition = settings.slurm_partition
     if partition is not None:  # a partition the cluster lacks is bad input (exit 2), not a refused submission
         partition = slurm.partition(partition, OPTIONS["slurm_partition"].flag)
-    layout = plan_layout(run_root.resolve(), tasks, fresh)
+    layout = plan_layout(run_root.resolve(), DIR, tasks, fresh)
     layout.write()
     for i, array in enumerate(layout.arrays):
         shape = layout.tasks[array.offset]
@@ -316,11 +321,11 @@ def lost_record(
     else:
         why = f"its Slurm task {job} ended {state} before recording this cell (its output: {log})"
     evidence = {"state": state, "job": job, "log": str(log)}
-    outcome = Outcome("result", Status.ERROR, Reason.SLURM_TASK_ENDED, why, evidence)
+    outcome = Outcome("result", Status.ERROR, Reason.TASK_ENDED, why, evidence)
     return CellResult(
         cell.id,
         Verdict.NOT_RUN,
-        Reason.SLURM_TASK_ENDED,
+        Reason.TASK_ENDED,
         None,
         (outcome,),
         fingerprint,
@@ -334,6 +339,11 @@ def _progress(now: Mapping[int, str], layout: Layout, recorded: int, total: int)
     jobs = ",".join(a.job for a in layout.arrays)
     tasks = ", ".join(f"{v} {k.lower()}" for k, v in sorted(counts.items()))
     return f"slurm job {jobs}: {tasks}; {recorded} of {total} cells recorded"
+
+
+def pending(meta: Mapping[str, object]) -> bool:
+    """run.json records the arrays submitted (``slurm``: their job ids), as each was submitted."""
+    return isinstance(meta.get("slurm"), dict)
 
 
 def check_not_running(meta: Mapping[str, object], where: str) -> None:
@@ -355,3 +365,21 @@ def check_not_running(meta: Mapping[str, object], where: str) -> None:
         raise BadInput(
             where, "slurm.jobs", ",".join(live), f"ended jobs (they still run: stackmatrix collect {run_id})"
         )
+
+
+def write_script(layout: Layout, i: int) -> Path:
+    """The batch script of array ``i``: the worker command for the run's task its Slurm task stands for. The
+    settings travel in the environment sbatch passes on (``--export`` ALL, Slurm's default), never in this file."""
+    array = layout.arrays[i]
+    python = shlex.quote(sys.executable)
+    run_id = layout.root.parent.parent.name
+    text = (
+        "#!/bin/sh\n"
+        f"# stackmatrix: array {i} of run {run_id}, its tasks {array.offset}..{array.offset + array.count - 1}\n"
+        f"exec {python} -m stackmatrix worker {shlex.quote(str(layout.root))} "
+        f'--task "$(({array.offset} + SLURM_ARRAY_TASK_ID))"\n'
+    )
+    path = layout.script(i)
+    atomic_write_text(path, text)
+    path.chmod(0o755)
+    return path

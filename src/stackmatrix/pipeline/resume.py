@@ -11,10 +11,11 @@ a merge, ...): "every run completed" would be wrong words for a run that is neit
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from stackmatrix.errors import BadInput, NothingSelected
+from stackmatrix.executors import executor, executor_of
 from stackmatrix.pipeline.plan import Plan
 from stackmatrix.store.runs import Run, find_run, open_run, run_dirs
 
@@ -49,12 +50,11 @@ def _checked_resumable(run: Run) -> Run:
         raise BadInput(where, "status", status, f"a run that is not running (pid {run.meta.get('pid')} still is)")
     if run.meta.get("purpose") != "matrix":
         raise BadInput(where, "purpose", run.meta.get("purpose"), "a matrix run (gates and merges are not resumed)")
+    name = executor_of(run.meta)
     if status == "submitted":
-        raise BadInput(where, "status", status, f"a run not waiting on Slurm (`stackmatrix collect {run.run_id}`)")
-    if run.meta.get("slurm") is not None:  # its tasks may still run: they would probe the same cells again
-        from stackmatrix.executors.slurm import check_not_running
-
-        check_not_running(run.meta, where)
+        title = executor(name).TITLE
+        raise BadInput(where, "status", status, f"a run not waiting on {title} (`stackmatrix collect {run.run_id}`)")
+    executor(name).check_not_running(run.meta, where)  # its tasks may still run: they would probe its cells again
     return run
 
 
@@ -84,32 +84,39 @@ def not_resumable(run: Run) -> str | None:
     if status == "running":
         return f"is running as pid {run.meta.get('pid')}"
     if status == "submitted":
-        return f"waits on Slurm (`stackmatrix collect {run.run_id}`)"
+        return f"waits on {executor(executor_of(run.meta)).TITLE} (`stackmatrix collect {run.run_id}`)"
     if status in RESUMABLE:
         return None
     return "is complete" if status == "complete" else f"has status {status!r}"
 
 
 def collectable(reports_dir: Path, ref: str | None) -> Run:
-    """The named run, or the newest one submitted to Slurm and not collected."""
+    """The named run, or the newest one submitted to an executor (its own, as run.json records it) and not
+    collected."""
     if ref:
         run = find_run(reports_dir, ref)
     else:
-        found = (r for r in _runs(reports_dir) if r.meta.get("slurm") and r.meta.get("status") in COLLECTABLE)
+        found = (r for r in _runs(reports_dir) if _pending(r.meta) and r.meta.get("status") in COLLECTABLE)
         run_or_none = next(found, None)
         if run_or_none is None:
-            raise NothingSelected(f"no run to collect under {reports_dir / 'runs'} (none waits on Slurm)")
+            raise NothingSelected(f"no run to collect under {reports_dir / 'runs'} (none waits on its tasks)")
         run = run_or_none
     run.lock()
     where = str(run.root / "run.json")
-    if not isinstance(run.meta.get("slurm"), dict):
-        raise BadInput(where, "slurm", None, "a run submitted to Slurm (run --executor slurm)")
+    name = executor_of(run.meta)
+    if not _pending(run.meta):
+        raise BadInput(where, name, None, "a run submitted to an executor's tasks (run --executor slurm)")
     status = run.meta.get("status")
     if status not in COLLECTABLE:
+        title = executor(name).TITLE
         raise BadInput(
-            where, "status", status, " or ".join(COLLECTABLE) + " (a run whose Slurm tasks were not collected)"
+            where, "status", status, " or ".join(COLLECTABLE) + f" (a run whose {title} tasks were not collected)"
         )
     return run
+
+
+def _pending(meta: Mapping[str, object]) -> bool:
+    return executor(executor_of(meta)).pending(meta)
 
 
 def _runs(reports_dir: Path) -> Iterator[Run]:

@@ -45,8 +45,8 @@ from stackmatrix.reports.formats import renderer
 from stackmatrix.store.runs import Run, record_ending
 
 Step = Callable[[Any, "Job"], Any]
-# Records a resumed run probes again: the cell's Slurm task ended before it was decided.
-RESUBMITTED = frozenset({Reason.SLURM_TASK_ENDED})
+# Records a resumed run probes again: the cell's task (an executor's) ended before it was decided.
+RESUBMITTED = frozenset({Reason.TASK_ENDED})
 
 
 @dataclass
@@ -350,7 +350,7 @@ def execute_cells(planned: Planned, job: Job) -> Executed | int:
     ended: Ended | None = None
     try:
         if todo:  # the ladder's contexts (and the runner: a missing engine fails here) only where a cell climbs
-            from stackmatrix.executors import EXECUTORS, Batch
+            from stackmatrix.executors import Batch, executor, executor_of
             from stackmatrix.pipeline.contexts import runtime_context, static_context
 
             ctx = static_context(session, selected.loaded, args.resolve)
@@ -361,9 +361,10 @@ def execute_cells(planned: Planned, job: Job) -> Executed | int:
                 else None
             )
             batch = Batch(todo, ctx, session, on_result, rctx, logs, args.quiet, run, args.detach, collect)
-            # check's one cell is answered here; collect waits on the arrays it submitted
-            executor = "slurm" if collect else job.settings.executor if run is not None else "local"
-            ended = EXECUTORS[executor].load_cells()(batch)
+            # collect waits on what the run's own executor submitted; a command that stores no run (check, advise,
+            # bisect) answers on this host: a task elsewhere has no run to write its records into
+            name = executor_of(run.meta) if collect and run is not None else job.settings.executor if run else "local"
+            ended = executor(name).run_batch(batch)
     except KeyboardInterrupt:
         kept = f"{run.count()} cells kept in {run.root}" if run else "nothing stored"
         raise Interrupted(f"interrupted: {kept}") from None
@@ -416,6 +417,7 @@ def _start(planned: Planned, job: Job) -> Run:
         selected=len(selected.cells),
         shard=args.shard,
         purpose=selected.purpose,
+        executor=job.settings.executor,
         args={k: getattr(args, k, None) for k in ARG_KEYS},
         options=recorded_options(job, selected.loaded),
         **selected.meta,
@@ -669,8 +671,8 @@ def run_task(selected: Selected, job: Job) -> int:
     """The worker's own step: its task's cells through the pipeline on this node, each record appended to the
     task's journal (the submitter folds it into the run's)."""
     from stackmatrix.executors.local import execute as run_cells
+    from stackmatrix.executors.tasks import TASKS, read_submission
     from stackmatrix.pipeline.contexts import runtime_context, static_context
-    from stackmatrix.slurm.layout import TASKS, read_submission
     from stackmatrix.store.journal import Journal
 
     args, session = job.args, session_of(job)

@@ -25,7 +25,7 @@ INFRA = frozenset(
         Reason.REGISTRY_UNREACHABLE,
         Reason.RESULT_MISSING,
         Reason.INTERRUPTED,
-        Reason.SLURM_TASK_ENDED,
+        Reason.TASK_ENDED,
     }
 )
 

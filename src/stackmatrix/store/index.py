@@ -465,7 +465,7 @@ TRANSIENT = tuple(
         Reason.REGISTRY_UNREACHABLE,
         Reason.INTERRUPTED,
         Reason.RESULT_MISSING,
-        Reason.SLURM_TASK_ENDED,
+        Reason.TASK_ENDED,
         Reason.ENV_BUILD_FAILED,
         Reason.TORCH_UNAVAILABLE,
         Reason.TIMEOUT,

@@ -1,8 +1,9 @@
-"""What a run submitted to Slurm keeps under ``<run>/slurm/<k>/`` (the k-th submission: ``--resume`` makes a new
-one): ``tasks.json`` (each task's cells, with the plan's
-fingerprint and estimate, and what it asks for; each array's job id and its tasks), one batch script per array
+"""What a run submitted to an array executor keeps under ``<run>/<executor>/<k>/`` (the k-th submission:
+``--resume`` makes a new one; ``slurm`` for Slurm): ``tasks.json`` (each task's cells, with the plan's fingerprint
+and estimate, and what it asks for; each array's job id and its tasks), one batch script per array
 (``array-<i>.sh``), and per task the records its worker wrote (``task-<n>.jsonl``, a journal of its own: the
-submitter folds it into the run's) and its output (``array-<i>-<task>.log``).
+submitter folds it into the run's) and its output (``array-<i>-<task>.log``). Any array backend (Slurm's today)
+plans, writes and reads its submissions here; ``stackmatrix worker`` reads one by its path.
 
 The files are read back as input like any other (a worker on another node, ``collect`` days later): damage is
 exit 2 naming the file and the key."""
@@ -11,8 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import shlex
-import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,7 +22,6 @@ from stackmatrix.files.atomic import atomic_write_text
 from stackmatrix.files.readfile import read_json
 from stackmatrix.ids import is_cell_id
 
-DIR = "slurm"
 TASKS = "tasks.json"
 
 TaskCell = tuple[str, str, float]  # (cell id, fingerprint, estimate in seconds)
@@ -46,20 +44,20 @@ class TaskSpec:
 
 @dataclass(frozen=True)
 class ArrayRecord:
-    """One submitted job array: tasks ``offset .. offset+count-1`` of tasks.json, as Slurm's tasks 0..count-1."""
+    """One submitted job array: tasks ``offset .. offset+count-1`` of tasks.json, as the array's 0..count-1."""
 
     offset: int
     count: int
-    job: str = ""  # Slurm's job id, once submitted
+    job: str = ""  # the backend's job id, once submitted
 
     def task(self, n: int) -> str:
-        """Slurm's name for the run's task ``n``: ``<job>_<index>``."""
+        """The backend's name for the run's task ``n``: ``<job>_<index>``."""
         return f"{self.job}_{n - self.offset}"
 
 
 @dataclass(frozen=True)
 class Layout:
-    root: Path  # <run>/slurm/<k>
+    root: Path  # <run>/<executor>/<k>
     tasks: tuple[TaskSpec, ...]
     arrays: tuple[ArrayRecord, ...]
     fresh: bool = False  # run --fresh: the workers' ladders reuse no stored observation either
@@ -91,59 +89,42 @@ class Layout:
         return Layout(self.root, self.tasks, tuple(arrays), self.fresh)
 
 
-def plan_layout(run_root: Path, tasks: Sequence[TaskSpec], fresh: bool = False) -> Layout:
-    """The tasks ordered by shape, one array per shape (Slurm asks the same of every task of an array)."""
+def plan_layout(run_root: Path, under: str, tasks: Sequence[TaskSpec], fresh: bool = False) -> Layout:
+    """The tasks ordered by shape, one array per shape (an array asks the same of every task); ``under``: the
+    executor's folder in the run."""
     ordered = sorted(tasks, key=lambda t: t.shape)
     arrays: list[ArrayRecord] = []
     for n, t in enumerate(ordered):
         if n == 0 or t.shape != ordered[n - 1].shape:
             arrays.append(ArrayRecord(n, 0))
         arrays[-1] = ArrayRecord(arrays[-1].offset, arrays[-1].count + 1)
-    base = run_root / DIR
+    base = run_root / under
     base.mkdir(exist_ok=True)
-    root = base / str(len(submissions(run_root)) + 1)
+    root = base / str(len(submissions(run_root, under)) + 1)
     root.mkdir()
     return Layout(root, tuple(ordered), tuple(arrays), fresh)
 
 
-def submissions(run_root: Path) -> list[Path]:
+def submissions(run_root: Path, under: str) -> list[Path]:
     """The run's submissions, oldest first (``--resume`` submits what is missing as a new one)."""
-    base = run_root / DIR
+    base = run_root / under
     if not base.is_dir() or base.is_symlink():
         return []
     return sorted((p for p in base.iterdir() if p.name.isdigit() and p.is_dir()), key=lambda p: int(p.name))
 
 
-def write_script(layout: Layout, i: int) -> Path:
-    """The batch script of array ``i``: the worker command for the run's task its Slurm task stands for. The
-    settings travel in the environment sbatch passes on (``--export`` ALL, Slurm's default), never in this file."""
-    array = layout.arrays[i]
-    python = shlex.quote(sys.executable)
-    run_id = layout.root.parent.parent.name
-    text = (
-        "#!/bin/sh\n"
-        f"# stackmatrix: array {i} of run {run_id}, its tasks {array.offset}..{array.offset + array.count - 1}\n"
-        f"exec {python} -m stackmatrix worker {shlex.quote(str(layout.root))} "
-        f'--task "$(({array.offset} + SLURM_ARRAY_TASK_ID))"\n'
-    )
-    path = layout.script(i)
-    atomic_write_text(path, text)
-    path.chmod(0o755)
-    return path
-
-
-def read_layout(run_root: Path) -> Layout:
+def read_layout(run_root: Path, under: str) -> Layout:
     """The run's latest submission."""
-    found = submissions(run_root)
+    found = submissions(run_root, under)
     if not found:
-        raise BadInput(str(run_root / DIR), "<path>", "missing", "the run's Slurm submission (was it submitted?)")
+        raise BadInput(str(run_root / under), "<path>", "missing", "the run's submission (was it submitted?)")
     return read_submission(found[-1])
 
 
 def read_submission(root: Path) -> Layout:
     """A submission's ``tasks.json``, checked key by key."""
     path = root / TASKS
-    data = read_json(path, "the run's Slurm tasks (tasks.json)")
+    data = read_json(path, "the run's submitted tasks (tasks.json)")
     where = str(path)
     tasks_raw = data.get("tasks") if isinstance(data, dict) else None
     arrays_raw = data.get("arrays") if isinstance(data, dict) else None
@@ -201,7 +182,7 @@ def _array(where: str, n: int, raw: Any) -> ArrayRecord:
         raise BadInput(where, f"arrays[{n}]", type(raw).__name__, "an object")
     job = raw.get("job")
     if not isinstance(job, str) or (job and not job.isdigit()):
-        raise BadInput(where, f"arrays[{n}].job", job, "a Slurm job id (digits), or empty before submission")
+        raise BadInput(where, f"arrays[{n}].job", job, "a job id (digits), or empty before submission")
     return ArrayRecord(
         _int(where, f"arrays[{n}].offset", raw.get("offset"), 0),
         _int(where, f"arrays[{n}].count", raw.get("count"), 1),
