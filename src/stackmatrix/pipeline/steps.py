@@ -60,6 +60,7 @@ class Job:
     session: Session | None = None
     run: Run | None = None
     resume: Run | None = None
+    collecting: bool = False  # the run resumed waits on what its executor submitted (``collect``)
 
 
 @dataclass(frozen=True)
@@ -201,7 +202,7 @@ def reopen_collect(_: object, job: Job) -> Loaded:
 
     run = collectable(job.settings.reports_dir, job.args.run)
     loaded = _reopened(run, job)
-    job.resume = run
+    job.resume, job.collecting = run, True
     return loaded
 
 
@@ -267,14 +268,28 @@ def adopt_as_of(run: Run, job: Job) -> None:
 
 
 def expand(loaded: Loaded, job: Job) -> Selected:
-    from stackmatrix.matrix.select import select as select_cells
-    from stackmatrix.pipeline.session import expand_matrix
+    """The matrix's cells, the Triton releases read from their images first (what a cell probes)."""
     from stackmatrix.pipeline.shipped import matrix_releases, with_images
 
-    args = job.args
-    select_cells([], keyword=args.keyword, shard=args.shard)  # bad -k / --shard: exit 2 before the index
-    if getattr(args, "command", "run") != "list" or args.plan:  # a listing needs ids only: no registry read
-        loaded = with_images(session_of(job), loaded, matrix_releases(loaded))
+    _check_selection(job)
+    return _expanded(with_images(session_of(job), loaded, matrix_releases(loaded)), job)
+
+
+def expand_ids(loaded: Loaded, job: Job) -> Selected:
+    """The matrix's cells for a listing: ids only, no registry read."""
+    _check_selection(job)
+    return _expanded(loaded, job)
+
+
+def _check_selection(job: Job) -> None:
+    from stackmatrix.matrix.select import select as select_cells
+
+    select_cells([], keyword=job.args.keyword, shard=job.args.shard)  # bad -k / --shard: exit 2 before the index
+
+
+def _expanded(loaded: Loaded, job: Job) -> Selected:
+    from stackmatrix.pipeline.session import expand_matrix
+
     cells = expand_matrix(session_of(job), loaded).cells
     return Selected(loaded, tuple(cells), tuple(cells), len(cells))
 
@@ -311,7 +326,7 @@ def plan(selected: Selected, job: Job) -> Planned | int:
 
     # a resumed run's records are all read and checked first: damage is exit 2 before anything is probed; a cell
     # whose Slurm task ended without it is not done: resuming submits it again
-    again = RESUBMITTED if getattr(job.args, "command", "") != "collect" else frozenset()
+    again = RESUBMITTED if not job.collecting else frozenset()
     done = frozenset(r.cell_id for r in _believed(job.resume) if r.reason not in again) if job.resume else frozenset()
     the_plan = make_plan(selected, job, done)
     if job.resume is not None:
@@ -346,7 +361,7 @@ def execute_cells(planned: Planned, job: Job) -> Executed | int:
         (p.cell, p.fingerprint, p.estimate_s) for p in the_plan.todo + [h for h in the_plan.hits if h.cell.id in missed]
     ]
     logs = run.root / "logs" if run else job.settings.cache_dir / "logs"
-    collect = getattr(args, "command", "") == "collect"
+    collect = job.collecting
     ended: Ended | None = None
     try:
         if todo:  # the ladder's contexts (and the runner: a missing engine fails here) only where a cell climbs
@@ -401,7 +416,7 @@ def _start(planned: Planned, job: Job) -> Run:
     args, selected = job.args, planned.selected
     if job.resume is not None:
         run = job.resume
-        if getattr(args, "command", "") == "collect":
+        if job.collecting:
             run.mark_running(collected=[*run.meta.get("collected", []), _now()])
         else:  # the records of cells submitted again go first: the journal holds one record per cell
             run.drop_records(set(run.cell_ids()) - planned.plan.done)
@@ -711,7 +726,7 @@ RUN: tuple[Step, ...] = (load, expand, select, plan, execute_cells, store, rende
 RESUME: tuple[Step, ...] = (reopen, *RUN[1:])
 CHECK: tuple[Step, ...] = (load, check_cell, plan, execute_cells, show_check)
 STAGE: tuple[Step, ...] = (load, expand, select, stage_wheels)
-LIST: tuple[Step, ...] = (load, expand, select, show_list)
+LIST: tuple[Step, ...] = (load, expand_ids, select, show_list)
 LIST_PLAN: tuple[Step, ...] = (load, expand, select, plan)
 COLLECT: tuple[Step, ...] = (reopen_collect, *RUN[1:])
 WORKER: tuple[Step, ...] = (reopen_task, expand, select, run_task)
