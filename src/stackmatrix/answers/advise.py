@@ -328,14 +328,11 @@ def advise_cells(loaded: Loaded, job: Job) -> Selected:
 def climb_best(best: Sequence[Checked], q: Question, executed: Executed, job: Job) -> dict[str, CellResult]:
     """The best candidates' cells through the runtime tier (the local executor: ladders share environments)."""
     from stackmatrix.executors.local import execute
-    from stackmatrix.pipeline.contexts import runtime_context, static_context
+    from stackmatrix.pipeline.contexts import contexts
 
     args, session = job.args, session_of(job)
     todo = [(c, "", 0.0) for k in best for c in cells_of(k.candidate.stack, q.requirements)]
-    ctx = static_context(session, executed.planned.selected.loaded, args.resolve)
-    rctx = runtime_context(
-        session, args.override, args.full_class, args.fresh, executed.planned.selected.loaded.catalog
-    )
+    ctx, rctx = contexts(session, executed.planned.selected.loaded, args, runtime=True)
     climbed: dict[str, CellResult] = {}
     logs = job.settings.cache_dir / "logs"
     execute(todo, ctx, session, lambda r, slow: climbed.__setitem__(r.cell_id, r), rctx, logs, quiet=True)

@@ -142,7 +142,7 @@ def run_bisect(loaded: Loaded, job: Job) -> int:
     from stackmatrix.errors import GateRegression
     from stackmatrix.executors.static import evaluate
     from stackmatrix.executors.static import standing as standing_
-    from stackmatrix.pipeline.contexts import runtime_context, static_context
+    from stackmatrix.pipeline.contexts import contexts
     from stackmatrix.pipeline.shipped import matrix_releases, with_images
     from stackmatrix.pipeline.stackspec import parse_target
 
@@ -157,12 +157,7 @@ def run_bisect(loaded: Loaded, job: Job) -> int:
     if not axis:
         raise BadInput("--axis", "axis", args.axis, "an axis with releases that make a stack under the held pins")
     releases = [v for v, _ in axis]
-    ctx = static_context(session, loaded, args.resolve)
-    rctx = (
-        runtime_context(session, args.override, args.full_class, args.fresh, loaded.catalog)
-        if args.tier == "runtime"
-        else None
-    )
+    ctx, rctx = contexts(session, loaded, args)
     results: dict[int, CellResult] = {}
 
     static_of: dict[int, CellResult] = {}

@@ -4,7 +4,7 @@ by the runner the settings name (runners.RUNNERS)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from stackmatrix.ladder.backend_image import BackendFromImage
 from stackmatrix.ladder.runtime import RuntimeContext
@@ -52,3 +52,16 @@ def runtime_context(
         backends=BackendFinder(options, st.cache_dir),
         index_url=st.index_url,
     )
+
+
+def contexts(
+    session: Session, loaded: Loaded, args: Any, *, runtime: bool | None = None, fresh: bool | None = None
+) -> tuple[Context, RuntimeContext | None]:
+    """The one place a command's arguments become the ladder's contexts: the static tier's always, the runtime
+    tier's where it climbs (``runtime``: the command's ``--tier`` unless told; ``fresh``: its ``--fresh`` unless
+    told, e.g. a Slurm task's submission)."""
+    ctx = static_context(session, loaded, args.resolve)
+    if not (args.tier == "runtime" if runtime is None else runtime):
+        return ctx, None
+    again = args.fresh if fresh is None else fresh
+    return ctx, runtime_context(session, args.override, args.full_class, again, loaded.catalog)

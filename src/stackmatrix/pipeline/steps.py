@@ -366,15 +366,9 @@ def execute_cells(planned: Planned, job: Job) -> Executed | int:
     try:
         if todo:  # the ladder's contexts (and the runner: a missing engine fails here) only where a cell climbs
             from stackmatrix.executors import Batch, executor, executor_of
-            from stackmatrix.pipeline.contexts import runtime_context, static_context
+            from stackmatrix.pipeline.contexts import contexts
 
-            ctx = static_context(session, selected.loaded, args.resolve)
-            runtime = args.tier == "runtime"
-            rctx = (
-                runtime_context(session, args.override, args.full_class, args.fresh, selected.loaded.catalog)
-                if runtime
-                else None
-            )
+            ctx, rctx = contexts(session, selected.loaded, args)
             batch = Batch(todo, ctx, session, on_result, rctx, logs, args.quiet, run, args.detach, collect)
             # collect waits on what the run's own executor submitted; a command that stores no run (check, advise,
             # bisect) answers on this host: a task elsewhere has no run to write its records into
@@ -687,7 +681,7 @@ def run_task(selected: Selected, job: Job) -> int:
     task's journal (the submitter folds it into the run's)."""
     from stackmatrix.executors.local import execute as run_cells
     from stackmatrix.executors.tasks import TASKS, read_submission
-    from stackmatrix.pipeline.contexts import runtime_context, static_context
+    from stackmatrix.pipeline.contexts import contexts
     from stackmatrix.store.journal import Journal
 
     args, session = job.args, session_of(job)
@@ -707,13 +701,7 @@ def run_task(selected: Selected, job: Job) -> int:
         journal.append(json.dumps(result.to_json()).encode(), slow=slow)
 
     try:
-        ctx = static_context(session, selected.loaded, args.resolve)
-        runtime = args.tier == "runtime"
-        rctx = (
-            runtime_context(session, args.override, args.full_class, layout.fresh, selected.loaded.catalog)
-            if runtime
-            else None
-        )
+        ctx, rctx = contexts(session, selected.loaded, args, fresh=layout.fresh)
         run_cells(todo, ctx, session, on_result, rctx, layout.root.parent.parent / "logs", quiet=True)
     finally:
         journal.close()
