@@ -1,16 +1,6 @@
 """Executors: where the cells run. A registry of modules (like kinds/): ``local`` (this host) and ``slurm`` (a
-job array on a cluster), each one module behind the ``Executor`` protocol and one entry of ``EXECUTORS``.
-
-An executor is handed a ``Batch``: the cells the plan left to probe, the contexts to probe them with, and
-``on_result`` for each record, called on the calling thread (so the journal has one writer). run.json records
-which executor ran (``executor``) and what it submitted (under its name), so ``collect`` and ``run --resume`` ask
-that executor whether the run waits on it and whether its tasks still run.
-
-The local executor's ladders run as ``Task``s (schedule.py) through ``local.run_tasks``: it asks its
-slots where each goes, calls ``work(task, placement)`` for the outcomes of one attempt, retries an attempt that
-failed for this host's reasons (ladder/runtime.INFRA) up to ``retries`` times with backoff, and hands every task's
-attempts to ``done``, reporting to ``progress`` as it goes. A Slurm task runs the same local executor on the
-node it was given (``stackmatrix worker``).
+job array), each one module behind ``Executor``. It is handed a ``Batch`` and calls ``on_result`` on the calling
+thread (the journal has one writer). run.json names the executor, so ``collect`` and ``--resume`` ask that one.
 """
 
 from __future__ import annotations

@@ -64,6 +64,10 @@ def run_tasks(
     retries: int,
     backoff_s: float = BACKOFF_S,
 ) -> None:
+    """Each task where its slot says (schedule.py's order), ``work(task, placement)`` for one attempt's outcomes;
+    an attempt that failed for this host's reasons (ladder/runtime.INFRA) is retried up to ``retries`` times with
+    backoff; every task's attempts go to ``done``, and ``progress`` hears of each. A Slurm task runs this same
+    loop on the node it was given (``stackmatrix worker``)."""
     sched = Scheduler(tasks, slots)
 
     def drop_never() -> None:  # at the start, and whenever a GPU was taken out

@@ -1,12 +1,6 @@
-"""Every answer's formats, in one registry: a ``Format`` per answer (what is rendered) and format name (what
-``--format`` takes), naming its renderer as ``module:function`` under stackmatrix, imported when used (a Markdown
-report never pays for matplotlib, building the parser never imports an answer). The parsers read their choices
-here; ``tests/unit/test_formats.py`` loads every renderer and holds each command's ``--format`` to this table.
-
-The renderers of one answer share a signature: ``report`` a Report; ``diff`` a Diff; ``history`` the rows, runs
-and how many; ``check`` a record and where it was stored; ``image`` an image's facts; ``advise`` the question,
-the current stack's standing, the ranked candidates, how many to show and the settings; ``bisect`` an answer;
-``gate`` a gate's result and its journal's path."""
+"""Every answer's formats in one registry: a ``Format`` per answer and format name, naming its renderer as
+``module:function``, imported when used (a Markdown report never pays for matplotlib; building the parser never
+imports an answer). Every ``--format`` reads its choices here. The renderers of one answer share a signature."""
 
 from __future__ import annotations
 
