@@ -193,3 +193,14 @@ def test_two_ladders_of_one_stack_climb_at_once_once_its_environment_is_made() -
     run_tasks(tasks, CpuSlots(2, [0, 1]), work, lambda t, a: None, progress, 0, 0.01)
     (_, kv_end, where_kv), (moe_start, _, where_moe) = spans["kv"], spans["moe"]
     assert {where_kv, where_moe} == {"cpu 0", "cpu 1"} and moe_start < kv_end  # at once, on both slots
+
+
+def test_a_task_uses_the_gpus_its_executor_gave_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``stackmatrix worker`` asks the executor whose folder its submission lies in (``<run>/slurm/<k>``)."""
+    from stackmatrix.executors import executor
+
+    monkeypatch.setenv("SLURM_JOB_GPUS", "2,3")
+    assert executor("slurm").task_gpus() == "2,3"
+    assert executor("local").task_gpus() is None
+    monkeypatch.setenv("SLURM_JOB_GPUS", "")
+    assert executor("slurm").task_gpus() is None

@@ -41,12 +41,16 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    """A Slurm task: its settings come from the environment sbatch passed on. On a GPU node, the GPUs Slurm gave
-    the task (``SLURM_JOB_GPUS``) are the ones its ladders may use."""
+    """An executor's task: its settings come from the environment its backend passed on. On a GPU node, the GPUs
+    the backend gave the task are the ones its ladders may use (the executor says which: its submission lies
+    under ``<run>/<executor>/<k>``)."""
     import os
 
-    if args.gpus is None and os.environ.get("SLURM_JOB_GPUS") and "STACKMATRIX_GPUS" not in os.environ:
-        args.gpus = os.environ["SLURM_JOB_GPUS"]
+    from stackmatrix.executors import EXECUTORS, executor
+
+    name = args.submission.parent.name
+    if args.gpus is None and "STACKMATRIX_GPUS" not in os.environ and name in EXECUTORS:
+        args.gpus = executor(name).task_gpus()
     args.store, args.quiet = False, True
     return execute(WORKER, args, settings_of(args))
 

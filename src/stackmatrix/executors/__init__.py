@@ -71,6 +71,11 @@ class Executor(Protocol):
         """Exit 2 (naming ``where``) while the run's tasks may still run: a resume would probe its cells twice."""
         ...
 
+    def task_gpus(self) -> str | None:
+        """In one of its tasks (``stackmatrix worker``): the GPUs its backend gave the task, as ``--gpus`` takes
+        them; None where it gave none."""
+        ...
+
 
 EXECUTORS: Final[dict[str, str]] = {  # name -> module under stackmatrix.executors, imported on use
     "local": "local",

@@ -46,6 +46,10 @@ def check_not_running(meta: Mapping[str, object], where: str) -> None:
     """Its process is gone (the run's status says so): nothing of it runs on."""
 
 
+def task_gpus() -> str | None:
+    return None  # no tasks of its own: this host's GPUs are the inventory's
+
+
 def infra_failure(outcomes: Sequence[Outcome]) -> Outcome | None:
     """The outcome that says this attempt failed for the host's reasons (retried), or None."""
     return next((o for o in outcomes if o.status is Status.ERROR and o.reason in INFRA), None)

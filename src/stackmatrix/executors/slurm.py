@@ -346,6 +346,11 @@ def pending(meta: Mapping[str, object]) -> bool:
     return isinstance(meta.get("slurm"), dict)
 
 
+def task_gpus() -> str | None:
+    """The GPUs Slurm gave the task (``SLURM_JOB_GPUS``: host indices, as ``--gpus`` takes them)."""
+    return os.environ.get("SLURM_JOB_GPUS") or None
+
+
 def check_not_running(meta: Mapping[str, object], where: str) -> None:
     """A run whose Slurm tasks may still be running is collected, not resumed (its cells would run twice)."""
     import re
