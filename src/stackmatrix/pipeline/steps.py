@@ -1,23 +1,15 @@
-"""The pipeline as one ordered table of steps (nox's ``workflow.execute`` habit).
+"""The pipeline as one ordered table of steps per command (nox's ``workflow.execute`` habit): each step is a plain
+function ``step(value, job) -> next value``, and an ``int`` ends it with that exit code::
 
-Each step is a plain function ``step(value, job) -> next value``; an ``int`` ends the workflow with that exit code.
-The commands that probe are compositions of the same steps::
-
-    run    load -> expand -> select -> plan -> execute -> store -> render
-    gate   load -> gate_cells -> plan -> execute -> store -> judge
-    check  load -> check_cell -> plan -> execute -> show_check
-    stage  load -> expand -> select -> plan -> stage_wheels
-    list   load -> expand -> select [-> plan] -> show_list
+    run      load -> expand -> select -> plan -> execute -> store -> render   (--resume: reopen first)
+    check    load -> check_cell -> plan -> execute -> show_check
+    stage    load -> expand -> select -> stage_wheels
+    list     load -> expand_ids -> select -> show_list    (--plan: expand -> select -> plan)
     collect  reopen_collect -> expand -> select -> plan -> execute -> store -> render
     worker   reopen_task -> expand -> select -> run_task
 
-``run --resume`` swaps ``load`` for ``reopen``; ``execute`` hands the cells to the settings' executor (local, or
-slurm: ``collect`` waits for what it submitted, ``worker`` is one of its tasks). Adding a step is one edit of a
-tuple here.
-
-``execute`` owns what must hold however a command ends: the session is closed, and a run that was started records
-its status and exit code (``complete``, ``failed``, ``interrupted`` on SIGINT or SIGTERM, ``crashed`` on a bug)
-before the error reaches the CLI.
+gate, advise and bisect compose these steps with their own (answers/). ``execute`` owns what must hold however a
+command ends: the session closed, a started run's status and exit code recorded before the error reaches the CLI.
 """
 
 from __future__ import annotations
