@@ -290,3 +290,22 @@ def test_a_failing_gate_raises_gate_regression_after_its_summary(
     (run,) = (open_run(p) for p in run_dirs(reports))
     assert (run.meta["status"], run.meta["exit_code"]) == ("failed", 1)
     assert run.meta["error"].startswith("GateRegression: the gate failed")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["check", "--model", "gemma-4-E4B-it", "--vllm", "0.19.0", "--transformers", "4.57.6"],
+        ["advise", "--current", "vllm=0.19.0,transformers=4.57.6", "--model", "gemma-4-E4B-it"],
+        ["bisect", "--axis", "vllm", "--model", "gemma-4-E4B-it"],
+    ],
+)
+def test_a_command_that_stores_no_run_refuses_another_executor_asked_for_on_its_command_line(
+    where: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, argv: list[str]
+) -> None:
+    """It answers on this host: said so (exit 2) when --executor asks otherwise, not ignored; a site's setting
+    (env, config file), meant for its runs, is let be."""
+    assert main([*argv, *where, "--executor", "slurm"]) == 2
+    assert "--executor: key 'executor': got 'slurm'; expected local" in capsys.readouterr().err
+    monkeypatch.setenv("STACKMATRIX_EXECUTOR", "slurm")
+    assert main([*argv, *where]) in (0, 1)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from stackmatrix.domain import Cell, CellResult, Stack, Verdict, meets
 from stackmatrix.errors import BadInput
 from stackmatrix.matrix.file import SYMBOLS
-from stackmatrix.pipeline.steps import Job, Step, load, session_of
+from stackmatrix.pipeline.steps import Job, Step, check_executor, load, session_of
 from stackmatrix.reports.formats import renderer
 
 if TYPE_CHECKING:
@@ -146,6 +146,7 @@ def run_bisect(loaded: Loaded, job: Job) -> int:
     from stackmatrix.pipeline.shipped import matrix_releases, with_images
     from stackmatrix.pipeline.stackspec import parse_target
 
+    check_executor(job)
     args, session = job.args, session_of(job)
     check_args(args)
     model = loaded.catalog.model(args.model, where="--model")

@@ -331,12 +331,22 @@ def plan(selected: Selected, job: Job) -> Planned | int:
     return Planned(selected, the_plan)
 
 
+def check_executor(job: Job) -> None:
+    """A command that stores no run (check, advise, bisect) answers on this host: its cells are no matrix cells a
+    task elsewhere could expand, and it has no run for one to write into. Asked for another executor on its command
+    line, it says so (exit 2); a site's setting (env, config file) is meant for its runs and is let be."""
+    name = job.settings.executor
+    if not job.args.store and name != "local" and job.settings.sources.get("executor") == "cli --executor":
+        raise BadInput("--executor", "executor", name, "local for a command that stores no run (it answers here)")
+
+
 def execute_cells(planned: Planned, job: Job) -> Executed | int:
     """Record the run (new, or the resumed one), write the plan, copy the cache hits, probe the rest: each finished
     cell is appended to the journal as it comes. ``check`` keeps no run: its results stay in memory."""
     from stackmatrix.executors.static import declared, unreachable
 
     args, session, the_plan, selected = job.args, session_of(job), planned.plan, planned.selected
+    check_executor(job)
     run = _start(planned, job) if args.store else None
     results: dict[str, CellResult] = {}
     if run is not None:
