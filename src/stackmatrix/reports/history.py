@@ -34,12 +34,12 @@ def _columns(history: History, runs: Sequence[RunRow], last: int) -> list[RunRow
 
 
 def render_json(history: History, runs: Sequence[RunRow], last: int) -> str:
-    columns = _columns(history, runs, last)
+    shown = {c.run_id for c in _columns(history, runs, last)}  # once, not per row
     doc = {
         cell: [
             {"run": run_id, "verdict": row.verdict, "reason": row.reason, "override": row.override, "why": row.why}
             for run_id, row in rows
-            if run_id in {c.run_id for c in columns}
+            if run_id in shown
         ]
         for cell, rows in sorted(history.items())
     }
