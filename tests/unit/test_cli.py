@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from stackmatrix.cli.args import recorded_options
-from stackmatrix.cli.main import build_parser, main
-from stackmatrix.options import FLAGS, GIVEN, OPTIONS, resolve_settings
+from stackmatrix.cli.args import build_parser, request_of
+from stackmatrix.cli.main import main
+from stackmatrix.options import OPTIONS
+from stackmatrix.request import FLAGS, Request, option_sources
 
 
 @pytest.mark.parametrize(
@@ -27,9 +28,10 @@ from stackmatrix.options import FLAGS, GIVEN, OPTIONS, resolve_settings
     ],
 )
 def test_commands_parse_their_flags(argv: list[str]) -> None:
-    args = build_parser().parse_args(argv)
+    request = request_of(build_parser().parse_args(argv))
+    assert request.command == " ".join(argv[:2]) if argv[0] == "tiny" else request.command == argv[0]
     if "--override" in argv:
-        assert args.override and args.full_class in (True, False)
+        assert request.override and request.full_class in (True, False)
 
 
 def test_bad_flag_values_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
@@ -87,31 +89,45 @@ def _commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentPar
 
 
 def test_every_command_takes_a_shared_option_the_same_way() -> None:
-    """Arguments are generated from the records: where two commands take an option, its flag, help, choices and
-    default are the same, and a setting's help names its variable."""
+    """Arguments are generated from the records: where two commands take a setting or a flag that shapes a run,
+    its flag, help, choices and default are the same, and a setting's help names its variable."""
     seen: dict[str, tuple[object, ...]] = {}
+    shared = {n for n, o in FLAGS.items() if o.recorded} | set(OPTIONS)
     for name, parser in _commands(build_parser()).items():
         for action in parser._actions:
             opt = OPTIONS.get(action.dest) or FLAGS.get(action.dest)
-            if opt is None or not action.option_strings:
+            if opt is None or action.dest not in shared:
                 continue
             shape = (tuple(action.option_strings), action.help, action.choices, action.default, action.nargs)
             assert seen.setdefault(opt.name, shape) == shape, (name, opt.name)
             assert action.option_strings == [opt.flag]
             if opt.env:
                 assert action.help == f"{opt.help} [env {opt.env}]"
-    assert set(seen) == set(OPTIONS) | set(FLAGS)
+    assert set(seen) == shared
 
 
 def test_the_command_line_records_what_it_gave() -> None:
-    parse = build_parser().parse_args
-    args = parse(["run", "--tier", "static", "--only", "a*", "--only", "b*", "--jobs", "3", "--resume"])
-    assert (args.tier, args.only, args.resume, args.plan, args.override) == ("static", ["a*", "b*"], "", False, [])
-    assert getattr(args, GIVEN) == {"tier", "only", "jobs", "resume"}
-    options = recorded_options(args, settings=resolve_settings({"jobs": "3"}, {}))
+    def parse(argv: list[str]) -> Request:
+        return request_of(build_parser().parse_args(argv))
+
+    request = parse(["run", "--tier", "static", "--only", "a*", "--only", "b*", "--jobs", "3", "--resume"])
+    assert (request.tier, request.only, request.resume, request.plan, request.override) == (
+        "static", ("a*", "b*"), "", False, ()
+    )  # fmt: skip
+    assert request.given == {"tier", "only", "jobs", "resume"} and request.texts == {"jobs": "3"}
+    options = option_sources(request.settings(), request)
     assert options["tier"] == {"value": "static", "source": "cli --tier"}
     assert options["resolve"] == {"value": "declared", "source": "default"}
     assert options["jobs"] == {"value": 3, "source": "cli --jobs"}
     assert parse(["run", "--resume", "20260101T0000"]).resume == "20260101T0000"
     assert parse(["run"]).resume is None and parse(["list", "--plan"]).plan is True
-    assert not hasattr(parse(["history"]), GIVEN)
+    assert parse(["history"]).given == frozenset()
+    # A command reads the default of a flag it does not take; an answer on the terminal stores nothing.
+    check = parse(["check", "--model", "m"])
+    assert (check.tier, check.only, check.stores, check.quiet, check.format) == ("static", (), False, True, "table")
+    assert parse(["advise", "--model", "a", "--model", "b", "--tier", "runtime"]).models == ("a", "b")
+    assert parse(["advise", "--tier", "runtime"]).tier == "static"  # its candidates: static, the best few climb
+    assert parse(["advise", "--tier", "runtime"]).answer_tier == "runtime"
+    assert parse(["report", "--format", "md", "--format", "png"]).formats == ("md", "png")
+    assert parse(["merge", "a", "b"]).dirs == (Path("a"), Path("b"))
+    assert parse(["diff"]).runs == () and parse(["tiny", "build", "m"]).model == "m"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from stackmatrix.cli.main import build_parser
+from stackmatrix.cli.args import build_parser
 from stackmatrix.reports.formats import FORMATS, Format, choices, of
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "stackmatrix"

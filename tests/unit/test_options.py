@@ -12,17 +12,8 @@ import pytest
 import stackmatrix
 from stackmatrix.errors import BadInput
 from stackmatrix.matrix.file import Settings as MatrixSettings
-from stackmatrix.options import (
-    FLAGS,
-    GIVEN,
-    OPTIONS,
-    Option,
-    Settings,
-    affects_results,
-    differing_options,
-    option_sources,
-    resolve_settings,
-)
+from stackmatrix.options import OPTIONS, Option, Settings, resolve_settings
+from stackmatrix.request import FLAGS, Request, affects_results, differing_options, option_sources
 
 
 def test_layers_and_types(tmp_path: Path) -> None:
@@ -128,16 +119,25 @@ def test_choices_come_from_the_record() -> None:
         opt.parse("--x", "c")
 
 
-def test_no_option_is_declared_twice() -> None:
-    """No ``add_argument`` spells a record's flag: every parser argument for a record is generated from it."""
-    flags = {opt.flag for opt in [*OPTIONS.values(), *FLAGS.values()]}
-    assert len(flags) == len(OPTIONS) + len(FLAGS)
+def test_no_argument_is_added_by_hand() -> None:
+    """Every parser argument is generated from a record: ``add_argument`` appears only in cli/args.py's
+    ``add_option``, and no two settings share a flag."""
+    assert len({opt.flag for opt in OPTIONS.values()}) == len(OPTIONS)
     by_hand = []
     for path in Path(stackmatrix.__file__).parent.rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "add_argument":
-                named = {a.value for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str)}
-                by_hand += [f"{path.name}: {f}" for f in named & flags]
+        tree = ast.parse(path.read_text())
+        allowed = set()
+        in_args = path.parts[-2:] == ("cli", "args.py")
+        for node in ast.walk(tree):
+            if in_args and isinstance(node, ast.FunctionDef) and node.name == "add_option":
+                allowed = {id(n) for n in ast.walk(node)}
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Call)
+                and getattr(node.func, "attr", None) == "add_argument"
+                and id(node) not in allowed
+            ):
+                by_hand.append(f"{path.name}:{node.lineno}")
     assert not by_hand
 
 
@@ -146,21 +146,23 @@ MATRIX = Path("m.toml")
 
 def test_option_sources_for_run_json() -> None:
     settings = resolve_settings({"index_url": "https://user:hunter22@m.example/simple?token=s3cr3t"}, {})
-    cli = {"tier": "runtime", "only": ["a*"], "keyword": None, GIVEN: frozenset({"tier"})}
-    out = option_sources(settings, cli, MATRIX, MatrixSettings(python="3.11"))
+    request = Request("run", {"tier": "runtime", "only": ("a*",), "keyword": None}, given={"tier"})
+    out = option_sources(settings, request, MATRIX, MatrixSettings(python="3.11"))
     assert out["jobs"] == {"value": None, "source": "default"}  # from the host when it runs
     assert out["reports_dir"] == {"value": "reports", "source": "default"}
     assert out["index_url"]["source"] == "cli --index-url"
     assert "hunter22" not in json.dumps(out) and "s3cr3t" not in json.dumps(out)
     assert out["tier"] == {"value": "runtime", "source": "cli --tier"}
-    assert out["only"] == {"value": ["a*"], "source": "default"} and "shard" not in out
+    assert out["only"] == {"value": ["a*"], "source": "default"}
+    assert out["shard"] == {"value": None, "source": "default"}  # every flag that shapes a run, given or not
+    assert "model" not in out and "format" not in out  # a command's own flags are not a run's shape
     assert out["python"] == {"value": "3.11", "source": "matrix m.toml"}
     assert out["platform"] == {"value": "x86_64", "source": "default"}
     assert json.loads(json.dumps(out)) == out
 
 
 def _options(**values: object) -> dict[str, dict[str, object]]:
-    out = option_sources(resolve_settings({}, {}), {"tier": "static", "override": []}, MATRIX, MatrixSettings())
+    out = option_sources(resolve_settings({}, {}), Request("run"), MATRIX, MatrixSettings())
     for key, value in values.items():
         out[key] = {"value": value, "source": "cli"}
     return out

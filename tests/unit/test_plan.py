@@ -12,6 +12,7 @@ from pathlib import Path
 from stackmatrix.domain import Cell, Stack, StackKind, Target
 from stackmatrix.matrix.catalog import load_catalog
 from stackmatrix.pipeline.plan import PROBE_CODE_VERSION, Fingerprints, fingerprint
+from stackmatrix.request import Request
 
 
 def stored_fingerprint(cell: Cell, wheels: Sequence[str], context: str) -> str:
@@ -56,8 +57,6 @@ def test_fingerprints_are_the_stored_ones() -> None:
 def test_runtime_builds_list_ladders_environments_and_tiny_checkpoints_with_their_cells() -> None:
     """The cells of one stack and checkpoint share a ladder; one lock an environment; one architecture and
     transformers a tiny checkpoint. Each build lists the cells that share it, the most shared first."""
-    import argparse
-
     from stackmatrix.domain import Cell, Stack, StackKind, Target
     from stackmatrix.matrix.catalog import load_catalog
     from stackmatrix.options import resolve_settings
@@ -72,7 +71,7 @@ def test_runtime_builds_list_ladders_environments_and_tiny_checkpoints_with_thei
         Cell(a, cat.model("gemma-4-26B-A4B-it"), Target("l4x1", l4, 1, 1)),
         Cell(b, cat.model("gemma-4-E4B-it"), Target("l4x1", l4, 1, 1)),
     ]
-    builds = runtime_builds(cells, resolve_settings({}, {}), argparse.Namespace(full_class=False))
+    builds = runtime_builds(cells, resolve_settings({}, {}), Request("run"))
     by_what: dict[str, list[tuple[str, int]]] = {}
     for build in builds:
         by_what.setdefault(build.what, []).append((build.key, len(build.cells)))
@@ -85,7 +84,6 @@ def test_runtime_builds_list_ladders_environments_and_tiny_checkpoints_with_thei
 
 def test_the_users_backend_is_in_the_fingerprint_by_its_content(tmp_path: Path) -> None:
     """--vllm-backend: the same files at another path are the same results; an edited file is new ones."""
-    import argparse
     import shutil
 
     from stackmatrix.options import resolve_settings
@@ -99,19 +97,17 @@ def test_the_users_backend_is_in_the_fingerprint_by_its_content(tmp_path: Path) 
     shutil.copytree(one, two)
 
     def key(path: Path) -> object:
-        return result_options(resolve_settings({"vllm_backend": str(path)}, {}), argparse.Namespace())["vllm_backend"]
+        return result_options(resolve_settings({"vllm_backend": str(path)}, {}), Request("run"))["vllm_backend"]
 
     assert key(one) == key(two) and len(str(key(one))) == 64
     (two / "utils" / "x.py").write_text("X = 2\n")
     assert key(one) != key(two)
-    assert result_options(resolve_settings({}, {}), argparse.Namespace())["vllm_backend"] is None
+    assert result_options(resolve_settings({}, {}), Request("run"))["vllm_backend"] is None
 
 
 def test_in_containers_a_stock_triton_image_is_run_as_shipped_and_an_upgrade_is_built() -> None:
     """The docker runner's plan: a stock triton-vllm stack installs nothing (its release's image, pulled if
     absent); a stack with vLLM replaced is an environment and an image built on that image; each its own server."""
-    import argparse
-
     from stackmatrix.domain import Cell, Stack, StackKind, Target
     from stackmatrix.matrix.catalog import load_catalog
     from stackmatrix.options import resolve_settings
@@ -123,7 +119,7 @@ def test_in_containers_a_stock_triton_image_is_run_as_shipped_and_an_upgrade_is_
     upgrade = Stack(StackKind.TRITON_VLLM, "0.32.0", "5.19.0", "3.12", triton="26.01")
     cells = [Cell(s, cat.model("gemma-4-E2B-it"), target) for s in (stock, upgrade)]
     settings = resolve_settings({"runner": "docker", "triton_image": "reg/t:{release}-{variant}"}, {})
-    builds = runtime_builds(cells, settings, argparse.Namespace(full_class=False))
+    builds = runtime_builds(cells, settings, Request("run"))
     by_what: dict[str, list[str]] = {}
     for build in builds:
         by_what.setdefault(build.what, []).append(build.key)

@@ -303,17 +303,17 @@ def advise_cells(loaded: Loaded, job: Job) -> Selected:
     from stackmatrix.pipeline.shipped import matrix_releases, with_images
     from stackmatrix.pipeline.stackspec import parse_spec, parse_target
 
-    args, session = job.args, session_of(job)
-    policy = load_policy(args.policy, loaded) if args.policy else None
+    request, session = job.request, session_of(job)
+    policy = load_policy(request.policy, loaded) if request.policy else None
     requirements = list(policy.requirements) if policy else []
-    minimum = Verdict(args.min)
-    for model in args.model:
+    minimum = Verdict(request.min)
+    for model in request.models:
         m = loaded.catalog.model(model, where="--model")
-        for gpu in args.gpu or ["l4x1"]:
+        for gpu in request.targets or ["l4x1"]:
             requirements.append(Requirement(m, parse_target(gpu, loaded), minimum, ""))
     if not requirements:
         raise BadInput("advise", "--model", None, "what must serve: --model M [--gpu T] or --policy FILE")
-    spec = parse_spec(args.current, "--current") if args.current else policy.current if policy else None
+    spec = parse_spec(request.current, "--current") if request.current else policy.current if policy else None
     if spec is None:
         raise BadInput("--current", "current", None, "the stack you run, e.g. triton=26.03 (or a policy's current)")
     loaded = with_images(session, loaded, matrix_releases(loaded))
@@ -330,9 +330,9 @@ def climb_best(best: Sequence[Checked], q: Question, executed: Executed, job: Jo
     from stackmatrix.executors.local import execute
     from stackmatrix.pipeline.contexts import contexts
 
-    args, session = job.args, session_of(job)
+    request, session = job.request, session_of(job)
     todo = [(c, "", 0.0) for k in best for c in cells_of(k.candidate.stack, q.requirements)]
-    ctx, rctx = contexts(session, executed.planned.selected.loaded, args, runtime=True)
+    ctx, rctx = contexts(session, executed.planned.selected.loaded, request, runtime=True)
     climbed: dict[str, CellResult] = {}
     logs = job.settings.cache_dir / "logs"
     execute(todo, ctx, session, lambda r, slow: climbed.__setitem__(r.cell_id, r), rctx, logs, quiet=True)
@@ -359,7 +359,7 @@ def show_advice(executed: Executed, job: Job) -> int:
 
     q: Question = executed.planned.selected.extra
     now, ranked = check(q, executed.result)
-    if job.args.advise_tier == "runtime":  # the best few up the runtime tier, ranked again on what they did
+    if job.request.answer_tier == "runtime":  # the best few up the runtime tier, ranked again on what they did
         climbed: dict[str, CellResult] = {}
 
         def result(cell_id: str) -> CellResult | None:
@@ -371,7 +371,7 @@ def show_advice(executed: Executed, job: Job) -> int:
             eligible = (
                 k for k in ranked if climbs(k, q.requirements, job.settings.climb) and not unrunnable(k, climbed)
             )
-            best = list(eligible)[: job.args.best]
+            best = list(eligible)[: job.request.best]
             fresh = [k for k in best if any(r.cell_id not in climbed for r in k.results)]
             if not fresh:
                 break
@@ -379,8 +379,8 @@ def show_advice(executed: Executed, job: Job) -> int:
             now, ranked = check(q, result)
         skipped = {c: _why(r) for c, r in climbed.items() if r.verdict is Verdict.NOT_RUN}
         q = Question(q.current, q.current_stack, q.requirements, q.candidates, len(climbed), skipped)
-    render = renderer("advise", job.args.format)
-    print(render(q, now, ranked, job.args.best, job.settings), end="")
+    render = renderer("advise", job.request.format)
+    print(render(q, now, ranked, job.request.best, job.settings), end="")
     return 0 if any(k.ok for k in ranked) or now.ok else GateRegression.exit_code
 
 

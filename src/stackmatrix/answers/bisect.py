@@ -25,6 +25,7 @@ from stackmatrix.reports.formats import renderer
 if TYPE_CHECKING:
     from stackmatrix.matrix.loaded import Loaded
     from stackmatrix.pipeline.session import Session
+    from stackmatrix.request import Request
 
 
 @dataclass
@@ -99,20 +100,20 @@ def bound(n: int) -> int:
 # --- the axis ----------------------------------------------------------------------------------------------------
 
 
-def axis_stacks(args: Any, session: Session, loaded: Loaded) -> list[tuple[str, Stack]]:
+def axis_stacks(request: Request, session: Session, loaded: Loaded) -> list[tuple[str, Stack]]:
     """(release, the stack that release makes) along the axis, oldest first; a release that makes no stack under
     the held pins (no wheel for the Python, no transformers its bound allows) is left out."""
     from stackmatrix.kinds import kind_named, release_for
     from stackmatrix.pipeline.stackspec import stack_spec
 
-    held = stack_spec(args.triton, args.vllm, None, args.kind, "bisect")
-    rule = args.transformers or None
-    values = sorted(loaded.catalog.triton) if args.axis == "triton" else session.facts.versions(args.axis)
+    held = stack_spec(request.triton, request.vllm, None, request.kind, "bisect")
+    rule = request.transformers or None
+    values = sorted(loaded.catalog.triton) if request.axis == "triton" else session.facts.versions(request.axis)
     out = []
     for value in values:
-        triton = value if args.axis == "triton" else held.triton
-        vllm = value if args.axis == "vllm" else held.vllm
-        tf = value if args.axis == "transformers" else rule
+        triton = value if request.axis == "triton" else held.triton
+        vllm = value if request.axis == "vllm" else held.vllm
+        tf = value if request.axis == "transformers" else rule
         kind = kind_named(held.kind, triton)
         try:
             release = release_for(kind, triton, loaded.catalog, "bisect")
@@ -123,13 +124,13 @@ def axis_stacks(args: Any, session: Session, loaded: Loaded) -> list[tuple[str, 
     return out
 
 
-def check_args(args: Any) -> None:
-    if args.axis == "vllm" and args.vllm:
-        raise BadInput("--vllm", "vllm", args.vllm, "no pin on the axis being bisected (--axis vllm)")
-    if args.axis == "triton" and args.triton:
-        raise BadInput("--triton", "triton", args.triton, "no pin on the axis being bisected (--axis triton)")
-    tf = args.transformers
-    if args.axis == "transformers" and tf:
+def check_args(request: Request) -> None:
+    if request.axis == "vllm" and request.vllm:
+        raise BadInput("--vllm", "vllm", request.vllm, "no pin on the axis being bisected (--axis vllm)")
+    if request.axis == "triton" and request.triton:
+        raise BadInput("--triton", "triton", request.triton, "no pin on the axis being bisected (--axis triton)")
+    tf = request.transformers
+    if request.axis == "transformers" and tf:
         raise BadInput("--transformers", "transformers", tf, "no pin on the axis being bisected")
     if tf and tf.startswith("@") and tf not in SYMBOLS:
         raise BadInput("--transformers", "transformers", tf, " or ".join(SYMBOLS) + " or a version")
@@ -147,18 +148,18 @@ def run_bisect(loaded: Loaded, job: Job) -> int:
     from stackmatrix.pipeline.stackspec import parse_target
 
     check_executor(job)
-    args, session = job.args, session_of(job)
-    check_args(args)
-    model = loaded.catalog.model(args.model, where="--model")
-    target = parse_target(args.gpu, loaded)
-    minimum = Verdict(args.min)
-    if args.axis == "triton" or args.triton:
+    request, session = job.request, session_of(job)
+    check_args(request)
+    model = loaded.catalog.model(request.model, where="--model")
+    target = parse_target(request.gpu, loaded)
+    minimum = Verdict(request.min)
+    if request.axis == "triton" or request.triton:
         loaded = with_images(session, loaded, matrix_releases(loaded))
-    axis = axis_stacks(args, session, loaded)
+    axis = axis_stacks(request, session, loaded)
     if not axis:
-        raise BadInput("--axis", "axis", args.axis, "an axis with releases that make a stack under the held pins")
+        raise BadInput("--axis", "axis", request.axis, "an axis with releases that make a stack under the held pins")
     releases = [v for v, _ in axis]
-    ctx, rctx = contexts(session, loaded, args)
+    ctx, rctx = contexts(session, loaded, request)
     results: dict[int, CellResult] = {}
 
     static_of: dict[int, CellResult] = {}
@@ -182,8 +183,8 @@ def run_bisect(loaded: Loaded, job: Job) -> int:
         for i in range(len(releases)):
             search.at(i)
         first = next((i for i in range(len(releases)) if search.seen[i]), None)
-        last = max((i for i in range(len(releases)) if search.seen[i]), default=None) if args.regression else None
-        if args.regression and first is not None:
+        last = max((i for i in range(len(releases)) if search.seen[i]), default=None) if request.regression else None
+        if request.regression and first is not None:
             last = next((i for i in range(first, len(releases)) if not search.seen[i]), len(releases)) - 1
     else:  # the runtime tier: a ladder only where the static tier passes (a static failure prunes the ladder)
         # a ladder only where the static tier leaves the cell standing (a runtime verdict needs it)
@@ -191,14 +192,24 @@ def run_bisect(loaded: Loaded, job: Job) -> int:
         standing = len(climbable)
         sub = Search([releases[i] for i in climbable], lambda k: probe(climbable[k]))
         found = first_pass(sub) if climbable else None
-        end = last_pass(sub, found) if args.regression and found is not None else None
+        end = last_pass(sub, found) if request.regression and found is not None else None
         search.seen.update({climbable[k]: ok for k, ok in sub.seen.items()})
         first = climbable[found] if found is not None else None
         last = climbable[end] if end is not None else None
     answer = Answer(
-        args.axis, releases, model.id, target.name, args.min, args.tier, search.seen, results, first, last, standing
+        request.axis,
+        releases,
+        model.id,
+        target.name,
+        request.min,
+        request.tier,
+        search.seen,
+        results,
+        first,
+        last,
+        standing,
     )
-    print(renderer("bisect", args.format)(answer), end="")
+    print(renderer("bisect", request.format)(answer), end="")
     return 0 if first is not None else GateRegression.exit_code
 
 

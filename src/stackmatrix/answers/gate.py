@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from stackmatrix.answers.policy import Policy, Requirement
 from stackmatrix.domain import Cell, CellResult, Reason, Stack, Verdict, meets
-from stackmatrix.errors import GateRegression, InfraUnavailable
+from stackmatrix.errors import BadInput, GateRegression, InfraUnavailable
 from stackmatrix.inert import md_text
 from stackmatrix.pipeline.steps import Executed, Job, Selected, Step, execute_cells, load, plan, session_of, store
 from stackmatrix.reports.formats import renderer
@@ -196,9 +196,11 @@ def gate_cells(loaded: Loaded, job: Job) -> Selected:
     from stackmatrix.store.index import open_index, warn_forged
     from stackmatrix.store.runs import find_run
 
-    args, settings, session = job.args, job.settings, session_of(job)
-    policy = load_policy(args.policy, loaded)
-    spec = parse_spec(args.candidate)
+    request, settings, session = job.request, job.settings, session_of(job)
+    if request.policy is None:  # gate's parser requires it; a request built elsewhere may lack it
+        raise BadInput("gate", "--policy", None, "a policy file: the models x targets that must serve")
+    policy = load_policy(request.policy, loaded)
+    spec = parse_spec(request.candidate)
     loaded = with_images(session, loaded, spec_releases(spec, policy.current))
     candidate = resolve_stack(spec, session, loaded)
     current = resolve_stack(policy.current, session, loaded, f"{policy.path}: current") if policy.current else None
@@ -211,8 +213,8 @@ def gate_cells(loaded: Loaded, job: Job) -> Selected:
         for why in index.lost_records().values():  # a baseline read from one holds what is left, never more
             print(f"stackmatrix: warning: {redact(why)}", file=sys.stderr)
         warn_forged(index)
-        if args.baseline is not None:
-            baseline_run: str | None = find_run(settings.reports_dir, args.baseline).run_id
+        if request.baseline is not None:
+            baseline_run: str | None = find_run(settings.reports_dir, request.baseline).run_id
         else:
             baseline_run = index.latest_with(list(base_ids))
         stored = index.cells(baseline_run) if baseline_run else {}
@@ -250,7 +252,7 @@ def judge(executed: Executed, job: Job) -> Executed:
         gc.baseline_run,
         executed.run.run_id,
         tuple(c.id for c in gc.probe_base),
-        job.args.tier,
+        job.request.tier,
         findings,
     )
     # A requirement left undecided only because the image registry did not answer is not the candidate's failure:
@@ -270,10 +272,10 @@ def summary(executed: Executed, job: Job) -> int:
     assert executed.run is not None
     text = redact(renderer("gate", "md")(gate, str(executed.run.journal_path)))
     print(text, end="")
-    if job.args.summary:
+    if job.request.summary:
         from stackmatrix.files.atomic import write_output
 
-        write_output(job.args.summary, text, "--summary")
+        write_output(job.request.summary, text, "--summary")
     if executed.infra:
         print("the package index was unreachable: the gate could not decide every cell", file=sys.stderr)
     elif executed.code == InfraUnavailable.exit_code:

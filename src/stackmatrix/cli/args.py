@@ -1,32 +1,38 @@
-"""The parser's arguments, generated from the option records (options.py): each option and each flag several
-commands share is declared once there and added here to every command that takes it (nox's habit)."""
+"""The parser, generated from records: ``build_parser`` is the one place that turns Option records into argparse
+arguments (cli/commands.py says which records each command takes), and ``request_of`` the one place that turns a
+parse into the Request every step reads (nox's habit: the options are data, the parser is built from them)."""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, NoReturn
 
+from stackmatrix import __version__
+from stackmatrix.cli.commands import COMMANDS, DESCRIPTION, GROUPS, Command
 from stackmatrix.errors import BadInput
-from stackmatrix.options import (
-    CONFIG_ENV,
-    CONFIG_FLAG,
-    FLAGS,
-    GIVEN,
-    OPTIONS,
-    Check,
-    Option,
-    Settings,
-    expand_user,
-    given_path,
-    option_sources,
-    resolve_settings,
-)
-from stackmatrix.options import requirement as _requirement
+from stackmatrix.options import Check, Option
+from stackmatrix.request import Request
 
-if TYPE_CHECKING:
-    from stackmatrix.matrix.loaded import Loaded
+GIVEN = "given_options"  # the namespace's set of the names the command line gave
+COMMAND = "command_record"  # the namespace's Command (set by its subparser's defaults)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with a usage error on one line (flag, value, what was expected), like every other bad input;
+    ``--help`` still shows the usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+    def _get_values(self, action: argparse.Action, arg_strings: list[str]) -> Any:
+        # Python 3.11's argparse drops a "--" given as a value (``--model=--``) and hands the command an empty
+        # list where a string belongs: refuse it here, naming the flag.
+        value = super()._get_values(action, list(arg_strings))
+        if action.nargs is None and isinstance(value, list):
+            name = "/".join(action.option_strings) or action.dest
+            self.error(f"argument {name}: got {' '.join(arg_strings)!r}; expected one value")
+        return value
 
 
 def argparse_type(check: Check[Any]) -> Callable[[str], Any]:
@@ -41,23 +47,8 @@ def argparse_type(check: Check[Any]) -> Callable[[str], Any]:
     return convert
 
 
-path_arg = argparse_type(given_path)
-requirement = argparse_type(_requirement)
-
-
-def existing_file(text: str) -> Path:
-    """An argparse type: a regular file that is there (a FIFO or a directory is refused before anything waits)."""
-    try:
-        path = expand_user("argument", text)
-    except BadInput as exc:
-        raise argparse.ArgumentTypeError(f"got {text!r}; expected {exc.expected}") from None
-    if not path.is_file():
-        raise argparse.ArgumentTypeError(f"got {text!r}; expected an existing regular file")
-    return path
-
-
 class _Recorded(argparse.Action):
-    """Stores an option's value as its record says (one value, a switch, a list, an optional value) and notes
+    """Stores a value as its record says (one value, a switch, a repeatable flag, an optional value) and notes
     that the command line gave it: run.json says where each value came from."""
 
     def __init__(self, option_strings: Sequence[str], dest: str, record: Option[Any], **kwargs: Any) -> None:
@@ -67,6 +58,11 @@ class _Recorded(argparse.Action):
     def __call__(
         self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option: str | None = None
     ) -> None:
+        if not self.option_strings:  # a positional argument: argparse calls this with its default when absent
+            setattr(namespace, self.dest, values)
+            if values not in (None, []):
+                setattr(namespace, GIVEN, getattr(namespace, GIVEN, frozenset()) | {self.dest})
+            return
         if self.record.action == "switch":
             values = True
         elif self.record.action == "append":
@@ -82,73 +78,61 @@ def add_option(p: argparse.ArgumentParser, opt: Option[Any]) -> None:
     """One record's argument. A setting (it has an env var) is parsed as text and checked when the settings
     resolve, its flag and its variable by one check with one message; a flag is checked by argparse, with the
     record's choices."""
-    kwargs: dict[str, Any] = {"dest": opt.name, "action": _Recorded, "record": opt, "nargs": _NARGS[opt.action]}
+    if opt.action == "version":
+        p.add_argument(opt.flag, action="version", version=f"stackmatrix {__version__}", help=opt.help)
+        return
+    kwargs: dict[str, Any] = {"action": _Recorded, "record": opt, "help": opt.help}
+    if opt.metavar:
+        kwargs["metavar"] = opt.metavar
+    if opt.positional:
+        many = opt.action == "append"
+        nargs = ("+" if opt.required else "*") if many else (None if opt.required else "?")
+        p.add_argument(opt.name, nargs=nargs, type=argparse_type(opt.check), default=[] if many else None, **kwargs)
+        return
+    kwargs.update(dest=opt.name, nargs=_NARGS[opt.action])
+    if opt.required:
+        kwargs["required"] = True
     if opt.env:
         kwargs.update(default=None, help=f"{opt.help} [env {opt.env}]")
     else:
         default: object = [] if opt.action == "append" else False if opt.action == "switch" else opt.default
-        kwargs.update(default=default, help=opt.help, type=argparse_type(opt.check), choices=opt.allowed() or None)
+        kwargs.update(default=default, type=argparse_type(opt.check), choices=opt.allowed() or None)
     if opt.action == "optional":
         kwargs["const"] = ""
-    if opt.metavar:
-        kwargs["metavar"] = opt.metavar
     p.add_argument(opt.flag, **kwargs)
 
 
-def add_flags(p: argparse.ArgumentParser, *names: str) -> None:
-    for name in names:
-        add_option(p, FLAGS[name])
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="stackmatrix", description=DESCRIPTION)
+    add_option(parser, Request.version)
+    sub = parser.add_subparsers(dest="command", required=True)
+    groups: dict[str, Any] = {}
+    for command in COMMANDS:
+        where, name = sub, command.name
+        if " " in name:  # a command of a group (``tiny build``): the group's own parser holds it
+            group, name = name.split(" ", 1)
+            if group not in groups:
+                g = sub.add_parser(group, help=GROUPS[group])
+                groups[group] = g.add_subparsers(dest=f"{group}_command", required=True)
+            where = groups[group]
+        p = where.add_parser(name, help=command.help)
+        p.set_defaults(**{COMMAND: command})
+        for opt in command.takes:
+            add_option(p, opt)
+    return parser
 
 
-def common(p: argparse.ArgumentParser) -> None:
-    """The matrix, a configuration file and every setting."""
-    add_flags(p, "matrix")
-    p.add_argument(
-        CONFIG_FLAG,
-        dest="config",
-        default=None,
-        metavar="FILE",
-        help="a TOML file of settings, one key per option (slurm_partition = 'gpu'); env and flags override it "
-        f"[env {CONFIG_ENV}]",
-    )
-    for opt in OPTIONS.values():
-        add_option(p, opt)
-
-
-def selection(p: argparse.ArgumentParser) -> None:
-    add_flags(p, "keyword", "only", "shard")
-
-
-def tier(p: argparse.ArgumentParser) -> None:
-    add_flags(p, "tier")
-    runtime_flags(p)
-
-
-def runtime_flags(p: argparse.ArgumentParser) -> None:
-    add_flags(p, "override", "full_class")
-
-
-def resolve(p: argparse.ArgumentParser) -> None:
-    add_flags(p, "resolve")
-
-
-def settings_of(args: argparse.Namespace) -> Settings:
-    return resolve_settings({**{k: getattr(args, k, None) for k in OPTIONS}, "config": getattr(args, "config", None)})
-
-
-def recorded_options(
-    args: argparse.Namespace, loaded: Loaded | None = None, settings: Settings | None = None
-) -> dict[str, dict[str, object]]:
-    """run.json's ``options``: each setting, each shared flag this command took and (given ``loaded``) the
-    matrix file's [settings], with its value and where it came from."""
-    settings = settings or settings_of(args)
-    if loaded is None:
-        return option_sources(settings, vars(args))
-    return option_sources(settings, vars(args), loaded.path, loaded.spec.settings)
-
-
-def loaded_of(args: argparse.Namespace) -> Loaded:
-    from stackmatrix.matrix.file import default_matrix_path
-    from stackmatrix.matrix.loaded import load
-
-    return load(args.matrix or default_matrix_path(), as_of=settings_of(args).as_of)
+def request_of(namespace: argparse.Namespace) -> Request:
+    """The parse as a Request: each flag's value (a repeatable one as a tuple), the settings as given (text)."""
+    command: Command = getattr(namespace, COMMAND)
+    values: dict[str, object] = {}
+    texts: dict[str, object] = {}
+    for opt in command.takes:
+        value = getattr(namespace, opt.name)
+        if opt.env:
+            texts[opt.name] = value
+        else:
+            values[opt.name] = tuple(value) if opt.action == "append" else value
+    if not command.stores:  # answered on the terminal: no progress either
+        values["quiet"] = True
+    return Request(command.name, values, getattr(namespace, GIVEN, ()), texts, stores=command.stores)

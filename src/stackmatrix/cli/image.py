@@ -3,16 +3,15 @@ each was read from), its Triton vLLM backend's imports and calls, and what readi
 
 from __future__ import annotations
 
-import argparse
 import json
 from typing import Any
 
-from stackmatrix.cli.args import settings_of
 from stackmatrix.inert import term_text
 from stackmatrix.pipeline.session import open_session
 from stackmatrix.registry.image import BACKEND_DIR, DISTS, ImageFacts, parse_backend
 from stackmatrix.registry.reference import parse_ref
 from stackmatrix.reports.formats import renderer
+from stackmatrix.request import Request
 
 
 def _mb(n: int) -> str:
@@ -82,13 +81,13 @@ def render_table(facts: ImageFacts) -> str:
     return term_text("\n".join(lines)) + "\n"
 
 
-def cmd_image(args: argparse.Namespace) -> int:
-    settings = settings_of(args)
-    ref = parse_ref(args.ref, "image facts", "REF")
+def cmd_image(request: Request) -> int:
+    settings = request.settings()
+    ref = parse_ref(request.ref, "image facts", "REF")
     session = open_session(settings)
     try:
         facts = session.images().facts(ref)
     finally:
         session.close()
-    print(renderer("image", args.format)(facts), end="")
+    print(renderer("image", request.format)(facts), end="")
     return 0

@@ -4,7 +4,7 @@ by the runner the settings name (runners.RUNNERS)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from stackmatrix.ladder.backend_image import BackendFromImage
 from stackmatrix.ladder.runtime import RuntimeContext
@@ -16,6 +16,7 @@ from stackmatrix.triton.backend import BackendFinder, BackendOptions
 
 if TYPE_CHECKING:
     from stackmatrix.matrix.catalog import Catalog
+    from stackmatrix.request import Request
 
 
 def static_context(session: Session, loaded: Loaded, resolve: str = "declared") -> Context:
@@ -55,13 +56,13 @@ def runtime_context(
 
 
 def contexts(
-    session: Session, loaded: Loaded, args: Any, *, runtime: bool | None = None, fresh: bool | None = None
+    session: Session, loaded: Loaded, request: Request, *, runtime: bool | None = None, fresh: bool | None = None
 ) -> tuple[Context, RuntimeContext | None]:
     """The one place a command's arguments become the ladder's contexts: the static tier's always, the runtime
     tier's where it climbs (``runtime``: the command's ``--tier`` unless told; ``fresh``: its ``--fresh`` unless
     told, e.g. a Slurm task's submission)."""
-    ctx = static_context(session, loaded, args.resolve)
-    if not (args.tier == "runtime" if runtime is None else runtime):
+    ctx = static_context(session, loaded, request.resolve)
+    if not (request.tier == "runtime" if runtime is None else runtime):
         return ctx, None
-    again = args.fresh if fresh is None else fresh
-    return ctx, runtime_context(session, args.override, args.full_class, again, loaded.catalog)
+    again = request.fresh if fresh is None else fresh
+    return ctx, runtime_context(session, request.override, request.full_class, again, loaded.catalog)

@@ -12,7 +12,6 @@ the durations stored runs took for the same cells.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import statistics
@@ -32,6 +31,7 @@ from stackmatrix.wheels.index import VersionNotFound
 if TYPE_CHECKING:  # the workflow imports this module
     from stackmatrix.options import Settings
     from stackmatrix.pipeline.steps import Job, Selected
+    from stackmatrix.request import Request
 
 PROBE_CODE_VERSION = f"{__version__}/facts{FACTS_VERSION}/static1"
 # Without a stored duration: what a cell of each tier takes here (README's measured figures).
@@ -224,13 +224,14 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def result_options(settings: Settings, args: argparse.Namespace) -> dict[str, object]:
+def result_options(settings: Settings, request: Request) -> dict[str, object]:
     """The options whose value changes a verdict (options.affects_results): part of every fingerprint. The others
     (jobs, timeouts, the cache and reports directories) change how fast, not what."""
-    from stackmatrix.options import FLAGS, OPTIONS, affects_results
+    from stackmatrix.options import OPTIONS
+    from stackmatrix.request import FLAGS, affects_results
 
     out = {k: getattr(settings, k, None) for k in OPTIONS if affects_results(k)}
-    out.update({k: getattr(args, k, None) for k in FLAGS if affects_results(k)})
+    out.update({k: request.value_of(k) for k in FLAGS if affects_results(k)})
     if isinstance(user := out.get("vllm_backend"), Path):  # its content, not its path: an edited backend is new
         from stackmatrix.triton.backend import from_path
 
@@ -242,12 +243,14 @@ def make_plan(selected: Selected, job: Job, done: frozenset[str]) -> Plan:
     """Fingerprints, cache hits and stored durations for ``selected``; the builds its runtime cells may need."""
     from stackmatrix.store.index import open_index
 
-    args, settings, session = job.args, job.settings, job.session
+    request, settings, session = job.request, job.settings, job.session
     assert session is not None, "the load step opens the session"
     check_readable(len(selected.cells))  # before anything is probed
-    tier = args.tier
+    tier = request.tier
     loaded = selected.loaded
-    ctx = context_key(loaded.catalog_hash, tier, {**result_options(settings, args), "settings": loaded.spec.settings})
+    ctx = context_key(
+        loaded.catalog_hash, tier, {**result_options(settings, request), "settings": loaded.spec.settings}
+    )
 
     @cache
     def wheel_key(project: str, version: str, python: str) -> str:
@@ -265,7 +268,7 @@ def make_plan(selected: Selected, job: Job, done: frozenset[str]) -> Plan:
     durations: dict[str, float] = {}
     if (settings.reports_dir / "runs").is_dir():  # no stored run: nothing to reuse, and nothing is created yet
         with open_index(settings.reports_dir) as index:
-            hits = {} if args.fresh else index.hits(fps.values())
+            hits = {} if request.fresh else index.hits(fps.values())
             if any(fps[c.id] not in hits for c in selected.cells if c.id not in done):  # else: nothing to estimate
                 durations = index.durations(tier)
     usual = typical(durations)
@@ -281,12 +284,12 @@ def make_plan(selected: Selected, job: Job, done: frozenset[str]) -> Plan:
         from stackmatrix.executors.ladders import climbers
 
         todo = [p.cell for p in planned if p.cell.id not in done and p.cached_from is None]
-        climbing = len(cells := climbers(todo, session, loaded, args.resolve))
-        builds = runtime_builds(cells, settings, args)
+        climbing = len(cells := climbers(todo, session, loaded, request.resolve))
+        builds = runtime_builds(cells, settings, request)
     return Plan(tier, planned, tuple(selected.selection), builds, done, climbing)
 
 
-def runtime_builds(cells: Sequence[Cell], settings: Settings, args: argparse.Namespace) -> tuple[Build, ...]:
+def runtime_builds(cells: Sequence[Cell], settings: Settings, request: Request) -> tuple[Build, ...]:
     """The ladders (one engine start for the cells of one stack and checkpoint), the tritonservers (one per ladder of
     a stack that runs in Triton), the environments (one lock per stack's requirements), the images (docker runner)
     and the tiny checkpoints (architecture features x transformers) the runtime tier may build, each with the
@@ -311,7 +314,7 @@ def runtime_builds(cells: Sequence[Cell], settings: Settings, args: argparse.Nam
         )
 
     def checkpoint(c: Cell) -> str:
-        return spec_label(tiny_spec(c.model, not args.full_class))
+        return spec_label(tiny_spec(c.model, not request.full_class))
 
     def tiny(c: Cell) -> str:
         return f"{checkpoint(c)} transformers=={c.stack.transformers}"

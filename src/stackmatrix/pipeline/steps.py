@@ -14,7 +14,6 @@ command ends: the session closed, a started run's status and exit code recorded 
 
 from __future__ import annotations
 
-import argparse
 import json
 import signal
 import sys
@@ -34,6 +33,7 @@ from stackmatrix.options import Settings
 from stackmatrix.pipeline.plan import Plan
 from stackmatrix.pipeline.session import Session
 from stackmatrix.reports.formats import renderer
+from stackmatrix.request import Request
 from stackmatrix.store.runs import Run, record_ending
 
 Step = Callable[[Any, "Job"], Any]
@@ -46,7 +46,7 @@ class Job:
     """What every step may read (the command's arguments, the settings) and what ``execute`` closes or records
     however the command ends (the session, the run)."""
 
-    args: argparse.Namespace
+    request: Request
     settings: Settings
     t0: float = field(default_factory=time.perf_counter)
     session: Session | None = None
@@ -95,31 +95,8 @@ class Executed:
         return None
 
 
-# What a step may read from the arguments of any command (a command without the flag gets the default).
-ARG_DEFAULTS: dict[str, Any] = {
-    "matrix": None,
-    "keyword": None,
-    "only": [],
-    "shard": None,
-    "tier": "static",
-    "resolve": "declared",
-    "override": [],
-    "full_class": False,
-    "plan": False,
-    "resume": None,
-    "fresh": False,
-    "detach": False,
-    "quiet": False,
-    "table": False,
-    "store": True,
-}
-
-
-def execute(steps: Sequence[Step], args: argparse.Namespace, settings: Settings) -> int:
-    for key, default in ARG_DEFAULTS.items():
-        if (getattr(args, key, None) is None and default is not None) or not hasattr(args, key):
-            setattr(args, key, default)
-    job = Job(args, settings)
+def execute(steps: Sequence[Step], request: Request) -> int:
+    job = Job(request, request.settings())
     value: Any = None
     try:
         with _signals_raise():
@@ -168,11 +145,11 @@ def load(_: object, job: Job) -> Loaded:
     from stackmatrix.matrix.loaded import load as load_matrix
     from stackmatrix.pipeline.session import open_session
 
-    if getattr(job.args, "baseline", None) is not None:  # a gate against a stored run sees what that run saw
+    if job.request.baseline is not None:  # a gate against a stored run sees what that run saw
         from stackmatrix.store.runs import find_run
 
-        adopt_as_of(find_run(job.settings.reports_dir, job.args.baseline), job)
-    loaded = load_matrix(job.args.matrix or default_matrix_path(), as_of=job.settings.as_of)
+        adopt_as_of(find_run(job.settings.reports_dir, job.request.baseline), job)
+    loaded = load_matrix(job.request.matrix or default_matrix_path(), as_of=job.settings.as_of)
     job.session = open_session(job.settings, loaded.spec.settings.platform)
     return loaded
 
@@ -181,7 +158,7 @@ def reopen(_: object, job: Job) -> Loaded:
     """``run --resume [RUN]``: the run to continue, its matrix, selection and options, as it recorded them."""
     from stackmatrix.pipeline.resume import resumable
 
-    run = resumable(job.settings.reports_dir, job.args.resume)
+    run = resumable(job.settings.reports_dir, job.request.resume)
     loaded = _reopened(run, job)
     job.resume = run
     return loaded
@@ -192,7 +169,7 @@ def reopen_collect(_: object, job: Job) -> Loaded:
     for its tasks."""
     from stackmatrix.pipeline.resume import collectable
 
-    run = collectable(job.settings.reports_dir, job.args.run)
+    run = collectable(job.settings.reports_dir, job.request.run)
     loaded = _reopened(run, job)
     job.resume, job.collecting = run, True
     return loaded
@@ -202,7 +179,7 @@ def reopen_task(_: object, job: Job) -> Loaded:
     """``worker SUBMISSION --task N``: the run as its submitter recorded it, whatever its status (it is running)."""
     from stackmatrix.store.runs import open_run
 
-    return _reopened(open_run(job.args.submission.parent.parent, named=True), job)
+    return _reopened(open_run(job.request.submission.parent.parent, named=True), job)
 
 
 def _reopened(run: Run, job: Job) -> Loaded:
@@ -212,8 +189,7 @@ def _reopened(run: Run, job: Job) -> Loaded:
     from stackmatrix.pipeline.session import open_session
 
     where = str(run.root / "run.json")
-    for key, value in _recorded_args(run).items():
-        setattr(job.args, key, value)
+    job.request = job.request.replay(run.meta.get("args"), where)
     adopt_as_of(run, job)
     matrix = run.meta.get("matrix")
     if not isinstance(matrix, str) or not matrix.strip():
@@ -226,7 +202,7 @@ def _reopened(run: Run, job: Job) -> Loaded:
             run.meta.get("matrix_hash"),
             f"{loaded.matrix_hash}: the matrix file or the catalogs changed since the run started; start a new run",
         )
-    from stackmatrix.options import differing_options
+    from stackmatrix.request import differing_options
 
     stored = run.meta.get("options")
     differ = differing_options(recorded_options(job, loaded), stored) if isinstance(stored, dict) else None
@@ -276,7 +252,7 @@ def expand_ids(loaded: Loaded, job: Job) -> Selected:
 def _check_selection(job: Job) -> None:
     from stackmatrix.matrix.select import select as select_cells
 
-    select_cells([], keyword=job.args.keyword, shard=job.args.shard)  # bad -k / --shard: exit 2 before the index
+    select_cells([], keyword=job.request.keyword, shard=job.request.shard)  # bad -k / --shard: exit 2 before the index
 
 
 def _expanded(loaded: Loaded, job: Job) -> Selected:
@@ -289,9 +265,9 @@ def _expanded(loaded: Loaded, job: Job) -> Selected:
 def select(expanded: Selected, job: Job) -> Selected:
     from stackmatrix.matrix.select import select as select_cells
 
-    args = job.args
-    selection = select_cells(list(expanded.cells), keyword=args.keyword, only=args.only)
-    cells = select_cells(selection, shard=args.shard)
+    request = job.request
+    selection = select_cells(list(expanded.cells), keyword=request.keyword, only=request.only)
+    cells = select_cells(selection, shard=request.shard)
     if not cells:
         raise NothingSelected(f"no cell of {expanded.total} matches the selection")
     return replace(expanded, cells=tuple(cells), selection=tuple(selection))
@@ -325,7 +301,7 @@ def plan(selected: Selected, job: Job) -> Planned | int:
         from stackmatrix.pipeline.resume import check_same_cells
 
         check_same_cells(job.resume, the_plan)
-    if job.args.plan:
+    if job.request.plan:
         print(render_plan(the_plan), end="")
         return 0
     return Planned(selected, the_plan)
@@ -336,7 +312,7 @@ def check_executor(job: Job) -> None:
     task elsewhere could expand, and it has no run for one to write into. Asked for another executor on its command
     line, it says so (exit 2); a site's setting (env, config file) is meant for its runs and is let be."""
     name = job.settings.executor
-    if not job.args.store and name != "local" and job.settings.sources.get("executor") == "cli --executor":
+    if not job.request.stores and name != "local" and job.settings.sources.get("executor") == "cli --executor":
         raise BadInput("--executor", "executor", name, "local for a command that stores no run (it answers here)")
 
 
@@ -345,13 +321,13 @@ def execute_cells(planned: Planned, job: Job) -> Executed | int:
     cell is appended to the journal as it comes. ``check`` keeps no run: its results stay in memory."""
     from stackmatrix.executors.static import declared, unreachable
 
-    args, session, the_plan, selected = job.args, session_of(job), planned.plan, planned.selected
+    request, session, the_plan, selected = job.request, session_of(job), planned.plan, planned.selected
     check_executor(job)
-    run = _start(planned, job) if args.store else None
+    run = _start(planned, job) if request.stores else None
     results: dict[str, CellResult] = {}
     if run is not None:
         shares = [p.cell.id for p in the_plan.planned]
-        run.write_plan({c.id: declared(c) for c in selected.selection}, shares, args.shard, the_plan.to_json())
+        run.write_plan({c.id: declared(c) for c in selected.selection}, shares, request.shard, the_plan.to_json())
     copied, missed = _reuse(the_plan, job, run)
 
     def on_result(result: CellResult, slow: bool) -> None:
@@ -370,8 +346,8 @@ def execute_cells(planned: Planned, job: Job) -> Executed | int:
             from stackmatrix.executors import Batch, executor, executor_of
             from stackmatrix.pipeline.contexts import contexts
 
-            ctx, rctx = contexts(session, selected.loaded, args)
-            batch = Batch(todo, ctx, session, on_result, rctx, logs, args.quiet, run, args.detach, collect)
+            ctx, rctx = contexts(session, selected.loaded, request)
+            batch = Batch(todo, ctx, session, on_result, rctx, logs, request.quiet, run, request.detach, collect)
             # collect waits on what the run's own executor submitted; a command that stores no run (check, advise,
             # bisect) answers on this host: a task elsewhere has no run to write its records into
             name = executor_of(run.meta) if collect and run is not None else job.settings.executor if run else "local"
@@ -409,7 +385,7 @@ def _reuse(the_plan: Plan, job: Job, run: Run | None) -> tuple[dict[str, tuple[s
 def _start(planned: Planned, job: Job) -> Run:
     from stackmatrix.store.runs import start_run
 
-    args, selected = job.args, planned.selected
+    request, selected = job.request, planned.selected
     if job.resume is not None:
         run = job.resume
         if job.collecting:
@@ -424,12 +400,12 @@ def _start(planned: Planned, job: Job) -> Run:
         job.settings.reports_dir,
         matrix_hash=selected.loaded.matrix_hash,
         matrix_path=str(selected.loaded.path),
-        tier=args.tier,
+        tier=request.tier,
         selected=len(selected.cells),
-        shard=args.shard,
+        shard=request.shard,
         purpose=selected.purpose,
         executor=job.settings.executor,
-        args={k: getattr(args, k, None) for k in ARG_KEYS},
+        args=request.replayed(),
         options=recorded_options(job, selected.loaded),
         **selected.meta,
     )
@@ -439,40 +415,15 @@ def _start(planned: Planned, job: Job) -> Run:
 
 def recorded_options(job: Job, loaded: Loaded) -> dict[str, Any]:
     """The resolved options and where each came from, secrets redacted (run.json's ``options``)."""
-    from stackmatrix.options import option_sources
+    from stackmatrix.request import option_sources
 
-    return option_sources(job.settings, vars(job.args), loaded.path, loaded.spec.settings)
+    return option_sources(job.settings, job.request, loaded.path, loaded.spec.settings)
 
 
 def _now() -> str:
     from stackmatrix.store.runs import now
 
     return now()
-
-
-# The command arguments a run records, so ``--resume`` selects and probes the same cells the same way, and the
-# type each must have there (run.json is input like any other).
-ARG_KEYS = ("keyword", "only", "shard", "tier", "resolve", "override", "full_class")
-
-
-def _recorded_args(run: Run) -> dict[str, Any]:
-    where = str(run.root / "run.json")
-    args = run.meta.get("args")
-    if not isinstance(args, dict):
-        raise BadInput(where, "args", args, "the arguments the run was started with (an object)")
-    checks: dict[str, Callable[[Any], bool]] = {
-        "keyword": lambda v: v is None or isinstance(v, str),
-        "only": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
-        "shard": lambda v: v is None or isinstance(v, str),
-        "tier": lambda v: v in ("static", "runtime"),
-        "resolve": lambda v: v in ("declared", "full"),
-        "override": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
-        "full_class": lambda v: isinstance(v, bool),
-    }
-    for key, ok in checks.items():
-        if key in args and not ok(args[key]):
-            raise BadInput(where, f"args.{key}", args[key], f"what run --{key.replace('_', '-')} takes")
-    return {k: args[k] for k in ARG_KEYS if k in args}
 
 
 def store(executed: Executed, job: Job) -> Executed:
@@ -526,7 +477,7 @@ def render(executed: Executed, job: Job) -> int:
         report = Report.of_rows(rows, run.meta, summaries=summaries)
         latest = store_dir(reports, "latest")
         files = write_reports(report, latest, load_full=lambda: Report.of(list(run.results()), run.meta))
-    if job.args.table:
+    if job.request.table:
         print(render_terminal(report))
     counts = verdict_counts(report.columns["verdict"])
     done = executed.planned.plan.done
@@ -587,7 +538,7 @@ def session_of(job: Job) -> Session:
 
 def show_list(selected: Selected, job: Job) -> int:
     cells = selected.cells
-    if job.args.json:
+    if job.request.json:
         rows = [
             {
                 "id": c.id,
@@ -611,10 +562,10 @@ def check_cell(loaded: Loaded, job: Job) -> Selected:
     from stackmatrix.pipeline.shipped import spec_releases, with_images
     from stackmatrix.pipeline.stackspec import StackSpec, parse_target, resolve_stack
 
-    args = job.args
-    model = loaded.catalog.model(args.model)
-    target = parse_target(args.gpu, loaded)
-    spec = StackSpec(args.triton, args.vllm, args.transformers, args.kind)
+    request = job.request
+    model = loaded.catalog.model(request.model)
+    target = parse_target(request.gpu, loaded)
+    spec = StackSpec(request.triton, request.vllm, request.transformers, request.kind)
     loaded = with_images(session_of(job), loaded, spec_releases(spec))
     cell = Cell(resolve_stack(spec, session_of(job), loaded, where="check"), model, target)
     return Selected(loaded, (cell,), (cell,), 1)
@@ -625,7 +576,7 @@ def show_check(executed: Executed, job: Job) -> int:
     result = executed.result(planned.cell.id)
     assert result is not None
     source = executed.copied.get(result.cell_id, ("",))[0]  # the run a cache hit was stored by
-    print(renderer("check", job.args.format)(result, source), end="")
+    print(renderer("check", job.request.format)(result, source), end="")
     if executed.infra:
         why = why_unreachable(session_of(job), [result])
         print(f"the package index was unreachable; cached facts were used ({why})", file=sys.stderr)
@@ -642,7 +593,7 @@ def stage_wheels(selected: Selected, job: Job) -> int:
     from stackmatrix.runners import DEFAULT_OVERRIDES, merge_overrides
     from stackmatrix.wheels.stage import Target, stage
 
-    args, settings, cells = job.args, job.settings, selected.cells
+    request, settings, cells = job.request, job.settings, selected.cells
     # Each stack's kind says the platform its wheels are for (vLLM's own: the --base-python image; Triton's: the
     # container's Python on Ubuntu 24.04), or that it installs nothing (a stock container ships its own).
     targets: dict[str, tuple[Stack, Target]] = {}
@@ -650,8 +601,8 @@ def stage_wheels(selected: Selected, job: Job) -> int:
         target = KINDS[c.stack.kind].stage_target(c.stack, settings.base_python)
         if target is not None:
             targets[c.stack.id] = (c.stack, target)
-    wheelhouse = args.wheelhouse or settings.cache_dir / "wheelhouse"
-    overrides = merge_overrides(DEFAULT_OVERRIDES, args.override)
+    wheelhouse = request.wheelhouse or settings.cache_dir / "wheelhouse"
+    overrides = merge_overrides(DEFAULT_OVERRIDES, request.override)
     total = 0
     for stack_id, (stack, target) in sorted(targets.items()):
         pins = KINDS[stack.kind].requirements(stack, settings.device)
@@ -664,7 +615,7 @@ def stage_wheels(selected: Selected, job: Job) -> int:
             overrides=[*overrides, f"transformers=={stack.transformers}"],
             find_links=settings.torch_find_links,
             extra_index=None if settings.torch_find_links else settings.torch_index,
-            cert=args.cert,
+            cert=request.cert,
             timeout=httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout),
             as_of=settings.as_of,
         )
@@ -686,24 +637,24 @@ def run_task(selected: Selected, job: Job) -> int:
     from stackmatrix.pipeline.contexts import contexts
     from stackmatrix.store.journal import Journal
 
-    args, session = job.args, session_of(job)
-    layout = read_submission(args.submission)
-    if not 0 <= args.task < len(layout.tasks):
-        raise BadInput("--task", "task", args.task, f"a task of the submission (0 to {len(layout.tasks) - 1})")
+    request, session = job.request, session_of(job)
+    layout = read_submission(request.submission)
+    if not 0 <= request.task < len(layout.tasks):
+        raise BadInput("--task", "task", request.task, f"a task of the submission (0 to {len(layout.tasks) - 1})")
     by_id = {c.id: c for c in selected.selection}
-    spec = layout.tasks[args.task]
+    spec = layout.tasks[request.task]
     missing = next((c for c, _, _ in spec.cells if c not in by_id), None)
     if missing is not None:
         where = str(layout.root / TASKS)
-        raise BadInput(where, f"tasks[{args.task}].cells", missing, "a cell of the run's matrix as it expands here")
+        raise BadInput(where, f"tasks[{request.task}].cells", missing, "a cell of the run's matrix as it expands here")
     todo = [(by_id[c], fp, estimate) for c, fp, estimate in spec.cells]
-    journal = Journal(layout.part(args.task))
+    journal = Journal(layout.part(request.task))
 
     def on_result(result: CellResult, slow: bool) -> None:
         journal.append(json.dumps(result.to_json()).encode(), slow=slow)
 
     try:
-        ctx, rctx = contexts(session, selected.loaded, args, fresh=layout.fresh)
+        ctx, rctx = contexts(session, selected.loaded, request, fresh=layout.fresh)
         run_cells(todo, ctx, session, on_result, rctx, layout.root.parent.parent / "logs", quiet=True)
     finally:
         journal.close()

@@ -22,7 +22,7 @@ from typing import Any
 from stackmatrix.domain import CellResult, Outcome, Reason, Status, Verdict
 from stackmatrix.errors import BadInput
 from stackmatrix.matrix.select import parse_shard
-from stackmatrix.options import differing_options
+from stackmatrix.request import differing_options
 from stackmatrix.store.journal import check_readable
 from stackmatrix.store.provenance import doubt, planned_of
 from stackmatrix.store.runs import Run, open_run, parse_cell, recorded, run_dirs, start_run
