@@ -1,9 +1,7 @@
-"""Options declared once. Each option is one record (flag, env var, type, default, choices, help, check) from which
-come the parser's argument (cli/args.py), the environment lookup, the typed ``settings.<name>`` attribute, and
-run.json's ``options`` (each value with where it came from: default, the configuration file, env, CLI or the
-matrix file). Values resolve in layers: defaults -> the configuration file (``--config``) -> env -> CLI; a bad
-value is exit 2 naming the file, the flag or the env var it came from. (nox's ``_option_set``: one field carries
-flag, env var, default and help; ``Source`` says where a value came from.)"""
+"""Settings declared once: each is one record (flag, env var, type, default, choices, help, check) from which come
+its parser argument, its environment lookup, the typed ``settings.<name>`` and run.json's ``options`` with where
+each value came from (nox's ``_option_set``). Values resolve in layers, defaults -> the configuration file -> env
+-> CLI, and a bad one is exit 2 naming the file, the flag or the variable it came from."""
 
 from __future__ import annotations
 

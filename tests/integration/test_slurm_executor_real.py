@@ -238,3 +238,31 @@ def test_runtime_cancelled_and_lost_tasks_then_resume_equal_the_local_run(slurm:
     assert got == expected  # the fingerprints too
     meta = _meta(run_dir)
     assert meta["status"] == "complete" and len(meta["resumed"]) == 2 and meta["cells_written"] == 4
+
+
+@pytest.mark.runtime
+def test_check_on_slurm_climbs_a_cell_of_no_matrix_as_here(
+    slurm: Cluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``check`` honours ``--executor``: its cell (on a target the matrix lacks) climbs as a Slurm task, which
+    rebuilds it from the pins the answer's run lists, and the answer is the one this host gives. The run is kept
+    under <reports>/answers, out of the table's history."""
+    reports = tmp_path / "reports"
+    argv = ["check", "--model", "gemma-4-E2B-it", "--vllm", "0.32.0", "--transformers", "5.19.0", "--gpu", "l40sx1"]
+    argv += ["--tier", "runtime", "--format", "json", "--reports-dir", str(reports)]
+    assert main(argv) == 0
+    here = json.loads(capsys.readouterr().out)
+    assert main([*argv, "--executor", "slurm", "--fresh"]) == 0
+    out = capsys.readouterr()
+    there = json.loads(out.out)
+    assert "submitted to Slurm" in out.err
+    cell = "vllm-0.32.0-tf5.19.0__gemma-4-e2b-it__l40sx1"
+    assert (there["cell"], there["verdict"], there["reason"]) == (cell, here["verdict"], here["reason"])
+    assert there["verdict"] == "runs-tiny"
+    (run_dir,) = run_dirs(reports / "answers")
+    meta = _meta(run_dir)
+    assert (meta["purpose"], meta["status"], meta["executor"]) == ("check", "complete", "slurm")
+    assert json.loads((run_dir / "plan.json").read_text())["cells"] == [cell]
+    (task,) = json.loads((run_dir / "slurm" / "1" / "tasks.json").read_text())["tasks"]
+    assert [c[0] for c in task["cells"]] == [cell]
+    assert not run_dirs(reports)  # no run of the table: history and reports never see it

@@ -293,19 +293,47 @@ def test_a_failing_gate_raises_gate_regression_after_its_summary(
 
 
 @pytest.mark.parametrize(
-    "argv",
+    ("argv", "climbs"),
     [
-        ["check", "--model", "gemma-4-E4B-it", "--vllm", "0.19.0", "--transformers", "4.57.6"],
-        ["advise", "--current", "vllm=0.19.0,transformers=4.57.6", "--model", "gemma-4-E4B-it"],
-        ["bisect", "--axis", "vllm", "--model", "gemma-4-E4B-it"],
+        (["check", "--model", "gemma-4-E4B-it", "--vllm", "0.19.0", "--transformers", "4.57.6"], 1),
+        (["advise", "--current", "vllm=0.19.0,transformers=4.57.6", "--model", "gemma-4-E4B-it", "--best", "2"], 1),
+        (["bisect", "--axis", "vllm", "--model", "gemma-4-E4B-it"], 1),
     ],
 )
-def test_a_command_that_stores_no_run_refuses_another_executor_asked_for_on_its_command_line(
-    where: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, argv: list[str]
+def test_an_answer_sends_what_climbs_to_the_executor_it_is_given(
+    where: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, argv: list[str], climbs: int
 ) -> None:
-    """It answers on this host: said so (exit 2) when --executor asks otherwise, not ignored; a site's setting
-    (env, config file), meant for its runs, is let be."""
-    assert main([*argv, *where, "--executor", "slurm"]) == 2
-    assert "--executor: key 'executor': got 'slurm'; expected local" in capsys.readouterr().err
-    monkeypatch.setenv("STACKMATRIX_EXECUTOR", "slurm")
-    assert main([*argv, *where]) in (0, 1)
+    """check, advise and bisect honour --executor: what climbs the runtime tier goes to the executor named, here a
+    recording stand-in for Slurm's module (its real run: tests/integration/test_slurm_executor_real.py). One
+    whose tasks run elsewhere is handed a run kept under <reports>/answers, its plan listing every cell sent; the
+    static tier stays on this host, and the answer is what the records sent back say."""
+    from dataclasses import replace
+
+    from stackmatrix import executors
+    from stackmatrix.executors import Batch, local
+
+    batches: list[Batch] = []
+
+    class Elsewhere:
+        TITLE, HELP, ELSEWHERE = "stand-in", "stand-in", True
+
+        @staticmethod
+        def run_batch(batch: Batch) -> None:
+            assert batch.run is not None and batch.rctx is not None
+            planned = json.loads((batch.run.root / "plan.json").read_text())["selection"]
+            assert {c.id for c, _, _ in batch.todo} <= set(planned)
+            batches.append(batch)
+            local.run_batch(replace(batch, rctx=None))  # the static tier's records stand for what tasks send back
+
+    real = executors.executor
+    monkeypatch.setattr(executors, "executor", lambda name: Elsewhere if name == "slurm" else real(name))
+    reports = tmp_path / "reports"
+    argv = [*argv, *where, *reports_args(reports), "--tier", "runtime", "--format", "json"]
+    assert main(argv) in (0, 1)
+    assert batches == []  # the local executor, by default: nothing was handed elsewhere
+    assert main([*argv, "--executor", "slurm"]) in (0, 1)
+    assert len(batches) >= climbs
+    (run_dir,) = run_dirs(reports / "answers")
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert (meta["purpose"], meta["executor"], meta["status"]) == (argv[0], "slurm", "complete")
+    assert not run_dirs(reports)  # an answer's run is none of the table's

@@ -1,13 +1,9 @@
 """``advise``: the smallest change from the stack a site runs to one that serves what it must.
 
-From the current stack (``--current`` or a policy's ``current``) the candidate changes are enumerated in the
-matrix's own vocabulary: a newer release of the same kind (Triton, or vLLM's own server); transformers replaced
-inside the container; vLLM replaced inside it (with the transformers that vLLM allows); a switch of kind (vLLM's
-own server, Triton's Python backend). Each is checked with the static tier on every requirement (model x target),
-by the same pipeline as ``check``, and ranked by the size of the change: a kind switched, the components changed,
-an override of declared requirements needed, the releases jumped, the evidence. The answer names the best few
-with their exact pins (and, for a change inside a container, the image the docker runner would build), and for
-each nearer candidate the one reason it fails.
+From the current stack the candidate changes are enumerated in the matrix's vocabulary (a newer release, a
+component replaced inside the container, a switch of kind), each checked with the static tier on every
+requirement and ranked by the size of the change (``Checked.size``): a site changes as little as it can. The answer
+names the best few with their exact pins, and for each nearer candidate the one reason it fails.
 """
 
 from __future__ import annotations
@@ -22,7 +18,7 @@ from stackmatrix.domain import PASSING, Cell, CellResult, Stack, Verdict, meets
 from stackmatrix.errors import BadInput
 from stackmatrix.inert import md_text
 from stackmatrix.pipeline.stackspec import StackSpec
-from stackmatrix.pipeline.steps import Executed, Job, Selected, Step, execute_cells, load, plan, session_of
+from stackmatrix.pipeline.steps import Executed, Job, Selected, Step, execute_cells, load, plan, probe_more, session_of
 from stackmatrix.reports.formats import renderer
 
 if TYPE_CHECKING:
@@ -326,17 +322,14 @@ def advise_cells(loaded: Loaded, job: Job) -> Selected:
 
 
 def climb_best(best: Sequence[Checked], q: Question, executed: Executed, job: Job) -> dict[str, CellResult]:
-    """The best candidates' cells through the runtime tier (the local executor: ladders share environments)."""
-    from stackmatrix.executors.local import execute
+    """The best candidates' cells through the runtime tier, on the executor the settings name (here, the
+    ladders share environments)."""
     from stackmatrix.pipeline.contexts import contexts
 
-    request, session = job.request, session_of(job)
-    todo = [(c, "", 0.0) for k in best for c in cells_of(k.candidate.stack, q.requirements)]
-    ctx, rctx = contexts(session, executed.planned.selected.loaded, request, runtime=True)
-    climbed: dict[str, CellResult] = {}
-    logs = job.settings.cache_dir / "logs"
-    execute(todo, ctx, session, lambda r, slow: climbed.__setitem__(r.cell_id, r), rctx, logs, quiet=True)
-    return climbed
+    loaded = executed.planned.selected.loaded
+    cells = [c for k in best for c in cells_of(k.candidate.stack, q.requirements)]
+    ctx, rctx = contexts(session_of(job), loaded, job.request, runtime=True)
+    return {r.cell_id: r for r in probe_more(cells, ctx, rctx, job, loaded, "advise")}
 
 
 def climbs(k: Checked, requirements: Sequence[Requirement], climb: str) -> bool:

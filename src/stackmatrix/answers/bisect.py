@@ -1,11 +1,9 @@
 """``bisect``: from which release on an axis (vllm, transformers, triton) a model reaches the wanted verdict on a
 target, and, with ``--regression``, the last release that did; the other pins held fixed or following a rule.
 
-The static tier is milliseconds a cell: every release on the axis is decided, so the answer is exact and a
-non-monotonic axis (works, breaks, works) shows every interval. The runtime tier runs a ladder per release
-probed: a binary search between the axis' two ends, each step one ladder, so ⌈log2 n⌉ + 2 ladders at most, and
-the two releases either side of the boundary are among those probed (verified, not inferred). What it probed
-out of order (a pass below a fail) is reported as non-monotonic with the intervals it saw.
+The static tier is milliseconds a cell, so every release is decided and a non-monotonic axis shows every
+interval. A runtime ladder costs minutes, so the runtime tier searches: ⌈log2 n⌉ + 2 ladders at most, the two
+releases either side of the boundary among them (verified, not inferred).
 """
 
 from __future__ import annotations
@@ -19,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from stackmatrix.domain import Cell, CellResult, Stack, Verdict, meets
 from stackmatrix.errors import BadInput
 from stackmatrix.matrix.file import SYMBOLS
-from stackmatrix.pipeline.steps import Job, Step, check_executor, load, session_of
+from stackmatrix.pipeline.steps import Job, Step, load, probe_more, session_of
 from stackmatrix.reports.formats import renderer
 
 if TYPE_CHECKING:
@@ -147,7 +145,6 @@ def run_bisect(loaded: Loaded, job: Job) -> int:
     from stackmatrix.pipeline.shipped import matrix_releases, with_images
     from stackmatrix.pipeline.stackspec import parse_target
 
-    check_executor(job)
     request, session = job.request, session_of(job)
     check_args(request)
     model = loaded.catalog.model(request.model, where="--model")
@@ -173,7 +170,7 @@ def run_bisect(loaded: Loaded, job: Job) -> int:
         cell = Cell(axis[i][1], model, target)
         result = static(i)
         if rctx is not None and standing_(result):
-            result = _climb(cell, result, session, ctx, rctx, job)
+            result = _climb(cell, result, loaded, ctx, rctx, job)
         results[i] = result
         return meets(result.verdict, minimum)
 
@@ -213,13 +210,9 @@ def run_bisect(loaded: Loaded, job: Job) -> int:
     return 0 if first is not None else GateRegression.exit_code
 
 
-def _climb(cell: Cell, static: CellResult, session: Session, ctx: Any, rctx: Any, job: Job) -> CellResult:
-    """One ladder: the cell up the runtime tier through the local executor."""
-    from stackmatrix.executors.local import execute
-
-    got: list[CellResult] = []
-    logs = job.settings.cache_dir / "logs"
-    execute([(cell, "", 0.0)], ctx, session, lambda r, slow: got.append(r), rctx, logs, quiet=True)
+def _climb(cell: Cell, static: CellResult, loaded: Loaded, ctx: Any, rctx: Any, job: Job) -> CellResult:
+    """One ladder: the cell up the runtime tier, on the executor the settings name."""
+    got = probe_more([cell], ctx, rctx, job, loaded, "bisect")
     return got[-1] if got else static
 
 

@@ -1,10 +1,9 @@
 """The release gate: does every model the policy names still serve on the candidate stack?
 
-Each requirement (model x target, minimum verdict) is probed on the candidate stack and compared with the
-baseline: the same requirement on the stack the site runs today (the policy's ``current``), or, without one, the
-candidate's own cells in an earlier run. A requirement the baseline met and the candidate does not is a
-regression; one the baseline did not meet either is reported as still failing; with no baseline at all, an unmet
-requirement counts as a regression (a gate passes only what it has seen pass).
+Each requirement (model x target, minimum verdict) is probed on the candidate and compared with the baseline:
+the policy's ``current`` stack, or the candidate's own cells in an earlier run. Met before and not now is a
+regression; unmet in both is still failing; with no baseline an unmet requirement is a regression (a gate passes
+only what it has seen pass).
 """
 
 from __future__ import annotations

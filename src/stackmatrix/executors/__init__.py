@@ -57,6 +57,7 @@ class Executor(Protocol):
 
     TITLE: str  # how messages name it: "this host", "Slurm"
     HELP: str  # --executor's help
+    ELSEWHERE: bool  # its tasks run elsewhere and write into a run: a command that stores none keeps one for them
 
     def run_batch(self, batch: Batch) -> Ended | None:
         """The batch's cells probed, each record to ``batch.on_result``; with ``batch.collect``, what an earlier

@@ -2,11 +2,8 @@
 
 A cell climbs where the static tier left it standing. Cells of one stack and checkpoint (the same model on other
 targets) share one ladder: one environment, one engine start, one set of outcomes. Each ladder is a ``Task``
-(schedule.py) with what it asks of the host (slots.py: a CPU slot, or ``tp`` GPUs and the catalog's per-GPU
-estimate), the builds it makes or shares (its environment's lock, its tiny checkpoint) and its estimate from the
-stored durations. The executor hands each ladder's attempts back on this thread: every cell of it is decided and
-appended to the journal at once, and the verdicts of earlier attempts (retried for this host's faults) stay in its
-record, which is ``flaky`` when they differ.
+(schedule.py) with what it asks of the host (slots.py), the builds it makes or shares, and its estimate. The
+verdicts of earlier attempts (retried for this host's faults) stay in a cell's record, ``flaky`` when they differ.
 """
 
 from __future__ import annotations

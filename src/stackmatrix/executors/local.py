@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 TITLE = "this host"
 HELP = "this host: CPU slots, or whole GPUs from the NVML inventory"
+ELSEWHERE = False  # its cells run in this process's slots: a command that stores no run needs none
 BACKOFF_S = 5.0  # the first retry's wait; each next one waits twice as long
 
 

@@ -1,10 +1,9 @@
 """Which ladder starts next: one policy for the local executor and for the benchmark's simulation of it.
 
-Longest first (stored durations; a list scheduler that starts the longest waiting task on each free slot ends
-within 4/3 of the best makespan on identical slots), a task's length counting the builds it would make (an
-environment, a tiny checkpoint): so builds start early and their users do not queue behind them at the end. A
-ladder whose build is being made by a running ladder waits for it rather than building it twice or holding a slot
-idle. A ladder the slots cannot hold now is passed over for a smaller one.
+Longest first by stored durations (on identical slots, a list scheduler starting the longest waiting task ends
+within 4/3 of the best makespan), a task's length counting the builds it would make: so builds start early and
+their users do not queue behind them at the end. A ladder whose build a running ladder is making waits for it; one
+the slots cannot hold now is passed over for a smaller one.
 """
 
 from __future__ import annotations

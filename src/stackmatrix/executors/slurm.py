@@ -1,19 +1,10 @@
 """The slurm executor: the run's work as Slurm job arrays. We submit, watch and read; Slurm schedules.
 
-- **Tasks.** The static tier splits its cells into ``--slurm-tasks`` contiguous shares (the expansion's order
-  keeps a stack's cells together, so a task reads few stacks' wheel facts). The runtime tier decides the static
-  tier here, on the submitting host (a login node needs no GPU), and makes one task per ladder, so a task builds
-  its environment and tiny checkpoint once. Each task asks for what the plan says: ``--gres=gpu:<tp>``, CPUs,
-  memory, and ``--time`` from the stored durations with a margin. Tasks that ask the same are one array
-  (``--array=0-N%K``); different shapes, one array each.
-- **Workers.** A task runs ``stackmatrix worker <run>/slurm/<k> --task N`` (executors/tasks.py: the k-th
-  submission's files) against the shared reports directory: the same pipeline, its records appended to its own
-  ``task-<n>.jsonl``. The settings travel in the environment sbatch passes on, so secrets never reach a file.
-- **Waiting.** The submitter (or ``collect``, after ``--detach``) looks at the tasks' states with ``scontrol``
-  every ``--slurm-poll`` seconds, folds each task's records into the run's journal as they come (one writer),
-  and records each cell of a task that ended ``FAILED``, ``TIMEOUT``, ``OUT_OF_MEMORY``, ``NODE_FAIL``,
-  ``CANCELLED`` or ``PREEMPTED`` without it as ``not-run task-ended``, the state and job id in its evidence.
-  ``run --resume`` submits those again.
+Static: ``--slurm-tasks`` contiguous shares of the cells. Runtime: one task per ladder (the static tier decided
+first, here: a login node needs no GPU), so a task builds its environment and tiny checkpoint once. Each task runs
+``stackmatrix worker`` against the shared reports directory; the submitter (or ``collect``) folds their records
+into the run's journal (one writer) and records a cell whose task ended without it as ``not-run task-ended``
+(``run --resume`` submits it again).
 """
 
 from __future__ import annotations
@@ -40,6 +31,7 @@ from stackmatrix.slurm.commands import Slurm
 TITLE = "Slurm"
 DIR = "slurm"  # its submissions: <run>/slurm/<k> (executors/tasks.py)
 HELP = "a Slurm job array: one task per ladder (runtime) or per share of the cells (static)"
+ELSEWHERE = True  # its tasks run on other nodes and write into a run's directory (a shared filesystem)
 MIB = 1024 * 1024
 STATIC_MEM_MB = 2048  # a static share: the expanded matrix and its facts in one process
 LADDER_CPUS = 2  # a CPU ladder: the engine's processes and the client
@@ -54,7 +46,8 @@ PURGED = "PURGED"  # the controller no longer knows the task (older than its Min
 
 
 def cluster(settings: Settings) -> Slurm:
-    """Slurm's clients with the environment the tasks get: ours, with every setting as its variable."""
+    """Slurm's clients with the environment the tasks get: ours, with every setting as its variable (sbatch
+    passes it on, so secrets never reach a file)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("STACKMATRIX_")}
     return Slurm(env={**env, **settings_env(settings)})
 
@@ -77,7 +70,7 @@ def run_batch(batch: Batch) -> Ended | None:
             run.meta["slurm"] = {"jobs": [a.job for a in layout.arrays if a.job], "tasks": len(layout.tasks)}
             run.write_meta()
 
-        layout = submit(run.root, tasks, settings, slurm, fresh, submitted)
+        layout = submit(run.root, tasks, settings, slurm, fresh, submitted, runtime=batch.rctx is not None)
         jobs = ", ".join(f"{a.job} ({a.count} tasks)" for a in layout.arrays)
         print(f"submitted to Slurm: job array {jobs} for run {run.run_id}", file=sys.stderr)
         if batch.detach:
@@ -134,12 +127,13 @@ def submit(
     slurm: Slurm,
     fresh: bool,
     submitted: Callable[[Layout], None],
+    runtime: bool | None = None,
 ) -> Layout:
     """tasks.json first (a worker reads it), then one sbatch per array; each job id recorded as it comes."""
     partition = settings.slurm_partition
     if partition is not None:  # a partition the cluster lacks is bad input (exit 2), not a refused submission
         partition = slurm.partition(partition, OPTIONS["slurm_partition"].flag)
-    layout = plan_layout(run_root.resolve(), DIR, tasks, fresh)
+    layout = plan_layout(run_root.resolve(), DIR, tasks, fresh, runtime)
     layout.write()
     for i, array in enumerate(layout.arrays):
         shape = layout.tasks[array.offset]

@@ -1,12 +1,11 @@
 """What a run submitted to an array executor keeps under ``<run>/<executor>/<k>/`` (the k-th submission:
-``--resume`` makes a new one; ``slurm`` for Slurm): ``tasks.json`` (each task's cells, with the plan's fingerprint
-and estimate, and what it asks for; each array's job id and its tasks), one batch script per array
-(``array-<i>.sh``), and per task the records its worker wrote (``task-<n>.jsonl``, a journal of its own: the
-submitter folds it into the run's) and its output (``array-<i>-<task>.log``). Any array backend (Slurm's today)
-plans, writes and reads its submissions here; ``stackmatrix worker`` reads one by its path.
+``--resume`` makes a new one): ``tasks.json`` (each task's cells and what it asks for, each array's job id), one
+batch script per array, and per task its worker's records (``task-<n>.jsonl``, a journal the submitter folds into
+the run's) and its output. Any array backend (Slurm's today) plans, writes and reads its submissions here.
 
 The files are read back as input like any other (a worker on another node, ``collect`` days later): damage is
-exit 2 naming the file and the key."""
+exit 2 naming the file and the key.
+"""
 
 from __future__ import annotations
 
@@ -61,6 +60,7 @@ class Layout:
     tasks: tuple[TaskSpec, ...]
     arrays: tuple[ArrayRecord, ...]
     fresh: bool = False  # run --fresh: the workers' ladders reuse no stored observation either
+    runtime: bool | None = None  # the cells climb the runtime tier (None, a layout from before: as the run's tier)
 
     def array_of(self, n: int) -> ArrayRecord:
         return next(a for a in self.arrays if a.offset <= n < a.offset + a.count)
@@ -80,16 +80,19 @@ class Layout:
             "tasks": [{**asdict(t), "cells": [list(c) for c in t.cells]} for t in self.tasks],
             "arrays": [asdict(a) for a in self.arrays],
             "fresh": self.fresh,
+            "runtime": self.runtime,
         }
         atomic_write_text(self.root / TASKS, json.dumps(data, separators=(",", ":")))
 
     def with_job(self, i: int, job: str) -> Layout:
         arrays = list(self.arrays)
         arrays[i] = ArrayRecord(arrays[i].offset, arrays[i].count, job)
-        return Layout(self.root, self.tasks, tuple(arrays), self.fresh)
+        return Layout(self.root, self.tasks, tuple(arrays), self.fresh, self.runtime)
 
 
-def plan_layout(run_root: Path, under: str, tasks: Sequence[TaskSpec], fresh: bool = False) -> Layout:
+def plan_layout(
+    run_root: Path, under: str, tasks: Sequence[TaskSpec], fresh: bool = False, runtime: bool | None = None
+) -> Layout:
     """The tasks ordered by shape, one array per shape (an array asks the same of every task); ``under``: the
     executor's folder in the run."""
     ordered = sorted(tasks, key=lambda t: t.shape)
@@ -102,7 +105,7 @@ def plan_layout(run_root: Path, under: str, tasks: Sequence[TaskSpec], fresh: bo
     base.mkdir(exist_ok=True)
     root = base / str(len(submissions(run_root, under)) + 1)
     root.mkdir()
-    return Layout(root, tuple(ordered), tuple(arrays), fresh)
+    return Layout(root, tuple(ordered), tuple(arrays), fresh, runtime)
 
 
 def submissions(run_root: Path, under: str) -> list[Path]:
@@ -140,7 +143,10 @@ def read_submission(root: Path) -> Layout:
     fresh = data.get("fresh", False)
     if not isinstance(fresh, bool):
         raise BadInput(where, "fresh", fresh, "true or false")
-    return Layout(root, tasks, arrays, fresh)
+    runtime = data.get("runtime")
+    if runtime is not None and not isinstance(runtime, bool):
+        raise BadInput(where, "runtime", runtime, "true, false or null")
+    return Layout(root, tasks, arrays, fresh, runtime)
 
 
 def _int(where: str, key: str, value: Any, low: int) -> int:

@@ -2,19 +2,8 @@
 
 One server per GPU set is the lesson of Triton issue #7786: ``instance_group`` cannot pin a vLLM model to a GPU
 (before r25.04 the backend's ``torch.cuda.set_device`` sent every instance to GPU 0), so the process is pinned from
-outside. ``SlotAllocator`` is what a parallel executor calls (``acquire`` when it wants to start a cell, ``release``
-when the cell ends, ``mark_failed`` when a card failed one: Xid, OOM on an empty card); ``plan`` is one wave of it,
-for the plan file and the tests. Deterministic: the same inventory and requests give the same slots.
-
-Placement, best first:
-1. empty GPUs before shared ones (a failure on a shared card cannot be blamed on one cell);
-2. the closest GPUs (NVLink, then one PCIe switch ... across sockets) when NVML knows the topology;
-3. aligned, adjacent indices (0+1, 2+3) when it does not;
-4. the fewest whole free aligned blocks broken (a tp=1 cell on GPU 3 leaves 0+1 whole for a tp=2 cell);
-5. the smallest card that fits, or when sharing the card with the most room left;
-6. single-GPU cells from the highest index down and multi-GPU cells from the lowest up, so the two grow toward
-   each other and leave whole pairs in between.
-A cell needing more than ``share_limit`` of a card (or asking for it) is exclusive: alone on its GPUs.
+outside. ``SlotAllocator`` is what a parallel executor calls; ``plan`` is one wave of it, for the plan file and the
+tests. Deterministic: the same inventory and requests give the same slots (preferences: ``_score``).
 """
 
 from __future__ import annotations
@@ -204,6 +193,10 @@ class SlotAllocator:
         else:
             fit = min(self._capacity[i] for i in group)
         direction = tuple(-i for i in group) if request.tp == 1 else group
+        # Best first: empty GPUs (a failure on a shared card cannot be blamed on one cell); the closest GPUs, or
+        # aligned adjacent indices where NVML knows no topology; the fewest whole free blocks broken (a tp=1 cell
+        # on GPU 3 leaves 0+1 whole); the smallest card that fits, or when sharing the one with the most room;
+        # tp=1 from the highest index down, larger from the lowest up, so whole pairs stay free in between.
         return (shared, self._distance(group), _shape(group), self._broken_blocks(group, request.tp), fit, direction)
 
     def _distance(self, group: tuple[int, ...]) -> int:

@@ -1,12 +1,9 @@
 """Stack kinds: one module per kind behind the ``Kind`` protocol, and the registry every caller reads
 (cibuildwheel's ``platforms/`` + ``ALL_PLATFORM_MODULES`` habit).
 
-A kind module holds everything that differs between kinds: its id, its defaulting rules (one function serves the
-matrix expansion and ``check``'s flags), its static rungs, its runtime ladder and when a runner can climb it, what
-it installs, its image template, what staging fetches for it, and what it reads from the catalogs. Code outside
-this package looks the kind up here instead of branching on it; ``tests/unit/test_kinds.py`` fails when a
-``StackKind`` has no module or a module lacks a part. Adding ``triton-trtllm`` or ``sglang`` is one module and one
-entry below.
+A kind module holds everything that differs between kinds (``Kind`` lists it), so code outside this package looks
+the kind up here instead of branching on it; ``tests/unit/test_kinds.py`` fails when a ``StackKind`` has no module
+or a module lacks a part. Adding ``triton-trtllm`` or ``sglang`` is one module and one entry below.
 """
 
 from __future__ import annotations

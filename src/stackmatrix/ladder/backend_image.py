@@ -1,12 +1,9 @@
 """``backend-imports`` from the image (docker runner): the Triton vLLM backend's own source, read where the image
-keeps it, instead of the catalog's import set (which is only the fallback, and unknown for 26.04+: FACTS §8).
+keeps it, instead of the catalog's import set (only the fallback, and unknown for 26.04+: FACTS §8).
 
-- A cell with the image's vLLM (stock, or only transformers replaced): ``probes/backend_imports.py`` runs in the
-  Triton image and imports what the backend imports, against the vLLM the image really holds (NVIDIA's build).
-- A cell with vLLM replaced: the backend source is read from the Triton image, and what it imports and calls is
-  looked up in the replacement's wheel (read, not installed: the static tier builds nothing).
-
-An image that is not on this host is not pulled here: the catalog decides, and the outcome says so.
+A cell with the image's own vLLM imports what the backend imports in the Triton image, against NVIDIA's build; a
+cell with vLLM replaced has the source parsed there and checked against the replacement's wheel (read, not
+installed). An image not on this host is not pulled: the catalog decides, and the outcome says so.
 """
 
 from __future__ import annotations

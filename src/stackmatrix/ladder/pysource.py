@@ -1,11 +1,9 @@
 """Facts read from Python source with :mod:`ast` (never imported: the host does not import vLLM).
 
-Each extractor turns one module's source into JSON-able facts, cached per wheel by the reader.
-
-The static tier reads wheels in threads, and CPython 3.11's ``ast.parse`` is not safe to call from two threads at
-once: its AST constructor keeps one recursion counter per interpreter, and a race makes it raise ``SystemError:
-AST constructor recursion depth mismatch`` (CPython gh-106905), which a cell recorded as ``not-run unknown``. Seen
-here under load (the suite under pytest-xdist); so every parse here takes one lock.
+Each extractor turns one module's source into JSON-able facts, cached per wheel by the reader. Every parse takes
+one lock: the static tier reads wheels in threads, and CPython 3.11's ``ast.parse`` is not safe from two threads
+at once (a race raises ``SystemError: AST constructor recursion depth mismatch``, CPython gh-106905; seen here
+under pytest-xdist).
 """
 
 from __future__ import annotations

@@ -1,12 +1,10 @@
 """The environment and runtime tiers: build the ladder's environment, then ``import``, ``tiny``, ``config``,
 ``load``, ``generate`` and ``serve`` by scripts from ``probes/`` run in that environment.
 
-Each probe is one process (a subprocess in its own process group, or a container: the runner that built the
-environment runs it) with a hard timeout; on timeout the whole group is killed. A probe may climb several rungs
-(vLLM's ``engine.py``: one server start for import to serve) and prints one line per rung. Which rungs a ladder
-climbs is its kind's (kinds/). A failing rung prunes the rungs above it. Evidence is the probe's JSON plus the
-log's last lines, redacted. A ``Ladder`` is one climb, shared by the cells of one stack and checkpoint; its
-``Placement`` pins its processes to the CPUs or GPUs the executor gave it.
+Each probe is one process (or container) with a hard timeout that kills its whole group; it may climb several
+rungs (vLLM's ``engine.py``: one server start for import to serve), printing one line per rung. Which rungs a
+ladder climbs is its kind's (kinds/); a failing rung prunes the rungs above it. Evidence is the probe's JSON
+plus its log's last lines, redacted.
 """
 
 from __future__ import annotations

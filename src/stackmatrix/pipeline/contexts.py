@@ -60,7 +60,7 @@ def contexts(
 ) -> tuple[Context, RuntimeContext | None]:
     """The one place a command's arguments become the ladder's contexts: the static tier's always, the runtime
     tier's where it climbs (``runtime``: the command's ``--tier`` unless told; ``fresh``: its ``--fresh`` unless
-    told, e.g. a Slurm task's submission)."""
+    told, e.g. an executor task's submission)."""
     ctx = static_context(session, loaded, request.resolve)
     if not (request.tier == "runtime" if runtime is None else runtime):
         return ctx, None

@@ -1,13 +1,9 @@
 """The plan: decided before any probe, written first (``plan.json``), printed by ``run --plan``.
 
-Per cell: its fingerprint — the one cache key, stored in the cell's record — and whether a stored record already
-has it (a cache hit: copied, not probed). The fingerprint covers everything a verdict depends on: the stack's pins
-and the exact wheels (by hash), the model, target and Triton release records, the catalogs and the matrix's
-settings, the probe code's version, the tier and the options that change results (options.affects_results). A
-``not-run`` record of a passing fault (the index unreachable, an interruption) is never a hit (runindex.TRANSIENT).
-For the runtime tier: the environments, images and tiny checkpoints the cells may need (an upper bound: the static
-tier prunes first) and which cells share each, builds listed before the cells that use them; and an estimate from
-the durations stored runs took for the same cells.
+Per cell: its fingerprint, the one cache key, and whether a stored record already has it (a cache hit: copied,
+not probed). The fingerprint covers everything a verdict depends on: the pins and wheels, the model, target and
+Triton release records, the catalogs, settings, probe code version, tier and result options. For the runtime
+tier: the builds the cells may need, each with the cells that share it; and an estimate from stored durations.
 """
 
 from __future__ import annotations

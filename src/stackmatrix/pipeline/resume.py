@@ -4,8 +4,7 @@ The run's own record says what to do: run.json the arguments and options it was 
 of its share, the journal the cells already finished. The resumed run probes only the others, appends them to the
 same journal and ends as any run does; its table is an uninterrupted run's.
 
-With nothing to resume, the answer says why of each run it looked at (complete, still running as pid N, a gate or
-a merge, ...): "every run completed" would be wrong words for a run that is neither.
+With nothing to resume, the answer says why of each run it looked at (complete, running as pid N, a merge, ...).
 """
 
 from __future__ import annotations
@@ -15,15 +14,15 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from stackmatrix.errors import BadInput, NothingSelected
-from stackmatrix.executors import executor, executor_of
+from stackmatrix.executors import EXECUTORS, executor, executor_of
 from stackmatrix.pipeline.plan import Plan
 from stackmatrix.store.runs import Run, find_run, open_run, run_dirs
 
 # What a run may be resumed from: every ending but a clean one (``index-unreachable`` runs can be completed now),
 # and a run whose journal lost records after it ended (``damaged``: the lost cells are probed again).
 RESUMABLE = ("crashed", "interrupted", "failed", "index-unreachable", "incomplete", "damaged")
-# What a run submitted to Slurm may be collected from: submitted and left (``--detach``), or its submitter ended
-# (interrupted, a fault) while its tasks ran on.
+# What a run submitted to an executor's tasks may be collected from: submitted and left (``--detach``), or its
+# submitter ended (interrupted, a fault) while its tasks ran on.
 COLLECTABLE = ("submitted", "crashed", "interrupted", "failed")
 # How many runs a "nothing to resume" answer names one by one (newest first); older ones are counted.
 NAMED = 8
@@ -105,7 +104,8 @@ def collectable(reports_dir: Path, ref: str | None) -> Run:
     where = str(run.root / "run.json")
     name = executor_of(run.meta)
     if not _pending(run.meta):
-        raise BadInput(where, name, None, "a run submitted to an executor's tasks (run --executor slurm)")
+        elsewhere = "|".join(n for n in EXECUTORS if executor(n).ELSEWHERE)
+        raise BadInput(where, name, None, f"a run submitted to an executor's tasks (run --executor {elsewhere})")
     status = run.meta.get("status")
     if status not in COLLECTABLE:
         title = executor(name).TITLE

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Iterable
 from dataclasses import replace
 
-from stackmatrix.domain import Reason, StackKind
+from stackmatrix.domain import Reason, Stack, StackKind
 from stackmatrix.kinds import KINDS, Kind, kind_named
 from stackmatrix.matrix.loaded import Loaded
 from stackmatrix.pipeline.expand import releases_of
@@ -37,6 +37,11 @@ def matrix_releases(loaded: Loaded) -> list[str]:
 def spec_releases(*specs: StackSpec | None) -> list[str]:
     """The releases ``check``'s flags or a gate's stacks name for such a kind."""
     return [s.triton for s in specs if s is not None and s.triton and reads_backend(kind_named(s.kind, s.triton))]
+
+
+def reads_backend_releases(stacks: Iterable[Stack]) -> list[str]:
+    """The releases of those stacks (a task's cells) whose kind reads Triton's vLLM backend."""
+    return sorted({s.triton for s in stacks if s.triton and reads_backend(KINDS[s.kind])})
 
 
 def backend_modules(loaded: Loaded) -> set[str]:

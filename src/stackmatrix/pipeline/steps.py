@@ -1,15 +1,12 @@
-"""The pipeline as one ordered table of steps per command (nox's ``workflow.execute`` habit): each step is a plain
-function ``step(value, job) -> next value``, and an ``int`` ends it with that exit code::
+"""Each command as one ordered table of steps (nox's ``workflow.execute``): a step is a plain function
+``step(value, job) -> next value``, and an ``int`` ends it with that exit code::
 
     run      load -> expand -> select -> plan -> execute -> store -> render   (--resume: reopen first)
     check    load -> check_cell -> plan -> execute -> show_check
-    stage    load -> expand -> select -> stage_wheels
-    list     load -> expand_ids -> select -> show_list    (--plan: expand -> select -> plan)
-    collect  reopen_collect -> expand -> select -> plan -> execute -> store -> render
-    worker   reopen_task -> expand -> select -> run_task
+    worker   reopen_task -> task_cells -> run_task
 
-gate, advise and bisect compose these steps with their own (answers/). ``execute`` owns what must hold however a
-command ends: the session closed, a started run's status and exit code recorded before the error reaches the CLI.
+(all at the end; answers/ has gate's, advise's, bisect's). ``execute`` closes the session and records a started
+run's ending however the command ends.
 """
 
 from __future__ import annotations
@@ -80,7 +77,7 @@ class Executed:
     run: Run | None
     infra: bool  # the package index was unreachable somewhere
     code: int | None = None  # a later step's verdict on the run (the gate's); None: 0, or 4 with ``infra``
-    lost: str = ""  # the executor lost cells (Slurm tasks that ended without recording them): what to say
+    lost: str = ""  # the executor lost cells (tasks that ended without recording them): what to say
     ending: Mapping[str, Any] = field(default_factory=dict)  # what that step adds to run.json
     extra: Any = None  # that step's result for the steps after it (the gate's findings)
 
@@ -165,8 +162,8 @@ def reopen(_: object, job: Job) -> Loaded:
 
 
 def reopen_collect(_: object, job: Job) -> Loaded:
-    """``collect [RUN]``: a run submitted to Slurm (``--detach``, or its submitter interrupted), reopened to wait
-    for its tasks."""
+    """``collect [RUN]``: a run submitted to an executor's tasks (``--detach``, or its submitter interrupted),
+    reopened to wait for them."""
     from stackmatrix.pipeline.resume import collectable
 
     run = collectable(job.settings.reports_dir, job.request.run)
@@ -293,7 +290,7 @@ def plan(selected: Selected, job: Job) -> Planned | int:
     from stackmatrix.pipeline.plan import make_plan, render_plan
 
     # a resumed run's records are all read and checked first: damage is exit 2 before anything is probed; a cell
-    # whose Slurm task ended without it is not done: resuming submits it again
+    # whose task ended without it is not done: resuming submits it again
     again = RESUBMITTED if not job.collecting else frozenset()
     done = frozenset(r.cell_id for r in _believed(job.resume) if r.reason not in again) if job.resume else frozenset()
     the_plan = make_plan(selected, job, done)
@@ -307,22 +304,12 @@ def plan(selected: Selected, job: Job) -> Planned | int:
     return Planned(selected, the_plan)
 
 
-def check_executor(job: Job) -> None:
-    """A command that stores no run (check, advise, bisect) answers on this host: its cells are no matrix cells a
-    task elsewhere could expand, and it has no run for one to write into. Asked for another executor on its command
-    line, it says so (exit 2); a site's setting (env, config file) is meant for its runs and is let be."""
-    name = job.settings.executor
-    if not job.request.stores and name != "local" and job.settings.sources.get("executor") == "cli --executor":
-        raise BadInput("--executor", "executor", name, "local for a command that stores no run (it answers here)")
-
-
 def execute_cells(planned: Planned, job: Job) -> Executed | int:
     """Record the run (new, or the resumed one), write the plan, copy the cache hits, probe the rest: each finished
     cell is appended to the journal as it comes. ``check`` keeps no run: its results stay in memory."""
     from stackmatrix.executors.static import declared, unreachable
 
     request, session, the_plan, selected = job.request, session_of(job), planned.plan, planned.selected
-    check_executor(job)
     run = _start(planned, job) if request.stores else None
     results: dict[str, CellResult] = {}
     if run is not None:
@@ -332,7 +319,7 @@ def execute_cells(planned: Planned, job: Job) -> Executed | int:
 
     def on_result(result: CellResult, slow: bool) -> None:
         results[result.cell_id] = result
-        if run is not None:
+        if run is not None and request.stores:
             run.write_cell(result, slow=slow)
 
     todo = [
@@ -347,10 +334,14 @@ def execute_cells(planned: Planned, job: Job) -> Executed | int:
             from stackmatrix.pipeline.contexts import contexts
 
             ctx, rctx = contexts(session, selected.loaded, request)
+            # collect waits on what the run's own executor submitted
+            name = executor_of(run.meta) if collect and run is not None else job.settings.executor
+            if run is None and rctx is not None and executor(name).ELSEWHERE:
+                run = answer_run(job, selected.loaded, selected.purpose, [c for c, _, _ in todo])
+                logs = run.root / "logs"
+            elif run is None:  # an answer's static tier is read here, in milliseconds
+                name = "local"
             batch = Batch(todo, ctx, session, on_result, rctx, logs, request.quiet, run, request.detach, collect)
-            # collect waits on what the run's own executor submitted; a command that stores no run (check, advise,
-            # bisect) answers on this host: a task elsewhere has no run to write its records into
-            name = executor_of(run.meta) if collect and run is not None else job.settings.executor if run else "local"
             ended = executor(name).run_batch(batch)
     except KeyboardInterrupt:
         kept = f"{run.count()} cells kept in {run.root}" if run else "nothing stored"
@@ -411,6 +402,56 @@ def _start(planned: Planned, job: Job) -> Run:
     )
     job.run = run
     return run
+
+
+ANSWERS = "answers"  # <reports>/answers/runs/<id>: where an answer's tasks write, out of the table's history
+
+
+def answer_run(job: Job, loaded: Loaded, purpose: str, cells: Sequence[Cell]) -> Run:
+    """Where an executor's tasks elsewhere write the cells of an answer that stores no run (check, advise,
+    bisect): a run kept under ``<reports>/answers``, whose plan lists every cell sent so far (a task rebuilds
+    its cells from their pins there)."""
+    from stackmatrix.executors.static import declared
+    from stackmatrix.store.runs import start_run
+
+    run = job.run
+    if run is None:
+        run = start_run(
+            job.settings.reports_dir / ANSWERS,
+            matrix_hash=loaded.matrix_hash,
+            matrix_path=str(loaded.path),
+            tier="runtime",
+            selected=0,
+            shard=None,
+            purpose=purpose,
+            executor=job.settings.executor,
+            args=job.request.replayed(),
+            options=recorded_options(job, loaded),
+        )
+        job.run = run
+    selection = {**((run.plan() or {}).get("selection") or {}), **{c.id: declared(c) for c in cells}}
+    run.write_plan(selection, sorted(selection), None)
+    run.meta["selected"] = len(selection)
+    run.write_meta()
+    return run
+
+
+def probe_more(cells: Sequence[Cell], ctx: Any, rctx: Any, job: Job, loaded: Loaded, purpose: str) -> list[CellResult]:
+    """An answer's later cells up the runtime tier (advise's best candidates, bisect's next release) through
+    the executor the settings name: here, or as tasks elsewhere writing into the answer's kept run."""
+    from stackmatrix.executors import Batch, executor
+
+    chosen = executor(job.settings.executor)
+    run = answer_run(job, loaded, purpose, cells) if chosen.ELSEWHERE else None
+    logs = run.root / "logs" if run is not None else job.settings.cache_dir / "logs"
+    got: list[CellResult] = []
+    batch = Batch(
+        [(c, "", 0.0) for c in cells], ctx, session_of(job), lambda r, _: got.append(r), rctx, logs, True, run
+    )
+    ended = chosen.run_batch(batch)
+    if ended is not None and ended.lost:
+        print(f"stackmatrix: warning: {ended.message}", file=sys.stderr)
+    return got
 
 
 def recorded_options(job: Job, loaded: Loaded) -> dict[str, Any]:
@@ -568,7 +609,7 @@ def check_cell(loaded: Loaded, job: Job) -> Selected:
     spec = StackSpec(request.triton, request.vllm, request.transformers, request.kind)
     loaded = with_images(session_of(job), loaded, spec_releases(spec))
     cell = Cell(resolve_stack(spec, session_of(job), loaded, where="check"), model, target)
-    return Selected(loaded, (cell,), (cell,), 1)
+    return Selected(loaded, (cell,), (cell,), 1, purpose="check")
 
 
 def show_check(executed: Executed, job: Job) -> int:
@@ -629,32 +670,58 @@ def stage_wheels(selected: Selected, job: Job) -> int:
     return 0
 
 
+def task_cells(loaded: Loaded, job: Job) -> Selected:
+    """The task's cells, rebuilt from the pins the run's plan lists for them (any run: the matrix's, a gate's,
+    an answer's), each checked to make the id it was planned as."""
+    from stackmatrix.executors.tasks import TASKS, read_submission
+    from stackmatrix.pipeline.shipped import reads_backend_releases, with_images
+    from stackmatrix.pipeline.stackspec import parse_target
+    from stackmatrix.store.provenance import stack_of
+    from stackmatrix.store.runs import open_run
+
+    request = job.request
+    layout = read_submission(request.submission)
+    if not 0 <= request.task < len(layout.tasks):
+        raise BadInput("--task", "task", request.task, f"a task of the submission (0 to {len(layout.tasks) - 1})")
+    run = open_run(layout.root.parent.parent, named=True)
+    where = str(run.root / "plan.json")
+    selection = (run.plan() or {}).get("selection") or {}
+    cells = []
+    for cell_id, _, _ in layout.tasks[request.task].cells:
+        pins = selection.get(cell_id)
+        if not isinstance(pins, dict):
+            raise BadInput(str(layout.root / TASKS), f"tasks[{request.task}].cells", cell_id, "a cell the run planned")
+        stack = stack_of(pins) if all(isinstance(v, str | None) for v in pins.values()) else None
+        if stack is None:
+            raise BadInput(where, f"selection.{cell_id}", pins, "the cell's pins: a stack kind and versions as text")
+        model = loaded.catalog.model(str(pins.get("model")), where=where)
+        cell = Cell(stack, model, parse_target(str(pins.get("target")), loaded, where))
+        if cell.id != cell_id:
+            raise BadInput(where, f"selection.{cell_id}", pins, f"the pins of {cell_id} (they make {cell.id})")
+        cells.append(cell)
+    loaded = with_images(session_of(job), loaded, reads_backend_releases(c.stack for c in cells))
+    return Selected(loaded, tuple(cells), tuple(cells), len(cells))
+
+
 def run_task(selected: Selected, job: Job) -> int:
     """The worker's own step: its task's cells through the pipeline on this node, each record appended to the
     task's journal (the submitter folds it into the run's)."""
     from stackmatrix.executors.local import execute as run_cells
-    from stackmatrix.executors.tasks import TASKS, read_submission
+    from stackmatrix.executors.tasks import read_submission
     from stackmatrix.pipeline.contexts import contexts
     from stackmatrix.store.journal import Journal
 
     request, session = job.request, session_of(job)
     layout = read_submission(request.submission)
-    if not 0 <= request.task < len(layout.tasks):
-        raise BadInput("--task", "task", request.task, f"a task of the submission (0 to {len(layout.tasks) - 1})")
-    by_id = {c.id: c for c in selected.selection}
-    spec = layout.tasks[request.task]
-    missing = next((c for c, _, _ in spec.cells if c not in by_id), None)
-    if missing is not None:
-        where = str(layout.root / TASKS)
-        raise BadInput(where, f"tasks[{request.task}].cells", missing, "a cell of the run's matrix as it expands here")
-    todo = [(by_id[c], fp, estimate) for c, fp, estimate in spec.cells]
+    by_id = {c.id: c for c in selected.cells}
+    todo = [(by_id[c], fp, estimate) for c, fp, estimate in layout.tasks[request.task].cells]
     journal = Journal(layout.part(request.task))
 
     def on_result(result: CellResult, slow: bool) -> None:
         journal.append(json.dumps(result.to_json()).encode(), slow=slow)
 
     try:
-        ctx, rctx = contexts(session, selected.loaded, request, fresh=layout.fresh)
+        ctx, rctx = contexts(session, selected.loaded, request, runtime=layout.runtime, fresh=layout.fresh)
         run_cells(todo, ctx, session, on_result, rctx, layout.root.parent.parent / "logs", quiet=True)
     finally:
         journal.close()
@@ -670,4 +737,4 @@ STAGE: tuple[Step, ...] = (load, expand, select, stage_wheels)
 LIST: tuple[Step, ...] = (load, expand_ids, select, show_list)
 LIST_PLAN: tuple[Step, ...] = (load, expand, select, plan)
 COLLECT: tuple[Step, ...] = (reopen_collect, *RUN[1:])
-WORKER: tuple[Step, ...] = (reopen_task, expand, select, run_task)
+WORKER: tuple[Step, ...] = (reopen_task, task_cells, run_task)

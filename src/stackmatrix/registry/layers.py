@@ -2,10 +2,9 @@
 the caller has what it wants. What a layer holds of what is wanted is plain JSON (``LayerFacts``): cached by the
 layer's digest, it is never fetched again.
 
-Wanted: the Triton vLLM backend's source (a directory), the ``*.dist-info``/``*.egg-info`` metadata of a few
-distributions in any ``site-packages``/``dist-packages``, and a few of vLLM's own modules (to check the backend
-against the vLLM the image really ships). Whiteouts (``.wh.<name>``, ``.wh..wh..opq``) are kept so that a lower
-layer's file an upper one deleted is not taken for the image's.
+Wanted: the Triton vLLM backend's source, the ``*.dist-info``/``*.egg-info`` metadata of a few distributions in
+any ``site-packages``/``dist-packages``, and a few of vLLM's own modules (to check the backend against the vLLM
+the image really ships).
 """
 
 from __future__ import annotations
@@ -242,6 +241,7 @@ def scan(
                     tar.members.clear()
                 path = norm(member.name)
                 base = path.rsplit("/", 1)[-1]
+                # A whiteout is kept: a lower layer's file an upper one deleted is not the image's.
                 if base.startswith(".wh."):
                     parent = path.rsplit("/", 1)[0] if "/" in path else ""
                     if base == ".wh..wh..opq":

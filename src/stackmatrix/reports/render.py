@@ -102,14 +102,15 @@ def write_reports(
     ``report`` may hold the table only (``Report.of_rows``); ``load_full`` then gives the report with every
     cell's results for the formats that need them. Where the platform can fork, the table-only formats (matplotlib
     among them) render in a child process while this one reads the results and renders the rest: on 2 cores
-    every format of a 5,000-cell run in under 3 s. The table-only formats alone (a run's ``latest/``) render here:
-    on a busy 2-core machine a second process gains nothing for their tenth of a second.
+    every format of a 5,000-cell run in under 3 s.
     """
     names = list(formats)
     if out_dir.is_dir() and not out_dir.is_symlink():  # what a killed render left (never where a link points)
         remove_partial(out_dir, older_than=STALE_S)
     table_only = [n for n in names if not FORMATS[n].needs_results]
     with_results = [n for n in names if FORMATS[n].needs_results]
+    # The table-only formats alone (a run's ``latest/``) render here: on a busy 2-core machine a second process
+    # gains nothing for their tenth of a second.
     child = _fork_writing(report, table_only, out_dir) if with_results else None
     try:
         if child is None:

@@ -3,10 +3,9 @@
 Rows are model x target, columns are stacks (DESIGN.md). ``predicted`` never looks like ``serves``: each verdict
 has its own symbol, and the legend says which verdicts are observed and which are declared.
 
-A report holds its table as rows (``tablerow.COLUMNS``); the pandas frame (``Report.df``) is built the first time a
-format asks for it (HTML, LaTeX, the heatmap). The formats a run writes into ``latest/`` (terminal, Markdown, CSV,
-JSON) read the rows' columns (``Report.columns``) and the pure-Python ``grid``, so a warm run never imports pandas
-(a third of a second). The helpers below take either: a frame, or the columns as lists.
+The pandas frame (``Report.df``) is built only when a format asks for it (HTML, LaTeX, the heatmap); the formats
+of ``latest/`` read ``Report.columns`` and the pure-Python ``grid``, so a warm run never imports pandas (a third
+of a second). The helpers below take either.
 """
 
 from __future__ import annotations

@@ -1,11 +1,9 @@
 """An embedded SQLite index over every stored run, for history, diffs and gates.
 
 The JSON files under ``runs/`` are the source of truth: the index is derived, kept in step with them by a stamp
-per run (run.json's mtime and size, and the number of cell files), and rebuilt from them when it is missing,
-corrupt or of an older schema. Losing it loses nothing. A stored run whose files are damaged is left out of the
-index (and named in ``damaged``) instead of stopping every command over the store; a command asking for that run
-by name still gets exit 2 naming the damaged file. An index that cannot be written (full disk, read-only store) is
-exit 4 naming it.
+per run, and rebuilt from them when it is missing, corrupt or of an older schema; losing it loses nothing. A run
+whose files are damaged is left out (named in ``damaged``) instead of stopping every command over the store;
+asked for by name, it is still exit 2. An index that cannot be written is exit 4 naming it.
 """
 
 from __future__ import annotations

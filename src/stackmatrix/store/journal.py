@@ -1,14 +1,10 @@
 """A run's journal: ``journal.jsonl``, one finished cell's record per line, appended with one ``write`` each.
 
-Why a journal and not a file per cell: one ``write`` to an ``O_APPEND`` descriptor is in the kernel the moment it
-returns, so a ``kill -9`` loses no finished cell, and 5,664 appends cost a few milliseconds where 5,664 atomic
-files cost a second. ``fsync`` is what survives a lost machine: it runs at most once per ``SYNC_EVERY_S`` (a
-static run's cells come by the thousand per second) and after every slow cell (a runtime cell takes minutes), so
-a lost machine loses at most a second of cheap cells, which ``run --resume`` probes again.
-
-A line cut short by a lost machine is the last one; reading ignores it and reopening for appends cuts it off, so
-the next record starts on a line of its own. Any other line that does not parse is damage: exit 2 naming the file
-and the line.
+Why not a file per cell: one ``write`` to an ``O_APPEND`` descriptor is in the kernel once it returns, so a
+``kill -9`` loses no finished cell, and 5,664 appends cost milliseconds where 5,664 atomic files cost a second.
+``fsync`` runs at most once per ``SYNC_EVERY_S`` and after every slow cell, so a lost machine loses at most a
+second of cheap cells. A torn last line is ignored and cut off on reopening; any other line that does not parse
+is exit 2 naming the file and the line.
 """
 
 from __future__ import annotations

@@ -1,14 +1,10 @@
 """Fold the runs of ``run --shard i/n`` (CI fan-out) into one run.
 
-Every cell of the shards' common selection ends up in the merged run: a cell whose JSON is missing is never
-dropped, it becomes ``not-run`` with a reason taken from what its shard recorded (its exit status, or that it
-never finished, or that its shard was not given at all).
-
-Everything is read and checked before anything is written: a damaged shard file (run.json, plan.json, a cell) is
-exit 2 naming that file, and no merged run is created. So is a shard whose journal holds fewer records than the
-shard says it wrote (run.json's count; a complete shard's plan): records lost after the shard ended are damage,
-not cells that were never run, and a merge that made them ``not-run`` would call the table complete. The merged
-run is written under ``store.recorded``: a write that fails leaves it ``failed``, never ``complete``.
+Every cell of the shards' common selection ends up in the merged run: a cell no shard wrote becomes ``not-run``
+with a reason from what its shard recorded. Everything is checked before anything is written: a damaged shard
+file, or a shard journal with fewer records than the shard says it wrote, is exit 2 naming it (lost records made
+``not-run`` would call the table complete). The merged run is written under ``store.recorded``: a write that
+fails leaves it ``failed``, never ``complete``.
 """
 
 from __future__ import annotations

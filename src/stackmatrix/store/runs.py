@@ -1,17 +1,10 @@
-"""Results on disk: ``<reports>/runs/<run-id>/run.json``, ``plan.json`` and ``journal.jsonl`` (store/journal.py: one
-finished cell's record per line, appended with one write). These files are the source of truth; the SQLite index
-(store/index.py) is rebuilt from them. Runs written before the journal kept ``cells/<cell-id>.json``, one file per
-cell: they are still read.
+"""Results on disk: ``<reports>/runs/<run-id>/``: ``run.json``, ``plan.json`` and ``journal.jsonl``. These files
+are the source of truth; the SQLite index (store/index.py) is rebuilt from them. Runs from before the journal
+(``cells/<cell-id>.json``) are still read.
 
-The run is recorded from its first moment: ``run.json`` says ``running`` with the process that writes it (pid,
-its start time, the machine's boot id) and a heartbeat file is touched while it lives; every ending writes its
-status and exit code. A run whose process is gone without an ending reads as ``crashed``, never as ``running``;
-a zombie is gone (``kill -9`` leaves one until its parent collects it). A finished run whose journal holds fewer
-records than run.json says it wrote (a journal cut or torn after the run) reads as ``damaged``, never as
-``complete``: its lost cells must not pass for cells that were never run.
-
-Every name the store writes is an id (ids.py), checked where it entered and once more here, lexically inside the
-run's directory. What it reads back is input like any other: a damaged file is exit 2 naming it.
+A run is recorded from its first moment, so one whose process is gone without an ending reads as ``crashed`` and
+one whose journal lost records as ``damaged``: neither passes for ``running`` or ``complete``. Every name written
+is an id (ids.py), checked again here inside the run's directory; a damaged file read back is exit 2.
 """
 
 from __future__ import annotations

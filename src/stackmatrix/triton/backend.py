@@ -1,14 +1,10 @@
 """The source of a Triton release's vLLM backend (a Python-based backend: ``model.py`` and its ``utils/``), from
-where the release has it, in order: its image through the registry (the files the registry reader kept); the
-public ``triton-inference-server/vllm_backend`` repository's ``rYY.MM`` branch as an archive (a URL template, so a
-mirror can serve it); a directory or archive the user gives (``--vllm-backend``: a checkout, its ``src/``, or an
-image's ``backends/vllm``). Each source says where it came from (image digest and layer, URL and sha256, path and
-sha256); installed once per content hash under the cache, as ``<dir>/vllm``, where a ``--backend-directory``
-finds it.
+where the release has it, in order: its image (as the registry reader kept it); the public ``vllm_backend``
+repository's ``rYY.MM`` branch as an archive (a URL template, so a mirror can serve it); ``--vllm-backend``. Each
+source says where it came from; it is installed once per content hash under the cache.
 
 Archives and directories come from outside: only regular ``.py`` files under the backend's root are taken (no
-links, no absolute or ``..`` paths, no tests), each and all of them size-capped; anything else is refused with
-what was expected.
+links, no absolute or ``..`` paths, no tests), size-capped.
 """
 
 from __future__ import annotations
