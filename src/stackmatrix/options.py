@@ -119,7 +119,8 @@ def _in_range(kind: Callable[[str], T], what: str, low: float, high: float) -> C
         except ValueError:  # also a number too long for int()
             number = None
         if number is None or not low <= number <= high:  # nan fails both comparisons
-            raise BadInput(where, "value", value, f"{what} from {low:g} to {high:g}")
+            shown = (f"{low:g}", f"{high:g}") if kind is float else (str(low), str(high))  # 10**9, not 1e+09
+            raise BadInput(where, "value", value, f"{what} from {shown[0]} to {shown[1]}")
         return cast(T, number)
 
     return check

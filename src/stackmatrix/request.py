@@ -216,8 +216,10 @@ class Request:
         as_given,
     )
     policy = Option[Path | None]("--policy", "", None, "a gate policy: its requirements (and current)", existing_file)
-    models = Many[str]("--model", "", None, "a catalog model that must serve (repeatable)", as_given)
-    targets = Many[str]("--gpu", "", None, "a target for each --model (repeatable; default l4x1)", as_given)
+    models = Many[str]("--model", "", None, "a catalog model that must serve (repeatable)", as_given, metavar="MODEL")
+    targets = Many[str](
+        "--gpu", "", None, "a target for each --model (repeatable; default l4x1)", as_given, metavar="TARGET"
+    )
     best = Option[int]("--best", "", "3", "candidates shown in full (default 3)", integer(1, 100))
     answer_tier = Option[str](
         "--tier",

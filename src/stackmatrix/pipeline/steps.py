@@ -306,7 +306,8 @@ def plan(selected: Selected, job: Job) -> Planned | int:
 
 def execute_cells(planned: Planned, job: Job) -> Executed | int:
     """Record the run (new, or the resumed one), write the plan, copy the cache hits, probe the rest: each finished
-    cell is appended to the journal as it comes. ``check`` keeps no run: its results stay in memory."""
+    cell is appended to the journal as it comes. An answer (check) keeps its results in memory; its cells climbing
+    on an executor elsewhere get a run kept for their tasks (``answer_run``)."""
     from stackmatrix.executors.static import declared, unreachable
 
     request, session, the_plan, selected = job.request, session_of(job), planned.plan, planned.selected
