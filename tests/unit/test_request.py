@@ -17,9 +17,10 @@ def test_a_command_reads_the_default_of_a_flag_it_does_not_take() -> None:
     assert (r.keyword, r.tier, r.resolve, r.only, r.override, r.fresh, r.plan) == (
         "e4b", "static", "declared", (), (), False, False
     )  # fmt: skip
-    assert (r.model, r.gpu, r.best, r.last, r.stores) == (None, "l4x1", 3, 10, True)
+    assert (r.gpu, r.best, r.last, r.stores) == ("l4x1", 3, 10, True)
+    assert r.value_of("model") is None  # a required flag: only its own commands read it
     with pytest.raises(AttributeError):
-        r.tier = "runtime"  # type: ignore[misc]
+        Request.__setattr__(r, "tier", "runtime")
     with pytest.raises(TypeError, match="no flag"):
         Request("list", {"not_a_flag": 1})
 
@@ -28,7 +29,7 @@ def test_but_and_answered_here_make_new_requests() -> None:
     r = Request("check", {"model": "m"}, given={"model"})
     assert r.but(tier="runtime").tier == "runtime" and r.tier == "static"
     answered = r.answered_here()
-    assert (answered.stores, answered.quiet, answered.model, answered.given) == (False, True, "m", {"model"})
+    assert (answered.stores, answered.quiet, answered.model, answered.given) == (False, True, "m", frozenset({"model"}))
 
 
 def test_settings_resolve_from_what_the_command_line_gave(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
