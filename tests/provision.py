@@ -95,10 +95,24 @@ def _engine_answers() -> bool:
         return False
 
 
+def _clear_stale_pid_file(path: Path = Path("/var/run/docker.pid")) -> None:
+    """A dockerd that died (a machine stopped mid-run) leaves its pid file, and a new one refuses to start over
+    it: removed when no process of that pid is a dockerd."""
+    try:
+        pid = int(path.read_text().strip())
+        alive = Path(f"/proc/{pid}/comm").read_text().strip() == "dockerd"
+    except (OSError, ValueError):
+        alive = False
+    if not alive and path.exists():
+        print(f"provision: removing {path}, left by a dockerd that is gone", flush=True)
+        path.unlink()
+
+
 def _start_dockerd() -> None:
     """In the background, in its own session (it outlives this step and serves pytest), its log under LOG_DIR."""
     log = LOG_DIR / "dockerd.log"
     LOG_DIR.mkdir(parents=True, exist_ok=True)
+    _clear_stale_pid_file()
     print(f"provision: starting dockerd (log: {log})", flush=True)
     with log.open("ab") as out:
         proc = subprocess.Popen(
