@@ -152,7 +152,7 @@ class Request:
         CONFIG_FLAG,
         "",
         None,
-        "a TOML file of settings, one key per option (slurm_partition = 'gpu'); env and flags override it "
+        "a TOML file of settings, one key per option (reports_dir = '/srv/readiness'); env and flags override it "
         f"[env {CONFIG_ENV}]",
         as_given,
         metavar="FILE",
