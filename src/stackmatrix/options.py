@@ -498,6 +498,17 @@ class Settings:
         _template,
         affects_results=True,
     )
+    # Not compared as an option: "none" changes the catalog's hash (pipeline/shipped.py), so its cells get their
+    # own fingerprints, and a default run's fingerprints stay what they were.
+    images = Option[str](
+        "--images",
+        "STACKMATRIX_IMAGES",
+        "read",
+        "Triton images: read (from their registry) or none (a site without a registry: the catalog's facts, no "
+        "warning; each record says so)",
+        one_line,
+        choices=("read", "none"),
+    )
     vllm_backend = Option[Path | None](
         "--vllm-backend",
         "STACKMATRIX_VLLM_BACKEND",

@@ -126,7 +126,16 @@ def test_check_reads_the_stock_stack_from_the_image(
     result = json.loads(out)
     assert result["verdict"] == "not-run" and result["reason"] == "registry-unreachable", result
     assert result["declared"]["transformers_rule"] == "@release-day"
-    assert "catalog is the fallback" in err
+    # one short line: how many, why, and how a site without a registry silences it
+    assert err.startswith("stackmatrix: warning: 1 Triton image not read (cannot reach") and err.count("\n") == 1
+    assert "catalog is the fallback" in err and "STACKMATRIX_IMAGES=none" in err
+    # A site that reads no registry says so once: nothing asked, no warning, each record says why.
+    assert main([*argv, "--cache-dir", str(tmp_path), "--triton-image", dead, "--images", "none"]) == 0
+    out, err = capsys.readouterr()
+    result = json.loads(out)
+    assert not err, err
+    assert result["verdict"] == "not-run" and result["reason"] == "unknown", result
+    assert "this site reads no registry (images = none)" in json.dumps(result["probes"])
 
 
 def _secrets_absent(root: Path, *texts: str) -> None:

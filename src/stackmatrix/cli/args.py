@@ -5,11 +5,12 @@ parse into the Request every step reads (nox's habit: the options are data, the 
 from __future__ import annotations
 
 import argparse
+import textwrap
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from stackmatrix import __version__
-from stackmatrix.cli.commands import COMMANDS, DESCRIPTION, GROUPS, Command
+from stackmatrix.cli.commands import COMMANDS, DESCRIPTION, EXAMPLES, GROUPS, Command
 from stackmatrix.errors import BadInput
 from stackmatrix.options import Check, Option
 from stackmatrix.request import Request
@@ -103,7 +104,13 @@ def add_option(p: argparse.ArgumentParser, opt: Option[Any]) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="stackmatrix", description=DESCRIPTION)
+    first = "\n".join(f"  {EXAMPLES[name]}" for name in list(EXAMPLES)[:5])
+    parser = Parser(
+        prog="stackmatrix",
+        description=textwrap.fill(DESCRIPTION, 79),
+        epilog=f"examples:\n{first}\n\n'stackmatrix COMMAND --help' says what a command answers, with an example.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_option(parser, Request.version)
     sub = parser.add_subparsers(dest="command", required=True)
     groups: dict[str, Any] = {}
@@ -115,7 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
                 g = sub.add_parser(group, help=GROUPS[group])
                 groups[group] = g.add_subparsers(dest=f"{group}_command", required=True)
             where = groups[group]
-        p = where.add_parser(name, help=command.help)
+        p = where.add_parser(
+            name,
+            help=command.help,
+            description=textwrap.fill(command.help[0].upper() + command.help[1:] + ".", 79),
+            epilog=f"example:\n  {command.example}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         p.set_defaults(**{COMMAND: command})
         for opt in command.takes:
             add_option(p, opt)

@@ -5,7 +5,7 @@ often (CI shards, gates, diffs) and a diff should not pay for pandas."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from stackmatrix.matrix.file import SYMBOLS
@@ -21,6 +21,7 @@ class Command:
     run: str  # "<module under cli>:<function>", imported when the command runs
     takes: tuple[Option[Any], ...]
     stores: bool = True  # False: it answers on the terminal (nothing stored, no progress)
+    example: str = ""  # one command line a user would type (its --help shows it)
 
 
 def _format(answer: str, default: str) -> Option[str]:
@@ -45,7 +46,7 @@ TIER: Final[tuple[Option[Any], ...]] = (R.tier, *RUNTIME)
 STORED: Final[tuple[Option[Any], ...]] = (OPTIONS["reports_dir"],)  # commands over stored runs: only where the runs are
 HELD = "held fixed: "
 
-COMMANDS: Final[tuple[Command, ...]] = (
+_DECLARED: Final[tuple[Command, ...]] = (
     Command(
         "list",
         "expand the matrix and list the selected cell ids",
@@ -203,6 +204,25 @@ COMMANDS: Final[tuple[Command, ...]] = (
         ),
     ),
 )
+# One example per command, shown by its --help (and the first few by stackmatrix --help).
+EXAMPLES: Final = {
+    "run": "stackmatrix run --only 'vllm-0.32*' --tier runtime",
+    "check": "stackmatrix check --model gemma-4-E4B-it --triton 26.03 --format json",
+    "advise": "stackmatrix advise --current triton=26.03 --model gemma-4-E4B-it --gpu l4x1",
+    "report": "stackmatrix report --format html,md --out /tmp/readiness",
+    "gate": "stackmatrix gate --policy matrix/policies/edge-4xl4.toml --candidate triton=26.04",
+    "list": "stackmatrix list -k 'e4b and l4x1' --json",
+    "bisect": "stackmatrix bisect --axis vllm --model gemma-4-E4B-it --regression",
+    "collect": "stackmatrix collect 20261206T2218",
+    "worker": "stackmatrix worker reports/runs/<run>/slurm/1 --task 0",
+    "tiny build": "stackmatrix tiny build gemma-4-E2B-it --transformers 5.19.0",
+    "image facts": "stackmatrix image facts nvcr.io/nvidia/tritonserver:26.04-vllm-python-py3 --format json",
+    "stage": "stackmatrix stage --only 'vllm-0.32.0*' --wheelhouse /srv/wheels",
+    "history": "stackmatrix history -k 'gemma-4-e4b-it and l4x1' --last 5",
+    "diff": "stackmatrix diff --format md --output diff.md",
+    "merge": "stackmatrix merge shard-1/ shard-2/ --exit-status shard-2=137",
+}
+COMMANDS: Final = tuple(replace(c, example=EXAMPLES[c.name]) for c in _DECLARED)
 GROUPS: Final = {
     "tiny": "tiny random-weight checkpoints of a catalog model's architecture",
     "image": "what a container image holds, read from its registry (no Docker, no pull)",

@@ -19,6 +19,9 @@ from stackmatrix.registry.client import DigestMismatch, ImageNotFound, RegistryU
 from stackmatrix.registry.reference import parse_ref
 from stackmatrix.runners.images import VLLM_VARIANT, TritonImages
 
+NOT_READ = "this site reads no registry (images = none)"
+SILENCE = 'a site without a registry sets images = "none" (STACKMATRIX_IMAGES=none) and is not warned'
+
 
 def reads_backend(kind: Kind) -> bool:
     """A kind whose static tier checks Triton's vLLM backend: its image holds that backend and its versions."""
@@ -59,6 +62,11 @@ def with_images(session: Session, loaded: Loaded, releases: Iterable[str]) -> Lo
     wanted = sorted({r for r in releases if r in loaded.catalog.triton})
     if not wanted:
         return loaded
+    if session.settings.images == "none":  # said once, by the site: the catalog, no warning, the records say so
+        problem = (str(Reason.UNKNOWN), NOT_READ)
+        triton = {n: replace(r, image_problem=problem) if n in wanted else r for n, r in loaded.catalog.triton.items()}
+        digest = hashlib.sha256(f"{loaded.catalog_hash}\nimages=none".encode()).hexdigest()[:20]
+        return replace(loaded, catalog=replace(loaded.catalog, triton=triton), catalog_hash=digest)
     reader = session.images()
     reader.modules = frozenset(backend_modules(loaded))
     images = TritonImages(session.settings.triton_image)
@@ -82,13 +90,13 @@ def with_images(session: Session, loaded: Loaded, releases: Iterable[str]) -> Lo
             continue
         triton[name] = replace(rel, image_problem=problem)
         missing.setdefault(problem[1] if problem[0] == Reason.REGISTRY_UNREACHABLE else problem[0], []).append(name)
-    if missing:
-        for why, names in missing.items():
-            print(
-                f"stackmatrix: warning: Triton images not read for {', '.join(names)} ({why}): "
-                "the catalog is the fallback",
-                file=sys.stderr,
-            )
+    if missing and not session.settings.offline:  # offline: the user said so; each record says what was not read
+        n, why = sum(len(v) for v in missing.values()), next(iter(missing))
+        print(
+            f"stackmatrix: warning: {n} Triton image{'s' * (n != 1)} not read ({why}"
+            f"{'; and other reasons' if len(missing) > 1 else ''}): the catalog is the fallback; {SILENCE}",
+            file=sys.stderr,
+        )
     digest = hashlib.sha256("\n".join([loaded.catalog_hash, *learnt]).encode()).hexdigest()[:20]
     return replace(
         loaded, catalog=replace(loaded.catalog, triton=triton), catalog_hash=digest if learnt else loaded.catalog_hash
