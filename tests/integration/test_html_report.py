@@ -80,6 +80,10 @@ def test_filters_and_evidence_in_a_real_browser(stored: tuple[Path, Path], tmp_p
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.on("request", lambda r: requests.append(_url(r)))
             page.goto(html.as_uri())
+            table = page.locator("#readiness").bounding_box()
+            assert table is not None and table["y"] <= 1000, table  # the answer on the first screen, 1600x1000
+            assert page.locator("details#run").get_attribute("open") is None  # the run's record: collapsed
+            assert page.text_content("#summary").startswith(f"{len(cells)} cells: ")  # type: ignore[union-attr]
 
             assert page.text_content("#count") == str(len(cells)) == str(len(visible(page)))
 

@@ -300,3 +300,19 @@ def test_cells_the_runtime_ran_show_declared_beside_observed() -> None:
     tiny = next(r for r in rep.results if r.verdict is Verdict.RUNS_TINY)
     assert tiny.cell_id in section and "runs-tiny" in section and "predicted" in section
     assert all(r.cell_id not in section for r in rep.results if r is not tiny)  # nothing else was observed
+
+
+def test_the_page_opens_on_the_answer_and_keeps_the_run_collapsed_below() -> None:
+    """Title, one summary line, then the table; the run's record (upstream's release lists left out) is a closed
+    <details> after it."""
+    rep = report(meta={**META, "upstream": {"vllm": [{"version": "0.1.0", "uploaded": "2023-06-20"}]}})
+    html = render_html(rep)
+    page = Page(html)
+    summary = page.by_id("summary")[1]
+    counts = {v: sum(r.verdict is v for r in rep.results) for v in Verdict}
+    expected = ", ".join(f"{n} {v}" for v, n in counts.items() if n)
+    assert summary.startswith(f"{len(rep.results)} cells: {expected}")
+    assert html.index('id="summary"') < html.index('id="readiness"') < html.index('id="run"')
+    details = page.by_id("run")[0]
+    assert "open" not in details
+    assert "upstream" not in [text for _, text in page.find("dt")] and "2023-06-20" not in html

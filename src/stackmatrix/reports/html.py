@@ -370,6 +370,34 @@ def _dl(meta: Mapping[str, Any], order: Iterable[str]) -> str:
     return f'<dl class="meta">{items}</dl>'
 
 
+# What run.json holds that no reader of the table needs: upstream's release lists (a diff shows their news).
+NOT_SHOWN = frozenset({"upstream"})
+
+
+def _summary(df: pd.DataFrame) -> str:
+    """The answer in one line, above the table: cells by verdict, then what to look at twice."""
+    if df.empty:
+        return '<p id="summary">no cells</p>'
+    counts = df["verdict"].value_counts()
+    parts = [f"{int(counts[v])} {v}" for v in Verdict if v in counts]
+    notes = [f"{n} {what}" for what, n in (
+        ("contradicting the static tier", int(df["contradiction"].sum())),
+        ("flaky", int(df["flaky"].sum())),
+    ) if n]  # fmt: skip
+    not_run = df.loc[df["verdict"] == Verdict.NOT_RUN, "reason"].value_counts()
+    if len(not_run):
+        notes.append("not run: " + ", ".join(f"{int(n)} {reason or 'unknown'}" for reason, n in not_run.items()))
+    text = f"{len(df)} cells: {', '.join(parts)}" + "".join(f"; {n}" for n in notes)
+    return f'<p id="summary"><strong>{escape(text)}</strong></p>'
+
+
+def _run(meta: Mapping[str, Any]) -> str:
+    """The run's record, collapsed: who ran what, with which options (upstream's lists are left to the diff)."""
+    shown = {k: v for k, v in meta.items() if k not in NOT_SHOWN}
+    head = ", ".join(escape(str(meta[k])) for k in ("run_id", "status", "tier") if meta.get(k))
+    return f'<details id="run"><summary>Run {head}</summary>{_dl(shown, META_ORDER)}</details>'
+
+
 def _legend(df: pd.DataFrame) -> str:
     counts = df["verdict"].value_counts()
     rows = "".join(
@@ -495,11 +523,11 @@ def render_html(report: Report) -> str:
         f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f'<link rel="icon" href="data:,"><title>{title}</title><style>{CSS}</style></head>\n'
-        f"<body><h1>{title}</h1>"
-        f'<div class="top"><section id="run"><h2>Run</h2>{_dl(report.meta, META_ORDER)}</section>{_legend(df)}</div>'
-        f"<h2>Readiness</h2><p>Rows: model &times; target. Columns: stacks, their top border the kind: "
+        f"<body><h1>{title}</h1>{_summary(df)}"
+        f"<p>Rows: model &times; target. Columns: stacks, their top border the kind: "
         f"{kinds}. Click a cell for its evidence.</p>"
         f"{main}\n"
+        f'<div class="top">{_legend(df)}{_run(report.meta)}</div>\n'
         '<aside id="evidence" hidden aria-label="evidence"><header><h2 id="ev-cell"></h2>'
         '<button type="button" id="ev-close">close</button></header><div id="ev-body"></div></aside>\n'
         f'<script type="application/json" id="data">{_data(report, numbers)}</script>\n'
