@@ -701,19 +701,19 @@ def task_cells(loaded: Loaded, job: Job) -> Selected:
             raise BadInput(where, f"selection.{cell_id}", pins, f"the pins of {cell_id} (they make {cell.id})")
         cells.append(cell)
     loaded = with_images(session_of(job), loaded, reads_backend_releases(c.stack for c in cells))
-    return Selected(loaded, tuple(cells), tuple(cells), len(cells))
+    return Selected(loaded, tuple(cells), tuple(cells), len(cells), extra=layout)
 
 
 def run_task(selected: Selected, job: Job) -> int:
     """The worker's own step: its task's cells through the pipeline on this node, each record appended to the
     task's journal (the submitter folds it into the run's)."""
     from stackmatrix.executors.local import execute as run_cells
-    from stackmatrix.executors.tasks import read_submission
+    from stackmatrix.executors.tasks import Layout
     from stackmatrix.pipeline.contexts import contexts
     from stackmatrix.store.journal import Journal
 
     request, session = job.request, session_of(job)
-    layout = read_submission(request.submission)
+    layout: Layout = selected.extra  # read and checked by task_cells
     by_id = {c.id: c for c in selected.cells}
     todo = [(by_id[c], fp, estimate) for c, fp, estimate in layout.tasks[request.task].cells]
     journal = Journal(layout.part(request.task))
