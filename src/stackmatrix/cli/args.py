@@ -146,6 +146,5 @@ def request_of(namespace: argparse.Namespace) -> Request:
             texts[opt.name] = value
         else:
             values[opt.name] = tuple(value) if opt.action == "append" else value
-    if not command.stores:  # answered on the terminal: no progress either
-        values["quiet"] = True
-    return Request(command.name, values, getattr(namespace, GIVEN, ()), texts, stores=command.stores)
+    request = Request(command.name, values, getattr(namespace, GIVEN, ()), texts)
+    return request if command.stores else request.answered_here()
