@@ -39,6 +39,32 @@ class InfraUnavailable(StackmatrixError):
     exit_code = 4
 
 
+class MachineFault(InfraUnavailable):
+    """A tool run for us (uv, a docker build) failed because this host's disk is full, over quota or read-only: no
+    verdict on the stack can be made here, so the run ends (exit 4) instead of recording one."""
+
+
+# What uv and docker say (their own words, or the OS's text of the errno) when the disk failed them.
+_DISK_WORDS = {
+    "no space left on device": errno.ENOSPC,
+    "os error 28": errno.ENOSPC,
+    "disk quota exceeded": errno.EDQUOT,
+    "os error 122": errno.EDQUOT,
+    "read-only file system": errno.EROFS,
+    "os error 30": errno.EROFS,
+}
+
+
+def disk_fault(output: str, where: object, doing: str) -> MachineFault | None:
+    """``output`` of a tool that failed ``doing`` something under ``where``, as a machine fault if the disk was
+    why; None if the output names no disk fault (the failure is the stack's, or the network's)."""
+    low = output.lower()
+    code = next((c for words, c in _DISK_WORDS.items() if words in low), None)
+    if code is None:
+        return None
+    return MachineFault(f"{where}: {os.strerror(code)} ({errno.errorcode[code]}): {doing}")
+
+
 class Interrupted(StackmatrixError):
     exit_code = 130
 

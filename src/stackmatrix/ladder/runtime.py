@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stackmatrix.domain import Cell, Model, Outcome, Reason, Rung, Stack, Status, TritonRelease
-from stackmatrix.errors import InfraUnavailable
+from stackmatrix.errors import InfraUnavailable, MachineFault
 from stackmatrix.files.atomic import atomic_write_text
 from stackmatrix.files.embedded import probes_dir
 from stackmatrix.redact import redact, redact_obj
@@ -307,6 +307,8 @@ def climb(ladder: Ladder, rctx: RuntimeContext, kind: Kind, placement: Placement
     try:
         with rctx.locks("env " + " ".join(rctx.runner.requirements(stack, kind))):
             env = rctx.runner.prepare(stack, kind)
+    except MachineFault:  # the disk failed the build: not this cell's verdict, nor a skip; the run ends (exit 4)
+        raise
     except InfraUnavailable as exc:  # e.g. the Triton image is neither here nor pullable: this cell cannot run here
         return [Outcome(Rung.ENV, Status.SKIP, Reason.NEEDS_CONTAINER, str(exc), {}, time.perf_counter() - t0)]
     except EnvBuildFailed as exc:

@@ -25,7 +25,7 @@ import requests
 
 from stackmatrix.asof import AsOf
 from stackmatrix.domain import Stack
-from stackmatrix.errors import InfraUnavailable
+from stackmatrix.errors import InfraUnavailable, disk_fault
 from stackmatrix.options import Settings
 from stackmatrix.runners import (
     DEFAULT_OVERRIDES,
@@ -205,6 +205,9 @@ class DockerRunner:
         try:
             built = build(self.client, spec)
         except ImageBuildFailed as exc:
+            fault = disk_fault(exc.tail, "docker's storage", f"image {exc.tag} did not build")
+            if fault is not None:
+                raise fault from None
             raise EnvBuildFailed("env-build-failed", f"image {exc.tag} did not build", exc.tail) from None
         installed = observed_versions(self.client, built.tag)
         return Env(

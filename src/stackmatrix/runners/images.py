@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stackmatrix.errors import InfraUnavailable
+from stackmatrix.errors import InfraUnavailable, disk_fault
 from stackmatrix.files.embedded import images_dir
 
 LABEL = "org.stackmatrix"
@@ -187,7 +187,9 @@ def build(client: Any, spec: ImageSpec) -> Built:
             tail = "".join(str(chunk.get("stream", chunk.get("error", ""))) for chunk in exc.build_log)[-2000:]
             raise ImageBuildFailed(tag, tail) from None
         except docker.errors.APIError as exc:
-            raise InfraUnavailable(f"docker could not build {tag}: {exc}") from None
+            raise disk_fault(str(exc), "docker's storage", f"docker could not build {tag}") or InfraUnavailable(
+                f"docker could not build {tag}: {exc}"
+            ) from None
     tail = "".join(str(chunk.get("stream", "")) for chunk in logs)[-2000:]
     return Built(tag, image.id, False, time.perf_counter() - t0, tail)
 

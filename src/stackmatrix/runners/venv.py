@@ -23,6 +23,7 @@ import uv
 
 from stackmatrix.asof import AsOf, uv_args
 from stackmatrix.domain import Stack
+from stackmatrix.errors import disk_fault
 from stackmatrix.files.atomic import atomic_write_text
 from stackmatrix.files.readfile import cached_bytes
 from stackmatrix.options import DEFAULT_TORCH_INDEX, Settings
@@ -152,6 +153,12 @@ class VenvRunner:
             [self.uv, *args, *env_cache], capture_output=True, text=True, timeout=timeout, check=False
         )
 
+    def _disk(self, output: str, doing: str) -> None:
+        """A full or read-only disk is this host's fault, never the stack's ``env-build-failed``: the run ends."""
+        fault = disk_fault(output, self.o.cache_dir, doing)
+        if fault is not None:
+            raise fault
+
     def lock(self, requirements: list[str], extra_overrides: Sequence[str] = ()) -> str:
         """The exact set of distributions the requirements resolve to (``uv pip compile``): the env's cache key.
         A lock resolved less than ``lock_ttl_s`` ago for the same requirements, overrides, Python and sources is
@@ -191,6 +198,7 @@ class VenvRunner:
             )
         if proc.returncode != 0:
             out = proc.stderr + proc.stdout
+            self._disk(out, "uv could not resolve an environment's requirements")
             raise EnvBuildFailed(_classify(out), f"uv cannot resolve {' '.join(requirements)}", _tail(out))
         return proc.stdout
 
@@ -243,6 +251,7 @@ class VenvRunner:
         if proc.returncode != 0:
             out = proc.stderr + proc.stdout
             shutil.rmtree(root, ignore_errors=True)
+            self._disk(out, "uv could not build an environment")
             raise EnvBuildFailed(_classify(out), "uv could not build the environment", _tail(out))
         freeze = self._uv("pip", "freeze", "--python", str(python), timeout=120).stdout
         installed = dict(line.split("==", 1) for line in freeze.splitlines() if "==" in line)
