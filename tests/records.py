@@ -45,3 +45,16 @@ def drop_record(run_dir: Path, index: int) -> None:
     lines = _lines(run_dir)
     del lines[index]
     _write(run_dir, lines)
+
+
+def why(record: dict[str, Any] | bytes) -> str:
+    """A record as a failing assertion shows it: the verdict, its reason, and each failed probe's detail with the
+    last lines of its log (what a CI log must hold to say why, e.g. a full disk under uv)."""
+    cell: dict[str, Any] = json.loads(record) if isinstance(record, bytes) else record
+    lines = [f"{cell.get('cell')}: {cell.get('verdict')} ({cell.get('reason')})"]
+    for probe in cell.get("probes", []):
+        if probe.get("status") not in ("pass", "skip", None):
+            tail = str((probe.get("evidence") or {}).get("log_tail", "")).splitlines()[-6:]
+            lines.append(f"  {probe.get('name')}: {probe.get('reason')}: {probe.get('detail')}")
+            lines += [f"    | {t}" for t in tail]
+    return "\n".join(lines)

@@ -18,7 +18,7 @@ import pytest
 from stackmatrix.cli.main import main
 from stackmatrix.store.runs import open_run, run_dirs
 from tests.frozen import AS_OF, AS_OF_ENV
-from tests.records import raw_records
+from tests.records import raw_records, why
 
 pytestmark = [pytest.mark.network, pytest.mark.runtime]
 
@@ -149,7 +149,8 @@ def test_sigkill_of_a_parallel_run_then_resume_completes_it_with_no_duplicates(
     assert len(lines) == len(after) == len(PARALLEL)  # none lost, none recorded twice
     assert {c: after[c] for c in before} == before
     verdicts = {c: json.loads(after[c])["verdict"] for c in PARALLEL}
-    assert set(verdicts.values()) <= {"runs-tiny", "override"} and "runs-tiny" in verdicts.values(), verdicts
+    told = "\n".join(why(after[c]) for c in PARALLEL)
+    assert set(verdicts.values()) <= {"runs-tiny", "override"} and "runs-tiny" in verdicts.values(), told
 
 
 def _environ(proc: Path) -> str:

@@ -18,6 +18,7 @@ from stackmatrix.matrix.catalog import load_catalog
 from stackmatrix.options import DEFAULT_INDEX_URL
 from stackmatrix.runners.venv import DEFAULT_OVERRIDES, VenvOptions, VenvRunner
 from stackmatrix.triton.install import ensure_server
+from tests.records import why
 
 pytestmark = [pytest.mark.network, pytest.mark.runtime, pytest.mark.triton]
 
@@ -122,11 +123,13 @@ def test_triton_python_cell_runs_its_ladder_in_its_triton_image(
     if any(LOCAL_TORCH.glob("torch-2.13.0+cpu-*.whl")):
         args += ["--torch-find-links", str(LOCAL_TORCH)]
     code = main(args)
-    cell = json.loads(capsys.readouterr().out)
+    out, err = capsys.readouterr()
+    assert out, f"exit {code}, nothing on stdout; stderr: {err}"
+    cell = json.loads(out)
     by = {p["name"]: p for p in cell["probes"]}
-    assert code == 0 and cell["verdict"] == "runs-tiny", cell
+    assert code == 0 and cell["verdict"] == "runs-tiny", why(cell)
     rungs = ("env", "import", "tiny", "config", "load", "generate", "serve")
-    assert {n: by[n]["status"] for n in rungs} == dict.fromkeys(rungs, "pass"), cell
+    assert {n: by[n]["status"] for n in rungs} == dict.fromkeys(rungs, "pass"), why(cell)
     assert "image stackmatrix/triton-python:" in by["env"]["detail"]
     assert by["load"]["evidence"]["tritonserver"] == load_catalog().triton["24.10"].triton_version  # 2.51.0
     gen = by["generate"]["evidence"]

@@ -20,6 +20,7 @@ import pytest
 from stackmatrix.cli.main import main
 from stackmatrix.options import DEFAULT_INDEX_URL
 from stackmatrix.triton.install import ensure_server
+from tests.records import why
 from tests.registry import BACKEND, Instance, Layer, push_image, registries
 
 pytestmark = [pytest.mark.network, pytest.mark.runtime, pytest.mark.triton]
@@ -56,8 +57,8 @@ def test_the_backend_serves_a_tiny_gemma4_through_tritonserver(cache: Path, caps
     the backend that runs here loads, generates and streams: the observation wins, and contradicts the prediction."""
     code, cell = _check(cache, capsys, "--climb", "all", "--vllm-backend", str(BACKENDS / "contract"))
     by = _probes(cell)
-    assert code == 0 and cell["verdict"] == "runs-tiny", cell
-    assert {n: by[n]["status"] for n in RUNGS} == dict.fromkeys(RUNGS, "pass"), cell
+    assert code == 0 and cell["verdict"] == "runs-tiny", why(cell)
+    assert {n: by[n]["status"] for n in RUNGS} == dict.fromkeys(RUNGS, "pass"), why(cell)
     assert by["backend-imports"]["status"] == "fail" and cell["contradiction"] is True
     assert "numpy 1.26.4" in by["env"]["detail"]  # the stand-in's stub cannot take numpy 2
     load = by["load"]["evidence"]
@@ -166,8 +167,8 @@ def _docker_path(
         cache, capsys, *docker, "--override", "numpy<2", "--triton-image", f"{release}:{{release}}-{{variant}}"
     )
     by = _probes(cell)
-    assert code == 0 and cell["verdict"] == "runs-tiny", cell
-    assert {n: by[n]["status"] for n in RUNGS} == dict.fromkeys(RUNGS, "pass"), cell
+    assert code == 0 and cell["verdict"] == "runs-tiny", why(cell)
+    assert {n: by[n]["status"] for n in RUNGS} == dict.fromkeys(RUNGS, "pass"), why(cell)
     assert by["backend-imports"]["status"] == "pass" and cell["contradiction"] is False  # read from the registry
     derived = by["env"]["detail"].split("image ", 1)[1].split(": ", 1)[0]
     made.append(derived)
