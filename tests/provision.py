@@ -34,7 +34,7 @@ APT_TIMEOUT_S = 1800
 CHROMIUM = Path("/usr/bin/chromium")  # the path the browser test launches: Playwright never downloads a browser here
 # The Python backend's stub links the shared libpython of the interpreter that made its environment (FACTS §7).
 SYSTEM_PYTHON = Path("/usr/bin/python3.11")
-LATEX_STYLES = ("geometry.sty", "booktabs.sty", "longtable.sty", "amssymb.sty", "graphicx.sty")  # reports/latex.py's
+LATEX_STYLES = ("geometry.sty", "booktabs.sty", "longtable.sty", "amssymb.sty", "graphicx.sty", "multicol.sty")
 
 
 class ProvisionError(Exception):

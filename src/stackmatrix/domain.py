@@ -35,12 +35,16 @@ class KindNaming:
     prefix: str
     in_triton: bool
     colour: str  # a CSS colour: the HTML report's column and legend mark (reports/html.py)
+    title: str = ""  # the frontier's column of its stacks (reports/frontier.py)
+    stock_title: str = ""  # the frontier's column of its stock containers, where it has them (shown first)
 
 
 NAMING: Final[Mapping[StackKind, KindNaming]] = {
-    StackKind.VLLM: KindNaming("vllm", in_triton=False, colour="#8250df"),
-    StackKind.TRITON_VLLM: KindNaming("triton", in_triton=True, colour="#1a7f37"),
-    StackKind.TRITON_PYTHON: KindNaming("tpy", in_triton=True, colour="#bf8700"),
+    StackKind.VLLM: KindNaming("vllm", in_triton=False, colour="#8250df", title="vLLM"),
+    StackKind.TRITON_VLLM: KindNaming(
+        "triton", in_triton=True, colour="#1a7f37", title="Triton, vLLM/tf replaced", stock_title="Triton stock"
+    ),
+    StackKind.TRITON_PYTHON: KindNaming("tpy", in_triton=True, colour="#bf8700", title="Triton Python backend"),
 }
 
 

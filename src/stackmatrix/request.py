@@ -175,6 +175,14 @@ class Request:
     )  # report: several at once
     output = Option[Path | None]("--output", "", None, "also write the answer in --format to this file", given_path)
     out = Option[Path | None]("--out", "", None, "output directory (default <reports>/rendered/<run-id>)", given_path)
+    view = Option[str | None](
+        "--view",
+        "",
+        None,
+        "frontier: per model x target and kind of stack, the first release that reaches predicted and why the one "
+        "before fails (md, tex, txt); grid: every stack a column (default: frontier for md and tex, else grid)",
+        as_given,
+    )  # choices: the report formats' views (cli/commands.py)
     title = Option[str | None]("--title", "", None, "table title (default 'Readiness — run <id>')", as_given)
     summary = Option[Path | None](
         "--summary", "", None, "also write the Markdown summary here (PR comment)", given_path

@@ -41,9 +41,24 @@ def test_run_default_matrix_writes_cells_and_reports(
     assert {"predicted", "blocked", "override", "no-fit", "not-run"} <= verdicts
     assert all(c["declared_verdict"] for c in cells.values())  # the ladder's decisions are in the record
     latest = reports / "latest"
+    # The Markdown is the frontier: a row per model x target, small enough for one pull-request comment.
     md = (latest / "readiness.md").read_text()
-    assert "◇ predicted: declared only" in md and "● serves" in md
-    assert "✖[^" in md and "[^1]: " in md  # blocked cells carry footnoted reasons
+    assert "◇ predicted: declared only" in md and "● serves" in md and len(md) < 65_536, len(md)
+    pairs = {(c["declared"]["model"], c["declared"]["target"]) for c in cells.values()}
+    assert sum(line.startswith("| ") for line in md.splitlines()) == 1 + len(pairs)  # the header, then the rows
+    assert "◇ " in md and "none[^" in md and "[^1]: the release before: " in md
+    # The frontier's LaTeX compiles to one page; the grid (every stack a column) is a --view away.
+    rendered = tmp_path / "rendered"
+    assert main(["report", "--reports-dir", str(reports), "--format", "tex", "--out", str(rendered)]) == 0
+    pdf = subprocess.run(
+        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "readiness.tex"],
+        cwd=rendered, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert pdf.returncode == 0 and "(1 page," in pdf.stdout, pdf.stdout[-2000:]
+    grid_md = ["--view", "grid", "--format", "md", "--out", str(rendered)]
+    assert main(["report", "--reports-dir", str(reports), *grid_md]) == 0
+    grid = (rendered / "readiness.md").read_text()
+    assert "✖[^" in grid and "[^1]: " in grid and len(grid) > len(md)  # blocked cells carry footnoted reasons
     csv = (latest / "readiness.csv").read_text().splitlines()
     assert csv[0].startswith("cell,stack,kind") and len(csv) == len(cells) + 1
     assert len(json.loads((latest / "readiness.json").read_text())) == len(cells)

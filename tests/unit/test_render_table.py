@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 import subprocess
 import sys
+from dataclasses import replace
 
 import pandas as pd
 from tabulate import tabulate
@@ -16,8 +17,17 @@ from stackmatrix.inert import md_text
 from stackmatrix.ladder.verdict import decided
 from stackmatrix.reports.legend import PLAIN, SYMBOL
 from stackmatrix.reports.render import render
-from stackmatrix.reports.table import Report, footnotes, grid, legend, note_text, observed_rows, pivot, stack_order
-from stackmatrix.reports.text import short_model
+from stackmatrix.reports.table import (
+    Report,
+    footnotes,
+    grid,
+    legend,
+    note_text,
+    observed_rows,
+    pivot,
+    short_model,
+    stack_order,
+)
 from stackmatrix.store.row import table_row
 
 META = {"run_id": "20260101T000000Z-abcdef", "tier": "static"}
@@ -148,7 +158,7 @@ def test_table_formats_are_the_frames_byte_for_byte() -> None:
         }
         for report in reports(found):
             for name, data in expected.items():
-                assert render(report, name) == data, (seed, name)
+                assert render(replace(report, view="grid"), name) == data, (seed, name)
         assert render(reports(found)[1], "json") == render(reports(found)[0], "json")
 
 
@@ -156,7 +166,8 @@ def test_the_empty_table() -> None:
     report = Report.of([], META)
     assert render(report, "txt") == b"no cells\n"
     assert render(report, "csv") == report.df.to_csv(index=False, lineterminator="\n").encode()
-    assert b"| model   | target   |\n|---------|----------|" in render(report, "md")
+    assert b"| model   | target   |\n|---------|----------|" in render(replace(report, view="grid"), "md")
+    assert render(report, "md").endswith(b"\nNo cells.\n")  # the frontier, md's default view
 
 
 def test_the_helpers_read_a_frame_or_the_columns_alike() -> None:
@@ -185,9 +196,8 @@ def test_a_run_renders_its_tables_without_pandas() -> None:
 
 
 def test_every_format_marks_a_flaky_cell() -> None:
-    """A cell whose verdict changed between attempts (the executor's retries) says so in every report format."""
-    from dataclasses import replace
-
+    """A cell whose verdict changed between attempts (the executor's retries) says so in every report format and
+    view."""
     from stackmatrix.domain import CellResult, Outcome, Rung, Status, Verdict
     from stackmatrix.reports.render import FORMATS, Report, render
 
@@ -200,7 +210,8 @@ def test_every_format_marks_a_flaky_cell() -> None:
     ]  # fmt: skip
     steady = Report.of([cells[1]], {})
     report = Report.of(cells, {})
-    for name in FORMATS:
+    for name, view in [(n, v) for n, f in FORMATS.items() for v in f.view_names]:
+        report, steady = replace(report, view=view), replace(steady, view=view)
         out = render(report, name)
         if name == "png":  # the heatmap marks it with "~" and a legend entry: the image differs
             assert out != render(Report.of([replace(cells[0], attempts=()), cells[1]], {}), name)

@@ -10,7 +10,7 @@ from typing import Any, Final
 
 from stackmatrix.matrix.file import SYMBOLS
 from stackmatrix.options import OPTIONS, Option, given_path
-from stackmatrix.reports.formats import choices
+from stackmatrix.reports.formats import VIEWS, choices
 from stackmatrix.request import Request as R
 
 
@@ -178,6 +178,7 @@ _DECLARED: Final[tuple[Command, ...]] = (
             R.only,
             R.run,
             R.formats.but(help=f"comma-separated: {', '.join(choices('report'))}, or all (default all; repeatable)"),
+            R.view.but(choices=VIEWS),
             R.out,
             R.title,
         ),

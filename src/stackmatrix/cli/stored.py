@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 
 from stackmatrix.errors import BadInput, NothingSelected, path_faults
 from stackmatrix.files.atomic import write_output
@@ -91,9 +92,10 @@ def _stored_run(request: Request, ref: str | None) -> Run:
 
 
 def cmd_report(request: Request) -> int:
-    from stackmatrix.reports.render import FORMATS, Report, parse_formats, write_reports
+    from stackmatrix.reports.render import FORMATS, Report, parse_formats, parse_view, write_reports
 
     formats = parse_formats(list(request.formats) or ["all"])
+    view = parse_view(request.view, formats)
     run = _stored_run(request, request.run)
     if run.meta.get("damaged"):  # rendered with what it still holds, its status ``damaged``
         _warn(str(run.meta["damaged"]))
@@ -109,13 +111,13 @@ def cmd_report(request: Request) -> int:
         raise NothingSelected(f"no cell of run {run.run_id} matches the selection")
     wanted = {r[0] for r in rows}
 
-    table = Report.of_rows(rows, run.meta, request.title, summaries)
+    table = replace(Report.of_rows(rows, run.meta, request.title, summaries), view=view)
 
     def full() -> Report:  # the cell files, for the formats that show evidence; the table is the index's
         results = sorted((r for r in run.results() if r.cell_id in wanted), key=lambda r: r.cell_id)
         if [r.cell_id for r in results] != [row[0] for row in rows]:  # a cell file changed under the index
-            return Report.of(results, run.meta, request.title)
-        return Report(tuple(results), table.df, run.meta, table.title, table.summaries)
+            return replace(Report.of(results, run.meta, request.title), view=view)
+        return replace(table, results=tuple(results), frame=table.df)
 
     out = request.out or store_dir(request.settings().reports_dir, "rendered", run.run_id)
     with path_faults("--out" if request.out else None):

@@ -18,16 +18,44 @@ class Format:
     help: str = ""
     filename: str = ""  # a report: its file (latest/, rendered/<run>)
     needs_results: bool = False  # a report: False renders from the table alone (no cell file read)
+    # a report's other views than the grid (``target``): (view, "module:function"); ``view``: the one by default
+    views: tuple[tuple[str, str], ...] = ()
+    view: str = "grid"
 
-    def load(self) -> Callable[..., Any]:
-        module, function = self.target.split(":")
+    @property
+    def view_names(self) -> tuple[str, ...]:
+        return ("grid", *(name for name, _ in self.views))
+
+    def load(self, view: str | None = None) -> Callable[..., Any]:
+        """The renderer of ``view`` (default: the format's own default view)."""
+        module, function = dict(self.views).get(view or self.view, self.target).split(":")
         fn: Callable[..., Any] = getattr(importlib.import_module(f"stackmatrix.{module}"), function)
         return fn
 
 
+# The report's views (--view): ``grid`` (every stack a column) is every report format's; the frontier (per model x
+# target and kind of stack, the first release that reaches predicted) is the whitepaper's (reports/frontier.py).
+FRONTIER = "frontier"
+VIEWS: Final = ("grid", FRONTIER)
+
 FORMATS: Final[tuple[Format, ...]] = (
-    Format("report", "txt", "reports.text:render_terminal", "terminal table, one symbol per target", "readiness.txt"),
-    Format("report", "md", "reports.text:render_markdown", "Markdown table with footnoted reasons", "readiness.md"),
+    Format(
+        "report",
+        "txt",
+        "reports.text:render_terminal",
+        "terminal table, one symbol per target",
+        "readiness.txt",
+        views=((FRONTIER, "reports.text:render_frontier_terminal"),),
+    ),
+    Format(
+        "report",
+        "md",
+        "reports.text:render_markdown",
+        "Markdown: the frontier with footnoted reasons (--view grid: every stack)",
+        "readiness.md",
+        views=((FRONTIER, "reports.text:render_frontier_markdown"),),
+        view=FRONTIER,
+    ),
     Format("report", "csv", "reports.machine:render_csv", "one row per cell", "readiness.csv"),
     Format(
         "report", "json", "reports.machine:render_json", "one object per cell with its probe lines", "readiness.json"
@@ -40,7 +68,15 @@ FORMATS: Final[tuple[Format, ...]] = (
         "readiness.html",
         needs_results=True,
     ),
-    Format("report", "tex", "reports.latex:render_latex", "LaTeX table (booktabs, footnoted reasons)", "readiness.tex"),
+    Format(
+        "report",
+        "tex",
+        "reports.latex:render_latex",
+        "LaTeX: the frontier on one page (--view grid: every stack, booktabs)",
+        "readiness.tex",
+        views=((FRONTIER, "reports.latex:render_frontier_latex"),),
+        view=FRONTIER,
+    ),
     Format(
         "report",
         "junit",

@@ -17,7 +17,7 @@ from stackmatrix.redact import redact
 from stackmatrix.reports.formats import Format, of
 from stackmatrix.reports.table import Report
 
-__all__ = ["FORMATS", "Format", "Report", "parse_formats", "render", "write_reports"]
+__all__ = ["FORMATS", "Format", "Report", "parse_formats", "parse_view", "render", "write_reports"]
 
 
 # The report's formats: reports/formats.py holds every answer's.
@@ -43,15 +43,31 @@ def parse_formats(values: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def _renderer(name: str) -> Callable[[Report], str | bytes]:
-    fn: Callable[[Report], str | bytes] = FORMATS[name].load()
+def parse_view(view: str | None, names: Iterable[str]) -> str | None:
+    """``--view`` for the formats ``names``: one of them must have it (a format without it renders its grid)."""
+    if view is None:
+        return None
+    having = [n for n in names if view in FORMATS[n].view_names]
+    if not having:
+        offer = sorted({v for n in names for v in FORMATS[n].view_names})
+        with_it = [n for n, f in FORMATS.items() if view in f.view_names]
+        raise BadInput(
+            "--view", "view", view, f"one of {', '.join(offer)} for these formats ({view}: {', '.join(with_it)})"
+        )
+    return view
+
+
+def _renderer(name: str, view: str | None) -> Callable[[Report], str | bytes]:
+    fmt = FORMATS[name]
+    fn: Callable[[Report], str | bytes] = fmt.load(view if view in fmt.view_names else None)
     return fn
 
 
 def render(report: Report, name: str) -> bytes:
-    """One format's bytes. Text formats pass through ``redact`` last: whatever a probe's evidence holds, a
-    report carries no URL credentials and no value of a secret-named environment variable."""
-    out = _renderer(name)(report)
+    """One format's bytes, in the report's view where the format has it. Text formats pass through ``redact``
+    last: whatever a probe's evidence holds, a report carries no URL credentials and no value of a secret-named
+    environment variable."""
+    out = _renderer(name, report.view)(report)
     # backslashreplace: a lone surrogate (an undecodable byte in a title or a stored path) is written escaped
     return redact(out).encode("utf-8", "backslashreplace") if isinstance(out, str) else out
 

@@ -70,6 +70,11 @@ def stack_order(table: Table) -> list[str]:
     return sorted(dict.fromkeys(table["stack"]), key=lambda s: (not s.startswith(first), s))
 
 
+def short_model(model: str) -> str:
+    """A model as a narrow column shows it: no organisation, no family prefix (``E2B-it``)."""
+    return model.split("/", 1)[-1].removeprefix("gemma-4-")
+
+
 def note_text(reason: str, override: str, detail: str) -> str:
     return reason + (f" ({override})" if override else "") + (f": {detail}" if detail else "")
 
@@ -129,6 +134,7 @@ class Report:
     title: str
     summaries: tuple[str, ...] = ()  # per row, the JSON report's object (tablerow.Row.summary)
     rows: tuple[tuple[Any, ...], ...] = field(default=(), compare=False)
+    view: str | None = None  # --view: what the formats that have it render (None: each format's default view)
 
     @classmethod
     def of(cls, results: Sequence[CellResult], meta: Mapping[str, Any], title: str | None = None) -> Report:

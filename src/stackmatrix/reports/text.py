@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from tabulate import tabulate
 
 from stackmatrix.domain import Verdict
-from stackmatrix.inert import md_text
+from stackmatrix.inert import md_text, term_text
+from stackmatrix.reports.frontier import INTRO, Entry, Frontier, flaky_lines, frontier
 from stackmatrix.reports.legend import SYMBOL
-from stackmatrix.reports.table import FLAKY, Columns, Report, footnotes, grid, legend, observed_rows, stack_order
+from stackmatrix.reports.table import (
+    FLAKY,
+    Columns,
+    Report,
+    footnotes,
+    grid,
+    legend,
+    observed_rows,
+    short_model,
+    stack_order,
+)
 
 
 def render_markdown(report: Report) -> str:
@@ -22,6 +35,52 @@ def render_markdown(report: Report) -> str:
     lines += ["", *(f"[^{n}]: {md_text(text)}" for text, n in notes.items())]  # a probe's text, from outside
     lines += _declared_vs_observed(cols)
     return "\n".join(lines) + "\n"
+
+
+def _entry(entry: Entry | None, note: str) -> str:
+    """A frontier entry as text: the verdict's symbol and the stack (or "none"), then ``note`` formatted with its
+    number; "" where the run holds no stack of the lane."""
+    if entry is None:
+        return ""
+    text = (f"{SYMBOL[entry.verdict]} " if entry.verdict else "") + entry.label
+    return text + (note.format(entry.note) if entry.note else "")
+
+
+def _frontier_rows(f: Frontier, note: str, clean: Callable[[str], str]) -> list[list[str]]:
+    return [[clean(short_model(m)), clean(t), *(clean(_entry(e, note)) for e in entries)] for m, t, entries in f.rows]
+
+
+def render_frontier_markdown(report: Report) -> str:
+    """The frontier (frontier.py) as a Markdown table with footnotes: small enough to post (under 65,536 characters
+    for the default matrix)."""
+    f = frontier(report.columns)
+    lines = [f"# {md_text(report.title)}", "", md_text(INTRO), "", "Legend: " + " · ".join(legend()), ""]
+    if f.empty:
+        return "\n".join([*lines, "No cells.", ""])
+    headers = ["model", "target", *(lane.title for lane in f.lanes)]
+    # md_text escapes the entry's note marker too: the marker is put on after it
+    rows = [[md_text(short_model(m)), md_text(t), *(_md_entry(e) for e in entries)] for m, t, entries in f.rows]
+    lines.append(tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True))
+    lines += ["", *(f"[^{n}]: {md_text(text)}" for n, text in enumerate(f.notes, 1))]
+    lines += [f"- {md_text(line)}" for line in flaky_lines(f)]
+    return "\n".join(lines) + "\n"
+
+
+def _md_entry(entry: Entry | None) -> str:
+    if entry is None:
+        return ""
+    text = md_text((f"{SYMBOL[entry.verdict]} " if entry.verdict else "") + entry.label)
+    return text + (f"[^{entry.note}]" if entry.note else "")
+
+
+def render_frontier_terminal(report: Report) -> str:
+    f = frontier(report.columns)
+    if f.empty:
+        return "no cells\n"
+    headers = ["model", "target", *(lane.title for lane in f.lanes)]
+    body = tabulate(_frontier_rows(f, " [{}]", term_text), headers=headers, tablefmt="simple", disable_numparse=True)
+    notes = [f"[{n}] {text}" for n, text in enumerate(f.notes, 1)]
+    return f"{INTRO}\n\n{body}\n\n" + "".join(term_text(line) + "\n" for line in (*notes, *flaky_lines(f)))
 
 
 def _declared_vs_observed(cols: Columns) -> list[str]:
@@ -39,10 +98,6 @@ def _declared_vs_observed(cols: Columns) -> list[str]:
         "",
         tabulate(rows, headers=["cell", "declared", "observed", "reason", ""], tablefmt="github"),
     ]
-
-
-def short_model(model: str) -> str:
-    return model.split("/", 1)[-1].removeprefix("gemma-4-")
 
 
 def render_terminal(report: Report) -> str:
