@@ -15,7 +15,7 @@ PYPROJECT = nox.project.load_toml("pyproject.toml")
 ENV = {"UV_COMPILE_BYTECODE": "1"}
 # pytest-xdist, one worker per core (at most 4), each test file on one worker (its module fixtures — a cluster, a
 # server, an environment — are made once): the whole suite took 0.51 of its serial time on this 2-core machine
-# (716 s against 1,397 s), the unit tests about 0.5 (README, Development).
+# (716 s against 1,397 s), the unit tests about 0.5 (docs/development.md).
 XDIST = ("-n", "auto", "--maxprocesses", "4", "--dist", "loadfile")
 # Every marker pyproject.toml declares names what its tests need: a service or the package index.
 NEEDS = [m.split(":")[0] for m in PYPROJECT["tool"]["pytest"]["ini_options"]["markers"]]
@@ -72,6 +72,18 @@ def tests(session: nox.Session) -> None:
     session.run("python", "-m", "tests.provision")  # stdlib only: before the install, so it fails fast
     _install(session, "test")
     session.run("pytest", *XDIST, *session.posargs)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The documentation site from docs/ (MkDocs, Material theme) into site/; ``--strict``: a broken link, anchor
+    or nav entry fails it. ``nox -s docs -- serve`` previews it on 127.0.0.1:8000."""
+    session.install(*nox.project.dependency_groups(PYPROJECT, "docs"))
+    env = {"NO_MKDOCS_2_WARNING": "1"}  # Material's notice about its successor, printed on every build
+    if session.posargs[:1] == ["serve"]:
+        session.run("mkdocs", "serve", "--strict", "--dev-addr", "127.0.0.1:8000", env=env)
+    else:
+        session.run("mkdocs", "build", "--strict", *session.posargs, env=env)
 
 
 @nox.session
