@@ -58,6 +58,15 @@ def gate(session: nox.Session) -> None:
 
 
 @nox.session
+def images(session: nox.Session) -> None:
+    """The container images a docker-runner run of the selected cells needs, made before it (a GPU lab's nightly
+    then only runs them): ``nox -s images -- [-k EXPR] [--push REGISTRY] [--plan]``. Stock Triton images are
+    pulled, cell images built from images/; --push uses Docker's own credentials."""
+    _install(session)
+    session.run("stackmatrix", "image", "build", *session.posargs)
+
+
+@nox.session
 def report(session: nox.Session) -> None:
     """Render a stored run (default: the latest) in every format: ``nox -s report -- [RUN] [--format html]``."""
     _install(session)

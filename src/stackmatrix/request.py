@@ -5,6 +5,7 @@ another flag, help, default or choices, the same attribute. cli/commands.py list
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, NoReturn
@@ -113,7 +114,8 @@ class Request:
         "--plan",
         "",
         None,
-        "print the plan (cells, cache hits, builds and who shares them, estimate) and exit: nothing is probed",
+        "print the plan and exit, nothing probed or built (run, list: cells, cache hits, builds and who shares them, "
+        "estimate; image build: the images and which are here)",
         boolean,
         action="switch",
         recorded=True,
@@ -274,6 +276,14 @@ class Request:
     wheelhouse = Option[Path | None](
         "--wheelhouse", "", None, "where the wheels go (default <cache>/wheelhouse)", given_path
     )
+    push = Option[str | None](
+        "--push",
+        "",
+        None,
+        "then push every image to this registry (host[:port][/path]), with Docker's credentials",
+        lambda where, value: _registry(where, value),
+        metavar="REGISTRY",
+    )
     cert = Option[Path | None]("--cert", "", None, "a CA bundle for a TLS-intercepting proxy", existing_file)
     ref = Option[str](
         "ref", "", None, "an image reference, e.g. nvcr.io/nvidia/tritonserver:26.04-vllm-python-py3", as_given,
@@ -376,6 +386,17 @@ def _replayed(opt: Option[Any], value: object, where: str) -> object:
     if not isinstance(value, str) or (opt.allowed() and value not in opt.allowed()):
         raise BadInput(where, f"args.{opt.name}", value, expected)
     return value
+
+
+# A registry to push to: a host (a name or an address, an optional port) and an optional path of lowercase parts.
+_REGISTRY = re.compile(r"[A-Za-z0-9][A-Za-z0-9.\-]*(:\d{1,5})?(/[a-z0-9]+([._-][a-z0-9]+)*)*")
+
+
+def _registry(where: str, value: str) -> str:
+    text = value.strip().rstrip("/")
+    if len(text) > 255 or not _REGISTRY.fullmatch(text):
+        raise BadInput(where, "registry", value, "a registry host[:port][/path], e.g. registry.lab:5000/mirror")
+    return text
 
 
 def _kinds() -> tuple[str, ...]:

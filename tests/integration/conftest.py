@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,18 @@ def frozen_index() -> Iterator[None]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(AS_OF_ENV, AS_OF)
         yield
+
+
+@contextmanager
+def module_cache(factory: pytest.TempPathFactory, name: str) -> Iterator[Path]:
+    """A module's own cache (its uv cache and environments: gigabytes), removed once the module's tests are done,
+    whatever they did: a CI machine's disk then holds the suite's peak, not the sum of every module's caches (a full
+    disk once failed CI's environment builds)."""
+    path = factory.mktemp(name)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

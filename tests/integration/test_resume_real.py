@@ -20,6 +20,8 @@ from stackmatrix.store.runs import open_run, run_dirs
 from tests.frozen import AS_OF, AS_OF_ENV
 from tests.records import raw_records, why
 
+from .conftest import module_cache
+
 pytestmark = [pytest.mark.network, pytest.mark.runtime]
 
 CELLS = (
@@ -38,9 +40,10 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
         mp.delenv(name)
     if any(LOCAL_TORCH.glob("torch-*+cpu-*.whl")):
         mp.setenv("STACKMATRIX_TORCH_FIND_LINKS", str(LOCAL_TORCH))
-    mp.setenv("STACKMATRIX_CACHE_DIR", str(tmp_path_factory.mktemp("resume-cache")))
     mp.setenv(AS_OF_ENV, AS_OF)
-    yield dict(os.environ)
+    with module_cache(tmp_path_factory, "resume-cache") as cache:
+        mp.setenv("STACKMATRIX_CACHE_DIR", str(cache))
+        yield dict(os.environ)
     mp.undo()
 
 

@@ -20,6 +20,8 @@ from stackmatrix.store.runs import run_dirs
 from tests.records import raw_records, records
 from tests.unit.test_faults import Faults, mechanism, one_line
 
+from .conftest import module_cache
+
 pytestmark = [pytest.mark.network, pytest.mark.runtime]
 
 E2B = "vllm-0.32.0-tf5.19.0__gemma-4-e2b-it__*"
@@ -32,7 +34,8 @@ def runtime_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
     mp = pytest.MonkeyPatch()
     if any(LOCAL_TORCH.glob("torch-*+cpu-*.whl")):
         mp.setenv("STACKMATRIX_TORCH_FIND_LINKS", str(LOCAL_TORCH))
-    yield {"cache": tmp_path_factory.mktemp("rcache"), "reports": tmp_path_factory.mktemp("rreports")}
+    with module_cache(tmp_path_factory, "rcache") as cache:
+        yield {"cache": cache, "reports": tmp_path_factory.mktemp("rreports")}
     mp.undo()
 
 

@@ -24,6 +24,8 @@ from tests.frozen import AS_OF, AS_OF_ENV, cells_of
 from tests.records import records
 from tests.slurm import Cluster, cluster
 
+from .conftest import module_cache
+
 pytestmark = [pytest.mark.slurm, pytest.mark.network]
 
 STATIC = "vllm-0.3*__gemma-4-e*b-it__*"  # predicted, override, no-fit cells; counted in the frozen view
@@ -45,10 +47,10 @@ def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         mp.delenv(name)
     if any(LOCAL_TORCH.glob("torch-*+cpu-*.whl")):
         mp.setenv("STACKMATRIX_TORCH_FIND_LINKS", str(LOCAL_TORCH))
-    mp.setenv("STACKMATRIX_CACHE_DIR", str(tmp_path_factory.mktemp("slurm-cache")))
     mp.setenv("STACKMATRIX_SLURM_POLL", "0.5")
     mp.setenv(AS_OF_ENV, AS_OF)  # the tasks inherit it: the workers see the submitter's view
-    with cluster(tmp_path_factory.mktemp("slurm-cluster")) as c:
+    with module_cache(tmp_path_factory, "slurm-cache") as cache, cluster(tmp_path_factory.mktemp("slurm-cluster")) as c:
+        mp.setenv("STACKMATRIX_CACHE_DIR", str(cache))
         mp.setenv("SLURM_CONF", str(c.conf))
         yield c
     mp.undo()

@@ -23,6 +23,8 @@ from stackmatrix.triton.install import ensure_server
 from tests.records import why
 from tests.registry import BACKEND, Instance, Layer, push_image, registries
 
+from .conftest import module_cache
+
 pytestmark = [pytest.mark.network, pytest.mark.runtime, pytest.mark.triton]
 
 BACKENDS = Path(__file__).parents[1] / "backends"
@@ -32,8 +34,9 @@ STACK = ["--triton", "26.01", "--vllm", "0.32.0", "--transformers", "5.19.0", "-
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("tvcache")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    with module_cache(tmp_path_factory, "tvcache") as path:
+        yield path
 
 
 def _check(

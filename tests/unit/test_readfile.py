@@ -53,7 +53,10 @@ def test_a_fifo_with_a_writer_is_still_refused(tmp_path: Path) -> None:
     writer.start()
     with pytest.raises(BadInput, match="regular file"):
         read_bytes(fifo)
-    os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # let the writer finish
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # let the writer finish before its folder is removed
+    writer.join(timeout=30)
+    os.close(reader)
+    assert not writer.is_alive()
 
 
 def test_syntax_encoding_and_nesting(tmp_path: Path) -> None:

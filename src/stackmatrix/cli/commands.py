@@ -132,6 +132,18 @@ _DECLARED: Final[tuple[Command, ...]] = (
         (*COMMON, R.ref, _format("image", "table")),
     ),
     Command(
+        "image build",
+        "build or pull the images the selected cells need under the docker runner, and push them",
+        "probe:cmd_image_build",
+        (
+            *COMMON,
+            *SELECTION,
+            R.plan,
+            R.push,
+            R.override,
+        ),
+    ),
+    Command(
         "check",
         "one cell, the question a release gate asks",
         "probe:cmd_check",
@@ -218,6 +230,7 @@ EXAMPLES: Final = {
     "worker": "stackmatrix worker reports/runs/<run>/slurm/1 --task 0",
     "tiny build": "stackmatrix tiny build gemma-4-E2B-it --transformers 5.19.0",
     "image facts": "stackmatrix image facts nvcr.io/nvidia/tritonserver:26.04-vllm-python-py3 --format json",
+    "image build": "stackmatrix image build -k 'triton-26.04' --push registry.lab:5000/mirror",
     "stage": "stackmatrix stage --only 'vllm-0.32.0*' --wheelhouse /srv/wheels",
     "history": "stackmatrix history -k 'gemma-4-e4b-it and l4x1' --last 5",
     "diff": "stackmatrix diff --format md --output diff.md",
@@ -226,5 +239,5 @@ EXAMPLES: Final = {
 COMMANDS: Final = tuple(replace(c, example=EXAMPLES[c.name]) for c in _DECLARED)
 GROUPS: Final = {
     "tiny": "tiny random-weight checkpoints of a catalog model's architecture",
-    "image": "what a container image holds, read from its registry (no Docker, no pull)",
+    "image": "container images: what one holds (read from its registry), and the ones a run needs (built)",
 }

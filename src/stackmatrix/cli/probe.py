@@ -8,7 +8,7 @@ import json
 from stackmatrix.domain import Status
 from stackmatrix.errors import GateRegression
 from stackmatrix.pipeline.session import open_session
-from stackmatrix.pipeline.steps import CHECK, COLLECT, LIST, LIST_PLAN, RESUME, RUN, STAGE, WORKER, execute
+from stackmatrix.pipeline.steps import CHECK, COLLECT, IMAGES, LIST, LIST_PLAN, RESUME, RUN, STAGE, WORKER, execute
 from stackmatrix.request import Request
 
 
@@ -53,6 +53,10 @@ def cmd_worker(request: Request) -> int:
 
 def cmd_check(request: Request) -> int:
     return execute(CHECK, request)
+
+
+def cmd_image_build(request: Request) -> int:
+    return execute(IMAGES, request)
 
 
 def cmd_tiny(request: Request) -> int:

@@ -23,7 +23,7 @@ from types import FrameType
 from typing import Any
 
 from stackmatrix.domain import Cell, CellResult, Reason
-from stackmatrix.errors import BadInput, InfraUnavailable, Interrupted, NothingSelected, Terminated
+from stackmatrix.errors import BadInput, GateRegression, InfraUnavailable, Interrupted, NothingSelected, Terminated
 from stackmatrix.executors import Ended
 from stackmatrix.matrix.loaded import Loaded
 from stackmatrix.options import Settings
@@ -671,6 +671,44 @@ def stage_wheels(selected: Selected, job: Job) -> int:
     return 0
 
 
+def build_images(selected: Selected, job: Job) -> int:
+    """``image build``'s own step: the plan of the images the selected cells need under the docker runner, then
+    each pulled or built (``--plan``: the plan alone), then ``--push``. Exit 1 when an image could not be made."""
+    from stackmatrix.kinds import KINDS
+    from stackmatrix.runners import DEFAULT_OVERRIDES, merge_overrides
+    from stackmatrix.runners.docker import DockerRunner
+    from stackmatrix.runners.prebuild import make, plan_lines, push, wanted
+
+    request = job.request
+    runner = DockerRunner.from_settings(job.settings, merge_overrides(DEFAULT_OVERRIDES, request.override))
+    stacks = {c.stack.id: c.stack for c in selected.cells}
+    wants = [w for _, s in sorted(stacks.items()) if (w := wanted(runner, s, KINDS[s.kind])) is not None]
+    none = len(stacks) - len(wants)
+    print(f"image build: {len(wants)} images for {len(selected.cells)} cells ({none} stacks need none)")
+    print("\n".join(plan_lines(wants)), flush=True)
+    if request.plan:
+        return 0
+    made = []
+    for n, want in enumerate(wants, 1):
+        done = make(runner, want, KINDS[want.stack.kind])
+        made.append(done)
+        what = f"failed: {done.failed}" if done.failed else f"{done.how} {done.ref}"
+        print(f"[{n}/{len(wants)}] {done.stack}: {what} ({done.seconds:.1f} s)", flush=True)
+    ok = [m for m in made if not m.failed]
+    counts = {how: sum(1 for m in ok if m.how == how) for how in ("built", "reused", "pulled", "here")}
+    summary = ", ".join(f"{n} {how}" for how, n in counts.items()) + f", {len(made) - len(ok)} failed"
+    if not any(m.how in ("built", "pulled") for m in ok):
+        summary += ": nothing to build or pull"
+    if request.push:
+        pushed = []
+        for m in ok:
+            pushed.append(push(runner.client, m.ref, request.push))
+            print(f"push {m.ref} -> {request.push}: {pushed[-1]}", flush=True)
+        summary += f"; {pushed.count('pushed')} pushed to {request.push}, {pushed.count('there')} there already"
+    print(summary)
+    return 0 if len(ok) == len(made) else GateRegression.exit_code
+
+
 def task_cells(loaded: Loaded, job: Job) -> Selected:
     """The task's cells, rebuilt from the pins the run's plan lists for them (any run: the matrix's, a gate's,
     an answer's), each checked to make the id it was planned as."""
@@ -735,6 +773,7 @@ RUN: tuple[Step, ...] = (load, expand, select, plan, execute_cells, store, rende
 RESUME: tuple[Step, ...] = (reopen, *RUN[1:])
 CHECK: tuple[Step, ...] = (load, check_cell, plan, execute_cells, show_check)
 STAGE: tuple[Step, ...] = (load, expand, select, stage_wheels)
+IMAGES: tuple[Step, ...] = (load, expand, select, build_images)
 LIST: tuple[Step, ...] = (load, expand_ids, select, show_list)
 LIST_PLAN: tuple[Step, ...] = (load, expand, select, plan)
 COLLECT: tuple[Step, ...] = (reopen_collect, *RUN[1:])
