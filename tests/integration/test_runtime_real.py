@@ -18,7 +18,7 @@ from stackmatrix.cli.main import main
 from stackmatrix.pipeline.resume import RESUMABLE
 from stackmatrix.store.runs import run_dirs
 from tests.records import raw_records, records
-from tests.unit.test_faults import Faults, mechanism, one_line
+from tests.unit.test_faults import Faults, making_faults, mechanism, one_line
 
 from .conftest import module_cache
 
@@ -186,12 +186,8 @@ def test_a_torch_this_host_cannot_reach_is_not_run_with_the_reason(runtime_env: 
 
 @pytest.fixture
 def faults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Faults]:
-    made = Faults(tmp_path, monkeypatch)
-    try:
+    with making_faults(tmp_path, monkeypatch) as made:
         yield made
-    finally:
-        monkeypatch.undo()
-        made.undo()  # every mount undone, whatever the test did
 
 
 def test_a_disk_too_full_for_the_environment_ends_the_run_with_no_verdict(

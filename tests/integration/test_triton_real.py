@@ -223,6 +223,7 @@ def test_image_build_plans_makes_and_pushes_then_finds_nothing_to_do(
             assert main([*args, "--push", mirror]) == 0
             second = capsys.readouterr().out
             assert "0 to pull, 0 to build, 2 here" in second, second
+            assert f"[here: {release}:24.10-vllm-python-py3 (sha256:" in second  # the digest it was pulled by
             assert "0 built, 1 reused, 0 pulled, 1 here, 0 failed: nothing to build or pull" in second, second
             assert "0 pushed to " in second and "2 there already" in second, second
         finally:

@@ -21,6 +21,7 @@ cannot write records how it ended) is asserted as the issue states it; a failing
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import gc
@@ -332,14 +333,21 @@ class Faults:
         assert not stuck, f"could not unmount {stuck}"
 
 
-@pytest.fixture
-def faults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Faults]:
+@contextlib.contextmanager
+def making_faults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Faults]:
+    """A ``Faults`` whose every mount, mode and patch is undone on leaving, whatever the test did."""
     f = Faults(tmp_path, monkeypatch)
     try:
         yield f
     finally:
         monkeypatch.undo()  # the emulator first: unmounting and chmod go through the real os
         f.undo()
+
+
+@pytest.fixture
+def faults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Faults]:
+    with making_faults(tmp_path, monkeypatch) as f:
+        yield f
 
 
 # -- the stored world every test starts from ----------------------------------------------------------------

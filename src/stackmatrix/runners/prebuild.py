@@ -70,8 +70,14 @@ def wanted(runner: DockerRunner, stack: Stack, kind: Kind) -> Wanted | None:
 
 
 def _here(client: Any, ref: str) -> str | None:
+    """``ref`` as this engine holds it: by the registry digest it was pulled by where it has one, else its id."""
     try:
-        return f"{ref} ({_short(client.images.get(ref).id)})"
+        image = client.images.get(ref)
+        name = ref.split("@", 1)[0]
+        last = name.rsplit("/", 1)[-1]  # a tag is after the last slash (a port is before it)
+        repository = name[: len(name) - len(last)] + last.split(":", 1)[0]
+        digests = [d.split("@", 1)[1] for d in image.attrs.get("RepoDigests") or [] if d.startswith(f"{repository}@")]
+        return f"{ref} ({digests[0] if digests else _short(image.id)})"
     except docker.errors.ImageNotFound:
         return None
     except docker.errors.APIError as exc:
