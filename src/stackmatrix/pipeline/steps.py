@@ -684,7 +684,8 @@ def build_images(selected: Selected, job: Job) -> int:
     stacks = {c.stack.id: c.stack for c in selected.cells}
     wants = [w for _, s in sorted(stacks.items()) if (w := wanted(runner, s, KINDS[s.kind])) is not None]
     none = len(stacks) - len(wants)
-    print(f"image build: {len(wants)} images for {len(selected.cells)} cells ({none} stacks need none)")
+    images = f"{len(wants)} image" + ("" if len(wants) == 1 else "s")
+    print(f"image build: {images} for {len(selected.cells)} cells ({none} stacks need none)")
     print("\n".join(plan_lines(wants)), flush=True)
     if request.plan:
         return 0

@@ -64,9 +64,14 @@ def wanted(runner: DockerRunner, stack: Stack, kind: Kind) -> Wanted | None:
         return Wanted(stack, base, None, _here(runner.client, base))
     labels = [f"{LABEL}.stack={stack.id}", f"{LABEL}.base={base}", f"{LABEL}.kind={plan.template}"]
     built = runner.client.images.list(filters={"label": labels})
-    newest = max(built, key=lambda i: str(i.attrs.get("Created", "")), default=None)
-    here = f"{newest.tags[0] if newest.tags else '?'} ({_short(newest.id)})" if newest is not None else None
-    return Wanted(stack, base, plan.template, here)
+    own = f"stackmatrix/{plan.template}:"  # an image may carry other tags (a site retagged it, a test used it)
+    newest = max(
+        built, key=lambda i: (any(t.startswith(own) for t in i.tags), str(i.attrs.get("Created", ""))), default=None
+    )
+    if newest is None:
+        return Wanted(stack, base, plan.template, None)
+    tags = sorted(newest.tags, key=lambda t: not t.startswith(own))
+    return Wanted(stack, base, plan.template, f"{tags[0] if tags else '?'} ({_short(newest.id)})")
 
 
 def _here(client: Any, ref: str) -> str | None:
@@ -151,7 +156,7 @@ def plan_lines(wants: Sequence[Wanted]) -> list[str]:
     build = sum(1 for w in wants if not w.stock and not w.here)
     here = len(wants) - pull - build
     lines.append(
-        f"{len(wants)} images: {pull} to pull, {build} to build, {here} here "
+        f"{len(wants)} image{'' if len(wants) == 1 else 's'}: {pull} to pull, {build} to build, {here} here "
         "(a cell image built before is checked again once its wheels are staged)"
     )
     return lines
