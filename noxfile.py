@@ -88,11 +88,17 @@ def docs(session: nox.Session) -> None:
     """The documentation site from docs/ (MkDocs, Material theme) into site/; ``--strict``: a broken link, anchor
     or nav entry fails it. ``nox -s docs -- serve`` previews it on 127.0.0.1:8000."""
     session.install(*nox.project.dependency_groups(PYPROJECT, "docs"))
-    env = {"NO_MKDOCS_2_WARNING": "1"}  # Material's notice about its successor, printed on every build
     if session.posargs[:1] == ["serve"]:
-        session.run("mkdocs", "serve", "--strict", "--dev-addr", "127.0.0.1:8000", env=env)
+        session.run("mkdocs", "serve", "--strict", "--dev-addr", "127.0.0.1:8000", env=MKDOCS_ENV)
     else:
-        session.run("mkdocs", "build", "--strict", *session.posargs, env=env)
+        _build_docs(session, *session.posargs)
+
+
+MKDOCS_ENV = {"NO_MKDOCS_2_WARNING": "1"}  # Material's notice about its successor, printed on every build
+
+
+def _build_docs(session: nox.Session, *args: str) -> None:
+    session.run("mkdocs", "build", "--strict", *args, env=MKDOCS_ENV)
 
 
 @nox.session
@@ -106,12 +112,13 @@ def unit(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff, mypy and the house's import contract (pyproject's [tool.importlinter]), all clean."""
-    _install(session, "lint", "test")  # mypy reads the tests too
+    """ruff, mypy, the house's import contract (pyproject's [tool.importlinter]) and the docs' links, all clean."""
+    _install(session, "lint", "test", "docs")  # mypy reads the tests too
     session.run("ruff", "check", "src", "tests", "benchmarks", "probes", "examples", "noxfile.py")
     session.run("ruff", "format", "--check", "src", "tests", "benchmarks", "probes", "examples", "noxfile.py")
     session.run("mypy")
     session.run("lint-imports")
+    _build_docs(session, "--site-dir", os.path.join(session.create_tmp(), "site"))  # a broken link fails lint
 
 
 @nox.session
