@@ -37,17 +37,18 @@ def render_markdown(report: Report) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _entry(entry: Entry | None, note: str) -> str:
-    """A frontier entry as text: the verdict's symbol and the stack (or "none"), then ``note`` formatted with its
-    number; "" where the run holds no stack of the lane."""
-    if entry is None:
-        return ""
-    text = (f"{SYMBOL[entry.verdict]} " if entry.verdict else "") + entry.label
-    return text + (note.format(entry.note) if entry.note else "")
+def _frontier_rows(f: Frontier, clean: Callable[[str], str], note: str) -> list[list[str]]:
+    """The frontier's rows as text made inert by ``clean``; an entry is the verdict's symbol and the stack (or
+    "none"), then its note's marker (``note`` formatted with its number, put on after cleaning: Markdown would
+    escape it); "" where the run holds no stack of the lane."""
 
+    def entry(e: Entry | None) -> str:
+        if e is None:
+            return ""
+        text = clean((f"{SYMBOL[e.verdict]} " if e.verdict else "") + e.label)
+        return text + (note.format(e.note) if e.note else "")
 
-def _frontier_rows(f: Frontier, note: str, clean: Callable[[str], str]) -> list[list[str]]:
-    return [[clean(short_model(m)), clean(t), *(clean(_entry(e, note)) for e in entries)] for m, t, entries in f.rows]
+    return [[clean(short_model(m)), clean(t), *map(entry, entries)] for m, t, entries in f.rows]
 
 
 def render_frontier_markdown(report: Report) -> str:
@@ -58,19 +59,11 @@ def render_frontier_markdown(report: Report) -> str:
     if f.empty:
         return "\n".join([*lines, "No cells.", ""])
     headers = ["model", "target", *(lane.title for lane in f.lanes)]
-    # md_text escapes the entry's note marker too: the marker is put on after it
-    rows = [[md_text(short_model(m)), md_text(t), *(_md_entry(e) for e in entries)] for m, t, entries in f.rows]
+    rows = _frontier_rows(f, md_text, "[^{}]")
     lines.append(tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True))
     lines += ["", *(f"[^{n}]: {md_text(text)}" for n, text in enumerate(f.notes, 1))]
     lines += [f"- {md_text(line)}" for line in flaky_lines(f)]
     return "\n".join(lines) + "\n"
-
-
-def _md_entry(entry: Entry | None) -> str:
-    if entry is None:
-        return ""
-    text = md_text((f"{SYMBOL[entry.verdict]} " if entry.verdict else "") + entry.label)
-    return text + (f"[^{entry.note}]" if entry.note else "")
 
 
 def render_frontier_terminal(report: Report) -> str:
@@ -78,7 +71,7 @@ def render_frontier_terminal(report: Report) -> str:
     if f.empty:
         return "no cells\n"
     headers = ["model", "target", *(lane.title for lane in f.lanes)]
-    body = tabulate(_frontier_rows(f, " [{}]", term_text), headers=headers, tablefmt="simple", disable_numparse=True)
+    body = tabulate(_frontier_rows(f, term_text, " [{}]"), headers=headers, tablefmt="simple", disable_numparse=True)
     notes = [f"[{n}] {text}" for n, text in enumerate(f.notes, 1)]
     return f"{INTRO}\n\n{body}\n\n" + "".join(term_text(line) + "\n" for line in (*notes, *flaky_lines(f)))
 
