@@ -44,14 +44,15 @@ class MachineFault(InfraUnavailable):
     verdict on the stack can be made here, so the run ends (exit 4) instead of recording one."""
 
 
-# What uv and docker say (their own words, or the OS's text of the errno) when the disk failed them.
+# What uv and docker say (their own words, or the OS's text of the errno) when the disk failed them; uv's errno
+# with its parentheses, as it prints it ("os error 30" alone would also match an "os error 301").
 _DISK_WORDS = {
     "no space left on device": errno.ENOSPC,
-    "os error 28": errno.ENOSPC,
+    "(os error 28)": errno.ENOSPC,
     "disk quota exceeded": errno.EDQUOT,
-    "os error 122": errno.EDQUOT,
+    "(os error 122)": errno.EDQUOT,
     "read-only file system": errno.EROFS,
-    "os error 30": errno.EROFS,
+    "(os error 30)": errno.EROFS,
 }
 
 

@@ -136,16 +136,24 @@ def _table(grid: pd.DataFrame, stacks: list[str], caption: str, label: str) -> l
         r"\bottomrule",
         r"\endfoot",
     ]
-    previous = None
     models = [str(m) for m in grid.index.get_level_values("model")]
     targets = [str(t) for t in grid.index.get_level_values("target")]
-    for model, target, row in zip(models, targets, grid[stacks].to_numpy().tolist(), strict=True):
+    lines += _rows(models, targets, grid[stacks].to_numpy().tolist(), "2pt")
+    lines += [r"\end{longtable}", r"\end{scriptsize}"]
+    return lines
+
+
+def _rows(models: list[str], targets: list[str], cells: list[list[str]], space: str) -> list[str]:
+    """A table's body rows (the cells already LaTeX): a model's name on its first row only, ``space`` between
+    models."""
+    lines: list[str] = []
+    previous = None
+    for model, target, row in zip(models, targets, cells, strict=True):
         if previous is not None and model != previous:
-            lines.append(r"\addlinespace[2pt]")
+            lines.append(rf"\addlinespace[{space}]")
         shown = tex_escape(model) if model != previous else ""
         previous = model
         lines.append(f"{shown} & {tex_escape(target)} & " + " & ".join(row) + r" \\")
-    lines += [r"\end{longtable}", r"\end{scriptsize}"]
     return lines
 
 
@@ -220,13 +228,8 @@ def render_frontier_latex(report: Report) -> str:
         "model & target & " + " & ".join(tex_escape(lane.title) for lane in f.lanes) + r" \\",
         r"\midrule",
     ]
-    previous = None
-    for model, target, entries in f.rows:
-        if previous is not None and model != previous:
-            lines.append(r"\addlinespace[1pt]")
-        shown = tex_escape(short_model(model)) if model != previous else ""
-        previous = model
-        lines.append(f"{shown} & {tex_escape(target)} & " + " & ".join(map(_frontier_entry, entries)) + r" \\")
+    models, targets = [short_model(m) for m, _, _ in f.rows], [t for _, t, _ in f.rows]
+    lines += _rows(models, targets, [list(map(_frontier_entry, entries)) for _, _, entries in f.rows], "1pt")
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{center}"]
     notes = [rf"\textsuperscript{{{n}}}\,{tex_escape(t)}" for n, t in enumerate(f.notes, 1)]
     notes += [tex_escape(line) for line in flaky_lines(f)]
