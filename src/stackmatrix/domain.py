@@ -89,6 +89,8 @@ class Rung(StrEnum):
     ARCH = "arch"
     BACKEND_IMPORTS = "backend-imports"
     FIT = "fit"
+    KERNEL = "kernel"  # a quantized checkpoint's kernels vs the GPU's compute capability
+    DRIVER = "driver"  # the stack's CUDA vs the target's driver
     # environment and runtime tiers
     ENV = "env"
     IMPORT = "import"
@@ -112,6 +114,8 @@ class Reason(StrEnum):
     BACKEND_IMPORT_MISSING = "backend-import-missing"
     BACKEND_SIGNATURE_MISMATCH = "backend-signature-mismatch"
     DOES_NOT_FIT = "does-not-fit"
+    KERNEL_UNSUPPORTED = "kernel-unsupported"  # no kernel of the stack's vLLM runs the scheme on the target's GPU
+    DRIVER_TOO_OLD = "driver-too-old"  # the target's driver is older than the stack's CUDA needs
     VERSION_NOT_FOUND = "version-not-found"
     INDEX_UNREACHABLE = "index-unreachable"
     REGISTRY_UNREACHABLE = "registry-unreachable"  # the image registry did not answer: its facts are unknown
@@ -187,16 +191,30 @@ class Gpu:
     fp8: bool
     fp4: bool
     source: str
+    # a data-centre GPU: NVIDIA's forward compatibility (a newer CUDA on an older driver branch) runs only on these
+    datacenter: bool = False
+
+
+@dataclass(frozen=True)
+class CudaDriver:
+    """The driver a CUDA toolkit (``12.8``) or a CUDA major's minor-version compatibility (``12``) needs."""
+
+    cuda: str
+    driver: str
+    source: str
 
 
 @dataclass(frozen=True)
 class Target:
-    """A GPU class, a GPU count and the tensor-parallel size, e.g. ``l4x2`` (tp=2)."""
+    """A GPU class, a GPU count and the tensor-parallel size, e.g. ``l4x2`` (tp=2), and the host's driver where
+    it is known (declared in a matrix or policy target, or read by NVML on this host)."""
 
     name: str
     gpu: Gpu
     count: int
     tp: int
+    driver: str | None = None
+    driver_source: str = ""  # where the driver came from: the file and key that declare it, or "NVML on <host>"
 
 
 @dataclass(frozen=True)
@@ -279,6 +297,11 @@ class TritonRelease:
     image_problem: tuple[str, str] | None = None
     published: str | None = None  # when the release came out (RFC 3339, or a day): what --as-of compares
     published_source: str = ""  # where that date comes from ("inferred: ..." where no document says)
+    # NVIDIA's release notes: the driver the container's CUDA requires, and the older drivers its forward
+    # compatibility allows on data-centre GPUs ("535.86": R535 from 535.86); None where the notes were not read
+    min_driver: str | None = None
+    forward_compat: tuple[str, ...] = ()
+    driver_source: str = ""
 
     @property
     def vllm_public(self) -> str | None:

@@ -70,6 +70,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# stackmatrix.matrix.loaded.CATALOG_FILES: the audit drives the CLI only, it imports nothing of the tool
+CATALOG_FILES = ("gpus.toml", "models.toml", "triton.toml", "cuda.toml")
+
 REPO = Path(__file__).resolve().parents[2]  # the repository root: tests/audit/hostile.py
 PY = sys.executable  # the interpreter under test: it must import stackmatrix
 # Set by use_workdir() from --workdir (default: a fresh temporary directory).
@@ -251,7 +254,7 @@ def mini_matrix(
 def write_matrix_dir(d: Path, matrix_text: str, catalogs: dict[str, str | bytes] | None = None) -> Path:
     """A matrix file with all three catalogs beside it (so the folder's catalogs are used)."""
     d.mkdir(parents=True, exist_ok=True)
-    for n in ("gpus.toml", "models.toml", "triton.toml"):
+    for n in CATALOG_FILES:
         shutil.copyfile(FIX / "catalog" / n, d / n)
     for n, content in (catalogs or {}).items():
         p = d / n
@@ -334,7 +337,7 @@ def build_fixtures(force: bool = False) -> None:
     (FIX / "home").mkdir(parents=True)
     (FIX / "catalog").mkdir()
     mroot = REPO / "matrix"
-    for n in ("gpus.toml", "models.toml", "triton.toml", "default.toml"):
+    for n in (*CATALOG_FILES, "default.toml"):
         shutil.copyfile(mroot / n, FIX / "catalog" / n)
     common = ["--cache-dir", str(WARM)]
     # warm: the whole default matrix's expansion (prefetches every vLLM's metadata), a small run, a gate, checks
@@ -1470,7 +1473,7 @@ def corpus_unreadable() -> None:
             setup=lambda c, k=kind: make_bad(c.IN / "bad.toml", k),
         )
     # a catalog beside the matrix
-    for catalog in ("gpus.toml", "models.toml", "triton.toml"):
+    for catalog in CATALOG_FILES:
         for kind in (
             ("dir", "fifo", "binary", "deepnest")
             if catalog != "models.toml"

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from stackmatrix.cli.main import main
+from stackmatrix.matrix.loaded import CATALOG_FILES
 from stackmatrix.reports.render import FORMATS, Report, render
 from stackmatrix.store.runs import open_run
 from tests.records import records
@@ -46,7 +47,7 @@ def stored(cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Stored:
     (fits change) and a selection that adds and drops cells."""
     reports = tmp_path_factory.mktemp("reports")
     site = tmp_path_factory.mktemp("site-matrix")
-    for name in ("default.toml", "gpus.toml", "models.toml", "triton.toml"):
+    for name in ("default.toml", *CATALOG_FILES):
         shutil.copy(DATA / name, site / name)
     gpus = (site / "gpus.toml").read_text()
     (site / "gpus.toml").write_text(gpus.replace("memory_gib = 24", "memory_gib = 48", 1))

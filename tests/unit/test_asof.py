@@ -146,7 +146,7 @@ def test_the_catalog_as_of_leaves_out_the_releases_published_after() -> None:
 def test_a_release_with_no_date_gets_one_inferred_and_labelled(tmp_path: Path) -> None:
     from stackmatrix.files.embedded import data_dir
 
-    for name in ("gpus.toml", "models.toml"):
+    for name in ("gpus.toml", "models.toml", "cuda.toml"):
         (tmp_path / name).write_bytes((data_dir() / name).read_bytes())
     text = (data_dir() / "triton.toml").read_text()
     (tmp_path / "triton.toml").write_text(text.replace('published = "2026-11-17"\n', "", 1))

@@ -37,11 +37,12 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from stackmatrix.cli.main import main
+from stackmatrix.matrix.loaded import CATALOG_FILES
 from tests.mirror import SMALL_MATRIX, stack_mirror
 from tests.records import drop_record, record_at, replace_record
 
 ROOT = Path(__file__).resolve().parents[2]
-CATALOGS = ("gpus.toml", "models.toml", "triton.toml")
+CATALOGS = CATALOG_FILES
 
 
 # A deeper local search: FUZZ_SCALE=10 runs ten times the examples; FUZZ_RANDOM=1 drops the fixed seed (with

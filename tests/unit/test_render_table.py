@@ -186,7 +186,7 @@ def test_a_run_renders_its_tables_without_pandas() -> None:
     code = (
         "import sys\n"
         "from stackmatrix.reports.render import Report, render\n"
-        "r = Report.of_rows([('c__m__t','c','vllm',None,'0.1','5','','m','t','predicted','','','','',"
+        "r = Report.of_rows([('c__m__t','c','vllm',None,'0.1','5','','m','t','predicted','','','','','',"
         "'predicted','',0,0)],"
         " {}, summaries=['{}'])\n"
         "for f in ('txt', 'md', 'csv', 'json'): render(r, f)\n"
@@ -229,7 +229,24 @@ def test_the_index_rows_booleans_read_back_as_booleans() -> None:
     as the one from the records (CSV "True", not "1")."""
     from stackmatrix.reports.render import Report, render
 
-    row = ("c__m__t", "c", "vllm", None, "0.1", "5", "", "m", "t", "blocked", "import-error", "", "x", "", "predicted")
+    row = (
+        "c__m__t",
+        "c",
+        "vllm",
+        None,
+        "0.1",
+        "5",
+        "",
+        "m",
+        "t",
+        "blocked",
+        "import-error",
+        "",
+        "x",
+        "",
+        "",
+        "predicted",
+    )
     report = Report.of_rows([(*row, "blocked", 1, 0)], {}, summaries=["{}"])
     assert (report.columns["contradiction"], report.columns["flaky"]) == ([True], [False])
     assert render(report, "csv").decode().splitlines()[1].endswith(",True,False")

@@ -26,7 +26,7 @@ from pydantic import Field
 from stackmatrix.domain import Model, Target, Verdict
 from stackmatrix.errors import BadInput
 from stackmatrix.files.tomlfile import Strict, load
-from stackmatrix.matrix.file import TargetSpec, check_target
+from stackmatrix.matrix.file import TargetSpec, check_target, target_of
 from stackmatrix.matrix.loaded import Loaded
 from stackmatrix.pipeline.stackspec import StackSpec, parse_spec, parse_target
 
@@ -72,7 +72,7 @@ def load_policy(path: Path, loaded: Loaded) -> Policy:
     targets: dict[str, Target] = {}
     for name, t in raw.targets.items():
         check_target(name, t, catalog, where)
-        targets[name] = Target(name, catalog.gpus[t.gpu], t.count, t.tp)
+        targets[name] = target_of(name, t, catalog, where)
     requirements = []
     seen: set[tuple[str, str]] = set()
     for i, r in enumerate(raw.require):

@@ -81,9 +81,10 @@ def resolve(
 
 
 def static_rungs() -> tuple[StaticRung, ...]:
-    from stackmatrix.ladder import static  # the probes read wheels: only the ladder pays for their imports
+    from stackmatrix.ladder import driver, static  # the probes read wheels: only the ladder pays for their imports
 
-    return (static.RESOLVE_PYTHON_BACKEND, static.MODEL_TYPE, static.FIT)
+    # no kernel rung: transformers, not vLLM, runs the checkpoint (vLLM's quantization kernels are not used)
+    return (static.RESOLVE_PYTHON_BACKEND, static.MODEL_TYPE, static.FIT, driver.DRIVER)
 
 
 def requirements(stack: Stack, device: str) -> list[str]:

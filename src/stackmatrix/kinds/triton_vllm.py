@@ -139,9 +139,17 @@ def resolve(
 
 
 def static_rungs() -> tuple[StaticRung, ...]:
-    from stackmatrix.ladder import backend_imports, static  # the probes read wheels: only the ladder pays
+    from stackmatrix.ladder import backend_imports, driver, kernel, static  # the probes read wheels
 
-    return (static.RESOLVE, static.MODEL_TYPE, static.ARCH, backend_imports.BACKEND_IMPORTS, static.FIT)
+    return (
+        static.RESOLVE,
+        static.MODEL_TYPE,
+        static.ARCH,
+        backend_imports.BACKEND_IMPORTS,
+        static.FIT,
+        kernel.KERNEL,
+        driver.DRIVER,
+    )
 
 
 def requirements(stack: Stack, device: str) -> list[str]:

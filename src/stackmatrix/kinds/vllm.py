@@ -70,9 +70,9 @@ def resolve(
 
 
 def static_rungs() -> tuple[StaticRung, ...]:
-    from stackmatrix.ladder import static  # the probes read wheels: only the ladder pays for their imports
+    from stackmatrix.ladder import driver, kernel, static  # the probes read wheels: only the ladder pays
 
-    return (static.RESOLVE, static.MODEL_TYPE, static.ARCH, static.FIT)
+    return (static.RESOLVE, static.MODEL_TYPE, static.ARCH, static.FIT, kernel.KERNEL, driver.DRIVER)
 
 
 def requirements(stack: Stack, device: str) -> list[str]:

@@ -15,13 +15,15 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
 from stackmatrix.errors import InfraUnavailable
-from stackmatrix.ladder import pysource
+from stackmatrix.ladder import pysource, quantsource
 from stackmatrix.wheels.index import Index, WheelFile
 from stackmatrix.wheels.reader import WheelReader
 
 FACTS_VERSION = "2"
 _REGISTRY_PATHS = ("vllm/model_executor/models/registry.py", "vllm/model_executor/models/__init__.py")
 _CONFIG_AUTO = "transformers/models/auto/configuration_auto.py"
+_CT = "vllm/model_executor/layers/quantization/compressed_tensors/compressed_tensors.py"
+_CT_SCHEMES = "vllm/model_executor/layers/quantization/compressed_tensors/schemes/__init__.py"
 
 
 def marker_env(python: str, platform: str = "x86_64") -> dict[str, str]:
@@ -248,3 +250,37 @@ class Facts:
                     var_kw = var_kw or base_sig["var_keyword"]
             return {**sig, "params": params, "var_keyword": var_kw}
         return sig
+
+    def quant_scheme(self, wheel: WheelFile, predicates: tuple[str, ...], strategy: str | None) -> dict[str, Any]:
+        """How vLLM's compressed-tensors code takes a checkpoint that ``predicates`` recognise: the scheme classes
+        it returns (native first, then fallbacks), each with its minimum capability and where its module is."""
+
+        def compute() -> dict[str, Any]:
+            found = self._source(wheel, (_CT,))
+            if found is None:
+                return {"member": None, "ways": [], "accepts": None}
+            branch = quantsource.scheme_branch(found[1], predicates)
+            accepts = None
+            if strategy is not None:  # the predicate must take the strategy (fp8 block from vLLM 0.11)
+                accepts = any(quantsource.function_mentions(found[1], p, strategy) for p in predicates)
+            init = self._source(wheel, (_CT_SCHEMES,))
+            where = quantsource.relative_imports(init[1]) if init else {}
+            ways = [self._scheme_way(wheel, name, where.get(name)) for name in branch["classes"]]
+            return {**branch, "member": found[0], "ways": ways, "accepts": accepts}
+
+        key = f"quant@{FACTS_VERSION}:{','.join(predicates)}:{strategy}"
+        with self.reader.lock(wheel):
+            result: dict[str, Any] = self.reader.fact(wheel, key, compute)
+            return result
+
+    def _scheme_way(self, wheel: WheelFile, name: str, origin: str | None) -> dict[str, Any]:
+        member = relative_member(_CT_SCHEMES, origin) if origin else None
+        found = self._source(wheel, (member,)) if member else None
+        facts = quantsource.scheme_class(found[1], name) if found else None
+        if facts is None:
+            return {"class": name, "member": member, "min_capability": None, "block": False, "chooses": [], "costs": []}
+        costs = list(facts["costs"])
+        for module in facts.pop("imports"):  # where its kernels live: the Marlin utilities log the fallback's cost
+            if "marlin" in module and (util := self._source(wheel, module_member(module))) is not None:
+                costs += quantsource.costs(util[1])
+        return {"class": name, "member": member, **facts, "costs": list(dict.fromkeys(costs))}

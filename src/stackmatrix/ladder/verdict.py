@@ -55,7 +55,9 @@ def derive(outcomes: Sequence[Outcome], *, tiny: bool = True) -> tuple[Verdict, 
 
 
 # The static tier's probes: what a cell's declared (predicted) verdict is derived from.
-STATIC_PROBES = frozenset({Rung.RESOLVE, Rung.MODEL_TYPE, Rung.ARCH, Rung.BACKEND_IMPORTS, Rung.FIT})
+STATIC_PROBES = frozenset(
+    {Rung.RESOLVE, Rung.MODEL_TYPE, Rung.ARCH, Rung.BACKEND_IMPORTS, Rung.FIT, Rung.KERNEL, Rung.DRIVER}
+)
 
 
 def declared_vs_observed(r: CellResult) -> tuple[str, str, bool]:

@@ -11,7 +11,7 @@ from typing import Annotated
 from pydantic import Field
 
 from stackmatrix.asof import AsOf, moment
-from stackmatrix.domain import CallSpec, Gpu, ImportSet, ImportSpec, Model, TritonRelease, public_version
+from stackmatrix.domain import CallSpec, CudaDriver, Gpu, ImportSet, ImportSpec, Model, TritonRelease, public_version
 from stackmatrix.errors import BadInput
 from stackmatrix.files.embedded import data_dir
 from stackmatrix.files.tomlfile import Strict, load
@@ -22,12 +22,16 @@ MODULE = r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$"
 IDENT = r"^[A-Za-z_]\w*$"
 
 
+DRIVER = r"^[1-9][0-9]{2,3}(\.[0-9]{1,3}){0,2}$"  # a driver release or a bare branch ("570")
+
+
 class _Gpu(Strict):
     name: str
     memory_gib: float = Field(gt=0, le=100_000)
     compute_capability: str = Field(pattern=r"^\d+\.\d+$")
     fp8: bool
     fp4: bool
+    datacenter: bool
     source: str
 
 
@@ -103,6 +107,9 @@ class _Release(Strict):
     upstream_source: str | None = None
     published: str | None = None  # RFC 3339 time or a day; checked by asof.moment
     published_source: str | None = None
+    min_driver: str | None = Field(None, pattern=DRIVER)
+    forward_compat: list[Annotated[str, Field(pattern=DRIVER)]] = Field(default_factory=list)
+    driver_source: str = ""
 
 
 class _VllmContainer(Strict):
@@ -112,6 +119,23 @@ class _VllmContainer(Strict):
     torch: str | None = None
     cuda: str | None = None
     source: str
+
+
+class _Toolkit(Strict):
+    cuda: str = Field(pattern=r"^\d+\.\d+$")
+    driver: str = Field(pattern=DRIVER)
+    source: str
+
+
+class _Family(Strict):
+    major: str = Field(pattern=r"^\d+$")
+    driver: str = Field(pattern=DRIVER)
+    source: str
+
+
+class _Cuda(Strict):
+    toolkit: list[_Toolkit]
+    family: list[_Family]
 
 
 class _ModelJson(Strict):
@@ -136,6 +160,8 @@ class Catalog:
     extern_imports: dict[str, tuple[str, ...]]  # import set -> top-level non-vLLM modules it imports
     model_json_keys: tuple[str, ...]
     model_json_keys_tp: tuple[str, ...]
+    cuda: dict[str, CudaDriver] = field(default_factory=dict)  # "12.8" -> the driver the toolkit needs
+    cuda_families: dict[str, CudaDriver] = field(default_factory=dict)  # "12" -> minor-version compatibility's
     later: dict[str, str] = field(default_factory=dict)  # releases an as-of leaves out -> when they came out
 
     def as_of(self, when: AsOf | None) -> Catalog:
@@ -207,7 +233,7 @@ def load_catalog(root: Path | None = None) -> Catalog:
     root = root or data_dir()
     gpus_file, models_file, triton_file = root / "gpus.toml", root / "models.toml", root / "triton.toml"
     gpus = {
-        g.name: Gpu(g.name, g.memory_gib, g.compute_capability, g.fp8, g.fp4, g.source)
+        g.name: Gpu(g.name, g.memory_gib, g.compute_capability, g.fp8, g.fp4, g.source, g.datacenter)
         for g in load(gpus_file, _Gpus).gpu
     }
     models: list[Model] = []
@@ -246,6 +272,7 @@ def load_catalog(root: Path | None = None) -> Catalog:
         seen[model.slug] = m.id
         models.append(model)
     tri = load(triton_file, _Triton)
+    cuda = load(root / "cuda.toml", _Cuda)
     sets = {
         name: ImportSet(
             name,
@@ -283,6 +310,9 @@ def load_catalog(root: Path | None = None) -> Catalog:
             *_shipped_transformers(r, containers.get(r.upstream or "")),
             published=published,
             published_source=published_source,
+            min_driver=r.min_driver,
+            forward_compat=tuple(r.forward_compat),
+            driver_source=r.driver_source,
         )
     return Catalog(
         gpus=gpus,
@@ -292,4 +322,6 @@ def load_catalog(root: Path | None = None) -> Catalog:
         extern_imports={n: tuple(s.extern) for n, s in tri.import_sets.items()},
         model_json_keys=tuple(tri.model_json.keys),
         model_json_keys_tp=tuple(tri.model_json.keys_tp),
+        cuda={t.cuda: CudaDriver(t.cuda, t.driver, t.source) for t in cuda.toolkit},
+        cuda_families={f.major: CudaDriver(f.major, f.driver, f.source) for f in cuda.family},
     )

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field
 
-from stackmatrix.domain import StackKind
+from stackmatrix.domain import StackKind, Target
 from stackmatrix.errors import BadInput
 from stackmatrix.files.embedded import data_dir
 from stackmatrix.files.tomlfile import Strict, load
@@ -47,10 +47,15 @@ class Settings(Strict):
     overhead_gib: float = Field(1.0, ge=0, le=100_000)
 
 
+# An NVIDIA driver version as nvidia-smi prints it: a branch and one or two more parts ("550.54.15", "535.86").
+DRIVER = r"^[1-9][0-9]{2,3}(\.[0-9]{1,3}){1,2}$"
+
+
 class TargetSpec(Strict):
     gpu: str
     count: int = Field(gt=0, le=999)
     tp: int = Field(gt=0, le=999)
+    driver: str | None = Field(None, pattern=DRIVER)  # the hosts' NVIDIA driver, where the target declares it
 
 
 class StackRule(Strict):
@@ -89,6 +94,12 @@ def check_target(name: str, t: TargetSpec, catalog: Catalog, where: str) -> None
         raise BadInput(where, f"targets.{name}.gpu", t.gpu, f"a GPU of the catalog ({', '.join(catalog.gpus)})")
     if t.tp > t.count:
         raise BadInput(where, f"targets.{name}.tp", t.tp, f"at most the GPU count ({t.count})")
+
+
+def target_of(name: str, t: TargetSpec, catalog: Catalog, where: str) -> Target:
+    """The checked ``[targets.<name>]`` table as a target; a declared driver says which file declared it."""
+    source = f"{where}: targets.{name}.driver" if t.driver else ""
+    return Target(name, catalog.gpus[t.gpu], t.count, t.tp, t.driver, source)
 
 
 def load_matrix(path: Path, catalog: Catalog) -> MatrixFile:

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from stackmatrix.asof import AsOf
 
 
-CATALOG_FILES = ("gpus.toml", "models.toml", "triton.toml")
+CATALOG_FILES = ("gpus.toml", "models.toml", "triton.toml", "cuda.toml")
 
 
 @dataclass(frozen=True)

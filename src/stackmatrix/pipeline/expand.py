@@ -6,11 +6,11 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass
 
-from stackmatrix.domain import Cell, Stack, Target, TritonRelease
+from stackmatrix.domain import Cell, Stack, TritonRelease
 from stackmatrix.ids import check_id_part
 from stackmatrix.kinds import KINDS
 from stackmatrix.matrix.catalog import Catalog
-from stackmatrix.matrix.file import MatrixFile, Range, StackRule
+from stackmatrix.matrix.file import MatrixFile, Range, StackRule, target_of
 from stackmatrix.matrix.pins import IndexView, transformers_for
 
 __all__ = ["Expansion", "IndexView", "expand", "expand_stacks", "transformers_for"]
@@ -47,7 +47,7 @@ def expand(spec: MatrixFile, catalog: Catalog, index: IndexView, where: str) -> 
     for stack in stacks:  # made of checked versions and releases; its length is checked here
         check_id_part(stack.id, where, "stack")
     models = catalog.models_matching(spec.models.include)
-    targets = [Target(name, catalog.gpus[t.gpu], t.count, t.tp) for name, t in spec.targets.items()]
+    targets = [target_of(name, t, catalog, where) for name, t in spec.targets.items()]
     cells: list[Cell] = []
     excluded: list[tuple[str, str]] = []
     for stack in stacks:

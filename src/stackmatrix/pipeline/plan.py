@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # the workflow imports this module
     from stackmatrix.pipeline.steps import Job, Selected
     from stackmatrix.request import Request
 
-PROBE_CODE_VERSION = f"{__version__}/facts{FACTS_VERSION}/static1"
+PROBE_CODE_VERSION = f"{__version__}/facts{FACTS_VERSION}/static2"  # static2: the kernel and driver rungs
 # Without a stored duration: what a cell of each tier takes here (docs/benchmarks.md's measured figures).
 DEFAULT_SECONDS = {"static": 0.0005, "runtime": 75.0}
 

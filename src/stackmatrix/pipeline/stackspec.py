@@ -12,6 +12,7 @@ from stackmatrix.errors import BadInput
 from stackmatrix.ids import check_id_part
 from stackmatrix.kinds import KINDS, kind_named, release_for
 from stackmatrix.matrix import pins
+from stackmatrix.matrix.file import target_of
 from stackmatrix.matrix.loaded import Loaded
 from stackmatrix.pipeline.session import Session
 from stackmatrix.versions import release_text, version_text
@@ -99,7 +100,7 @@ def parse_target(text: str, loaded: Loaded, where: str = "--gpu") -> Target:
     spec = loaded.spec.targets.get(text)
     catalog = loaded.catalog
     if spec is not None:
-        return Target(text, catalog.gpus[spec.gpu], spec.count, spec.tp)
+        return target_of(text, spec, catalog, str(loaded.path))
     m = _TARGET.match(text.lower())
     gpu = _gpu_named(m.group("gpu"), loaded) if m else None
     if m and gpu is not None:

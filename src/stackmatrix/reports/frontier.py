@@ -79,6 +79,7 @@ class _Cell:
     transformers: str
     verdict: Verdict
     because: str  # the footnote text of its verdict ("" for a plain pass)
+    caveat: str = ""  # what its passing rungs passed through (a fallback kernel, a driver's compatibility)
 
     def key(self) -> tuple[Any, ...]:
         """Oldest first: the release, then what it holds (vLLM, then transformers)."""
@@ -130,14 +131,17 @@ def _cells(cols: Columns) -> dict[tuple[str, str], dict[str, list[_Cell]]]:
     """The run's cells by model x target, then by lane."""
     names = ("stack", "kind", "triton", "vllm", "transformers", "model", "target", "verdict", "reason", "override")
     out: dict[tuple[str, str], dict[str, list[_Cell]]] = {}
-    for row in zip(*(cols[n] for n in (*names, "why")), strict=True):
-        stack, kind, triton, vllm, tf, model, target, verdict, reason, override, why = (str(v or "") for v in row)
+    for row in zip(*(cols[n] for n in (*names, "why", "caveat")), strict=True):
+        stack, kind, triton, vllm, tf, model, target, verdict, reason, override, why, caveat = (
+            str(v or "") for v in row
+        )
         lane = lane_of(kind, stack, triton)
         if lane is None or verdict not in Verdict.__members__.values():
             continue
         in_triton = NAMING[StackKind(kind)].in_triton
         because = note_text(reason, override, why)
-        cell = _Cell(stack, lane, in_triton, triton if in_triton else vllm, vllm, tf, Verdict(verdict), because)
+        release = triton if in_triton else vllm
+        cell = _Cell(stack, lane, in_triton, release, vllm, tf, Verdict(verdict), because, caveat)
         out.setdefault((model, target), {}).setdefault(lane, []).append(cell)
     return out
 
@@ -145,7 +149,8 @@ def _cells(cols: Columns) -> dict[tuple[str, str], dict[str, list[_Cell]]]:
 def _answer(cells: Sequence[_Cell]) -> tuple[_Cell | None, str]:
     """The first stack of the lane that reaches, and the note: why the release before it does not (its strongest
     stack, the newest of equals), or why none reaches (the newest release's strongest, and the newest decided one's
-    where that was not run). "" where the first stack that reaches is of the oldest release the run holds."""
+    where that was not run), and what the stack that reaches passes through (its caveat). "" where the first stack that
+    reaches is of the oldest release the run holds and passes plainly."""
     releases: dict[str, list[_Cell]] = {}
     for cell in sorted(cells, key=_Cell.key):
         releases.setdefault(cell.release, []).append(cell)
@@ -153,7 +158,8 @@ def _answer(cells: Sequence[_Cell]) -> tuple[_Cell | None, str]:
     for n, held in enumerate(ordered):
         first = next((c for c in held if c.verdict in REACHES), None)
         if first is not None:
-            return first, (f"the release before: {_why(_best(ordered[n - 1]))}" if n else "")
+            said = [f"the release before: {_why(_best(ordered[n - 1]))}" if n else "", first.caveat]
+            return first, "; ".join(x for x in said if x)
     newest = _best(ordered[-1])
     note = f"none reaches predicted; the newest release: {_why(newest)}"
     if newest.verdict is Verdict.NOT_RUN:  # undecided: what the newest release that was decided says, if one was

@@ -84,15 +84,17 @@ def footnotes(table: Table) -> tuple[list[int | None], dict[str, int]]:
     Markdown, LaTeX and HTML number their footnotes the same way."""
     notes: dict[str, int] = {}
     numbers: list[int | None] = []
-    for verdict, reason, override, detail, flaky, inferred in zip(
+    for verdict, reason, override, detail, flaky, inferred, caveat in zip(
         table["verdict"],
         table["reason"],
         table["override"],
         table["why"],
         table["flaky"],
         table["inferred"],
+        table["caveat"],
         strict=True,
     ):
+        inferred = "; ".join(x for x in (inferred, caveat) if x)  # both are notes on a verdict that stands
         if Verdict(verdict) in PLAIN and not flaky and not inferred:
             numbers.append(None)
         else:

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import astuple, dataclass, field, fields
 from typing import Any
 
-from stackmatrix.domain import STOCK_RULE, CellResult
+from stackmatrix.domain import STOCK_RULE, CellResult, Status
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,7 @@ class Row:
     override: str
     why: str
     inferred: str  # a pin neither read nor documented (a stock container's @release-day transformers), or ""
+    caveat: str  # what a passing rung passed through (a fallback kernel, forward compatibility), or ""
     declared_verdict: str
     observed_verdict: str
     contradiction: bool
@@ -65,6 +66,12 @@ def inferred_of(declared: Mapping[str, str | None]) -> str:
     return f"transformers {declared['transformers']} inferred ({STOCK_RULE}): not read from the image"
 
 
+def caveat_of(r: CellResult) -> str:
+    """What the cell's passing rungs passed through: each says it in its evidence (``caveat``)."""
+    said = [o.evidence.get("caveat") for o in r.outcomes if o.status is Status.PASS]
+    return "; ".join(c for c in said if isinstance(c, str) and c)
+
+
 def row_of(r: CellResult) -> Row:
     d = r.declared
     seen = r.observed
@@ -83,6 +90,7 @@ def row_of(r: CellResult) -> Row:
         override=r.override or "",
         why=r.why,
         inferred=inferred_of(d),
+        caveat=caveat_of(r),
         declared_verdict=str(r.declared_verdict),
         observed_verdict=str(r.observed_verdict or ""),
         contradiction=r.contradiction,
