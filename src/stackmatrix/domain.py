@@ -196,6 +196,16 @@ class Gpu:
 
 
 @dataclass(frozen=True)
+class HostDriver:
+    """This host's NVIDIA driver as NVML reads it, and the catalog's GPU classes it has: the driver of the targets
+    of those classes that declare none."""
+
+    driver: str
+    gpus: frozenset[str]
+    source: str = "NVML on this host"
+
+
+@dataclass(frozen=True)
 class CudaDriver:
     """The driver a CUDA toolkit (``12.8``) or a CUDA major's minor-version compatibility (``12``) needs."""
 

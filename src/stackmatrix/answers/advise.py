@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from stackmatrix.answers.policy import Requirement
-from stackmatrix.domain import PASSING, Cell, CellResult, Stack, Verdict, meets
+from stackmatrix.domain import PASSING, Cell, CellResult, Reason, Rung, Stack, Verdict, meets
 from stackmatrix.errors import BadInput
 from stackmatrix.inert import md_text
 from stackmatrix.pipeline.stackspec import StackSpec
@@ -44,10 +44,22 @@ class Checked:
     candidate: Candidate
     results: tuple[CellResult, ...]  # one per requirement, in the requirements' order
     met: int
+    # per requirement it misses only for the target's driver: the driver that would meet it (else None)
+    drivers: tuple[str | None, ...] = ()
 
     @property
     def ok(self) -> bool:
         return self.met == len(self.results)
+
+    @property
+    def with_driver(self) -> bool:
+        """It meets every requirement once the targets' drivers are upgraded (and only then)."""
+        return not self.ok and self.met + sum(d is not None for d in self.drivers) == len(self.results)
+
+    @property
+    def rank(self) -> int:
+        """Meets everything, meets it with a newer driver, misses: a driver upgrade is a change of the host."""
+        return 0 if self.ok else 1 if self.with_driver else 2
 
     @property
     def override(self) -> bool:
@@ -141,12 +153,41 @@ def check(q: Question, result: Callable[[str], CellResult | None]) -> tuple[Chec
     def checked(c: Candidate) -> Checked:
         results = tuple(_result(result, cell.id) for cell in cells_of(c.stack, q.requirements))
         met = sum(meets(r.verdict, req.minimum) for r, req in zip(results, q.requirements, strict=True))
-        return Checked(c, results, met)
+        drivers = tuple(driver_fix(r, req) for r, req in zip(results, q.requirements, strict=True))
+        return Checked(c, results, met, drivers)
 
     now = checked(Candidate(q.current, q.current_stack, "no change", 0, False, 0))
     ranked = [checked(c) for c in q.candidates]
-    ranked.sort(key=lambda k: (not k.ok, k.size() if k.ok else (-k.met, *k.size())))
+    ranked.sort(key=lambda k: (k.rank, k.size() if k.rank < 2 else (-k.met, *k.size())))
     return now, ranked
+
+
+def driver_fix(r: CellResult, req: Requirement) -> str | None:
+    """The driver with which ``r`` would meet ``req``: where the target's driver is all that fails it (every
+    other rung's outcome meets the minimum), the newest driver its stack needs; else None."""
+    from packaging.version import Version
+
+    from stackmatrix.ladder.verdict import derive
+
+    if r.reason is not Reason.DRIVER_TOO_OLD:
+        return None
+    if not meets(derive([o for o in r.outcomes if o.probe is not Rung.DRIVER])[0], req.minimum):
+        return None
+    rung = next(o for o in r.outcomes if o.probe is Rung.DRIVER)
+    needs = [str(n["driver"]) for n in rung.evidence.get("needs", []) if isinstance(n, dict) and "driver" in n]
+    return max(needs, key=Version) if needs else None
+
+
+def driver_note(k: Checked, q: Question) -> str:
+    """What a candidate that needs newer drivers needs, per target: "l4x1: driver 580.65.06 or later (has 535)"."""
+    from packaging.version import Version
+
+    wanted: dict[str, str] = {}
+    for d, req in zip(k.drivers, q.requirements, strict=True):
+        if d is not None and (req.target.name not in wanted or Version(d) > Version(wanted[req.target.name])):
+            wanted[req.target.name] = d
+    targets = {req.target.name: req.target for req in q.requirements}
+    return "; ".join(f"{t}: driver {d} or later (has {targets[t].driver})" for t, d in sorted(wanted.items()))
 
 
 def _result(result: Callable[[str], CellResult | None], cell_id: str) -> CellResult:
@@ -228,7 +269,17 @@ def render_markdown(q: Question, now: Checked, ranked: Sequence[Checked], best: 
             for r, req in zip(k.results, q.requirements, strict=True):
                 why = _why(r) + (f" (runtime tier: {q.not_run[r.cell_id]})" if r.cell_id in q.not_run else "")
                 lines.append(f"   - {req.model.id} on {req.target.name}: {md_text(why)}")
-    nearer = [k for k in ranked if not k.ok][:NEARER]
+    upgrades = [k for k in ranked if k.with_driver]
+    if upgrades:
+        lines += [
+            "",
+            f"### Changes that serve with newer drivers on the hosts ({min(best, len(upgrades))} of {len(upgrades)})",
+            "",
+        ]
+        for k in upgrades[:best]:
+            c = k.candidate
+            lines.append(f"- **{c.change}** (`{_pins(c.stack)}`): needs {md_text(driver_note(k, q))}")
+    nearer = [k for k in ranked if k.rank == 2][:NEARER]
     if nearer:
         lines += ["", "### Nearer candidates that fail, and why", ""]
         for k in nearer:
@@ -276,6 +327,7 @@ def render_json(q: Question, now: Checked, ranked: Sequence[Checked], best: int,
                 for r in k.results
             ],
             "fails_because": _first_failure(k, q) or None,
+            "needs_driver": driver_note(k, q) if k.with_driver else None,
         }
 
     good = [k for k in ranked if k.ok]
@@ -285,7 +337,8 @@ def render_json(q: Question, now: Checked, ranked: Sequence[Checked], best: int,
         "checked": len(q.candidates),
         "runtime_cells": q.runtime,
         "best": [one(k) for k in good[:best]],
-        "nearer": [one(k) for k in ranked if not k.ok][:NEARER],
+        "with_newer_driver": [one(k) for k in ranked if k.with_driver][:best],
+        "nearer": [one(k) for k in ranked if k.rank == 2][:NEARER],
     }
     return json.dumps(doc, indent=1) + "\n"
 

@@ -22,6 +22,7 @@ from stackmatrix.inert import md_text
 from stackmatrix.pipeline.steps import Executed, Job, Selected, Step, execute_cells, load, plan, session_of, store
 from stackmatrix.reports.formats import renderer
 from stackmatrix.store.index import CellRow
+from stackmatrix.store.row import caveat_of
 
 if TYPE_CHECKING:
     from stackmatrix.matrix.loaded import Loaded
@@ -147,7 +148,7 @@ def render_summary(g: GateResult, cell_path: str) -> str:
         r = f.requirement
         lines.append(
             f"| {MARK[f.standing]} | `{r.model.id}` | `{r.target.name}` (tp={r.target.tp}) | `{r.minimum}` | "
-            f"{_state(f.baseline)} | {_state(row_of(f.cell))} | {md_text(f.cell.why)} |"
+            f"{_state(f.baseline)} | {_state(row_of(f.cell))} | {md_text(f.cell.why or caveat_of(f.cell))} |"
         )
     counts = {s: sum(f.standing is s for f in g.findings) for s in Trend}
     lines += ["", " · ".join(f"{MARK[s]} {s}: {n}" for s, n in counts.items())]

@@ -72,7 +72,7 @@ def load_policy(path: Path, loaded: Loaded) -> Policy:
     targets: dict[str, Target] = {}
     for name, t in raw.targets.items():
         check_target(name, t, catalog, where)
-        targets[name] = target_of(name, t, catalog, where)
+        targets[name] = target_of(name, t, catalog, where, loaded.host)
     requirements = []
     seen: set[tuple[str, str]] = set()
     for i, r in enumerate(raw.require):

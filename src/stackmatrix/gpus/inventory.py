@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, TypeVar
 
+from stackmatrix.domain import HostDriver
 from stackmatrix.errors import BadInput, InfraUnavailable
 
 GIB = 1024**3
@@ -150,6 +151,14 @@ class Inventory:
             "driver": self.driver,
             "cuda_driver": self.cuda_driver,
         }
+
+
+def host_driver(inventory: Inventory, known: Collection[str]) -> HostDriver | None:
+    """The host's driver and the catalog's GPU classes it has (None without a driver or a GPU the catalog knows)."""
+    gpus = frozenset(n for g in inventory.gpus if (n := catalog_gpu_name(g.name, g.memory_total, known)) is not None)
+    if not inventory.driver or not gpus:
+        return None
+    return HostDriver(inventory.driver, gpus, f"NVML on this host ({', '.join(sorted(gpus))})")
 
 
 def _level_name(level: int | None) -> str | int | None:

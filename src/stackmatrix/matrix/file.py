@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field
 
-from stackmatrix.domain import StackKind, Target
+from stackmatrix.domain import HostDriver, StackKind, Target
 from stackmatrix.errors import BadInput
 from stackmatrix.files.embedded import data_dir
 from stackmatrix.files.tomlfile import Strict, load
@@ -96,10 +96,14 @@ def check_target(name: str, t: TargetSpec, catalog: Catalog, where: str) -> None
         raise BadInput(where, f"targets.{name}.tp", t.tp, f"at most the GPU count ({t.count})")
 
 
-def target_of(name: str, t: TargetSpec, catalog: Catalog, where: str) -> Target:
-    """The checked ``[targets.<name>]`` table as a target; a declared driver says which file declared it."""
-    source = f"{where}: targets.{name}.driver" if t.driver else ""
-    return Target(name, catalog.gpus[t.gpu], t.count, t.tp, t.driver, source)
+def target_of(name: str, t: TargetSpec, catalog: Catalog, where: str, host: HostDriver | None = None) -> Target:
+    """The checked ``[targets.<name>]`` table as a target; a declared driver says which file declared it, and a
+    target of a GPU class this host has (``host``, NVML's) takes the host's driver where it declares none."""
+    if t.driver:
+        return Target(name, catalog.gpus[t.gpu], t.count, t.tp, t.driver, f"{where}: targets.{name}.driver")
+    if host is not None and t.gpu in host.gpus:
+        return Target(name, catalog.gpus[t.gpu], t.count, t.tp, host.driver, host.source)
+    return Target(name, catalog.gpus[t.gpu], t.count, t.tp)
 
 
 def load_matrix(path: Path, catalog: Catalog) -> MatrixFile:

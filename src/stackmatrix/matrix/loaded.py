@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from stackmatrix.domain import HostDriver
 from stackmatrix.files.embedded import data_dir
 from stackmatrix.files.readfile import read_bytes
 from stackmatrix.matrix.catalog import Catalog, load_catalog
@@ -28,6 +29,7 @@ class Loaded:
     path: Path
     matrix_hash: str  # the matrix file and the catalogs: a resumed run's must be the same
     catalog_hash: str = ""  # the catalogs alone: part of every cell's fingerprint
+    host: HostDriver | None = None  # this host's driver (NVML), for the targets that declare none
 
 
 def load(matrix_path: Path, catalog_dir: Path | None = None, as_of: AsOf | None = None) -> Loaded:

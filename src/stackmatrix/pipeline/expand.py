@@ -6,7 +6,7 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass
 
-from stackmatrix.domain import Cell, Stack, TritonRelease
+from stackmatrix.domain import Cell, HostDriver, Stack, TritonRelease
 from stackmatrix.ids import check_id_part
 from stackmatrix.kinds import KINDS
 from stackmatrix.matrix.catalog import Catalog
@@ -42,12 +42,14 @@ def expand_stacks(spec: MatrixFile, catalog: Catalog, index: IndexView, where: s
     return list(stacks.values())
 
 
-def expand(spec: MatrixFile, catalog: Catalog, index: IndexView, where: str) -> Expansion:
+def expand(
+    spec: MatrixFile, catalog: Catalog, index: IndexView, where: str, host: HostDriver | None = None
+) -> Expansion:
     stacks = expand_stacks(spec, catalog, index, where)
     for stack in stacks:  # made of checked versions and releases; its length is checked here
         check_id_part(stack.id, where, "stack")
     models = catalog.models_matching(spec.models.include)
-    targets = [target_of(name, t, catalog, where) for name, t in spec.targets.items()]
+    targets = [target_of(name, t, catalog, where, host) for name, t in spec.targets.items()]
     cells: list[Cell] = []
     excluded: list[tuple[str, str]] = []
     for stack in stacks:

@@ -99,7 +99,7 @@ def expand_matrix(session: Session, loaded: Loaded) -> Expansion:
     for py in sorted(pythons):
         prefetch_metadata(session, "vllm", py)
     with young_only():  # thousands of cells made at once, none garbage yet
-        return expand(loaded.spec, loaded.catalog, session.facts, str(loaded.path))
+        return expand(loaded.spec, loaded.catalog, session.facts, str(loaded.path), loaded.host)
 
 
 @contextmanager

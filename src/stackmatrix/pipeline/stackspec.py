@@ -100,7 +100,7 @@ def parse_target(text: str, loaded: Loaded, where: str = "--gpu") -> Target:
     spec = loaded.spec.targets.get(text)
     catalog = loaded.catalog
     if spec is not None:
-        return target_of(text, spec, catalog, str(loaded.path))
+        return target_of(text, spec, catalog, str(loaded.path), loaded.host)
     m = _TARGET.match(text.lower())
     gpu = _gpu_named(m.group("gpu"), loaded) if m else None
     if m and gpu is not None:

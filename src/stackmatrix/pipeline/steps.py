@@ -148,6 +148,12 @@ def load(_: object, job: Job) -> Loaded:
         adopt_as_of(find_run(job.settings.reports_dir, job.request.baseline), job)
     loaded = load_matrix(job.request.matrix or default_matrix_path(), as_of=job.settings.as_of)
     job.session = open_session(job.settings, loaded.spec.settings.platform)
+    if job.settings.device == "gpu":  # a GPU host's driver, for the targets of its GPUs that declare none
+        from dataclasses import replace
+
+        from stackmatrix.gpus.inventory import host_driver, read_inventory
+
+        loaded = replace(loaded, host=host_driver(read_inventory(), loaded.catalog.gpus))
     return loaded
 
 
