@@ -503,6 +503,7 @@ class CellResult:
                     "status": str(o.status),
                     "reason": str(o.reason) if o.reason else None,
                     "detail": o.detail,
+                    **({"caveat": o.evidence["caveat"]} if o.evidence.get("caveat") else {}),
                 }
                 for o in self.outcomes
             ],

@@ -139,3 +139,119 @@ def test_wheelhouse_serves_the_facts(tmp_path: Path) -> None:
     local = facts.wheel("transformers", "5.5.0", "3.12")
     assert local.url == str(house / wheel.filename)
     assert "gemma4" in facts.model_types(local)["model_types"]
+
+
+# -- kernel: the scheme classes of vLLM's compressed-tensors code, read from the wheel ---------------------------
+@pytest.mark.parametrize(
+    ("vllm", "status", "reason", "says"),
+    [
+        # the Marlin class of 0.15.1 takes channel and tensor weights only: nothing runs block FP8 on an A100
+        (
+            "0.15.1",
+            "fail",
+            "kernel-unsupported",
+            "CompressedTensorsW8A8Fp8 needs 8.9; CompressedTensorsW8A16Fp8 takes no block weights",
+        ),
+        # 0.16.0's Marlin class takes block weights: weight-only FP8, at the cost vLLM's own log states
+        ("0.16.0", "pass", None, "through the fallback CompressedTensorsW8A16Fp8 (CompressedTensorsW8A8Fp8 needs 8.9)"),
+    ],
+)
+def test_kernel_for_block_fp8_on_an_a100_differs_between_two_vllm_releases(
+    check: CheckFn, vllm: str, status: str, reason: str | None, says: str
+) -> None:
+    code, res = check(
+        "--model",
+        "RedHatAI/gemma-4-31B-it-FP8-block",
+        "--vllm",
+        vllm,
+        "--transformers",
+        "4.57.6",
+        "--gpu",
+        "a100-80gbx1",
+    )
+    assert code == 0
+    kernel = probe(res, "kernel")
+    assert (kernel["status"], kernel["reason"]) == (status, reason), kernel["detail"]
+    assert says in kernel["detail"]
+    assert kernel["evidence"]["classes"] == ["CompressedTensorsW8A8Fp8", "CompressedTensorsW8A16Fp8"]
+    if status == "pass":
+        assert "This may degrade performance for compute-heavy workloads" in kernel["evidence"]["caveat"]
+
+
+def test_kernel_native_where_the_gpu_has_the_cores_and_named_fallbacks_where_not(check: CheckFn) -> None:
+    """NVFP4 in vLLM 0.15.1: CUTLASS's W4A4 class needs 10.0 (a B200), below it the Marlin W4A16 class runs."""
+    nvfp4 = ("--model", "RedHatAI/gemma-4-26B-A4B-it-NVFP4", "--vllm", "0.15.1", "--transformers", "4.57.6")
+    _, on_l4 = check(*nvfp4, "--gpu", "l4x1")
+    _, on_b200 = check(*nvfp4, "--gpu", "b200x1")
+    l4, b200 = probe(on_l4, "kernel"), probe(on_b200, "kernel")
+    assert l4["status"] == "pass" and "through the fallback CompressedTensorsW4A16Fp4" in l4["detail"]
+    assert "CompressedTensorsW4A4Fp4 needs 10.0" in l4["evidence"]["caveat"]
+    assert b200["status"] == "pass" and "with CompressedTensorsW4A4Fp4 (needs 10.0)" in b200["detail"]
+    assert "caveat" not in b200["evidence"]
+    _, dense = check("--model", "google/gemma-4-E4B-it", "--vllm", "0.20.0", "--transformers", "5.5.0")
+    assert probe(dense, "kernel")["status"] == "skip" and probe(dense, "kernel")["reason"] is None
+
+
+# -- driver: the stack's CUDA vs the target's declared driver --------------------------------------------------
+LAB = """
+[targets.l4-r535]
+gpu = "L4"
+count = 1
+tp = 1
+driver = "535.104.05"
+
+[targets.h100-r550]
+gpu = "H100-80GB"
+count = 1
+tp = 1
+driver = "550.54.15"
+
+[targets.l4-any]
+gpu = "L4"
+count = 1
+tp = 1
+
+[models]
+include = ["google/gemma-4-E4B-it"]
+
+[[stack]]
+kind = "vllm"
+vllm = ["0.19.1"]
+transformers = ["@newest-allowed"]
+"""
+
+
+@pytest.mark.parametrize(
+    ("stack", "target", "status", "says"),
+    [
+        # torch 2.10.0 (CUDA 12.8): the R535 driver runs it through CUDA 12's minor-version compatibility
+        (("--vllm", "0.19.1"), "l4-r535", "pass", "runs CUDA 12.8 through minor-version compatibility"),
+        # torch 2.11.0 requires cuda-toolkit==13.0.2: CUDA 13 needs R580 at least
+        (("--vllm", "0.20.0"), "l4-r535", "fail", "older than the 580.65.06 vllm 0.20.0's CUDA 13.0 needs"),
+        # Triton 25.01's notes: 560 or later, R535 from 535.86 on a data-centre GPU (forward compatibility)
+        (("--triton", "25.01"), "l4-r535", "pass", "through forward compatibility (R535, data-centre GPU)"),
+        # ... but they name no R550: an H100 on 550.54.15 is too old for 25.01
+        (("--triton", "25.01"), "h100-r550", "fail", "older than the 560 Triton 25.01's container"),
+        (
+            ("--vllm", "0.19.1"),
+            "l4-any",
+            "skip",
+            "driver not declared for l4-any: vllm 0.19.1's CUDA 12.8 needs 570.26",
+        ),
+    ],
+)
+def test_driver_rung_on_declared_drivers(
+    check: CheckFn, tmp_path: Path, stack: tuple[str, ...], target: str, status: str, says: str
+) -> None:
+    matrix = tmp_path / "lab.toml"
+    matrix.write_text(LAB)
+    code, res = check("--matrix", str(matrix), "--model", "gemma-4-E4B-it", *stack, "--gpu", target)
+    assert code == 0
+    driver = probe(res, "driver")
+    assert driver["status"] == status, driver["detail"]
+    assert driver["reason"] == ("driver-too-old" if status == "fail" else None)
+    assert says in driver["detail"] + driver["evidence"].get("caveat", "")
+    if status == "fail":
+        assert (
+            res["verdict"] == "blocked" and driver["evidence"]["driver_source"] == f"{matrix}: targets.{target}.driver"
+        )

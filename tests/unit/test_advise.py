@@ -49,3 +49,26 @@ def test_a_candidate_this_host_could_not_run_yields_its_place() -> None:
     not_run = CellResult("c0", Verdict.NOT_RUN, Reason.NO_CPU_BUILD, None, (), "fp", {})
     ran = CellResult("c0", Verdict.RUNS_TINY, None, None, (), "fp", {})
     assert unrunnable(k, {"c0": not_run}) and not unrunnable(k, {"c0": ran}) and not unrunnable(k, {})
+
+
+def test_a_candidate_that_needs_only_newer_drivers_ranks_after_those_that_need_none_and_names_them() -> None:
+    from stackmatrix.answers.advise import Question, driver_fix, driver_note
+
+    cat = load_catalog()
+    needs = {"needs": [{"what": "vllm 0.34.0's CUDA 13.0", "driver": "580.65.06"}]}
+    too_old = Outcome("driver", Status.FAIL, Reason.DRIVER_TOO_OLD, "535.104.05 is older than 580.65.06", needs)
+    passes = (Outcome("arch", Status.PASS), Outcome("fit", Status.PASS))
+    target = Target("l4x1", cat.gpus["L4"], 1, 1, "535.104.05", "policy.toml: targets.l4x1.driver")
+    req = Requirement(cat.model("gemma-4-E2B-it"), target, Verdict.PREDICTED, "")
+    only_driver = CellResult("c0", *derive((*passes, too_old)), (*passes, too_old), "fp", {})
+    assert driver_fix(only_driver, req) == "580.65.06"
+    also_arch = (Outcome("arch", Status.FAIL, Reason.ARCH_UNSUPPORTED, "no Gemma4"), too_old)
+    assert driver_fix(CellResult("c1", *derive(also_arch), also_arch, "fp", {}), req) is None  # a driver is not enough
+    stack = Stack(StackKind.VLLM, "0.34.0", "5.25.0", "3.12")
+    cand = Candidate(StackSpec(None, "0.34.0", None, None), stack, "vLLM 0.34.0", 1, False, 1)
+    ok = Checked(cand, (CellResult("c2", Verdict.PREDICTED, None, None, passes, "fp", {}),), 1, (None,))
+    upgrade = Checked(cand, (only_driver,), 0, ("580.65.06",))
+    miss = Checked(cand, (CellResult("c1", *derive(also_arch), also_arch, "fp", {}),), 0, (None,))
+    assert [k.rank for k in (ok, upgrade, miss)] == [0, 1, 2] and upgrade.with_driver and not miss.with_driver
+    q = Question(StackSpec(None, "0.34.0", None, None), stack, (req,), (cand,))
+    assert driver_note(upgrade, q) == "l4x1: driver 580.65.06 or later (has 535.104.05)"

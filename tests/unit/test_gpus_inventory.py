@@ -241,3 +241,22 @@ def test_every_catalog_gpu_has_a_name_rule_and_every_rule_a_catalog_gpu() -> Non
 def test_gpu_info_json_is_plain() -> None:
     info = GpuInfo(0, "GPU-x", "NVIDIA H200", 141 * GIB, 140 * GIB, "00000000:01:00.0")
     assert info.to_json()["catalog_name"] == "H200" and info.to_json()["memory_total_gib"] == 141.0
+
+
+def test_the_hosts_driver_goes_to_the_targets_of_its_gpus_that_declare_none() -> None:
+    from stackmatrix.domain import Gpu
+    from stackmatrix.gpus.inventory import host_driver
+    from stackmatrix.matrix.file import TargetSpec, target_of
+
+    inv = read_inventory(FakeNvml([L4, ("NVIDIA A10", 22.0, 0, False)]))  # the A10 is no class of the catalog
+    host = host_driver(inv, ["L4", "H100-80GB"])
+    assert host is not None and host.driver == "580.95.05" and host.gpus == frozenset({"L4"})
+    gpus = {n: Gpu(n, 24, "8.9", True, False, "s", True) for n in ("L4", "H100-80GB")}
+    catalog = SimpleNamespace(gpus=gpus)
+    took = target_of("l4x1", TargetSpec(gpu="L4", count=1, tp=1), catalog, "m.toml", host)  # type: ignore[arg-type]
+    assert (took.driver, took.driver_source) == ("580.95.05", "NVML on this host (L4)")
+    kept = target_of("l4x1", TargetSpec(gpu="L4", count=1, tp=1, driver="535.104.05"), catalog, "m.toml", host)  # type: ignore[arg-type]
+    assert (kept.driver, kept.driver_source) == ("535.104.05", "m.toml: targets.l4x1.driver")
+    other = target_of("h100x1", TargetSpec(gpu="H100-80GB", count=1, tp=1), catalog, "m.toml", host)  # type: ignore[arg-type]
+    assert other.driver is None  # this host has no H100: NVML says nothing of that target's hosts
+    assert host_driver(read_inventory(FakeNvml([], init_error="no driver")), ["L4"]) is None

@@ -3,6 +3,7 @@ does not; rendered as Markdown, LaTeX (compiled by the real pdflatex) and termin
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -205,3 +206,21 @@ def test_the_view_picks_the_renderer_and_each_format_has_its_default() -> None:
     assert parse_view("frontier", ["csv", "md"]) == "frontier" and parse_view(None, ["csv"]) is None
     with pytest.raises(BadInput, match=r"--view: key 'view': got 'frontier'; expected one of grid .*md, tex"):
         parse_view("frontier", ["csv", "json"])
+
+
+def test_what_a_passing_rung_passed_through_is_in_every_view() -> None:
+    """A fallback kernel or a driver's compatibility is a note on a verdict that stands: the grid's footnote, the
+    frontier's note, the CSV's caveat column."""
+    from stackmatrix.reports.render import render
+
+    caveat = "driver 535.104.05 runs CUDA 12.8 through minor-version compatibility (570.26 for every feature)"
+    through = Outcome("driver", Status.PASS, None, "runs", {"caveat": caveat})
+    plain = cell(Verdict.PREDICTED, vllm="0.19.1", tf="5.5.0")
+    found = decided(replace(plain, outcomes=(*plain.outcomes, through)))
+    report = Report.of([cell(Verdict.BLOCKED, vllm="0.18.1", tf="5.5.0"), found], META)
+    assert report.columns["caveat"] == ["", caveat]
+    assert caveat in frontier(report.columns).notes[0]
+    shown = {f: render(report, f).decode() for f in ("md", "csv", "html", "json", "junit", "tex")}
+    shown["grid"] = render(replace(report, view="grid"), "md").decode()
+    shown["txt"] = render(replace(report, view="frontier"), "txt").decode()  # its grid is symbols only
+    assert all(caveat in text for text in shown.values()), [f for f, text in shown.items() if caveat not in text]

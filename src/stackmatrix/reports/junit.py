@@ -16,6 +16,7 @@ from typing import Any
 
 from stackmatrix.domain import CellResult, Reason, Verdict
 from stackmatrix.reports.table import FLAKY, Report
+from stackmatrix.store.row import caveat_of
 
 FAILING = frozenset({Verdict.BLOCKED, Verdict.NO_FIT})
 # Not-run for these is the run's own failure, not a property of the cell: a dashboard must not hide it as a skip.
@@ -80,6 +81,7 @@ def _testcase(suite: ET.Element, r: CellResult) -> None:
             "declared_verdict": r.declared_verdict,
             "observed_verdict": r.observed_verdict,
             "contradiction": r.contradiction or None,
+            "caveat": caveat_of(r) or None,  # what a passing rung passed through (a fallback kernel, a driver)
         },
     )
     reason = str(r.reason) if r.reason else str(r.verdict)
