@@ -70,10 +70,7 @@ class Server:
         self.port = free_port()
         self.base = f"http://{HOST}:{self.port}"
         self.deadline = time.monotonic() + float(args.get("startup_timeout_s", 600))
-        cmd = [
-            sys.executable,
-            str(Path(__file__).parent / "vllm_server.py"),
-            *([WAIT, str(Path(args["model"]) / COMPLETE)] if args.get("build") else []),
+        server = [  # vLLM's OpenAI server's own arguments: a recipe replays them (stackmatrix recipe)
             "--model",
             args["model"],
             "--host",
@@ -91,9 +88,12 @@ class Server:
             "0",
         ]
         if int(args.get("tp", 1)) > 1:
-            cmd += ["--tensor-parallel-size", str(int(args["tp"]))]
+            server += ["--tensor-parallel-size", str(int(args["tp"]))]
         if args.get("gpu_memory_utilization"):
-            cmd += ["--gpu-memory-utilization", str(args["gpu_memory_utilization"])]
+            server += ["--gpu-memory-utilization", str(args["gpu_memory_utilization"])]
+        self.server = server
+        wait = [WAIT, str(Path(args["model"]) / COMPLETE)] if args.get("build") else []
+        cmd = [sys.executable, str(Path(__file__).parent / "vllm_server.py"), *wait, *server]
         env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
         self.t0 = time.perf_counter()
         with self.log.open("w") as fh:
@@ -156,7 +156,7 @@ class Server:
             raise ProbeFailure("server-error", f"/v1/models lists {ids}, not the served model")
         return {
             "detail": f"the server was up in {ready_s:.1f}s and lists the model",
-            "evidence": {"load_s": round(ready_s, 2), "models": ids, "port": self.port},
+            "evidence": {"load_s": round(ready_s, 2), "models": ids, "port": self.port, "server_args": self.server},
             "duration_s": round(time.perf_counter() - getattr(self, "imported_at", self.t0), 3),
         }
 

@@ -65,7 +65,10 @@ class TritonPythonModel:
         path = params["model_path"]
         torch.manual_seed(0)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        # the runtime tier's CPU: float32 (as its reference ids); a recipe for a GPU names bfloat16 and cuda
+        dtype = getattr(torch, params.get("dtype", "float32"))
+        self.device = params.get("device", "cpu")
+        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(self.device)
         self.model.eval()
         self.max_tokens = int(params.get("max_tokens", DEFAULT_MAX_TOKENS))
 
@@ -87,7 +90,7 @@ class TritonPythonModel:
             raise ValueError("streaming returns only the completion: exclude_input_in_output must not be false")
         sampling = json.loads(_scalar(request, "sampling_parameters", "") or request.parameters() or "{}")
         max_tokens = int(sampling.get("max_tokens", self.max_tokens))
-        ids = self.tokenizer(prompt, return_tensors="pt").input_ids
+        ids = self.tokenizer(prompt, return_tensors="pt").input_ids.to(self.device)
         kwargs = {"max_new_tokens": max_tokens, "do_sample": False, "min_new_tokens": max_tokens, "pad_token_id": 0}
         with torch.no_grad():
             if stream:

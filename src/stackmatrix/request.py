@@ -257,6 +257,11 @@ class Request:
     )
 
     # -- stored runs ------------------------------------------------------------------------------------------
+    cell = Option[str]("cell", "", None, "a cell id of the run (as list and the reports print it)", as_given,
+                       metavar="CELL", required=True)  # fmt: skip
+    from_run = Option[str | None](
+        "--run", "", None, "the run holding the cell: id, unique prefix or directory (default: the newest)", as_given
+    )
     run = Option[str | None]("run", "", None, "run id, unique prefix or run directory", as_given, metavar="RUN")
     runs = Many[str]("runs", "", None, "run id, unique prefix or run directory (0, 1 or 2)", as_given, metavar="RUN")
     dirs = Many[Path](

@@ -196,6 +196,13 @@ _DECLARED: Final[tuple[Command, ...]] = (
         ),
     ),
     Command(
+        "recipe",
+        "what it takes to run a cell that serves: hashed lock and server line, or image and model repository",
+        "recipe:cmd_recipe",
+        (*COMMON, R.cell, R.from_run, R.out.but(help="where the recipe goes (default <reports>/recipes/<cell>)")),
+        stores=False,
+    ),
+    Command(
         "merge",
         "fold the runs of --shard i/n jobs into one run",
         "stored:cmd_merge",
@@ -235,6 +242,7 @@ EXAMPLES: Final = {
     "history": "stackmatrix history -k 'gemma-4-e4b-it and l4x1' --last 5",
     "diff": "stackmatrix diff --format md --output diff.md",
     "merge": "stackmatrix merge shard-1/ shard-2/ --exit-status shard-2=137",
+    "recipe": "stackmatrix recipe vllm-0.19.1-tf5.5.4__gemma-4-e4b-it__l4x1 --out ./e4b-on-l4",
 }
 COMMANDS: Final = tuple(replace(c, example=EXAMPLES[c.name]) for c in _DECLARED)
 GROUPS: Final = {

@@ -329,7 +329,13 @@ def climb(ladder: Ladder, rctx: RuntimeContext, kind: Kind, placement: Placement
             ("reused" if env.reused else "built")
             + (f" image {env.container.image}: " if env.container else f" venv {env.lock_hash}: ")
             + ", ".join(f"{k} {v}" for k, v in observed.items()),
-            {"observed": observed, "lock_hash": env.lock_hash, "root": str(env.root)},
+            {
+                "observed": observed,
+                "lock_hash": env.lock_hash,
+                "root": str(env.root),
+                "installed": env.installed,  # everything, as uv pip freeze lists it: what a recipe must equal
+                "lock": env.lock,
+            },
             time.perf_counter() - t0,
         )
     ]

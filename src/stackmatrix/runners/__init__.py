@@ -52,6 +52,7 @@ class Env:
     build_s: float = 0.0
     container: Container | None = None
     runner: str = "venv"
+    lock: str = ""  # the pins it was built from (uv pip compile's output), where the runner resolved them
 
 
 class EnvBuildFailed(Exception):

@@ -139,7 +139,7 @@ class VenvRunner:
     def requirements(self, stack: Stack, kind: Kind) -> list[str]:
         return kind.requirements(stack, self.o.device)
 
-    def _sources(self) -> list[str]:
+    def sources(self) -> list[str]:
         args = ["--index-url", self.o.index_url]
         if self.o.torch_find_links:
             args += ["--find-links", str(self.o.torch_find_links)]
@@ -164,7 +164,7 @@ class VenvRunner:
         A lock resolved less than ``lock_ttl_s`` ago for the same requirements, overrides, Python and sources is
         reused (a ladder's environment is then found in a few milliseconds, not a resolution's two seconds)."""
         overrides = merge_overrides(self.o.overrides, extra_overrides)
-        what = json.dumps([requirements, overrides, self.o.python, self._sources()])
+        what = json.dumps([requirements, overrides, self.o.python, self.sources()])
         stored = self.o.cache_dir / "locks" / f"{hashlib.sha256(what.encode()).hexdigest()[:24]}.txt"
         if self.o.lock_ttl_s > 0:
             with contextlib.suppress(OSError):
@@ -177,7 +177,13 @@ class VenvRunner:
             atomic_write_text(stored, lock)
         return lock
 
-    def _compile(self, requirements: list[str], overrides: Sequence[str]) -> str:
+    def hashed(self, requirements: Sequence[str], overrides: Sequence[str], exact: bool) -> str:
+        """A lock with every file's hash for a recipe (``uv pip compile --generate-hashes``), from this runner's
+        sources and as-of; ``exact``: ``requirements`` already pin everything (an environment's own lock), so they
+        are hashed as they are (``--no-deps``), not resolved again."""
+        return self._compile(list(requirements), overrides, "--generate-hashes", *(["--no-deps"] if exact else []))
+
+    def _compile(self, requirements: list[str], overrides: Sequence[str], *extra: str) -> str:
         with tempfile.TemporaryDirectory(prefix="stackmatrix-lock-") as tmp:
             req, ovr = Path(tmp) / "requirements.in", Path(tmp) / "overrides.txt"
             req.write_text("\n".join(requirements) + "\n")
@@ -193,7 +199,8 @@ class VenvRunner:
                 "--no-header",
                 "--no-annotate",
                 "--quiet",
-                *self._sources(),
+                *extra,
+                *self.sources(),
                 timeout=600,
             )
         if proc.returncode != 0:
@@ -230,7 +237,9 @@ class VenvRunner:
         python = root / "bin" / "python"
         if marker.exists():
             info = json.loads(marker.read_text())
-            return Env(python, root, digest, info["installed"], True, time.perf_counter() - t0, runner=self.name)
+            return Env(
+                python, root, digest, info["installed"], True, time.perf_counter() - t0, runner=self.name, lock=lock
+            )
         shutil.rmtree(root, ignore_errors=True)  # a half-built env from an interrupted run
         root.parent.mkdir(parents=True, exist_ok=True)
         proc = self._uv("venv", str(root), "--python", self.o.interpreter or self.o.python, "--quiet", timeout=300)
@@ -245,7 +254,7 @@ class VenvRunner:
                 "--no-deps",
                 "-r",
                 str(lock_file),
-                *self._sources(),
+                *self.sources(),
                 timeout=self.o.timeout_s,
             )
         if proc.returncode != 0:
@@ -256,4 +265,4 @@ class VenvRunner:
         freeze = self._uv("pip", "freeze", "--python", str(python), timeout=120).stdout
         installed = dict(line.split("==", 1) for line in freeze.splitlines() if "==" in line)
         atomic_write_text(marker, json.dumps({"installed": installed, "requirements": requirements}))
-        return Env(python, root, digest, installed, False, time.perf_counter() - t0, runner=self.name)
+        return Env(python, root, digest, installed, False, time.perf_counter() - t0, runner=self.name, lock=lock)
