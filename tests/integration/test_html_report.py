@@ -117,6 +117,13 @@ def test_filters_and_evidence_in_a_real_browser(stored: tuple[Path, Path], tmp_p
                 assert box.get_attribute("data-probe") == probe["name"] and probe["status"] in box.inner_text()
                 assert json.loads(box.locator("pre").inner_text()) == probe["evidence"]
 
+            assert panel.locator("a.recipe").count() == 0  # a blocked cell has no recipe
+            green = next(c for c, rec in cells.items() if rec["verdict"] in ("predicted", "runs-tiny", "serves"))
+            page.click("#f-reset")  # a cell that serves (vLLM 0.22.1's): its panel links its recipe and its command
+            page.locator(f'#readiness td[data-cell="{green}"]').click()
+            assert panel.locator("a.recipe").get_attribute("href") == f"recipes/{green}/README.md"
+            assert f"stackmatrix recipe {green} --run " in panel.locator("pre.recipe-command").inner_text()
+
             shot = tmp_path / "readiness.png"
             page.screenshot(path=str(shot))
             page.click("#ev-close")

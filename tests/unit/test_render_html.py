@@ -172,6 +172,9 @@ def test_table_cells_carry_their_cell_and_the_markdown_footnote_numbers() -> Non
         assert attrs["data-kind"] == r.declared["kind"] and attrs["data-verdict"] == str(r.verdict)
         assert attrs["class"] == f"v-{r.verdict}" and r.cell_id in attrs["title"]
         assert text == SYMBOL[r.verdict] + (str(n) if n else "")
+        # a cell that serves links the recipe that runs it (its panel says how to write it there)
+        serving = r.verdict in (Verdict.SERVES, Verdict.RUNS_TINY, Verdict.PREDICTED, Verdict.OVERRIDE)
+        assert attrs.get("data-recipe") == (f"recipes/{r.cell_id}/README.md" if serving else None)
     assert [text for a, text in page.find("li") if a.get("id", "").startswith("fn-")] == list(notes)
     # columns: the stacks in the Markdown order; rows: model x target, sorted; a missing cell is an empty slot
     assert [a["data-stack"] for a, _ in page.find("th", scope="col") if "data-stack" in a] == stack_order(rep.df)

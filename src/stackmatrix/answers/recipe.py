@@ -163,7 +163,8 @@ def _as_run(r: CellResult, server_args: list[str], env_lock: str, lock: Locker) 
     """What the runtime tier ran: the environment's own pins, hashed, and the server's own arguments (its port
     left to the caller)."""
     pins = [line.strip() for line in env_lock.splitlines() if line.strip() and not line.lstrip().startswith("#")]
-    python = str(r.declared.get("python") or "3.12")
+    built = next((o.evidence for o in r.outcomes if o.probe == Rung.ENV), {})
+    python = str(built.get("python") or _evidence(r, "python") or r.declared.get("python"))  # the environment's own
     kept: list[str] = []
     skip = False
     for arg in server_args:  # the probe's free port is no part of the recipe

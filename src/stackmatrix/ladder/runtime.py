@@ -335,6 +335,7 @@ def climb(ladder: Ladder, rctx: RuntimeContext, kind: Kind, placement: Placement
                 "root": str(env.root),
                 "installed": env.installed,  # everything, as uv pip freeze lists it: what a recipe must equal
                 "lock": env.lock,
+                "python": env.python_version,
             },
             time.perf_counter() - t0,
         )

@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from stackmatrix.domain import NAMING, Outcome, StackKind, Verdict
+from stackmatrix.domain import NAMING, PASSING, Outcome, StackKind, Verdict
 from stackmatrix.reports.legend import MEANING, SYMBOL
 from stackmatrix.reports.table import Report, footnotes, observed_rows, pivot
 
@@ -65,6 +65,9 @@ CELL_FIELDS = (
 ROW_KEYS = ("model", "target")
 FILTERS = (("model", "model"), ("target", "target"), ("kind", "stack kind"), ("verdict", "verdict"))
 CSP = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:"
+
+# The verdicts of a cell that serves: its panel links the recipe that runs it (stackmatrix recipe CELL)
+SERVING = frozenset(str(v) for v in PASSING)
 
 
 def _kind_css() -> str:
@@ -214,6 +217,14 @@ JS = """
         : "nothing observed"],
       ["fingerprint", c.fingerprint],
     ]);
+    if (data.recipes.verdicts.includes(c.verdict)) {  // a cell that serves: what it takes to run it
+      add(body, "h3", "Recipe");
+      const where = "recipes/" + c.cell;
+      const link = add(add(body, "p"), "a", where + "/README.md", "recipe");
+      link.href = where.split("/").map(encodeURIComponent).join("/") + "/README.md";
+      add(body, "p", "written beside this page by:");
+      add(body, "pre", `stackmatrix recipe ${c.cell} --run ${data.recipes.run} --out ${where}`, "recipe-command");
+    }
     add(body, "h3", "Declared pins");
     const declared = Object.assign({}, data.pins[c.pins], {model: c.model, target: c.target});
     pairs(body, Object.keys(declared).sort().map((k) => [k, declared[k]]));
@@ -345,9 +356,10 @@ def _data(report: Report, notes: list[int | None]) -> str:
                 [outcomes.outcome(o) for o in r.outcomes],
             ]
         )
+    recipes = {"run": str(report.meta.get("run_id", "")), "verdicts": [str(v) for v in PASSING]}
     text = (
         f'{{"cells":{_json_text(rows)},"fields":{_json_text(CELL_FIELDS)},'
-        f'"outcomes":{outcomes.json_array()},"pins":{pins.json_array()}}}'
+        f'"outcomes":{outcomes.json_array()},"pins":{pins.json_array()},"recipes":{_json_text(recipes)}}}'
     )
     return _script_safe(text)
 
@@ -458,8 +470,10 @@ def _table(df: pd.DataFrame, numbers: list[int | None]) -> str:
     ):
         title = f"{cell}\n{verdict}" + (f": {reason}" if reason else "") + (f" ({override})" if override else "")
         sup = f"<sup>{n}</sup>" if n else ""
+        recipe = f' data-recipe="recipes/{_attr(cell)}/README.md"' if verdict in SERVING else ""
         tds.append(
-            f'<td class="v-{_attr(verdict)}" tabindex="0" data-cell="{_attr(cell)}" data-model="{_attr(model)}" '
+            f'<td class="v-{_attr(verdict)}" tabindex="0" data-cell="{_attr(cell)}"{recipe} '
+            f'data-model="{_attr(model)}" '
             f'data-target="{_attr(target)}" data-kind="{_attr(kind)}" data-verdict="{_attr(verdict)}" '
             f'title="{_attr(title)}">{SYMBOL[Verdict(verdict)]}{sup}</td>'
         )

@@ -53,6 +53,7 @@ class Env:
     container: Container | None = None
     runner: str = "venv"
     lock: str = ""  # the pins it was built from (uv pip compile's output), where the runner resolved them
+    python_version: str = ""  # the Python it was made for ("3.11"), where the runner chose it
 
 
 class EnvBuildFailed(Exception):

@@ -238,7 +238,15 @@ class VenvRunner:
         if marker.exists():
             info = json.loads(marker.read_text())
             return Env(
-                python, root, digest, info["installed"], True, time.perf_counter() - t0, runner=self.name, lock=lock
+                python,
+                root,
+                digest,
+                info["installed"],
+                True,
+                time.perf_counter() - t0,
+                runner=self.name,
+                lock=lock,
+                python_version=self.o.python,
             )
         shutil.rmtree(root, ignore_errors=True)  # a half-built env from an interrupted run
         root.parent.mkdir(parents=True, exist_ok=True)
@@ -265,4 +273,7 @@ class VenvRunner:
         freeze = self._uv("pip", "freeze", "--python", str(python), timeout=120).stdout
         installed = dict(line.split("==", 1) for line in freeze.splitlines() if "==" in line)
         atomic_write_text(marker, json.dumps({"installed": installed, "requirements": requirements}))
-        return Env(python, root, digest, installed, False, time.perf_counter() - t0, runner=self.name, lock=lock)
+        seconds = time.perf_counter() - t0
+        return Env(
+            python, root, digest, installed, False, seconds, runner=self.name, lock=lock, python_version=self.o.python
+        )
