@@ -32,9 +32,13 @@ def _secret_values() -> list[str]:
 
 
 def redact(text: str) -> str:
+    return _redact(text, _secret_values())
+
+
+def _redact(text: str, values: list[str]) -> str:
     text = _URL_USERINFO.sub(f"{MASK}@", text)
     text = _SECRET_QUERY.sub(rf"\1{MASK}", text)
-    for value in _secret_values():
+    for value in values:
         text = text.replace(value, MASK)
     return text
 
@@ -49,13 +53,18 @@ def mask_userinfo(text: str) -> str:
 
 
 def redact_obj(value: Any) -> Any:
-    """``redact`` applied to every string in a JSON-like structure."""
+    """``redact`` applied to every string in a JSON-like structure (the secrets to mask looked up once: an
+    outcome's evidence holds hundreds of strings, and the environment is read for each lookup)."""
+    return _redact_obj(value, _secret_values())
+
+
+def _redact_obj(value: Any, values: list[str]) -> Any:
     if isinstance(value, str):
-        return redact(value)
+        return _redact(value, values)
     if isinstance(value, Mapping):
-        return {k: redact_obj(v) for k, v in value.items()}
+        return {k: _redact_obj(v, values) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [redact_obj(v) for v in value]
+        return [_redact_obj(v, values) for v in value]
     return value
 
 

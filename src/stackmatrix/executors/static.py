@@ -70,10 +70,11 @@ def standing(result: CellResult, climb: str = "standing") -> bool:
 
 
 def warm(cells: Sequence[Cell], ctx: Context, session: Session) -> None:
-    """Fetch the facts every stack needs, in parallel: one cell per stack reads all of its wheels' members."""
-    first: dict[str, Cell] = {}
+    """Fetch the facts every stack needs, in parallel: one cell per stack and quantization reads all of its wheels'
+    members (the kernel rung reads a scheme's own)."""
+    first: dict[tuple[str, str], Cell] = {}
     for c in cells:
-        first.setdefault(c.stack.id, c)
+        first.setdefault((c.stack.id, c.model.quant), c)
     parallel(session, lambda c: climb_static(c, ctx), list(first.values()))
 
 

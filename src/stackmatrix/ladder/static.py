@@ -20,7 +20,7 @@ from stackmatrix.matrix.catalog import Catalog
 from stackmatrix.matrix.file import Settings as MatrixSettings
 from stackmatrix.matrix.pins import newest_before
 from stackmatrix.options import Settings
-from stackmatrix.redact import redact, redact_obj
+from stackmatrix.redact import redact_obj
 from stackmatrix.wheels.index import VersionNotFound, WheelFile
 
 GIB = 1024**3
@@ -70,15 +70,8 @@ def _timed(name: Rung, fn: Callable[[], Outcome]) -> Outcome:
     except Exception as exc:  # a wheel we cannot read: say so on this cell, with the traceback as evidence
         tb = traceback.format_exception(exc)[-6:]
         out = Outcome(name, Status.ERROR, Reason.UNKNOWN, f"{type(exc).__name__}: {exc}", {"traceback": tb})
-    return Outcome(
-        out.probe,
-        out.status,
-        out.reason,
-        redact(out.detail),
-        redact_obj(out.evidence),
-        time.perf_counter() - t0,
-        out.override,
-    )
+    detail, evidence = redact_obj([out.detail, out.evidence])  # one look at the environment's secrets
+    return Outcome(out.probe, out.status, out.reason, detail, evidence, time.perf_counter() - t0, out.override)
 
 
 def nvidia_note(cell: Cell, ctx: Context) -> str:
