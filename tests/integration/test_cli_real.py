@@ -154,3 +154,36 @@ def _lines(run_dir: Path) -> int:
     """The journal's complete lines (a line still being written has no newline yet)."""
     path = run_dir / "journal.jsonl"
     return path.read_bytes().count(b"\n") if path.exists() else 0
+
+
+def test_recipe_of_a_predicted_cell_and_refusals(
+    cache_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A stored cell that serves gets its hashed lock (the record's pins, as of the run's view) and its vllm serve
+    line; one that does not, or no cell of the run, is exit 2 naming it."""
+    reports = tmp_path / "reports"
+    base = ["--cache-dir", str(cache_dir), "--reports-dir", str(reports)]
+    selection = "gemma-4-e4b-it__l4x2 and (vllm-0.22.1 or vllm-0.18.1)"
+    assert main(["run", *base, "--quiet", "-k", selection]) == 0
+    (run_dir,) = (reports / "runs").iterdir()
+    cells = records(run_dir)
+    good = next(c for c, r in cells.items() if r["verdict"] == "predicted")
+    bad = next(c for c, r in cells.items() if r["verdict"] == "blocked")
+    capsys.readouterr()
+    out = tmp_path / "recipe"
+    assert main(["recipe", good, *base, "--out", str(out)]) == 0
+    declared = cells[good]["declared"]
+    lock = (out / "requirements.txt").read_text()
+    for project in ("vllm", "transformers"):  # the lock holds exactly the record's pins, every file hashed
+        assert f"\n{project}=={declared[project]} \\\n    --hash=sha256:" in "\n" + lock
+    assert "\ntorch==" in lock  # the whole tree, resolved for a GPU host (the index's torch, not a +cpu build)
+    serve = (out / "serve.sh").read_text()
+    assert f"vllm serve {declared['model']} --tensor-parallel-size 2 --max-model-len 8192" in serve
+    assert os.access(out / "serve.sh", os.X_OK) and os.access(out / "install.sh", os.X_OK)
+    capsys.readouterr()
+    assert main(["recipe", bad, *base, "--out", str(tmp_path / "no")]) == 2
+    err = capsys.readouterr().err
+    assert "a cell that serves" in err and f"this one is blocked ({cells[bad]['reason']}" in err
+    assert not (tmp_path / "no").exists()
+    assert main(["recipe", "vllm-9.9.9-tf1.0.0__nothing__l4x1", *base]) == 2
+    assert "a cell of run" in capsys.readouterr().err

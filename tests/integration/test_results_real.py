@@ -251,6 +251,20 @@ def test_example_policy_loads_and_gates(cache_dir: Path, tmp_path: Path, capsys:
     assert code == 1 and "vllm.inputs.data" in out  # the operators' failure, with its evidence
 
 
+def test_the_policy_on_r535_gates_on_the_driver(
+    cache_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same host on its R535 driver: vLLM 0.19.1 (torch 2.10, CUDA 12.8) passes through CUDA's minor-version
+    compatibility and the gate says so; vLLM 0.22.1 (torch 2.11, CUDA 13.0) is too old a driver away."""
+    policy = DATA / "policies" / "edge-4xl4-r535.toml"
+    common = ["--cache-dir", str(cache_dir), "--reports-dir", str(tmp_path / "r")]
+    code, out, _ = _run(capsys, "gate", "--policy", str(policy), "--candidate", "vllm=0.19.1", *common)
+    assert code == 0 and out.count("runs CUDA 12.8 through minor-version compatibility") == 3, out
+    code, out, _ = _run(capsys, "gate", "--policy", str(policy), "--candidate", "vllm=0.22.1", *common)
+    assert code == 1 and out.count("`blocked` driver-too-old") == 3, out
+    assert "the target's driver 535.104.05 is older than the 580.65.06 vllm 0.22.1's CUDA 13.0 needs" in out
+
+
 def test_merge_of_shards_keeps_every_cell_even_from_a_killed_shard(
     cache_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
