@@ -13,13 +13,13 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from bench_static import static_tier  # noqa: E402  (the static tier's own pass, shared)
+from bench_static import static_tier  # the static tier's own pass, shared
 
 AS_OF = "2026-12-01"  # the index as of a fixed day: both passes read the same releases
 
@@ -30,18 +30,15 @@ def without_new_rungs() -> Iterator[None]:
     from stackmatrix.domain import Rung
     from stackmatrix.kinds import KINDS
 
-    saved: dict[object, Callable[[], tuple[object, ...]]] = {}
-    for module in KINDS.values():
-        original = module.static_rungs
-        saved[module] = original
-        module.static_rungs = lambda o=original: tuple(  # type: ignore[misc]
-            r for r in o() if r.rung not in (Rung.KERNEL, Rung.DRIVER)
-        )
+    saved = [(module, module.static_rungs) for module in KINDS.values()]
+    for module, original in saved:
+        kept = tuple(r for r in original() if r.rung not in (Rung.KERNEL, Rung.DRIVER))
+        setattr(module, "static_rungs", lambda kept=kept: kept)  # noqa: B010  (a module of the registry, patched)
     try:
         yield
     finally:
-        for module, original in saved.items():
-            module.static_rungs = original  # type: ignore[attr-defined]
+        for module, original in saved:
+            setattr(module, "static_rungs", original)  # noqa: B010
 
 
 def timed(cache: Path, new: bool) -> float:
@@ -53,18 +50,18 @@ def timed(cache: Path, new: bool) -> float:
 
 def main() -> int:
     cold: dict[bool, list[float]] = {True: [], False: []}
-    for new in (False, True, False, True):
+    for with_them in (False, True, False, True):
         with tempfile.TemporaryDirectory(prefix="stackmatrix-bench-") as tmp:
-            cold[new].append(timed(Path(tmp), new))
+            cold[with_them].append(timed(Path(tmp), with_them))
     with tempfile.TemporaryDirectory(prefix="stackmatrix-bench-") as tmp:
         cache = Path(tmp)
         timed(cache, True)  # every fact fetched once
         warm: dict[bool, list[float]] = {True: [], False: []}
         for _ in range(3):
-            for new in (False, True):
+            for with_them in (False, True):
                 t0 = time.perf_counter()
-                timed(cache, new)
-                warm[new].append(time.perf_counter() - t0)
+                timed(cache, with_them)
+                warm[with_them].append(time.perf_counter() - t0)
     print(f"{'figure':<48}{'without':>10}{'with':>10}{'ratio':>8}")
     for name, runs in (("cold static tier, default matrix (median of 2)", cold), ("warm (median of 3)", warm)):
         base, new = statistics.median(runs[False]), statistics.median(runs[True])
