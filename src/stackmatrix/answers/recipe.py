@@ -244,6 +244,8 @@ def _triton(r: CellResult, stack: Stack, judged: Judged, lock: Locker) -> dict[s
 
 
 def _readme(r: CellResult, meta: Mapping[str, Any], judged: Judged, files: Mapping[str, str]) -> str:
+    from stackmatrix.redact import redact
+
     as_of = option(meta, "as_of") or f"{meta.get('started', '')} (the run's start: it gave no --as-of)"
     caveat = caveat_of(r)
     lines = [
@@ -253,7 +255,7 @@ def _readme(r: CellResult, meta: Mapping[str, Any], judged: Judged, files: Mappi
         f"`{r.declared.get('target')}`.",
         f"Judged with: model `{judged.model}`, tensor parallel {judged.tp}, max model length {judged.max_model_len}, "
         f"GPU memory utilization {judged.gpu_memory_utilization}.",
-        f"Locked as of {as_of} on {option(meta, 'index_url') or 'the index'}.",
+        f"Locked as of {as_of} on {redact(str(option(meta, 'index_url') or 'the index'))}.",
     ]
     if r.override:
         lines.append(f"Needs the override `{r.override}` (the declared requirements forbid it; overrides.txt).")
