@@ -39,7 +39,7 @@ class Need:
     driver: str  # the minimum driver, a version or a branch ("570")
     source: str
     forward_compat: tuple[str, ...] = ()  # older drivers its forward compatibility allows on data-centre GPUs
-    minor_compat: str | None = None  # a wheel's floor through CUDA minor-version compatibility
+    minor_compat: str | None = None  # its CUDA major's floor through minor-version compatibility, where it applies
 
 
 @dataclass(frozen=True)
