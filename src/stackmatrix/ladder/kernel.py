@@ -104,6 +104,5 @@ def probe_kernel(cell: Cell, ctx: Context) -> Outcome:
     return Outcome(Rung.KERNEL, Status.PASS, None, detail, evidence)
 
 
-KERNEL = StaticRung(
-    Rung.KERNEL, probe_kernel, lambda c: (c.stack.vllm, c.stack.python, c.stack.id, c.model.quant, c.target.gpu)
-)
+# the stack (its vLLM wheel, and nvidia_note's stock container), the checkpoint's scheme, the GPU
+KERNEL = StaticRung(Rung.KERNEL, probe_kernel, lambda c: (c.stack.id, c.model.quant, c.target.gpu))

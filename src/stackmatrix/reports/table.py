@@ -94,13 +94,13 @@ def footnotes(table: Table) -> tuple[list[int | None], dict[str, int]]:
         table["caveat"],
         strict=True,
     ):
-        inferred = "; ".join(x for x in (inferred, caveat) if x)  # both are notes on a verdict that stands
-        if Verdict(verdict) in PLAIN and not flaky and not inferred:
+        standing = "; ".join(x for x in (inferred, caveat) if x)  # notes on a verdict that stands
+        if Verdict(verdict) in PLAIN and not flaky and not standing:
             numbers.append(None)
         else:
             text = note_text(reason, override, detail) if Verdict(verdict) not in PLAIN or flaky else ""
             text = (f"{FLAKY}; {text}" if text else FLAKY) if flaky else text
-            text = f"{text}; {inferred}" if text and inferred else text or inferred
+            text = f"{text}; {standing}" if text and standing else text or standing
             numbers.append(notes.setdefault(text, len(notes) + 1))
     return numbers, notes
 
